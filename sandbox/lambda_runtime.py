@@ -1,0 +1,380 @@
+"""In-process Lambda runtime for moto: run a function's handler from its deployed zip, no Docker.
+
+moto 5.2.5 only runs Lambda code inside Docker (DESIGN §6). This module replaces
+``LambdaFunction._invoke_lambda`` so each invocation imports the handler from the function's own
+zip, with the function's environment applied, and answers the way Lambda does (payload, or
+``FunctionError: Unhandled`` with ``errorMessage``/``errorType``/``stackTrace``).
+
+Isolation model (documented gap, see ``GAPS`` in ``sandbox/deploy.py``):
+- the zip is extracted once per code digest; its *own* top-level modules (everything not claimed by
+  a bundled ``*.dist-info``) are imported fresh per function and kept warm between invocations, so
+  two functions that both ship ``handlers``/``labelloop_core`` never share module objects;
+- bundled third-party dependencies are taken from the host venv first, and only from the zip when
+  the host lacks them: the asset carries Linux arm64 wheels (pillow) that cannot load on this host;
+- invocations are serialised under one re-entrant lock because environment variables,
+  ``sys.modules`` and ``sys.path`` are process-global (a Lambda may synchronously trigger another).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import io
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moto.awslambda.models import LambdaFunction
+
+_LOCK = threading.RLock()
+_EXTRACT_ROOT: Path | None = None
+_EXTRACTED: dict[str, _Extracted] = {}
+_PATCH_STATE: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class _Extracted:
+    """One unpacked code zip: own code and bundled dependencies in separate directories."""
+
+    own_dir: Path
+    deps_dir: Path
+    own_names: frozenset[str]
+
+
+@dataclass
+class Invocation:
+    """A record of one in-process invocation, kept for tests and the CLI to inspect."""
+
+    function_name: str
+    request_id: str
+    event: Any
+    response: Any
+    error: dict[str, Any] | None
+    logs: str
+    started: float
+    duration_s: float
+
+
+@dataclass
+class InvocationLog:
+    """In-memory log of every invocation (the same text also goes to moto's CloudWatch Logs)."""
+
+    invocations: list[Invocation] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, record: Invocation) -> None:
+        with self.lock:
+            self.invocations.append(record)
+
+    def for_function(self, name_fragment: str) -> list[Invocation]:
+        """Invocations of functions whose name contains ``name_fragment``."""
+        with self.lock:
+            return [i for i in self.invocations if name_fragment in i.function_name]
+
+    def clear(self) -> None:
+        with self.lock:
+            self.invocations.clear()
+
+
+INVOCATIONS = InvocationLog()
+
+
+class _ThreadCapture(io.TextIOBase):
+    """A stdout/stderr stand-in writing to the current thread's capture buffer, else the original.
+
+    Loggers (e.g. Powertools) keep a reference to the stream they saw at construction; routing
+    through this object keeps later invocations' output attributed to the right invocation.
+    """
+
+    def __init__(self, fallback: Any) -> None:
+        self._fallback = fallback
+        self._local = threading.local()
+
+    def push(self, buffer: io.StringIO) -> None:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        stack.append(buffer)
+
+    def pop(self) -> None:
+        self._local.stack.pop()
+
+    def write(self, text: str) -> int:
+        stack = getattr(self._local, "stack", None)
+        if stack:
+            return stack[-1].write(text)
+        return int(self._fallback.write(text) or 0)
+
+    def flush(self) -> None:
+        stack = getattr(self._local, "stack", None)
+        if not stack:
+            self._fallback.flush()
+
+    def writable(self) -> bool:
+        return True
+
+
+_STDOUT = _ThreadCapture(sys.__stdout__)
+_STDERR = _ThreadCapture(sys.__stderr__)
+
+
+class _BufferHandler(logging.Handler):
+    """Routes ``logging`` records emitted during an invocation into its log buffer."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _STDOUT.write(f"[{record.levelname}]\t{record.name}\t{self.format(record)}\n")
+        except Exception:  # logging must never break the invocation
+            self.handleError(record)
+
+
+def _extract_root() -> Path:
+    global _EXTRACT_ROOT
+    if _EXTRACT_ROOT is None:
+        _EXTRACT_ROOT = Path(tempfile.mkdtemp(prefix="labelloop-lambda-"))
+    return _EXTRACT_ROOT
+
+
+def cleanup_extracted() -> None:
+    """Remove every extracted zip (called when a LocalCloud stops)."""
+    global _EXTRACT_ROOT
+    with _LOCK:
+        if _EXTRACT_ROOT is not None:
+            shutil.rmtree(_EXTRACT_ROOT, ignore_errors=True)
+        _EXTRACT_ROOT = None
+        _EXTRACTED.clear()
+
+
+def _dependency_top_levels(zf: zipfile.ZipFile) -> set[str]:
+    """Top-level names owned by bundled distributions (from their dist-info RECORD/top_level)."""
+    owned: set[str] = set()
+    for name in zf.namelist():
+        parts = name.split("/")
+        if len(parts) != 2 or not parts[0].endswith((".dist-info", ".egg-info")):
+            continue
+        owned.add(parts[0])
+        if parts[1] == "RECORD":
+            for line in zf.read(name).decode("utf-8", "replace").splitlines():
+                path = line.split(",", 1)[0]
+                top = path.split("/", 1)[0]
+                if top and not top.startswith(".."):
+                    owned.add(top)
+        elif parts[1] == "top_level.txt":
+            owned.update(t.strip() for t in zf.read(name).decode().splitlines() if t.strip())
+    # Compiled extension modules and their .libs folders belong to dependencies too.
+    return owned
+
+
+def _extract(code_bytes: bytes, digest: str) -> _Extracted:
+    """Unpack a code zip once per digest into own-code and dependency directories."""
+    cached = _EXTRACTED.get(digest)
+    if cached is not None:
+        return cached
+    root = _extract_root() / (digest.replace(":", "_") or uuid.uuid4().hex)
+    own_dir, deps_dir = root / "own", root / "deps"
+    own_dir.mkdir(parents=True, exist_ok=True)
+    deps_dir.mkdir(parents=True, exist_ok=True)
+    own_names: set[str] = set()
+    with zipfile.ZipFile(io.BytesIO(code_bytes)) as zf:
+        dep_tops = _dependency_top_levels(zf)
+        for info in zf.infolist():
+            top = info.filename.split("/", 1)[0]
+            is_dep = top in dep_tops or top.removesuffix(".py") in dep_tops or top.endswith(".libs")
+            target = deps_dir if is_dep else own_dir
+            zf.extract(info, target)
+            if not is_dep:
+                own_names.add(top.removesuffix(".py"))
+    result = _Extracted(own_dir, deps_dir, frozenset(own_names))
+    _EXTRACTED[digest] = result
+    return result
+
+
+def _is_own(module_name: str, own_names: frozenset[str]) -> bool:
+    return module_name.split(".", 1)[0] in own_names
+
+
+@contextlib.contextmanager
+def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[None]:
+    """Swap in the function's modules, import path and environment; restore all on exit."""
+    warm: dict[str, Any] = getattr(fn, "_labelloop_modules", {})
+    saved_modules = {n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)}
+    for name in saved_modules:
+        del sys.modules[name]
+    sys.modules.update(warm)
+    saved_path = list(sys.path)
+    sys.path[:] = [str(extracted.own_dir), *saved_path, str(extracted.deps_dir)]
+    saved_env = dict(os.environ)
+    os.environ.update(_lambda_environment(fn))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        fn._labelloop_modules = {  # type: ignore[attr-defined]
+            n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)
+        }
+        for name in fn._labelloop_modules:  # type: ignore[attr-defined]
+            del sys.modules[name]
+        sys.modules.update(saved_modules)
+        sys.path[:] = saved_path
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def _lambda_environment(fn: LambdaFunction) -> dict[str, str]:
+    """The variables Lambda sets for a function, plus the function's own ``Environment``."""
+    env = {
+        "_HANDLER": str(fn.handler),
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.run_time}",
+        "AWS_LAMBDA_FUNCTION_NAME": str(fn.function_name),
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size),
+        "AWS_LAMBDA_FUNCTION_VERSION": str(fn.version),
+        "AWS_LAMBDA_LOG_GROUP_NAME": str(fn.logs_group_name),
+        "AWS_REGION": str(fn.region),
+        "AWS_DEFAULT_REGION": str(fn.region),
+        "LAMBDA_TASK_ROOT": "/var/task",
+    }
+    env.update({k: str(v) for k, v in (fn.environment_vars or {}).items()})
+    return env
+
+
+class LambdaContext:
+    """The subset of the Lambda context object handlers and Powertools read."""
+
+    def __init__(self, fn: LambdaFunction, request_id: str) -> None:
+        self.function_name = str(fn.function_name)
+        self.function_version = str(fn.version)
+        self.invoked_function_arn = str(fn.function_arn)
+        self.memory_limit_in_mb = int(fn.memory_size)
+        self.aws_request_id = request_id
+        self.log_group_name = str(fn.logs_group_name)
+        self.log_stream_name = f"local/[{fn.version}]{request_id}"
+        self._deadline = time.time() + float(fn.timeout or 3)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    """The JSON body Lambda returns for an unhandled exception."""
+    frames = [
+        "".join(traceback.format_list([frame]))
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if frame.filename != __file__
+    ]
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "requestId": "",
+        "stackTrace": [f.rstrip("\n") for f in frames],
+    }
+
+
+def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | None, str]:
+    """Invoke ``fn`` in-process; return (payload JSON, error dict or None, captured logs)."""
+    if not fn.code_bytes:
+        raise RuntimeError(f"function {fn.function_name} has no zip code to run in-process")
+    request_id = str(uuid.uuid4())
+    buffer = io.StringIO()
+    started = time.time()
+    error: dict[str, Any] | None = None
+    result: Any = None
+    with _LOCK:
+        extracted = _extract(fn.code_bytes, fn.code_digest or fn.code_sha_256)
+        handler_path = str(fn.handler)
+        module_name, _, func_name = handler_path.rpartition(".")
+        log_handler = _BufferHandler()
+        root_logger = logging.getLogger()
+        real_out, real_err = sys.stdout, sys.stderr
+        _STDOUT.push(buffer)
+        _STDERR.push(buffer)
+        sys.stdout, sys.stderr = _STDOUT, _STDERR  # type: ignore[assignment]
+        root_logger.addHandler(log_handler)
+        buffer.write(f"START RequestId: {request_id} Version: {fn.version}\n")
+        try:
+            with _function_context(fn, extracted):
+                try:
+                    module = importlib.import_module(module_name)
+                    handler = getattr(module, func_name)
+                    result = handler(event, LambdaContext(fn, request_id))
+                    payload = json.dumps(result)
+                except Exception as exc:  # an unhandled error, reported the way Lambda does
+                    error = _error_payload(exc)
+                    error["requestId"] = request_id
+                    payload = json.dumps(error)
+                    buffer.write(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n")
+                    buffer.write("".join(traceback.format_exception(exc)))
+        finally:
+            root_logger.removeHandler(log_handler)
+            sys.stdout, sys.stderr = real_out, real_err
+            _STDOUT.pop()
+            _STDERR.pop()
+        duration = time.time() - started
+        buffer.write(f"END RequestId: {request_id}\n")
+        buffer.write(f"REPORT RequestId: {request_id}\tDuration: {duration * 1000:.2f} ms\n")
+    logs = buffer.getvalue()
+    INVOCATIONS.add(
+        Invocation(
+            function_name=str(fn.function_name),
+            request_id=request_id,
+            event=event,
+            response=None if error else result,
+            error=error,
+            logs=logs,
+            started=started,
+            duration_s=duration,
+        )
+    )
+    return payload, error, logs
+
+
+def _patched_invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
+    """Replacement for moto's Docker-based ``_invoke_lambda``."""
+    self.logs_backend.ensure_log_group(self.logs_group_name)
+    payload, error, logs = run_function(self, {} if event is None else event)
+    self.save_logs(logs)
+    return payload, error is not None, logs
+
+
+def _patched_invoke(self: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> Any:
+    """moto's ``invoke`` reports every error as ``Handled``; Lambda says ``Unhandled`` for exceptions."""
+    event = json.loads(body) if body else {}
+    payload, error, logs = run_function(self, event)
+    self.logs_backend.ensure_log_group(self.logs_group_name)
+    self.save_logs(logs)
+    if error is not None:
+        response_headers["x-amz-function-error"] = "Unhandled"
+    inv_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
+    if inv_type == "RequestResponse":
+        tail = logs[-4096:].encode("utf-8")
+        response_headers["x-amz-log-result"] = base64.b64encode(tail).decode("utf-8")
+        return payload.encode("utf-8")
+    return payload
+
+
+def install() -> None:
+    """Patch moto's Lambda model to run functions in-process (idempotent)."""
+    if "installed" in _PATCH_STATE:
+        return
+    _PATCH_STATE["installed"] = (LambdaFunction._invoke_lambda, LambdaFunction.invoke)
+    LambdaFunction._invoke_lambda = _patched_invoke_lambda  # type: ignore[method-assign]
+    LambdaFunction.invoke = _patched_invoke  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    """Restore moto's original Lambda model methods."""
+    original = _PATCH_STATE.pop("installed", None)
+    if original is not None:
+        LambdaFunction._invoke_lambda, LambdaFunction.invoke = original  # type: ignore[method-assign]
