@@ -1,0 +1,61 @@
+# LabelLoop developer entry points. `make demo` and `make test` work on a fresh machine with
+# Python 3.11+, node and npm: they create/refresh .venv and node_modules idempotently first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+REQ_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml | sha256sum | cut -c1-12)
+NODE_HASH := $(shell cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
+VENV_STAMP := $(VENV)/.stamp-$(REQ_HASH)
+NODE_STAMP := node_modules/.stamp-$(NODE_HASH)
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help setup test test-fast demo synth lint bench clean
+
+help:
+	@echo "make demo   - run the whole pipeline on generated images in the in-process emulation"
+	@echo "make test   - unit, handler, infra (synth + cfn-lint + cdk-nag) and e2e tests"
+	@echo "make synth  - cdk synth with the pinned CDK CLI (writes cdk.out/)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - benchmarks (JSON)"
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LabelLoop needs Python 3.11+")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/labelloop-paths.pth"
+	@echo "$(CURDIR)/lambdas" >> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/labelloop-paths.pth"
+	@rm -f $(VENV)/.stamp-*
+	@touch $@
+
+$(NODE_STAMP): package.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@rm -f node_modules/.stamp-*
+	@touch $@
+
+setup: $(VENV_STAMP) $(NODE_STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/labelloop demo --out demo-out
+
+synth: setup
+	npx --no-install cdk synth --quiet
+	@ls -1 cdk.out/*.template.json
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy lambdas infra
+
+bench: setup
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf cdk.out .build .pytest_cache .mypy_cache .ruff_cache

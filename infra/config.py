@@ -1,0 +1,350 @@
+"""Typed LabelLoop configuration, read once from the CDK context (`cdk.json` key ``labelloop``).
+
+Every field has a safe default for a first deploy. Invalid values fail synth with a message that
+names the offending context key, e.g. ``labelloop.labels: ...``.
+
+Overrides on the command line use one key per field, values parsed as JSON when they parse::
+
+    cdk deploy -c labelloop.labels='["car","person"]' -c labelloop.workteamArn=arn:aws:sagemaker:...
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, cast
+
+CONTEXT_KEY = "labelloop"
+
+ModelKind = Literal["none", "rekognition", "sagemaker"]
+EndpointFormat = Literal["builtin", "ultralytics"]
+TaskMode = Literal["adjust", "verify"]
+
+_LABEL_RE = re.compile(r"^[^\s].{0,62}$")
+_WORKTEAM_RE = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-]+/[\w\-]+$")
+_REKOGNITION_RE = re.compile(r"^arn:aws[a-z\-]*:rekognition:[a-z0-9\-]+:\d{12}:project/.+/version/.+/\d+$")
+_ENDPOINT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9\-_/]*/$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class ConfigError(ValueError):
+    """A context value is invalid; the message starts with the full context key."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The assisting model that pre-labels every image (``kind="none"`` sends everything to humans)."""
+
+    kind: ModelKind = "none"
+    project_version_arn: str | None = None
+    endpoint_name: str | None = None
+    endpoint_format: EndpointFormat = "builtin"
+    min_confidence: float = 0.05
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Calibrated auto-accept (DESIGN §4): target quality, bound level, and the unbiased audit."""
+
+    target_quality: float = 0.6
+    confidence_level: float = 0.95
+    min_pairs: int = 30
+    audit_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class LabelLoopConfig:
+    """Everything the stack needs to know; the only place context is read."""
+
+    labels: tuple[str, ...] = ("object",)
+    workteam_arn: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task_mode: TaskMode = "adjust"
+    workers_per_object: int = 1
+    task_time_limit_seconds: int = 600
+    task_availability_seconds: int = 864000
+    incoming_prefix: str = "incoming/"
+    work_prefix: str = "work/"
+    exports_prefix: str = "exports/"
+    batch_window_seconds: int = 60
+    max_batch_size: int = 1000
+    prelabel_shard_size: int = 200
+    prelabel_max_concurrency: int = 4
+    auto_accept_threshold: float | None = None
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    max_image_bytes: int = 40 * 1024 * 1024
+    max_image_pixels: int = 100_000_000
+    review_timeout_hours: int = 240
+    val_fraction: float = 0.2
+    log_retention_days: int = 30
+    alarm_email: str | None = None
+
+    @property
+    def category_names(self) -> list[str]:
+        """Label names in registry order (class id = position)."""
+        return list(self.labels)
+
+
+# camelCase context key -> dataclass field, per section; the context speaks camelCase like CDK.
+_TOP_KEYS = {
+    "labels": "labels",
+    "workteamArn": "workteam_arn",
+    "model": "model",
+    "taskMode": "task_mode",
+    "workersPerObject": "workers_per_object",
+    "taskTimeLimitSeconds": "task_time_limit_seconds",
+    "taskAvailabilitySeconds": "task_availability_seconds",
+    "incomingPrefix": "incoming_prefix",
+    "workPrefix": "work_prefix",
+    "exportsPrefix": "exports_prefix",
+    "batchWindowSeconds": "batch_window_seconds",
+    "maxBatchSize": "max_batch_size",
+    "prelabelShardSize": "prelabel_shard_size",
+    "prelabelMaxConcurrency": "prelabel_max_concurrency",
+    "autoAcceptThreshold": "auto_accept_threshold",
+    "calibration": "calibration",
+    "maxImageBytes": "max_image_bytes",
+    "maxImagePixels": "max_image_pixels",
+    "reviewTimeoutHours": "review_timeout_hours",
+    "valFraction": "val_fraction",
+    "logRetentionDays": "log_retention_days",
+    "alarmEmail": "alarm_email",
+}
+_MODEL_KEYS = {
+    "kind": "kind",
+    "projectVersionArn": "project_version_arn",
+    "endpointName": "endpoint_name",
+    "endpointFormat": "endpoint_format",
+    "minConfidence": "min_confidence",
+}
+_CALIBRATION_KEYS = {
+    "targetQuality": "target_quality",
+    "confidenceLevel": "confidence_level",
+    "minPairs": "min_pairs",
+    "auditFraction": "audit_fraction",
+}
+
+# Retention values CloudWatch Logs accepts.
+_RETENTION_DAYS = {
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+}
+
+
+def _parse_scalar(value: Any) -> Any:
+    """Context given with ``-c k=v`` arrives as a string; accept JSON there too."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _merge_overrides(raw: dict[str, Any], get_context: Any) -> dict[str, Any]:
+    """Apply ``labelloop.<key>`` and ``labelloop.<section>.<key>`` overrides on top of ``raw``."""
+    merged = json.loads(json.dumps(raw))
+    for key in list(_TOP_KEYS):
+        value = get_context(f"{CONTEXT_KEY}.{key}")
+        if value is not None:
+            merged[key] = _parse_scalar(value)
+    for section, keys in (("model", _MODEL_KEYS), ("calibration", _CALIBRATION_KEYS)):
+        for key in keys:
+            value = get_context(f"{CONTEXT_KEY}.{section}.{key}")
+            if value is not None:
+                merged.setdefault(section, {})
+                if not isinstance(merged[section], dict):
+                    raise ConfigError(f"{CONTEXT_KEY}.{section}: must be an object")
+                merged[section][key] = _parse_scalar(value)
+    return merged
+
+
+def _check_unknown(data: dict[str, Any], known: dict[str, str], where: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+
+
+def _int(data: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{where}.{key}: must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
+def _float(data: dict[str, Any], key: str, where: str, default: float, lo: float, hi: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise ConfigError(f"{where}.{key}: must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _opt_str(data: dict[str, Any], key: str, where: str, pattern: re.Pattern[str], hint: str) -> str | None:
+    value = data.get(key)
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise ConfigError(f"{where}.{key}: {hint}, got {value!r}")
+    return value
+
+
+def _choice(data: dict[str, Any], key: str, where: str, default: str, choices: tuple[str, ...]) -> str:
+    value = data.get(key, default)
+    if value not in choices:
+        raise ConfigError(f"{where}.{key}: must be one of {', '.join(choices)}, got {value!r}")
+    return cast(str, value)
+
+
+def _prefix(data: dict[str, Any], key: str, where: str, default: str) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str) or not _PREFIX_RE.match(value):
+        raise ConfigError(
+            f"{where}.{key}: must be a lower-case S3 prefix ending in '/', e.g. {default!r}, got {value!r}"
+        )
+    return value
+
+
+def _labels(data: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = data.get("labels", ["object"])
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.labels: must be a non-empty list of label names, got {value!r}")
+    if len(value) > 50:
+        raise ConfigError(f"{where}.labels: Ground Truth bounding-box jobs allow at most 50 labels")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}.labels: label names must be unique, got {value!r}")
+    bad = [v for v in value if not _LABEL_RE.match(v) or v != v.strip()]
+    if bad:
+        raise ConfigError(
+            f"{where}.labels: label names must be 1-63 characters without surrounding spaces, got {bad[0]!r}"
+        )
+    return tuple(value)
+
+
+def _model(data: Any, where: str) -> ModelConfig:
+    if data is None:
+        return ModelConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be an object")
+    _check_unknown(data, _MODEL_KEYS, where)
+    kind = _choice(data, "kind", where, "none", ("none", "rekognition", "sagemaker"))
+    arn = _opt_str(
+        data, "projectVersionArn", where, _REKOGNITION_RE, "must be a Rekognition Custom Labels project version ARN"
+    )
+    endpoint = _opt_str(data, "endpointName", where, _ENDPOINT_RE, "must be a SageMaker endpoint name")
+    if kind == "rekognition" and arn is None:
+        raise ConfigError(f"{where}.projectVersionArn: required when model.kind is 'rekognition'")
+    if kind == "sagemaker" and endpoint is None:
+        raise ConfigError(f"{where}.endpointName: required when model.kind is 'sagemaker'")
+    return ModelConfig(
+        kind=cast(ModelKind, kind),
+        project_version_arn=arn,
+        endpoint_name=endpoint,
+        endpoint_format=cast(
+            EndpointFormat, _choice(data, "endpointFormat", where, "builtin", ("builtin", "ultralytics"))
+        ),
+        min_confidence=_float(data, "minConfidence", where, 0.05, 0.0, 1.0),
+    )
+
+
+def _calibration(data: Any, where: str) -> CalibrationConfig:
+    if data is None:
+        return CalibrationConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be an object")
+    _check_unknown(data, _CALIBRATION_KEYS, where)
+    return CalibrationConfig(
+        target_quality=_float(data, "targetQuality", where, 0.6, 0.0, 1.0),
+        confidence_level=_float(data, "confidenceLevel", where, 0.95, 0.5, 0.999),
+        min_pairs=_int(data, "minPairs", where, 30, 5, 1_000_000),
+        audit_fraction=_float(data, "auditFraction", where, 0.05, 0.0, 1.0),
+    )
+
+
+def parse_config(raw: Any) -> LabelLoopConfig:
+    """Validate a context dict (camelCase keys) into a `LabelLoopConfig`."""
+    where = CONTEXT_KEY
+    if raw is None:
+        raw = {}
+    raw = _parse_scalar(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be an object, got {type(raw).__name__}")
+    _check_unknown(raw, _TOP_KEYS, where)
+    threshold = raw.get("autoAcceptThreshold")
+    if threshold is not None:
+        threshold = _float(raw, "autoAcceptThreshold", where, 0.0, 0.0, 1.0)
+    retention = _int(raw, "logRetentionDays", where, 30, 1, 3653)
+    if retention not in _RETENTION_DAYS:
+        raise ConfigError(f"{where}.logRetentionDays: must be one of {sorted(_RETENTION_DAYS)}, got {retention}")
+    prefixes = {
+        k: _prefix(raw, k, where, d)
+        for k, d in (("incomingPrefix", "incoming/"), ("workPrefix", "work/"), ("exportsPrefix", "exports/"))
+    }
+    if len(set(prefixes.values())) != 3 or any(
+        a != b and a.startswith(b) for a in prefixes.values() for b in prefixes.values()
+    ):
+        raise ConfigError(
+            f"{where}.incomingPrefix: incoming, work and exports prefixes must not overlap, got {prefixes}"
+        )
+    config = LabelLoopConfig(
+        labels=_labels(raw, where),
+        workteam_arn=_opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN"),
+        model=_model(raw.get("model"), f"{where}.model"),
+        task_mode=cast(TaskMode, _choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
+        workers_per_object=_int(raw, "workersPerObject", where, 1, 1, 9),
+        task_time_limit_seconds=_int(raw, "taskTimeLimitSeconds", where, 600, 30, 28800),
+        task_availability_seconds=_int(raw, "taskAvailabilitySeconds", where, 864000, 60, 864000),
+        incoming_prefix=prefixes["incomingPrefix"],
+        work_prefix=prefixes["workPrefix"],
+        exports_prefix=prefixes["exportsPrefix"],
+        batch_window_seconds=_int(raw, "batchWindowSeconds", where, 60, 0, 300),
+        max_batch_size=_int(raw, "maxBatchSize", where, 1000, 1, 100_000),
+        prelabel_shard_size=_int(raw, "prelabelShardSize", where, 200, 1, 10_000),
+        prelabel_max_concurrency=_int(raw, "prelabelMaxConcurrency", where, 4, 1, 1000),
+        auto_accept_threshold=threshold,
+        calibration=_calibration(raw.get("calibration"), f"{where}.calibration"),
+        max_image_bytes=_int(raw, "maxImageBytes", where, 40 * 1024 * 1024, 1024, 100 * 1024 * 1024),
+        max_image_pixels=_int(raw, "maxImagePixels", where, 100_000_000, 64 * 64, 500_000_000),
+        review_timeout_hours=_int(raw, "reviewTimeoutHours", where, 240, 1, 24 * 30),
+        val_fraction=_float(raw, "valFraction", where, 0.2, 0.0, 0.9),
+        log_retention_days=retention,
+        alarm_email=_opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
+    )
+    return config
+
+
+def config_from_context(get_context: Any) -> LabelLoopConfig:
+    """Read the ``labelloop`` context (plus dotted overrides) through ``node.try_get_context``."""
+    raw = get_context(CONTEXT_KEY) or {}
+    raw = _parse_scalar(raw)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{CONTEXT_KEY}: must be an object, got {type(raw).__name__}")
+    return parse_config(_merge_overrides(raw, get_context))
+
+
+def config_field_names() -> list[str]:
+    """The dataclass field names, for documentation and tests."""
+    return [f.name for f in fields(LabelLoopConfig)]

@@ -1,0 +1,1 @@
+"""One construct module per concern; constructs wire resources and hold no business logic."""

@@ -1,0 +1,185 @@
+"""The one way LabelLoop declares a Lambda function: runtime, arm64, JSON logs, log group, tracing.
+
+The asset is the whole ``lambdas/`` folder plus its ``requirements.txt`` installed for the Lambda
+platform with ``pip --platform --only-binary`` — no Docker engine is needed to synthesize.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsii
+from aws_cdk import BundlingOptions, DockerImage, Duration, ILocalBundling, RemovalPolicy
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+LAMBDA_SRC = REPO_ROOT / "lambdas"
+DEPS_CACHE = REPO_ROOT / ".build" / "lambda-deps"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+PIP_PYTHON_VERSION = "3.13"
+PIP_PLATFORM = "manylinux2014_aarch64"
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
+
+
+def _deps_dir() -> Path:
+    """Install ``lambdas/requirements.txt`` for linux/arm64 once per requirements hash (cached)."""
+    requirements = LAMBDA_SRC / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes() + f"{PIP_PLATFORM}{PIP_PYTHON_VERSION}".encode()).hexdigest()[:16]
+    target = DEPS_CACHE / digest
+    if (target / ".complete").exists():
+        return target
+    staging = DEPS_CACHE / f"{digest}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--requirement",
+        str(requirements),
+        "--target",
+        str(staging),
+        "--platform",
+        PIP_PLATFORM,
+        "--implementation",
+        "cp",
+        "--python-version",
+        PIP_PYTHON_VERSION,
+        "--only-binary=:all:",
+        "--no-compile",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"installing Lambda dependencies for {PIP_PLATFORM} failed:\n{result.stderr}")
+    (staging / ".complete").write_text(digest)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+@jsii.implements(ILocalBundling)
+class LocalPipBundling:
+    """Bundles the Lambda asset on this machine: our sources plus platform wheels from PyPI."""
+
+    def try_bundle(self, output_dir: str, *, image: DockerImage, **_: Any) -> bool:
+        out = Path(output_dir)
+        shutil.copytree(_deps_dir(), out, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".complete"))
+        for child in LAMBDA_SRC.iterdir():
+            if child.name in {"requirements.txt"} or child.name.startswith("."):
+                continue
+            if child.is_dir():
+                shutil.copytree(child, out / child.name, dirs_exist_ok=True, ignore=_IGNORED)
+            elif child.suffix in {".py", ".html", ".json", ".liquid"}:
+                shutil.copy2(child, out / child.name)
+        return True
+
+
+def lambda_code() -> lambda_.Code:
+    """The one shared asset (one hash, one upload) for every LabelLoop function."""
+    return lambda_.Code.from_asset(
+        str(LAMBDA_SRC),
+        exclude=["**/__pycache__", "**/*.pyc"],
+        bundling=BundlingOptions(
+            image=DockerImage.from_registry("public.ecr.aws/sam/build-python3.13"),
+            local=LocalPipBundling(),
+        ),
+    )
+
+
+class LambdaFactory(Construct):
+    """Creates LabelLoop functions with one set of defaults; callers pass only what differs."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, log_retention_days: int, common_env: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._retention = _retention(log_retention_days)
+        self._common_env = dict(common_env or {})
+        self._code = lambda_code()
+
+    def function(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        handler: str,
+        description: str,
+        environment: dict[str, str] | None = None,
+        timeout: Duration | None = None,
+        memory_size: int = 512,
+        function_name: str | None = None,
+        reserved_concurrency: int | None = None,
+    ) -> lambda_.Function:
+        """Declare one function; ``handler`` is ``handlers.<module>.handler``."""
+        log_group = logs.LogGroup(
+            scope,
+            f"{construct_id}Logs",
+            retention=self._retention,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        service = handler.split(".")[1] if handler.count(".") >= 2 else handler
+        env = {
+            "POWERTOOLS_SERVICE_NAME": f"labelloop-{service}",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+            **self._common_env,
+            **(environment or {}),
+        }
+        return lambda_.Function(
+            scope,
+            construct_id,
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.ARM_64,
+            handler=handler,
+            code=self._code,
+            description=description,
+            environment=env,
+            timeout=timeout or Duration.seconds(60),
+            memory_size=memory_size,
+            function_name=function_name,
+            reserved_concurrent_executions=reserved_concurrency,
+            tracing=lambda_.Tracing.ACTIVE,
+            logging_format=lambda_.LoggingFormat.JSON,
+            log_group=log_group,
+        )
+
+
+_RETENTION_NAMES = {
+    1: "ONE_DAY",
+    3: "THREE_DAYS",
+    5: "FIVE_DAYS",
+    7: "ONE_WEEK",
+    14: "TWO_WEEKS",
+    30: "ONE_MONTH",
+    60: "TWO_MONTHS",
+    90: "THREE_MONTHS",
+    120: "FOUR_MONTHS",
+    150: "FIVE_MONTHS",
+    180: "SIX_MONTHS",
+    365: "ONE_YEAR",
+    400: "THIRTEEN_MONTHS",
+    545: "EIGHTEEN_MONTHS",
+    731: "TWO_YEARS",
+    1096: "THREE_YEARS",
+    1827: "FIVE_YEARS",
+    2192: "SIX_YEARS",
+    2557: "SEVEN_YEARS",
+    2922: "EIGHT_YEARS",
+    3288: "NINE_YEARS",
+    3653: "TEN_YEARS",
+}
+
+
+def _retention(days: int) -> logs.RetentionDays:
+    """Map a validated day count onto the CDK enum (config.py checks the allowed values)."""
+    if days not in _RETENTION_NAMES:
+        raise ValueError(f"unsupported log retention: {days} days")
+    return getattr(logs.RetentionDays, _RETENTION_NAMES[days])

@@ -1,0 +1,39 @@
+"""The LabelLoop stack: a thin composition of one construct per concern."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.storage import Storage
+
+
+class LabelLoopStack(Stack):
+    """Wires storage, labeling, intake, workflow and export together; no logic of its own."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: LabelLoopConfig, **kwargs: Any) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.config = config
+        self.storage = Storage(self, "Storage", config=config)
+        self.monitoring = Monitoring(self, "Monitoring", config=config)
+        self.functions = LambdaFactory(
+            self,
+            "Functions",
+            log_retention_days=config.log_retention_days,
+            common_env={"DATA_BUCKET": self.storage.data.bucket_name},
+        )
+
+        CfnOutput(
+            self,
+            "DataBucketName",
+            value=self.storage.data.bucket_name,
+            description="Drop images under incoming/<dataset>/ in this bucket",
+        )
+        CfnOutput(self, "IncomingPrefix", value=config.incoming_prefix)
+        CfnOutput(self, "ExportsPrefix", value=config.exports_prefix)
+        CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)

@@ -1,0 +1,42 @@
+"""Shared fixtures: one synthesized cloud assembly per test session (synth costs seconds)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+# Never let a test reach a real AWS account.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_SECURITY_TOKEN", "testing")
+os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "aws-contracts"
+
+
+@pytest.fixture(scope="session")
+def assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app synthesized once with default context (nag runs; synth fails on findings)."""
+    from infra.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="session")
+def template_json(assembly_dir: Path) -> dict[str, Any]:
+    """The synthesized CloudFormation template as a dict."""
+    return json.loads((assembly_dir / "LabelLoop.template.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def contract_fixtures() -> Path:
+    """Folder of documented AWS payload shapes (../shared/fixtures/aws-contracts)."""
+    if not FIXTURES.exists():
+        pytest.fail(f"contract fixtures not found at {FIXTURES}; the shared/ folder must sit beside the repo")
+    return FIXTURES

@@ -1,0 +1,73 @@
+"""Typed configuration: safe defaults and errors that name the context key."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra.config import ConfigError, LabelLoopConfig, config_from_context, parse_config
+
+
+def test_defaults_are_safe_for_a_first_deploy() -> None:
+    config = parse_config({})
+    assert config == LabelLoopConfig()
+    assert config.workteam_arn is None
+    assert config.model.kind == "none"
+    assert config.auto_accept_threshold is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"labels": []}, "labelloop.labels"),
+        ({"labels": ["car", "car"]}, "labelloop.labels"),
+        ({"labels": [" car"]}, "labelloop.labels"),
+        ({"workteamArn": "not-an-arn"}, "labelloop.workteamArn"),
+        ({"model": {"kind": "rekognition"}}, "labelloop.model.projectVersionArn"),
+        ({"model": {"kind": "sagemaker"}}, "labelloop.model.endpointName"),
+        ({"model": {"kind": "yolo"}}, "labelloop.model.kind"),
+        ({"taskMode": "draw"}, "labelloop.taskMode"),
+        ({"workersPerObject": 0}, "labelloop.workersPerObject"),
+        ({"autoAcceptThreshold": 1.5}, "labelloop.autoAcceptThreshold"),
+        ({"incomingPrefix": "incoming"}, "labelloop.incomingPrefix"),
+        ({"incomingPrefix": "work/in/"}, "labelloop.incomingPrefix"),
+        ({"logRetentionDays": 2}, "labelloop.logRetentionDays"),
+        ({"calibration": {"auditFraction": 2}}, "labelloop.calibration.auditFraction"),
+        ({"labelz": ["a"]}, "labelloop.labelz"),
+    ],
+)
+def test_invalid_context_names_the_key(raw: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    assert str(info.value).startswith(key + ":"), str(info.value)
+
+
+def test_command_line_overrides_parse_json_and_csv() -> None:
+    context = {
+        "labelloop": {"labels": ["object"]},
+        "labelloop.labels": "car, person",
+        "labelloop.autoAcceptThreshold": "0.8",
+        "labelloop.model.kind": "sagemaker",
+        "labelloop.model.endpointName": "my-detector",
+    }
+    config = config_from_context(context.get)
+    assert config.labels == ("car", "person")
+    assert config.auto_accept_threshold == 0.8
+    assert config.model.kind == "sagemaker"
+    assert config.model.endpoint_name == "my-detector"
+
+
+def test_full_valid_config() -> None:
+    config = parse_config(
+        {
+            "labels": ["car", "person"],
+            "workteamArn": "arn:aws:sagemaker:eu-west-1:123456789012:workteam/private-crowd/my-team",
+            "model": {
+                "kind": "rekognition",
+                "projectVersionArn": "arn:aws:rekognition:eu-west-1:123456789012:project/p/version/v1/1",
+            },
+            "taskMode": "verify",
+            "workersPerObject": 3,
+        }
+    )
+    assert config.task_mode == "verify"
+    assert config.workers_per_object == 3
