@@ -1,0 +1,1 @@
+"""Thin Lambda handlers, one module per function (`handlers.<name>.handler`)."""
