@@ -31,7 +31,7 @@ def uri(bucket: str, key: str) -> str:
 
 def get_bytes(bucket: str, key: str, s3: Any = None) -> bytes:
     """Whole object body."""
-    return (s3 or client("s3")).get_object(Bucket=bucket, Key=key)["Body"].read()  # type: ignore[no-any-return]
+    return (s3 or client("s3")).get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def get_json(bucket: str, key: str, s3: Any = None) -> Any:
