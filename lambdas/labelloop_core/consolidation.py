@@ -1,0 +1,225 @@
+"""Multi-worker bounding-box consolidation (what the post-annotation Lambda does per image).
+
+Algorithm, per class: workers are visited in the order given; each worker's boxes are matched
+one-to-one (optimal assignment, `matching.assign_max_weight`) to the running mean box of every
+existing cluster, a pair counting when IoU >= ``cluster_iou``; a cluster takes at most one box per
+worker; unmatched boxes open new clusters. A cluster is KEPT when at least ``min_support`` workers
+contributed to it (default: a strict majority). The consolidated box is the coordinate mean of
+its members; its confidence is ``support / n_workers * agreement`` where agreement is the mean IoU
+of the members to the consolidated box. A single worker therefore passes through unchanged with
+confidence 1.0, and "every worker drew nothing" is a valid background answer (no boxes).
+Rejected (minority) clusters are returned too, so callers can report them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .boxes import Box, BoxError
+from .matching import assign_max_weight, iou
+
+__all__ = [
+    "Cluster",
+    "ConsolidationError",
+    "ConsolidationResult",
+    "WorkerAnswer",
+    "consolidate",
+    "parse_worker_answer",
+]
+
+
+class ConsolidationError(ValueError):
+    """Worker answers could not be consolidated (no workers, or a malformed answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """One consolidated object: its box (confidence set), the supporting worker count and agreement."""
+
+    box: Box
+    support: int
+    agreement: float
+    members: tuple[Box, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsolidationResult:
+    """Kept clusters (the answer) and rejected minority clusters, for ``n_workers`` workers."""
+
+    kept: tuple[Cluster, ...]
+    rejected: tuple[Cluster, ...]
+    n_workers: int
+
+    @property
+    def boxes(self) -> list[Box]:
+        """The consolidated boxes, each carrying its confidence."""
+        return [cluster.box for cluster in self.kept]
+
+    @property
+    def support(self) -> list[int]:
+        """Number of supporting workers per kept box (aligned with `boxes`)."""
+        return [cluster.support for cluster in self.kept]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerAnswer:
+    """One worker's bounding-box answer parsed from a crowd-bounding-box ``annotationData`` content."""
+
+    boxes: tuple[Box, ...]
+    image_width: int | None
+    image_height: int | None
+
+
+def _mean_box(label: str, members: Sequence[Box]) -> Box:
+    n = len(members)
+    return Box(
+        label,
+        sum(b.left for b in members) / n,
+        sum(b.top for b in members) / n,
+        sum(b.width for b in members) / n,
+        sum(b.height for b in members) / n,
+    )
+
+
+def consolidate(
+    workers: Sequence[Sequence[Box]],
+    *,
+    min_support: int | None = None,
+    cluster_iou: float = 0.5,
+) -> ConsolidationResult:
+    """Consolidate the boxes of several workers for one image (see module docstring).
+
+    Parameters
+    ----------
+    workers
+        One sequence of pixel boxes per worker who answered (an empty sequence = "nothing here").
+    min_support
+        Workers needed to keep a cluster; default ``n_workers // 2 + 1`` (strict majority);
+        capped at ``n_workers``.
+    cluster_iou
+        Minimum IoU between a box and a cluster's mean box for them to be the same object.
+    """
+    n_workers = len(workers)
+    if n_workers == 0:
+        raise ConsolidationError("no worker answers to consolidate")
+    if min_support is None:
+        min_support = n_workers // 2 + 1
+    if min_support < 1:
+        raise ConsolidationError(f"min_support must be >= 1, got {min_support}")
+    if not 0.0 < cluster_iou <= 1.0:
+        raise ConsolidationError(f"cluster_iou must be within (0, 1], got {cluster_iou}")
+    # Never demand more workers than answered: a lone answer must not turn into "background".
+    min_support = min(min_support, n_workers)
+    if n_workers == 1:
+        # Pass-through: the one worker's boxes, unchanged, fully supported.
+        passed = tuple(
+            Cluster(Box(b.label, b.left, b.top, b.width, b.height, 1.0), 1, 1.0, (b,)) for b in workers[0]
+        )
+        return ConsolidationResult(passed, (), 1)
+
+    # clusters[label] = list of (member boxes, running mean box)
+    clusters: dict[str, list[list[Box]]] = {}
+    means: dict[str, list[Box]] = {}
+    for answer in workers:
+        by_label: dict[str, list[Box]] = {}
+        for box in answer:
+            by_label.setdefault(box.label, []).append(box)
+        for label, boxes in by_label.items():
+            members = clusters.setdefault(label, [])
+            centres = means.setdefault(label, [])
+            matched: set[int] = set()
+            if centres:
+                weights = [[iou(b, c) for c in centres] for b in boxes]
+                for r, c in assign_max_weight(weights):
+                    if weights[r][c] >= cluster_iou:
+                        members[c].append(boxes[r])
+                        centres[c] = _mean_box(label, members[c])
+                        matched.add(r)
+            for r, box in enumerate(boxes):
+                if r not in matched:
+                    members.append([box])
+                    centres.append(_mean_box(label, [box]))
+
+    kept: list[Cluster] = []
+    rejected: list[Cluster] = []
+    for label in clusters:  # insertion order: first worker's classes first
+        for group, centre in zip(clusters[label], means[label], strict=True):
+            support = len(group)
+            agreement = sum(iou(m, centre) for m in group) / support
+            confidence = round(support / n_workers * agreement, 6)
+            cluster = Cluster(
+                Box(label, centre.left, centre.top, centre.width, centre.height, confidence),
+                support,
+                agreement,
+                tuple(group),
+            )
+            (kept if support >= min_support else rejected).append(cluster)
+    return ConsolidationResult(tuple(kept), tuple(rejected), n_workers)
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConsolidationError(f"{what} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_worker_answer(content: str | Mapping[str, Any], element_name: str | None = None) -> WorkerAnswer:
+    """Parse one worker's ``annotationData.content`` of a ``crowd-bounding-box`` task.
+
+    ``content`` is the JSON string (or the decoded object)
+    ``{"<element name>": {"boundingBoxes": [{"label","left","top","width","height"}],
+    "inputImageProperties": {"width","height"}}}``. When ``element_name`` is None the single
+    key holding ``boundingBoxes`` is used; several candidates without a name is an error.
+    """
+    if isinstance(content, str):
+        try:
+            data = json.loads(content)
+        except json.JSONDecodeError as exc:
+            raise ConsolidationError(f"worker content is not JSON: {exc}") from None
+    else:
+        data = content
+    if not isinstance(data, Mapping):
+        raise ConsolidationError("worker content must be a JSON object")
+    if element_name is None:
+        candidates = [k for k, v in data.items() if isinstance(v, Mapping) and "boundingBoxes" in v]
+        if len(candidates) != 1:
+            raise ConsolidationError(
+                f"cannot tell which element holds the boxes: {sorted(candidates) or sorted(data)}"
+            )
+        element_name = candidates[0]
+    element = data.get(element_name)
+    if not isinstance(element, Mapping):
+        raise ConsolidationError(f"worker content has no element {element_name!r}")
+    raw_boxes = element.get("boundingBoxes")
+    if not isinstance(raw_boxes, list):
+        raise ConsolidationError(f"element {element_name!r} has no boundingBoxes list")
+    boxes = []
+    for index, raw in enumerate(raw_boxes):
+        if not isinstance(raw, Mapping):
+            raise ConsolidationError(f"boundingBoxes[{index}] is not an object")
+        label = raw.get("label")
+        if not isinstance(label, str) or not label:
+            raise ConsolidationError(f"boundingBoxes[{index}] has no label")
+        try:
+            boxes.append(
+                Box(
+                    label,
+                    _number(raw.get("left"), f"boundingBoxes[{index}].left"),
+                    _number(raw.get("top"), f"boundingBoxes[{index}].top"),
+                    _number(raw.get("width"), f"boundingBoxes[{index}].width"),
+                    _number(raw.get("height"), f"boundingBoxes[{index}].height"),
+                )
+            )
+        except BoxError as exc:
+            raise ConsolidationError(str(exc)) from None
+    props = element.get("inputImageProperties") or {}
+    width = props.get("width") if isinstance(props, Mapping) else None
+    height = props.get("height") if isinstance(props, Mapping) else None
+    return WorkerAnswer(
+        tuple(boxes),
+        int(width) if isinstance(width, (int, float)) and not isinstance(width, bool) else None,
+        int(height) if isinstance(height, (int, float)) and not isinstance(height, bool) else None,
+    )

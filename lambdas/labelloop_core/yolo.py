@@ -1,0 +1,307 @@
+"""YOLO (Ultralytics) label writing: rows, file stems, the train/val split and ``data.yaml``.
+
+Rules (DESIGN section 5): one row ``class cx cy w h`` per box, normalised, exactly 5 columns and
+6 decimals; boxes clipped to the image; degenerate boxes dropped WITH a reason; identical rows
+removed (reported as ``duplicate``); class ids from one `ClassRegistry` by name. An image with no
+boxes gets an empty label text (a background image is a valid training example).
+
+Two entry points share the one row builder `_rows_text`: `yolo_label_text` for a parsed
+`LabeledImage` and `yolo_text_from_line`, a fast path straight from a manifest line's dict that
+skips building `Box` objects (the export's hot loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os.path
+import unicodedata
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .boxes import (
+    DEGENERATE_NON_FINITE,
+    DEGENERATE_NON_POSITIVE,
+    DEGENERATE_OUTSIDE_IMAGE,
+    DEGENERATE_TOO_SMALL,
+    Box,
+)
+from .classes import ClassMapError, ClassRegistry
+from .hashing import unit_hash
+from .manifest import LabeledImage, ManifestError, class_resolver
+
+__all__ = [
+    "DROPPED_DUPLICATE",
+    "DROPPED_UNKNOWN_CLASS",
+    "Dropped",
+    "data_yaml",
+    "export_file_names",
+    "label_stem",
+    "split_for",
+    "unit_hash",
+    "yolo_label_text",
+    "yolo_text_from_line",
+]
+
+DROPPED_DUPLICATE = "duplicate"
+DROPPED_UNKNOWN_CLASS = "unknown_class"
+
+#: ``(reason, box)`` for a box that did not become a row; the box is in pixels, as read.
+Dropped = tuple[str, Box]
+
+_isfinite = math.isfinite
+
+
+def _rows_text(
+    width: float,
+    height: float,
+    items: Iterable[tuple[int, str, float, float, float, float]],
+    min_size: float,
+    dropped: list[Dropped],
+) -> str:
+    """Label text for ``(class_id, class_name, left, top, w, h)`` pixel items (the shared rules)."""
+    rows: list[str] = []
+    seen: set[str] = set()
+    for class_id, name, left, top, bw, bh in items:
+        reason = None
+        if not (_isfinite(left) and _isfinite(top) and _isfinite(bw) and _isfinite(bh)):
+            reason = DEGENERATE_NON_FINITE
+        elif bw <= 0.0 or bh <= 0.0:
+            reason = DEGENERATE_NON_POSITIVE
+        else:
+            x1 = left if left > 0.0 else 0.0
+            y1 = top if top > 0.0 else 0.0
+            x2 = left + bw
+            y2 = top + bh
+            if x2 > width:
+                x2 = width
+            if y2 > height:
+                y2 = height
+            cw = x2 - x1
+            ch = y2 - y1
+            if cw <= 0.0 or ch <= 0.0:
+                reason = DEGENERATE_OUTSIDE_IMAGE
+            elif cw < min_size or ch < min_size:
+                reason = DEGENERATE_TOO_SMALL
+            else:
+                nw = cw / width
+                nh = ch / height
+                cx = (x1 + x2) / (2.0 * width)
+                cy = (y1 + y2) / (2.0 * height)
+                # Float error must never push a value outside [0, 1].
+                if nw < 1e-6 or nh < 1e-6:
+                    # would print as 0.000000 at 6 decimals: unusable as a training target.
+                    reason = DEGENERATE_TOO_SMALL
+                else:
+                    cx = cx if cx < 1.0 else 1.0
+                    cy = cy if cy < 1.0 else 1.0
+                    nw = nw if nw < 1.0 else 1.0
+                    nh = nh if nh < 1.0 else 1.0
+                    row = f"{class_id} {cx:.6f} {cy:.6f} {nw:.6f} {nh:.6f}"
+                    if row in seen:
+                        reason = DROPPED_DUPLICATE
+                    else:
+                        seen.add(row)
+                        rows.append(row)
+        if reason is not None:
+            dropped.append((reason, Box(name, left, top, bw, bh)))
+    if not rows:
+        return ""
+    return "\n".join(rows) + "\n"
+
+
+def _check_size(width: Any, height: Any) -> None:
+    if not (
+        isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0
+    ):
+        raise ValueError(f"image size must be positive, got {width!r}x{height!r}")
+
+
+def yolo_label_text(
+    image: LabeledImage, registry: ClassRegistry, *, add_unknown: bool = True, min_size: float = 1.0
+) -> tuple[str, list[Dropped]]:
+    """YOLO label text of one image plus the boxes dropped and why.
+
+    Class ids come from ``registry`` by the box's class name; unknown names are added
+    (``add_unknown``) or dropped with reason ``unknown_class``. ``min_size`` is in pixels.
+    """
+    _check_size(image.width, image.height)
+    dropped: list[Dropped] = []
+    items = []
+    for box in image.boxes:
+        class_id = registry.get_id(box.label)
+        if class_id is None:
+            if not add_unknown:
+                dropped.append((DROPPED_UNKNOWN_CLASS, box))
+                continue
+            class_id = registry.add(box.label)
+        items.append((class_id, box.label, box.left, box.top, box.width, box.height))
+    return _rows_text(image.width, image.height, items, min_size, dropped), dropped
+
+
+def yolo_text_from_line(
+    line: Mapping[str, Any],
+    attr: str,
+    registry: ClassRegistry,
+    *,
+    line_no: int | None = None,
+    job_classes: ClassRegistry | None = None,
+    add_unknown: bool = True,
+    min_size: float = 1.0,
+) -> tuple[str, list[Dropped]]:
+    """Fast path: YOLO label text straight from a manifest line's bounding-box attribute ``attr``.
+
+    Same rules and results as ``yolo_label_text(parse_bbox_label(line, attr, ...), registry)``;
+    ``job_classes`` resolves class ids when the line has no ``class-map`` (custom workflows).
+    Malformed labels raise `ManifestError`.
+    """
+    label = line.get(attr)
+    meta = line.get(attr + "-metadata")
+    if not isinstance(label, dict) or not isinstance(meta, dict):
+        raise ManifestError(line_no, f"attribute {attr!r} is not a bounding-box label with metadata")
+    try:
+        size = label["image_size"][0]
+        width = size["width"]
+        height = size["height"]
+    except (KeyError, IndexError, TypeError):
+        raise ManifestError(line_no, f"{attr}.image_size must be [{{width, height, depth}}]") from None
+    if type(width) is not int or type(height) is not int or width <= 0 or height <= 0:
+        raise ManifestError(line_no, f"{attr}.image_size[0] width/height must be positive integers")
+    annotations = label.get("annotations")
+    if not isinstance(annotations, list):
+        raise ManifestError(line_no, f"{attr}.annotations must be a list")
+    dropped: list[Dropped] = []
+    if not annotations:
+        return "", dropped
+    resolver = class_resolver(meta, attr, job_classes, line_no)
+    ids = registry._ids  # name -> registry id; read directly on the hot path
+    items = []
+    for index, ann in enumerate(annotations):
+        try:
+            raw_id = ann["class_id"]
+            left = ann["left"]
+            top = ann["top"]
+            bw = ann["width"]
+            bh = ann["height"]
+        except (KeyError, TypeError):
+            raise ManifestError(
+                line_no, f"{attr}.annotations[{index}] lacks class_id/left/top/width/height"
+            ) from None
+        for value in (left, top, bw, bh):
+            kind = type(value)
+            if kind is not int and kind is not float:
+                raise ManifestError(line_no, f"{attr}.annotations[{index}] coordinates must be numbers")
+        if type(raw_id) is not int:
+            raise ManifestError(line_no, f"{attr}.annotations[{index}].class_id must be an integer")
+        if isinstance(resolver, ClassRegistry):
+            try:
+                name = resolver.name_for(raw_id)
+            except ClassMapError as exc:
+                raise ManifestError(line_no, f"{attr}: {exc}") from None
+        else:
+            found = resolver.get(str(raw_id))
+            if found is None:
+                raise ManifestError(line_no, f"{attr}: class_id {raw_id} is not in the line's class-map")
+            name = found
+        class_id = ids.get(name)
+        if class_id is None:
+            if not add_unknown:
+                dropped.append(
+                    (DROPPED_UNKNOWN_CLASS, Box(name, float(left), float(top), float(bw), float(bh)))
+                )
+                continue
+            class_id = registry.add(name)
+        items.append((class_id, name, left, top, bw, bh))
+    return _rows_text(width, height, items, min_size, dropped), dropped
+
+
+# -- names, split, data.yaml --------------------------------------------------------------------
+_STEM_HASH_CHARS = 12
+_SLUG_MAX_BYTES = 120
+
+
+def _slug(text: str) -> str:
+    """Readable, filesystem-safe rendering of a file name: unicode letters/digits, ``+-_.`` and spaces."""
+    text = unicodedata.normalize("NFC", text)
+    chars = []
+    for ch in text:
+        if ch.isalnum() or ch in "+-_. ":
+            chars.append(ch)
+        else:
+            chars.append("_")
+    slug = " ".join("".join(chars).split())  # collapse whitespace runs, no leading/trailing space
+    slug = slug.strip(".")  # no hidden files, no "." / ".." names
+    encoded = slug.encode("utf-8")[:_SLUG_MAX_BYTES]
+    return encoded.decode("utf-8", errors="ignore").rstrip(" .") or "image"
+
+
+def label_stem(key: str) -> str:
+    """Unique, deterministic, filesystem-safe file stem for an image key (the DECODED S3 key).
+
+    ``<slug of the base name without its last extension>-<12 hex of sha256(full key)>``: dots,
+    spaces, unicode and ``+`` are kept readable; the hash keeps ``a.jpg`` and ``a.png`` (or the
+    same name in two folders) apart.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("image key must be a non-empty string")
+    base = key.rsplit("/", 1)[-1]
+    stem, _ext = os.path.splitext(base)
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:_STEM_HASH_CHARS]
+    return f"{_slug(stem or base)}-{digest}"
+
+
+def export_file_names(key: str) -> tuple[str, str]:
+    """``(image file name, label file name)`` for an image key: same stem, so Ultralytics pairs them.
+
+    The image keeps its extension (lower-cased; Ultralytics matches suffixes case-insensitively
+    but some tools do not); the label is ``<stem>.txt``.
+    """
+    stem = label_stem(key)
+    ext = os.path.splitext(key.rsplit("/", 1)[-1])[1].lower()
+    if not ext or not all(ch.isascii() and (ch.isalnum() or ch == ".") for ch in ext):
+        ext = ""
+    return f"{stem}{ext}", f"{stem}.txt"
+
+
+def split_for(key: str, val_fraction: float = 0.2) -> str:
+    """``"val"`` or ``"train"`` for an image key, stable as images are added (a hash of the key)."""
+    if not 0.0 <= val_fraction <= 1.0 or not math.isfinite(val_fraction):
+        raise ValueError(f"val_fraction must be within [0, 1], got {val_fraction}")
+    return "val" if unit_hash(key, "labelloop-split") < val_fraction else "train"
+
+
+def _yaml_quote(text: str) -> str:
+    """YAML double-quoted scalar: printable characters literal, everything else escaped."""
+    out = ['"']
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x10000:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def data_yaml(names: Mapping[int, str]) -> str:
+    """The ``data.yaml`` of an export: ``train``/``val`` relative to the file, ``nc`` and ``names``.
+
+    No ``path:`` (Ultralytics then resolves relative to the yaml file), never ``download:``.
+    Names are emitted as double-quoted scalars so ``yes``, ``1``, ``a: b`` stay strings.
+    Ids must be exactly ``0..n-1``.
+    """
+    ids = sorted(names)
+    if ids != list(range(len(ids))):
+        raise ClassMapError(f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+    lines = ["train: images/train", "val: images/val", f"nc: {len(ids)}", "names:"]
+    for class_id in ids:
+        name = names[class_id]
+        if not isinstance(name, str) or not name:
+            raise ClassMapError(f"class {class_id} has no name")
+        lines.append(f"  {class_id}: {_yaml_quote(name)}")
+    if not ids:
+        lines[-1] = "names: {}"
+    return "\n".join(lines) + "\n"

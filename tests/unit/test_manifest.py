@@ -1,0 +1,255 @@
+"""Golden tests of the manifest reader/writer against the documented AWS shapes, and its errors."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from labelloop_core.boxes import Box
+from labelloop_core.classes import ClassRegistry
+from labelloop_core.manifest import (
+    BBOX_TYPE,
+    CUSTOM_TYPE,
+    ImageSize,
+    ManifestError,
+    bbox_label_line,
+    dumps_line,
+    find_label_attributes,
+    find_verification_attributes,
+    iter_manifest,
+    parse_bbox_label,
+    parse_verification,
+    read_labeled_images,
+    select_label_attribute,
+)
+
+FIXTURES = Path("/work/shared/fixtures/aws-contracts")
+if not FIXTURES.is_dir():  # the fixtures also live in the repository's shared folder when checked out
+    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-contracts"
+
+LAUNCH_POST_BOXES = [
+    (337, 482, 54, 39),
+    (461, 495, 69, 53),
+    (523, 482, 52, 41),
+    (589, 481, 71, 62),
+    (573, 479, 347, 120),
+]
+
+
+def load_line(name: str) -> dict:
+    lines = list(iter_manifest((FIXTURES / name).read_text().splitlines()))
+    assert len(lines) == 1
+    return lines[0][1]
+
+
+def test_builtin_line_parses_exactly():
+    line = load_line("output_manifest_builtin.jsonl")
+    assert find_label_attributes(line) == ["GroundTruthDemo"]
+    image = parse_bbox_label(line, "GroundTruthDemo", 1)
+    assert image.source_ref == "s3://jsimon-groundtruth-demo/SSDB00001.JPG"
+    assert (image.width, image.height, image.depth) == (1280, 960, 3)
+    assert [(b.left, b.top, b.width, b.height) for b in image.boxes] == LAUNCH_POST_BOXES
+    assert {b.label for b in image.boxes} == {"Car"}
+    assert image.confidences == [0.94] * 5
+    assert image.human_annotated is True
+    assert image.adjustment_status is None
+    assert image.job_name == "labeling-job/groundtruthdemo"
+    assert image.creation_date == "2018-11-26T04:01:09.038134"
+    assert image.label_type == BBOX_TYPE
+
+
+def test_custom_workflow_line_uses_snake_case_metadata_and_registry():
+    line = load_line("output_manifest_custom_workflow.jsonl")
+    assert find_label_attributes(line) == ["street-boxes"]
+    # No class-map: ids are resolved with how that job numbered its classes.
+    with pytest.raises(ManifestError) as err:
+        parse_bbox_label(line, "street-boxes", 7)
+    assert err.value.line_no == 7 and "class-map" in err.value.reason
+    image = parse_bbox_label(line, "street-boxes", 1, registry=ClassRegistry(["Car", "Person"]))
+    assert image.boxes == (Box("Person", 100.0, 200.0, 50.0, 120.0, None),)
+    assert image.job_name == "labeling-job/street-boxes"
+    assert image.creation_date == "2026-11-23T04:01:09.038134"
+    assert image.label_type == CUSTOM_TYPE
+    assert image.human_annotated is True
+
+
+def test_adjustment_line_picks_the_chained_attribute():
+    line = load_line("output_manifest_adjustment.jsonl")
+    assert find_label_attributes(line) == ["GroundTruthDemo", "adjusted-bounding-box"]
+    # Same creation date on both: the later attribute (the chained job's) wins.
+    attr = select_label_attribute(line)
+    assert attr == "adjusted-bounding-box"
+    image = parse_bbox_label(line, attr, 1)
+    assert image.adjustment_status == "adjusted"
+    assert len(image.boxes) == 4
+    assert image.job_name == "labeling-job/groundtruthdemo-adjust"
+    # An explicit choice wins over recency.
+    assert select_label_attribute(line, "GroundTruthDemo") == "GroundTruthDemo"
+
+
+def test_newest_creation_date_wins_over_position():
+    line = load_line("output_manifest_adjustment.jsonl")
+    line["GroundTruthDemo-metadata"]["creation-date"] = "2030-01-01T00:00:00.000000"
+    assert select_label_attribute(line) == "GroundTruthDemo"
+
+
+def test_verification_line():
+    line = load_line("output_manifest_verification.jsonl")
+    assert find_label_attributes(line) == ["GroundTruthDemo"]
+    assert find_verification_attributes(line) == ["verify-bounding-box"]
+    verdict = parse_verification(line, "verify-bounding-box", 1)
+    assert verdict.class_name == "bad"
+    assert verdict.confidence == 0.93
+    assert verdict.value == "1"
+    assert verdict.job_name == "labeling-job/groundtruthdemo-verify"
+    assert verdict.worker_feedback == ("The last box covers two cars.",)
+    with pytest.raises(ManifestError):
+        parse_verification(line, "GroundTruthDemo", 1)
+    with pytest.raises(ManifestError, match="not a bounding-box label"):
+        select_label_attribute(line, "verify-bounding-box", 3)
+
+
+def test_unlabeled_line_and_missing_preferred_attribute():
+    line = {"source-ref": "s3://b/x.jpg"}
+    assert find_label_attributes(line) == []
+    assert select_label_attribute(line) is None
+    builtin = load_line("output_manifest_builtin.jsonl")
+    assert select_label_attribute(builtin, "some-other-job") is None
+
+
+def test_attribute_found_by_content_not_job_name():
+    line = load_line("output_manifest_builtin.jsonl")
+    renamed = {"source-ref": line["source-ref"], "whatever": line["GroundTruthDemo"]}
+    assert find_label_attributes(renamed) == []  # no metadata: not a label
+    renamed["whatever-metadata"] = line["GroundTruthDemo-metadata"]
+    assert find_label_attributes(renamed) == ["whatever"]
+
+
+def test_read_labeled_images_streams_mixed_lines():
+    text = "\n".join(
+        [
+            (FIXTURES / "output_manifest_builtin.jsonl").read_text().strip(),
+            json.dumps({"source-ref": "s3://b/unlabeled.jpg"}),
+            "",
+            (FIXTURES / "output_manifest_adjustment.jsonl").read_text().strip(),
+        ]
+    )
+    rows = list(read_labeled_images(io.StringIO(text)))
+    assert [no for no, _, _ in rows] == [1, 2, 4]
+    assert rows[1][2] is None
+    assert rows[0][2] is not None and rows[0][2].attribute == "GroundTruthDemo"
+    assert rows[2][2] is not None and rows[2][2].attribute == "adjusted-bounding-box"
+
+
+def test_iter_manifest_accepts_bytes():
+    data = (FIXTURES / "output_manifest_builtin.jsonl").read_bytes()
+    [(no, line)] = list(iter_manifest(io.BytesIO(data)))
+    assert no == 1 and "GroundTruthDemo" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('"s3://b/x.jpg"', "expected a JSON object"),
+    ],
+)
+def test_malformed_lines_name_the_line(text, reason):
+    lines = ['{"source-ref": "s3://b/a.jpg"}', text]
+    with pytest.raises(ManifestError) as err:
+        list(iter_manifest(lines))
+    assert err.value.line_no == 2
+    assert reason in err.value.reason
+    assert str(err.value).startswith("manifest line 2:")
+
+
+def _broken(mutate) -> dict:
+    line = load_line("output_manifest_builtin.jsonl")
+    mutate(line)
+    return line
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda ln: ln.pop("source-ref"), "source-ref"),
+        (lambda ln: ln["GroundTruthDemo"].update(image_size=[]), "image_size"),
+        (lambda ln: ln["GroundTruthDemo"]["image_size"][0].update(width=0), "width"),
+        (lambda ln: ln["GroundTruthDemo"]["image_size"][0].update(height="960"), "height"),
+        (lambda ln: ln["GroundTruthDemo"].update(annotations={}), "annotations"),
+        (lambda ln: ln["GroundTruthDemo"]["annotations"][0].update(class_id=3), "class_id 3"),
+        (lambda ln: ln["GroundTruthDemo"]["annotations"][0].update(class_id="0"), "class_id"),
+        (lambda ln: ln["GroundTruthDemo"]["annotations"][1].update(left=None), "left"),
+        (lambda ln: ln["GroundTruthDemo"]["annotations"][1].update(top=True), "top"),
+        (lambda ln: ln["GroundTruthDemo-metadata"]["objects"].pop(), "objects"),
+        (lambda ln: ln["GroundTruthDemo-metadata"].update({"human-annotated": "maybe"}), "human-annotated"),
+        (lambda ln: ln["GroundTruthDemo-metadata"].update({"adjustment-status": "x"}), "adjustment-status"),
+        (lambda ln: ln["GroundTruthDemo-metadata"].update({"class-map": {"0": 5}}), "class-map"),
+    ],
+)
+def test_malformed_labels_raise_with_reason(mutate, reason):
+    line = _broken(mutate)
+    with pytest.raises(ManifestError) as err:
+        parse_bbox_label(line, "GroundTruthDemo", 12)
+    assert err.value.line_no == 12
+    assert reason in err.value.reason
+
+
+def test_writer_produces_the_documented_shape():
+    registry = ClassRegistry(["Car", "Person"])
+    boxes = [Box("Car", 337.0, 482.0, 54.0, 39.0, 1.0), Box("Car", 461.2, 494.6, 69.0, 53.0, 0.67)]
+    line = bbox_label_line(
+        "s3://example-data-bucket/incoming/street/SSDB00001.JPG",
+        "street-cars-adjust-0001",
+        ImageSize(1280, 960, 3),
+        boxes,
+        registry,
+        human_annotated=True,
+        job_name="street-cars-adjust-0001",
+        creation_date="2026-11-23T05:00:00.000000",
+        adjustment_status="unadjusted",
+    )
+    expected = json.loads((FIXTURES / "post_annotation_response_shape.json").read_text())[0]
+    assert {"source-ref": line["source-ref"]} | expected["consolidatedAnnotation"]["content"] == line
+    # Key order of the metadata follows the documented example.
+    assert list(line["street-cars-adjust-0001-metadata"]) == list(
+        expected["consolidatedAnnotation"]["content"]["street-cars-adjust-0001-metadata"]
+    )
+
+
+def test_writer_round_trips_through_the_reader():
+    registry = ClassRegistry(["dog"])
+    boxes = [Box("cat", 10, 20, 30, 40, 0.5), Box("dog", 0, 0, 5, 5, None)]
+    line = bbox_label_line(
+        "s3://b/k.jpg", "pre", (640, 480, 3), boxes, registry, False, "labeling-job/j", "2026-01-01T00:00:00"
+    )
+    assert registry.names == ["dog", "cat"]  # unknown classes are appended, ids stay stable
+    assert line["pre"]["annotations"][0]["class_id"] == 1
+    parsed = parse_bbox_label(json.loads(dumps_line(line)), "pre")
+    assert parsed.boxes == (Box("cat", 10, 20, 30, 40, 0.5), Box("dog", 0, 0, 5, 5, 1.0))
+    assert parsed.human_annotated is False
+    assert parsed.job_name == "labeling-job/j"
+
+
+def test_writer_rejects_bad_input():
+    registry = ClassRegistry()
+    with pytest.raises(ValueError, match="-metadata"):
+        bbox_label_line("s3://b/k.jpg", "x-metadata", (1, 1, 3), [], registry, True, "j")
+    with pytest.raises(ValueError, match="-ref"):
+        bbox_label_line("s3://b/k.jpg", "source-ref", (1, 1, 3), [], registry, True, "j")
+    with pytest.raises(ValueError, match="positive"):
+        bbox_label_line("s3://b/k.jpg", "a", (0, 1, 3), [], registry, True, "j")
+    with pytest.raises(ValueError, match="adjustment_status"):
+        bbox_label_line("s3://b/k.jpg", "a", (1, 1, 3), [], registry, True, "j", adjustment_status="yes")
+    with pytest.raises(ValueError, match="override"):
+        bbox_label_line("s3://b/k.jpg", "a", (1, 1, 3), [], registry, True, "j", extra_metadata={"type": "x"})
+
+
+def test_background_line_has_no_annotations_and_parses_without_registry():
+    line = bbox_label_line("s3://b/k.jpg", "a", (10, 10, 1), [], ClassRegistry(["x"]), True, "j", "d")
+    assert line["a"]["annotations"] == [] and line["a-metadata"]["objects"] == []
+    assert parse_bbox_label(line, "a").boxes == ()
