@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import pytest
-
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import (
@@ -26,9 +24,7 @@ from labelloop_core.manifest import (
     select_label_attribute,
 )
 
-FIXTURES = Path("/work/shared/fixtures/aws-contracts")
-if not FIXTURES.is_dir():  # the fixtures also live in the repository's shared folder when checked out
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "aws-contracts"
+from tests.conftest import FIXTURES
 
 LAUNCH_POST_BOXES = [
     (337, 482, 54, 39),

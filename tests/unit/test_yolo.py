@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.manifest import LabeledImage, ManifestError, bbox_label_line, parse_bbox_label
@@ -25,7 +23,8 @@ from labelloop_core.yolo import (
     yolo_text_from_line,
 )
 
-FIXTURES = Path("/work/shared/fixtures/aws-contracts")
+from tests.conftest import FIXTURES
+
 ROW = re.compile(r"^\d+ [01]\.\d{6} [01]\.\d{6} [01]\.\d{6} [01]\.\d{6}$")
 
 
