@@ -219,7 +219,13 @@ def box_from_yolo(
 
 
 def clip_box(box: Box, image_width: float, image_height: float) -> Box:
-    """Intersect a box with the image rectangle; a box fully outside becomes zero-sized at the edge."""
+    """Intersect a box with the image rectangle; a box fully outside becomes zero-sized at the edge.
+
+    A box already inside is returned as is (no float drift from recomputing its size).
+    """
+    inside = box.left >= 0.0 and box.top >= 0.0 and box.right <= image_width and box.bottom <= image_height
+    if inside and box.width >= 0.0 and box.height >= 0.0:
+        return box
     left = min(max(box.left, 0.0), image_width)
     top = min(max(box.top, 0.0), image_height)
     right = min(max(box.right, 0.0), image_width)
