@@ -143,21 +143,21 @@ def _background(kind: str, h: int, w: int, rng: random.Random, nrng: np.random.G
     if kind == "gradient":
         c0, c1 = _pale_rgb(rng), _pale_rgb(rng)
         angle = rng.uniform(0, 2 * math.pi)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
         t = xx * math.cos(angle) + yy * math.sin(angle)
         t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
         return c0 + (c1 - c0) * t[..., None]
     if kind == "noise":
         base = _pale_rgb(rng, 0.3, 0.85)
-        luma = nrng.normal(0.0, rng.uniform(8, 22), (h, w, 1)).astype(np.float32)
-        chroma = nrng.normal(0.0, rng.uniform(2, 7), (h, w, 3)).astype(np.float32)
+        luma = nrng.standard_normal((h, w, 1), dtype=np.float32) * rng.uniform(8, 22)
+        chroma = nrng.standard_normal((h, w, 3), dtype=np.float32) * rng.uniform(2, 7)
         return base + luma + chroma
     # texture and confetti: low-frequency blotches plus stripes or a checkerboard, grey-ish
     c0, c1 = _pale_rgb(rng), _pale_rgb(rng)
     grid = nrng.random((rng.randint(3, 9), rng.randint(3, 9))).astype(np.float32)
     blot = np.asarray(Image.fromarray(grid).resize((w, h), Image.Resampling.BICUBIC))
     blot = np.clip(blot, 0.0, 1.0)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
     period = rng.uniform(6, 40)
     if rng.random() < 0.5:
         angle = rng.uniform(0, math.pi)
@@ -199,7 +199,7 @@ def _draw_confetti(img: np.ndarray, rng: random.Random) -> None:
 # Shapes
 
 
-def _shape_mask(shape: str, w: int, h: int, flip: bool) -> np.ndarray:
+def shape_mask(shape: str, w: int, h: int, flip: bool) -> np.ndarray:
     """A boolean (h, w) mask of the shape filling a w x h box."""
     canvas = Image.new("L", (w, h))
     d = ImageDraw.Draw(canvas)
@@ -295,7 +295,7 @@ def _render(
     ids = np.zeros((h, w), dtype=np.uint8)
     drawn: list[tuple[_Placed, int]] = []
     for k, obj in enumerate(objects, start=1):
-        mask = _shape_mask(obj.style.shape, obj.w, obj.h, flip=rng.random() < 0.5)
+        mask = shape_mask(obj.style.shape, obj.w, obj.h, flip=rng.random() < 0.5)
         full_area = int(mask.sum())
         ys0, xs0 = max(0, obj.y), max(0, obj.x)
         ys1, xs1 = min(h, obj.y + obj.h), min(w, obj.x + obj.w)
@@ -310,7 +310,7 @@ def _render(
         ids[ys0:ys1, xs0:xs1][sub] = k
         drawn.append((obj, full_area))
     if background == "noise":
-        img = img + nrng.normal(0.0, 4.0, (h, w, 1)).astype(np.float32)
+        img += nrng.standard_normal((h, w, 1), dtype=np.float32) * 4.0
     boxes: list[TruthBox] = []
     for k, (obj, full_area) in enumerate(drawn, start=1):
         ys0, xs0 = max(0, obj.y), max(0, obj.x)
