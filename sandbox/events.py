@@ -20,11 +20,12 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote_plus
 
 from moto.events import models as events_models
 from moto.events.models import Rule, events_backends
+from moto.events.utils import EventMessageType
 from moto.s3 import notifications as s3_notifications
 from moto.utilities.arns import parse_arn
 
@@ -251,7 +252,7 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
             )
         elif arn.service == "events" and not arn.resource_type:
             archive_arn = parse_arn(moto_event["archive-arn"])
-            rule._send_to_events_archive(archive_arn.resource_id, moto_event)
+            rule._send_to_events_archive(archive_arn.resource_id, cast(EventMessageType, moto_event))
         else:
             error = f"target type {arn.service}:{arn.resource_type} is not delivered by the emulation"
     except Exception as exc:  # a failed delivery is recorded, as EventBridge would retry/DLQ it
@@ -271,7 +272,7 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
 
 def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:
     """Replacement for ``Rule.send_to_targets`` delivering to every target type LabelLoop uses."""
-    if self.state != "ENABLED" or not self.event_pattern.matches_event(original_event):
+    if self.state != "ENABLED" or not self.event_pattern.matches_event(cast(EventMessageType, original_event)):
         return
     event = aws_event(original_event)
     for target in list(self.targets):
@@ -352,7 +353,7 @@ def _send_event_bridge_message(account_id: str, bucket: Any, event_name: str, ke
     if default_bus is None:
         return
     for rule in list(default_bus.rules.values()):
-        rule.send_to_targets(event)
+        rule.send_to_targets(cast(EventMessageType, event))
 
 
 def install() -> None:
@@ -362,8 +363,8 @@ def install() -> None:
     _PATCH_STATE["send_to_targets"] = Rule.send_to_targets
     _PATCH_STATE["put_events"] = events_models.EventsBackend.put_events
     _PATCH_STATE["s3_send"] = s3_notifications._send_event_bridge_message
-    Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign]
-    events_models.EventsBackend.put_events = _put_events  # type: ignore[method-assign]
+    Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign,assignment]
+    events_models.EventsBackend.put_events = _put_events  # type: ignore[method-assign,assignment]
     s3_notifications._send_event_bridge_message = _send_event_bridge_message
 
 

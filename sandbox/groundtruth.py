@@ -175,6 +175,11 @@ def _operation(name: str) -> OperationModel:
     return _MODEL.operation_model(name)
 
 
+def _violation(value: Any, path: str, constraint: str) -> str:
+    shown = "" if isinstance(value, list | dict) else f" '{value}'"
+    return f"Value{shown} at '{path}' failed to satisfy constraint: Member must {constraint}"
+
+
 def _constraint_errors(shape: Shape, value: Any, path: str) -> list[str]:
     """Length, range, pattern and enum checks botocore's ParamValidator does not do."""
     errors: list[str] = []
@@ -187,15 +192,15 @@ def _constraint_errors(shape: Shape, value: Any, path: str) -> list[str]:
         for index, item in enumerate(value):
             errors += _constraint_errors(shape.member, item, f"{path}.{index + 1}.member")
         if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"Value at '{path}' failed to satisfy constraint: Member must have length less than or equal to {meta['max']}")
+            errors.append(_violation(value, path, f"have length less than or equal to {meta['max']}"))
     elif shape.type_name == "map" and isinstance(value, dict):
         for key, item in value.items():
             errors += _constraint_errors(shape.value, item, f"{path}.{key}")
     elif shape.type_name == "string" and isinstance(value, str):
         if "min" in meta and len(value) < meta["min"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have length greater than or equal to {meta['min']}")
+            errors.append(_violation(value, path, f"have length greater than or equal to {meta['min']}"))
         if "max" in meta and len(value) > meta["max"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have length less than or equal to {meta['max']}")
+            errors.append(_violation(value, path, f"have length less than or equal to {meta['max']}"))
         pattern = meta.get("pattern")
         if pattern:
             try:
@@ -203,14 +208,14 @@ def _constraint_errors(shape: Shape, value: Any, path: str) -> list[str]:
             except re.error:
                 compiled = None  # a Java-only construct: AWS checks it, we cannot
             if compiled is not None and not compiled.fullmatch(value):
-                errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy regular expression pattern: {pattern}")
+                errors.append(_violation(value, path, f"satisfy regular expression pattern: {pattern}"))
         if shape.enum and value not in shape.enum:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must satisfy enum value set: {shape.enum}")
+            errors.append(_violation(value, path, f"satisfy enum value set: {shape.enum}"))
     elif shape.type_name in ("integer", "long") and isinstance(value, int):
         if "min" in meta and value < meta["min"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value greater than or equal to {meta['min']}")
+            errors.append(_violation(value, path, f"have value greater than or equal to {meta['min']}"))
         if "max" in meta and value > meta["max"]:
-            errors.append(f"Value '{value}' at '{path}' failed to satisfy constraint: Member must have value less than or equal to {meta['max']}")
+            errors.append(_violation(value, path, f"have value less than or equal to {meta['max']}"))
     return errors
 
 
@@ -267,7 +272,9 @@ def _check_semantics(params: dict[str, Any], account: str, region: str, state: G
     """Rules the service enforces beyond the model: S3 URIs, known workteam, worker count."""
     manifest = params["InputConfig"]["DataSource"].get("S3DataSource", {}).get("ManifestS3Uri")
     if not manifest:
-        raise ValidationError("InputConfig.DataSource.S3DataSource.ManifestS3Uri is required (SNS streaming is not emulated)")
+        raise ValidationError(
+            "InputConfig.DataSource.S3DataSource.ManifestS3Uri is required (SNS streaming is not emulated)"
+        )
     for label, uri in (
         ("ManifestS3Uri", manifest),
         ("S3OutputPath", params["OutputConfig"]["S3OutputPath"]),
@@ -284,7 +291,9 @@ def _check_semantics(params: dict[str, Any], account: str, region: str, state: G
     if not hc.get("UiConfig", {}).get("UiTemplateS3Uri") and not hc.get("UiConfig", {}).get("HumanTaskUiArn"):
         raise ValidationError("HumanTaskConfig.UiConfig needs UiTemplateS3Uri or HumanTaskUiArn")
     if not hc.get("AnnotationConsolidationConfig", {}).get("AnnotationConsolidationLambdaArn"):
-        raise ValidationError("HumanTaskConfig.AnnotationConsolidationConfig.AnnotationConsolidationLambdaArn is required")
+        raise ValidationError(
+            "HumanTaskConfig.AnnotationConsolidationConfig.AnnotationConsolidationLambdaArn is required"
+        )
 
 
 def describe_labeling_job(response: SageMakerResponse) -> Any:
@@ -610,7 +619,9 @@ def _run(job: LabelingJob) -> None:
                 "pre-annotation",
             )
             if not isinstance(answer, dict) or "taskInput" not in answer:
-                raise JobFailure(f"ClientError: pre-annotation Lambda {pre_arn} returned no taskInput: {str(answer)[:300]}")
+                raise JobFailure(
+                    f"ClientError: pre-annotation Lambda {pre_arn} returned no taskInput: {str(answer)[:300]}"
+                )
             required = answer.get("isHumanAnnotationRequired", True)
             if not isinstance(required, bool):
                 raise JobFailure(
@@ -627,12 +638,13 @@ def _run(job: LabelingJob) -> None:
         if not answers:
             continue
         annotations = [
-            {"workerId": a.worker_id, "annotationData": {"content": annotation_content(task, a.boxes)}}
-            for a in answers
+            {"workerId": a.worker_id, "annotationData": {"content": annotation_content(task, a.boxes)}} for a in answers
         ]
         for a in annotations:
             rt.put_json(f"annotations/worker-response/iteration-1/{object_id}/{rt.stamp}.json", {"answers": [a]})
-        data_ref = {"s3Uri": data_object["source-ref"]} if "source-ref" in data_object else {"content": data_object["source"]}
+        data_ref = (
+            {"s3Uri": data_object["source-ref"]} if "source-ref" in data_object else {"content": data_object["source"]}
+        )
         payload.append({"datasetObjectId": object_id, "dataObject": data_ref, "annotations": annotations})
 
     consolidated: dict[str, dict[str, Any]] = {}
@@ -653,12 +665,16 @@ def _run(job: LabelingJob) -> None:
             "post-annotation",
         )
         if not isinstance(result, list):
-            raise JobFailure(f"ClientError: post-annotation Lambda {post_arn} must return a list, got {type(result).__name__}")
+            raise JobFailure(
+                f"ClientError: post-annotation Lambda {post_arn} must return a list, got {type(result).__name__}"
+            )
         for item in result:
             try:
                 consolidated[str(item["datasetObjectId"])] = item["consolidatedAnnotation"]["content"]
             except (KeyError, TypeError) as exc:
-                raise JobFailure(f"ClientError: post-annotation Lambda {post_arn} returned a malformed item {str(item)[:300]}") from exc
+                raise JobFailure(
+                    f"ClientError: post-annotation Lambda {post_arn} returned a malformed item {str(item)[:300]}"
+                ) from exc
         rt.put_json(f"annotations/consolidated-annotation/consolidation-response/iteration-1/{rt.stamp}.json", result)
 
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")

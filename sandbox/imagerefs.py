@@ -100,7 +100,7 @@ class ImageIndex:
         for record in records:
             name: str = record["image"]
             if name.startswith("s3://"):
-                bucket, key = parse_s3_uri(name)
+                _, key = parse_s3_uri(name)
                 self._add("uri", name, record)
                 self._add("key", key, record)
                 self._add("name", PurePosixPath(key).name, record)

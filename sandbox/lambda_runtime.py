@@ -300,7 +300,7 @@ def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | 
         real_out, real_err = sys.stdout, sys.stderr
         _STDOUT.push(buffer)
         _STDERR.push(buffer)
-        sys.stdout, sys.stderr = _STDOUT, _STDERR  # type: ignore[assignment]
+        sys.stdout, sys.stderr = _STDOUT, _STDERR
         root_logger.addHandler(log_handler)
         buffer.write(f"START RequestId: {request_id} Version: {fn.version}\n")
         try:

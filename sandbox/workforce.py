@@ -81,10 +81,10 @@ def _box(raw: dict[str, Any]) -> dict[str, Any]:
         raise WorkforceFailure(f"worker box {raw!r} lacks {missing}")
     return {
         "label": str(raw["label"]),
-        "left": int(round(float(raw["left"]))),
-        "top": int(round(float(raw["top"]))),
-        "width": int(round(float(raw["width"]))),
-        "height": int(round(float(raw["height"]))),
+        "left": round(float(raw["left"])),
+        "top": round(float(raw["top"])),
+        "width": round(float(raw["width"])),
+        "height": round(float(raw["height"])),
     }
 
 
@@ -191,9 +191,7 @@ class Oracle:
         max_h = task.image_height or int(max(bottom, top) + 1)
         left, right = sorted((min(max(left, 0), max_w), min(max(right, 0), max_w)))
         top, bottom = sorted((min(max(top, 0), max_h), min(max(bottom, 0), max_h)))
-        return _box(
-            {"label": box["label"], "left": left, "top": top, "width": right - left, "height": bottom - top}
-        )
+        return _box({"label": box["label"], "left": left, "top": top, "width": right - left, "height": bottom - top})
 
 
 @dataclass

@@ -1,0 +1,455 @@
+"""Deploy a synthesized cloud assembly into the in-process moto account, like ``cdk deploy`` would.
+
+The template is created through moto's CloudFormation; everything moto's CloudFormation cannot do
+is applied afterwards from the *same* template (resolved with moto's own intrinsic-function
+resolver), never re-declared by hand. Every such gap is listed once, in ``GAPS``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import boto3
+from moto.cloudformation import cloudformation_backends
+from moto.cloudformation.custom_model import CustomModel
+from moto.cloudformation.parsing import clean_json
+
+BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One thing moto's CloudFormation does not do, and what the emulation does instead."""
+
+    subject: str
+    moto: str
+    emulation: str
+
+
+GAPS: tuple[Gap, ...] = (
+    Gap(
+        "CDK bootstrap (assets bucket, SSM version parameter)",
+        "no bootstrap stack exists; the template's BootstrapVersion SSM parameter cannot resolve",
+        "create the cdk-<qualifier>-assets bucket named in <stack>.assets.json, upload every file "
+        "asset (directories zipped) to its objectKey, and put the SSM version parameter",
+    ),
+    Gap(
+        "AWS::S3::Bucket NotificationConfiguration, VersioningConfiguration, CorsConfiguration",
+        "moto's CloudFormation creates the bucket with encryption and tags only",
+        "apply them through PutBucketNotificationConfiguration (EventBridge, Lambda, SQS, SNS "
+        "configurations translated from CloudFormation's shape), PutBucketVersioning and PutBucketCors; "
+        "LifecycleConfiguration is not applied (nothing expires during a local run)",
+    ),
+    Gap(
+        "Custom::S3BucketNotifications (CDK's bucket notification handler)",
+        "custom resources are sent to the handler Lambda with a ResponseURL on a moto server that "
+        "does not exist in-process, so the stack would never complete",
+        "apply the resolved NotificationConfiguration with PutBucketNotificationConfiguration "
+        "(EventBridgeConfiguration included) and mark the resource created",
+    ),
+    Gap(
+        "Custom::S3AutoDeleteObjects",
+        "same custom-resource limitation; the resource only acts on stack deletion",
+        "nothing to do at create time; marked created",
+    ),
+    Gap(
+        "AWS::StepFunctions::StateMachine",
+        "created in the non-executing backend (the ASL interpreter never sees it) and "
+        "DefinitionSubstitutions/StateMachineType/Logging are ignored",
+        "re-create it through the Step Functions API with the resolved definition (substitutions "
+        "applied), same name, role, type and logging, so the ARN stays the one the stack exported",
+    ),
+    Gap(
+        "AWS::SageMaker::Workteam",
+        "not supported by moto (skipped with a warning)",
+        "create it through the emulated CreateWorkteam with the resolved properties",
+    ),
+    Gap(
+        "AWS::S3::BucketPolicy, AWS::SNS::TopicPolicy, AWS::SQS::QueuePolicy, AWS::CloudWatch::Alarm, "
+        "AWS::CDK::Metadata",
+        "not supported by moto (skipped with a warning)",
+        "skipped: moto does not enforce resource policies or evaluate alarms; listed in "
+        "Deployment.skipped so tests can see what was not emulated",
+    ),
+    Gap(
+        "Lambda code",
+        "runs only in Docker; the asset holds Linux arm64 wheels",
+        "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "
+        "packages from the zip and third-party packages from the host venv",
+    ),
+    Gap(
+        "AWS::Lambda::EventSourceMapping (SQS)",
+        "moto invokes the function synchronously on every SendMessage, one record per call, "
+        "ignoring BatchSize windows and MaximumBatchingWindowInSeconds",
+        "kept as moto does it (documented deviation): a batch starter sees batches of one",
+    ),
+)
+
+
+class DeployError(RuntimeError):
+    """The assembly cannot be deployed into the emulation; the message says why."""
+
+
+@dataclass
+class Deployment:
+    """What a deploy produced: outputs and physical ids, all read back from the stack."""
+
+    stack_name: str
+    stack_id: str
+    region: str
+    account: str
+    template: dict[str, Any]
+    outputs: dict[str, str]
+    resources: dict[str, str]  # logical id → physical id
+    resource_types: dict[str, str]  # logical id → type
+    applied: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def physical_ids(self, resource_type: str, logical_prefix: str = "") -> dict[str, str]:
+        """Physical ids of resources of one type whose logical id starts with ``logical_prefix``."""
+        return {
+            lid: pid
+            for lid, pid in self.resources.items()
+            if self.resource_types.get(lid) == resource_type and lid.startswith(logical_prefix)
+        }
+
+    def physical_id(self, resource_type: str, logical_prefix: str = "") -> str:
+        """The one physical id matching; a clear error if none or several match."""
+        found = self.physical_ids(resource_type, logical_prefix)
+        if len(found) != 1:
+            raise DeployError(
+                f"{len(found)} {resource_type} resources have logical ids starting with "
+                f"{logical_prefix!r}: {sorted(found)}"
+            )
+        return next(iter(found.values()))
+
+
+def _substitute(text: str, account: str, region: str) -> str:
+    return (
+        text.replace("${AWS::AccountId}", account)
+        .replace("${AWS::Region}", region)
+        .replace("${AWS::Partition}", "aws")
+        .replace("${AWS::URLSuffix}", "amazonaws.com")
+    )
+
+
+def zip_directory(path: Path) -> bytes:
+    """Zip a directory deterministically (sorted entries, fixed timestamps), as the CDK CLI does."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(str(file.relative_to(path)).replace(os.sep, "/"), (1980, 1, 1, 0, 0, 0))
+            info.external_attr = (file.stat().st_mode & 0o777) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, file.read_bytes())
+    return buffer.getvalue()
+
+
+def publish_assets(assembly: Path, stack_name: str, account: str, region: str) -> list[str]:
+    """Upload the stack's file assets to the bootstrap bucket/key the template references."""
+    manifest_path = assembly / f"{stack_name}.assets.json"
+    if not manifest_path.exists():
+        return []
+    manifest = json.loads(manifest_path.read_text())
+    s3 = boto3.client("s3", region_name=region)
+    published = []
+    for asset_id, asset in manifest.get("files", {}).items():
+        source = assembly / asset["source"]["path"]
+        if not source.exists():
+            raise DeployError(f"asset {asset_id}: {source} does not exist in the assembly")
+        packaging = asset["source"].get("packaging", "file")
+        body = zip_directory(source) if packaging == "zip" or source.is_dir() else source.read_bytes()
+        for destination in asset["destinations"].values():
+            bucket = _substitute(destination["bucketName"], account, region)
+            key = _substitute(destination["objectKey"], account, region)
+            _ensure_bucket(s3, bucket, region)
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            published.append(f"s3://{bucket}/{key}")
+    return published
+
+
+def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception:
+        config = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        s3.create_bucket(Bucket=bucket, **config)
+
+
+def _bootstrap_parameters(template: dict[str, Any], region: str) -> list[str]:
+    ssm = boto3.client("ssm", region_name=region)
+    created = []
+    for spec in template.get("Parameters", {}).values():
+        default = spec.get("Default", "")
+        if spec.get("Type", "").startswith("AWS::SSM::Parameter::Value") and default.startswith("/cdk-bootstrap/"):
+            ssm.put_parameter(Name=default, Value=BOOTSTRAP_VERSION, Type="String", Overwrite=True)
+            created.append(default)
+    return created
+
+
+# ------------------------------------------------------------------ custom resources
+
+CustomHandler = Callable[[dict[str, Any], str], dict[str, Any]]
+
+
+def _bucket_notifications(properties: dict[str, Any], region: str) -> dict[str, Any]:
+    config = dict(properties.get("NotificationConfiguration") or {})
+    boto3.client("s3", region_name=region).put_bucket_notification_configuration(
+        Bucket=properties["BucketName"], NotificationConfiguration=config
+    )
+    return {}
+
+
+def _auto_delete_objects(properties: dict[str, Any], region: str) -> dict[str, Any]:
+    return {}
+
+
+CUSTOM_RESOURCES: dict[str, CustomHandler] = {
+    "Custom::S3BucketNotifications": _bucket_notifications,
+    "Custom::S3AutoDeleteObjects": _auto_delete_objects,
+}
+
+
+class _CustomResourceApplier:
+    """Stands in for moto's CustomModel factory while the stack is created."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.errors: list[str] = []
+
+    def __call__(
+        self,
+        resource_name: str,
+        cloudformation_json: dict[str, Any],
+        account_id: str,
+        region_name: str,
+        **kwargs: Any,
+    ) -> CustomModel:
+        resource_type = kwargs["ResourceType"]
+        logical_id = kwargs["LogicalId"]
+        handler = CUSTOM_RESOURCES.get(resource_type)
+        model = cast(Any, CustomModel)(region_name, "local", logical_id, resource_name)
+        if handler is None:
+            self.errors.append(
+                f"{logical_id} ({resource_type}): no emulation for this custom resource type; "
+                f"add it to sandbox.deploy.CUSTOM_RESOURCES and GAPS"
+            )
+            model.set_data({})
+            return model
+        properties = {k: v for k, v in cloudformation_json["Properties"].items() if k != "ServiceToken"}
+        try:
+            model.set_data(handler(properties, region_name))
+            self.applied.append(f"{logical_id} ({resource_type})")
+        except Exception as exc:
+            self.errors.append(f"{logical_id} ({resource_type}): {type(exc).__name__}: {exc}")
+            model.set_data({})
+        return model
+
+
+# ------------------------------------------------------------------ post-create gaps
+
+
+def _resolved(stack: Any, logical_id: str, template: dict[str, Any]) -> dict[str, Any]:
+    """A template resource's properties with intrinsics resolved by moto's own resolver."""
+    resource = json.loads(json.dumps(template["Resources"][logical_id]))
+    return dict(clean_json(resource, stack.resource_map).get("Properties", {}))
+
+
+def _recreate_state_machine(
+    stack: Any, logical_id: str, template: dict[str, Any], physical_id: str, region: str
+) -> str:
+    props = _resolved(stack, logical_id, template)
+    if "DefinitionString" in props:
+        definition = props["DefinitionString"]
+    elif "Definition" in props:
+        definition = json.dumps(props["Definition"])
+    else:
+        raise DeployError(f"{logical_id}: state machine has neither DefinitionString nor Definition")
+    for key, value in (props.get("DefinitionSubstitutions") or {}).items():
+        definition = definition.replace("${" + key + "}", str(value))
+    name = physical_id.rsplit(":", 1)[-1]
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "definition": definition,
+        "roleArn": props["RoleArn"],
+        "type": props.get("StateMachineType", "STANDARD"),
+    }
+    if props.get("LoggingConfiguration"):
+        kwargs["loggingConfiguration"] = _lower_first(props["LoggingConfiguration"])
+    if props.get("TracingConfiguration"):
+        kwargs["tracingConfiguration"] = _lower_first(props["TracingConfiguration"])
+    sfn = boto3.client("stepfunctions", region_name=region)
+    try:
+        arn = sfn.create_state_machine(**kwargs)["stateMachineArn"]
+    except Exception as exc:
+        raise DeployError(f"{logical_id}: the ASL interpreter rejected the state machine: {exc}") from exc
+    if arn != physical_id:
+        raise DeployError(f"{logical_id}: re-created state machine has ARN {arn}, the stack has {physical_id}")
+    return arn
+
+
+def _lower_first(value: Any) -> Any:
+    """CloudFormation spells nested keys PascalCase; the Step Functions API camelCase."""
+    if isinstance(value, dict):
+        return {k[0].lower() + k[1:]: _lower_first(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_lower_first(v) for v in value]
+    return value
+
+
+def _filter(cfn_filter: dict[str, Any] | None) -> dict[str, Any]:
+    rules = (cfn_filter or {}).get("S3Key", {}).get("Rules", [])
+    return {"Filter": {"Key": {"FilterRules": rules}}} if rules else {}
+
+
+def bucket_notification_configuration(cfn: dict[str, Any]) -> dict[str, Any]:
+    """CloudFormation's NotificationConfiguration translated to the S3 API's shape."""
+    api: dict[str, Any] = {}
+    if (cfn.get("EventBridgeConfiguration") or {}).get("EventBridgeEnabled") in (True, "true"):
+        api["EventBridgeConfiguration"] = {}
+    for cfn_key, api_key, arn_cfn, arn_api in (
+        ("LambdaConfigurations", "LambdaFunctionConfigurations", "Function", "LambdaFunctionArn"),
+        ("QueueConfigurations", "QueueConfigurations", "Queue", "QueueArn"),
+        ("TopicConfigurations", "TopicConfigurations", "Topic", "TopicArn"),
+    ):
+        entries = [
+            {arn_api: entry[arn_cfn], "Events": [entry["Event"]], **_filter(entry.get("Filter"))}
+            for entry in cfn.get(cfn_key, [])
+        ]
+        if entries:
+            api[api_key] = entries
+    return api
+
+
+def _apply_bucket_properties(
+    stack: Any, logical_id: str, template: dict[str, Any], bucket: str, region: str
+) -> list[str]:
+    props = _resolved(stack, logical_id, template)
+    s3 = boto3.client("s3", region_name=region)
+    done = []
+    if props.get("NotificationConfiguration"):
+        config = bucket_notification_configuration(props["NotificationConfiguration"])
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+        done.append(f"bucket {logical_id} notifications {sorted(config)}")
+    status = (props.get("VersioningConfiguration") or {}).get("Status")
+    if status:
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
+        done.append(f"bucket {logical_id} versioning {status}")
+    rules = (props.get("CorsConfiguration") or {}).get("CorsRules", [])
+    if rules:
+        renames = {"ExposedHeaders": "ExposeHeaders", "Id": "ID", "MaxAge": "MaxAgeSeconds"}
+        api_rules = [{renames.get(k, k): v for k, v in rule.items()} for rule in rules]
+        s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": api_rules})
+        done.append(f"bucket {logical_id} CORS ({len(api_rules)} rules)")
+    return done
+
+
+def _create_workteam(stack: Any, logical_id: str, template: dict[str, Any], region: str) -> str:
+    props = _resolved(stack, logical_id, template)
+    props.pop("Tags", None)
+    sm = boto3.client("sagemaker", region_name=region)
+    return str(sm.create_workteam(**props)["WorkteamArn"])
+
+
+# ------------------------------------------------------------------ deploy
+
+
+def deploy(
+    assembly_dir: str | Path,
+    stack_name: str = "LabelLoop",
+    region: str = "us-east-1",
+    account: str = "123456789012",
+) -> Deployment:
+    """Deploy ``<stack_name>`` from the assembly into the active moto mock and return its handles."""
+    started = time.perf_counter()
+    assembly = Path(assembly_dir)
+    template_path = assembly / f"{stack_name}.template.json"
+    if not template_path.exists():
+        raise DeployError(f"{template_path} not found: synthesize the app first (infra.synth.synthesize)")
+    template = json.loads(template_path.read_text())
+    applied = [f"asset {uri}" for uri in publish_assets(assembly, stack_name, account, region)]
+    applied += [f"SSM parameter {name}" for name in _bootstrap_parameters(template, region)]
+
+    applier = _CustomResourceApplier()
+    original = CustomModel.__dict__["create_from_cloudformation_json"]
+    CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
+    cfn = boto3.client("cloudformation", region_name=region)
+    moto_logger = logging.getLogger("moto.cloudformation.parsing")
+    previous_level = moto_logger.level
+    moto_logger.setLevel(logging.ERROR)  # unsupported types are reported in Deployment.skipped
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stack_id = cfn.create_stack(
+                StackName=stack_name,
+                TemplateBody=json.dumps(template),
+                Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+            )["StackId"]
+    finally:
+        moto_logger.setLevel(previous_level)
+        CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
+    if applier.errors:
+        raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))
+    applied += [f"custom resource {name}" for name in applier.applied]
+
+    stack = cloudformation_backends[account][region].get_stack(stack_id)
+    status = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
+    if status["StackStatus"] != "CREATE_COMPLETE":
+        raise DeployError(f"stack {stack_name} ended in {status['StackStatus']}: {status.get('StackStatusReason', '')}")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in status.get("Outputs", [])}
+    resources: dict[str, str] = {}
+    types: dict[str, str] = {}
+    paginator = cfn.get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=stack_id):
+        for summary in page["StackResourceSummaries"]:
+            if not summary.get("LogicalResourceId"):
+                continue  # moto lists resources it skipped with an empty logical id
+            resources[summary["LogicalResourceId"]] = summary.get("PhysicalResourceId", "")
+            types[summary["LogicalResourceId"]] = summary["ResourceType"]
+
+    skipped = []
+    for logical_id, spec in template.get("Resources", {}).items():
+        resource_type = spec["Type"]
+        types.setdefault(logical_id, resource_type)
+        if resource_type == "AWS::S3::Bucket" and logical_id in resources:
+            applied += _apply_bucket_properties(stack, logical_id, template, resources[logical_id], region)
+        elif resource_type == "AWS::StepFunctions::StateMachine":
+            arn = _recreate_state_machine(stack, logical_id, template, resources[logical_id], region)
+            applied.append(f"state machine {logical_id} re-created for the interpreter ({arn})")
+        elif resource_type == "AWS::SageMaker::Workteam":
+            resources[logical_id] = _create_workteam(stack, logical_id, template, region)
+            applied.append(f"workteam {logical_id} ({resources[logical_id]})")
+        elif logical_id not in resources and not resource_type.startswith("Custom::"):
+            skipped.append(f"{logical_id} ({resource_type})")
+
+    return Deployment(
+        stack_name=stack_name,
+        stack_id=stack_id,
+        region=region,
+        account=account,
+        template=template,
+        outputs=outputs,
+        resources=resources,
+        resource_types=types,
+        applied=applied,
+        skipped=skipped,
+        duration_s=time.perf_counter() - started,
+    )
+
+
+def gaps_table() -> str:
+    """The gap list as Markdown (printed by the CLI and the README)."""
+    rows = ["| subject | moto 5.2.5 | emulation |", "| --- | --- | --- |"]
+    rows += [f"| {g.subject} | {g.moto} | {g.emulation} |" for g in GAPS]
+    return "\n".join(rows)
