@@ -5,6 +5,8 @@ from __future__ import annotations
 import colorsys
 import io
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +199,19 @@ def test_detector_rejects_a_truncated_jpeg() -> None:
     data = make_scene(LABELS, seed=4, kind="single").data
     with pytest.raises(DetectorError):
         detect(data[: len(data) // 2], LABELS)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims the given size (no pixel data): enough to trip size checks."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("size", [(10_000, 5_000), (20_000, 20_000)])
+def test_detector_refuses_images_too_large_to_decode(size: tuple[int, int]) -> None:
+    with pytest.raises(DetectorError, match=r"too large|decompression bomb"):
+        detect(_png_header_only(*size), LABELS)
