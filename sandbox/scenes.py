@@ -395,7 +395,7 @@ def _format_of(name: str) -> str:
 
 
 def iter_scenes(count: int, labels: Sequence[str], seed: int = 0) -> Iterator[Scene]:
-    """Yield ``count`` scenes of a deterministic mix: ~10% empty, ~15% single, ~53% sparse, ~22% crowded."""
+    """Yield ``count`` scenes, deterministically: 10% empty, 15% single, 53% sparse, 22% crowded (rounded)."""
     if count < 0:
         raise ValueError("count must be >= 0")
     class_styles(labels)  # validate early
@@ -405,9 +405,11 @@ def iter_scenes(count: int, labels: Sequence[str], seed: int = 0) -> Iterator[Sc
     n_exif = min(len(jpeg_idx), round(0.08 * count))
     exif_idx = sorted(rng.sample(jpeg_idx, n_exif))
     orientations = {i: _ORIENTATION_CYCLE[j % len(_ORIENTATION_CYCLE)] for j, i in enumerate(exif_idx)}
-    for i, name in enumerate(names):
-        u = rng.random()
-        kind = "empty" if u < 0.10 else "single" if u < 0.25 else "sparse" if u < 0.78 else "crowded"
+    n_empty, n_single, n_crowded = round(0.10 * count), round(0.15 * count), round(0.22 * count)
+    kinds = ["empty"] * n_empty + ["single"] * n_single + ["crowded"] * n_crowded
+    kinds += ["sparse"] * (count - len(kinds))
+    rng.shuffle(kinds)
+    for i, (name, kind) in enumerate(zip(names, kinds, strict=True)):
         yield make_scene(
             labels,
             seed=rng.getrandbits(48),
