@@ -26,7 +26,7 @@ $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/labelloop-paths.pth"
 	@echo "$(CURDIR)/lambdas" >> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/labelloop-paths.pth"
 	@rm -f $(VENV)/.stamp-*
