@@ -1,8 +1,9 @@
 """Benchmark the synthetic detector on generated scenes: speed, quality by scene kind, calibration signal.
 
 Prints one JSON object: generation and detection throughput, mean per-image mIoU (class-aware,
-missed/spurious count 0, as calibration uses) by scene kind, and how well confidence predicts
-quality (Pearson/Spearman per image and per box; quality of images above a few thresholds).
+missed/spurious count 0, as calibration uses) by scene kind, how well confidence predicts quality
+(Pearson/Spearman per image and per box; quality above a few thresholds), and the threshold the
+workflow's calibration would pick from these pairs.
 
 Run: ``PYTHONPATH=.:lambdas .venv/bin/python bench/bench_detector.py --count 300``
 """
@@ -10,12 +11,14 @@ Run: ``PYTHONPATH=.:lambdas .venv/bin/python bench/bench_detector.py --count 300
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
 from collections.abc import Sequence
 
 from labelloop_core.boxes import Box
+from labelloop_core.calibration import CalibrationPair, calibrate, image_confidence
 from labelloop_core.matching import image_quality, match_boxes
 
 from sandbox.scenes import iter_scenes
@@ -73,18 +76,36 @@ def run(count: int, labels: list[str], seed: int) -> dict[str, object]:
             exif_quality.append(quality)
         if preds:
             confs = [p["confidence"] for p in preds]
-            img_conf_min.append(min(confs))
+            img_conf_min.append(image_confidence(confs) or 0.0)
             img_conf_mean.append(statistics.fmean(confs))
             img_quality.append(quality)
             matched = {p: v for p, _, v in match_boxes(pred_boxes, truth_boxes).pairs}
             for i, p in enumerate(preds):
                 box_conf.append(p["confidence"])
                 box_iou.append(matched.get(i, 0.0))
-    above = {}
-    for theta in (0.3, 0.5, 0.7, 0.85):
-        q = [qq for c, qq in zip(img_conf_min, img_quality, strict=True) if c >= theta]
-        above[str(theta)] = {"images": len(q), "mean_miou": round(statistics.fmean(q), 3) if q else None}
+    by_confidence: dict[str, dict[str, float | int | None]] = {}
+    edges = (0.0, 0.1, 0.3, 0.6, 0.9, 1.01)
+    for lo, hi in itertools.pairwise(edges):
+        q = [qq for c, qq in zip(img_conf_min, img_quality, strict=True) if lo <= c < hi]
+        by_confidence[f"[{lo}, {min(hi, 1.0)}{']' if hi > 1 else ')'}"] = {
+            "images": len(q),
+            "mean_miou": round(statistics.fmean(q), 3) if q else None,
+        }
     all_q = [q for qs in by_kind.values() for q in qs]
+    # the threshold the workflow would calibrate if every image with detections had been reviewed
+    pairs = list(zip(img_conf_min, img_quality, strict=True))
+    calibration: dict[str, dict[str, float | int | None]] = {}
+    for target in (0.6, 0.8, 0.9):
+        result = calibrate([CalibrationPair(c, q) for c, q in pairs], target=target)
+        above = [q for c, q in pairs if result.theta is not None and c >= result.theta]
+        below = [q for c, q in pairs if result.theta is None or c < result.theta]
+        calibration[str(target)] = {
+            "theta": result.theta,
+            "lower_bound": None if result.lower_bound is None else round(result.lower_bound, 3),
+            "images_accepted": len(above),
+            "realised_mean_miou_accepted": round(statistics.fmean(above), 3) if above else None,
+            "mean_miou_below_theta": round(statistics.fmean(below), 3) if below else None,
+        }
     return {
         "images": len(scenes),
         "labels": labels,
@@ -110,8 +131,9 @@ def run(count: int, labels: list[str], seed: int) -> dict[str, object]:
             "spearman_min_conf": _spearman(img_conf_min, img_quality),
             "pearson_mean_conf": _pearson(img_conf_mean, img_quality),
             "spearman_mean_conf": _spearman(img_conf_mean, img_quality),
-            "quality_at_or_above_min_conf": above,
+            "mean_miou_by_image_confidence": by_confidence,
         },
+        "calibration_if_all_reviewed_by_target": calibration,
         "box_confidence_vs_iou": {
             "boxes": len(box_iou),
             "pearson": _pearson(box_conf, box_iou),
