@@ -1,0 +1,223 @@
+"""Intake batching: S3 event parsing, grouping by dataset, de-duplication and idempotent names.
+
+Pure: no AWS calls. Names derived here are deterministic functions of the batch CONTENT (sorted
+keys, ETags and version ids), so a redelivered SQS batch maps to the same batch id, the same
+Step Functions execution name (StartExecution is idempotent per name) and the same labeling job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = [
+    "Batch",
+    "EventError",
+    "ObjectRef",
+    "S3Event",
+    "batch_id_for",
+    "dataset_of",
+    "dataset_slug",
+    "dedupe",
+    "execution_name",
+    "group_by_dataset",
+    "labeling_job_name",
+    "parse_s3_event",
+    "split_batches",
+]
+
+_EXECUTION_NAME_MAX = 80
+_JOB_NAME_MAX = 63
+_DATASET_RE = re.compile(r"^[^/\x00-\x1f]{1,200}$")
+
+
+class EventError(ValueError):
+    """An intake message is not a usable S3 "Object Created" event; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Event:
+    """The fields of an EventBridge S3 "Object Created" event intake needs (key still URL-encoded)."""
+
+    bucket: str
+    raw_key: str
+    size: int
+    etag: str
+    version_id: str | None
+    sequencer: str
+    time: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    """One object of a batch as written to ``objects.jsonl`` (the key is decoded)."""
+
+    key: str
+    size: int
+    etag: str
+    version_id: str | None
+    sequencer: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> ObjectRef:
+        return cls(
+            key=str(raw["key"]),
+            size=int(raw.get("size", 0)),
+            etag=str(raw.get("etag", "")),
+            version_id=raw.get("version_id"),
+            sequencer=str(raw.get("sequencer", "")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Objects of one dataset that become one workflow execution."""
+
+    dataset: str
+    batch_id: str
+    objects: tuple[ObjectRef, ...]
+
+    @property
+    def execution_name(self) -> str:
+        return execution_name(self.dataset, self.batch_id)
+
+
+def parse_s3_event(event: Any) -> S3Event:
+    """Read an EventBridge S3 "Object Created" event (DESIGN §3); raise `EventError` on anything else."""
+    if not isinstance(event, Mapping):
+        raise EventError(f"expected an EventBridge event object, got {type(event).__name__}")
+    if event.get("source") != "aws.s3" or event.get("detail-type") != "Object Created":
+        raise EventError(
+            f"not an S3 'Object Created' event (source={event.get('source')!r}, "
+            f"detail-type={event.get('detail-type')!r})"
+        )
+    detail = event.get("detail")
+    if not isinstance(detail, Mapping):
+        raise EventError("S3 event has no detail object")
+    bucket = (detail.get("bucket") or {}).get("name") if isinstance(detail.get("bucket"), Mapping) else None
+    obj = detail.get("object")
+    if not isinstance(bucket, str) or not bucket or not isinstance(obj, Mapping):
+        raise EventError("S3 event detail lacks bucket.name or object")
+    key = obj.get("key")
+    if not isinstance(key, str) or not key:
+        raise EventError("S3 event detail.object has no key")
+    size = obj.get("size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise EventError(f"S3 event detail.object.size must be a non-negative integer, got {size!r}")
+    etag = obj.get("etag")
+    version_id = obj.get("version-id")
+    return S3Event(
+        bucket=bucket,
+        raw_key=key,
+        size=size,
+        etag=str(etag).strip('"') if etag else "",
+        version_id=str(version_id) if version_id else None,
+        sequencer=str(obj.get("sequencer") or ""),
+        time=event.get("time") if isinstance(event.get("time"), str) else None,
+    )
+
+
+def dataset_of(key: str, incoming_prefix: str) -> tuple[str, str]:
+    """``incoming/<dataset>/<rest>`` -> (dataset, rest); `EventError` when the key has no dataset folder."""
+    if not key.startswith(incoming_prefix):
+        raise EventError(f"key {key!r} is not under the incoming prefix {incoming_prefix!r}")
+    rest = key[len(incoming_prefix) :]
+    dataset, sep, relative = rest.partition("/")
+    if not sep or not dataset or not relative:
+        raise EventError(f"key {key!r} is not inside a dataset folder: put images under {incoming_prefix}<dataset>/...")
+    if not _DATASET_RE.match(dataset) or dataset in {".", ".."}:
+        raise EventError(f"dataset folder name {dataset!r} in {key!r} is not usable")
+    return dataset, relative
+
+
+def dataset_slug(dataset: str, max_len: int = 30) -> str:
+    """A lower-case ``[a-z0-9-]`` form of a dataset name for resource names (never empty)."""
+    ascii_name = unicodedata.normalize("NFKD", dataset).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:max_len].strip("-")
+    if slug == dataset:
+        return slug
+    # Different names can share a slug ("Street" / "street!"): a short digest keeps them apart.
+    digest = hashlib.sha256(dataset.encode()).hexdigest()[:6]
+    return f"{slug[: max_len - 7]}-{digest}".strip("-") if slug else f"ds-{digest}"
+
+
+def _later(a: str, b: str) -> bool:
+    """True when sequencer ``a`` is at least as late as ``b`` (hex strings right-padded with zeros, per S3)."""
+    width = max(len(a), len(b))
+    return a.upper().ljust(width, "0") >= b.upper().ljust(width, "0")
+
+
+def dedupe(objects: Iterable[ObjectRef]) -> tuple[list[ObjectRef], list[tuple[ObjectRef, str]]]:
+    """Keep one entry per key (the newest by S3 sequencer); return (kept, [(dropped, reason)]).
+
+    The same event delivered twice and an object re-uploaded within the batch both collapse to
+    one entry, so an image is never labeled twice within a batch.
+    """
+    kept: dict[str, ObjectRef] = {}
+    dropped: list[tuple[ObjectRef, str]] = []
+    for obj in objects:
+        current = kept.get(obj.key)
+        if current is None:
+            kept[obj.key] = obj
+            continue
+        if (current.etag, current.version_id) == (obj.etag, obj.version_id):
+            dropped.append((obj, "duplicate event for the same object version"))
+            continue
+        newer, older = (obj, current) if _later(obj.sequencer, current.sequencer) else (current, obj)
+        kept[obj.key] = newer
+        dropped.append((older, f"superseded by a newer upload of the same key (etag {newer.etag})"))
+    return sorted(kept.values(), key=lambda o: o.key), dropped
+
+
+def batch_id_for(objects: Iterable[ObjectRef]) -> str:
+    """Deterministic batch id from the sorted (key, etag, version) triples: same content, same id."""
+    digest = hashlib.sha256()
+    for obj in sorted(objects, key=lambda o: (o.key, o.etag, o.version_id or "")):
+        digest.update(f"{obj.key}\x00{obj.etag}\x00{obj.version_id or ''}\x01".encode())
+    return f"b{digest.hexdigest()[:20]}"
+
+
+def execution_name(dataset: str, batch_id: str) -> str:
+    """Step Functions execution name (<= 80 chars of ``[A-Za-z0-9-_]``): ``<dataset-slug>-<batch id>``."""
+    name = f"{dataset_slug(dataset, max_len=_EXECUTION_NAME_MAX - len(batch_id) - 1)}-{batch_id}"
+    return name[:_EXECUTION_NAME_MAX]
+
+
+def labeling_job_name(dataset: str, batch_id: str, attempt: int = 0) -> str:
+    """Ground Truth job name ``labelloop-<slug>-<short hash>`` (<= 63 chars, letters/digits/hyphens).
+
+    The name is also the job's label attribute, so each batch (a chained job) gets a NEW attribute.
+    ``attempt`` > 0 gives a fresh name when a failed job is re-run (job names are never reusable).
+    """
+    digest = hashlib.sha256(f"{dataset}\x00{batch_id}\x00{attempt}".encode()).hexdigest()[:10]
+    slug = dataset_slug(dataset, max_len=_JOB_NAME_MAX - len("labelloop--") - len(digest))
+    return f"labelloop-{slug}-{digest}"
+
+
+def group_by_dataset(
+    objects: Iterable[tuple[str, ObjectRef]],
+) -> dict[str, list[ObjectRef]]:
+    """``[(dataset, ObjectRef)]`` -> {dataset: [ObjectRef]} in first-seen order."""
+    groups: dict[str, list[ObjectRef]] = {}
+    for dataset, obj in objects:
+        groups.setdefault(dataset, []).append(obj)
+    return groups
+
+
+def split_batches(dataset: str, objects: Iterable[ObjectRef], max_batch_size: int) -> list[Batch]:
+    """Dedupe a dataset's objects and cut them into batches of at most ``max_batch_size`` (by key order)."""
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    kept, _ = dedupe(objects)
+    batches = []
+    for start in range(0, len(kept), max_batch_size):
+        chunk = tuple(kept[start : start + max_batch_size])
+        batches.append(Batch(dataset, batch_id_for(chunk), chunk))
+    return batches
