@@ -1,0 +1,192 @@
+"""Route a pre-labeled batch: auto-accept trustworthy images, send the rest (and an audit sample) to humans.
+
+In: ``{"bucket", "dataset", "batch_id", "batch_prefix"}``. Streams ``<batch_prefix>prelabeled/*``
+(every shard listed under ``<batch_prefix>shards/`` must have its pre-labeled counterpart, else the
+step fails rather than route a partial batch) and writes ``<batch_prefix>accepted.manifest``
+(final label under ``labelloop-auto``, ``human-annotated: no``), ``<batch_prefix>review.manifest``
+(``labelloop-meta.route``/``route_reason``/``audit``) and ``<batch_prefix>route.json``.
+
+Effective threshold: ``AUTO_ACCEPT_THRESHOLD`` when set ("fixed"); else theta from
+``<CALIBRATION_PREFIX><dataset>/threshold.json`` when it was calibrated for the SAME model
+("calibrated"); else off (everything to humans). No model means no auto-accept.
+
+Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source", "reasons"}``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import IO, Any
+
+from adapters.aws import client
+from adapters.models import ModelSettings
+from adapters.s3 import get_json, iter_lines, put_json
+from aws_lambda_powertools import Logger
+from labelloop_core.calibration import ACCEPT, AUDIT
+from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
+from labelloop_core.prelabels import accepted_line, decide_route, review_line
+
+logger = Logger()
+
+SOURCE_FIXED = "fixed"
+SOURCE_CALIBRATED = "calibrated"
+SOURCE_OFF = "off"
+SOURCE_NO_MODEL = "no_model"
+
+
+class RouteEventError(ValueError):
+    """The event breaks the workflow contract, or the batch's pre-label output is incomplete."""
+
+
+@functools.cache
+def settings() -> ModelSettings:
+    """Environment, validated once per container."""
+    return ModelSettings.from_env()
+
+
+def calibration_prefix() -> str:
+    """Where calibration files live (``CALIBRATION_PREFIX``, default ``work/calibration/``)."""
+    value = os.environ.get("CALIBRATION_PREFIX", "work/calibration/").strip() or "work/calibration/"
+    return value if value.endswith("/") else value + "/"
+
+
+def event_fields(event: Mapping[str, Any], cfg: ModelSettings) -> tuple[str, str, str, str]:
+    """``(bucket, dataset, batch_id, batch_prefix)``, validated (shared with the calibrate handler)."""
+    values = []
+    for name in ("bucket", "dataset", "batch_id", "batch_prefix"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise RouteEventError(f"event field {name!r} must be a non-empty string, got {value!r}")
+        values.append(value)
+    bucket, dataset, batch_id, batch_prefix = values
+    if bucket != cfg.bucket:
+        raise RouteEventError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
+    if "/" in dataset or dataset in (".", ".."):
+        raise RouteEventError(f"dataset {dataset!r} must be a single path segment")
+    if not batch_prefix.endswith("/"):
+        raise RouteEventError(f"batch_prefix {batch_prefix!r} must end with '/'")
+    return bucket, dataset, batch_id, batch_prefix
+
+
+def threshold_key(dataset: str) -> str:
+    """The dataset's calibrated-threshold document."""
+    return f"{calibration_prefix()}{dataset}/threshold.json"
+
+
+def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) -> tuple[float | None, str, str]:
+    """``(theta or None, source, note)``; see the module docstring for the precedence."""
+    if cfg.kind == "none":
+        return None, SOURCE_NO_MODEL, "no model configured: every image goes to humans"
+    if cfg.auto_accept_threshold is not None:
+        return cfg.auto_accept_threshold, SOURCE_FIXED, "AUTO_ACCEPT_THRESHOLD"
+    key = threshold_key(dataset)
+    from botocore.exceptions import ClientError
+
+    try:
+        document = get_json(bucket, key, s3)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None, SOURCE_OFF, f"not calibrated yet ({key} absent)"
+        raise
+    except ValueError as exc:
+        logger.error("threshold document unreadable", extra={"key": key, "error": str(exc)})
+        return None, SOURCE_OFF, f"{key} is not valid JSON: auto-accept off"
+    if not isinstance(document, Mapping):
+        return None, SOURCE_OFF, f"{key} is not a JSON object: auto-accept off"
+    if document.get("model") != cfg.model_id:
+        return None, SOURCE_OFF, f"{key} was calibrated for model {document.get('model')!r}, not {cfg.model_id!r}"
+    theta = document.get("theta")
+    if theta is None:
+        return None, SOURCE_OFF, f"calibration says off ({document.get('reason')})"
+    if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 <= theta <= 1:
+        return None, SOURCE_OFF, f"{key} has an invalid theta {theta!r}: auto-accept off"
+    return float(theta), SOURCE_CALIBRATED, key
+
+
+def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return sorted(keys)
+
+
+def prelabeled_keys(bucket: str, batch_prefix: str, s3: Any) -> list[str]:
+    """Pre-labeled shard keys, checked against the shard listing (a missing one is an error)."""
+    shards = [k[len(batch_prefix) + len("shards/") :] for k in _list_keys(bucket, f"{batch_prefix}shards/", s3)]
+    done = {k[len(batch_prefix) + len("prelabeled/") :] for k in _list_keys(bucket, f"{batch_prefix}prelabeled/", s3)}
+    missing = [name for name in shards if name not in done]
+    if missing:
+        raise RouteEventError(
+            f"{len(missing)} shard(s) have no pre-labeled output under {batch_prefix}prelabeled/, e.g. {missing[0]!r}"
+        )
+    return [f"{batch_prefix}prelabeled/{name}" for name in shards]
+
+
+def _lines(bucket: str, keys: list[str], s3: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for key in keys:
+        try:
+            for line_no, line in iter_manifest(iter_lines(bucket, key, s3)):
+                yield key, line_no, line
+        except ManifestError as exc:
+            raise RouteEventError(f"{key}: {exc}") from None
+
+
+def _upload(handle: IO[bytes], bucket: str, key: str, s3: Any) -> None:
+    handle.seek(0)
+    s3.upload_fileobj(handle, bucket, key, ExtraArgs={"ContentType": "application/jsonlines"})
+
+
+def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = None) -> dict[str, Any]:
+    """Route every pre-labeled image of a batch (streamed; output spooled to temporary files)."""
+    s3 = s3 or client("s3")
+    bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
+    theta, source, note = effective_threshold(cfg, bucket, dataset, s3)
+    keys = prelabeled_keys(bucket, batch_prefix, s3)
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    with tempfile.TemporaryFile() as accepted, tempfile.TemporaryFile() as review:
+        for _key, _line_no, line in _lines(bucket, keys, s3):
+            decision = decide_route(line, theta, cfg.audit_fraction)
+            reasons[decision.reason] += 1
+            counts[decision.decision] += 1
+            if decision.decision == ACCEPT:
+                assert theta is not None
+                out, handle = accepted_line(line, theta), accepted
+            else:
+                out, handle = review_line(line, decision), review
+            handle.write(dumps_line(out).encode() + b"\n")
+        _upload(accepted, bucket, f"{batch_prefix}accepted.manifest", s3)
+        _upload(review, bucket, f"{batch_prefix}review.manifest", s3)
+    summary: dict[str, Any] = {
+        "images": sum(counts.values()),
+        "accepted": counts[ACCEPT],
+        "review": counts["review"] + counts[AUDIT],
+        "audit": counts[AUDIT],
+        "threshold": theta,
+        "threshold_source": source,
+        "reasons": dict(sorted(reasons.items())),
+    }
+    put_json(
+        bucket,
+        f"{batch_prefix}route.json",
+        {
+            **summary,
+            "dataset": dataset,
+            "batch_id": batch_id,
+            "threshold_note": note,
+            "audit_fraction": cfg.audit_fraction,
+            "model": cfg.model_id,
+        },
+        s3,
+    )
+    logger.info("batch routed", extra={**summary, "dataset": dataset, "batch_id": batch_id, "note": note})
+    return summary
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (workflow Route step)."""
+    return process_batch(event, settings())
