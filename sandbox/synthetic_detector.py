@@ -2,9 +2,9 @@
 
 It predicts from the image bytes alone (never from a truth file), so its mistakes are real:
 overlapping same-class shapes merge into one box, occluded shapes split, tiny objects are missed
-and colourful clutter yields spurious boxes. Its confidence scores how clean a blob looks (fill
-ratio against the class's shape, compactness, size, intrusion by other colours, border contact),
-so low confidence goes with low quality and a calibrated threshold means something.
+and colourful clutter yields spurious boxes. Its confidence scores how clean a blob looks (match
+with the class's shape template, fill ratio, compactness, size, intrusion by other colours,
+border contact), so low confidence goes with low quality and a calibrated threshold means something.
 """
 
 from __future__ import annotations
