@@ -1,0 +1,420 @@
+"""Writing a planned YOLO export to S3 or a local folder (one code path for the Lambda and the CLI).
+
+Order of writes, so a reader never sees a half export as complete:
+
+1. every image (S3 server-side ``copy_object`` into an S3 destination, a streamed download into
+   a local one) and, once its image is in place, its label file — in a bounded thread pool with
+   at most ``4 x threads`` tasks in flight, so memory stays flat whatever the dataset size;
+2. ``data.yaml``, then the full item lists ``dropped.jsonl``, ``skipped.jsonl``, ``missing.jsonl``;
+3. ``export.json`` LAST: its presence is what makes the version complete.
+
+Idempotent and resumable: a destination whose ``export.json`` already names this version is left
+untouched; labels already present (a previous attempt that timed out) are not written again, and
+their images are not copied again. Images missing from S3 (or not readable) are reported in
+``export.json`` and their labels are not written, so every label has its image; other errors
+(throttling after retries, 5xx) propagate so the attempt fails and is retried.
+
+``copy_object`` handles sources up to 5 GB, far above any image LabelLoop accepts (intake caps
+``max_image_bytes``); a larger source is reported per image (``too_large``), no multipart copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from botocore.exceptions import ClientError
+from labelloop_core.export import ExportPlan, ImageRecord
+
+from adapters.s3 import parse_uri
+
+__all__ = [
+    "DEFAULT_THREADS",
+    "ExportConflict",
+    "ExportDestination",
+    "LocalDestination",
+    "S3Destination",
+    "publish_latest",
+    "s3_client",
+    "write_export",
+]
+
+DEFAULT_THREADS = 48
+#: Reasons an image is reported missing instead of failing the export.
+MISSING = "missing"
+ACCESS_DENIED = "access_denied"
+TOO_LARGE = "too_large"
+NOT_S3 = "not_s3"
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_DENIED_CODES = {"403", "AccessDenied", "AllAccessDisabled", "InvalidObjectState"}
+
+ProgressFn = Callable[[int, int], None]
+
+
+class ExportConflict(RuntimeError):
+    """The destination already holds a DIFFERENT complete export (exports are immutable)."""
+
+
+def s3_client(threads: int = DEFAULT_THREADS) -> Any:
+    """An S3 client whose connection pool fits ``threads`` concurrent requests (boto3's default is 10).
+
+    Uses the standard configuration chain (profile, region, ``AWS_ENDPOINT_URL``) with standard retries.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": 8},
+        max_pool_connections=max(threads + 4, 10),
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    return boto3.client("s3", config=config)
+
+
+def _source(source_ref: str) -> tuple[str, str] | None:
+    """(bucket, key) of an ``s3://`` source-ref, None otherwise."""
+    if not source_ref.startswith("s3://"):
+        return None
+    bucket, key = parse_uri(source_ref)
+    return (bucket, key) if key else None
+
+
+def _reason(exc: ClientError) -> str | None:
+    """Per-image reason for an S3 error, or None when the error must fail the attempt."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _MISSING_CODES or status == 404:
+        return MISSING
+    if code in _DENIED_CODES or status == 403:
+        return ACCESS_DENIED
+    if code in {"InvalidRequest", "EntityTooLarge"} and "size" in str(error.get("Message", "")).lower():
+        return TOO_LARGE
+    return None
+
+
+class ExportDestination(Protocol):
+    """Where an export version is written; paths are relative to the version root."""
+
+    uri: str
+
+    def read_json(self, path: str) -> Any | None:
+        """Parsed JSON at ``path`` or None when absent."""
+
+    def existing(self, prefix: str) -> set[str]:
+        """Relative paths already present under ``prefix`` (resuming an interrupted attempt)."""
+
+    def put(self, path: str, body: bytes, content_type: str) -> None:
+        """Write ``body`` at ``path``."""
+
+    def prepare(self, folders: Iterable[str]) -> None:
+        """Create ``folders`` where folders exist (a local disk); S3 has none."""
+
+    def copy_image(self, source_ref: str, path: str) -> str | None:
+        """Put the image at ``path``; None on success, else a per-image reason (module docstring)."""
+
+
+class S3Destination:
+    """An export under ``s3://bucket/prefix``; images are server-side copies (no bytes through us)."""
+
+    def __init__(self, bucket: str, prefix: str, s3: Any) -> None:
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.s3 = s3
+        self.uri = f"s3://{bucket}/{self.prefix}"
+
+    @classmethod
+    def from_uri(cls, uri: str, s3: Any) -> S3Destination:
+        """Destination for an ``s3://bucket/prefix`` URI."""
+        bucket, prefix = parse_uri(uri)
+        return cls(bucket, prefix, s3)
+
+    def read_json(self, path: str) -> Any | None:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + path)["Body"].read()
+        except ClientError as exc:
+            if _reason(exc) == MISSING:
+                return None
+            raise
+        return json.loads(body)
+
+    def existing(self, prefix: str) -> set[str]:
+        found: set[str] = set()
+        start = len(self.prefix)
+        paginator = self.s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            for item in page.get("Contents", ()):
+                found.add(item["Key"][start:])
+        return found
+
+    def put(self, path: str, body: bytes, content_type: str) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=self.prefix + path, Body=body, ContentType=content_type)
+
+    def prepare(self, folders: Iterable[str]) -> None:
+        return None
+
+    def copy_image(self, source_ref: str, path: str) -> str | None:
+        source = _source(source_ref)
+        if source is None:
+            return NOT_S3
+        try:
+            self.s3.copy_object(
+                Bucket=self.bucket,
+                Key=self.prefix + path,
+                CopySource={"Bucket": source[0], "Key": source[1]},
+                MetadataDirective="COPY",
+            )
+        except ClientError as exc:
+            reason = _reason(exc)
+            if reason is None:
+                raise
+            return reason
+        return None
+
+
+class LocalDestination:
+    """An export in a local folder; images are downloaded from S3 (written atomically via a temp file)."""
+
+    def __init__(self, root: Path, s3: Any) -> None:
+        self.root = Path(root)
+        self.s3 = s3
+        self.uri = str(self.root)
+
+    def read_json(self, path: str) -> Any | None:
+        target = self.root / path
+        if not target.exists():
+            return None
+        return json.loads(target.read_text(encoding="utf-8"))
+
+    def existing(self, prefix: str) -> set[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return set()
+        return {p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file()}
+
+    def _write_atomic(self, path: str, write: Callable[[Any], None]) -> None:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                write(handle)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put(self, path: str, body: bytes, content_type: str) -> None:
+        self._write_atomic(path, lambda handle: handle.write(body))
+
+    def prepare(self, folders: Iterable[str]) -> None:
+        for folder in folders:
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    def copy_image(self, source_ref: str, path: str) -> str | None:
+        source = _source(source_ref)
+        if source is None:
+            return NOT_S3
+        try:
+            response = self.s3.get_object(Bucket=source[0], Key=source[1])
+        except ClientError as exc:
+            reason = _reason(exc)
+            if reason is None:
+                raise
+            return reason
+        body = response["Body"]
+
+        def write(handle: Any) -> None:
+            for chunk in iter(lambda: body.read(1 << 20), b""):
+                handle.write(chunk)
+
+        self._write_atomic(path, write)
+        return None
+
+
+def _jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+def _bounded_map(
+    records: Iterable[ImageRecord],
+    task: Callable[[ImageRecord], str | None],
+    threads: int,
+    on_done: Callable[[ImageRecord, str | None], None],
+) -> None:
+    """Run ``task`` over ``records`` with ``threads`` workers and at most ``4 x threads`` in flight."""
+    limit = threads * 4
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="export") as pool:
+        pending: dict[Future[str | None], ImageRecord] = {}
+        try:
+            for record in records:
+                if len(pending) >= limit:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        on_done(pending.pop(future), future.result())
+                pending[pool.submit(task, record)] = record
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    on_done(pending.pop(future), future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+
+
+def write_export(
+    plan: ExportPlan,
+    dest: ExportDestination,
+    version: str,
+    *,
+    dataset: str | None = None,
+    threads: int = DEFAULT_THREADS,
+    progress: ProgressFn | None = None,
+    extra: dict[str, Any] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
+    """Write ``plan`` into ``dest`` as export ``version``; returns the ``export.json`` document.
+
+    Raises `ExportConflict` when ``dest`` already holds a different complete export.
+    ``extra`` adds keys to ``export.json`` (e.g. the event that triggered the export).
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    current = dest.read_json("export.json")
+    if current is not None:
+        if current.get("version") == version:
+            current["already_complete"] = True
+            return dict(current)
+        raise ExportConflict(
+            f"{dest.uri} already holds export version {current.get('version')!r}; "
+            f"exports are immutable, write version {version!r} elsewhere"
+        )
+    dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in ("train", "val"))
+    done = dest.existing("labels/")
+    missing: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    total = len(plan.records)
+    finished = 0
+    resumed = 0
+
+    def task(record: ImageRecord) -> str | None:
+        reason = dest.copy_image(record.source_ref, record.image_path)
+        if reason is None:
+            dest.put(record.label_path, record.label_text.encode("utf-8"), "text/plain; charset=utf-8")
+        return reason
+
+    def on_done(record: ImageRecord, reason: str | None) -> None:
+        nonlocal finished
+        with lock:
+            finished += 1
+            if reason is not None:
+                missing.append(
+                    {
+                        "image": record.key,
+                        "source_ref": record.source_ref,
+                        "reason": reason,
+                        "manifest": record.manifest,
+                        "line": record.line_no,
+                    }
+                )
+            if progress is not None:
+                progress(finished, total)
+
+    def todo() -> Iterable[ImageRecord]:
+        nonlocal resumed, finished
+        for record in plan.records:
+            if record.label_path in done:
+                resumed += 1
+                finished += 1
+                continue
+            yield record
+
+    if progress is not None:
+        progress(0, total)
+    _bounded_map(todo(), task, threads, on_done)
+    missing.sort(key=lambda m: (m["manifest"], m["line"]))
+
+    dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
+    dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
+    dest.put("skipped.jsonl", _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
+    dest.put("missing.jsonl", _jsonl(missing), "application/jsonlines")
+
+    document: dict[str, Any] = {"version": version, "dataset": dataset, **plan.summary()}
+    counts = document["counts"]
+    counts["images_planned"] = counts["images"]
+    counts["images_missing"] = len(missing)
+    counts["images"] = counts["images"] - len(missing)
+    counts["images_resumed"] = resumed
+    if missing:
+        gone = {m["image"] for m in missing}
+        kept = [r for r in plan.records if r.key not in gone]
+        counts["train"] = sum(1 for r in kept if r.split == "train")
+        counts["val"] = len(kept) - counts["train"]
+        counts["background_images"] = sum(1 for r in kept if r.is_background)
+        document["background_ratio"] = round(counts["background_images"] / len(kept), 6) if kept else 0.0
+        histogram: Counter[str] = Counter()
+        for record in kept:
+            for row in record.label_text.splitlines():
+                histogram[plan.class_names[int(row.split(" ", 1)[0])]] += 1
+        document["class_histogram"] = {name: histogram.get(name, 0) for name in plan.class_names}
+        counts["boxes"] = sum(histogram.values())
+    document["missing_images"] = {
+        "count": len(missing),
+        "by_reason": dict(sorted(Counter(m["reason"] for m in missing).items())),
+        "examples": missing[:100],
+    }
+    warnings = [
+        f"the {split} split is empty: Ultralytics needs images in both train and val"
+        for split in ("train", "val")
+        if counts[split] == 0
+    ]
+    document["warnings"] = warnings
+    document["files"] = {
+        "data_yaml": "data.yaml",
+        "dropped_boxes": "dropped.jsonl",
+        "skipped_lines": "skipped.jsonl",
+        "missing_images": "missing.jsonl",
+    }
+    document["created"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    if extra:
+        document.update(extra)
+    dest.put(
+        "export.json",
+        json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"),
+        "application/json",
+    )
+    return document
+
+
+def publish_latest(dataset_root: ExportDestination, version: str, document: dict[str, Any], version_uri: str) -> bool:
+    """Point ``latest.json`` at ``version`` unless it already names a version that sorts after it.
+
+    Versions start with the UTC time of their newest input, so string order is age order; a
+    re-delivered old event therefore never moves ``latest.json`` backwards. Returns True if written.
+    """
+    current = dataset_root.read_json("latest.json")
+    if current is not None and str(current.get("version", "")) >= version:
+        return False
+    pointer = {
+        "dataset": document.get("dataset"),
+        "version": version,
+        "uri": version_uri,
+        "export_json": version_uri.rstrip("/") + "/export.json",
+        "data_yaml": version_uri.rstrip("/") + "/data.yaml",
+        "images": document.get("counts", {}).get("images"),
+        "created": document.get("created"),
+    }
+    dataset_root.put(
+        "latest.json", json.dumps(pointer, ensure_ascii=False, indent=1).encode("utf-8"), "application/json"
+    )
+    return True

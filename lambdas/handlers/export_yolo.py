@@ -1,0 +1,369 @@
+"""YOLO export Lambda, triggered by EventBridge when labels are complete.
+
+Two events (DESIGN section 1):
+
+- ``Batch Labeled`` from ``labelloop.workflow``, detail ``{dataset, batch_id, output_manifest}``:
+  the export is the union of ALL labeled batches of the dataset (every
+  ``work/batches/<dataset>/<batch>/output.manifest``, oldest first, plus the manifests of outside
+  jobs recorded in ``work/exports-index/<dataset>.json``); later labels of an image win;
+- ``SageMaker Ground Truth Labeling Job State Change`` with status ``Completed`` for a job NOT
+  started by the workflow (names starting ``labelloop-`` are the workflow's: skipped, it announces
+  its own batches). DescribeLabelingJob gives the output manifest, the label attribute and the
+  label categories; the dataset is the tag ``labelloop:dataset`` or else the job name. The job's
+  manifest is added to the dataset's index, then the dataset is exported as above.
+
+The version id is ``<newest input's LastModified, UTC>-<12 hex of the plan fingerprint>``: a
+re-delivered event reads the same inputs and finds its version complete (``export.json``
+present), so nothing is rewritten; ``exports/<dataset>/latest.json`` only moves forward.
+Manifests are streamed; a 100k-image dataset plans in seconds and copies with a bounded pool.
+Errors propagate: EventBridge/Lambda retries, then the event lands in the export DLQ (alarmed).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from adapters.aws import client
+from adapters.export_writer import DEFAULT_THREADS, S3Destination, publish_latest, s3_client, write_export
+from adapters.s3 import S3UriError, parse_uri
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+from labelloop_core.classes import ClassMapError, ClassRegistry
+from labelloop_core.export import ExportPlanner
+from labelloop_core.manifest import ManifestError, select_label_attribute
+
+logger = Logger()
+
+WORKFLOW_SOURCE = "labelloop.workflow"
+BATCH_LABELED = "Batch Labeled"
+SAGEMAKER_SOURCE = "aws.sagemaker"
+JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
+WORKFLOW_JOB_PREFIX = "labelloop-"
+DATASET_TAG = "labelloop:dataset"
+#: Built-in task types whose output is a bounding-box label (PRE-<type> pre-annotation Lambdas).
+BOX_TASK_TYPES = frozenset({"BoundingBox", "AdjustmentBoundingBox"})
+_DATASET_RE = re.compile(r"^[^/\x00-\x1f]{1,200}$")
+
+
+class ExportEventError(ValueError):
+    """The event cannot be exported (bad shape, unknown dataset, missing manifest); goes to the DLQ."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Environment of the export function, validated once per container."""
+
+    bucket: str
+    labels: tuple[str, ...]
+    val_fraction: float
+    work_prefix: str
+    exports_prefix: str
+    threads: int
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read and validate the environment; every error names its variable."""
+        bucket = os.environ.get("DATA_BUCKET", "")
+        if not bucket:
+            raise RuntimeError("environment variable DATA_BUCKET is required (the data bucket name)")
+        raw_labels = os.environ.get("LABELS", "[]")
+        try:
+            labels = json.loads(raw_labels)
+            ClassRegistry(labels)
+        except (json.JSONDecodeError, ClassMapError, TypeError) as exc:
+            raise RuntimeError(f"environment variable LABELS must be a JSON list of unique names: {exc}") from None
+        if not isinstance(labels, list):
+            raise RuntimeError("environment variable LABELS must be a JSON list of class names")
+        try:
+            val_fraction = float(os.environ.get("VAL_FRACTION", "0.2"))
+        except ValueError:
+            raise RuntimeError("environment variable VAL_FRACTION must be a number in [0, 1]") from None
+        if not 0.0 <= val_fraction <= 1.0:
+            raise RuntimeError(f"environment variable VAL_FRACTION must be in [0, 1], got {val_fraction}")
+        try:
+            threads = int(os.environ.get("COPY_THREADS", str(DEFAULT_THREADS)))
+        except ValueError:
+            raise RuntimeError("environment variable COPY_THREADS must be an integer") from None
+        if not 1 <= threads <= 256:
+            raise RuntimeError(f"environment variable COPY_THREADS must be within 1-256, got {threads}")
+        prefixes = []
+        for name, default in (("WORK_PREFIX", "work/"), ("EXPORTS_PREFIX", "exports/")):
+            value = os.environ.get(name, default)
+            if not value.endswith("/"):
+                raise RuntimeError(f"environment variable {name} must end with '/', got {value!r}")
+            prefixes.append(value)
+        return cls(bucket, tuple(labels), val_fraction, prefixes[0], prefixes[1], threads)
+
+
+@functools.cache
+def settings() -> Settings:
+    """The validated environment (cold start only)."""
+    return Settings.from_env()
+
+
+@functools.cache
+def _s3() -> Any:
+    """S3 client sized for the copy pool."""
+    return s3_client(settings().threads)
+
+
+# -- inputs -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ManifestInput:
+    """One manifest to read: where, when it was last written (orders 'later wins'), how to read it."""
+
+    bucket: str
+    key: str
+    modified: datetime
+    label_attribute: str | None = None
+    job_classes: tuple[str, ...] | None = None
+
+    @property
+    def uri(self) -> str:
+        """``s3://bucket/key``."""
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def _check_dataset(dataset: Any) -> str:
+    if not isinstance(dataset, str) or not _DATASET_RE.match(dataset) or dataset in {".", ".."}:
+        raise ExportEventError(f"dataset must be a non-empty name without '/', got {dataset!r}")
+    return dataset
+
+
+def _index_key(dataset: str) -> str:
+    return f"{settings().work_prefix}exports-index/{dataset}.json"
+
+
+def _batch_manifests(dataset: str) -> list[ManifestInput]:
+    """Every ``work/batches/<dataset>/<batch>/output.manifest``."""
+    cfg = settings()
+    prefix = f"{cfg.work_prefix}batches/{dataset}/"
+    found = []
+    for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            rest = item["Key"][len(prefix) :]
+            batch, _, name = rest.partition("/")
+            if batch and name == "output.manifest":
+                found.append(ManifestInput(cfg.bucket, item["Key"], item["LastModified"]))
+    return found
+
+
+def _head(bucket: str, key: str) -> ManifestInput | None:
+    try:
+        head = _s3().head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return None
+        raise
+    return ManifestInput(bucket, key, head["LastModified"])
+
+
+def _indexed_manifests(dataset: str) -> list[ManifestInput]:
+    """Manifests of outside Ground Truth jobs recorded for the dataset (a vanished one is an error)."""
+    found = []
+    for entry in _read_index(dataset).get("manifests", []):
+        bucket, key = parse_uri(entry["uri"])
+        item = _head(bucket, key)
+        if item is None:
+            raise ExportEventError(f"manifest {entry['uri']} recorded in {_index_key(dataset)} no longer exists")
+        classes = entry.get("classes")
+        found.append(
+            ManifestInput(
+                bucket,
+                key,
+                item.modified,
+                label_attribute=entry.get("label_attribute"),
+                job_classes=tuple(classes) if classes else None,
+            )
+        )
+    return found
+
+
+def _read_index(dataset: str) -> dict[str, Any]:
+    cfg = settings()
+    try:
+        body = _s3().get_object(Bucket=cfg.bucket, Key=_index_key(dataset))["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return {"dataset": dataset, "manifests": []}
+        raise
+    return dict(json.loads(body))
+
+
+def _record_in_index(
+    dataset: str, job_name: str, manifest_uri: str, label_attribute: str | None, classes: list[str] | None
+) -> None:
+    """Add an outside job's manifest to the dataset's index (idempotent: keyed by job name)."""
+    index = _read_index(dataset)
+    entries = [e for e in index.get("manifests", []) if e.get("job") != job_name]
+    entries.append({"job": job_name, "uri": manifest_uri, "label_attribute": label_attribute, "classes": classes})
+    index["manifests"] = entries
+    body = json.dumps(index, ensure_ascii=False, indent=1).encode()
+    _s3().put_object(Bucket=settings().bucket, Key=_index_key(dataset), Body=body, ContentType="application/json")
+
+
+def _lines(item: ManifestInput) -> Iterator[bytes]:
+    body = _s3().get_object(Bucket=item.bucket, Key=item.key)["Body"]
+    yield from body.iter_lines(chunk_size=1 << 16)
+
+
+# -- export -------------------------------------------------------------------------------------
+def export_dataset(dataset: str, *, trigger: dict[str, Any]) -> dict[str, Any]:
+    """Export the union of the dataset's labeled manifests as a new (or the existing) version."""
+    cfg = settings()
+    inputs = _batch_manifests(dataset) + _indexed_manifests(dataset)
+    if not inputs:
+        raise ExportEventError(f"dataset {dataset!r} has no labeled manifest to export")
+    inputs.sort(key=lambda m: (m.modified, m.uri))
+    registry = ClassRegistry(cfg.labels)
+    for item in inputs:  # outside jobs' categories get stable ids after the configured labels
+        for name in item.job_classes or ():
+            registry.add(name)
+    planner = ExportPlanner(registry, val_fraction=cfg.val_fraction)
+    for item in inputs:
+        planner.label_attribute = item.label_attribute
+        planner.job_classes = ClassRegistry(item.job_classes) if item.job_classes else None
+        planner.add_manifest(item.uri, _lines(item))
+    planner.label_attribute = None
+    plan = planner.plan()
+    stamp = max(m.modified for m in inputs).strftime("%Y%m%dT%H%M%SZ")
+    version = f"{stamp}-{plan.fingerprint[:12]}"
+    dataset_prefix = f"{cfg.exports_prefix}{dataset}/"
+    dest = S3Destination(cfg.bucket, f"{dataset_prefix}{version}/", _s3())
+    logger.info(
+        "exporting",
+        extra={"dataset": dataset, "version": version, "manifests": len(inputs), "images": len(plan.records)},
+    )
+    document = write_export(
+        plan,
+        dest,
+        version,
+        dataset=dataset,
+        threads=cfg.threads,
+        extra={"trigger": trigger},
+    )
+    moved = publish_latest(S3Destination(cfg.bucket, dataset_prefix, _s3()), version, document, dest.uri)
+    status = "already_exported" if document.get("already_complete") else "exported"
+    result = {
+        "status": status,
+        "dataset": dataset,
+        "version": version,
+        "uri": dest.uri,
+        "latest_updated": moved,
+        "counts": document.get("counts"),
+    }
+    logger.info("export done", extra=result)
+    return result
+
+
+def _batch_labeled(event: dict[str, Any]) -> dict[str, Any]:
+    detail = event.get("detail")
+    if not isinstance(detail, dict):
+        raise ExportEventError("Batch Labeled event has no detail object")
+    dataset = _check_dataset(detail.get("dataset"))
+    manifest = detail.get("output_manifest")
+    try:
+        bucket, key = parse_uri(str(manifest))
+    except S3UriError as exc:
+        raise ExportEventError(f"Batch Labeled detail.output_manifest: {exc}") from None
+    if bucket != settings().bucket:
+        raise ExportEventError(f"output manifest {manifest} is outside the data bucket {settings().bucket}")
+    if _head(bucket, key) is None:
+        raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
+    trigger = {"type": BATCH_LABELED, "event_id": event.get("id"), "batch_id": detail.get("batch_id")}
+    return export_dataset(dataset, trigger=trigger)
+
+
+def _task_type(job: dict[str, Any]) -> str | None:
+    """Built-in task type from ``PreHumanTaskLambdaArn`` (``...:function:PRE-<type>``), None for custom."""
+    arn = str(job.get("HumanTaskConfig", {}).get("PreHumanTaskLambdaArn", ""))
+    name = arn.rsplit(":", 1)[-1]
+    return name[4:] if name.startswith("PRE-") else None
+
+
+def _job_completed(event: dict[str, Any]) -> dict[str, Any]:
+    detail = event.get("detail") or {}
+    status = detail.get("LabelingJobStatus")
+    resources = event.get("resources") or []
+    if not resources or not isinstance(resources[0], str) or ":labeling-job/" not in resources[0]:
+        raise ExportEventError(f"labeling job event without a job ARN in resources[0]: {resources!r}")
+    job_name = resources[0].rsplit("/", 1)[-1]
+    if status != "Completed":
+        logger.info("job not completed; nothing to export", extra={"job": job_name, "status": status})
+        return {"status": "skipped", "reason": f"job status {status}", "job": job_name}
+    if job_name.startswith(WORKFLOW_JOB_PREFIX):
+        logger.info("workflow job; its batch is exported on Batch Labeled", extra={"job": job_name})
+        return {"status": "skipped", "reason": "started by the LabelLoop workflow", "job": job_name}
+    job = client("sagemaker").describe_labeling_job(LabelingJobName=job_name)
+    if job.get("LabelingJobStatus") != "Completed":
+        raise ExportEventError(f"job {job_name} is {job.get('LabelingJobStatus')}, not Completed")
+    task_type = _task_type(job)
+    if task_type is not None and task_type not in BOX_TASK_TYPES:
+        logger.info("not a bounding-box job", extra={"job": job_name, "task_type": task_type})
+        return {"status": "skipped", "reason": f"task type {task_type} is not bounding boxes", "job": job_name}
+    manifest = job.get("LabelingJobOutput", {}).get("OutputDatasetS3Uri")
+    if not manifest:
+        raise ExportEventError(f"job {job_name} has no LabelingJobOutput.OutputDatasetS3Uri")
+    attribute = job.get("LabelAttributeName")
+    tags = {t.get("Key"): t.get("Value") for t in job.get("Tags") or []}
+    dataset = _check_dataset(tags.get(DATASET_TAG) or job_name)
+    try:
+        out_bucket, out_key = parse_uri(manifest)
+    except S3UriError as exc:
+        raise ExportEventError(f"job {job_name} output manifest: {exc}") from None
+    if task_type is None and not _has_box_labels(out_bucket, out_key, attribute):
+        logger.info("custom job without bounding-box labels", extra={"job": job_name, "attribute": attribute})
+        return {"status": "skipped", "reason": "no bounding-box labels in the output manifest", "job": job_name}
+    classes = None
+    categories_uri = job.get("LabelCategoryConfigS3Uri")
+    if categories_uri:
+        bucket, key = parse_uri(categories_uri)
+        try:
+            document = json.loads(_s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+            classes = ClassRegistry.from_label_categories(document).names
+        except (ClientError, ClassMapError, json.JSONDecodeError) as exc:
+            # Lines with a class-map still export; lines without one are reported as invalid.
+            logger.warning("label categories unreadable", extra={"uri": categories_uri, "error": str(exc)})
+    _record_in_index(dataset, job_name, manifest, attribute, classes)
+    trigger = {"type": JOB_STATE_CHANGE, "event_id": event.get("id"), "job": job_name}
+    return export_dataset(dataset, trigger=trigger)
+
+
+def _has_box_labels(bucket: str, key: str, attribute: str | None) -> bool:
+    """True when some line of the manifest carries a bounding-box label (stops at the first one)."""
+    item = _head(bucket, key)
+    if item is None:
+        raise ExportEventError(f"output manifest s3://{bucket}/{key} does not exist")
+    for raw in _lines(item):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(line, dict):
+            try:
+                if select_label_attribute(line, attribute) is not None:
+                    return True
+            except ManifestError:
+                continue
+    return False
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Route an EventBridge event to the matching export; unsupported events are errors (DLQ)."""
+    settings()
+    source = event.get("source")
+    detail_type = event.get("detail-type")
+    if source == WORKFLOW_SOURCE and detail_type == BATCH_LABELED:
+        return _batch_labeled(event)
+    if source == SAGEMAKER_SOURCE and detail_type == JOB_STATE_CHANGE:
+        return _job_completed(event)
+    raise ExportEventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")
