@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 import warnings
 import zipfile
@@ -127,6 +128,9 @@ class Deployment:
     def physical_id(self, resource_type: str, logical_prefix: str = "") -> str:
         """The one physical id matching; a clear error if none or several match."""
         found = self.physical_ids(resource_type, logical_prefix)
+        exact = {lid: pid for lid, pid in found.items() if re.fullmatch(re.escape(logical_prefix) + "[0-9A-F]{8}", lid)}
+        if len(found) > 1 and len(exact) == 1:
+            found = exact  # CDK logical ids are <path><8 hex digits>: an exact path wins over longer ones
         if len(found) != 1:
             raise DeployError(
                 f"{len(found)} {resource_type} resources have logical ids starting with "
@@ -372,8 +376,19 @@ def deploy(
     account: str = "123456789012",
 ) -> Deployment:
     """Deploy ``<stack_name>`` from the assembly into the active moto mock and return its handles."""
+    moto_logger = logging.getLogger("moto")
+    previous_level = moto_logger.level
+    moto_logger.setLevel(logging.ERROR)  # unsupported types are reported in Deployment.skipped
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _deploy(Path(assembly_dir), stack_name, region, account)
+    finally:
+        moto_logger.setLevel(previous_level)
+
+
+def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deployment:
     started = time.perf_counter()
-    assembly = Path(assembly_dir)
     template_path = assembly / f"{stack_name}.template.json"
     if not template_path.exists():
         raise DeployError(f"{template_path} not found: synthesize the app first (infra.synth.synthesize)")
@@ -385,19 +400,13 @@ def deploy(
     original = CustomModel.__dict__["create_from_cloudformation_json"]
     CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
     cfn = boto3.client("cloudformation", region_name=region)
-    moto_logger = logging.getLogger("moto.cloudformation.parsing")
-    previous_level = moto_logger.level
-    moto_logger.setLevel(logging.ERROR)  # unsupported types are reported in Deployment.skipped
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stack_id = cfn.create_stack(
-                StackName=stack_name,
-                TemplateBody=json.dumps(template),
-                Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-            )["StackId"]
+        stack_id = cfn.create_stack(
+            StackName=stack_name,
+            TemplateBody=json.dumps(template),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )["StackId"]
     finally:
-        moto_logger.setLevel(previous_level)
         CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
     if applier.errors:
         raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))

@@ -194,7 +194,7 @@ class LocalCloud:
 
     def wait_for(
         self,
-        predicate: Callable[[], T],
+        predicate: Callable[[], T | None],
         timeout: float = 30.0,
         interval: float = 0.05,
         message: str = "condition",
