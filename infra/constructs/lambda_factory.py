@@ -25,13 +25,17 @@ DEPS_CACHE = REPO_ROOT / ".build" / "lambda-deps"
 RUNTIME = lambda_.Runtime.PYTHON_3_13
 PIP_PYTHON_VERSION = "3.13"
 PIP_PLATFORM = "manylinux2014_aarch64"
+# Lambda's python3.13 runs on Amazon Linux 2023 (glibc 2.34): newer wheels (pillow 12.3) ship only
+# manylinux_2_28, so accept that tag too.
+PIP_EXTRA_PLATFORMS = ("manylinux_2_28_aarch64",)
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
 
 
 def _deps_dir() -> Path:
     """Install ``lambdas/requirements.txt`` for linux/arm64 once per requirements hash (cached)."""
     requirements = LAMBDA_SRC / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes() + f"{PIP_PLATFORM}{PIP_PYTHON_VERSION}".encode()).hexdigest()[:16]
+    platforms = (PIP_PLATFORM, *PIP_EXTRA_PLATFORMS)
+    digest = hashlib.sha256(requirements.read_bytes() + f"{platforms}{PIP_PYTHON_VERSION}".encode()).hexdigest()[:16]
     target = DEPS_CACHE / digest
     if (target / ".complete").exists():
         return target
@@ -48,8 +52,7 @@ def _deps_dir() -> Path:
         str(requirements),
         "--target",
         str(staging),
-        "--platform",
-        PIP_PLATFORM,
+        *(arg for platform in platforms for arg in ("--platform", platform)),
         "--implementation",
         "cp",
         "--python-version",
