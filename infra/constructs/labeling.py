@@ -1,0 +1,249 @@
+"""Labeling: the Ground Truth custom task's two Lambdas and the Ground Truth execution role.
+
+The worker template and label-category file are written at run time by the create-job step
+(`adapters.groundtruth.ensure_task_files`), so no deployment custom resource is needed here.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.storage import Storage
+from infra.nag import acknowledge
+
+#: Manifest attribute holding the model's pre-labels (shared data convention).
+PRELABEL_ATTRIBUTE = "labelloop-prelabel"
+#: ``name`` of the crowd element in ``lambdas/templates/*.liquid.html``.
+ELEMENT_NAME = "annotatedResult"
+#: Where Ground Truth writes job output (its execution role may write only here).
+LABELING_JOBS_DIR = "labeling-jobs/"
+
+
+class Labeling(Construct):
+    """Pre-/post-annotation functions, the Ground Truth role and the grants between them.
+
+    Attributes: ``pre_function``, ``post_function``, ``role`` (assumed by ``sagemaker.amazonaws.com``),
+    ``labeling_jobs_prefix`` (``work/labeling-jobs/``) and ``environment`` (what both functions get).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: LabelLoopConfig,
+        storage: Storage,
+        functions: LambdaFactory,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        bucket = storage.data
+        self.labeling_jobs_prefix = f"{config.work_prefix}{LABELING_JOBS_DIR}"
+        self.environment = {
+            "LABELS": json.dumps(list(config.labels)),
+            "TASK_MODE": config.task_mode,
+            "PRELABEL_ATTRIBUTE": PRELABEL_ATTRIBUTE,
+            "ELEMENT_NAME": ELEMENT_NAME,
+        }
+        self.pre_function: lambda_.Function = functions.function(
+            self,
+            "PreAnnotation",
+            handler="handlers.pre_annotation.handler",
+            description="LabelLoop Ground Truth pre-annotation: manifest line to worker task input",
+            environment=self.environment,
+            timeout=Duration.seconds(30),
+            memory_size=256,
+        )
+        self.post_function: lambda_.Function = functions.function(
+            self,
+            "PostAnnotation",
+            handler="handlers.post_annotation.handler",
+            description="LabelLoop Ground Truth post-annotation: repair and consolidate worker answers",
+            environment=self.environment,
+            timeout=Duration.minutes(5),
+            memory_size=1024,
+        )
+
+        # The post function reads the consolidation payload and the job's input manifest (both under
+        # the work prefix), and describes the job to find that manifest. Images are read only as a
+        # last resort for their size, and only from the data bucket (the handler refuses others).
+        self.post_function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject"],
+                resources=[
+                    bucket.arn_for_objects(f"{config.work_prefix}*"),
+                    bucket.arn_for_objects(f"{config.incoming_prefix}*"),
+                ],
+            )
+        )
+        self.post_function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["sagemaker:DescribeLabelingJob"],
+                resources=[f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:labeling-job/*"],
+            )
+        )
+
+        # Ground Truth's execution role: read images and manifests, write job output, invoke exactly
+        # our two functions. Inline least privilege instead of AmazonSageMakerGroundTruthExecution,
+        # which grants every bucket whose name contains "groundtruth" or "sagemaker".
+        self.role = iam.Role(
+            self,
+            "GroundTruthRole",
+            assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
+            description="LabelLoop Ground Truth labeling jobs: read images/manifests, write job output",
+        )
+        policy = iam.Policy(
+            self,
+            "GroundTruthPolicy",
+            statements=[
+                iam.PolicyStatement(
+                    sid="ReadImagesAndManifests",
+                    actions=["s3:GetObject"],
+                    resources=[
+                        bucket.arn_for_objects(f"{config.incoming_prefix}*"),
+                        bucket.arn_for_objects(f"{config.work_prefix}*"),
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="WriteJobOutput",
+                    actions=["s3:PutObject"],
+                    resources=[bucket.arn_for_objects(f"{self.labeling_jobs_prefix}*")],
+                ),
+                iam.PolicyStatement(
+                    sid="LocateObjects",
+                    actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                    resources=[bucket.bucket_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="InvokeAnnotationFunctions",
+                    actions=["lambda:InvokeFunction"],
+                    resources=[self.pre_function.function_arn, self.post_function.function_arn],
+                ),
+                iam.PolicyStatement(
+                    sid="JobLogs",
+                    actions=[
+                        "logs:CreateLogGroup",
+                        "logs:CreateLogStream",
+                        "logs:PutLogEvents",
+                        "logs:DescribeLogStreams",
+                    ],
+                    resources=[
+                        f"arn:{Aws.PARTITION}:logs:{Aws.REGION}:{Aws.ACCOUNT_ID}:log-group:/aws/sagemaker/LabelingJobs*"
+                    ],
+                ),
+                iam.PolicyStatement(
+                    sid="JobMetrics",
+                    actions=["cloudwatch:PutMetricData"],
+                    resources=["*"],
+                    conditions={"StringEquals": {"cloudwatch:namespace": "AWS/SageMaker"}},
+                ),
+            ],
+        )
+        policy.attach_to_role(self.role)
+        self._gt_policy = policy
+        self._acknowledge_findings(stack, bucket, config)
+        for function in (self.pre_function, self.post_function):
+            _drop_redundant_role_dependency(stack, function)
+
+        CfnOutput(stack, "PreAnnotationFunctionArn", value=self.pre_function.function_arn)
+        CfnOutput(stack, "PostAnnotationFunctionArn", value=self.post_function.function_arn)
+        CfnOutput(stack, "GroundTruthRoleArn", value=self.role.role_arn)
+
+    def grant_pass_role(self, grantee: iam.IGrantable) -> iam.Grant:
+        """Let ``grantee`` pass the Ground Truth role, to SageMaker only (CreateLabelingJob)."""
+        return iam.Grant.add_to_principal(
+            grantee=grantee,
+            actions=["iam:PassRole"],
+            resource_arns=[self.role.role_arn],
+            conditions={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        )
+
+    def _acknowledge_findings(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
+        """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
+        incoming = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{config.incoming_prefix}*]"
+        work = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{config.work_prefix}*]"
+        jobs = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{self.labeling_jobs_prefix}*]"
+        region_account = "<AWS::Region>:<AWS::AccountId>"
+        acknowledge(
+            self._gt_policy,
+            incoming,
+            "Ground Truth shows workers any image of a batch: images live under the incoming prefix.",
+        )
+        acknowledge(
+            self._gt_policy,
+            work,
+            "Ground Truth reads the batch manifests, normalised image copies and task files under work/.",
+        )
+        acknowledge(
+            self._gt_policy,
+            jobs,
+            "Ground Truth writes job output objects whose keys it chooses, only under work/labeling-jobs/.",
+        )
+        acknowledge(
+            self._gt_policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/LabelingJobs*]",
+            "Ground Truth logs to its service-named log group /aws/sagemaker/LabelingJobs and its streams.",
+        )
+        acknowledge(
+            self._gt_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:PutMetricData has no resource-level permissions; a condition limits it to AWS/SageMaker.",
+        )
+        for function in (self.pre_function, self.post_function):
+            acknowledge(
+                function,
+                "AwsSolutions-L1",
+                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+                "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::*]",
+                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
+            )
+        acknowledge(
+            self.post_function,
+            work,
+            "The post-annotation function reads consolidation payloads and input manifests created per job.",
+        )
+        acknowledge(
+            self.post_function,
+            incoming,
+            "Last resort for an image's size: read the header of an image of the batch (data bucket only).",
+        )
+        acknowledge(
+            self.post_function,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:labeling-job/*]",
+            "Labeling jobs are created per batch at run time; the function describes them to find their manifest.",
+        )
+
+
+def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
+    """Keep only the DependsOn on the role's policy: the role itself is already referenced by GetAtt.
+
+    CDK emits both, and cfn-lint flags the redundant one (W3005).
+    """
+    cfn_function = function.node.default_child
+    assert isinstance(cfn_function, lambda_.CfnFunction)
+    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
+    if isinstance(policy, iam.Policy):
+        cfn_policy = policy.node.default_child
+        assert isinstance(cfn_policy, iam.CfnPolicy)
+        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
+    else:
+        cfn_function.add_deletion_override("DependsOn")
