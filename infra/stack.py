@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
+from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
@@ -27,6 +28,7 @@ class LabelLoopStack(Stack):
             log_retention_days=config.log_retention_days,
             common_env={"DATA_BUCKET": self.storage.data.bucket_name},
         )
+        self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
 
         CfnOutput(
             self,
