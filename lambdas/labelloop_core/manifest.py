@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import IO, Any, NamedTuple
 
 from .boxes import Box
-from .classes import ClassMapError, ClassRegistry
+from .classes import ClassRegistry
 
 __all__ = [
     "BBOX_TYPE",
@@ -265,40 +265,54 @@ def _image_size(label: Mapping[str, Any], attr: str, line_no: int | None) -> Ima
     return ImageSize(dims[0], dims[1], depth)
 
 
-def class_resolver(
+def class_names_for(
     meta: Mapping[str, Any], attr: str, registry: ClassRegistry | None, line_no: int | None
-) -> Mapping[str, str] | ClassRegistry:
-    """The line's ``class-map`` (validated) or, when absent, the registry; neither is an error."""
+) -> Mapping[int, str]:
+    """``{class_id: name}`` from the line's ``class-map``, or from ``registry`` when it has none."""
     class_map = meta.get("class-map")
-    if class_map is None:
-        if registry is None:
-            raise ManifestError(
-                line_no,
-                f"{attr}-metadata has no class-map and no class registry was given to resolve class ids",
-            )
-        return registry
-    if not isinstance(class_map, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in class_map.items()
-    ):
-        raise ManifestError(line_no, f"{attr}-metadata.class-map must map id strings to class names")
-    return class_map
+    if class_map is not None:
+        return class_map_names(class_map, attr, line_no)
+    if registry is None:
+        raise ManifestError(
+            line_no, f"{attr}-metadata has no class-map and no class registry was given to resolve class ids"
+        )
+    return registry.as_dict()
 
 
-def _class_name(
-    resolver: Mapping[str, str] | ClassRegistry, class_id: Any, attr: str, line_no: int | None
-) -> str:
+_last_class_map: tuple[dict[str, str], dict[int, str]] | None = None
+
+
+def class_map_names(class_map: Any, attr: str, line_no: int | None) -> dict[int, str]:
+    """Validate a line's ``class-map`` and return it keyed by int id.
+
+    A manifest repeats the same class-map on every line, so the last validated one is memoised
+    (compared by content, never by identity) to keep the export's hot loop cheap.
+    """
+    global _last_class_map
+    cached = _last_class_map
+    if cached is not None and cached[0] == class_map:
+        return cached[1]
+    if not isinstance(class_map, dict):
+        raise ManifestError(line_no, f"{attr}-metadata.class-map must be an object")
+    names: dict[int, str] = {}
+    for key, name in class_map.items():
+        if not isinstance(key, str) or not isinstance(name, str) or not name:
+            raise ManifestError(line_no, f"{attr}-metadata.class-map must map id strings to class names")
+        try:
+            class_id = int(key)
+        except ValueError:
+            raise ManifestError(line_no, f"{attr}-metadata.class-map id {key!r} is not an integer") from None
+        names[class_id] = name
+    _last_class_map = (dict(class_map), names)
+    return names
+
+
+def _class_name(names: Mapping[int, str], class_id: Any, attr: str, line_no: int | None) -> str:
     if isinstance(class_id, bool) or not isinstance(class_id, int):
         raise ManifestError(line_no, f"{attr}: class_id must be an integer, got {class_id!r}")
-    if isinstance(resolver, ClassRegistry):
-        try:
-            return resolver.name_for(class_id)
-        except ClassMapError as exc:
-            raise ManifestError(line_no, f"{attr}: {exc}") from None
-    name = resolver.get(str(class_id))
+    name = names.get(class_id)
     if name is None:
-        raise ManifestError(
-            line_no, f"{attr}: class_id {class_id} is not in the line's class-map {resolver!r}"
-        )
+        raise ManifestError(line_no, f"{attr}: class_id {class_id} is not in the class map {dict(names)!r}")
     return name
 
 
@@ -328,14 +342,12 @@ def parse_bbox_label(
         raise ManifestError(
             line_no, f"{attr}-metadata.objects must be a list aligned with the {len(annotations)} annotations"
         )
-    resolver: Mapping[str, str] | ClassRegistry = (
-        class_resolver(meta, attr, registry, line_no) if annotations else {}
-    )
+    names: Mapping[int, str] = class_names_for(meta, attr, registry, line_no) if annotations else {}
     boxes = []
     for index, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             raise ManifestError(line_no, f"{attr}.annotations[{index}] is not an object")
-        name = _class_name(resolver, ann.get("class_id"), attr, line_no)
+        name = _class_name(names, ann.get("class_id"), attr, line_no)
         confidence = None
         if objects is not None:
             obj = objects[index]

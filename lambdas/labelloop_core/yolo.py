@@ -28,7 +28,7 @@ from .boxes import (
 )
 from .classes import ClassMapError, ClassRegistry
 from .hashing import unit_hash
-from .manifest import LabeledImage, ManifestError, class_resolver
+from .manifest import LabeledImage, ManifestError, class_names_for
 
 __all__ = [
     "DROPPED_DUPLICATE",
@@ -49,7 +49,7 @@ DROPPED_UNKNOWN_CLASS = "unknown_class"
 #: ``(reason, box)`` for a box that did not become a row; the box is in pixels, as read.
 Dropped = tuple[str, Box]
 
-_isfinite = math.isfinite
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def _rows_text(
@@ -64,7 +64,8 @@ def _rows_text(
     seen: set[str] = set()
     for class_id, name, left, top, bw, bh in items:
         reason = None
-        if not (_isfinite(left) and _isfinite(top) and _isfinite(bw) and _isfinite(bh)):
+        # x - x is 0.0 for every finite x and NaN for NaN/inf: one cheap test for all four values.
+        if (left - left) + (top - top) + (bw - bw) + (bh - bh) != 0.0:
             reason = DEGENERATE_NON_FINITE
         elif bw <= 0.0 or bh <= 0.0:
             reason = DEGENERATE_NON_POSITIVE
@@ -173,7 +174,7 @@ def yolo_text_from_line(
     dropped: list[Dropped] = []
     if not annotations:
         return "", dropped
-    resolver = class_resolver(meta, attr, job_classes, line_no)
+    names = class_names_for(meta, attr, job_classes, line_no)
     ids = registry._ids  # name -> registry id; read directly on the hot path
     items = []
     for index, ann in enumerate(annotations):
@@ -187,22 +188,18 @@ def yolo_text_from_line(
             raise ManifestError(
                 line_no, f"{attr}.annotations[{index}] lacks class_id/left/top/width/height"
             ) from None
-        for value in (left, top, bw, bh):
-            kind = type(value)
-            if kind is not int and kind is not float:
-                raise ManifestError(line_no, f"{attr}.annotations[{index}] coordinates must be numbers")
+        if not (
+            type(left) in _NUMBER_TYPES
+            and type(top) in _NUMBER_TYPES
+            and type(bw) in _NUMBER_TYPES
+            and type(bh) in _NUMBER_TYPES
+        ):
+            raise ManifestError(line_no, f"{attr}.annotations[{index}] coordinates must be numbers")
         if type(raw_id) is not int:
             raise ManifestError(line_no, f"{attr}.annotations[{index}].class_id must be an integer")
-        if isinstance(resolver, ClassRegistry):
-            try:
-                name = resolver.name_for(raw_id)
-            except ClassMapError as exc:
-                raise ManifestError(line_no, f"{attr}: {exc}") from None
-        else:
-            found = resolver.get(str(raw_id))
-            if found is None:
-                raise ManifestError(line_no, f"{attr}: class_id {raw_id} is not in the line's class-map")
-            name = found
+        name = names.get(raw_id)
+        if name is None:
+            raise ManifestError(line_no, f"{attr}: class_id {raw_id} is not in the class map {dict(names)!r}")
         class_id = ids.get(name)
         if class_id is None:
             if not add_unknown:
