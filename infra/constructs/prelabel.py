@@ -1,0 +1,209 @@
+"""Pre-labeling, routing and calibration functions (DESIGN §1 steps 2, 3 and 6; WORKFLOW.md).
+
+`Prelabeling` declares the three Lambdas the workflow invokes — ``handlers.prelabel`` (one
+Distributed Map item per manifest shard), ``handlers.route`` and ``handlers.calibrate`` — with the
+model settings in their environment and least-privilege grants: S3 access scoped to the work
+prefixes each one touches (plus reading incoming images for the model), and the model API on the
+configured model only (``rekognition:DetectCustomLabels`` on the project version ARN, or
+``sagemaker:InvokeEndpoint`` on the endpoint). The workflow construct owns the states.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.storage import Storage
+from infra.nag import acknowledge
+
+
+def model_environment(config: LabelLoopConfig) -> dict[str, str]:
+    """The environment the three functions share (variable names from WORKFLOW.md)."""
+    model = config.model
+    env = {
+        "LABELS": json.dumps(list(config.labels), ensure_ascii=False),
+        "MODEL_KIND": model.kind,
+        "MIN_CONFIDENCE": repr(model.min_confidence),
+        "AUTO_ACCEPT_THRESHOLD": "" if config.auto_accept_threshold is None else repr(config.auto_accept_threshold),
+        "AUDIT_FRACTION": repr(config.calibration.audit_fraction),
+        "TARGET_QUALITY": repr(config.calibration.target_quality),
+        "CONFIDENCE_LEVEL": repr(config.calibration.confidence_level),
+        "MIN_PAIRS": str(config.calibration.min_pairs),
+        "CALIBRATION_PREFIX": f"{config.work_prefix}calibration/",
+    }
+    if model.kind == "rekognition" and model.project_version_arn:
+        env["MODEL_ARN"] = model.project_version_arn
+    if model.kind == "sagemaker" and model.endpoint_name:
+        env["ENDPOINT_NAME"] = model.endpoint_name
+        env["ENDPOINT_FORMAT"] = model.endpoint_format
+    return env
+
+
+class Prelabeling(Construct):
+    """The pre-label, route and calibrate functions with their grants (see module docstring).
+
+    Attributes
+    ----------
+    prelabel_function, route_function, calibrate_function:
+        The functions the workflow's states invoke.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: LabelLoopConfig,
+        storage: Storage,
+        functions: LambdaFactory,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        env = model_environment(config)
+        data = storage.data
+        work = config.work_prefix
+
+        self.prelabel_function = functions.function(
+            self,
+            "Prelabel",
+            handler="handlers.prelabel.handler",
+            description="LabelLoop: pre-label one manifest shard with the assisting model",
+            environment=env,
+            # A shard calls the model once per image, with backoff on throttling; the handler keeps
+            # the remaining time in view and records unfinished images as errors, never losing them.
+            timeout=Duration.minutes(15),
+            memory_size=1024,
+        )
+        self.route_function = functions.function(
+            self,
+            "Route",
+            handler="handlers.route.handler",
+            description="LabelLoop: route pre-labeled images to auto-accept or human review",
+            environment=env,
+            timeout=Duration.minutes(5),
+            memory_size=1024,
+        )
+        self.calibrate_function = functions.function(
+            self,
+            "Calibrate",
+            handler="handlers.calibrate.handler",
+            description="LabelLoop: write calibration pairs and recompute the auto-accept threshold",
+            environment=env,
+            timeout=Duration.minutes(5),
+            memory_size=1024,
+        )
+
+        # Explicit statements rather than grant_read/grant_put: exact actions, no s3:*Object* wildcards.
+        arn = data.bucket_arn
+        batches = f"{work}batches/"
+        calibration = f"{work}calibration/"
+        # Pre-label: read its shard and the images (derived copies under work/, originals under
+        # incoming/; Rekognition reads the S3Object with the caller's permissions); write results.
+        self._allow(self.prelabel_function, ["s3:GetObject"], [f"{arn}/{work}*", f"{arn}/{config.incoming_prefix}*"])
+        self._allow(self.prelabel_function, ["s3:PutObject"], [f"{arn}/{batches}*"])
+        # Route: list and read the pre-labels, read the threshold, write the manifests (multipart).
+        self._allow(self.route_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+        # ListBucket on both prefixes also makes a missing threshold/report a 404, not a 403.
+        self._allow_list(self.route_function, arn, [batches, calibration])
+        self._allow(self.route_function, ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{arn}/{batches}*"])
+        # Calibrate: read the output manifest, report and all pairs; write pairs, threshold and report.
+        self._allow(self.calibrate_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+        self._allow_list(self.calibrate_function, arn, [batches, calibration])
+        self._allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+
+        model = config.model
+        stack = Stack.of(self)
+        if model.kind == "rekognition" and model.project_version_arn:
+            self.prelabel_function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["rekognition:DetectCustomLabels"],
+                    resources=[model.project_version_arn],
+                )
+            )
+        elif model.kind == "sagemaker" and model.endpoint_name:
+            # IAM matches endpoint ARNs in lower case.
+            endpoint_arn = stack.format_arn(
+                service="sagemaker", resource="endpoint", resource_name=model.endpoint_name.lower()
+            )
+            self.prelabel_function.add_to_role_policy(
+                iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
+            )
+
+        self._acknowledge_findings(storage, config)
+
+    @property
+    def functions(self) -> tuple[lambda_.Function, lambda_.Function, lambda_.Function]:
+        """The three functions (prelabel, route, calibrate)."""
+        return self.prelabel_function, self.route_function, self.calibrate_function
+
+    @staticmethod
+    def _allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
+        function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+    @staticmethod
+    def _allow_list(function: lambda_.Function, bucket_arn: str, prefixes: list[str]) -> None:
+        """ListBucket on the data bucket, only for keys under ``prefixes``."""
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:ListBucket"],
+                resources=[bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+            )
+        )
+
+    def _acknowledge_findings(self, storage: Storage, config: LabelLoopConfig) -> None:
+        """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
+        stack = Stack.of(self)
+        cfn_bucket = storage.data.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
+
+        def prefix(value: str) -> str:
+            return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
+
+        work = config.work_prefix
+        batches = prefix(f"{work}batches/")
+        calibration = prefix(f"{work}calibration/")
+        for function in self.functions:
+            acknowledge(
+                function,
+                "AwsSolutions-L1",
+                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+                "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
+            )
+            acknowledge(
+                function,
+                "AwsSolutions-IAM5[Resource::*]",
+                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
+            )
+            acknowledge(
+                function,
+                batches,
+                "Batch files (shards, pre-labels, manifests, report) are created per batch under work/batches/.",
+            )
+        acknowledge(
+            self.prelabel_function,
+            prefix(work),
+            "Pre-labeling reads the batch shard and the EXIF-normalised image copies, both under work/.",
+        )
+        acknowledge(
+            self.prelabel_function,
+            prefix(config.incoming_prefix),
+            "Pre-labeling sends images kept as dropped (no derived copy) to the model: they live under incoming/.",
+        )
+        for function in (self.route_function, self.calibrate_function):
+            acknowledge(
+                function,
+                calibration,
+                "Calibration pairs and the per-dataset threshold live under work/calibration/<dataset>/.",
+            )
