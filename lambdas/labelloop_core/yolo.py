@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os.path
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -215,6 +216,7 @@ def yolo_text_from_line(
 # -- names, split, data.yaml --------------------------------------------------------------------
 _STEM_HASH_CHARS = 12
 _SLUG_MAX_BYTES = 120
+_PLAIN_NAME = re.compile(rf"[A-Za-z0-9_+\-]{{1,{_SLUG_MAX_BYTES}}}")
 
 
 def _slug(text: str) -> str:
@@ -244,7 +246,10 @@ def label_stem(key: str) -> str:
     base = key.rsplit("/", 1)[-1]
     stem, _ext = os.path.splitext(base)
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:_STEM_HASH_CHARS]
-    return f"{_slug(stem or base)}-{digest}"
+    name = stem or base
+    if not _PLAIN_NAME.fullmatch(name):  # plain ASCII names are their own slug: skip the char loop
+        name = _slug(name)
+    return f"{name}-{digest}"
 
 
 def export_file_names(key: str) -> tuple[str, str]:

@@ -249,3 +249,35 @@ def test_background_line_has_no_annotations_and_parses_without_registry():
     line = bbox_label_line("s3://b/k.jpg", "a", (10, 10, 1), [], ClassRegistry(["x"]), True, "j", "d")
     assert line["a"]["annotations"] == [] and line["a-metadata"]["objects"] == []
     assert parse_bbox_label(line, "a").boxes == ()
+
+
+def test_iter_manifest_streams_lazily():
+    """Lines are consumed one at a time: an error further down never stops earlier lines."""
+    consumed = []
+
+    def source():
+        for i in range(3):
+            consumed.append(i)
+            yield json.dumps({"source-ref": f"s3://b/{i}.jpg"})
+        yield "{broken"
+
+    stream = iter_manifest(source())
+    assert next(stream)[0] == 1 and consumed == [0]
+    assert next(stream)[0] == 2 and consumed == [0, 1]
+    next(stream)
+    with pytest.raises(ManifestError) as err:
+        next(stream)
+    assert err.value.line_no == 4
+
+
+def test_invalid_utf8_is_a_manifest_error():
+    with pytest.raises(ManifestError) as err:
+        list(iter_manifest([b'{"source-ref": "s3://b/a.jpg"}\n', b'{"source-ref": "\xff"}\n']))
+    assert err.value.line_no == 2
+
+
+def test_manifest_error_pickles_for_process_pools():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ManifestError(3, "bad")))
+    assert (error.line_no, error.reason, str(error)) == (3, "bad", "manifest line 3: bad")

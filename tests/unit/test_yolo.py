@@ -198,6 +198,15 @@ def test_label_stem_injective_and_filesystem_safe(keys):
         assert all(ch.isprintable() for ch in stem)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"[A-Za-z0-9_+\-]{1,130}", fullmatch=True))
+def test_plain_names_skip_the_slug_loop_with_the_same_result(name):
+    from labelloop_core.yolo import _slug
+
+    key = f"incoming/ds/{name}.jpg"
+    assert label_stem(key).rsplit("-", 1)[0] == _slug(name)
+
+
 def test_split_is_stable_and_roughly_proportional():
     keys = [f"incoming/ds/img_{i}.jpg" for i in range(4000)]
     first = [split_for(k, 0.2) for k in keys]
