@@ -1,0 +1,211 @@
+"""Export: the YOLO export function and the two EventBridge rules that trigger it.
+
+- "Batch Labeled" from ``labelloop.workflow`` (the workflow's last step), and
+- "SageMaker Ground Truth Labeling Job State Change" with status Completed (jobs started outside
+  the workflow; the function skips the workflow's own ``labelloop-`` jobs).
+
+Both rules retry delivery and fall back to one SQS dead-letter queue, which also receives the
+function's failed asynchronous invocations (after Lambda's own retries); an alarm fires on the
+first message. Permissions: read the work/, incoming/ and exports/ prefixes, list only the batch,
+index and export prefixes, write only exports/ and the export index, describe labeling jobs.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import Aws, CfnOutput, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.storage import Storage
+from infra.nag import acknowledge
+
+#: Copy/put threads in the function (its S3 connection pool is sized to match).
+COPY_THREADS = 48
+WORKFLOW_SOURCE = "labelloop.workflow"
+BATCH_LABELED = "Batch Labeled"
+JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
+
+
+class Export(Construct):
+    """YOLO export function + rules + DLQ. Attributes: ``function``, ``dead_letters``, ``rules``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: LabelLoopConfig,
+        storage: Storage,
+        functions: LambdaFactory,
+        monitoring: Monitoring,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        bucket = storage.data
+        work, incoming, exports = config.work_prefix, config.incoming_prefix, config.exports_prefix
+        self.index_prefix = f"{work}exports-index/"
+
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetters",
+            enforce_ssl=True,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            retention_period=Duration.days(14),
+        )
+        self.function: lambda_.Function = functions.function(
+            self,
+            "ExportYolo",
+            handler="handlers.export_yolo.handler",
+            description="LabelLoop YOLO export: labeled manifests to an immutable versioned dataset",
+            environment={
+                "LABELS": json.dumps(list(config.labels)),
+                "VAL_FRACTION": str(config.val_fraction),
+                "WORK_PREFIX": work,
+                "EXPORTS_PREFIX": exports,
+                "COPY_THREADS": str(COPY_THREADS),
+            },
+            timeout=Duration.minutes(15),
+            memory_size=2048,
+        )
+        # Failed asynchronous invocations (after 2 retries) land in the DLQ with the error message.
+        self.function.configure_async_invoke(
+            on_failure=destinations.SqsDestination(self.dead_letters),
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+        )
+
+        fn = self.function
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ReadManifestsImagesAndExports",
+                actions=["s3:GetObject", "s3:GetObjectTagging"],
+                resources=[
+                    bucket.arn_for_objects(f"{work}*"),
+                    bucket.arn_for_objects(f"{incoming}*"),
+                    bucket.arn_for_objects(f"{exports}*"),
+                ],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="WriteExportsAndIndex",
+                actions=["s3:PutObject", "s3:PutObjectTagging"],
+                resources=[bucket.arn_for_objects(f"{exports}*"), bucket.arn_for_objects(f"{self.index_prefix}*")],
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ListBatchesAndExports",
+                actions=["s3:ListBucket"],
+                resources=[bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{work}batches/*", f"{exports}*"]}},
+            )
+        )
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="DescribeLabelingJobs",
+                actions=["sagemaker:DescribeLabelingJob"],
+                resources=[f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:labeling-job/*"],
+            )
+        )
+
+        def target() -> targets.LambdaFunction:
+            return targets.LambdaFunction(
+                fn,
+                dead_letter_queue=self.dead_letters,
+                retry_attempts=8,
+                max_event_age=Duration.hours(24),
+            )
+
+        self.rules = [
+            events.Rule(
+                self,
+                "BatchLabeledRule",
+                description="LabelLoop: a workflow batch is labeled; export the dataset as YOLO",
+                event_pattern=events.EventPattern(source=[WORKFLOW_SOURCE], detail_type=[BATCH_LABELED]),
+                targets=[target()],
+            ),
+            events.Rule(
+                self,
+                "LabelingJobCompletedRule",
+                description="LabelLoop: a Ground Truth labeling job completed; export its boxes as YOLO",
+                event_pattern=events.EventPattern(
+                    source=["aws.sagemaker"],
+                    detail_type=[JOB_STATE_CHANGE],
+                    detail={"LabelingJobStatus": ["Completed"]},
+                ),
+                targets=[target()],
+            ),
+        ]
+        monitoring.alarm_on_dead_letters("ExportDeadLetters", self.dead_letters, "a YOLO export event")
+        self._acknowledge_findings(stack, bucket, config)
+        _drop_redundant_role_dependency(stack, fn)
+        CfnOutput(stack, "ExportFunctionName", value=fn.function_name)
+        CfnOutput(stack, "ExportDeadLetterQueueUrl", value=self.dead_letters.queue_url)
+
+    def _acknowledge_findings(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
+        """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
+
+        def prefix(value: str) -> str:
+            return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
+
+        fn = self.function
+        basic_role = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+        jobs = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:labeling-job/*"
+        reasons = {
+            "AwsSolutions-L1": (
+                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it."
+            ),
+            f"AwsSolutions-IAM4[Policy::{basic_role}]": (
+                "The Lambda basic execution policy only writes the function's own CloudWatch logs."
+            ),
+            "AwsSolutions-IAM5[Resource::*]": (
+                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources."
+            ),
+            prefix(config.work_prefix): (
+                "The export reads every batch's output manifest, the normalised image copies (work/derived/) "
+                "and outside jobs' manifests, all created at run time under work/."
+            ),
+            prefix(config.incoming_prefix): "Images exported as dropped (no derived copy) are copied from incoming/.",
+            prefix(config.exports_prefix): (
+                "Export versions are created at run time under exports/<dataset>/<version>/ (plus latest.json)."
+            ),
+            prefix(self.index_prefix): "One index object per dataset, named at run time, under work/exports-index/.",
+            f"AwsSolutions-IAM5[Resource::{jobs}]": (
+                "Outside labeling jobs are only known from their completion event; the export describes them."
+            ),
+        }
+        for rule_id, reason in reasons.items():
+            acknowledge(fn, rule_id, reason)
+        acknowledge(
+            self.dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue IS the dead-letter queue of the export rules and of the function's async invocations.",
+        )
+
+
+def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
+    """Keep only the DependsOn on the role's policy: the role is already referenced by GetAtt (cfn-lint W3005)."""
+    cfn_function = function.node.default_child
+    assert isinstance(cfn_function, lambda_.CfnFunction)
+    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
+    if isinstance(policy, iam.Policy):
+        cfn_policy = policy.node.default_child
+        assert isinstance(cfn_policy, iam.CfnPolicy)
+        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
+    else:
+        cfn_function.add_deletion_override("DependsOn")
