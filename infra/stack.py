@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
+from infra.constructs.export import Export
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
@@ -29,6 +30,9 @@ class LabelLoopStack(Stack):
             common_env={"DATA_BUCKET": self.storage.data.bucket_name},
         )
         self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
+        self.export = Export(
+            self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
+        )
 
         CfnOutput(
             self,
