@@ -9,6 +9,13 @@ ANY distribution on [0, 1] - quality is far from normal (a spike at 1.0 and a ta
 0), so a t bound's normality assumption would be unjustified at small n. The price is a wider
 bound, i.e. theta is conservative: more images go to humans until evidence accumulates.
 
+Weights (inverse probability of review): once theta is on, images above it are reviewed only when
+drawn for audit, so they are under-represented among the pairs by a factor ``audit_fraction``.
+A pair from an audited image should carry ``weight = 1 / audit_fraction``; the bound is then the
+general Hoeffding bound for a weighted mean of independent values in [0, 1]:
+``sum(w q) / sum(w) - sqrt(ln(1/alpha) * sum(w^2) / (2 sum(w)^2))`` (equal weights give the
+formula above), i.e. an effective sample size of ``sum(w)^2 / sum(w^2)``.
+
 Choosing theta: candidate thresholds are the observed confidences, tested from the HIGHEST down
 (starting with the highest threshold that keeps ``min_pairs`` pairs at or above it), stopping at
 the first threshold whose bound misses the target. This is fixed-sequence testing ("Learn then
@@ -36,6 +43,7 @@ __all__ = [
     "hoeffding_lower_bound",
     "image_confidence",
     "route",
+    "weighted_lower_bound",
 ]
 
 ACCEPT = "accept"
@@ -53,10 +61,15 @@ class CalibrationError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CalibrationPair:
-    """The model's confidence for an image and the quality (mIoU vs. human labels) it achieved."""
+    """The model's confidence for an image and the quality (mIoU vs. human labels) it achieved.
+
+    ``weight`` is the inverse probability that the image was reviewed (1 for images every one of
+    which goes to humans, ``1 / audit_fraction`` for audited images; see the module docstring).
+    """
 
     confidence: float
     quality: float
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("confidence", "quality"):
@@ -65,6 +78,9 @@ class CalibrationPair:
                 raise CalibrationError(
                     f"calibration pair {name} must be a number within [0, 1], got {value!r}"
                 )
+        weight = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight < math.inf:
+            raise CalibrationError(f"calibration pair weight must be positive and finite, got {weight!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +118,21 @@ def hoeffding_lower_bound(total: float, n: int, confidence_level: float) -> floa
     """One-sided Hoeffding lower bound on the mean of ``n`` values in [0, 1] summing to ``total``."""
     if n <= 0:
         raise CalibrationError("the bound needs at least one value")
+    return weighted_lower_bound(total, float(n), float(n), confidence_level)
+
+
+def weighted_lower_bound(
+    weighted_total: float, weight_sum: float, weight_square_sum: float, confidence_level: float
+) -> float:
+    """One-sided Hoeffding lower bound on a weighted mean of independent values in [0, 1].
+
+    ``weighted_total = sum(w q)``, ``weight_sum = sum(w)``, ``weight_square_sum = sum(w^2)``.
+    """
+    if weight_sum <= 0:
+        raise CalibrationError("the bound needs a positive total weight")
     alpha = 1.0 - confidence_level
-    return total / n - math.sqrt(math.log(1.0 / alpha) / (2.0 * n))
+    spread = math.sqrt(math.log(1.0 / alpha) * weight_square_sum / 2.0) / weight_sum
+    return weighted_total / weight_sum - spread
 
 
 def calibrate(
@@ -130,16 +159,21 @@ def calibrate(
     theta_n = 0
     first_bound: float | None = None
     first_n = 0
-    total = 0.0
+    total = 0.0  # sum of w * q over pairs at or above the current threshold
+    weights = 0.0  # sum of w
+    squares = 0.0  # sum of w^2
     i = 0
     while i < n:
         value = ordered[i].confidence
         while i < n and ordered[i].confidence == value:
-            total += ordered[i].quality
+            pair = ordered[i]
+            total += pair.weight * pair.quality
+            weights += pair.weight
+            squares += pair.weight * pair.weight
             i += 1
         if i < min_pairs:
             continue  # too few pairs at or above this threshold to test it
-        bound = hoeffding_lower_bound(total, i, confidence_level)
+        bound = weighted_lower_bound(total, weights, squares, confidence_level)
         if first_bound is None:
             first_bound, first_n = bound, i
         if bound < target:

@@ -18,6 +18,7 @@ from labelloop_core.calibration import (
     hoeffding_lower_bound,
     image_confidence,
     route,
+    weighted_lower_bound,
 )
 
 unit = st.floats(min_value=0.0, max_value=1.0)
@@ -158,3 +159,45 @@ def test_audit_draw_is_deterministic_and_proportional():
     share = first.count(AUDIT) / len(keys)
     assert 0.035 < share < 0.065
     assert set(first) == {ACCEPT, AUDIT}
+
+
+def test_weighted_bound_formula_and_equal_weights():
+    assert weighted_lower_bound(27.0, 30.0, 30.0, 0.95) == pytest.approx(
+        hoeffding_lower_bound(27.0, 30, 0.95)
+    )
+    # Weights (1, 3): sum(w) = 4, sum(w^2) = 10.
+    expected = 3.0 / 4.0 - math.sqrt(math.log(20) * 10.0 / 2.0) / 4.0
+    assert weighted_lower_bound(3.0, 4.0, 10.0, 0.95) == pytest.approx(expected)
+    with pytest.raises(CalibrationError):
+        weighted_lower_bound(0.0, 0.0, 0.0, 0.95)
+
+
+@settings(max_examples=100, deadline=None)
+@given(pairs_st, st.floats(min_value=0.1, max_value=50))
+def test_a_common_weight_changes_nothing(pairs, weight):
+    scaled = [CalibrationPair(p.confidence, p.quality, weight) for p in pairs]
+    plain, weighted = calibrate(pairs, min_pairs=5), calibrate(scaled, min_pairs=5)
+    assert plain.theta == weighted.theta and plain.n_above == weighted.n_above
+    if plain.lower_bound is not None:
+        assert weighted.lower_bound == pytest.approx(plain.lower_bound)
+
+
+def test_audited_pairs_count_for_their_population_but_carry_less_evidence():
+    # 40 fully reviewed low-confidence images of quality 0.5, and 40 audited (weight 20) high-confidence
+    # images of quality 1.0 standing for 800 such images.
+    low = [CalibrationPair(0.3, 0.5)] * 40
+    audited = [CalibrationPair(0.9, 1.0, weight=20.0)] * 40
+    weighted = calibrate(low + audited, target=0.75)
+    unweighted = calibrate(low + [CalibrationPair(0.9, 1.0)] * 40, target=0.75)
+    # Unweighted, the low-quality images dilute the mean at 0.3 to 0.75 (bound 0.61) and theta stays
+    # at 0.9; weighted, the population above 0.3 has mean (40*0.5 + 800*1.0) / 840 = 0.976 (bound 0.79).
+    assert unweighted.theta == 0.9
+    assert weighted.theta == 0.3
+    # 40 pairs of weight 20 are only 40 independent observations: the bound is not that of 800.
+    assert weighted.lower_bound < (40 * 0.5 + 800) / 840 - math.sqrt(math.log(20) / (2 * 840))
+
+
+def test_invalid_weights():
+    for weight in (0.0, -1.0, float("inf"), float("nan"), True):
+        with pytest.raises(CalibrationError):
+            CalibrationPair(0.5, 0.5, weight)
