@@ -117,7 +117,7 @@ def test_theta_is_backed_by_its_bound(pairs):
         above = [p.quality for p in pairs if p.confidence >= result.theta]
         assert result.n_above == len(above)
         assert result.lower_bound == pytest.approx(hoeffding_lower_bound(sum(above), len(above), 0.95))
-        assert result.lower_bound >= result.target
+        assert result.lower_bound is not None and result.lower_bound >= result.target
 
 
 def test_invalid_inputs():
@@ -194,6 +194,7 @@ def test_audited_pairs_count_for_their_population_but_carry_less_evidence():
     assert unweighted.theta == 0.9
     assert weighted.theta == 0.3
     # 40 pairs of weight 20 are only 40 independent observations: the bound is not that of 800.
+    assert weighted.lower_bound is not None
     assert weighted.lower_bound < (40 * 0.5 + 800) / 840 - math.sqrt(math.log(20) / (2 * 840))
 
 

@@ -24,6 +24,7 @@ def test_three_worker_fixture():
     assert (first.left, first.top, first.width, first.height) == (337.0, 482.0, 54.0, 39.0)
     assert (second.left, second.top, second.width, second.height) == (461.0, 495.0, 69.0, 53.0)
     # Full support scores higher than 2-of-3, and both are below their support fraction (agreement < 1).
+    assert first.confidence is not None and second.confidence is not None
     assert 0.9 < first.confidence <= 1.0
     assert 0.6 < second.confidence < 2 / 3
     assert result.rejected == ()
@@ -125,5 +126,5 @@ def test_every_box_is_accounted_for(workers):
     members = sum(len(c.members) for c in result.kept + result.rejected)
     assert members == sum(len(w) for w in workers)
     for cluster in result.kept:
-        assert 0.0 < cluster.box.confidence <= 1.0
+        assert cluster.box.confidence is not None and 0.0 < cluster.box.confidence <= 1.0
         assert cluster.support <= len(workers)
