@@ -145,6 +145,8 @@ def apply_input_transformer(transformer: dict[str, Any], event: dict[str, Any]) 
     values.setdefault("aws.events.event", event)
     values.setdefault("aws.events.rule-name", None)
     template: str = transformer.get("InputTemplate", "")
+    # A template that is not JSON (plain text) gets string values verbatim.
+    is_json_template = template.lstrip().startswith(("{", "[", '"'))
     out: list[str] = []
     pos = 0
     for match in _PLACEHOLDER.finditer(template):
@@ -153,7 +155,9 @@ def apply_input_transformer(transformer: dict[str, Any], event: dict[str, Any]) 
             continue
         out.append(template[pos : match.start()])
         value = values[name]
-        if _inside_json_string(template, match.start()):
+        if not is_json_template:
+            out.append(value if isinstance(value, str) else json.dumps(value))
+        elif _inside_json_string(template, match.start()):
             text = value if isinstance(value, str) else json.dumps(value)
             out.append(json.dumps(text)[1:-1] if value is not None else "")
         else:

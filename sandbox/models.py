@@ -198,7 +198,8 @@ def _error_headers(status: int, error_type: str) -> dict[str, Any]:
 
 def invoke_endpoint(self: SageMakerRuntimeResponse) -> Any:
     """sagemaker-runtime InvokeEndpoint answered like the built-in object detector."""
-    body = self.body if isinstance(self.body, bytes) else str(self.body).encode("latin-1")
+    raw = getattr(self, "raw_body", None) or self.body
+    body = raw if isinstance(raw, bytes) else str(raw).encode("utf-8")
     image = ImageRef(data=body)
     endpoint = self.path.split("/")[2] if self.path.count("/") >= 2 else ""
     fault = _fault_for(image)
@@ -269,6 +270,9 @@ def install(settings: ModelSettings | None = None) -> None:
         return
     _PATCH_STATE["rekognition"] = RekognitionResponse.detect_custom_labels
     _PATCH_STATE["runtime"] = SageMakerRuntimeResponse.invoke_endpoint
+    # Image bodies are binary: moto would decode them as UTF-8 and fail before our handler runs.
+    _PATCH_STATE["raw_body"] = SageMakerRuntimeResponse.__dict__.get("use_raw_body")
+    SageMakerRuntimeResponse.use_raw_body = True
     RekognitionResponse.detect_custom_labels = detect_custom_labels  # type: ignore[method-assign]
     SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
 
@@ -279,3 +283,8 @@ def uninstall() -> None:
         return
     RekognitionResponse.detect_custom_labels = _PATCH_STATE.pop("rekognition")  # type: ignore[method-assign]
     SageMakerRuntimeResponse.invoke_endpoint = _PATCH_STATE.pop("runtime")  # type: ignore[method-assign]
+    raw_body = _PATCH_STATE.pop("raw_body")
+    if raw_body is None:
+        del SageMakerRuntimeResponse.use_raw_body
+    else:
+        SageMakerRuntimeResponse.use_raw_body = raw_body
