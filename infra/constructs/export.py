@@ -6,8 +6,8 @@
 
 Both rules retry delivery and fall back to one SQS dead-letter queue, which also receives the
 function's failed asynchronous invocations (after Lambda's own retries); an alarm fires on the
-first message. Permissions: read the work/, incoming/ and exports/ prefixes, list only the batch,
-index and export prefixes, write only exports/ and the export index, describe labeling jobs.
+first message. Permissions: read the work/, incoming/ and exports/ prefixes, list the data bucket (so missing
+keys answer 404), write only exports/ and the export index, describe labeling jobs.
 """
 
 from __future__ import annotations
@@ -104,13 +104,11 @@ class Export(Construct):
                 resources=[bucket.arn_for_objects(f"{exports}*"), bucket.arn_for_objects(f"{self.index_prefix}*")],
             )
         )
+        # ListBucket without a prefix condition on purpose: S3 answers a GET/HEAD/COPY of a missing
+        # key with 404 only to callers allowed to list the bucket (else 403), and the export must
+        # tell "export.json not written yet" and "image missing" apart from "access denied".
         fn.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="ListBatchesAndExports",
-                actions=["s3:ListBucket"],
-                resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{work}batches/*", f"{exports}*"]}},
-            )
+            iam.PolicyStatement(sid="ListDataBucket", actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
         )
         fn.add_to_role_policy(
             iam.PolicyStatement(
