@@ -383,8 +383,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
         ConnectTimeoutError,
         EndpointConnectionError,
         ReadTimeoutError,
-        ResponseParserError,
     )
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, ModelOutputError):
         return FAILED, f"unusable model answer: {exc}"
