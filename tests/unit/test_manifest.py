@@ -6,6 +6,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import (
@@ -281,3 +283,28 @@ def test_manifest_error_pickles_for_process_pools():
 
     error = pickle.loads(pickle.dumps(ManifestError(3, "bad")))
     assert (error.line_no, error.reason, str(error)) == (3, "bad", "manifest line 3: bad")
+
+
+_sizes = st.integers(min_value=1, max_value=5000)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_sizes, _sizes, st.data())
+def test_written_boxes_stay_inside_and_round_trip(width, height, data):
+    """Boxes inside the image stay inside after integer rounding, and read back as written."""
+    boxes = []
+    for _ in range(data.draw(st.integers(0, 6))):
+        x1 = data.draw(st.floats(0, width))
+        y1 = data.draw(st.floats(0, height))
+        x2 = data.draw(st.floats(x1, width))
+        y2 = data.draw(st.floats(y1, height))
+        boxes.append(Box(data.draw(st.sampled_from(["a", "b"])), x1, y1, x2 - x1, y2 - y1, 0.5))
+    registry = ClassRegistry()
+    line = bbox_label_line("s3://b/k.jpg", "lbl", (width, height, 3), boxes, registry, True, "j", "d")
+    parsed = parse_bbox_label(json.loads(dumps_line(line)), "lbl")
+    assert len(parsed.boxes) == len(boxes)
+    for written, original in zip(parsed.boxes, boxes, strict=True):
+        assert written.label == original.label and written.confidence == 0.5
+        assert written.left >= 0 and written.left + written.width <= width
+        assert written.top >= 0 and written.top + written.height <= height
+        assert abs(written.left - original.left) <= 0.5 and abs(written.right - original.right) <= 0.5
