@@ -1,0 +1,154 @@
+"""handlers.calibrate on moto: pairs from reviewed lines, theta from all pairs of the current model, report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from handlers import calibrate
+from labelloop_core.boxes import Box
+from labelloop_core.calibration import CalibrationPair
+from labelloop_core.calibration import calibrate as calibrate_theta
+from labelloop_core.classes import ClassRegistry
+from labelloop_core.manifest import bbox_label_line
+from labelloop_core.prelabels import Detections, accepted_line, prelabel_line
+
+from tests.handlers import prelabel_support
+from tests.handlers.prelabel_support import (
+    BUCKET,
+    DATASET,
+    LABELS,
+    REK_ARN,
+    meta_line,
+    read_jsonl,
+    use_model,
+    write_jsonl,
+)
+
+aws = prelabel_support.aws  # the moto fixture
+MODEL = f"rekognition:{REK_ARN}"
+JOB_ATTR = "labelloop-street-0a1b2c"
+
+
+def batch(batch_id: str) -> tuple[dict, str]:
+    prefix = f"work/batches/{DATASET}/{batch_id}/"
+    return {"bucket": BUCKET, "dataset": DATASET, "batch_id": batch_id, "batch_prefix": prefix}, prefix
+
+
+def pre(name: str, boxes: list[Box], error: str | None = None, model: str = MODEL, audit: bool = False) -> dict:
+    line = meta_line(f"incoming/{DATASET}/{name}", width=100, height=100)
+    out = prelabel_line(line, LABELS, 100, 100, model, Detections(tuple(boxes)), error)
+    if audit:
+        out["labelloop-meta"]["audit"] = True
+    return out
+
+
+def human(line: dict, boxes: list[Box]) -> dict:
+    """The line after review: a custom-workflow label attribute named after the job."""
+    final = bbox_label_line(line["source-ref"], JOB_ATTR, (100, 100, 3), boxes, ClassRegistry(LABELS), True, JOB_ATTR)
+    out = {**line, **{k: v for k, v in final.items() if k != "source-ref"}}
+    out[JOB_ATTR + "-metadata"]["type"] = "groundTruth/custom"
+    out["labelloop-meta"] = {**line["labelloop-meta"], "label_attribute": JOB_ATTR}
+    return out
+
+
+def good_pair_lines(n: int, confidence: float, start: int = 0, model: str = MODEL) -> list[dict]:
+    """Reviewed lines where the human kept the model's box exactly (quality 1)."""
+    lines = []
+    for i in range(start, start + n):
+        box = Box("MyLogo", 10, 10, 30, 30, confidence)
+        lines.append(human(pre(f"g{i:04d}.jpg", [box], model=model), [Box("MyLogo", 10, 10, 30, 30)]))
+    return lines
+
+
+def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
+    use_model(monkeypatch, "rekognition")
+    event, prefix = batch("b1")
+    lines = [
+        # reviewed: car kept with a shift (IoU 0.5) -> quality 0.5
+        human(pre("shift.jpg", [Box("MyLogo", 0, 0, 40, 40, 0.8)]), [Box("MyLogo", 0, 0, 40, 20)]),
+        # audit pick, perfect
+        human(pre("audit.jpg", [Box("person", 50, 50, 20, 20, 0.97)], audit=True), [Box("person", 50, 50, 20, 20)]),
+        # reviewed but the model found nothing / failed: no pair
+        human(pre("none.jpg", []), [Box("person", 1, 1, 10, 10)]),
+        human(pre("err.jpg", [], error="model unavailable: stopped"), []),
+        # auto-accepted: not human-annotated, no pair
+        accepted_line(pre("auto.jpg", [Box("MyLogo", 5, 5, 10, 10, 0.99)]), 0.9),
+    ]
+    write_jsonl(aws, f"{prefix}output.manifest", lines)
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}report.json", Body=json.dumps({"status": "succeeded"}).encode())
+
+    out = calibrate.handler(event, None)
+    assert out == {"pairs_written": 2, "pairs_used": 2, "theta": None, "lower_bound": None, "reason": "too_few_pairs"}
+    pairs = read_jsonl(aws, f"work/calibration/{DATASET}/pairs/b1.jsonl")
+    assert [(p["key"].rsplit("/", 1)[-1], p["confidence"], p["quality"], p["audit"]) for p in pairs] == [
+        ("shift.jpg", 0.8, pytest.approx(0.5), False),
+        ("audit.jpg", 0.97, pytest.approx(1.0), True),
+    ]
+    assert all(p["model"] == MODEL and p["batch_id"] == "b1" and p["label_attribute"] == JOB_ATTR for p in pairs)
+
+    threshold = json.loads(
+        aws.get_object(Bucket=BUCKET, Key=f"work/calibration/{DATASET}/threshold.json")["Body"].read()
+    )
+    assert threshold["theta"] is None and threshold["reason"] == "too_few_pairs" and threshold["model"] == MODEL
+    assert threshold["target"] == 0.6 and threshold["confidence_level"] == 0.95 and threshold["pairs_used"] == 2
+    assert "computed_at" in threshold and "lower_bound" in threshold
+
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
+    assert report["status"] == "succeeded"  # merge's report is extended, not replaced
+    section = report["calibration"]
+    assert section["pairs_written"] == 2 and section["audit_pairs"] == 1 and section["audit_mean_quality"] == 1.0
+    assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 1}
+    assert section["next_threshold"]["reason"] == "too_few_pairs"
+
+
+def test_theta_recomputed_from_all_batches_of_the_same_model(aws, monkeypatch):
+    use_model(monkeypatch, "rekognition")
+    monkeypatch.setenv("MIN_PAIRS", "10")
+    calibrate.settings.cache_clear()
+    # batch 1: 40 perfect high-confidence images; batch 2: 40 poor low-confidence images
+    e1, p1 = batch("b1")
+    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9))
+    first = calibrate.handler(e1, None)
+    assert first["pairs_used"] == 40 and first["theta"] == 0.9 and first["reason"] == "calibrated"
+
+    e2, p2 = batch("b2")
+    poor = [
+        human(pre(f"p{i}.jpg", [Box("MyLogo", 0, 0, 10, 10, 0.3)]), [Box("MyLogo", 50, 50, 10, 10)]) for i in range(40)
+    ]
+    write_jsonl(aws, f"{p2}output.manifest", poor)
+    second = calibrate.handler(e2, None)
+    expected = calibrate_theta(
+        [CalibrationPair(0.9, 1.0)] * 40 + [CalibrationPair(0.3, 0.0)] * 40, 0.6, 0.95, min_pairs=10
+    )
+    assert second["pairs_used"] == 80 and second["theta"] == expected.theta == 0.9
+    assert second["lower_bound"] == pytest.approx(expected.lower_bound)
+
+    # a rerun of batch 2 overwrites its pair file: nothing is counted twice
+    assert calibrate.handler(e2, None) == second
+
+    # pairs of another model are kept on file but say nothing about this model
+    e3, p3 = batch("b3")
+    write_jsonl(aws, f"{p3}output.manifest", good_pair_lines(50, 0.1, start=100, model="sagemaker:old:builtin"))
+    third = calibrate.handler(e3, None)
+    assert third["pairs_used"] == 80 and third["pairs_written"] == 50
+    threshold = json.loads(
+        aws.get_object(Bucket=BUCKET, Key=f"work/calibration/{DATASET}/threshold.json")["Body"].read()
+    )
+    assert threshold["pairs_left_out"] == {"other_model": 50}
+
+
+def test_missing_output_manifest_is_a_clear_error(aws, monkeypatch):
+    use_model(monkeypatch, "rekognition")
+    event, _ = batch("b9")
+    with pytest.raises(calibrate.CalibrateEventError, match="merge must run before calibrate"):
+        calibrate.handler(event, None)
+
+
+def test_kind_none_writes_no_pairs_and_keeps_auto_accept_off(aws):
+    event, prefix = batch("b1")
+    write_jsonl(aws, f"{prefix}output.manifest", [human(meta_line("incoming/street/a.jpg"), [])])
+    out = calibrate.handler(event, None)
+    assert out["pairs_written"] == 0 and out["theta"] is None
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
+    assert report["calibration"]["skipped"] == {"no_prelabel": 1}
