@@ -8,11 +8,12 @@ bucket) lists ``{"datasetObjectId", "dataObject", "annotations": [{"workerId", "
 
 Adjust mode writes a standard bounding-box label (``image_size``, ``annotations`` with registry class
 ids, metadata with ``objects[].confidence``, ``class-map``, ``adjustment-status`` against the
-pre-labels, ``worker-count``); verify mode writes a ``groundtruth/label-verification`` result with the
-worker feedback. Every worker answer is parsed defensively (`labelloop_core.answers`): one bad
-answer, or one bad object, never fails the batch. What was repaired or dropped is listed in the
-metadata's ``labelloop-issues``; ``labelloop-status`` says ``ok``, ``repaired`` or
-``no-usable-answers`` (then the label is explicitly empty, never silently background).
+pre-labels, ``worker-count``, ``rejected-box-count`` = boxes only a minority of workers drew);
+verify mode writes a ``groundtruth/label-verification`` result with the worker feedback. Every
+worker answer is parsed defensively (`labelloop_core.answers`): one bad answer, or one bad
+object, never fails the batch. What was repaired or dropped is listed in the metadata's
+``labelloop-issues``; ``labelloop-status`` says ``ok``, ``repaired`` or ``no-usable-answers`` (then
+the label is explicitly empty, never silently background).
 
 The payload carries only the image URI, so the pre-labels and ``labelloop-meta`` are read back from
 the job's input manifest (DescribeLabelingJob, cached per job in a warm container).
@@ -37,12 +38,14 @@ from labelloop_core.answers import (
     Prelabels,
     VerifyAnswer,
     adjustment_status,
+    clean_boxes,
     line_image_size,
     majority_verdict,
     parse_box_answer,
     parse_verify_answer,
     prelabels_from_line,
 )
+from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.consolidation import consolidate
 from labelloop_core.manifest import VERIFICATION_TYPE, bbox_label_line, iter_manifest
@@ -243,16 +246,16 @@ def consolidate_boxes(
     if size is None:
         issues.append("image size unknown (no inputImageProperties, labelloop-meta or readable image)")
         return _flagged_failure(attribute, job_name, created, "; ".join(_capped(issues)), cfg.task_mode)
+    rejected = 0
     if not parsed:
         issues.append("no usable worker answers: the label is empty and must not be taken as background")
-        boxes = []
+        boxes: list[Box] = []
     else:
         result = consolidate([list(a.boxes) for a in parsed])
-        boxes = result.boxes
-        if result.rejected:
-            issues.append(
-                f"{len(result.rejected)} box(es) drawn by a minority of the {len(parsed)} workers were left out"
-            )
+        # Answers without their own image size were clipped only at 0: clip to the size found since.
+        boxes, notes = clean_boxes(result.boxes, size[0], size[1], where="consolidated box")
+        issues.extend(notes)
+        rejected = len(result.rejected)
     status = None
     if parsed and ctx.prelabels is not None:
         status = adjustment_status(boxes, ctx.prelabels.boxes)
@@ -271,6 +274,7 @@ def consolidate_boxes(
         adjustment_status=status,
         extra_metadata={
             "worker-count": len(parsed),
+            "rejected-box-count": rejected,
             "labelloop-status": _status(len(parsed), issues),
             "labelloop-issues": _capped(issues),
         },
