@@ -64,7 +64,7 @@ def _label_path_for(image: Path) -> Path:
     return Path((head + "/labels/" + tail).rsplit(".", 1)[0] + ".txt")
 
 
-def _check_yaml(root: Path, problems: list[str]) -> dict[int, str]:
+def _check_yaml(root: Path, problems: list[str], allow_empty_splits: bool) -> dict[int, str]:
     path = root / "data.yaml"
     if not path.is_file():
         problems.append("data.yaml is missing")
@@ -85,7 +85,7 @@ def _check_yaml(root: Path, problems: list[str]) -> dict[int, str]:
         value = doc.get(split)
         if not isinstance(value, str):
             problems.append(f"data.yaml {split}: must be a path string, got {value!r}")
-        elif not (root / value).is_dir():
+        elif not (root / value).is_dir() and not allow_empty_splits:
             problems.append(f"data.yaml {split}: {value!r} is not a folder beside data.yaml")
     names = doc.get("names")
     if not isinstance(names, dict):
@@ -147,11 +147,15 @@ def _check_label(path: Path, nc: int, problems: list[str], report: YoloReport) -
     return rows
 
 
-def check_yolo_dataset(root: Path | str) -> YoloReport:
-    """Check the dataset at ``root`` (the folder holding data.yaml); raise `YoloCheckError` if invalid."""
+def check_yolo_dataset(root: Path | str, *, allow_empty_splits: bool = False) -> YoloReport:
+    """Check the dataset at ``root`` (the folder holding data.yaml); raise `YoloCheckError` if invalid.
+
+    Ultralytics refuses a dataset whose train or val folder is missing or empty; S3 has no empty
+    folders, so a tiny export may lack one split: ``allow_empty_splits`` accepts exactly that.
+    """
     root = Path(root)
     problems: list[str] = []
-    names = _check_yaml(root, problems)
+    names = _check_yaml(root, problems, allow_empty_splits)
     report = YoloReport(names=names)
     for cache in root.rglob("*.cache"):
         problems.append(f"{cache.relative_to(root)}: *.cache files must not be shipped (stale label caches)")
@@ -160,9 +164,10 @@ def check_yolo_dataset(root: Path | str) -> YoloReport:
         images_dir = root / "images" / split
         labels_dir = root / "labels" / split
         for folder in (images_dir, labels_dir):
-            if not folder.is_dir():
+            if not folder.is_dir() and not allow_empty_splits:
                 problems.append(f"{folder.relative_to(root)}/ is missing")
         if not images_dir.is_dir():
+            report.images[split] = report.background[split] = 0
             continue
         paired: set[Path] = set()
         count = background = 0
@@ -201,6 +206,8 @@ def check_yolo_dataset(root: Path | str) -> YoloReport:
         report.images[split] = count
         report.background[split] = background
         report.stems[split] = split_stems
+        if count == 0 and not allow_empty_splits:
+            problems.append(f"images/{split}/ holds no image (Ultralytics needs both splits)")
     if problems:
         raise YoloCheckError(problems)
     return report

@@ -12,7 +12,8 @@ Two events (DESIGN section 1):
   label categories; the dataset is the tag ``labelloop:dataset`` or else the job name. The job's
   manifest is added to the dataset's index, then the dataset is exported as above.
 
-The version id is ``<newest input's LastModified, UTC>-<12 hex of the plan fingerprint>``: a
+The version id is ``<newest input's LastModified, UTC>-<number of inputs>-<12 hex of the plan
+fingerprint>``: a
 re-delivered event reads the same inputs and finds its version complete (``export.json``
 present), so nothing is rewritten; ``exports/<dataset>/latest.json`` only moves forward.
 Manifests are streamed; a 100k-image dataset plans in seconds and copies with a bounded pool.
@@ -234,7 +235,9 @@ def export_dataset(dataset: str, *, trigger: dict[str, Any]) -> dict[str, Any]:
     planner.label_attribute = None
     plan = planner.plan()
     stamp = max(m.modified for m in inputs).strftime("%Y%m%dT%H%M%SZ")
-    version = f"{stamp}-{plan.fingerprint[:12]}"
+    # Sortable by age: newest input's time, then the number of inputs (the union only grows), then
+    # the content hash that makes it deterministic.
+    version = f"{stamp}-{len(inputs):06d}-{plan.fingerprint[:12]}"
     dataset_prefix = f"{cfg.exports_prefix}{dataset}/"
     dest = S3Destination(cfg.bucket, f"{dataset_prefix}{version}/", _s3())
     logger.info(

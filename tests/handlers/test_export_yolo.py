@@ -1,0 +1,426 @@
+"""export_yolo on moto: Batch Labeled and job-Completed events, union of batches, idempotency, writer.
+
+moto implements S3 (including server-side copies), so exports are real objects checked by the
+independent YOLO checker. moto has no labeling jobs: DescribeLabelingJob is answered by a botocore
+`Stubber` on a real SageMaker client (validated against the service model), the only fake here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from adapters.aws import reset_clients
+from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, write_export
+from botocore.stub import Stubber
+from labelloop_core.boxes import Box
+from labelloop_core.classes import ClassRegistry
+from labelloop_core.export import plan_export
+from labelloop_core.manifest import bbox_label_line
+from moto import mock_aws
+
+from tests.yolo_checker import check_yolo_dataset, download_prefix
+
+REGION = "us-east-1"
+BUCKET = "data-bucket"
+LABELS = ["car", "person"]
+JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/{}"
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    with mock_aws():
+        monkeypatch.setenv("DATA_BUCKET", BUCKET)
+        monkeypatch.setenv("LABELS", json.dumps(LABELS))
+        monkeypatch.setenv("VAL_FRACTION", "0.5")
+        monkeypatch.setenv("COPY_THREADS", "8")
+        reset_clients()
+        from handlers import export_yolo
+
+        export_yolo.settings.cache_clear()
+        export_yolo._s3.cache_clear()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        yield World(s3, export_yolo, monkeypatch)
+        export_yolo.settings.cache_clear()
+        export_yolo._s3.cache_clear()
+        reset_clients()
+
+
+class World:
+    """The bucket, the handler module and helpers to put images and manifests."""
+
+    def __init__(self, s3: Any, module: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.s3 = s3
+        self.module = module
+        self.monkeypatch = monkeypatch
+
+    def image(self, key: str, body: bytes | None = None) -> None:
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body or f"pixels of {key}".encode())
+
+    def line(
+        self,
+        key: str,
+        boxes: list[Box],
+        *,
+        attr: str = "labelloop-auto",
+        batch: str = "b1",
+        human: bool = False,
+        put_image: bool = True,
+    ) -> dict[str, Any]:
+        if put_image:
+            self.image(key)
+        out = bbox_label_line(
+            f"s3://{BUCKET}/{key}", attr, (200, 100, 3), boxes, ClassRegistry(LABELS), human, "labelloop-x"
+        )
+        out["labelloop-meta"] = {
+            "dataset": "street",
+            "batch_id": batch,
+            "key": key,
+            "labeled_key": key,
+            "width": 200,
+            "height": 100,
+            "label_attribute": attr,
+        }
+        return out
+
+    def manifest(self, key: str, lines: list[dict[str, Any] | str]) -> str:
+        body = "".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines)
+        self.s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode())
+        return f"s3://{BUCKET}/{key}"
+
+    def batch(self, dataset: str, batch_id: str, lines: list[dict[str, Any] | str]) -> dict[str, Any]:
+        uri = self.manifest(f"work/batches/{dataset}/{batch_id}/output.manifest", lines)
+        return {
+            "version": "0",
+            "id": f"event-{batch_id}",
+            "source": "labelloop.workflow",
+            "detail-type": "Batch Labeled",
+            "resources": [],
+            "detail": {"dataset": dataset, "batch_id": batch_id, "output_manifest": uri},
+        }
+
+    def batch_event_only(self, dataset: str, batch_id: str) -> dict[str, Any]:
+        """A Batch Labeled event for a batch whose manifest is already written."""
+        return {
+            "id": f"event-{batch_id}",
+            "source": "labelloop.workflow",
+            "detail-type": "Batch Labeled",
+            "detail": {
+                "dataset": dataset,
+                "batch_id": batch_id,
+                "output_manifest": f"s3://{BUCKET}/work/batches/{dataset}/{batch_id}/output.manifest",
+            },
+        }
+
+    def keys(self, prefix: str) -> dict[str, datetime]:
+        out = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                out[item["Key"]] = item["LastModified"]
+        return out
+
+    def json(self, key: str) -> Any:
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+    def check(self, uri: str, tmp: Path, *, allow_empty_splits: bool = False) -> Any:
+        prefix = uri.split(f"s3://{BUCKET}/", 1)[1]
+        download_prefix(self.s3, BUCKET, prefix, tmp)
+        return check_yolo_dataset(tmp, allow_empty_splits=allow_empty_splits)
+
+    def stub_sagemaker(self, describe: dict[str, Any] | None) -> Stubber:
+        client = boto3.client("sagemaker", region_name=REGION)
+        stubber = Stubber(client)
+        if describe is not None:
+            stubber.add_response("describe_labeling_job", describe, {"LabelingJobName": describe["LabelingJobName"]})
+        stubber.activate()
+        self.monkeypatch.setattr(self.module, "client", lambda service: client)
+        return stubber
+
+
+def _street_lines(world: World) -> list[dict[str, Any] | str]:
+    return [
+        world.line(f"incoming/street/img{i:02d}.jpg", [Box("car", 10 + i, 10, 50, 40), Box("person", 100, 20, 30, 60)])
+        for i in range(12)
+    ] + [
+        world.line("incoming/street/empty.png", []),
+        world.line("incoming/street/sub dir/Ünïcode +1.jpg", [Box("person", -5, -5, 40, 40)], human=True),
+    ]
+
+
+def test_batch_labeled_exports_a_valid_yolo_dataset(world: World, tmp_path: Path) -> None:
+    event = world.batch("street", "b1", _street_lines(world))
+    result = world.module.handler(event, None)
+    assert result["status"] == "exported" and result["dataset"] == "street"
+    version = result["version"]
+    assert result["uri"] == f"s3://{BUCKET}/exports/street/{version}/"
+    report = world.check(result["uri"], tmp_path)
+    assert report.total_images == 14 and report.images["train"] > 0 and report.images["val"] > 0
+    assert sum(report.background.values()) == 1
+    assert report.names == {0: "car", 1: "person"}
+    doc = world.json(f"exports/street/{version}/export.json")
+    assert doc["version"] == version and doc["dataset"] == "street"
+    assert doc["counts"]["images"] == 14 and doc["counts"]["boxes"] == 25
+    assert doc["class_histogram"] == {"car": 12, "person": 13}
+    assert doc["background_ratio"] == round(1 / 14, 6)
+    assert doc["trigger"] == {"type": "Batch Labeled", "event_id": "event-b1", "batch_id": "b1"}
+    assert doc["missing_images"]["count"] == 0 and doc["warnings"] == []
+    latest = world.json("exports/street/latest.json")
+    assert latest["version"] == version and latest["uri"] == result["uri"]
+    # keys with spaces, unicode and '+' survive: the image was copied under its stem
+    unicode_label = next(v for k, v in report.labels.items() if "Ünïcode +1-" in k)
+    assert unicode_label == "1 0.087500 0.175000 0.175000 0.350000\n"
+
+
+def test_same_event_twice_yields_one_version_and_rewrites_nothing(world: World) -> None:
+    event = world.batch("street", "b1", _street_lines(world))
+    first = world.module.handler(event, None)
+    before = world.keys("exports/")
+    second = world.module.handler(event, None)
+    assert second["status"] == "already_exported" and second["version"] == first["version"]
+    assert world.keys("exports/") == before
+
+
+def test_union_of_batches_later_labels_win_and_latest_moves_forward(world: World, tmp_path: Path) -> None:
+    first = world.module.handler(world.batch("street", "b1", _street_lines(world)), None)
+    relabeled = world.line("incoming/street/img00.jpg", [Box("person", 0, 0, 100, 100)], batch="b2", human=True)
+    new = world.line("incoming/street/new.jpg", [Box("car", 0, 0, 20, 20)], batch="b2")
+    second = world.module.handler(world.batch("street", "b2", [relabeled, new]), None)
+    assert second["status"] == "exported" and second["version"] != first["version"]
+    assert second["version"] > first["version"]
+    report = world.check(second["uri"], tmp_path)
+    assert report.total_images == 15
+    img00 = next(v for k, v in report.labels.items() if "/img00-" in k)
+    assert img00 == "1 0.250000 0.500000 0.500000 1.000000\n"
+    doc = world.json(f"exports/street/{second['version']}/export.json")
+    assert doc["counts"]["lines_superseded"] == 1
+    assert len(doc["inputs"]) == 2
+    assert world.json("exports/street/latest.json")["version"] == second["version"]
+    # the older version stays complete and untouched (exports are immutable)
+    assert world.json(f"exports/street/{first['version']}/export.json")["counts"]["images"] == 14
+    # an old event delivered late re-exports the current union: same version as the newest, no new one
+    again = world.module.handler(world.batch_event_only("street", "b1"), None)
+    assert again["version"] == second["version"] and again["status"] == "already_exported"
+
+
+def test_missing_images_and_bad_lines_are_reported_not_fatal(world: World, tmp_path: Path) -> None:
+    lines = _street_lines(world)
+    lines.append(world.line("incoming/street/gone.jpg", [Box("car", 0, 0, 10, 10)], put_image=False))
+    lines.append("{broken json")
+    lines.append({"source-ref": f"s3://{BUCKET}/incoming/street/unlabeled.jpg"})
+    result = world.module.handler(world.batch("street", "b1", lines), None)
+    doc = world.json(f"exports/street/{result['version']}/export.json")
+    assert doc["counts"]["images"] == 14 and doc["counts"]["images_missing"] == 1
+    assert doc["missing_images"]["by_reason"] == {"missing": 1}
+    assert doc["missing_images"]["examples"][0]["image"] == "incoming/street/gone.jpg"
+    assert doc["skipped_lines"]["by_reason"] == {"invalid_line": 1, "no_label": 1}
+    assert {e["line"] for e in doc["skipped_lines"]["examples"]} == {16, 17}
+    skipped = world.s3.get_object(Bucket=BUCKET, Key=f"exports/street/{result['version']}/skipped.jsonl")
+    assert len(skipped["Body"].read().splitlines()) == 2
+    report = world.check(result["uri"], tmp_path)  # no label without its image
+    assert report.total_images == 14
+
+
+def test_batch_event_errors_name_the_problem(world: World) -> None:
+    from handlers.export_yolo import ExportEventError
+
+    event = world.batch("street", "b1", _street_lines(world))
+    event["detail"]["output_manifest"] = f"s3://{BUCKET}/work/batches/street/nope/output.manifest"
+    with pytest.raises(ExportEventError, match="does not exist"):
+        world.module.handler(event, None)
+    event["detail"]["output_manifest"] = "s3://other-bucket/x.manifest"
+    with pytest.raises(ExportEventError, match="outside the data bucket"):
+        world.module.handler(event, None)
+    event["detail"]["dataset"] = "a/b"
+    with pytest.raises(ExportEventError, match="dataset"):
+        world.module.handler(event, None)
+    with pytest.raises(ExportEventError, match="unsupported event"):
+        world.module.handler({"source": "aws.s3", "detail-type": "Object Created"}, None)
+
+
+def test_settings_name_the_missing_variable(world: World) -> None:
+    world.monkeypatch.delenv("DATA_BUCKET")
+    world.module.settings.cache_clear()
+    with pytest.raises(RuntimeError, match="DATA_BUCKET"):
+        world.module.handler({}, None)
+    world.monkeypatch.setenv("DATA_BUCKET", BUCKET)
+    world.monkeypatch.setenv("LABELS", "not json")
+    world.module.settings.cache_clear()
+    with pytest.raises(RuntimeError, match="LABELS"):
+        world.module.handler({}, None)
+
+
+# -- Ground Truth job events ----------------------------------------------------------------------
+def _job_event(name: str, status: str = "Completed") -> dict[str, Any]:
+    return {
+        "version": "0",
+        "id": f"job-event-{name}",
+        "detail-type": "SageMaker Ground Truth Labeling Job State Change",
+        "source": "aws.sagemaker",
+        "resources": [JOB_ARN.format(name)],
+        "detail": {"LabelingJobStatus": status},
+    }
+
+
+def _describe(name: str, manifest: str, **extra: Any) -> dict[str, Any]:
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    response = {
+        "LabelingJobStatus": "Completed",
+        "LabelCounters": {"TotalLabeled": 2},
+        "CreationTime": now,
+        "LastModifiedTime": now,
+        "JobReferenceCode": "ref",
+        "LabelingJobName": name,
+        "LabelingJobArn": JOB_ARN.format(name),
+        "LabelAttributeName": "street-boxes",
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"s3://{BUCKET}/in.manifest"}}},
+        "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/work/labeling-jobs/"},
+        "RoleArn": "arn:aws:iam::123456789012:role/gt",
+        "HumanTaskConfig": {
+            "WorkteamArn": "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/team",
+            "UiConfig": {"UiTemplateS3Uri": f"s3://{BUCKET}/t.liquid"},
+            "PreHumanTaskLambdaArn": "arn:aws:lambda:us-east-1:432418664414:function:PRE-BoundingBox",
+            "TaskTitle": "boxes",
+            "TaskDescription": "draw boxes",
+            "NumberOfHumanWorkersPerDataObject": 1,
+            "TaskTimeLimitInSeconds": 300,
+            "AnnotationConsolidationConfig": {
+                "AnnotationConsolidationLambdaArn": "arn:aws:lambda:us-east-1:432418664414:function:ACS-BoundingBox"
+            },
+        },
+        "LabelingJobOutput": {"OutputDatasetS3Uri": manifest},
+    }
+    response.update(extra)
+    return response
+
+
+def _custom_job_manifest(world: World, contract_fixtures: Path) -> str:
+    """The documented custom-workflow line (no class-map) pointing at an image in our bucket."""
+    line = json.loads((contract_fixtures / "output_manifest_custom_workflow.jsonl").read_text())
+    line["source-ref"] = f"s3://{BUCKET}/incoming/street/SSDB00002.JPG"
+    world.image("incoming/street/SSDB00002.JPG")
+    return world.manifest("work/labeling-jobs/street-boxes/manifests/output/output.manifest", [line])
+
+
+def test_outside_job_completed_is_exported_with_its_categories_and_tag(
+    world: World, contract_fixtures: Path, tmp_path: Path
+) -> None:
+    manifest = _custom_job_manifest(world, contract_fixtures)
+    world.s3.put_object(
+        Bucket=BUCKET,
+        Key="work/groundtruth/street/categories.json",
+        Body=(contract_fixtures / "label_categories.json").read_bytes(),
+    )
+    describe = _describe(
+        "street-cars-adjust-0001",
+        manifest,
+        LabelCategoryConfigS3Uri=f"s3://{BUCKET}/work/groundtruth/street/categories.json",
+        Tags=[{"Key": "labelloop:dataset", "Value": "street"}],
+    )
+    describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = "arn:aws:lambda:us-east-1:123456789012:function:my-pre"
+    stubber = world.stub_sagemaker(describe)
+    result = world.module.handler(_job_event("street-cars-adjust-0001"), None)
+    stubber.assert_no_pending_responses()
+    assert result["status"] == "exported" and result["dataset"] == "street"
+    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)  # one image: one split
+    doc = world.json(result["uri"].split(f"s3://{BUCKET}/")[1] + "export.json")
+    assert len(doc["warnings"]) == 1 and "split is empty" in doc["warnings"][0]
+    assert report.names == {0: "car", 1: "person", 2: "Car", 3: "Person"}
+    (label,) = report.labels.values()
+    assert label.startswith("3 ")  # class_id 1 of the job = "Person" by its categories, not "person"
+    index = world.json("work/exports-index/street.json")
+    assert index["manifests"] == [
+        {
+            "job": "street-cars-adjust-0001",
+            "uri": manifest,
+            "label_attribute": "street-boxes",
+            "classes": ["Car", "Person"],
+        }
+    ]
+    # a later workflow batch of the same dataset exports the union, with the job's labels kept
+    batch = world.module.handler(world.batch("street", "b1", _street_lines(world)), None)
+    doc = world.json(f"exports/street/{batch['version']}/export.json")
+    assert doc["counts"]["images"] == 15 and len(doc["inputs"]) == 2
+
+
+def test_job_events_skip_workflow_jobs_failures_and_other_task_types(world: World, tmp_path: Path) -> None:
+    stubber = world.stub_sagemaker(None)  # any DescribeLabelingJob call would fail the test
+    result = world.module.handler(_job_event("labelloop-street-abc123"), None)
+    assert result["status"] == "skipped" and "workflow" in result["reason"]
+    assert world.module.handler(_job_event("other", status="Failed"), None)["status"] == "skipped"
+    stubber.assert_no_pending_responses()
+    manifest = world.manifest("work/labeling-jobs/cls/output.manifest", [{"source-ref": "s3://x/y.jpg"}])
+    describe = _describe("classify", manifest)
+    describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = (
+        "arn:aws:lambda:us-east-1:432418664414:function:PRE-ImageMultiClass"
+    )
+    world.stub_sagemaker(describe)
+    result = world.module.handler(_job_event("classify"), None)
+    assert result["status"] == "skipped" and "ImageMultiClass" in result["reason"]
+    assert world.keys("exports/") == {}
+
+
+def test_job_event_without_arn_is_an_error(world: World) -> None:
+    from handlers.export_yolo import ExportEventError
+
+    event = _job_event("x")
+    event["resources"] = []
+    with pytest.raises(ExportEventError, match=r"resources\[0\]"):
+        world.module.handler(event, None)
+
+
+def test_builtin_job_named_by_job_name_when_untagged(world: World, contract_fixtures: Path, tmp_path: Path) -> None:
+    line = json.loads((contract_fixtures / "output_manifest_builtin.jsonl").read_text())
+    line["source-ref"] = f"s3://{BUCKET}/incoming/demo/SSDB00001.JPG"
+    world.image("incoming/demo/SSDB00001.JPG")
+    manifest = world.manifest("work/labeling-jobs/groundtruthdemo/manifests/output/output.manifest", [line])
+    world.stub_sagemaker(_describe("groundtruthdemo", manifest, LabelAttributeName="GroundTruthDemo"))
+    result = world.module.handler(_job_event("groundtruthdemo"), None)
+    assert result["dataset"] == "groundtruthdemo"
+    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)
+    assert report.names == {0: "car", 1: "person", 2: "Car"}
+    assert report.boxes == 5 and report.class_boxes == {2: 5}
+
+
+# -- the writer directly ---------------------------------------------------------------------------
+def test_local_destination_resume_conflict_and_progress(world: World, tmp_path: Path) -> None:
+    lines = [json.dumps(x) for x in _street_lines(world)]
+    plan = plan_export([("m", lines)], LABELS)
+    dest = LocalDestination(tmp_path / "out", world.s3)
+    seen: list[tuple[int, int]] = []
+    doc = write_export(plan, dest, "v1", threads=4, progress=lambda done, total: seen.append((done, total)))
+    assert seen[0] == (0, 14) and seen[-1] == (14, 14)
+    check_yolo_dataset(tmp_path / "out")
+    assert doc["counts"]["images_resumed"] == 0
+    # interrupted attempt: export.json missing, labels present -> those images are not fetched again
+    (tmp_path / "out" / "export.json").unlink()
+    calls: list[str] = []
+    original = world.s3.get_object
+
+    def counting_get(**kwargs: Any) -> Any:
+        calls.append(kwargs["Key"])
+        return original(**kwargs)
+
+    world.monkeypatch.setattr(world.s3, "get_object", counting_get)
+    again = write_export(plan, dest, "v1", threads=4)
+    assert again["counts"]["images_resumed"] == 14 and calls == []
+    assert write_export(plan, dest, "v1")["already_complete"] is True
+    with pytest.raises(ExportConflict, match="immutable"):
+        write_export(plan, dest, "v2")
+
+
+def test_s3_destination_reports_foreign_and_non_s3_sources(world: World) -> None:
+    lines = [
+        world.line("incoming/street/a.jpg", []),
+        {**world.line("incoming/street/b.jpg", [], put_image=False), "source-ref": "s3://no-such-bucket/b.jpg"},
+        {**world.line("incoming/street/c.jpg", [], put_image=False), "source-ref": "/local/c.jpg"},
+    ]
+    plan = plan_export([("m", [json.dumps(x) for x in lines])], LABELS)
+    doc = write_export(plan, S3Destination(BUCKET, "exports/t/v/", world.s3), "v", threads=2)
+    assert doc["missing_images"]["by_reason"] == {"missing": 1, "not_s3": 1}
+    assert doc["counts"]["images"] == 1
