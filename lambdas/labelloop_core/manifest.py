@@ -45,6 +45,7 @@ __all__ = [
     "iter_manifest",
     "parse_bbox_label",
     "parse_verification",
+    "read_image_size",
     "read_labeled_images",
     "select_label_attribute",
 ]
@@ -241,7 +242,8 @@ def _number(value: Any, what: str, line_no: int | None) -> float:
     return float(value)
 
 
-def _image_size(label: Mapping[str, Any], attr: str, line_no: int | None) -> ImageSize:
+def read_image_size(label: Mapping[str, Any], attr: str, line_no: int | None) -> ImageSize:
+    """The validated ``image_size[0]`` of a label attribute's value (`ManifestError` when malformed)."""
     sizes = label.get("image_size")
     if not isinstance(sizes, list) or not sizes or not isinstance(sizes[0], dict):
         raise ManifestError(line_no, f"{attr}.image_size must be a non-empty list of objects")
@@ -333,7 +335,7 @@ def parse_bbox_label(
         raise ManifestError(line_no, f"attribute {attr!r} is missing or not an object")
     if not isinstance(meta, dict):
         raise ManifestError(line_no, f"attribute {attr!r} has no {attr}-metadata object")
-    size = _image_size(label, attr, line_no)
+    size = read_image_size(label, attr, line_no)
     annotations = label.get("annotations")
     if not isinstance(annotations, list):
         raise ManifestError(line_no, f"{attr}.annotations must be a list")

@@ -29,7 +29,7 @@ from .boxes import (
 )
 from .classes import ClassMapError, ClassRegistry
 from .hashing import unit_hash
-from .manifest import LabeledImage, ManifestError, class_names_for
+from .manifest import LabeledImage, ManifestError, class_names_for, read_image_size
 
 __all__ = [
     "DROPPED_DUPLICATE",
@@ -168,7 +168,9 @@ def yolo_text_from_line(
     except (KeyError, IndexError, TypeError):
         raise ManifestError(line_no, f"{attr}.image_size must be [{{width, height, depth}}]") from None
     if type(width) is not int or type(height) is not int or width <= 0 or height <= 0:
-        raise ManifestError(line_no, f"{attr}.image_size[0] width/height must be positive integers")
+        # Rare shapes (1280.0, bad values) get the typed reader's exact checks and messages.
+        checked = read_image_size(label, attr, line_no)
+        width, height = checked.width, checked.height
     annotations = label.get("annotations")
     if not isinstance(annotations, list):
         raise ManifestError(line_no, f"{attr}.annotations must be a list")

@@ -87,6 +87,23 @@ def test_unknown_classes_added_or_dropped():
     assert text.startswith("1 ") and registry.names == ["a", "z"] and dropped == []
 
 
+def test_fast_path_checks_image_size_like_the_reader():
+    line = bbox_label_line(
+        "s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j"
+    )
+    expected = yolo_text_from_line(line, "a", ClassRegistry())
+    line["a"]["image_size"][0]["width"] = 100.0  # integral float: accepted by both paths
+    assert yolo_text_from_line(line, "a", ClassRegistry()) == expected
+    assert parse_bbox_label(line, "a").width == 100
+    for bad in (0, -5, 100.5, "100", True, None):
+        line["a"]["image_size"][0]["width"] = bad
+        with pytest.raises(ManifestError, match="width") as fast:
+            yolo_text_from_line(line, "a", ClassRegistry(), line_no=9)
+        with pytest.raises(ManifestError) as typed:
+            parse_bbox_label(line, "a", 9)
+        assert str(fast.value) == str(typed.value)
+
+
 def test_fast_path_reports_malformed_lines():
     line = bbox_label_line(
         "s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j"
