@@ -39,6 +39,8 @@ __all__ = [
     "ManifestError",
     "VerificationLabel",
     "bbox_label_line",
+    "class_map_names",
+    "class_names_for",
     "dumps_line",
     "find_label_attributes",
     "find_verification_attributes",
