@@ -63,10 +63,11 @@ class ExportConflict(RuntimeError):
     """The destination already holds a DIFFERENT complete export (exports are immutable)."""
 
 
-def s3_client(threads: int = DEFAULT_THREADS) -> Any:
+def s3_client(threads: int = DEFAULT_THREADS, profile: str | None = None) -> Any:
     """An S3 client whose connection pool fits ``threads`` concurrent requests (boto3's default is 10).
 
-    Uses the standard configuration chain (profile, region, ``AWS_ENDPOINT_URL``) with standard retries.
+    Uses the standard configuration chain (``profile`` or ``AWS_PROFILE``, region,
+    ``AWS_ENDPOINT_URL``) with standard retries.
     """
     import boto3
     from botocore.config import Config
@@ -77,7 +78,8 @@ def s3_client(threads: int = DEFAULT_THREADS) -> Any:
         connect_timeout=5,
         read_timeout=60,
     )
-    return boto3.client("s3", config=config)
+    session = boto3.Session(profile_name=profile) if profile else boto3.Session()
+    return session.client("s3", config=config)
 
 
 def _source(source_ref: str) -> tuple[str, str] | None:

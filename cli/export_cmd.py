@@ -1,0 +1,192 @@
+"""`labelloop export yolo`: a Ground Truth bounding-box manifest to a YOLO dataset, locally or on S3.
+
+The same planner (`labelloop_core.export`) and writer (`adapters.export_writer`) as the export
+Lambda: images named by ``source-ref`` are fetched from S3 with the standard AWS configuration
+chain (``--profile``/``AWS_PROFILE``, region, ``AWS_ENDPOINT_URL``), copied server-side when DEST
+is on S3, downloaded when DEST is a folder. A malformed manifest line stops the command with its
+line number; unlabeled lines, dropped boxes and missing images are reported and written to the
+export's ``skipped.jsonl`` / ``dropped.jsonl`` / ``missing.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+
+def _error(message: str) -> Exception:
+    """A `cli.main.CliError` (imported late: cli.main imports this module while it loads)."""
+    from cli.main import CliError
+
+    return CliError(message)
+
+
+def register(sub: Any) -> None:
+    """Add ``export yolo``."""
+    export = sub.add_parser("export", help="export labeled manifests to training formats")
+    formats = export.add_subparsers(dest="format", required=True)
+    yolo = formats.add_parser(
+        "yolo",
+        help="write a YOLO (Ultralytics) dataset from Ground Truth bounding-box manifests",
+        description=(
+            "Write images/{train,val}, labels/{train,val}, data.yaml and export.json. With several "
+            "manifests, a later manifest's label of the same image wins."
+        ),
+    )
+    yolo.add_argument("manifest", nargs="+", help="output manifest(s): local path or s3://bucket/key")
+    yolo.add_argument("--out", required=True, help="destination: a local folder or s3://bucket/prefix/")
+    yolo.add_argument("--label-attribute", help="label attribute to export (default: found per line)")
+    yolo.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val (default 0.2)")
+    yolo.add_argument(
+        "--classes",
+        help="comma-separated class names fixing the ids (0, 1, ...); boxes of other classes are dropped "
+        "and reported (default: classes in order of appearance)",
+    )
+    yolo.add_argument("--threads", type=int, default=32, help="parallel S3 requests (default 32)")
+    yolo.add_argument("--profile", help="AWS profile (default: the standard configuration chain)")
+    yolo.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    yolo.set_defaults(func=run)
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn at most 10 times a second; plain lines off a tty)."""
+
+    def __init__(self, stream: TextIO, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = stream.isatty()
+        self._last = 0.0
+        self._last_quarter = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            now = time.monotonic()
+            if done != total and now - self._last < 0.1:
+                return
+            self._last = now
+            width = 30
+            filled = width * done // total if total else width
+            percent = 100 * done // total if total else 100
+            bar = "#" * filled + "." * (width - filled)
+            self.stream.write(f"\rexport [{bar}] {done}/{total} images {percent:3d}%")
+            if done == total:
+                self.stream.write("\n")
+            self.stream.flush()
+            return
+        quarter = 4 * done // total if total else 4
+        if quarter != self._last_quarter:
+            self._last_quarter = quarter
+            self.stream.write(f"export: {done}/{total} images\n")
+            self.stream.flush()
+
+
+def _manifest_lines(source: str, s3: Any) -> Iterator[bytes]:
+    """Stream the lines of a local or S3 manifest; unreadable sources are user errors."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if source.startswith("s3://"):
+        from adapters.s3 import S3UriError, parse_uri
+
+        try:
+            bucket, key = parse_uri(source)
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except S3UriError as exc:
+            raise _error(str(exc)) from None
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(f"cannot read manifest {source}: {exc}") from None
+        yield from body.iter_lines(chunk_size=1 << 16)
+        return
+    path = Path(source)
+    if not path.is_file():
+        raise _error(f"manifest {source} does not exist (or is not a file)")
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def _parse_classes(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise _error(f"--classes must be distinct non-empty names separated by commas, got {value!r}")
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, then write; print a summary on stdout."""
+    from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, s3_client, write_export
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from labelloop_core.classes import ClassMapError
+    from labelloop_core.export import ExportPlanner
+    from labelloop_core.manifest import ManifestError
+
+    if not 0.0 <= args.val_fraction <= 1.0:
+        raise _error(f"--val-fraction must be within [0, 1], got {args.val_fraction}")
+    if not 1 <= args.threads <= 256:
+        raise _error(f"--threads must be within 1-256, got {args.threads}")
+    classes = _parse_classes(args.classes)
+    try:
+        s3 = s3_client(args.threads, profile=args.profile)
+    except BotoCoreError as exc:
+        raise _error(f"AWS configuration: {exc}") from None
+    try:
+        planner = ExportPlanner(
+            classes or (),
+            val_fraction=args.val_fraction,
+            label_attribute=args.label_attribute,
+            add_unknown_classes=classes is None,
+            strict=True,
+        )
+    except ClassMapError as exc:
+        raise _error(f"--classes: {exc}") from None
+    for source in args.manifest:
+        try:
+            planner.add_manifest(source, _manifest_lines(source, s3))
+        except ManifestError as exc:
+            raise _error(f"{source}: {exc}") from None
+    plan = planner.plan()
+    if not plan.records:
+        reasons = ", ".join(f"{s.reason} (line {s.line_no})" for s in plan.skipped[:5]) or "the manifest is empty"
+        raise _error(f"nothing to export: no line carries a bounding-box label ({reasons})")
+    if args.out.startswith("s3://"):
+        dest: Any = S3Destination.from_uri(args.out, s3)
+    else:
+        dest = LocalDestination(Path(args.out), s3)
+    version = plan.fingerprint[:16]
+    progress = Progress(sys.stderr, enabled=not args.no_progress)
+    try:
+        document = write_export(plan, dest, version, threads=args.threads, progress=progress)
+    except ExportConflict as exc:
+        raise _error(str(exc)) from None
+    except NoCredentialsError:
+        raise _error("no AWS credentials found (set AWS_PROFILE or --profile, or AWS_ACCESS_KEY_ID)") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(f"S3: {exc}") from None
+    _summary(document, dest.uri, sys.stdout)
+    return 0
+
+
+def _summary(doc: dict[str, Any], where: str, out: TextIO) -> None:
+    counts = doc["counts"]
+    state = "already complete" if doc.get("already_complete") else "written"
+    out.write(
+        f"YOLO export {doc['version']} {state} at {where}\n"
+        f"  images: {counts['images']} (train {counts['train']}, val {counts['val']}, "
+        f"background {counts['background_images']}), boxes: {counts['boxes']}, classes: {doc['nc']}\n"
+    )
+    for title, section in (
+        ("skipped lines", doc["skipped_lines"]),
+        ("dropped boxes", doc["dropped_boxes"]),
+        ("missing images", doc["missing_images"]),
+    ):
+        if section["count"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in section["by_reason"].items())
+            out.write(f"  {title}: {section['count']} ({reasons})\n")
+    for warning in doc.get("warnings", []):
+        out.write(f"  warning: {warning}\n")

@@ -1,0 +1,153 @@
+"""`labelloop export yolo` against moto S3: local and S3 destinations, errors with line numbers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from labelloop_core.boxes import Box
+from labelloop_core.classes import ClassRegistry
+from labelloop_core.manifest import bbox_label_line
+from moto import mock_aws
+
+from cli.main import main
+from tests.yolo_checker import check_yolo_dataset, download_prefix
+
+BUCKET = "images"
+
+
+@pytest.fixture
+def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket=BUCKET)
+        yield client
+
+
+def _line(s3: Any, key: str, boxes: list[Box], attr: str = "boxes", classes: tuple[str, ...] = ("cat", "dog")) -> str:
+    s3.put_object(Bucket=BUCKET, Key=key, Body=f"jpeg bytes of {key}".encode())
+    line = bbox_label_line(f"s3://{BUCKET}/{key}", attr, (64, 48, 3), boxes, ClassRegistry(classes), True, "job")
+    return json.dumps(line)
+
+
+def _manifest(s3: Any, tmp_path: Path, count: int = 10) -> Path:
+    lines = [_line(s3, f"photos/cat {i}.jpg", [Box("cat", 2 * i, 3, 20, 10)]) for i in range(count)]
+    lines.append(_line(s3, "photos/dog.PNG", [Box("dog", 0, 0, 64, 48), Box("cat", 10, 10, 5, 5)]))
+    lines.append(_line(s3, "photos/nothing.jpg", []))
+    path = tmp_path / "output.manifest"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_local_destination_is_a_valid_yolo_dataset(s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(s3, tmp_path)
+    out = tmp_path / "dataset"
+    code = main(["export", "yolo", str(manifest), "--out", str(out), "--val-fraction", "0.3"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = check_yolo_dataset(out)
+    assert report.total_images == 12 and report.boxes == 12
+    assert report.names == {0: "cat", 1: "dog"}
+    assert sum(report.background.values()) == 1
+    assert "images: 12" in captured.out and "boxes: 12" in captured.out
+    assert "export: 12/12 images" in captured.err  # the progress (plain lines when not a tty)
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["counts"]["images"] == 12 and doc["val_fraction"] == 0.3
+    images = sorted(p.name for p in (out / "images").rglob("*.*"))
+    assert any(name.startswith("dog-") and name.endswith(".png") for name in images)
+    dog = next(p for p in (out / "images").rglob("dog-*.png"))
+    assert dog.read_bytes() == b"jpeg bytes of photos/dog.PNG"
+    # running again is a no-op on a complete export
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--val-fraction", "0.3", "--no-progress"]) == 0
+    assert "already complete" in capsys.readouterr().out
+    # a different export into the same folder is refused (exports are immutable)
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--val-fraction", "0.5"]) == 2
+    assert "immutable" in capsys.readouterr().err
+
+
+def test_s3_manifest_and_s3_destination_use_server_side_copies(s3: Any, tmp_path: Path) -> None:
+    manifest = _manifest(s3, tmp_path, count=4)
+    s3.put_object(Bucket=BUCKET, Key="jobs/out.manifest", Body=manifest.read_bytes())
+    code = main(
+        ["export", "yolo", f"s3://{BUCKET}/jobs/out.manifest", "--out", f"s3://{BUCKET}/exports/v1", "--no-progress"]
+    )
+    assert code == 0
+    download_prefix(s3, BUCKET, "exports/v1/", tmp_path / "copy")
+    report = check_yolo_dataset(tmp_path / "copy", allow_empty_splits=True)
+    assert report.total_images == 6
+
+
+def test_classes_fix_ids_and_drop_other_classes(s3: Any, tmp_path: Path) -> None:
+    manifest = _manifest(s3, tmp_path)
+    out = tmp_path / "dataset"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--classes", "dog,bird", "--no-progress"]) == 0
+    report = check_yolo_dataset(out)
+    assert report.names == {0: "dog", 1: "bird"}
+    assert report.boxes == 1
+    doc = json.loads((out / "export.json").read_text())
+    assert doc["dropped_boxes"]["by_reason"] == {"unknown_class": 11}
+
+
+def test_label_attribute_selects_among_chained_jobs(s3: Any, tmp_path: Path) -> None:
+    first = json.loads(_line(s3, "photos/a.jpg", [Box("cat", 0, 0, 10, 10)], attr="first"))
+    second = json.loads(_line(s3, "photos/a.jpg", [Box("dog", 0, 0, 20, 20)], attr="second"))
+    chained = {**first, **{k: v for k, v in second.items() if k != "source-ref"}}
+    manifest = tmp_path / "chained.manifest"
+    manifest.write_text(json.dumps(chained) + "\n")
+    out = tmp_path / "first"
+    assert (
+        main(["export", "yolo", str(manifest), "--out", str(out), "--label-attribute", "first", "--val-fraction", "0"])
+        == 0
+    )
+    (label,) = (out / "labels" / "train").iterdir()
+    assert label.read_text().startswith("0 ")  # "cat", first by appearance
+    assert json.loads((out / "export.json").read_text())["names"] == {"0": "cat"}
+
+
+def test_bad_manifest_reports_the_line_number(s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = _manifest(s3, tmp_path, count=2)
+    with manifest.open("a") as handle:
+        handle.write('{"source-ref": "s3://images/x.jpg", "boxes": {"image_size": [{"width": 0, "height": 1}],')
+        handle.write(' "annotations": []}, "boxes-metadata": {}}\n')
+    code = main(["export", "yolo", str(manifest), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "line 5" in err and str(manifest) in err and err.startswith("labelloop: error:")
+    broken = tmp_path / "broken.manifest"
+    broken.write_text('{"source-ref": "s3://images/x.jpg"}\nnot json\n')
+    assert main(["export", "yolo", str(broken), "--out", str(tmp_path / "o")]) == 2
+    assert "line 2: invalid JSON" in capsys.readouterr().err
+
+
+def test_user_errors_are_one_line(s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "yolo", str(tmp_path / "nope.manifest"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", "yolo", f"s3://{BUCKET}/missing.manifest", "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read manifest" in capsys.readouterr().err
+    manifest = _manifest(s3, tmp_path, count=1)
+    assert main(["export", "yolo", str(manifest), "--out", str(tmp_path / "o"), "--val-fraction", "2"]) == 2
+    assert "--val-fraction" in capsys.readouterr().err
+    assert main(["export", "yolo", str(manifest), "--out", str(tmp_path / "o"), "--classes", "a,,b"]) == 2
+    assert "--classes" in capsys.readouterr().err
+    unlabeled = tmp_path / "unlabeled.manifest"
+    unlabeled.write_text('{"source-ref": "s3://images/x.jpg"}\n')
+    assert main(["export", "yolo", str(unlabeled), "--out", str(tmp_path / "o")]) == 2
+    assert "nothing to export" in capsys.readouterr().err
+
+
+def test_missing_images_are_reported_and_the_rest_exported(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = _manifest(s3, tmp_path)
+    s3.delete_object(Bucket=BUCKET, Key="photos/cat 3.jpg")
+    out = tmp_path / "dataset"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0
+    assert "missing images: 1 (missing 1)" in capsys.readouterr().out
+    assert check_yolo_dataset(out).total_images == 11
+    missing = [json.loads(x) for x in (out / "missing.jsonl").read_text().splitlines()]
+    assert [m["line"] for m in missing] == [4]
