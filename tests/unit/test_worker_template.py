@@ -151,6 +151,16 @@ def test_verify_template_shows_boxes_and_asks_for_a_verdict() -> None:
     assert parsed.texts[: len(rects)] == ["Car", "Person"]
 
 
+@pytest.mark.parametrize("autoescape", [True, False])
+def test_verify_template_keeps_hostile_labels_as_text(autoescape: bool) -> None:
+    labels = ("<script>alert(1)</script>", "<b>bold</b>")
+    task_input = _task_input("verify", labels=labels, boxes=2)
+    parsed = _render("verify", task_input, autoescape)
+    assert len(parsed.find("script")) == 2  # the template's own two
+    assert parsed.find("b") == []
+    assert parsed.texts[:2] == list(labels)
+
+
 def test_verify_template_without_a_known_size_lets_the_page_measure() -> None:
     task_input = _task_input("verify")
     del task_input["imageWidth"], task_input["imageHeight"]
