@@ -89,6 +89,13 @@ GAPS: tuple[Gap, ...] = (
         "packages from the zip and third-party packages from the host venv",
     ),
     Gap(
+        "AWS::Lambda::EventInvokeConfig",
+        "not supported by moto's CloudFormation; asynchronous invokes never retry nor reach a destination",
+        "applied with PutFunctionEventInvokeConfig; EventBridge → Lambda deliveries run with Lambda's "
+        "asynchronous semantics (1 + MaximumRetryAttempts immediate attempts, then the OnFailure/OnSuccess "
+        "destination record on SQS/SNS/Lambda/EventBridge)",
+    ),
+    Gap(
         "AWS::Lambda::EventSourceMapping (SQS)",
         "moto invokes the function synchronously on every SendMessage, one record per call, "
         "ignoring BatchSize windows and MaximumBatchingWindowInSeconds",
@@ -436,6 +443,16 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
         elif resource_type == "AWS::StepFunctions::StateMachine":
             arn = _recreate_state_machine(stack, logical_id, template, resources[logical_id], region)
             applied.append(f"state machine {logical_id} re-created for the interpreter ({arn})")
+        elif resource_type == "AWS::Lambda::EventInvokeConfig":
+            props = _resolved(stack, logical_id, template)
+            lam = boto3.client("lambda", region_name=region)
+            config: dict[str, Any] = {
+                k: props[k] for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds") if k in props
+            }
+            if props.get("DestinationConfig"):
+                config["DestinationConfig"] = props["DestinationConfig"]
+            lam.put_function_event_invoke_config(FunctionName=props["FunctionName"], **config)
+            applied.append(f"event invoke config {logical_id} for {props['FunctionName']}")
         elif resource_type == "AWS::SageMaker::Workteam":
             resources[logical_id] = _create_workteam(stack, logical_id, template, region)
             applied.append(f"workteam {logical_id} ({resources[logical_id]})")

@@ -182,15 +182,89 @@ def target_payload(target: dict[str, Any], event: dict[str, Any]) -> Any:
     return event
 
 
+def _event_invoke_config(fn: Any) -> dict[str, Any]:
+    configs = getattr(fn, "event_invoke_config", None) or []
+    return dict(configs[0].config) if configs else {}
+
+
+def invoke_async(fn: Any, payload: Any) -> str | None:
+    """Invoke like Lambda's asynchronous mode: retries, then the on-failure/on-success destination.
+
+    Retries happen immediately (no backoff). Returns the final error text, or None on success.
+    """
+    config = _event_invoke_config(fn)
+    attempts = 1 + int(config.get("MaximumRetryAttempts", 2))
+    body: Any = None
+    error: str | None = None
+    for attempt in range(1, attempts + 1):
+        headers: dict[str, Any] = {}
+        body = fn.invoke(json.dumps(payload), {"x-amz-invocation-type": "Event"}, headers)
+        body = body.decode() if isinstance(body, bytes) else body
+        if "x-amz-function-error" not in headers:
+            error = None
+            break
+        error = f"Lambda {fn.function_name} failed (attempt {attempt}/{attempts}): {body}"
+    destinations = config.get("DestinationConfig") or {}
+    destination = (destinations.get("OnFailure") if error else destinations.get("OnSuccess")) or {}
+    if destination.get("Destination"):
+        try:
+            response = json.loads(body) if body else None
+        except json.JSONDecodeError:
+            response = body
+        record = {
+            "version": "1.0",
+            "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": f"{fn.function_arn}:$LATEST",
+                "condition": "RetriesExhausted" if error else "Success",
+                "approximateInvokeCount": attempt,
+            },
+            "requestPayload": payload,
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+            "responsePayload": response,
+        }
+        if error:
+            record["responseContext"]["functionError"] = "Unhandled"
+        send_to_destination(destination["Destination"], record)
+    return error
+
+
+def send_to_destination(arn_text: str, record: dict[str, Any]) -> None:
+    """Deliver an asynchronous-invocation record to an SQS, SNS, Lambda or EventBridge destination."""
+    arn = parse_arn(arn_text)
+    if arn.service == "sqs":
+        from moto.sqs import sqs_backends
+
+        sqs_backends[arn.account][arn.region].send_message(queue_name=arn.resource_id, message_body=json.dumps(record))
+    elif arn.service == "sns":
+        from moto.sns import sns_backends
+
+        sns_backends[arn.account][arn.region].publish(message=json.dumps(record), arn=arn_text)
+    elif arn.service == "lambda":
+        from moto.awslambda.utils import get_backend
+
+        invoke_async(get_backend(arn.account, arn.region).get_function(arn_text), record)
+    elif arn.service == "events":
+        events_backends[arn.account][arn.region].put_events(
+            [
+                {
+                    "Source": "lambda",
+                    "DetailType": "Lambda Function Invocation Result - "
+                    + ("Failure" if "functionError" in record["responseContext"] else "Success"),
+                    "Detail": json.dumps(record),
+                    "EventBusName": arn_text,
+                }
+            ]
+        )
+    else:
+        raise ValueError(f"unsupported asynchronous invocation destination {arn_text}")
+
+
 def _deliver_lambda(arn: Any, target_arn: str, payload: Any) -> str | None:
     from moto.awslambda.utils import get_backend
 
-    fn = get_backend(arn.account, arn.region).get_function(target_arn)
-    headers: dict[str, Any] = {}
-    body = fn.invoke(json.dumps(payload), {"x-amz-invocation-type": "Event"}, headers)
-    if "x-amz-function-error" in headers:
-        return f"Lambda {fn.function_name} failed: {body if isinstance(body, str) else body.decode()}"
-    return None
+    return invoke_async(get_backend(arn.account, arn.region).get_function(target_arn), payload)
 
 
 def _deliver_state_machine(arn: Any, target_arn: str, payload: Any) -> str | None:
@@ -259,8 +333,20 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
             rule._send_to_events_archive(archive_arn.resource_id, cast(EventMessageType, moto_event))
         else:
             error = f"target type {arn.service}:{arn.resource_type} is not delivered by the emulation"
-    except Exception as exc:  # a failed delivery is recorded, as EventBridge would retry/DLQ it
+    except Exception as exc:  # EventBridge could not deliver: record it and use the target's DLQ
         error = f"{type(exc).__name__}: {exc}"
+        dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
+        if dead_letter:
+            try:
+                dlq = parse_arn(dead_letter)
+                from moto.sqs import sqs_backends
+
+                sqs_backends[dlq.account][dlq.region].send_message(
+                    queue_name=dlq.resource_id, message_body=json.dumps(event)
+                )
+                error += f" (event sent to dead-letter queue {dlq.resource_id})"
+            except Exception as dlq_exc:
+                error += f" (dead-letter queue failed too: {dlq_exc})"
     EVENT_LOG.record(
         Delivery(
             bus=rule.event_bus_name,
@@ -343,9 +429,28 @@ def s3_event(account_id: str, bucket: Any, event_name: str, key: Any) -> dict[st
     }
 
 
+_OBJECT_WRITE = threading.local()
+
+
+def _writing_object(method: Any) -> Any:
+    """Mark a PutObject/CopyObject request: moto re-applies tags inside it, AWS emits no tag event."""
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        depth = getattr(_OBJECT_WRITE, "depth", 0)
+        _OBJECT_WRITE.depth = depth + 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            _OBJECT_WRITE.depth = depth
+
+    return wrapper
+
+
 def _send_event_bridge_message(account_id: str, bucket: Any, event_name: str, key: Any) -> None:
     """S3 sends bucket events to the account's *default* bus only."""
     name = str(getattr(event_name, "value", event_name))
+    if name.startswith("s3:ObjectTagging:") and int(getattr(_OBJECT_WRITE, "depth", 0)) > 0:
+        return  # tags set as part of writing the object are not a separate "Object Tags Added" event
     try:
         event = s3_event(account_id, bucket, name, key)
     except Exception as exc:  # S3 delivers asynchronously: never fail the PutObject, but record why
@@ -370,6 +475,11 @@ def install() -> None:
     Rule.send_to_targets = _send_to_targets  # type: ignore[method-assign,assignment]
     events_models.EventsBackend.put_events = _put_events  # type: ignore[method-assign,assignment]
     s3_notifications._send_event_bridge_message = _send_event_bridge_message
+    from moto.s3.responses import S3Response
+
+    for method in ("put_object", "copy_object"):
+        _PATCH_STATE[f"s3_{method}"] = S3Response.__dict__[method]
+        setattr(S3Response, method, _writing_object(S3Response.__dict__[method]))
 
 
 def uninstall() -> None:
@@ -379,3 +489,7 @@ def uninstall() -> None:
     Rule.send_to_targets = _PATCH_STATE.pop("send_to_targets")  # type: ignore[method-assign]
     events_models.EventsBackend.put_events = _PATCH_STATE.pop("put_events")  # type: ignore[method-assign]
     s3_notifications._send_event_bridge_message = _PATCH_STATE.pop("s3_send")
+    from moto.s3.responses import S3Response
+
+    for method in ("put_object", "copy_object"):
+        setattr(S3Response, method, _PATCH_STATE.pop(f"s3_{method}"))
