@@ -4,7 +4,8 @@ In: an SQS event whose record bodies are EventBridge S3 events (keys URL-encoded
 key is decoded (`adapters.s3.event_key`), its dataset read from ``<incoming>/<dataset>/...``, and
 the objects are deduped (same event twice, re-upload within the batch). Across batches a claim
 per object version (``<work>intake/claims/<sha>.json`` naming the execution) keeps a redelivered
-event from labeling an image twice; a claim whose execution never started is ignored.
+event from labeling an image twice; a claim whose execution never started
+(or failed) is ignored.
 
 Per batch: ``<batch_prefix>objects.jsonl`` ({key,size,etag,version_id,sequencer}) and
 ``batch.json``, then StartExecution with a name derived from the content (same content, same
@@ -121,11 +122,12 @@ class _Claims:
         self.sfn = client("stepfunctions")
         self._started: dict[str, bool] = {}
 
-    def execution_started(self, name: str) -> bool:
+    def execution_owns(self, name: str) -> bool:
+        """True when the named execution is running or succeeded (a failed batch releases its objects)."""
         if name not in self._started:
             try:
-                self.sfn.describe_execution(executionArn=self.cfg.execution_arn(name))
-                self._started[name] = True
+                status = self.sfn.describe_execution(executionArn=self.cfg.execution_arn(name))["status"]
+                self._started[name] = status in {"RUNNING", "SUCCEEDED", "PENDING_REDRIVE"}
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") != "ExecutionDoesNotExist":
                     raise
@@ -141,7 +143,7 @@ class _Claims:
                 return None
             raise
         name = json.loads(body).get("execution_name")
-        return name if isinstance(name, str) and self.execution_started(name) else None
+        return name if isinstance(name, str) and self.execution_owns(name) else None
 
     def owners(self, refs: list[ObjectRef]) -> list[str | None]:
         if len(refs) <= 1:

@@ -28,6 +28,7 @@ __all__ = [
     "labeling_job_name",
     "parse_s3_event",
     "split_batches",
+    "workflow_cost",
 ]
 
 _EXECUTION_NAME_MAX = 80
@@ -221,3 +222,32 @@ def split_batches(dataset: str, objects: Iterable[ObjectRef], max_batch_size: in
         chunk = tuple(kept[start : start + max_batch_size])
         batches.append(Batch(dataset, batch_id_for(chunk), chunk))
     return batches
+
+
+def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits: int = 1) -> dict[str, int]:
+    """Lambda invocations and Step Functions state transitions one batch costs (LabelLoop's own work).
+
+    Mirrors the state machine in ``infra/constructs/workflow.py``: InitBuild, (BuildManifest,
+    BuildDone?) x build_calls, AnyValid?, Prelabel (Map) + one child execution per shard,
+    Route, NeedsReview?, (StartReview, ReviewDone?) or SkipReview, Merge, Calibrate, Announce,
+    Done. Ground Truth's own pre-annotation calls (one per reviewed object) are not included: they
+    are the labeling service's cost, reported separately.
+    """
+    if build_calls < 1 or shards < 0 or review_waits < 0:
+        raise ValueError("build_calls must be >= 1 and shards, review_waits >= 0")
+    labeled = shards > 0
+    # batch starter share + build loop + merge + calibrate
+    invocations = 1 + build_calls + 2
+    transitions = 1 + 2 * build_calls + 1 + 4  # InitBuild, loop, AnyValid?, Merge, Calibrate, Announce, Done
+    if labeled:
+        invocations += shards + 1  # prelabel per shard + route
+        transitions += 1 + 2 * shards + 2  # Map + (child start + task) per shard, Route, NeedsReview?
+        if reviewed:
+            waits = max(review_waits, 1)
+            invocations += waits + 1 + (waits - 1)  # start_review per wait, job_event, reconcile per re-wait
+            transitions += 2 * waits + 2 * (waits - 1)
+        else:
+            transitions += 1  # SkipReview
+    else:
+        transitions += 1  # SkipReview on the all-rejected path
+    return {"lambda_invocations": invocations, "state_transitions": transitions}

@@ -1,0 +1,113 @@
+"""Workflow step 4b: resume the workflow waiting on a Ground Truth review job.
+
+Two callers:
+
+- the EventBridge rule on "SageMaker Ground Truth Labeling Job State Change" (source
+  ``aws.sagemaker``, job ARN in ``resources[0]``, ``detail.LabelingJobStatus``). Jobs that are not
+  LabelLoop's (name not ``labelloop-*`` or no stored token) are ignored; non-terminal states are
+  ignored; a terminal state resolves the stored task token — Completed with SendTaskSuccess
+  (``$.review`` = job name, status, label attribute, output manifest, counters), Failed/Stopped
+  with SendTaskFailure (error ``LabelingJobFailed``/``LabelingJobStopped``, cause = reason).
+  SageMaker may send the same event twice: a used token is recorded and ignored.
+- the state machine after the wait timed out (``{"action": "reconcile", bucket, dataset, batch_id,
+  batch_prefix}``): DescribeLabelingJob decides — Completed returns the same summary, Failed or
+  Stopped raise (the workflow's Catch records the reason), InProgress returns ``status`` so the
+  workflow waits again.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adapters import env, review
+from adapters.groundtruth import job_name_from_arn
+from adapters.s3 import get_json
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+from labelloop_core.batching import labeling_job_name
+
+logger = Logger()
+
+EVENT_SOURCE = "aws.sagemaker"
+EVENT_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
+JOB_PREFIX = "labelloop-"
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    work_prefix: str
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings(bucket=env.text("DATA_BUCKET"), work_prefix=env.prefix("WORK_PREFIX", "work/"))
+
+
+def on_state_change(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+    """Handle one state-change event; returns what was done (for logs and tests)."""
+    resources = event.get("resources") or []
+    status = (event.get("detail") or {}).get("LabelingJobStatus")
+    if not resources or not isinstance(resources[0], str):
+        logger.warning("state-change event without a job ARN ignored", extra={"event_id": event.get("id")})
+        return {"action": "ignored", "reason": "no job ARN in resources"}
+    job_name = job_name_from_arn(resources[0])
+    if not job_name.startswith(JOB_PREFIX):
+        return {"action": "ignored", "job_name": job_name, "reason": "not a LabelLoop workflow job"}
+    if status not in review.TERMINAL:
+        return {"action": "ignored", "job_name": job_name, "reason": f"status {status!r} is not terminal"}
+    token_doc = review.read_token(cfg.bucket, cfg.work_prefix, job_name)
+    if token_doc is None:
+        logger.info("no workflow waits for this job", extra={"job_name": job_name})
+        return {"action": "ignored", "job_name": job_name, "reason": "no stored task token"}
+    if token_doc.get("resolved"):
+        logger.info("duplicate state-change event ignored", extra={"job_name": job_name})
+        return {"action": "duplicate", "job_name": job_name}
+    # The event says little (status only): DescribeLabelingJob gives output, counters and reason.
+    result = review.outcome(review.describe(job_name))
+    if result["status"] not in review.TERMINAL:
+        return {"action": "ignored", "job_name": job_name, "reason": f"job is {result['status']} when described"}
+    state = review.resolve(cfg.bucket, cfg.work_prefix, job_name, token_doc, result)
+    logger.info("review resolved", extra={"job_name": job_name, "status": result["status"], "token": state})
+    return {"action": state, "job_name": job_name, "status": result["status"]}
+
+
+def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+    """After the wait timed out: the job's real state, or an exception when it did not complete."""
+    values = [event.get(k) for k in ("bucket", "dataset", "batch_id", "batch_prefix")]
+    if not all(isinstance(v, str) and v for v in values):
+        raise ValueError("reconcile needs non-empty bucket, dataset, batch_id and batch_prefix")
+    bucket, dataset, batch_id, batch_prefix = (str(v) for v in values)
+    try:
+        job_name = str(get_json(bucket, review.review_key(batch_prefix))["job_name"])
+    except ClientError:
+        job_name = labeling_job_name(dataset, batch_id)
+    result = review.outcome(review.describe(job_name))
+    token_doc = review.read_token(cfg.bucket, cfg.work_prefix, job_name)
+    if result["status"] in review.TERMINAL and token_doc is not None and not token_doc.get("resolved"):
+        # Nobody will use this token now (its task timed out); record that the job was seen ending.
+        review.write_token(cfg.bucket, cfg.work_prefix, job_name, {**token_doc, "resolved": "reconciled"})
+    if result["status"] in review.TERMINAL:
+        review.record_outcome(bucket, batch_prefix, result)
+    logger.info("review reconciled", extra={"job_name": job_name, "status": result["status"]})
+    if result["status"] == "Failed":
+        raise review.LabelingJobFailed(review.failure_error(result)[1])
+    if result["status"] == "Stopped":
+        raise review.LabelingJobStopped(review.failure_error(result)[1])
+    return result
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point: an EventBridge state-change event or a reconcile request."""
+    cfg = settings()
+    if event.get("action") == "reconcile":
+        return reconcile(event, cfg)
+    if event.get("source") == EVENT_SOURCE and event.get("detail-type") == EVENT_DETAIL_TYPE:
+        return on_state_change(event, cfg)
+    raise ValueError(
+        f"unexpected event: expected a {EVENT_DETAIL_TYPE!r} event or a reconcile request, "
+        f"got source={event.get('source')!r} detail-type={event.get('detail-type')!r}"
+    )

@@ -1,0 +1,97 @@
+"""Workflow Catch target: write ``report.json`` with status "failed" and the error, so no failure is silent.
+
+In: ``{"bucket","dataset","batch_id","batch_prefix","error":{"Error","Cause"},"execution"}``. The report
+keeps whatever the batch already knows (build counts, rejected objects, the review job) so the
+user sees which objects were received and why the batch stopped. The state machine then ends in
+a Fail state; the execution's failure is also visible in Step Functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters import env
+from adapters.s3 import get_json, iter_lines, put_json, uri
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
+logger = Logger()
+REPORT_LIST_LIMIT = 1000
+
+
+def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:
+    """``event[name]`` when it is an object, else ``default`` (absent sections are normal)."""
+    value = event.get(name)
+    return dict(value) if isinstance(value, dict) else default
+
+
+@functools.cache
+def data_bucket() -> str:
+    return env.text("DATA_BUCKET")
+
+
+def _optional_json(bucket: str, key: str) -> Any:
+    try:
+        return get_json(bucket, key)
+    except ClientError:
+        return None
+
+
+def _cause(raw: Any) -> Any:
+    """Step Functions passes the cause as text; Lambda errors and our job failures are JSON in it."""
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
+    """Write the failure report; returns its URI."""
+    bucket = event.get("bucket")
+    batch_prefix = event.get("batch_prefix")
+    if bucket != bucket_name or not isinstance(batch_prefix, str) or not batch_prefix.endswith("/"):
+        # Still say what happened: this error message becomes the execution's failure cause.
+        raise ValueError(f"cannot record the failure: bad bucket/batch_prefix in {dict(event)!r}")
+    error = _section(event, "error", {})
+    build = _optional_json(bucket, f"{batch_prefix}build.json") or {}
+    review = _optional_json(bucket, f"{batch_prefix}review.json") or {}
+    rejected: list[Any] = []
+    try:
+        for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl"):
+            if raw.strip() and len(rejected) < REPORT_LIST_LIMIT:
+                rejected.append(json.loads(raw))
+    except ClientError:
+        pass
+    execution = _section(event, "execution", {})
+    report = {
+        "status": "failed",
+        "dataset": event.get("dataset"),
+        "batch_id": event.get("batch_id"),
+        "execution": execution.get("name"),
+        "error": error.get("Error", "Unknown"),
+        "cause": _cause(error.get("Cause")),
+        "counts": {k: build.get(k) for k in ("received", "rejected", "valid")},
+        "rejected": rejected,
+        "jobs": [review["job_name"]] if review.get("job_name") else [],
+        "review": {k: review.get(k) for k in ("job_name", "status", "failure_reason", "counters") if k in review},
+        "objects_file": uri(bucket, f"{batch_prefix}objects.jsonl"),
+        "advice": "valid objects of this batch were not labeled; fix the cause and upload them again "
+        "(a re-upload with new content starts a new batch)",
+        "failed_at": datetime.now(UTC).isoformat(),
+        "timings": {"execution_started": execution.get("start_time")},
+    }
+    report_uri = uri(bucket, f"{batch_prefix}report.json")
+    put_json(bucket, f"{batch_prefix}report.json", report)
+    logger.error("batch failed", extra={"batch_prefix": batch_prefix, "error": report["error"]})
+    return {"status": "failed", "report": report_uri}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (Catch target)."""
+    return record(event, data_bucket())

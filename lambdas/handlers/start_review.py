@@ -1,0 +1,148 @@
+"""Workflow step 4a: create the batch's Ground Truth review job and park the workflow's task token.
+
+In (``lambda:invoke.waitForTaskToken``): ``{"token","bucket","dataset","batch_id","batch_prefix"}``.
+The job (name ``labelloop-<slug>-<hash>`` from the batch, which is also its NEW label attribute)
+labels ``<batch_prefix>review.manifest`` with LabelLoop's custom template and pre/post Lambdas
+(`adapters.groundtruth`). The token is stored BEFORE the job is created, so even a job that ends
+at once finds it. Re-entry (Lambda retry, or the loop after a timeout reconciliation) finds the
+job already there: the new token is stored and, if the job already ended, resolved right away.
+The return value is ignored by Step Functions; the state ends when `handlers.job_event` resolves
+the token.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters import env, review
+from adapters.aws import client
+from adapters.groundtruth import ensure_task_files, labeling_job_request
+from adapters.s3 import put_json, uri
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+from labelloop_core.batching import dataset_slug, labeling_job_name
+
+logger = Logger()
+
+
+class ReviewError(ValueError):
+    """The event or the configuration does not allow creating the review job; the message says why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Environment of the start-review step, validated once per container."""
+
+    bucket: str
+    work_prefix: str
+    labels: tuple[str, ...]
+    task_mode: str
+    workteam_arn: str
+    role_arn: str
+    pre_lambda_arn: str
+    post_lambda_arn: str
+    workers_per_object: int
+    task_time_limit_seconds: int
+    task_availability_seconds: int
+
+
+@functools.cache
+def settings() -> Settings:
+    raw_labels = env.text("LABELS")
+    try:
+        labels = json.loads(raw_labels)
+    except json.JSONDecodeError:
+        raise env.EnvError(f"environment variable LABELS must be a JSON list, got {raw_labels!r}") from None
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise env.EnvError(f"environment variable LABELS must be a non-empty JSON list of names, got {labels!r}")
+    return Settings(
+        bucket=env.text("DATA_BUCKET"),
+        work_prefix=env.prefix("WORK_PREFIX", "work/"),
+        labels=tuple(labels),
+        task_mode=env.text("TASK_MODE", "adjust"),
+        workteam_arn=env.text("WORKTEAM_ARN", ""),
+        role_arn=env.text("GROUND_TRUTH_ROLE_ARN"),
+        pre_lambda_arn=env.text("PRE_ANNOTATION_ARN"),
+        post_lambda_arn=env.text("POST_ANNOTATION_ARN"),
+        workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
+        task_time_limit_seconds=env.integer("TASK_TIME_LIMIT_SECONDS", 600, lo=30, hi=28800),
+        task_availability_seconds=env.integer("TASK_AVAILABILITY_SECONDS", 864000, lo=60, hi=864000),
+    )
+
+
+def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str, str]:
+    values = []
+    for name in ("token", "bucket", "dataset", "batch_id", "batch_prefix"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise ReviewError(f"event field {name!r} must be a non-empty string")
+        values.append(value)
+    token, bucket, dataset, batch_id, batch_prefix = values
+    if bucket != cfg.bucket:
+        raise ReviewError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
+    if not batch_prefix.endswith("/"):
+        raise ReviewError(f"batch_prefix {batch_prefix!r} must end with '/'")
+    return token, bucket, dataset, batch_id, batch_prefix
+
+
+def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+    """Create (or find) the review job and store the token; see the module doc."""
+    token, bucket, dataset, batch_id, batch_prefix = _fields(event, cfg)
+    if not cfg.workteam_arn:
+        raise ReviewError(
+            "no workteam configured: set the labelloop.workteamArn context value to a private or vendor "
+            "workteam ARN and redeploy; images needing review cannot be labeled without one"
+        )
+    job_name = labeling_job_name(dataset, batch_id)
+    token_doc = {
+        "token": token,
+        "job_name": job_name,
+        "bucket": bucket,
+        "dataset": dataset,
+        "batch_id": batch_id,
+        "batch_prefix": batch_prefix,
+        "stored_at": datetime.now(UTC).isoformat(),
+    }
+    put_json(bucket, review.review_key(batch_prefix), {"job_name": job_name, "label_attribute": job_name})
+    review.write_token(bucket, cfg.work_prefix, job_name, token_doc)
+    files = ensure_task_files(bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, cfg.task_mode)
+    request = labeling_job_request(
+        job_name=job_name,
+        manifest_uri=uri(bucket, f"{batch_prefix}review.manifest"),
+        output_uri=uri(bucket, f"{cfg.work_prefix}labeling-jobs/"),
+        role_arn=cfg.role_arn,
+        workteam_arn=cfg.workteam_arn,
+        pre_lambda_arn=cfg.pre_lambda_arn,
+        post_lambda_arn=cfg.post_lambda_arn,
+        template_uri=files["template_uri"],
+        categories_uri=files["categories_uri"],
+        task_mode=cfg.task_mode,
+        label_attribute_name=job_name,
+        workers_per_object=cfg.workers_per_object,
+        task_time_limit_seconds=cfg.task_time_limit_seconds,
+        task_availability_seconds=cfg.task_availability_seconds,
+        tags={"labelloop:dataset": dataset_slug(dataset), "labelloop:batch": batch_id},
+    )
+    try:
+        client("sagemaker").create_labeling_job(**request)
+        logger.info("review job created", extra={"job_name": job_name, "batch_id": batch_id})
+        return {"job_name": job_name, "created": True}
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") not in {"ResourceInUse", "ResourceInUseException"}:
+            raise
+    # The job exists already: a retry or a new wait after a timeout reconciliation.
+    result = review.outcome(review.describe(job_name))
+    logger.info("review job already exists", extra={"job_name": job_name, "status": result["status"]})
+    if result["status"] in review.TERMINAL:
+        review.resolve(bucket, cfg.work_prefix, job_name, token_doc, result)
+    return {"job_name": job_name, "created": False, "status": result["status"]}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point (invoked with waitForTaskToken)."""
+    return start(event, settings())

@@ -1,0 +1,242 @@
+"""start_review + job_event on moto: a real waiting execution resumed by state-change events.
+
+moto has no labeling jobs, so the sandbox's Ground Truth emulator answers CreateLabelingJob /
+DescribeLabelingJob in "manual" mode (jobs stay InProgress until the test ends them). The task
+token comes from a real Step Functions execution waiting on ``sqs:sendMessage.waitForTaskToken``
+(moto runs its ASL interpreter; a Lambda-backed wait would need Docker).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from sandbox import groundtruth
+
+BUCKET = "data-bucket"
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+PREFIX = "work/batches/street/b1/"
+EVENT = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[arg-type]
+        groundtruth.install(groundtruth.Settings(mode="manual"))
+        from adapters.aws import reset_clients
+        from handlers import job_event, start_review
+
+        reset_clients()
+        start_review.settings.cache_clear()
+        job_event.settings.cache_clear()
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=f"{PREFIX}review.manifest",
+            Body=b'{"source-ref":"s3://data-bucket/incoming/street/a.jpg","labelloop-meta":{"key":"incoming/street/a.jpg"}}\n',
+        )
+        sagemaker = boto3.client("sagemaker", region_name=REGION)
+        team = sagemaker.create_workteam(
+            WorkteamName="reviewers",
+            Description="test team",
+            MemberDefinitions=[
+                {
+                    "CognitoMemberDefinition": {
+                        "UserPool": "us-east-1_abcdefghi",
+                        "UserGroup": "labelers",
+                        "ClientId": "abcdefghijklmnopqrstuvwxyz",
+                    }
+                }
+            ],
+        )["WorkteamArn"]
+        for name, value in {
+            "DATA_BUCKET": BUCKET,
+            "LABELS": '["car", "person"]',
+            "TASK_MODE": "adjust",
+            "WORKTEAM_ARN": team,
+            "GROUND_TRUTH_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/gt",
+            "PRE_ANNOTATION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pre",
+            "POST_ANNOTATION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:post",
+        }.items():
+            monkeypatch.setenv(name, value)
+        sqs = boto3.client("sqs", region_name=REGION)
+        role = boto3.client("iam", region_name=REGION).create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")
+        definition = {
+            "StartAt": "Wait",
+            "States": {
+                "Wait": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {"QueueUrl.$": "$.queue", "MessageBody": {"token.$": "$$.Task.Token"}},
+                    "End": True,
+                }
+            },
+        }
+        sfn = boto3.client("stepfunctions", region_name=REGION)
+        machine = sfn.create_state_machine(
+            name="waiter", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        )["stateMachineArn"]
+        yield {
+            "s3": s3,
+            "sfn": sfn,
+            "sqs": sqs,
+            "machine": machine,
+            "start_review": start_review,
+            "job_event": job_event,
+        }
+        groundtruth.uninstall()
+        reset_clients()
+
+
+def _waiting_execution(aws: dict[str, Any]) -> tuple[str, str]:
+    """Start an execution that waits for a task token; return (execution ARN, token).
+
+    Executions are named explicitly: moto 5.2.5's interpreter names unnamed executions "None".
+    """
+    suffix = time.monotonic_ns()
+    queue = aws["sqs"].create_queue(QueueName=f"tokens-{suffix}")["QueueUrl"]
+    arn = aws["sfn"].start_execution(
+        stateMachineArn=aws["machine"], name=f"wait-{suffix}", input=json.dumps({"queue": queue})
+    )["executionArn"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        messages = aws["sqs"].receive_message(QueueUrl=queue, WaitTimeSeconds=0).get("Messages", [])
+        if messages:
+            return arn, json.loads(messages[0]["Body"])["token"]
+        time.sleep(0.05)
+    raise AssertionError("the waiting execution never published its token")
+
+
+def _final(aws: dict[str, Any], arn: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        described = aws["sfn"].describe_execution(executionArn=arn)
+        if described["status"] != "RUNNING":
+            return described
+        time.sleep(0.05)
+    raise AssertionError("execution still running")
+
+
+def _job(name: str) -> groundtruth.LabelingJob:
+    return groundtruth.state_for(ACCOUNT, REGION).jobs[name]
+
+
+def _end_job(name: str, status: str, reason: str | None = None) -> dict[str, Any]:
+    job = _job(name)
+    job.status = status
+    job.failure_reason = reason
+    job.output_uri = f"s3://{BUCKET}/work/labeling-jobs/{name}/manifests/output/output.manifest"
+    return {
+        "version": "0",
+        "id": "e1",
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Ground Truth Labeling Job State Change",
+        "resources": [job.arn],
+        "detail": {"LabelingJobStatus": status},
+    }
+
+
+def test_job_created_token_stored_and_completion_resumes_the_workflow(aws: dict[str, Any]) -> None:
+    arn, token = _waiting_execution(aws)
+    out = aws["start_review"].handler({**EVENT, "token": token}, None)
+    name = out["job_name"]
+    assert out["created"] and name.startswith("labelloop-street-")
+    request = _job(name).request
+    assert request["LabelAttributeName"] == name
+    assert (
+        request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
+        == f"s3://{BUCKET}/{PREFIX}review.manifest"
+    )
+    assert request["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/work/labeling-jobs/"
+    stored = json.loads(
+        aws["s3"].get_object(Bucket=BUCKET, Key=f"work/labeling-jobs/tokens/{name}.json")["Body"].read()
+    )
+    assert stored["token"] == token and stored["batch_prefix"] == PREFIX
+    event = _end_job(name, "Completed")
+    assert aws["job_event"].handler(event, None) == {"action": "sent", "job_name": name, "status": "Completed"}
+    final = _final(aws, arn)
+    assert final["status"] == "SUCCEEDED"
+    output = json.loads(final["output"])
+    assert (output["job_name"], output["status"], output["label_attribute"]) == (name, "Completed", name)
+    assert output["output_manifest"].endswith(f"{name}/manifests/output/output.manifest")
+    # SageMaker may deliver the same event again: harmless.
+    assert aws["job_event"].handler(event, None) == {"action": "duplicate", "job_name": name}
+
+
+def test_contract_event_for_a_foreign_job_is_ignored(aws: dict[str, Any], contract_fixtures: Path) -> None:
+    event = json.loads((contract_fixtures / "eventbridge_labeling_job_state_change.json").read_text())
+    result = aws["job_event"].handler(event, None)
+    assert result["action"] == "ignored" and result["reason"] == "not a LabelLoop workflow job"
+
+
+def test_our_prefix_without_a_token_and_non_terminal_states_are_ignored(aws: dict[str, Any]) -> None:
+    event = {
+        "source": "aws.sagemaker",
+        "detail-type": "SageMaker Ground Truth Labeling Job State Change",
+        "resources": [f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:labeling-job/labelloop-manual-job"],
+        "detail": {"LabelingJobStatus": "Completed"},
+    }
+    assert aws["job_event"].handler(event, None)["reason"] == "no stored task token"
+    event["detail"]["LabelingJobStatus"] = "InProgress"
+    assert aws["job_event"].handler(event, None)["reason"] == "status 'InProgress' is not terminal"
+
+
+def test_failed_job_fails_the_waiting_task_with_the_reason(aws: dict[str, Any]) -> None:
+    arn, token = _waiting_execution(aws)
+    name = aws["start_review"].handler({**EVENT, "token": token}, None)["job_name"]
+    event = _end_job(name, "Failed", "ClientError: the post-annotation Lambda failed")
+    assert aws["job_event"].handler(event, None)["action"] == "sent"
+    final = _final(aws, arn)
+    assert final["status"] == "FAILED"
+    history = aws["sfn"].get_execution_history(executionArn=arn)["events"]
+    failed = next(e for e in history if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
+    assert failed["error"] == "LabelingJobFailed"  # (moto 5.2.5 drops the cause of SendTaskFailure)
+    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}review.json")["Body"].read())
+    assert (recorded["job_name"], recorded["status"]) == (name, "Failed")
+    assert recorded["failure_reason"] == "ClientError: the post-annotation Lambda failed"
+
+
+def test_reentry_stores_a_new_token_and_resolves_a_job_that_already_ended(aws: dict[str, Any]) -> None:
+    _, first = _waiting_execution(aws)
+    name = aws["start_review"].handler({**EVENT, "token": first}, None)["job_name"]
+    _end_job(name, "Completed")  # the event was lost; the workflow timed out and waits again
+    arn, second = _waiting_execution(aws)
+    out = aws["start_review"].handler({**EVENT, "token": second}, None)
+    assert out == {"job_name": name, "created": False, "status": "Completed"}
+    assert _final(aws, arn)["status"] == "SUCCEEDED"
+
+
+def test_reconcile_reports_progress_and_raises_for_failed_jobs(aws: dict[str, Any]) -> None:
+    _, token = _waiting_execution(aws)
+    name = aws["start_review"].handler({**EVENT, "token": token}, None)["job_name"]
+    request = {**EVENT, "action": "reconcile"}
+    assert aws["job_event"].handler(request, None)["status"] == "InProgress"
+    _end_job(name, "Completed")
+    done = aws["job_event"].handler(request, None)
+    assert (done["status"], done["job_name"]) == ("Completed", name)
+    _job(name).status = "Stopped"
+    from adapters.review import LabelingJobStopped
+
+    with pytest.raises(LabelingJobStopped, match="Stopped"):
+        aws["job_event"].handler(request, None)
+
+
+def test_missing_workteam_is_a_clear_error(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKTEAM_ARN", "")
+    aws["start_review"].settings.cache_clear()
+    with pytest.raises(ValueError, match="workteamArn"):
+        aws["start_review"].handler({**EVENT, "token": "t"}, None)
+
+
+def test_unexpected_events_are_refused(aws: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="unexpected event"):
+        aws["job_event"].handler({"source": "aws.s3"}, None)
