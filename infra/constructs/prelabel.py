@@ -136,6 +136,8 @@ class Prelabeling(Construct):
             )
 
         self._acknowledge_findings(storage, config)
+        for function in self.functions:
+            _drop_redundant_role_dependency(stack, function)
 
     @property
     def functions(self) -> tuple[lambda_.Function, lambda_.Function, lambda_.Function]:
@@ -207,3 +209,19 @@ class Prelabeling(Construct):
                 calibration,
                 "Calibration pairs and the per-dataset threshold live under work/calibration/<dataset>/.",
             )
+
+
+def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
+    """Keep only the DependsOn on the role's policy: the role itself is already referenced by GetAtt.
+
+    CDK emits both, and cfn-lint flags the redundant one (W3005).
+    """
+    cfn_function = function.node.default_child
+    assert isinstance(cfn_function, lambda_.CfnFunction)
+    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
+    if isinstance(policy, iam.Policy):
+        cfn_policy = policy.node.default_child
+        assert isinstance(cfn_policy, iam.CfnPolicy)
+        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
+    else:
+        cfn_function.add_deletion_override("DependsOn")
