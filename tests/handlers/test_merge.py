@@ -1,0 +1,201 @@
+"""merge and record_failure on moto: every object exactly once, reasons for the rest, a report."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from labelloop_core.batching import workflow_cost
+from moto import mock_aws
+
+BUCKET = "data-bucket"
+PREFIX = "work/batches/street/b1/"
+JOB = "labelloop-street-0123456789"
+OUTPUT = f"work/labeling-jobs/{JOB}/manifests/output/output.manifest"
+BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    with mock_aws():
+        from adapters.aws import reset_clients
+        from handlers import merge, record_failure
+
+        reset_clients()
+        merge.settings.cache_clear()
+        record_failure.data_bucket.cache_clear()
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        monkeypatch.setenv("DATA_BUCKET", BUCKET)
+        yield {"s3": s3, "merge": merge, "record_failure": record_failure}
+        reset_clients()
+
+
+def _meta(name: str, **extra: Any) -> dict[str, Any]:
+    key = f"incoming/street/{name}"
+    return {"dataset": "street", "batch_id": "b1", "key": key, "labeled_key": key, "width": 10, "height": 10, **extra}
+
+
+def _line(name: str, attribute: str | None = None, human: str = "yes", **meta: Any) -> dict[str, Any]:
+    line: dict[str, Any] = {
+        "source-ref": f"s3://{BUCKET}/incoming/street/{name}",
+        "labelloop-meta": _meta(name, **meta),
+    }
+    line["labelloop-prelabel"] = {"image_size": [{"width": 10, "height": 10, "depth": 3}], "annotations": []}
+    line["labelloop-prelabel-metadata"] = {"objects": [], "human-annotated": "no", "error": None}
+    if attribute:
+        line[attribute] = {
+            "image_size": [{"width": 10, "height": 10, "depth": 3}],
+            "annotations": [{"class_id": 0, "left": 1, "top": 1, "width": 5, "height": 5}],
+        }
+        line[f"{attribute}-metadata"] = {
+            "objects": [{"confidence": 0.9}],
+            "class-map": {"0": "car"},
+            "type": "groundtruth/object-detection",
+            "human-annotated": human,
+        }
+    return line
+
+
+def _put_lines(s3: Any, key: str, lines: list[Any]) -> None:
+    s3.put_object(
+        Bucket=BUCKET, Key=key, Body="".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines).encode()
+    )
+
+
+def _jsonl(s3: Any, key: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines() if x]
+
+
+def _batch(s3: Any, names: list[str], rejected: list[str]) -> None:
+    _put_lines(s3, f"{PREFIX}input.manifest", [_line(n) for n in names])
+    _put_lines(
+        s3,
+        f"{PREFIX}rejected.jsonl",
+        [{"key": f"incoming/street/{r}", "reason": "empty object (0 bytes)"} for r in rejected],
+    )
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}build/parts/000000000.json", Body=b"{}")
+
+
+def _review(status: str = "Completed") -> dict[str, Any]:
+    return {"status": status, "job_name": JOB, "label_attribute": JOB, "output_manifest": f"s3://{BUCKET}/{OUTPUT}"}
+
+
+def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _batch(s3, ["a.jpg", "b c.jpg", "ü+.png", "d.jpg", "e.jpg"], ["empty.jpg"])
+    _put_lines(
+        s3,
+        f"{PREFIX}accepted.manifest",
+        [_line("a.jpg", "labelloop-auto", human="no", label_attribute="labelloop-auto")],
+    )
+    _put_lines(
+        s3,
+        OUTPUT,
+        [
+            _line("b c.jpg", JOB),
+            _line("ü+.png", JOB, audit=True),
+            _line("ü+.png", JOB),  # a repeated line must not yield a second label
+            _line("d.jpg"),  # nobody answered: no label attribute
+            _line("intruder.jpg", JOB),  # not part of this batch
+        ],
+    )
+    event = {
+        **BASE,
+        "review": _review(),
+        "route": {"accepted": 1, "review": 4, "audit": 1, "threshold": 0.7, "threshold_source": "fixed"},
+        "build": {"shard_count": 1},
+        "execution": {"name": "street-b1", "start_time": "2026-11-23T19:00:00Z"},
+    }
+    out = aws["merge"].handler(event, None)
+    assert out == {
+        "output_manifest": f"s3://{BUCKET}/{PREFIX}output.manifest",
+        "report": f"s3://{BUCKET}/{PREFIX}report.json",
+        "accepted": 1,
+        "reviewed": 2,
+        "unlabeled": 2,
+    }
+    lines = _jsonl(s3, f"{PREFIX}output.manifest")
+    keys = [line["labelloop-meta"]["key"] for line in lines]
+    assert sorted(keys) == ["incoming/street/a.jpg", "incoming/street/b c.jpg", "incoming/street/ü+.png"]
+    for line in lines:
+        attribute = line["labelloop-meta"]["label_attribute"]
+        assert attribute in line and f"{attribute}-metadata" in line and "labelloop-prelabel" in line
+    assert {line["labelloop-meta"]["label_attribute"] for line in lines} == {"labelloop-auto", JOB}
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert report["status"] == "labeled" and report["accounted_for"]
+    counts = report["counts"]
+    assert (counts["received"], counts["rejected"], counts["accepted"], counts["reviewed"], counts["audited"]) == (
+        6,
+        1,
+        1,
+        2,
+        1,
+    )
+    assert counts["unlabeled"] == 2 and counts["duplicate_lines_dropped"] == 1 and counts["foreign_lines_dropped"] == 1
+    reasons = {u["key"]: u["reason"] for u in report["unlabeled"]}
+    assert reasons["incoming/street/d.jpg"] == f"labeling job {JOB} returned no label"
+    assert reasons["incoming/street/e.jpg"] == "in neither accepted.manifest nor the review job's output"
+    assert report["jobs"] == [JOB] and report["threshold"]["value"] == 0.7
+    assert report["rejected"] == [{"key": "incoming/street/empty.jpg", "reason": "empty object (0 bytes)"}]
+    assert (
+        report["cost_estimate"]["lambda_invocations"]
+        == workflow_cost(build_calls=1, shards=1, reviewed=True)["lambda_invocations"]
+    )
+    assert report["timings"]["elapsed_seconds"] > 0
+
+
+def test_all_accepted_batch_needs_no_review(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _batch(s3, ["a.jpg"], [])
+    _put_lines(s3, f"{PREFIX}accepted.manifest", [_line("a.jpg", "labelloop-auto", human="no")])
+    out = aws["merge"].handler({**BASE, "review": {"status": "skipped"}}, None)
+    assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (1, 0, 0)
+    (line,) = _jsonl(s3, f"{PREFIX}output.manifest")
+    assert line["labelloop-meta"]["label_attribute"] == "labelloop-auto"
+
+
+def test_all_rejected_batch_still_gets_a_report(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _batch(s3, [], ["x.jpg", "y.jpg"])
+    out = aws["merge"].handler({**BASE, "review": {"status": "skipped"}}, None)
+    assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (0, 0, 0)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert report["counts"]["received"] == 2 and report["accounted_for"]
+    assert _jsonl(s3, f"{PREFIX}output.manifest") == []
+
+
+def test_record_failure_writes_a_failed_report(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _batch(s3, ["a.jpg"], ["bad.jpg"])
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}build.json", Body=b'{"received": 2, "rejected": 1, "valid": 1}')
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"{PREFIX}review.json",
+        Body=json.dumps({"job_name": JOB, "status": "Failed", "failure_reason": "workers quit"}).encode(),
+    )
+    cause = json.dumps({"job_name": JOB, "status": "Failed", "reason": "workers quit"})
+    out = aws["record_failure"].handler({**BASE, "error": {"Error": "LabelingJobFailed", "Cause": cause}}, None)
+    assert out == {"status": "failed", "report": f"s3://{BUCKET}/{PREFIX}report.json"}
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert report["status"] == "failed" and report["error"] == "LabelingJobFailed"
+    assert report["cause"]["reason"] == "workers quit" and report["review"]["failure_reason"] == "workers quit"
+    assert report["counts"] == {"received": 2, "rejected": 1, "valid": 1} and report["jobs"] == [JOB]
+    assert report["rejected"][0]["key"] == "incoming/street/bad.jpg"
+
+
+def test_record_failure_refuses_a_bad_event_loudly(aws: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="cannot record the failure"):
+        aws["record_failure"].handler({"bucket": "other", "batch_prefix": PREFIX}, None)
+
+
+def test_workflow_cost_per_thousand_images() -> None:
+    """1,000 images, 200 per shard, one build call: a dozen invocations, a few dozen transitions."""
+    cost = workflow_cost(build_calls=1, shards=5, reviewed=True)
+    assert cost == {"lambda_invocations": 12, "state_transitions": 23}
+    assert workflow_cost(build_calls=1, shards=0, reviewed=False) == {"lambda_invocations": 4, "state_transitions": 8}
+    with pytest.raises(ValueError):
+        workflow_cost(build_calls=0, shards=1, reviewed=False)
