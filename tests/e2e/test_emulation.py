@@ -274,3 +274,75 @@ def test_labeling_job_runs_end_to_end_through_the_ground_truth_emulator(
         assert body["detail"] == {"LabelingJobStatus": "Completed"}
         assert body["resources"] == [arn]
     assert len({b["id"] for b in bodies}) == 2
+
+
+def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
+    start_cloud: Callable[..., LocalCloud],
+) -> None:
+    """LabelLoop's own pre/post Lambdas behind the emulated Ground Truth, then the export rule."""
+    from adapters.groundtruth import ensure_task_files, labeling_job_request
+
+    truth = [
+        {"image": "street/a.png", "detections": [{"label": "object", "left": 4, "top": 5, "width": 30, "height": 20}]},
+        {"image": "street/b.png", "detections": []},
+    ]
+    cloud = start_cloud(workforce=Oracle(truth, noise=0.0))
+    bucket = cloud.bucket
+    keys = [cloud.put_bytes(f"{cloud.incoming_prefix}street/{n}.png", _png(96, 64), "image/png") for n in "ab"]
+    manifest = "".join(json.dumps({"source-ref": f"s3://{bucket}/{k}"}) + "\n" for k in keys)
+    cloud.put_bytes("work/labeling-jobs/outside-1/input.manifest", manifest.encode())
+    files = ensure_task_files(bucket, "work/labeling-jobs/", ["object"], "adjust", s3=cloud.client("s3"))
+    team = cloud.client("sagemaker").create_workteam(
+        WorkteamName="labelers",
+        Description="local labelers",
+        MemberDefinitions=[
+            {"CognitoMemberDefinition": {"UserPool": "us-east-1_abcDEF", "UserGroup": "g", "ClientId": "abc123"}}
+        ],
+    )["WorkteamArn"]
+    request = labeling_job_request(
+        job_name="outside-1",
+        manifest_uri=f"s3://{bucket}/work/labeling-jobs/outside-1/input.manifest",
+        output_uri=f"s3://{bucket}/work/labeling-jobs/",
+        role_arn=cloud.outputs["GroundTruthRoleArn"],
+        workteam_arn=team,
+        pre_lambda_arn=cloud.outputs["PreAnnotationFunctionArn"],
+        post_lambda_arn=cloud.outputs["PostAnnotationFunctionArn"],
+        template_uri=files["template_uri"],
+        categories_uri=files["categories_uri"],
+        workers_per_object=3,
+        tags={"labelloop:dataset": "street"},
+    )
+    sm = cloud.client("sagemaker")
+    arn = sm.create_labeling_job(**request)["LabelingJobArn"]
+
+    def done() -> dict[str, Any] | None:
+        described = sm.describe_labeling_job(LabelingJobName="outside-1")
+        return described if described["LabelingJobStatus"] not in ("InProgress", "Stopping") else None
+
+    described = cloud.wait_for(done, timeout=60, message="LabelLoop labeling job")
+    assert described["LabelingJobStatus"] == "Completed", (described.get("FailureReason"), cloud.diagnostics())
+    assert described["LabelCounters"]["HumanLabeled"] == 2
+    output = cloud.read_jsonl("work/labeling-jobs/outside-1/manifests/output/output.manifest")
+    first = output[0]["outside-1"]
+    assert first["image_size"][0]["width"] == 96 and first["image_size"][0]["height"] == 64
+    assert [(a["left"], a["top"], a["width"], a["height"]) for a in first["annotations"]] == [(4, 5, 30, 20)]
+    assert output[1]["outside-1"]["annotations"] == []
+    assert output[0]["outside-1-metadata"]["human-annotated"] == "yes"
+
+    # The "job state change" rule delivered the event to the export function.
+    export_name = cloud.outputs["ExportFunctionName"]
+    calls = cloud.wait_for(
+        lambda: [i for i in cloud.invocations if i.function_name == export_name],
+        timeout=30,
+        message="export function invoked by the job state-change rule",
+    )
+    assert calls[0].event["resources"] == [arn]
+    assert calls[0].event["detail"] == {"LabelingJobStatus": "Completed"}
+    assert calls[0].error is None, calls[0].error
+    assert "export done" in cloud.logs(export_name)
+    exported = cloud.wait_for(
+        lambda: [k for k in cloud.list_keys(f"{cloud.outputs['ExportsPrefix']}street/") if k.endswith("export.json")],
+        timeout=30,
+        message="YOLO export",
+    )
+    assert exported
