@@ -282,7 +282,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     """LabelLoop's own pre/post Lambdas behind the emulated Ground Truth, then the export rule."""
     from adapters.groundtruth import ensure_task_files, labeling_job_request
 
-    truth = [
+    truth: list[dict[str, Any]] = [
         {"image": "street/a.png", "detections": [{"label": "object", "left": 4, "top": 5, "width": 30, "height": 20}]},
         {"image": "street/b.png", "detections": []},
     ]
