@@ -33,6 +33,10 @@ class LabelingJobStopped(Exception):
     """The review job was stopped before it completed."""
 
 
+class ReviewTimedOut(Exception):
+    """The review job ran past the configured review timeout and was stopped."""
+
+
 def token_key(work_prefix: str, job_name: str) -> str:
     return f"{work_prefix}labeling-jobs/tokens/{job_name}.json"
 

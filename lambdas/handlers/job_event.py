@@ -12,7 +12,8 @@ Two callers:
 - the state machine after the wait timed out (``{"action": "reconcile", bucket, dataset, batch_id,
   batch_prefix}``): DescribeLabelingJob decides — Completed returns the same summary, Failed or
   Stopped raise (the workflow's Catch records the reason), InProgress returns ``status`` so the
-  workflow waits again.
+  workflow waits again — unless the job has run longer than ``REVIEW_TIMEOUT_SECONDS``: then it
+  is stopped and ``ReviewTimedOut`` ends the batch with that reason.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters import env, review
+from adapters.aws import client
 from adapters.groundtruth import job_name_from_arn
 from adapters.s3 import get_json
 from aws_lambda_powertools import Logger
@@ -40,11 +43,25 @@ JOB_PREFIX = "labelloop-"
 class Settings:
     bucket: str
     work_prefix: str
+    review_timeout_seconds: int
 
 
 @functools.cache
 def settings() -> Settings:
-    return Settings(bucket=env.text("DATA_BUCKET"), work_prefix=env.prefix("WORK_PREFIX", "work/"))
+    return Settings(
+        bucket=env.text("DATA_BUCKET"),
+        work_prefix=env.prefix("WORK_PREFIX", "work/"),
+        review_timeout_seconds=env.integer("REVIEW_TIMEOUT_SECONDS", 240 * 3600, lo=60),
+    )
+
+
+def _overdue(described: dict[str, Any], cfg: Settings) -> float | None:
+    """Hours the job has run beyond the review timeout, None when within it (or unknown)."""
+    created = described.get("CreationTime")
+    if not isinstance(created, datetime):
+        return None
+    age = (datetime.now(UTC) - created.astimezone(UTC)).total_seconds()
+    return age / 3600.0 if age > cfg.review_timeout_seconds else None
 
 
 def on_state_change(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
@@ -85,7 +102,15 @@ def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         job_name = str(get_json(bucket, review.review_key(batch_prefix))["job_name"])
     except ClientError:
         job_name = labeling_job_name(dataset, batch_id)
-    result = review.outcome(review.describe(job_name))
+    described = review.describe(job_name)
+    result = review.outcome(described)
+    if result["status"] not in review.TERMINAL and (hours := _overdue(described, cfg)) is not None:
+        # Past the configured review timeout: stop the job (objects done so far stay in its output)
+        # and end the batch with the reason recorded, rather than wait forever.
+        client("sagemaker").stop_labeling_job(LabelingJobName=job_name)
+        reason = f"review timed out after {hours:.1f} h (reviewTimeoutHours); the job was stopped"
+        review.record_outcome(bucket, batch_prefix, {**result, "status": "Stopped", "failure_reason": reason})
+        raise review.ReviewTimedOut(review.failure_error({**result, "status": "Stopped", "failure_reason": reason})[1])
     token_doc = review.read_token(cfg.bucket, cfg.work_prefix, job_name)
     if result["status"] in review.TERMINAL and token_doc is not None and not token_doc.get("resolved"):
         # Nobody will use this token now (its task timed out); record that the job was seen ending.

@@ -230,7 +230,7 @@ def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits
     Mirrors the state machine in ``infra/constructs/workflow.py``: InitBuild, (BuildManifest,
     BuildDone?) x build_calls, AnyValid?, Prelabel (Map) + one child execution per shard,
     Route, NeedsReview?, (StartReview, ReviewDone?) or SkipReview, Merge, Calibrate, Announce,
-    Done; an all-rejected batch goes from AnyValid? straight to Merge. Ground Truth's own pre-annotation calls (one per reviewed object) are not included: they
+    Done; an all-rejected batch goes from AnyValid? through NothingToLabel to Merge. Ground Truth's own pre-annotation calls (one per reviewed object) are not included: they
     are the labeling service's cost, reported separately.
     """
     if build_calls < 1 or shards < 0 or review_waits < 0:
@@ -248,4 +248,6 @@ def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits
             transitions += 2 * waits + 2 * (waits - 1)
         else:
             transitions += 1  # SkipReview
+    else:
+        transitions += 1  # NothingToLabel on the all-rejected path
     return {"lambda_invocations": invocations, "state_transitions": transitions}

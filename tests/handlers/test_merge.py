@@ -196,6 +196,6 @@ def test_workflow_cost_per_thousand_images() -> None:
     """1,000 images, 200 per shard, one build call: a dozen invocations, a few dozen transitions."""
     cost = workflow_cost(build_calls=1, shards=5, reviewed=True)
     assert cost == {"lambda_invocations": 12, "state_transitions": 23}
-    assert workflow_cost(build_calls=1, shards=0, reviewed=False) == {"lambda_invocations": 4, "state_transitions": 8}
+    assert workflow_cost(build_calls=1, shards=0, reviewed=False) == {"lambda_invocations": 4, "state_transitions": 9}
     with pytest.raises(ValueError):
         workflow_cost(build_calls=0, shards=1, reviewed=False)

@@ -240,3 +240,20 @@ def test_missing_workteam_is_a_clear_error(aws: dict[str, Any], monkeypatch: pyt
 def test_unexpected_events_are_refused(aws: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="unexpected event"):
         aws["job_event"].handler({"source": "aws.s3"}, None)
+
+
+def test_reconcile_stops_a_job_past_the_review_timeout(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from adapters.review import ReviewTimedOut
+
+    monkeypatch.setenv("REVIEW_TIMEOUT_SECONDS", "3600")
+    aws["job_event"].settings.cache_clear()
+    _, token = _waiting_execution(aws)
+    name = aws["start_review"].handler({**EVENT, "token": token}, None)["job_name"]
+    _job(name).created = datetime.now(UTC) - timedelta(hours=2)
+    with pytest.raises(ReviewTimedOut, match=r"review timed out after 2\.0 h"):
+        aws["job_event"].handler({**EVENT, "action": "reconcile"}, None)
+    assert _job(name).stop_requested or _job(name).status in ("Stopping", "Stopped")
+    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}review.json")["Body"].read())
+    assert recorded["status"] == "Stopped" and "timed out" in recorded["failure_reason"]
