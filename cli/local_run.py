@@ -1,0 +1,156 @@
+"""`labelloop local run`: the deployed pipeline on a folder of images, in the in-process emulation.
+
+No AWS account: the synthesized stack is deployed into moto with LabelLoop's emulation patches,
+the folder is uploaded like a user's upload, and the pipeline's own Lambdas, workflow, Ground Truth
+emulator and export do the work. Writes ``OUT/dataset/`` (the latest YOLO export) and
+``OUT/report.json``; progress goes to stderr, the summary to stdout. Exit 1 when an image is
+unaccounted for or the pipeline did not finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, run_local, summary_lines
+
+
+def register(sub: Any) -> None:
+    """Add ``local`` with its ``run`` subcommand."""
+    local = sub.add_parser("local", help="run LabelLoop locally in the in-process AWS emulation")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    parser = local_sub.add_parser(
+        "run",
+        help="label a folder of images with the whole pipeline, no AWS account needed",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _labels(value: str) -> tuple[str, ...]:
+    labels = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not labels:
+        raise argparse.ArgumentTypeError("give at least one label, e.g. car,person")
+    return labels
+
+
+def _fault(value: str) -> tuple[str, str]:
+    name, sep, kind = value.rpartition("=")
+    if not sep or not name or kind not in FAULT_KINDS:
+        raise argparse.ArgumentTypeError(f"expected IMAGE={'|'.join(FAULT_KINDS)}, got {value!r}")
+    return name, kind
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``local run``."""
+    parser.add_argument("--images", type=Path, required=True, help="folder of images (uploaded with relative paths)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: dataset/ and report.json")
+    parser.add_argument("--dataset", default="local", help="dataset name (incoming/<dataset>/); default: local")
+    parser.add_argument(
+        "--labels", type=_labels, help="comma-separated label names (default: from the files, or 'object')"
+    )
+    parser.add_argument(
+        "--model",
+        default="none",
+        help="assisting model: none | synthetic (pixel detector for demo scenes) | replay:FILE "
+        '(JSON Lines {"image": <path under --images>, "detections": [{label, confidence 0-1, left, top, width, '
+        "height in px}]}); default: none",
+    )
+    parser.add_argument(
+        "--reviewer",
+        default="accept",
+        help="who answers the Ground Truth tasks: accept (pre-labels as drawn) | answers:FILE "
+        '({"image", "workers": [[box, ...], ...]}) | oracle:FILE (true boxes, same shape as replay, drawn '
+        "with --oracle-noise); default: accept",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="workers per object (1-9); default 1")
+    parser.add_argument(
+        "--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated from reviews)"
+    )
+    parser.add_argument("--target-quality", type=float, help="calibration target mIoU (default: the stack's 0.6)")
+    parser.add_argument(
+        "--first-wave",
+        type=float,
+        default=1.0,
+        help="upload this fraction first and wait for it before the rest (data arriving over time); default 1",
+    )
+    parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
+    rehearse = parser.add_argument_group("rehearsing failures")
+    rehearse.add_argument(
+        "--model-fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="IMAGE=KIND",
+        help=f"make the model fail for IMAGE (path under --images): {', '.join(FAULT_KINDS)}; repeatable",
+    )
+    rehearse.add_argument(
+        "--duplicate-job-events", action="store_true", help="Ground Truth sends every job state change twice"
+    )
+    rehearse.add_argument("--upload-twice", action="store_true", help="upload every image twice (duplicate events)")
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The `RunSpec` for parsed ``local run`` arguments."""
+    return RunSpec(
+        images=args.images,
+        out=args.out,
+        dataset=args.dataset,
+        labels=args.labels,
+        model=args.model,
+        reviewer=args.reviewer,
+        workers=args.workers,
+        threshold=args.threshold,
+        target_quality=args.target_quality,
+        first_wave=args.first_wave,
+        oracle_noise=args.oracle_noise,
+        seed=args.seed,
+        timeout_s=args.timeout,
+        model_faults=dict(args.model_fault),
+        duplicate_job_events=args.duplicate_job_events,
+        upload_twice=args.upload_twice,
+    )
+
+
+def progress(text: str) -> None:
+    """Stage-by-stage progress on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def execute(spec: RunSpec) -> RunResult:
+    """Run and translate input problems into one-line CLI errors."""
+    from cli.main import CliError
+
+    try:
+        return run_local(spec, progress)
+    except LocalRunError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def print_outcome(result: RunResult, out: Path) -> int:
+    """Print the summary (and, loudly, every problem); return the exit code."""
+    print("LabelLoop local run")
+    for line in summary_lines(result):
+        print(f"  {line}")
+    print(f"  report: {out / 'report.json'}")
+    if result.problems:
+        print("", file=sys.stderr)
+        print("!" * 78, file=sys.stderr)
+        print(f"labelloop: the run is NOT complete ({len(result.problems)} problem(s)):", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print("!" * 78, file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``labelloop local run``."""
+    spec = spec_from_args(args)
+    return print_outcome(execute(spec), spec.out)
