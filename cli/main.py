@@ -9,9 +9,9 @@ from collections.abc import Sequence
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from cli import demo, export_cmd
+from cli import demo, export_cmd, local_run
 
-COMMANDS = [demo, export_cmd]
+COMMANDS = [demo, export_cmd, local_run]
 
 
 def build_parser() -> argparse.ArgumentParser:
