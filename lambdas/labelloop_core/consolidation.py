@@ -14,6 +14,7 @@ Rejected (minority) clusters are returned too, so callers can report them.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,6 +106,10 @@ def consolidate(
     n_workers = len(workers)
     if n_workers == 0:
         raise ConsolidationError("no worker answers to consolidate")
+    for index, answer in enumerate(workers):
+        for box in answer:
+            if not all(math.isfinite(v) for v in (box.left, box.top, box.width, box.height)):
+                raise ConsolidationError(f"worker {index} has a box with non-finite coordinates: {box!r}")
     if min_support is None:
         min_support = n_workers // 2 + 1
     if min_support < 1:
@@ -161,8 +166,8 @@ def consolidate(
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConsolidationError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConsolidationError(f"{what} must be a finite number, got {value!r}")
     return float(value)
 
 

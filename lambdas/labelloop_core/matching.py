@@ -44,6 +44,10 @@ def assign_max_weight(weights: Sequence[Sequence[float]]) -> list[tuple[int, int
     n_cols = len(weights[0])
     if n_cols == 0:
         return []
+    for row in weights:
+        # A NaN/inf weight would stall the potentials below; ragged rows would index out of range.
+        if len(row) != n_cols or not all(math.isfinite(w) for w in row):
+            raise ValueError("assignment weights must be a rectangular matrix of finite numbers")
     transposed = n_rows > n_cols
     if transposed:  # the algorithm below needs rows <= cols
         weights = [[weights[i][j] for i in range(n_rows)] for j in range(n_cols)]

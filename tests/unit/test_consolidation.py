@@ -83,6 +83,8 @@ def test_bad_input():
         consolidate([[]], min_support=0)
     with pytest.raises(ConsolidationError):
         consolidate([[]], cluster_iou=0)
+    with pytest.raises(ConsolidationError, match="non-finite"):
+        consolidate([[Box("a", 0, 0, 10, 10)], [Box("a", float("nan"), 0, 10, 10)]])
 
 
 def test_parse_worker_answer_errors():
@@ -98,6 +100,9 @@ def test_parse_worker_answer_errors():
         parse_worker_answer(good, "other")
     with pytest.raises(ConsolidationError, match="label"):
         parse_worker_answer({"c": {"boundingBoxes": [{"left": 1, "top": 2, "width": 3, "height": 4}]}})
+    nan_box = {"label": "a", "left": float("nan"), "top": 2, "width": 3, "height": 4}
+    with pytest.raises(ConsolidationError, match="finite"):
+        parse_worker_answer({"c": {"boundingBoxes": [nan_box]}})
     with pytest.raises(ConsolidationError, match="width"):
         parse_worker_answer({"c": {"boundingBoxes": [{"label": "a", "left": 1, "top": 2, "height": 4}]}})
 

@@ -62,6 +62,14 @@ def test_hungarian_is_optimal(weights):
     assert sum(weights[r][c] for r, c in pairs) == pytest.approx(brute_force_best(weights), abs=1e-9)
 
 
+def test_assignment_rejects_bad_matrices():
+    assert assign_max_weight([]) == [] and assign_max_weight([[]]) == []
+    with pytest.raises(ValueError):
+        assign_max_weight([[0.5, float("nan")]])
+    with pytest.raises(ValueError):
+        assign_max_weight([[0.5, 0.2], [0.1]])
+
+
 def test_optimal_beats_greedy_on_crowded_boxes():
     # Greedy would pair p0 with t1 (highest IoU) and leave p1 and t0 poorly matched.
     truth = [Box("a", 0, 0, 10, 10), Box("a", 4, 0, 10, 10)]
