@@ -175,9 +175,7 @@ def clean_boxes(
     return kept, notes
 
 
-def _find_element(
-    data: Mapping[str, Any], element_name: str, key: str
-) -> tuple[Mapping[str, Any], str | None]:
+def _find_element(data: Mapping[str, Any], element_name: str, key: str) -> tuple[Mapping[str, Any], str | None]:
     """The element holding ``key``: the named one, else the single candidate (a repair), else error."""
     element = data.get(element_name)
     if isinstance(element, Mapping) and key in element:
@@ -188,9 +186,7 @@ def _find_element(
     if not candidates and key in data:  # the element's own object at top level
         return data, f"element {element_name!r} missing; {key!r} found at top level"
     if candidates:
-        raise AnswerError(
-            f"element {element_name!r} missing and several candidates hold {key!r}: {sorted(candidates)}"
-        )
+        raise AnswerError(f"element {element_name!r} missing and several candidates hold {key!r}: {sorted(candidates)}")
     raise AnswerError(f"no element {element_name!r} with {key!r} in the answer (keys: {sorted(data)[:10]})")
 
 
