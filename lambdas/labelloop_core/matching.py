@@ -32,11 +32,16 @@ def iou(a: Box, b: Box) -> float:
     return min(1.0, max(0.0, inter / union))
 
 
+_DENSE_LIMIT = 64  # matrices up to this many cells go straight to the dense algorithm
+
+
 def assign_max_weight(weights: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
     """Maximum-weight one-to-one assignment of rows to columns (Hungarian algorithm).
 
-    ``weights[i][j] >= 0``; returns the ``(row, col)`` pairs of an optimal assignment covering
-    ``min(rows, cols)`` pairs (callers drop pairs whose weight is too small). Deterministic.
+    ``weights[i][j] >= 0``; returns the ``(row, col)`` pairs of an optimal assignment, sorted.
+    Pairs of weight 0 may be omitted (callers drop weak pairs anyway). Larger matrices are split
+    into connected components of positive weights first, so a crowded image costs roughly the
+    sum of its clusters' cubes rather than the cube of its box count. Deterministic.
     """
     n_rows = len(weights)
     if n_rows == 0:
@@ -48,6 +53,40 @@ def assign_max_weight(weights: Sequence[Sequence[float]]) -> list[tuple[int, int
         # A NaN/inf weight would stall the potentials below; ragged rows would index out of range.
         if len(row) != n_cols or not all(math.isfinite(w) for w in row):
             raise ValueError("assignment weights must be a rectangular matrix of finite numbers")
+    if n_rows * n_cols <= _DENSE_LIMIT:
+        return _hungarian(weights)
+    # Union-find over rows (0..R-1) and columns (R..R+C-1) joined by positive weights.
+    parent = list(range(n_rows + n_cols))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, row in enumerate(weights):
+        for j, w in enumerate(row):
+            if w > 0.0:
+                a, b = find(i), find(n_rows + j)
+                if a != b:
+                    parent[a] = b
+    groups: dict[int, tuple[list[int], list[int]]] = {}
+    for i in range(n_rows):
+        groups.setdefault(find(i), ([], []))[0].append(i)
+    for j in range(n_cols):
+        groups.setdefault(find(n_rows + j), ([], []))[1].append(j)
+    pairs: list[tuple[int, int]] = []
+    for rows, cols in groups.values():
+        if rows and cols:
+            sub = [[weights[r][c] for c in cols] for r in rows]
+            pairs.extend((rows[a], cols[b]) for a, b in _hungarian(sub))
+    return sorted(pairs)
+
+
+def _hungarian(weights: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
+    """Dense Kuhn-Munkres on a validated non-empty matrix; covers ``min(rows, cols)`` pairs."""
+    n_rows = len(weights)
+    n_cols = len(weights[0])
     transposed = n_rows > n_cols
     if transposed:  # the algorithm below needs rows <= cols
         weights = [[weights[i][j] for i in range(n_rows)] for j in range(n_cols)]

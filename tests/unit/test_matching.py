@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from labelloop_core.boxes import Box
-from labelloop_core.matching import assign_max_weight, image_quality, iou, match_boxes
+from labelloop_core.matching import _hungarian, assign_max_weight, image_quality, iou, match_boxes
 
 coord = st.integers(min_value=0, max_value=100).map(float)
 size = st.integers(min_value=1, max_value=60).map(float)
@@ -57,9 +58,27 @@ def brute_force_best(weights):
 )
 def test_hungarian_is_optimal(weights):
     pairs = assign_max_weight(weights)
-    assert len(pairs) == min(len(weights), len(weights[0]))
+    assert len(pairs) <= min(len(weights), len(weights[0]))
     assert len({r for r, _ in pairs}) == len(pairs) and len({c for _, c in pairs}) == len(pairs)
     assert sum(weights[r][c] for r, c in pairs) == pytest.approx(brute_force_best(weights), abs=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(9, 40), st.integers(9, 40), st.integers(0, 2**32 - 1))
+def test_component_split_matches_the_dense_optimum(n_rows, n_cols, seed):
+    rnd = random.Random(seed)
+    # Sparse like IoU matrices of a crowded image: most pairs do not overlap.
+    weights = [[rnd.random() if rnd.random() < 0.08 else 0.0 for _ in range(n_cols)] for _ in range(n_rows)]
+    pairs = assign_max_weight(weights)
+    assert len({r for r, _ in pairs}) == len(pairs) and len({c for _, c in pairs}) == len(pairs)
+    dense = _hungarian(weights)
+    assert sum(weights[r][c] for r, c in pairs) == pytest.approx(sum(weights[r][c] for r, c in dense))
+
+
+def test_crowded_image_quality_is_computed():
+    truth = [Box("person", 12.0 * i, 10.0 * (i % 7), 10, 20) for i in range(300)]
+    pred = [Box("person", b.left + 1, b.top, b.width, b.height) for b in truth]
+    assert image_quality(pred, truth) == pytest.approx(9 / 11)  # each shifted 1 px: 9 px of 11 overlap
 
 
 def test_assignment_rejects_bad_matrices():
