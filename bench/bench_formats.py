@@ -114,10 +114,7 @@ def bench_consolidation(repeats: int) -> dict[str, float]:
     rnd = random.Random(3)
     truth = [Box(rnd.choice(CLASSES), rnd.randint(0, 1000), rnd.randint(0, 700), 80, 60) for _ in range(5)]
     workers = [
-        [
-            Box(b.label, b.left + rnd.uniform(-3, 3), b.top + rnd.uniform(-3, 3), b.width, b.height)
-            for b in truth
-        ]
+        [Box(b.label, b.left + rnd.uniform(-3, 3), b.top + rnd.uniform(-3, 3), b.width, b.height) for b in truth]
         for _ in range(3)
     ]
     start = time.perf_counter()

@@ -166,9 +166,7 @@ def boxes_from_sagemaker_detector(
             continue
         cls_index = int(cls_value)
         if cls_index != cls_value or not 0 <= cls_index < len(class_names):
-            raise BoxError(
-                f"row {index}: class {row[0]!r} is not an index into {len(class_names)} class names"
-            )
+            raise BoxError(f"row {index}: class {row[0]!r} is not an index into {len(class_names)} class names")
         score = _finite_number(row[1], f"row {index} score")
         if not 0.0 <= score <= 1.0:
             raise BoxError(f"row {index}: score must be within 0-1, got {score}")
@@ -213,9 +211,7 @@ def box_from_yolo(
     _check_image_size(image_width, image_height)
     width = w * image_width
     height = h * image_height
-    return Box(
-        label, cx * image_width - width / 2.0, cy * image_height - height / 2.0, width, height, confidence
-    )
+    return Box(label, cx * image_width - width / 2.0, cy * image_height - height / 2.0, width, height, confidence)
 
 
 def clip_box(box: Box, image_width: float, image_height: float) -> Box:

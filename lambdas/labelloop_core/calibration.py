@@ -75,9 +75,7 @@ class CalibrationPair:
         for name in ("confidence", "quality"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise CalibrationError(
-                    f"calibration pair {name} must be a number within [0, 1], got {value!r}"
-                )
+                raise CalibrationError(f"calibration pair {name} must be a number within [0, 1], got {value!r}")
         weight = self.weight
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight < math.inf:
             raise CalibrationError(f"calibration pair weight must be positive and finite, got {weight!r}")

@@ -58,9 +58,7 @@ class ClassRegistry:
                     raise ClassMapError(f"class id {raw_id!r} is not a canonical integer")
                 by_id[class_id] = _check_name(name)
             if sorted(by_id) != list(range(len(by_id))):
-                raise ClassMapError(
-                    f"class ids must be 0..{len(by_id) - 1} without gaps, got {sorted(by_id)}"
-                )
+                raise ClassMapError(f"class ids must be 0..{len(by_id) - 1} without gaps, got {sorted(by_id)}")
             return cls(by_id[i] for i in range(len(by_id)))
         if isinstance(mapping, str):
             raise ClassMapError("a registry document must be a mapping or a list of names, got a string")
@@ -109,11 +107,7 @@ class ClassRegistry:
 
     def name_for(self, class_id: int) -> str:
         """Name of ``class_id``; unknown ids raise `ClassMapError`."""
-        if (
-            isinstance(class_id, bool)
-            or not isinstance(class_id, int)
-            or not 0 <= class_id < len(self._names)
-        ):
+        if isinstance(class_id, bool) or not isinstance(class_id, int) or not 0 <= class_id < len(self._names):
             raise ClassMapError(f"class id {class_id!r} is not in the registry ({len(self._names)} classes)")
         return self._names[class_id]
 

@@ -120,9 +120,7 @@ def consolidate(
     min_support = min(min_support, n_workers)
     if n_workers == 1:
         # Pass-through: the one worker's boxes, unchanged, fully supported.
-        passed = tuple(
-            Cluster(Box(b.label, b.left, b.top, b.width, b.height, 1.0), 1, 1.0, (b,)) for b in workers[0]
-        )
+        passed = tuple(Cluster(Box(b.label, b.left, b.top, b.width, b.height, 1.0), 1, 1.0, (b,)) for b in workers[0])
         return ConsolidationResult(passed, (), 1)
 
     # clusters[label] = list of (member boxes, running mean box)
@@ -191,9 +189,7 @@ def parse_worker_answer(content: str | Mapping[str, Any], element_name: str | No
     if element_name is None:
         candidates = [k for k, v in data.items() if isinstance(v, Mapping) and "boundingBoxes" in v]
         if len(candidates) != 1:
-            raise ConsolidationError(
-                f"cannot tell which element holds the boxes: {sorted(candidates) or sorted(data)}"
-            )
+            raise ConsolidationError(f"cannot tell which element holds the boxes: {sorted(candidates) or sorted(data)}")
         element_name = candidates[0]
     element = data.get(element_name)
     if not isinstance(element, Mapping):

@@ -253,15 +253,8 @@ def read_image_size(label: Mapping[str, Any], attr: str, line_no: int | None) ->
     dims = []
     for name in ("width", "height"):
         value = size.get(name)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or value <= 0
-            or value != int(value)
-        ):
-            raise ManifestError(
-                line_no, f"{attr}.image_size[0].{name} must be a positive integer, got {value!r}"
-            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
+            raise ManifestError(line_no, f"{attr}.image_size[0].{name} must be a positive integer, got {value!r}")
         dims.append(int(value))
     depth = size.get("depth", 3)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth <= 0:
@@ -371,9 +364,7 @@ def parse_bbox_label(
         )
     adjustment = meta.get("adjustment-status")
     if adjustment is not None and adjustment not in ("adjusted", "unadjusted"):
-        raise ManifestError(
-            line_no, f"adjustment-status must be 'adjusted' or 'unadjusted', got {adjustment!r}"
-        )
+        raise ManifestError(line_no, f"adjustment-status must be 'adjusted' or 'unadjusted', got {adjustment!r}")
     return LabeledImage(
         source_ref=source_ref,
         attribute=attr,
@@ -400,18 +391,14 @@ def parse_verification(line: Mapping[str, Any], attr: str, line_no: int | None =
     feedback_raw = meta.get("worker-feedback") or []
     if not isinstance(feedback_raw, list):
         raise ManifestError(line_no, f"{attr}-metadata.worker-feedback must be a list")
-    feedback = tuple(
-        str(item.get("comment", "")) if isinstance(item, dict) else str(item) for item in feedback_raw
-    )
+    feedback = tuple(str(item.get("comment", "")) if isinstance(item, dict) else str(item) for item in feedback_raw)
     confidence = meta.get("confidence")
     return VerificationLabel(
         source_ref=source_ref,
         attribute=attr,
         value=line[attr],
         class_name=meta.get("class-name"),
-        confidence=None
-        if confidence is None
-        else _number(confidence, f"{attr}-metadata.confidence", line_no),
+        confidence=None if confidence is None else _number(confidence, f"{attr}-metadata.confidence", line_no),
         human_annotated=_human_annotated(meta, line_no),
         job_name=_meta_get(meta, "job-name"),
         creation_date=_meta_get(meta, "creation-date"),
@@ -473,9 +460,7 @@ def bbox_label_line(
     if size.width <= 0 or size.height <= 0 or size.depth <= 0:
         raise ValueError(f"image size must be positive, got {tuple(size)}")
     if adjustment_status not in (None, "adjusted", "unadjusted"):
-        raise ValueError(
-            f"adjustment_status must be 'adjusted', 'unadjusted' or None, got {adjustment_status!r}"
-        )
+        raise ValueError(f"adjustment_status must be 'adjusted', 'unadjusted' or None, got {adjustment_status!r}")
     if not job_name:
         raise ValueError("job_name must be non-empty")
     annotations = []

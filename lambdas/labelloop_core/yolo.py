@@ -113,9 +113,7 @@ def _rows_text(
 
 
 def _check_size(width: Any, height: Any) -> None:
-    if not (
-        isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0
-    ):
+    if not (isinstance(width, (int, float)) and isinstance(height, (int, float)) and width > 0 and height > 0):
         raise ValueError(f"image size must be positive, got {width!r}x{height!r}")
 
 
@@ -188,9 +186,7 @@ def yolo_text_from_line(
             bw = ann["width"]
             bh = ann["height"]
         except (KeyError, TypeError):
-            raise ManifestError(
-                line_no, f"{attr}.annotations[{index}] lacks class_id/left/top/width/height"
-            ) from None
+            raise ManifestError(line_no, f"{attr}.annotations[{index}] lacks class_id/left/top/width/height") from None
         if not (
             type(left) in _NUMBER_TYPES
             and type(top) in _NUMBER_TYPES
@@ -206,9 +202,7 @@ def yolo_text_from_line(
         class_id = ids.get(name)
         if class_id is None:
             if not add_unknown:
-                dropped.append(
-                    (DROPPED_UNKNOWN_CLASS, Box(name, float(left), float(top), float(bw), float(bh)))
-                )
+                dropped.append((DROPPED_UNKNOWN_CLASS, Box(name, float(left), float(top), float(bw), float(bh))))
                 continue
             class_id = registry.add(name)
         items.append((class_id, name, left, top, bw, bh))

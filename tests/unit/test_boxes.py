@@ -67,13 +67,11 @@ def test_sagemaker_detector_fixture():
     rows = json.loads((FIXTURES / "sagemaker_builtin_detector_response.json").read_text())["prediction"]
     boxes = boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1280, 960)
     assert [b.label for b in boxes] == ["Car", "Person"]
-    assert close(
-        boxes[0], Box("Car", 0.2633 * 1280, 0.5021 * 960, (0.3055 - 0.2633) * 1280, (0.5427 - 0.5021) * 960)
-    )
+    assert close(boxes[0], Box("Car", 0.2633 * 1280, 0.5021 * 960, (0.3055 - 0.2633) * 1280, (0.5427 - 0.5021) * 960))
     assert boxes[1].confidence == 0.23
-    assert [
-        b.label for b in boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1280, 960, min_score=0.5)
-    ] == ["Car"]
+    assert [b.label for b in boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1280, 960, min_score=0.5)] == [
+        "Car"
+    ]
 
 
 def test_sagemaker_detector_errors_and_no_object_rows():

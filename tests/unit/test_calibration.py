@@ -88,9 +88,7 @@ def test_ties_are_included_at_the_threshold():
 @given(pairs_st, st.data())
 def test_raising_qualities_never_raises_theta(pairs, data):
     before = calibrate(pairs, min_pairs=10)
-    improved = [
-        CalibrationPair(p.confidence, min(1.0, p.quality + data.draw(st.floats(0, 1)))) for p in pairs
-    ]
+    improved = [CalibrationPair(p.confidence, min(1.0, p.quality + data.draw(st.floats(0, 1)))) for p in pairs]
     after = calibrate(improved, min_pairs=10)
     if before.theta is not None:
         assert after.theta is not None and after.theta <= before.theta
@@ -162,9 +160,7 @@ def test_audit_draw_is_deterministic_and_proportional():
 
 
 def test_weighted_bound_formula_and_equal_weights():
-    assert weighted_lower_bound(27.0, 30.0, 30.0, 0.95) == pytest.approx(
-        hoeffding_lower_bound(27.0, 30, 0.95)
-    )
+    assert weighted_lower_bound(27.0, 30.0, 30.0, 0.95) == pytest.approx(hoeffding_lower_bound(27.0, 30, 0.95))
     # Weights (1, 3): sum(w) = 4, sum(w^2) = 10.
     expected = 3.0 / 4.0 - math.sqrt(math.log(20) * 10.0 / 2.0) / 4.0
     assert weighted_lower_bound(3.0, 4.0, 10.0, 0.95) == pytest.approx(expected)

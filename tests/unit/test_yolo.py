@@ -88,9 +88,7 @@ def test_unknown_classes_added_or_dropped():
 
 
 def test_fast_path_checks_image_size_like_the_reader():
-    line = bbox_label_line(
-        "s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j"
-    )
+    line = bbox_label_line("s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j")
     expected = yolo_text_from_line(line, "a", ClassRegistry())
     line["a"]["image_size"][0]["width"] = 100.0  # integral float: accepted by both paths
     assert yolo_text_from_line(line, "a", ClassRegistry()) == expected
@@ -105,9 +103,7 @@ def test_fast_path_checks_image_size_like_the_reader():
 
 
 def test_fast_path_reports_malformed_lines():
-    line = bbox_label_line(
-        "s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j"
-    )
+    line = bbox_label_line("s3://b/k.jpg", "a", (100, 50, 3), [Box("x", 1, 1, 5, 5)], ClassRegistry(), True, "j")
     line["a"]["annotations"][0]["left"] = "1"
     with pytest.raises(ManifestError, match="numbers"):
         yolo_text_from_line(line, "a", ClassRegistry(), line_no=4)
@@ -124,9 +120,7 @@ coords = st.one_of(
     st.integers(min_value=-500, max_value=1500).map(float),
     st.sampled_from([float("nan"), float("inf"), -float("inf")]),
 )
-box_strategy = st.builds(
-    Box, st.sampled_from(["car", "person", "bus"]), coords, coords, coords, coords, st.none()
-)
+box_strategy = st.builds(Box, st.sampled_from(["car", "person", "bus"]), coords, coords, coords, coords, st.none())
 
 
 @settings(max_examples=300, deadline=None)
@@ -149,15 +143,11 @@ def test_rows_always_valid_and_paths_agree(boxes, width, height):
         assert all(0.0 <= float(v) <= 1.0 for v in cols[1:])
         assert float(cols[3]) > 0 and float(cols[4]) > 0
     finite = [
-        b
-        for b in boxes
-        if all(map(lambda v: v == v and abs(v) != float("inf"), (b.left, b.top, b.width, b.height)))
+        b for b in boxes if all(map(lambda v: v == v and abs(v) != float("inf"), (b.left, b.top, b.width, b.height)))
     ]
     if len(finite) == len(boxes):
         # The fast path over the written manifest line gives the same answer when coordinates are ints.
-        int_boxes = [
-            Box(b.label, round(b.left), round(b.top), round(b.width), round(b.height)) for b in boxes
-        ]
+        int_boxes = [Box(b.label, round(b.left), round(b.top), round(b.width), round(b.height)) for b in boxes]
         int_img = LabeledImage("s3://b/k.jpg", "a", width, height, 3, tuple(int_boxes))
         line = {
             "source-ref": "s3://b/k.jpg",
