@@ -325,7 +325,8 @@ def model_client(service: str) -> Any:
     from botocore.config import Config
 
     read_timeout = SAGEMAKER_READ_TIMEOUT if service == "sagemaker-runtime" else REKOGNITION_READ_TIMEOUT
-    config = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=5, read_timeout=read_timeout)
+    # total_max_attempts counts the first call: 1 = botocore never retries (max_attempts would count retries).
+    config = Config(retries={"mode": "standard", "total_max_attempts": 1}, connect_timeout=5, read_timeout=read_timeout)
     return boto3.client(service, config=config)
 
 

@@ -301,3 +301,13 @@ def test_classify_table():
     assert classify(ModelOutputError("nan"))[0] == FAILED
     assert classify(read_timeout())[0] == RETRYABLE
     assert classify(KeyError("Body"))[0] == FAILED
+
+
+def test_model_clients_leave_retries_to_the_prelabeler(aws):
+    from adapters.models import model_client, reset_model_clients
+
+    reset_model_clients()
+    for service in ("rekognition", "sagemaker-runtime"):
+        retries = model_client(service).meta.config.retries
+        assert retries["total_max_attempts"] == 1 and retries["mode"] == "standard"
+    reset_model_clients()
