@@ -134,6 +134,8 @@ def iter_manifest(
     Raises `ManifestError` for a line that is not valid JSON or not a JSON object.
     """
     for line_no, raw in enumerate(source, start=1):
+        if line_no == 1 and isinstance(raw, str) and raw.startswith("\ufeff"):
+            raw = raw[1:]  # a UTF-8 byte-order mark left by an editor is not part of the JSON
         if not raw.strip():
             continue
         try:

@@ -278,6 +278,12 @@ def test_invalid_utf8_is_a_manifest_error():
     assert err.value.line_no == 2
 
 
+def test_byte_order_mark_on_the_first_line_is_ignored():
+    text = '\ufeff{"source-ref": "s3://b/a.jpg"}\n'
+    assert list(iter_manifest(io.StringIO(text))) == [(1, {"source-ref": "s3://b/a.jpg"})]
+    assert list(iter_manifest(io.BytesIO(text.encode("utf-8")))) == [(1, {"source-ref": "s3://b/a.jpg"})]
+
+
 def test_manifest_error_pickles_for_process_pools():
     import pickle
 
