@@ -2,7 +2,9 @@
 
 - "Batch Labeled" from ``labelloop.workflow`` (the workflow's last step), and
 - "SageMaker Ground Truth Labeling Job State Change" with status Completed (jobs started outside
-  the workflow; the function skips the workflow's own ``labelloop-`` jobs).
+  the workflow; the function skips the workflow's own ``labelloop-`` jobs), and
+- "Export Continuation" from ``labelloop.export``: an export about to run out of time puts the
+  original event back on the default bus and the next invocation resumes the same version.
 
 Both rules retry delivery and fall back to one SQS dead-letter queue, which also receives the
 function's failed asynchronous invocations (after Lambda's own retries); an alarm fires on the
@@ -35,6 +37,8 @@ COPY_THREADS = 48
 WORKFLOW_SOURCE = "labelloop.workflow"
 BATCH_LABELED = "Batch Labeled"
 JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
+CONTINUATION_SOURCE = "labelloop.export"
+CONTINUATION = "Export Continuation"
 
 
 class Export(Construct):
@@ -118,6 +122,15 @@ class Export(Construct):
             )
         )
 
+        # A very large export re-triggers itself (same event inside) before its time runs out.
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="ScheduleContinuation",
+                actions=["events:PutEvents"],
+                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
+            )
+        )
+
         def target() -> targets.LambdaFunction:
             return targets.LambdaFunction(
                 fn,
@@ -132,6 +145,13 @@ class Export(Construct):
                 "BatchLabeledRule",
                 description="LabelLoop: a workflow batch is labeled; export the dataset as YOLO",
                 event_pattern=events.EventPattern(source=[WORKFLOW_SOURCE], detail_type=[BATCH_LABELED]),
+                targets=[target()],
+            ),
+            events.Rule(
+                self,
+                "ContinuationRule",
+                description="LabelLoop: an export ran short of time; resume it in a new invocation",
+                event_pattern=events.EventPattern(source=[CONTINUATION_SOURCE], detail_type=[CONTINUATION]),
                 targets=[target()],
             ),
             events.Rule(

@@ -26,13 +26,21 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from adapters.aws import client
-from adapters.export_writer import DEFAULT_THREADS, S3Destination, publish_latest, s3_client, write_export
+from adapters.export_writer import (
+    DEFAULT_THREADS,
+    ExportIncomplete,
+    S3Destination,
+    publish_latest,
+    s3_client,
+    write_export,
+)
 from adapters.s3 import S3UriError, parse_uri
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
@@ -50,6 +58,12 @@ WORKFLOW_JOB_PREFIX = "labelloop-"
 DATASET_TAG = "labelloop:dataset"
 #: Built-in task types whose output is a bounding-box label (PRE-<type> pre-annotation Lambdas).
 BOX_TASK_TYPES = frozenset({"BoundingBox", "AdjustmentBoundingBox"})
+#: An export that would outlive the function re-triggers itself with this event (same trigger inside).
+CONTINUATION_SOURCE = "labelloop.export"
+CONTINUATION = "Export Continuation"
+MAX_CONTINUATIONS = 20
+#: Stop submitting copies when less than this is left of the invocation (in-flight copies finish).
+SAFETY_MARGIN_MS = 90_000
 _DATASET_RE = re.compile(r"^[^/\x00-\x1f]{1,200}$")
 
 
@@ -216,7 +230,10 @@ def _lines(item: ManifestInput) -> Iterator[bytes]:
 
 
 # -- export -------------------------------------------------------------------------------------
-def export_dataset(dataset: str, *, trigger: dict[str, Any]) -> dict[str, Any]:
+StopFn = Callable[[], bool]
+
+
+def export_dataset(dataset: str, *, trigger: dict[str, Any], should_stop: StopFn | None = None) -> dict[str, Any]:
     """Export the union of the dataset's labeled manifests as a new (or the existing) version."""
     cfg = settings()
     inputs = _batch_manifests(dataset) + _indexed_manifests(dataset)
@@ -251,6 +268,7 @@ def export_dataset(dataset: str, *, trigger: dict[str, Any]) -> dict[str, Any]:
         dataset=dataset,
         threads=cfg.threads,
         extra={"trigger": trigger},
+        should_stop=should_stop,
     )
     moved = publish_latest(S3Destination(cfg.bucket, dataset_prefix, _s3()), version, document, dest.uri)
     status = "already_exported" if document.get("already_complete") else "exported"
@@ -266,7 +284,7 @@ def export_dataset(dataset: str, *, trigger: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _batch_labeled(event: dict[str, Any]) -> dict[str, Any]:
+def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[str, Any]:
     detail = event.get("detail")
     if not isinstance(detail, dict):
         raise ExportEventError("Batch Labeled event has no detail object")
@@ -281,7 +299,7 @@ def _batch_labeled(event: dict[str, Any]) -> dict[str, Any]:
     if _head(bucket, key) is None:
         raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
     trigger = {"type": BATCH_LABELED, "event_id": event.get("id"), "batch_id": detail.get("batch_id")}
-    return export_dataset(dataset, trigger=trigger)
+    return export_dataset(dataset, trigger=trigger, should_stop=should_stop)
 
 
 def _task_type(job: dict[str, Any]) -> str | None:
@@ -291,7 +309,7 @@ def _task_type(job: dict[str, Any]) -> str | None:
     return name[4:] if name.startswith("PRE-") else None
 
 
-def _job_completed(event: dict[str, Any]) -> dict[str, Any]:
+def _job_completed(event: dict[str, Any], should_stop: StopFn | None) -> dict[str, Any]:
     detail = event.get("detail") or {}
     status = detail.get("LabelingJobStatus")
     resources = event.get("resources") or []
@@ -336,7 +354,7 @@ def _job_completed(event: dict[str, Any]) -> dict[str, Any]:
             logger.warning("label categories unreadable", extra={"uri": categories_uri, "error": str(exc)})
     _record_in_index(dataset, job_name, manifest, attribute, classes)
     trigger = {"type": JOB_STATE_CHANGE, "event_id": event.get("id"), "job": job_name}
-    return export_dataset(dataset, trigger=trigger)
+    return export_dataset(dataset, trigger=trigger, should_stop=should_stop)
 
 
 def _has_box_labels(bucket: str, key: str, attribute: str | None) -> bool:
@@ -360,13 +378,53 @@ def _has_box_labels(bucket: str, key: str, attribute: str | None) -> bool:
     return False
 
 
+def _deadline(context: Any) -> StopFn | None:
+    """True once the invocation has less than `SAFETY_MARGIN_MS` left (None outside Lambda)."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    ends = time.monotonic() + remaining() / 1000.0
+    return lambda: (ends - time.monotonic()) * 1000.0 < SAFETY_MARGIN_MS
+
+
+def _continue_later(event: dict[str, Any], continuation: int, exc: ExportIncomplete) -> dict[str, Any]:
+    """Re-trigger the same export through EventBridge; the next invocation resumes the same version."""
+    if continuation >= MAX_CONTINUATIONS:
+        raise ExportEventError(f"export still incomplete after {continuation} continuations: {exc}")
+    detail = {"event": event, "continuation": continuation + 1, "done": exc.done, "total": exc.total}
+    response = client("events").put_events(
+        Entries=[{"Source": CONTINUATION_SOURCE, "DetailType": CONTINUATION, "Detail": json.dumps(detail)}]
+    )
+    if response.get("FailedEntryCount"):
+        raise RuntimeError(f"could not schedule the export's continuation: {response.get('Entries')}")
+    logger.info("export continues in a new invocation", extra=detail | {"event": None})
+    return {"status": "continued", "done": exc.done, "total": exc.total, "continuation": continuation + 1}
+
+
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Route an EventBridge event to the matching export; unsupported events are errors (DLQ)."""
+    """Route an EventBridge event to the matching export; unsupported events are errors (DLQ).
+
+    When the time left runs short, the export stops submitting copies, and an "Export
+    Continuation" event carrying the original event re-triggers this function, which plans the
+    same version again and skips every image already written (up to `MAX_CONTINUATIONS` times).
+    """
     settings()
+    continuation = 0
+    if event.get("source") == CONTINUATION_SOURCE and event.get("detail-type") == CONTINUATION:
+        detail = event.get("detail") or {}
+        original = detail.get("event")
+        if not isinstance(original, dict):
+            raise ExportEventError("Export Continuation event without the original event in detail.event")
+        continuation = int(detail.get("continuation", 1))
+        event = original
     source = event.get("source")
     detail_type = event.get("detail-type")
-    if source == WORKFLOW_SOURCE and detail_type == BATCH_LABELED:
-        return _batch_labeled(event)
-    if source == SAGEMAKER_SOURCE and detail_type == JOB_STATE_CHANGE:
-        return _job_completed(event)
+    should_stop = _deadline(context)
+    try:
+        if source == WORKFLOW_SOURCE and detail_type == BATCH_LABELED:
+            return _batch_labeled(event, should_stop)
+        if source == SAGEMAKER_SOURCE and detail_type == JOB_STATE_CHANGE:
+            return _job_completed(event, should_stop)
+    except ExportIncomplete as exc:
+        return _continue_later(event, continuation, exc)
     raise ExportEventError(f"unsupported event: source={source!r} detail-type={detail_type!r}")

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from adapters.aws import reset_clients
-from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, write_export
+from adapters.export_writer import ExportConflict, ExportIncomplete, LocalDestination, S3Destination, write_export
 from botocore.stub import Stubber
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
@@ -424,3 +424,67 @@ def test_s3_destination_reports_foreign_and_non_s3_sources(world: World) -> None
     doc = write_export(plan, S3Destination(BUCKET, "exports/t/v/", world.s3), "v", threads=2)
     assert doc["missing_images"]["by_reason"] == {"missing": 1, "not_s3": 1}
     assert doc["counts"]["images"] == 1
+
+
+# -- continuation of exports that would outlive one invocation ----------------------------------------
+class _Context:
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_export_short_of_time_continues_through_eventbridge_and_resumes(world: World, tmp_path: Path) -> None:
+    sqs = boto3.client("sqs", region_name=REGION)
+    events = boto3.client("events", region_name=REGION)
+    queue_url = sqs.create_queue(QueueName="continuations")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.put_rule(
+        Name="continuations",
+        EventPattern=json.dumps({"source": ["labelloop.export"], "detail-type": ["Export Continuation"]}),
+    )
+    events.put_targets(Rule="continuations", Targets=[{"Id": "q", "Arn": queue_arn}])
+    event = world.batch("street", "b1", _street_lines(world))
+
+    result = world.module.handler(event, _Context(remaining_ms=10_000))  # below the safety margin
+    assert result["status"] == "continued" and result["continuation"] == 1
+    (message,) = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]
+    continuation = json.loads(message["Body"])
+    assert continuation["detail"]["event"] == event
+    assert not [k for k in world.keys("exports/") if k.endswith("export.json")]
+
+    done = world.module.handler(continuation, _Context(remaining_ms=900_000))
+    assert done["status"] == "exported"
+    doc = world.json(f"exports/street/{done['version']}/export.json")
+    assert doc["counts"]["images"] == 14
+    assert world.check(done["uri"], tmp_path).total_images == 14
+
+    # a continuation that would exceed the cap fails loudly (to the DLQ) instead of looping
+    new_batch = world.batch("street", "b2", [world.line("incoming/street/late.jpg", [], batch="b2")])
+    capped = {
+        "source": "labelloop.export",
+        "detail-type": "Export Continuation",
+        "detail": {"event": new_batch, "continuation": world.module.MAX_CONTINUATIONS},
+    }
+    with pytest.raises(world.module.ExportEventError, match="still incomplete"):
+        world.module.handler(capped, _Context(remaining_ms=10_000))
+
+
+def test_writer_stops_on_request_and_resumes_where_it_stopped(world: World) -> None:
+    lines = [json.dumps(world.line(f"incoming/street/many/{i:03d}.jpg", [Box("car", 0, 0, 9, 9)])) for i in range(150)]
+    plan = plan_export([("m", lines)], LABELS)
+    dest = S3Destination(BUCKET, "exports/many/v/", world.s3)
+    checks = []
+
+    def stop_on_second_check() -> bool:
+        checks.append(1)
+        return len(checks) > 1
+
+    with pytest.raises(ExportIncomplete) as info:
+        write_export(plan, dest, "v", threads=4, should_stop=stop_on_second_check)
+    assert info.value.done == 64 and info.value.total == 150
+    assert len([k for k in world.keys("exports/many/v/labels/")]) == 64
+    assert "exports/many/v/export.json" not in world.keys("exports/many/v/")
+    doc = write_export(plan, dest, "v", threads=4)
+    assert doc["counts"]["images_resumed"] == 64 and doc["counts"]["images"] == 150

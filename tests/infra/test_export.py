@@ -71,13 +71,20 @@ def test_both_rules_target_the_function_with_retries_and_a_dead_letter_queue(
             "Targets": [Match.object_like(target)],
         },
     )
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "EventPattern": {"source": ["labelloop.export"], "detail-type": ["Export Continuation"]},
+            "Targets": [Match.object_like(target)],
+        },
+    )
     permissions = [
         v["Properties"]
         for v in template_json["Resources"].values()
         if v["Type"] == "AWS::Lambda::Permission"
         and v["Properties"].get("FunctionName") == {"Fn::GetAtt": [function_id, "Arn"]}
     ]
-    assert sorted(p["Principal"] for p in permissions) == ["events.amazonaws.com"] * 2
+    assert sorted(p["Principal"] for p in permissions) == ["events.amazonaws.com"] * 3
 
 
 def test_failed_async_invocations_go_to_the_same_alarmed_dlq(template: Template, template_json: dict[str, Any]) -> None:
@@ -149,5 +156,7 @@ def test_least_privilege_writes_only_exports_and_the_index(template_json: dict[s
     assert len(reads) == 1 and _suffixes(reads[0]) == {"/work/*", "/incoming/*", "/exports/*"}
     every_action = {a for s in statements for a in _actions(s)}
     assert "sagemaker:DescribeLabelingJob" in every_action
-    assert not any(a.endswith("*") for a in every_action if a.startswith(("s3:", "sagemaker:")))
+    (put_events,) = [s for s in statements if "events:PutEvents" in _actions(s)]
+    assert "event-bus/default" in json.dumps(put_events["Resource"])
+    assert not any(a.endswith("*") for a in every_action if a.startswith(("s3:", "sagemaker:", "events:")))
     assert not any(a.startswith("s3:Delete") for a in every_action)
