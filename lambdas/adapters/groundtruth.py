@@ -127,7 +127,9 @@ def _put_if_changed(bucket: str, key: str, body: bytes, content_type: str, s3: A
     try:
         current = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404", "NotFound"}:
+        # Without s3:ListBucket, S3 answers a missing key with 403: treat it as missing. Keys are
+        # content-addressed, so writing the same bytes again is harmless.
+        if exc.response.get("Error", {}).get("Code") not in {"NoSuchKey", "404", "NotFound", "AccessDenied", "403"}:
             raise
         current = None
     if current != body:
