@@ -1,0 +1,190 @@
+"""Intake: S3 "Object Created" under the incoming prefix → EventBridge → SQS → batch starter.
+
+The queue absorbs bursts (100,000 uploads become a few hundred Lambda invocations); the event
+source mapping's batching window and batch size decide how many images form one batch. Records
+the starter cannot process are retried, then kept in the dead-letter queue, which alarms.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.storage import Storage
+from infra.constructs.workflow import Workflow, _drop_redundant_role_dependency
+from infra.nag import acknowledge
+
+#: Lambda's limits for SQS event sources: 10 records without a batching window, 10,000 with one.
+SQS_MAX_BATCH_NO_WINDOW = 10
+SQS_MAX_BATCH_WITH_WINDOW = 10_000
+STARTER_TIMEOUT = Duration.minutes(5)
+MAX_RECEIVE_COUNT = 5
+
+
+def event_source_batch_size(config: LabelLoopConfig) -> int:
+    """Records per batch-starter invocation: config.max_batch_size within Lambda's SQS limits."""
+    limit = SQS_MAX_BATCH_WITH_WINDOW if config.batch_window_seconds > 0 else SQS_MAX_BATCH_NO_WINDOW
+    return max(1, min(config.max_batch_size, limit))
+
+
+class Intake(Construct):
+    """Rule, queue + DLQ (alarmed) and the batch starter with its SQS event source.
+
+    Attributes: ``rule``, ``queue``, ``dead_letter_queue``, ``function``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: LabelLoopConfig,
+        storage: Storage,
+        functions: LambdaFactory,
+        monitoring: Monitoring,
+        workflow: Workflow,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        bucket = storage.data
+        self.dead_letter_queue = sqs.Queue(
+            self,
+            "DeadLetters",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        monitoring.alarm_on_dead_letters(
+            "IntakeDeadLettersAlarm", self.dead_letter_queue, "an uploaded object's event (not batched)"
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(4),
+            # AWS guidance: at least 6x the function timeout plus the batching window.
+            visibility_timeout=Duration.seconds(6 * STARTER_TIMEOUT.to_seconds() + config.batch_window_seconds),
+            dead_letter_queue=sqs.DeadLetterQueue(max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue),
+        )
+        self.rule = events.Rule(
+            self,
+            "ObjectCreated",
+            description="LabelLoop: images uploaded under the incoming prefix go to the intake queue",
+            event_pattern=events.EventPattern(
+                source=["aws.s3"],
+                detail_type=["Object Created"],
+                detail={
+                    "bucket": {"name": [bucket.bucket_name]},
+                    "object": {"key": [{"prefix": config.incoming_prefix}]},
+                },
+            ),
+        )
+        self.rule.add_target(targets.SqsQueue(self.queue, dead_letter_queue=self.dead_letter_queue, retry_attempts=185))
+
+        self.function = functions.function(
+            self,
+            "BatchStarter",
+            handler="handlers.batch_starter.handler",
+            description="LabelLoop: group uploaded images into batches and start one workflow execution each",
+            environment={
+                "STATE_MACHINE_ARN": workflow.state_machine.state_machine_arn,
+                "INCOMING_PREFIX": config.incoming_prefix,
+                "WORK_PREFIX": config.work_prefix,
+                "MAX_BATCH_SIZE": str(config.max_batch_size),
+                "REVIEW_WAIT_SECONDS": str(workflow.review_wait_seconds),
+            },
+            timeout=STARTER_TIMEOUT,
+            memory_size=512,
+        )
+        window = config.batch_window_seconds
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                self.queue,
+                batch_size=event_source_batch_size(config),
+                max_batching_window=Duration.seconds(window) if window > 0 else None,
+                report_batch_item_failures=True,
+            )
+        )
+        self._grant(bucket, config, workflow)
+        self._acknowledge(stack, bucket, config)
+
+    def _grant(self, bucket: s3.IBucket, config: LabelLoopConfig, workflow: Workflow) -> None:
+        arn = bucket.bucket_arn
+        work = config.work_prefix
+        function = self.function
+
+        def allow(actions: list[str], resources: list[str], conditions: dict[str, object] | None = None) -> None:
+            function.add_to_role_policy(
+                iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
+            )
+
+        # HEAD on incoming keys (URL-decoding fallback), claims read/write, batch files written.
+        allow(["s3:GetObject"], [f"{arn}/{config.incoming_prefix}*", f"{arn}/{work}intake/claims/*"])
+        allow(["s3:PutObject"], [f"{arn}/{work}intake/claims/*", f"{arn}/{work}batches/*"])
+        allow(
+            ["s3:ListBucket"],
+            [arn],
+            {"StringLike": {"s3:prefix": [f"{config.incoming_prefix}*", f"{work}intake/claims/*"]}},
+        )
+        workflow.state_machine.grant_start_execution(function)
+        # Claims name executions; DescribeExecution tells whether a claim's batch really started.
+        allow(
+            ["states:DescribeExecution"],
+            [
+                Stack.of(self).format_arn(
+                    service="states",
+                    resource="execution",
+                    resource_name=f"{workflow.state_machine_name}:*",
+                    arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                )
+            ],
+        )
+
+    def _acknowledge(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
+        cfn_bucket = bucket.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
+        function = self.function
+        _drop_redundant_role_dependency(stack, function)
+        acknowledge(
+            function,
+            "AwsSolutions-L1",
+            "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
+        )
+        acknowledge(
+            function,
+            "AwsSolutions-IAM5[Resource::*]",
+            "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
+        )
+        for value, reason in (
+            (config.incoming_prefix, "Users drop images under any key below the incoming prefix; keys are checked."),
+            (f"{config.work_prefix}intake/claims/", "One claim per object version, named by a digest at run time."),
+            (f"{config.work_prefix}batches/", "Each batch gets its own folder, named by its content-derived id."),
+        ):
+            acknowledge(function, f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]", reason)
+        acknowledge(
+            function,
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
+            f"{Stack.of(self).stack_name}-batch-workflow:*]",
+            "Execution names derive from batch content at run time; DescribeExecution is limited to this workflow.",
+        )
+        acknowledge(
+            self.dead_letter_queue,
+            "AwsSolutions-SQS3",
+            "This queue is the intake dead-letter queue itself (alarmed); it needs no DLQ of its own.",
+        )
