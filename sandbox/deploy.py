@@ -97,9 +97,11 @@ GAPS: tuple[Gap, ...] = (
     ),
     Gap(
         "AWS::Lambda::EventSourceMapping (SQS)",
-        "moto invokes the function synchronously on every SendMessage, one record per call, "
-        "ignoring BatchSize windows and MaximumBatchingWindowInSeconds",
-        "kept as moto does it (documented deviation): a batch starter sees batches of one",
+        "moto invokes the function inside every SendMessage, one record per call, ignoring "
+        "BatchSize, MaximumBatchingWindowInSeconds and ReportBatchItemFailures",
+        "sandbox.event_sources: a poller delivers batches of up to BatchSize records when full or when "
+        "the (scaled) batching window has passed; partial batch failures honoured; failed batches "
+        "reappear after the visibility timeout and moto's redrive policy moves them to the DLQ",
     ),
 )
 

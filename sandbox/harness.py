@@ -23,8 +23,9 @@ import boto3
 from moto import mock_aws
 
 from sandbox import deploy as deploy_mod
-from sandbox import events, groundtruth, lambda_runtime, models
+from sandbox import event_sources, events, groundtruth, lambda_runtime, models
 from sandbox.deploy import Deployment
+from sandbox.event_sources import PollerSettings, SqsPoller
 from sandbox.models import ModelSettings, NoPredictor, Predictor
 from sandbox.workforce import AcceptPrelabels, Workforce
 
@@ -45,6 +46,7 @@ class LocalCloud:
     region: str
     gt_settings: groundtruth.Settings
     model_settings: ModelSettings
+    poller: SqsPoller
     _clients: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ lifecycle
@@ -61,10 +63,19 @@ class LocalCloud:
         model_faults: dict[str, str] | None = None,
         gt_mode: str = "thread",
         duplicate_gt_events: bool = False,
+        esm_mode: str = "poll",
+        batch_window_scale: float = 1.0,
         region: str = "us-east-1",
         stack_name: str = "LabelLoop",
     ) -> Iterator[LocalCloud]:
-        """Enter moto, install the emulation patches, deploy the assembly; undo all on exit."""
+        """Enter moto, install the emulation patches, deploy the assembly; undo all on exit.
+
+        ``esm_mode``/``batch_window_scale``: SQS event source mappings are polled in the background
+        ("poll", batching windows multiplied by the scale) or only on ``flush_event_sources()``
+        ("manual").
+        """
+        if esm_mode not in ("poll", "manual"):
+            raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
         if gt_mode not in ("thread", "manual"):
             raise ValueError(f"gt_mode must be 'thread' or 'manual', not {gt_mode!r}")
         gt_settings = groundtruth.Settings(
@@ -80,15 +91,24 @@ class LocalCloud:
             events.install()
             groundtruth.install(gt_settings)
             models.install(model_settings)
+            event_sources.install()
             cloud: LocalCloud | None = None
+            poller: SqsPoller | None = None
             try:
                 deployment = deploy_mod.deploy(assembly_dir, stack_name=stack_name, region=region)
-                cloud = cls(deployment, region, gt_settings, model_settings)
+                poller = SqsPoller(
+                    deployment.account, region, PollerSettings(mode=esm_mode, window_scale=batch_window_scale)
+                )
+                cloud = cls(deployment, region, gt_settings, model_settings, poller)
+                poller.start()
                 yield cloud
             finally:
+                if poller is not None:
+                    poller.stop()
                 if cloud is not None:
                     cloud._stop_executions()
                 groundtruth.join_threads()
+                event_sources.uninstall()
                 models.uninstall()
                 groundtruth.uninstall()
                 events.uninstall()
@@ -209,6 +229,15 @@ class LocalCloud:
                 raise TimeoutError(f"{message} not met within {timeout}s.\n{self.diagnostics()}")
             time.sleep(interval)
 
+    def flush_event_sources(self) -> int:
+        """Deliver every visible SQS message to its mapped function now; return the batch count."""
+        return self.poller.flush()
+
+    @property
+    def esm_batches(self) -> list[event_sources.Batch]:
+        """Every batch the SQS poller delivered (function, queue, message ids, error)."""
+        return list(self.poller.batches)
+
     def advance_labeling(self, name: str | None = None) -> list[str]:
         """Run pending Ground Truth jobs now (``gt_mode="manual"``)."""
         return groundtruth.advance(self.deployment.account, self.region, name)
@@ -251,6 +280,9 @@ class LocalCloud:
                 lines.append(f"lambda {inv.function_name}: {inv.error['errorType']}: {inv.error['errorMessage']}")
         for delivery in events.EVENT_LOG.errors():
             lines.append(f"event to {delivery.target_arn}: {delivery.error}")
+        for batch in self.poller.batches:
+            if batch.error:
+                lines.append(f"sqs batch to {batch.function_arn}: {batch.error}")
         for job in self.labeling_jobs().values():
             if job.failure_reason:
                 lines.append(f"labeling job {job.name}: {job.status}: {job.failure_reason}")

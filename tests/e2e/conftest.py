@@ -133,6 +133,8 @@ def synthesize_mini(outdir: Path) -> Path:
     from aws_cdk import aws_events as events
     from aws_cdk import aws_events_targets as targets
     from aws_cdk import aws_lambda as lambda_
+    from aws_cdk import aws_lambda_destinations as destinations
+    from aws_cdk import aws_lambda_event_sources as sources
     from aws_cdk import aws_s3 as s3
     from aws_cdk import aws_sqs as sqs
     from aws_cdk import aws_stepfunctions as sfn
@@ -199,6 +201,18 @@ def synthesize_mini(outdir: Path) -> Path:
         ),
     )
     job_rule.add_target(targets.SqsQueue(jobs_queue))
+    # SQS → Lambda with batching and partial batch responses (the intake pattern).
+    batches = sqs.Queue(stack, "Batches", visibility_timeout=Duration.seconds(60))
+    echo_twin.add_event_source(
+        sources.SqsEventSource(
+            batches, batch_size=5, max_batching_window=Duration.seconds(2), report_batch_item_failures=True
+        )
+    )
+    # Asynchronous invocation: one retry, then the failure record goes to a queue.
+    failures = sqs.Queue(stack, "AsyncFailures")
+    fail.configure_async_invoke(retry_attempts=1, on_failure=destinations.SqsDestination(failures))
+    custom_rule = events.Rule(stack, "Custom", event_pattern=events.EventPattern(source=["test.emulation"]))
+    custom_rule.add_target(targets.LambdaFunction(fail))
     for name, value in {
         "DataBucketName": bucket.bucket_name,
         "IncomingPrefix": "incoming/",

@@ -399,8 +399,64 @@ def test_handles_come_from_the_stack(mini_cloud: LocalCloud) -> None:
     assert mini_cloud.function_name("Echo") == mini_cloud.outputs["EchoName"]  # exact CDK path beats EchoTwin
     assert mini_cloud.state_machine_arn() == mini_cloud.outputs["FlowArn"]
     queues = mini_cloud.queue_urls()
-    assert {k.rstrip("0123456789ABCDEF") for k in queues} == {"Intake", "JobEvents"}
+    assert {k.rstrip("0123456789ABCDEF") for k in queues} == {"Intake", "JobEvents", "Batches", "AsyncFailures"}
     assert mini_cloud.queue_url("Intake") in queues.values()
     with pytest.raises(DeployError, match="0 AWS::Lambda::Function"):
         mini_cloud.function_name("Nope")
     assert "DataNotifications" in " ".join(mini_cloud.deployment.applied)
+
+
+# ----------------------------------------------------------------- event sources and async invokes
+
+
+def test_sqs_event_source_delivers_batches_of_batch_size(
+    start_cloud: Callable[..., LocalCloud], mini_assembly: Path
+) -> None:
+    cloud = start_cloud(assembly=mini_assembly, esm_mode="manual")
+    sqs = cloud.client("sqs")
+    queue = cloud.queue_url("Batches")
+    for index in range(7):
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": index}))
+    twin = cloud.outputs["EchoTwinName"]
+    assert [i for i in cloud.invocations if i.function_name == twin] == []  # nothing delivered inline
+    assert cloud.flush_event_sources() == 2
+    calls = [i for i in cloud.invocations if i.function_name == twin]
+    assert [len(c.event["Records"]) for c in calls] == [5, 2]
+    bodies = [json.loads(r["body"])["n"] for c in calls for r in c.event["Records"]]
+    assert sorted(bodies) == list(range(7))
+    record = calls[0].event["Records"][0]
+    assert record["eventSource"] == "aws:sqs" and record["attributes"]["ApproximateReceiveCount"] == "1"
+    attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["All"])["Attributes"]
+    assert attrs["ApproximateNumberOfMessages"] == "0" and attrs["ApproximateNumberOfMessagesNotVisible"] == "0"
+    assert [b.error for b in cloud.esm_batches] == [None, None]
+
+
+def test_sqs_event_source_poller_honours_the_batching_window(
+    start_cloud: Callable[..., LocalCloud], mini_assembly: Path
+) -> None:
+    cloud = start_cloud(assembly=mini_assembly, esm_mode="poll", batch_window_scale=0.05)
+    sqs = cloud.client("sqs")
+    queue = cloud.queue_url("Batches")
+    for index in range(3):
+        sqs.send_message(QueueUrl=queue, MessageBody=json.dumps({"n": index}))
+    batches = cloud.wait_for(lambda: cloud.esm_batches, timeout=20, message="a batch from the poller")
+    assert [len(b.message_ids) for b in batches] == [3]  # one batch: the window collected all three
+
+
+def test_async_lambda_target_retries_then_sends_to_the_failure_destination(mini_cloud: LocalCloud) -> None:
+    entries = mini_cloud.client("events").put_events(
+        Entries=[{"Source": "test.emulation", "DetailType": "Try", "Detail": json.dumps({"why": "x"})}]
+    )
+    assert entries["FailedEntryCount"] == 0
+    fail = mini_cloud.outputs["FailName"]
+    attempts = [i for i in mini_cloud.invocations if i.function_name == fail]
+    assert len(attempts) == 2  # the first try plus retry_attempts=1
+    [message] = mini_cloud.client("sqs").receive_message(QueueUrl=mini_cloud.queue_url("AsyncFailures"))["Messages"]
+    record = json.loads(message["Body"])
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["requestPayload"]["detail"] == {"why": "x"}
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "ValueError"
+    [delivery] = [d for d in mini_cloud.event_log.deliveries if d.target_arn and fail in d.target_arn]
+    assert delivery.error and "attempt 2/2" in delivery.error
