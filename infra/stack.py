@@ -12,6 +12,7 @@ from infra.constructs.export import Export
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
+from infra.constructs.prelabel import Prelabeling
 from infra.constructs.storage import Storage
 
 
@@ -30,6 +31,7 @@ class LabelLoopStack(Stack):
             common_env={"DATA_BUCKET": self.storage.data.bucket_name},
         )
         self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
+        self.prelabeling = Prelabeling(self, "Prelabeling", config=config, storage=self.storage, functions=self.functions)
         self.export = Export(
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
         )
