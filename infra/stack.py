@@ -14,6 +14,7 @@ from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.prelabel import Prelabeling
 from infra.constructs.storage import Storage
+from infra.constructs.workflow import Workflow
 
 
 class LabelLoopStack(Stack):
@@ -31,7 +32,18 @@ class LabelLoopStack(Stack):
             common_env={"DATA_BUCKET": self.storage.data.bucket_name},
         )
         self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
-        self.prelabeling = Prelabeling(self, "Prelabeling", config=config, storage=self.storage, functions=self.functions)
+        self.prelabeling = Prelabeling(
+            self, "Prelabeling", config=config, storage=self.storage, functions=self.functions
+        )
+        self.workflow = Workflow(
+            self,
+            "Workflow",
+            config=config,
+            storage=self.storage,
+            functions=self.functions,
+            labeling=self.labeling,
+            prelabeling=self.prelabeling,
+        )
         self.export = Export(
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
         )
