@@ -13,7 +13,8 @@ verify mode writes a ``groundtruth/label-verification`` result with the worker f
 worker answer is parsed defensively (`labelloop_core.answers`): one bad answer, or one bad
 object, never fails the batch. What was repaired or dropped is listed in the metadata's
 ``labelloop-issues``; ``labelloop-status`` says ``ok``, ``repaired`` or ``no-usable-answers`` (then
-the label is explicitly empty, never silently background).
+the label is explicitly empty, never silently background); ``labelloop-task`` (``adjust`` or
+``verify``) survives Ground Truth restamping ``type`` as ``groundTruth/custom``.
 
 The payload carries only the image URI, so the pre-labels and ``labelloop-meta`` are read back from
 the job's input manifest (DescribeLabelingJob, cached per job in a warm container).
@@ -29,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from adapters.groundtruth import TaskSettings, job_input_manifest, job_name_from_arn
 from adapters.s3 import S3UriError, get_json, iter_lines, parse_uri
-from aws_lambda_powertools import Logger
 from labelloop_core.answers import (
     AnswerError,
     BoxAnswer,
@@ -130,8 +132,9 @@ def input_lines(job_arn: str, cfg: TaskSettings) -> InputLines:
 
 def image_size_from_s3(source_ref: str, cfg: TaskSettings) -> tuple[int, int] | None:
     """Last resort for the image size: read the image header (first 256 KiB, then the whole object)."""
-    from adapters.aws import client
     from PIL import Image
+
+    from adapters.aws import client
 
     try:
         bucket, key = parse_uri(source_ref)
@@ -275,6 +278,7 @@ def consolidate_boxes(
         extra_metadata={
             "worker-count": len(parsed),
             "rejected-box-count": rejected,
+            "labelloop-task": "adjust",
             "labelloop-status": _status(len(parsed), issues),
             "labelloop-issues": _capped(issues),
         },
@@ -305,6 +309,7 @@ def consolidate_verdicts(
         "job-name": job_name if job_name.startswith("labeling-job/") else f"labeling-job/{job_name}",
         "worker-feedback": [{"comment": a.comment} for a in parsed if a.comment],
         "worker-count": len(parsed),
+        "labelloop-task": "verify",
     }
     if parsed:
         verdict, confidence, votes, tie = majority_verdict([a.verdict for a in parsed])
@@ -332,6 +337,7 @@ def _flagged_failure(attribute: str, job_name: str, created: str, reason: str, m
         "creation-date": created,
         "job-name": f"labeling-job/{job_name}",
         "worker-count": 0,
+        "labelloop-task": mode,
         "labelloop-status": STATUS_NO_ANSWERS,
         "labelloop-issues": [reason],
     }

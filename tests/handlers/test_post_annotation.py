@@ -244,6 +244,7 @@ def test_one_worker_accepting_prelabels_is_unadjusted(world: GroundTruthWorld) -
     assert [o["confidence"] for o in meta["objects"]] == [1.0, 1.0]
     assert meta["worker-count"] == 1
     assert meta["labelloop-status"] == "ok"
+    assert meta["labelloop-task"] == "adjust"
 
 
 def test_one_worker_moving_a_box_is_adjusted(world: GroundTruthWorld) -> None:
@@ -610,6 +611,7 @@ def test_verify_one_worker(verify_world: GroundTruthWorld) -> None:
     assert meta["type"] == "groundtruth/label-verification"
     assert meta["class-name"] == "correct" and meta["confidence"] == 1.0
     assert meta["worker-feedback"] == [] and meta["human-annotated"] == "yes"
+    assert meta["labelloop-task"] == "verify"
     assert meta["labelloop-status"] == "ok"
 
 
