@@ -9,6 +9,7 @@ from constructs import Construct
 
 from infra.config import LabelLoopConfig
 from infra.constructs.export import Export
+from infra.constructs.intake import Intake
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
@@ -43,6 +44,15 @@ class LabelLoopStack(Stack):
             functions=self.functions,
             labeling=self.labeling,
             prelabeling=self.prelabeling,
+        )
+        self.intake = Intake(
+            self,
+            "Intake",
+            config=config,
+            storage=self.storage,
+            functions=self.functions,
+            monitoring=self.monitoring,
+            workflow=self.workflow,
         )
         self.export = Export(
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
