@@ -120,8 +120,9 @@ def _parse_classes(value: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Plan, then write; print a summary on stdout."""
-    from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, s3_client, write_export
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, s3_client, write_export
     from labelloop_core.classes import ClassMapError
     from labelloop_core.export import ExportPlanner
     from labelloop_core.manifest import ManifestError

@@ -6,7 +6,9 @@ Order of writes, so a reader never sees a half export as complete:
    a local one) and, once its image is in place, its label file — in a bounded thread pool with
    at most ``4 x threads`` tasks in flight, so memory stays flat whatever the dataset size;
 2. ``data.yaml``, then the full item lists ``dropped.jsonl``, ``skipped.jsonl``, ``missing.jsonl``;
-3. ``export.json`` LAST: its presence is what makes the version complete.
+3. ``export.json`` LAST, as a conditional create (``If-None-Match: *`` on S3, a hard link locally):
+   its presence is what makes the version complete, and a complete version is never rewritten,
+   even when two deliveries of one event race.
 
 Idempotent and resumable: a destination whose ``export.json`` already names this version is left
 untouched; labels already present (a previous attempt that timed out) are not written again, and
@@ -32,9 +34,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
-from labelloop_core.export import ExportPlan, ImageRecord
 
 from adapters.s3 import parse_uri
+from labelloop_core.export import ExportPlan, ImageRecord
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -135,6 +137,9 @@ class ExportDestination(Protocol):
     def prepare(self, folders: Iterable[str]) -> None:
         """Create ``folders`` where folders exist (a local disk); S3 has none."""
 
+    def create(self, path: str, body: bytes, content_type: str) -> bool:
+        """Write ``body`` at ``path`` only if nothing is there; False when something already was."""
+
     def copy_image(self, source_ref: str, path: str) -> str | None:
         """Put the image at ``path``; None on success, else a per-image reason (module docstring)."""
 
@@ -177,6 +182,17 @@ class S3Destination:
 
     def prepare(self, folders: Iterable[str]) -> None:
         return None
+
+    def create(self, path: str, body: bytes, content_type: str) -> bool:
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket, Key=self.prefix + path, Body=body, ContentType=content_type, IfNoneMatch="*"
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "ConditionalRequestConflict"}:
+                return False
+            raise
+        return True
 
     def copy_image(self, source_ref: str, path: str) -> str | None:
         source = _source(source_ref)
@@ -235,6 +251,20 @@ class LocalDestination:
     def prepare(self, folders: Iterable[str]) -> None:
         for folder in folders:
             (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    def create(self, path: str, body: bytes, content_type: str) -> bool:
+        target = self.root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(body)
+            os.link(tmp, target)  # atomic, and fails if the target exists
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return True
 
     def copy_image(self, source_ref: str, path: str) -> str | None:
         source = _source(source_ref)
@@ -414,11 +444,14 @@ def write_export(
     document["created"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     if extra:
         document.update(extra)
-    dest.put(
-        "export.json",
-        json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8"),
-        "application/json",
-    )
+    body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    if not dest.create("export.json", body, "application/json"):
+        # A concurrent writer of the same event completed first (conditional write): keep its file.
+        winner = dest.read_json("export.json") or {}
+        if winner.get("version") != version:
+            raise ExportConflict(f"{dest.uri} was completed concurrently as version {winner.get('version')!r}")
+        winner["already_complete"] = True
+        return dict(winner)
     return document
 
 

@@ -32,6 +32,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
 from adapters.aws import client
 from adapters.export_writer import (
     DEFAULT_THREADS,
@@ -42,8 +45,6 @@ from adapters.export_writer import (
     write_export,
 )
 from adapters.s3 import S3UriError, parse_uri
-from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.export import ExportPlanner
 from labelloop_core.manifest import ManifestError, select_label_attribute

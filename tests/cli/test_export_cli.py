@@ -9,12 +9,12 @@ from typing import Any
 
 import boto3
 import pytest
-from labelloop_core.boxes import Box
-from labelloop_core.classes import ClassRegistry
-from labelloop_core.manifest import bbox_label_line
 from moto import mock_aws
 
 from cli.main import main
+from labelloop_core.boxes import Box
+from labelloop_core.classes import ClassRegistry
+from labelloop_core.manifest import bbox_label_line
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
 BUCKET = "images"

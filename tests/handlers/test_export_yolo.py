@@ -15,15 +15,15 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
+
 from adapters.aws import reset_clients
 from adapters.export_writer import ExportConflict, ExportIncomplete, LocalDestination, S3Destination, write_export
-from botocore.stub import Stubber
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.export import plan_export
 from labelloop_core.manifest import bbox_label_line
-from moto import mock_aws
-
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
 REGION = "us-east-1"
@@ -488,3 +488,26 @@ def test_writer_stops_on_request_and_resumes_where_it_stopped(world: World) -> N
     assert "exports/many/v/export.json" not in world.keys("exports/many/v/")
     doc = write_export(plan, dest, "v", threads=4)
     assert doc["counts"]["images_resumed"] == 64 and doc["counts"]["images"] == 150
+
+
+def test_export_json_is_created_once_even_when_two_writers_race(world: World, tmp_path: Path) -> None:
+    s3_dest = S3Destination(BUCKET, "exports/race/v/", world.s3)
+    assert s3_dest.create("export.json", b'{"version": "v"}', "application/json") is True
+    assert s3_dest.create("export.json", b'{"version": "other"}', "application/json") is False
+    assert world.json("exports/race/v/export.json") == {"version": "v"}
+    local = LocalDestination(tmp_path, world.s3)
+    assert local.create("export.json", b"1", "application/json") is True
+    assert local.create("export.json", b"2", "application/json") is False
+    assert (tmp_path / "export.json").read_bytes() == b"1"
+    assert [p.name for p in tmp_path.iterdir()] == ["export.json"]  # no temporary file left behind
+
+    class LateWinner(LocalDestination):
+        """Another delivery of the same event completes between our check and our final write."""
+
+        def create(self, path: str, body: bytes, content_type: str) -> bool:
+            super().create(path, json.dumps({"version": "v9", "winner": True}).encode(), content_type)
+            return super().create(path, body, content_type)
+
+    plan = plan_export([("m", [json.dumps(world.line("incoming/street/a.jpg", []))])], LABELS)
+    doc = write_export(plan, LateWinner(tmp_path / "race", world.s3), "v9", threads=1)
+    assert doc["already_complete"] is True and doc["winner"] is True

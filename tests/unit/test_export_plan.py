@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.export import (
@@ -22,7 +23,6 @@ from labelloop_core.export import (
 )
 from labelloop_core.manifest import ManifestError, bbox_label_line
 from labelloop_core.yolo import label_stem, split_for
-
 from tests.conftest import FIXTURES
 
 REGISTRY = ("car", "person")
