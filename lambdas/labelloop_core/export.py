@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -251,24 +250,6 @@ def _suffix(source_ref: str) -> tuple[str, bool]:
     return FALLBACK_SUFFIX, True
 
 
-_PLAIN_STEM = re.compile(r"[A-Za-z0-9_+\-]{1,120}")
-
-
-def _stem(key: str) -> str:
-    """`labelloop_core.yolo.label_stem`, with a fast path for plain ASCII names (same result).
-
-    For a base name made only of ASCII letters, digits, ``_``, ``+`` and ``-`` the core's slug is
-    the name itself, so only the hash remains to compute; anything else goes through the core.
-    """
-    base = key.rpartition("/")[2]
-    name, dot, _ext = base.rpartition(".")
-    if not dot:
-        name = base
-    if name and _PLAIN_STEM.fullmatch(name):
-        return f"{name}-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:12]}"
-    return label_stem(key)
-
-
 class ExportPlanner:
     """Streams manifests into an `ExportPlan` (see the module docstring for the rules).
 
@@ -404,7 +385,7 @@ class ExportPlanner:
             key=key,
             source_ref=source_ref,
             split=split_for(key, self.val_fraction),
-            stem=_stem(key),
+            stem=label_stem(key),
             suffix=suffix,
             label_text=text,
             dropped=tuple(dropped),

@@ -6,8 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
@@ -18,7 +16,6 @@ from labelloop_core.export import (
     SKIP_NO_LABEL,
     SKIP_NO_SOURCE_REF,
     ExportPlanner,
-    _stem,
     plan_export,
 )
 from labelloop_core.manifest import ManifestError, bbox_label_line
@@ -230,27 +227,3 @@ def test_fingerprint_is_deterministic_and_content_sensitive() -> None:
 def test_val_fraction_is_validated() -> None:
     with pytest.raises(ValueError, match="val_fraction"):
         ExportPlanner(REGISTRY, val_fraction=1.5)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.text(
-            alphabet=st.sampled_from(list("abcXYZ019_+-. é/日")),
-            min_size=1,
-            max_size=30,
-        ),
-        min_size=1,
-        max_size=3,
-    )
-)
-def test_fast_stem_equals_the_core_label_stem(parts: list[str]) -> None:
-    key = "/".join(parts)
-    if not key.strip("/"):
-        return
-    assert _stem(key) == label_stem(key)
-
-
-def test_fast_stem_long_names_fall_back_to_the_core() -> None:
-    key = "incoming/" + "a" * 200 + ".jpg"
-    assert _stem(key) == label_stem(key)
