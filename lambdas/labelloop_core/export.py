@@ -304,6 +304,9 @@ class ExportPlanner:
             if not raw.strip():
                 continue
             read += 1
+            if line_no == 1:  # a UTF-8 byte-order mark is not JSON; editors on Windows add one
+                raw = raw[3:] if isinstance(raw, bytes) and raw.startswith(b"\xef\xbb\xbf") else raw
+                raw = raw[1:] if isinstance(raw, str) and raw.startswith("\ufeff") else raw
             try:
                 line = _loads(raw)
             except _JSON_ERRORS as exc:

@@ -227,3 +227,10 @@ def test_fingerprint_is_deterministic_and_content_sensitive() -> None:
 def test_val_fraction_is_validated() -> None:
     with pytest.raises(ValueError, match="val_fraction"):
         ExportPlanner(REGISTRY, val_fraction=1.5)
+
+
+def test_byte_order_mark_on_the_first_line_is_tolerated() -> None:
+    first = json.dumps(line("incoming/ds/a.jpg", []))
+    as_bytes = plan_export([("m", [b"\xef\xbb\xbf" + first.encode() + b"\n"])], REGISTRY)
+    as_text = plan_export([("m", ["\ufeff" + first])], REGISTRY)
+    assert len(as_bytes.records) == len(as_text.records) == 1 and not as_bytes.skipped
