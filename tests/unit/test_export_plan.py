@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
@@ -234,3 +236,48 @@ def test_byte_order_mark_on_the_first_line_is_tolerated() -> None:
     as_bytes = plan_export([("m", [b"\xef\xbb\xbf" + first.encode() + b"\n"])], REGISTRY)
     as_text = plan_export([("m", ["\ufeff" + first])], REGISTRY)
     assert len(as_bytes.records) == len(as_text.records) == 1 and not as_bytes.skipped
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["a.jpg", "b.png", "sub/a.jpg", "ü +1.jpg", "c"]),
+                st.sampled_from(["label", "empty", "unlabeled", "broken"]),
+                st.integers(min_value=0, max_value=60),
+            ),
+            max_size=8,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_every_line_is_accounted_for_and_the_last_label_wins(
+    manifests: list[list[tuple[str, str, int]]],
+) -> None:
+    expected: dict[str, int] = {}
+    sources = []
+    for m, entries in enumerate(manifests):
+        lines: list[str] = []
+        for name, kind, left in entries:
+            key = f"incoming/ds/{name}"
+            if kind == "broken":
+                lines.append('{"source-ref": ')
+            elif kind == "unlabeled":
+                lines.append(json.dumps({"source-ref": f"s3://data/{key}", "labelloop-meta": {"key": key}}))
+            else:
+                boxes = [Box("car", left, 0, 20, 20)] if kind == "label" else []
+                lines.append(json.dumps(line(key, boxes)))
+                expected[key] = left if kind == "label" else -1
+        sources.append((f"m{m}", lines))
+    plan = plan_export(sources, REGISTRY)
+    assert plan.lines_read == len(plan.records) + plan.lines_superseded + len(plan.skipped)
+    assert {r.key for r in plan.records} == set(expected)
+    for record in plan.records:
+        if expected[record.key] < 0:
+            assert record.label_text == ""
+        else:
+            cx = float(record.label_text.split()[1])
+            assert cx == pytest.approx((expected[record.key] + 10) / 100, abs=1e-6)
+    assert len({r.stem for r in plan.records}) == len(plan.records)
