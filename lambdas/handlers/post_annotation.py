@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import io
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,7 +108,7 @@ def _keep(line: Mapping[str, Any], attribute: str) -> dict[str, Any]:
 
 
 def input_lines(job_arn: str, cfg: TaskSettings) -> InputLines:
-    """Load (once per job per container) the job's input manifest; failures become ``error``."""
+    """Load (once per job per container) the job's input manifest; a failure becomes ``error`` (once per call)."""
     cached = _JOB_LINES.get(job_arn)
     if cached is not None:
         return cached
@@ -123,7 +123,8 @@ def input_lines(job_arn: str, cfg: TaskSettings) -> InputLines:
             result.lines.append(_keep(line, cfg.prelabel_attribute))
     except Exception as exc:  # the labels can still be written; the comparison with pre-labels cannot
         logger.warning("input manifest unavailable", extra={"job": job_arn, "error": str(exc)})
-        result = InputLines(error=f"input manifest unavailable ({type(exc).__name__}: {exc})")
+        # Not cached: a later invocation (or Ground Truth's retry) may succeed.
+        return InputLines(error=f"input manifest unavailable ({type(exc).__name__}: {exc})")
     _JOB_LINES[job_arn] = result
     while len(_JOB_LINES) > _CACHED_JOBS:
         _JOB_LINES.popitem(last=False)
@@ -168,7 +169,7 @@ class ObjectContext:
     issues: list[str]
 
 
-def _object_context(item: Mapping[str, Any], job_arn: str, cfg: TaskSettings) -> ObjectContext:
+def _object_context(item: Mapping[str, Any], lines: Callable[[], InputLines], cfg: TaskSettings) -> ObjectContext:
     data_object = item.get("dataObject")
     source_ref = None
     if isinstance(data_object, Mapping):
@@ -181,7 +182,7 @@ def _object_context(item: Mapping[str, Any], job_arn: str, cfg: TaskSettings) ->
     if isinstance(data_object, Mapping) and ("labelloop-meta" in data_object or cfg.prelabel_attribute in data_object):
         line = dict(data_object)  # a data object that carries its manifest line: use it directly
     else:
-        line, why = input_lines(job_arn, cfg).find(item.get("datasetObjectId"), source_ref)
+        line, why = lines().find(item.get("datasetObjectId"), source_ref)
         if line is None:
             issues.append(f"pre-labels and image metadata unavailable: {why}")
     prelabels = None
@@ -387,13 +388,15 @@ def handler(event: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
     consolidate_one = consolidate_verdicts if cfg.task_mode == "verify" else consolidate_boxes
     results: list[dict[str, Any]] = []
     counts = {STATUS_OK: 0, STATUS_REPAIRED: 0, STATUS_NO_ANSWERS: 0}
+    # Loaded on first need, at most once per invocation (a failure is not retried per object).
+    job_lines = functools.cache(lambda: input_lines(job_arn, cfg))
     for position, item in enumerate(items):
         object_id = item.get("datasetObjectId") if isinstance(item, Mapping) else None
         if object_id is None:
             logger.error("payload entry without datasetObjectId skipped", extra={"position": position})
             continue
         try:
-            ctx = _object_context(item, job_arn, cfg)
+            ctx = _object_context(item, job_lines, cfg)
             content = consolidate_one(item, ctx, attribute, job_name, cfg, created)
         except Exception as exc:  # one bad object never fails the batch: flag it instead
             logger.exception("object could not be consolidated", extra={"dataset_object_id": object_id})

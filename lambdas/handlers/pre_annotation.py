@@ -14,9 +14,10 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from adapters.groundtruth import TaskSettings
 from adapters.s3 import S3UriError, parse_uri
-from aws_lambda_powertools import Logger
 from labelloop_core.answers import line_image_size, prelabels_from_line
 
 logger = Logger()

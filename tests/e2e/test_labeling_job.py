@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labelloop_core.manifest import LabeledImage, read_labeled_images
-from labelloop_core.matching import iou
 from PIL import Image
 
+from labelloop_core.manifest import LabeledImage, read_labeled_images
+from labelloop_core.matching import iou
 from sandbox.harness import LocalCloud
 from sandbox.workforce import AcceptPrelabels, Oracle
 

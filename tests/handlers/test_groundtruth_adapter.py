@@ -11,6 +11,10 @@ from typing import Any
 import boto3
 import botocore.session
 import pytest
+from botocore.model import Shape
+from botocore.validate import ParamValidator
+from moto import mock_aws
+
 from adapters.groundtruth import (
     LabelingRequestError,
     ensure_task_files,
@@ -18,10 +22,7 @@ from adapters.groundtruth import (
     labeling_job_request,
     template_text,
 )
-from botocore.model import Shape
-from botocore.validate import ParamValidator
 from labelloop_core.classes import ClassRegistry
-from moto import mock_aws
 
 BUCKET = "data-bucket"
 ACCOUNT = "123456789012"

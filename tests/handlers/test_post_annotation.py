@@ -17,6 +17,8 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import (
     find_verification_attributes,
@@ -24,7 +26,6 @@ from labelloop_core.manifest import (
     parse_verification,
     read_labeled_images,
 )
-from moto import mock_aws
 
 REGION = "us-east-1"
 BUCKET = "data-bucket"
@@ -511,6 +512,16 @@ def test_unknown_job_still_consolidates_and_says_what_is_missing(world: GroundTr
     assert "adjustment-status" not in meta
     assert meta["labelloop-status"] == "repaired"
     assert "input manifest unavailable" in meta["labelloop-issues"][0]
+
+
+def test_a_failed_manifest_lookup_is_not_cached(world: GroundTruthWorld) -> None:
+    job = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/created-late"
+    items = [_item(str(i), "incoming/street/a.jpg", [_content([CAR])]) for i in range(2)]
+    first = world.run(job, items)
+    assert all("adjustment-status" not in _label(r)[1] for r in first)
+    assert world.create_job([_prelabel_line("incoming/street/a.jpg", [CAR])], name="created-late") == job
+    (again,) = world.run(job, items[:1])
+    assert _label(again)[1]["adjustment-status"] == "unadjusted"
 
 
 # -- request validation -------------------------------------------------------------------------

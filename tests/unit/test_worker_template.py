@@ -13,10 +13,11 @@ from html.parser import HTMLParser
 from typing import Any
 
 import pytest
-from adapters.groundtruth import DEFAULT_ELEMENT_NAME, TaskSettings, template_text
-from handlers.pre_annotation import build_task_input
 from liquid import Environment
 from markupsafe import Markup
+
+from adapters.groundtruth import DEFAULT_ELEMENT_NAME, TaskSettings, template_text
+from handlers.pre_annotation import build_task_input
 
 BUCKET = "data-bucket"
 
