@@ -234,10 +234,22 @@ def _lines(item: ManifestInput) -> Iterator[bytes]:
 StopFn = Callable[[], bool]
 
 
-def export_dataset(dataset: str, *, trigger: dict[str, Any], should_stop: StopFn | None = None) -> dict[str, Any]:
-    """Export the union of the dataset's labeled manifests as a new (or the existing) version."""
+def export_dataset(
+    dataset: str,
+    *,
+    trigger: dict[str, Any],
+    should_stop: StopFn | None = None,
+    announced: ManifestInput | None = None,
+) -> dict[str, Any]:
+    """Export the union of the dataset's labeled manifests as a new (or the existing) version.
+
+    ``announced`` is the manifest the triggering event named; it is part of the union even when
+    it does not sit at the conventional ``work/batches/<dataset>/<batch>/output.manifest`` key.
+    """
     cfg = settings()
     inputs = _batch_manifests(dataset) + _indexed_manifests(dataset)
+    if announced is not None and announced.uri not in {m.uri for m in inputs}:
+        inputs.append(announced)
     if not inputs:
         raise ExportEventError(f"dataset {dataset!r} has no labeled manifest to export")
     inputs.sort(key=lambda m: (m.modified, m.uri))
@@ -297,10 +309,11 @@ def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
         raise ExportEventError(f"Batch Labeled detail.output_manifest: {exc}") from None
     if bucket != settings().bucket:
         raise ExportEventError(f"output manifest {manifest} is outside the data bucket {settings().bucket}")
-    if _head(bucket, key) is None:
+    announced = _head(bucket, key)
+    if announced is None:
         raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
     trigger = {"type": BATCH_LABELED, "event_id": event.get("id"), "batch_id": detail.get("batch_id")}
-    return export_dataset(dataset, trigger=trigger, should_stop=should_stop)
+    return export_dataset(dataset, trigger=trigger, should_stop=should_stop, announced=announced)
 
 
 def _task_type(job: dict[str, Any]) -> str | None:

@@ -511,3 +511,13 @@ def test_export_json_is_created_once_even_when_two_writers_race(world: World, tm
     plan = plan_export([("m", [json.dumps(world.line("incoming/street/a.jpg", []))])], LABELS)
     doc = write_export(plan, LateWinner(tmp_path / "race", world.s3), "v9", threads=1)
     assert doc["already_complete"] is True and doc["winner"] is True
+
+
+def test_announced_manifest_outside_the_batch_layout_is_part_of_the_union(world: World) -> None:
+    world.module.handler(world.batch("street", "b1", _street_lines(world)), None)
+    odd = world.manifest("work/merged/street-extra.manifest", [world.line("incoming/street/extra.jpg", [])])
+    event = world.batch_event_only("street", "b9")
+    event["detail"]["output_manifest"] = odd
+    result = world.module.handler(event, None)
+    doc = world.json(f"exports/street/{result['version']}/export.json")
+    assert odd in doc["inputs"] and doc["counts"]["images"] == 15
