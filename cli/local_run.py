@@ -73,6 +73,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--target-quality", type=float, help="calibration target mIoU (default: the stack's 0.6)")
     parser.add_argument(
+        "--min-pairs", type=int, help="calibration pairs needed before theta is tested (default: the stack's 30)"
+    )
+    parser.add_argument(
         "--first-wave",
         type=float,
         default=1.0,
@@ -108,6 +111,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         workers=args.workers,
         threshold=args.threshold,
         target_quality=args.target_quality,
+        min_pairs=args.min_pairs,
         first_wave=args.first_wave,
         oracle_noise=args.oracle_noise,
         seed=args.seed,
@@ -123,12 +127,12 @@ def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def execute(spec: RunSpec) -> RunResult:
+def execute(spec: RunSpec, assembly: Path | None = None) -> RunResult:
     """Run and translate input problems into one-line CLI errors."""
     from cli.main import CliError
 
     try:
-        return run_local(spec, progress)
+        return run_local(spec, progress, assembly)
     except LocalRunError as exc:
         raise CliError(str(exc)) from exc
 

@@ -42,6 +42,8 @@ from sandbox.workforce import AcceptPrelabels, FailingWorkforce, Oracle, ReplayA
 
 LOCAL_ENDPOINT = "labelloop-local"
 LOCAL_WORKTEAM = "labelloop-local"
+#: moto's default account and the region the emulation runs in.
+ACCOUNT, REGION = "123456789012", "us-east-1"
 AUTO_ATTRIBUTE = "labelloop-auto"
 PRELABEL_ATTRIBUTE = "labelloop-prelabel"
 TERMINAL_EXECUTION = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -75,6 +77,7 @@ class RunSpec:
     workers: int = 1
     threshold: float | None = None
     target_quality: float | None = None
+    min_pairs: int | None = None
     first_wave: float = 1.0
     oracle_noise: float = 0.02
     seed: int = 0
@@ -91,12 +94,6 @@ class ModelChoice:
     kind: str  # none | replay | synthetic
     file: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def context(self) -> dict[str, Any]:
-        if self.kind == "none":
-            return {"kind": "none"}
-        return {"kind": "sagemaker", "endpointName": LOCAL_ENDPOINT, "endpointFormat": "builtin"}
 
 
 @dataclass
@@ -197,21 +194,42 @@ def list_images(images: Path, skip: Iterable[Path]) -> list[tuple[Path, str]]:
     return files
 
 
-def stack_context(
-    spec: RunSpec, labels: tuple[str, ...], model: ModelChoice, account: str, region: str
-) -> dict[str, Any]:
-    """camelCase context overrides for `infra.synth.synthesize` matching this run."""
+def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
+    """camelCase context overrides for `infra.synth.synthesize` matching this run.
+
+    A model (synthetic or replay) is an emulated SageMaker endpoint answered by the local predictor.
+    """
+    model = (
+        {"kind": "none"}
+        if spec.model == "none"
+        else {"kind": "sagemaker", "endpointName": LOCAL_ENDPOINT, "endpointFormat": "builtin"}
+    )
     context: dict[str, Any] = {
         "labels": list(labels),
-        "model": model.context,
+        "model": model,
         "workersPerObject": spec.workers,
-        "workteamArn": f"arn:aws:sagemaker:{region}:{account}:workteam/private-crowd/{LOCAL_WORKTEAM}",
+        "workteamArn": f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:workteam/private-crowd/{LOCAL_WORKTEAM}",
         "batchWindowSeconds": 1,
         "autoAcceptThreshold": spec.threshold,
     }
+    calibration = {}
     if spec.target_quality is not None:
-        context["calibration"] = {"targetQuality": spec.target_quality}
+        calibration["targetQuality"] = spec.target_quality
+    if spec.min_pairs is not None:
+        calibration["minPairs"] = spec.min_pairs
+    if calibration:
+        context["calibration"] = calibration
     return context
+
+
+def synthesize_stack(spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> Path:
+    """Synthesize the stack for this run into ``outdir``; returns the assembly directory."""
+    from infra.synth import synthesize
+
+    try:
+        return synthesize(outdir, context=stack_context(spec, labels))
+    except Exception as exc:
+        raise LocalRunError(f"the stack does not synthesize with these options: {exc}") from exc
 
 
 # ------------------------------------------------------------------- image names at run time
@@ -502,9 +520,12 @@ class _Stopwatch:
         self.progress(f"[{time.monotonic() - self.started:6.1f}s] {text}")
 
 
-def run_local(spec: RunSpec, progress: Progress | None = None) -> RunResult:
-    """Run the pipeline on ``spec.images``; see the module doc. Raises `LocalRunError` for bad input."""
-    from infra.synth import synthesize
+def run_local(spec: RunSpec, progress: Progress | None = None, assembly: Path | None = None) -> RunResult:
+    """Run the pipeline on ``spec.images``; see the module doc. Raises `LocalRunError` for bad input.
+
+    ``assembly`` is a stack already synthesized with `synthesize_stack` for the same spec (the demo
+    synthesizes while it generates images); without it the stack is synthesized here.
+    """
     from sandbox.harness import LocalCloud
 
     clock = _Stopwatch(progress or (lambda _text: None))
@@ -527,14 +548,12 @@ def run_local(spec: RunSpec, progress: Progress | None = None) -> RunResult:
     predictor = build_predictor(model, names, labels)
     workforce = build_workforce(reviewer, names, spec)
 
-    region, account = "us-east-1", "123456789012"
-    context = stack_context(spec, labels, model, account, region)
     with tempfile.TemporaryDirectory(prefix="labelloop-local-") as tmp:
-        clock.say(f"synthesizing the stack (labels {', '.join(labels)}; model {spec.model}; reviewer {reviewer.kind})")
-        try:
-            assembly = synthesize(Path(tmp) / "cdk.out", context=context)
-        except Exception as exc:
-            raise LocalRunError(f"the stack does not synthesize with these options: {exc}") from exc
+        if assembly is None:
+            clock.say(
+                f"synthesizing the stack (labels {', '.join(labels)}; model {spec.model}; reviewer {reviewer.kind})"
+            )
+            assembly = synthesize_stack(spec, labels, Path(tmp) / "cdk.out")
         with LocalCloud.start(
             assembly,
             workforce=workforce,
@@ -542,10 +561,10 @@ def run_local(spec: RunSpec, progress: Progress | None = None) -> RunResult:
             labels=labels,
             model_faults=faults,
             duplicate_gt_events=spec.duplicate_job_events,
-            region=region,
+            region=REGION,
         ) as cloud:
-            if cloud.deployment.account != account:
-                raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {account}")
+            if cloud.deployment.account != ACCOUNT:
+                raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
             clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
             return _run_deployed(spec, cloud, files, names, labels, reviewer, clock, not_uploaded)
 
@@ -618,6 +637,16 @@ def _run_deployed(
         clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
     report = build_report(cloud, spec, labels, reviewer, uploaded, intake, work_prefix, latest, document, watcher)
     problems += report.pop("_problems")
+    manifests = spec.out / "manifests"
+    if manifests.exists():
+        shutil.rmtree(manifests)
+    for entry in report["batches"]:
+        if entry.get("status") == "labeled":
+            source = f"{work_prefix}batches/{spec.dataset}/{entry['batch_id']}/output.manifest"
+            target = manifests / f"{entry['batch_id']}.output.manifest"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read())
+            entry["output_manifest"] = str(target)
     report["problems"] = problems
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -672,6 +701,9 @@ def _read_jsonl(cloud: Any, key: str) -> list[dict[str, Any]]:
 def _download(cloud: Any, prefix: str, dest: Path) -> int:
     s3 = cloud.client("s3")
     count = 0
+    # S3 has no empty folders: a split with no image still needs its folders for a YOLO loader.
+    for folder in ("images/train", "images/val", "labels/train", "labels/val"):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
     for key in cloud.list_keys(prefix):
         target = dest / key[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -982,6 +1014,10 @@ def _export_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
 # ------------------------------------------------------------------------- summary and checks
 
 
+def _num(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
 def summary_lines(result: RunResult) -> list[str]:
     """A short human summary of a run."""
     r = result.report
@@ -1000,8 +1036,9 @@ def summary_lines(result: RunResult) -> list[str]:
         lines.append(f"auto-accept threshold fixed at {r['threshold']['fixed']}")
     elif final:
         lines.append(
-            f"calibrated theta {final.get('theta')} (target mIoU {final.get('target')}, {final.get('confidence_level')}"
-            f" lower bound {final.get('lower_bound')}, {final.get('pairs_used')} pairs, {final.get('reason')})"
+            f"calibrated theta {_num(final.get('theta'))} (target mIoU {final.get('target')},"
+            f" {final.get('confidence_level')} lower bound {_num(final.get('lower_bound'))},"
+            f" {final.get('pairs_used')} pairs, {final.get('reason')})"
         )
     jobs = r["labeling_jobs"]
     if jobs:
