@@ -312,6 +312,11 @@ def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
     announced = _head(bucket, key)
     if announced is None:
         raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
+    conventional = f"{settings().work_prefix}batches/{dataset}/"
+    rest = key[len(conventional) :] if key.startswith(conventional) else ""
+    if rest.count("/") != 1 or not rest.endswith("/output.manifest"):
+        # Not where later exports look for batches: remember it, so every later version keeps it.
+        _record_in_index(dataset, f"batch:{detail.get('batch_id')}", str(manifest), None, None)
     trigger = {"type": BATCH_LABELED, "event_id": event.get("id"), "batch_id": detail.get("batch_id")}
     return export_dataset(dataset, trigger=trigger, should_stop=should_stop, announced=announced)
 

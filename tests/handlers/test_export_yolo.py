@@ -521,3 +521,6 @@ def test_announced_manifest_outside_the_batch_layout_is_part_of_the_union(world:
     result = world.module.handler(event, None)
     doc = world.json(f"exports/street/{result['version']}/export.json")
     assert odd in doc["inputs"] and doc["counts"]["images"] == 15
+    # and later exports keep it
+    later = world.module.handler(world.batch("street", "b10", [world.line("incoming/street/z.jpg", [])]), None)
+    assert world.json(f"exports/street/{later['version']}/export.json")["counts"]["images"] == 16
