@@ -23,6 +23,7 @@ from typing import Any, cast
 import boto3
 from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
+from moto.cloudformation.models import Stack as CfnStack
 from moto.cloudformation.parsing import clean_json
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
@@ -157,16 +158,40 @@ def _substitute(text: str, account: str, region: str) -> str:
     )
 
 
+_ZIP_CACHE: dict[tuple[str, int, float], bytes] = {}
+
+
 def zip_directory(path: Path) -> bytes:
-    """Zip a directory deterministically (sorted entries, fixed timestamps), as the CDK CLI does."""
+    """Zip a directory deterministically (sorted entries, fixed timestamps), cached per content stamp.
+
+    Entries are stored uncompressed: the zip only travels through memory, and deflating a 30 MB
+    asset would cost seconds per deploy.
+    """
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = (str(path.resolve()), len(files), max((f.stat().st_mtime for f in files), default=0.0))
+    cached = _ZIP_CACHE.get(stamp)
+    if cached is not None:
+        return cached
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
+        for file in files:
             info = zipfile.ZipInfo(str(file.relative_to(path)).replace(os.sep, "/"), (1980, 1, 1, 0, 0, 0))
             info.external_attr = (file.stat().st_mode & 0o777) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
             zf.writestr(info, file.read_bytes())
-    return buffer.getvalue()
+    _ZIP_CACHE[stamp] = buffer.getvalue()
+    return _ZIP_CACHE[stamp]
+
+
+def _parse_json_first(template: str) -> dict[str, Any]:
+    """moto parses templates with PyYAML first (a second per large template); CDK writes JSON."""
+    try:
+        parsed = json.loads(template)
+    except json.JSONDecodeError:
+        return dict(_ORIGINAL_PARSE(template))
+    return dict(parsed)
+
+
+_ORIGINAL_PARSE = CfnStack.parse_template
 
 
 def publish_assets(assembly: Path, stack_name: str, account: str, region: str) -> list[str]:
@@ -408,6 +433,7 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
     applier = _CustomResourceApplier()
     original = CustomModel.__dict__["create_from_cloudformation_json"]
     CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
+    CfnStack.parse_template = staticmethod(_parse_json_first)  # type: ignore[method-assign]
     cfn = boto3.client("cloudformation", region_name=region)
     try:
         stack_id = cfn.create_stack(
@@ -417,6 +443,7 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
         )["StackId"]
     finally:
         CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
+        CfnStack.parse_template = staticmethod(_ORIGINAL_PARSE)  # type: ignore[method-assign]
     if applier.errors:
         raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))
     applied += [f"custom resource {name}" for name in applier.applied]
