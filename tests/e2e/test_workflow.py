@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labelloop_core.batching import workflow_cost
 
+from labelloop_core.batching import workflow_cost
 from sandbox.harness import LocalCloud
 from sandbox.workforce import FailingWorkforce
 from tests import intake_images as gen
@@ -251,26 +251,35 @@ def test_failed_labeling_job_ends_the_batch_with_the_reason_recorded(workflow_as
         assert report["rejected"][0]["reason"] == "empty object (0 bytes)"
 
 
-def test_lost_job_event_is_reconciled_after_the_wait_times_out(workflow_assembly: Path) -> None:
+def test_lost_job_event_is_reconciled_after_the_wait_times_out(
+    workflow_assembly: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Jobs finish only when told (manual mode) and their events are dropped: reconciliation finds them."""
     with _start(workflow_assembly, gt_mode="manual") as cloud:
         _create_team(cloud)
-        _drop(cloud, {"a.jpg": gen.jpeg()})
-        cloud.flush_event_sources()
-        (started,) = _executions(cloud)
-        data = _input(cloud, started)
-        cloud.client("stepfunctions").stop_execution(executionArn=started["executionArn"], cause="restart with 1 s")
-        # The same batch, started by hand with a 1-second wait (the intake writes 3600).
+        # The batch is written by hand and started with a 1-second wait (the intake writes 3600);
+        # the SQS poller is never flushed, so the intake starts nothing itself.
+        (key,) = _drop(cloud, {"a.jpg": gen.jpeg()})
+        head = cloud.client("s3").head_object(Bucket=cloud.bucket, Key=key)
+        prefix = f"work/batches/{DATASET}/manual-1/"
+        row = {"key": key, "size": head["ContentLength"], "etag": head["ETag"].strip('"'), "version_id": None}
+        cloud.put_bytes(f"{prefix}objects.jsonl", (json.dumps(row) + "\n").encode())
+        data = {
+            "dataset": DATASET,
+            "batch_id": "manual-1",
+            "bucket": cloud.bucket,
+            "batch_prefix": prefix,
+            "review_wait_seconds": 1,
+        }
         sfn = cloud.client("stepfunctions")
         arn = sfn.start_execution(
-            stateMachineArn=cloud.state_machine_arn("Workflow"),
-            name="reconcile-test",
-            input=json.dumps({**data, "review_wait_seconds": 1}),
+            stateMachineArn=cloud.state_machine_arn("Workflow"), name="reconcile-test", input=json.dumps(data)
         )["executionArn"]
         cloud.wait_for(lambda: cloud.labeling_jobs(), timeout=60, message="the review job")
         cloud.wait_for(
             lambda: any(
-                e["type"] == "TaskStateEntered" and "ReconcileReview" in json.dumps(e) for e in _history(cloud, arn)
+                e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "ReconcileReview"
+                for e in _history(cloud, arn)
             ),
             timeout=60,
             message="a reconciliation",
@@ -278,12 +287,8 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(workflow_assembly
         # Finish the job with its state-change event lost: only reconciliation can notice.
         from sandbox import groundtruth
 
-        original = groundtruth.emit_state_change
-        groundtruth.emit_state_change = lambda job: None  # type: ignore[assignment]
-        try:
-            cloud.advance_labeling()
-        finally:
-            groundtruth.emit_state_change = original  # type: ignore[assignment]
+        monkeypatch.setattr(groundtruth, "emit_state_change", lambda job: None)
+        cloud.advance_labeling()
         final = cloud.wait_for(
             lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
             timeout=60,
