@@ -64,6 +64,7 @@ class LocalCloud:
         gt_mode: str = "thread",
         duplicate_gt_events: bool = False,
         esm_mode: str = "poll",
+        workteams: Iterable[str] = (),
         batch_window_scale: float = 1.0,
         region: str = "us-east-1",
         stack_name: str = "LabelLoop",
@@ -72,7 +73,8 @@ class LocalCloud:
 
         ``esm_mode``/``batch_window_scale``: SQS event source mappings are polled in the background
         ("poll", batching windows multiplied by the scale) or only on ``flush_event_sources()``
-        ("manual").
+        ("manual"). ``workteams``: private workteams that exist in the account before the stack does
+        (on AWS the user creates them; the stack's config only names one).
         """
         if esm_mode not in ("poll", "manual"):
             raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
@@ -100,6 +102,8 @@ class LocalCloud:
                     deployment.account, region, PollerSettings(mode=esm_mode, window_scale=batch_window_scale)
                 )
                 cloud = cls(deployment, region, gt_settings, model_settings, poller)
+                for team in workteams:
+                    cloud.create_workteam(team)
                 poller.start()
                 yield cloud
             finally:
@@ -228,6 +232,16 @@ class LocalCloud:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{message} not met within {timeout}s.\n{self.diagnostics()}")
             time.sleep(interval)
+
+    def create_workteam(self, name: str) -> str:
+        """Create a private workteam (one Cognito group) through the emulated API; return its ARN."""
+        member = {
+            "CognitoMemberDefinition": {"UserPool": f"{self.region}_local", "UserGroup": name, "ClientId": "local"}
+        }
+        response = self.client("sagemaker").create_workteam(
+            WorkteamName=name, Description=f"local workteam {name}", MemberDefinitions=[member]
+        )
+        return str(response["WorkteamArn"])
 
     def flush_event_sources(self) -> int:
         """Deliver every visible SQS message to its mapped function now; return the batch count."""

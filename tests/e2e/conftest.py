@@ -4,6 +4,8 @@
   workforce, NoPredictor model, Ground Truth jobs on a background thread);
 - ``start_cloud``: a factory taking ``LocalCloud.start`` keyword arguments (workforce, predictor,
   labels, model_faults, gt_mode, duplicate_gt_events, assembly=...) for tests that need options;
+- ``pipeline_assembly``: LabelLoop synthesized with ``workteamArn`` = ``LOCAL_WORKTEAM_ARN`` (start the
+  cloud with ``workteams=[LOCAL_WORKTEAM]``) so the whole workflow can reach Ground Truth;
 - ``mini_assembly``: a tiny CDK app (own asset with echo/failing/pre/post handlers, an
   EventBridge-enabled bucket via CDK's notification custom resource, rules to Lambda, SQS and a
   state machine) that exercises every emulation patch independently of LabelLoop's own stack.
@@ -22,6 +24,8 @@ import pytest
 from sandbox.harness import LocalCloud
 
 MINI_STACK = "MiniEmulation"
+LOCAL_WORKTEAM = "labelloop-local"
+LOCAL_WORKTEAM_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/{LOCAL_WORKTEAM}"
 
 ECHO = '''
 """Echo the event with facts about where the code runs (module file, env, host packages)."""
@@ -231,6 +235,14 @@ def synthesize_mini(outdir: Path) -> Path:
 def mini_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The mini app synthesized once per session."""
     return synthesize_mini(tmp_path_factory.mktemp("mini") / "cdk.out")
+
+
+@pytest.fixture(scope="session")
+def pipeline_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LabelLoop synthesized with a workteam configured (``LOCAL_WORKTEAM``), so review can start."""
+    from infra.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("pipeline") / "cdk.out", context={"workteamArn": LOCAL_WORKTEAM_ARN})
 
 
 @pytest.fixture
