@@ -460,3 +460,8 @@ def test_async_lambda_target_retries_then_sends_to_the_failure_destination(mini_
     assert record["responsePayload"]["errorType"] == "ValueError"
     [delivery] = [d for d in mini_cloud.event_log.deliveries if d.target_arn and fail in d.target_arn]
     assert delivery.error and "attempt 2/2" in delivery.error
+
+
+def test_sandbox_readme_lists_the_current_gap_table() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "sandbox" / "README.md").read_text(encoding="utf-8")
+    assert gaps_table() in readme, "regenerate the table in sandbox/README.md from sandbox.deploy.gaps_table()"
