@@ -1,8 +1,12 @@
-"""Pre-labeling, routing and calibration in the emulation, for both model backends.
+"""Pre-labeling, routing and calibration through the DEPLOYED workflow, for both model backends.
 
-The synthesized stack is deployed into the in-process emulation; the assisting model is emulated by
-``sandbox.models`` (Rekognition ``DetectCustomLabels`` / SageMaker ``InvokeEndpoint`` answered by a
-local predictor), so the deployed functions call the real APIs through boto3.
+The synthesized stack is deployed into the in-process emulation. Images are dropped into
+``incoming/street/``; intake starts one workflow execution per batch: build, pre-label (the
+Distributed Map calling the deployed pre-label function per shard), route, the Ground Truth review
+through the deployed pre/post-annotation functions, merge, calibrate, announce. The assisting model
+is emulated by ``sandbox.models`` (Rekognition ``DetectCustomLabels`` / SageMaker ``InvokeEndpoint``
+answered by a local predictor), so the deployed functions call the real APIs through boto3, and
+faults are injected there: a throttle that clears after two calls, a garbage answer.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import pytest
 
 from sandbox.harness import LocalCloud
 from sandbox.imagerefs import ImageRef
+from sandbox.workforce import Task, WorkerAnswer, worker_id
 from tests.intake_images import jpeg
 
 pytestmark = pytest.mark.e2e
 
 LABELS = ["car", "person"]
 DATASET = "street"
+TEAM_NAME = "labelloop-prelabel-e2e"
+TEAM_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/{TEAM_NAME}"
 REK_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/cars/version/cars.2026-01-01T00.00.00/1700000000000"
 ATTR = "labelloop-prelabel"
 
@@ -103,66 +110,84 @@ class TransientFaults(dict):  # type: ignore[type-arg]
         return kind
 
 
-# -- deployment -----------------------------------------------------------------------------------
-def synthesize_with_prelabeling(outdir: Path, context: dict[str, Any]) -> Path:
-    """Synthesize the app; add `Prelabeling` when the stack does not compose it (yet)."""
-    from infra.constructs.prelabel import Prelabeling
-    from infra.synth import build_app
+@dataclass
+class TruthWorkforce:
+    """Careful workers: draw the truth for each image, and remember what they were shown."""
 
-    app, stack = build_app(str(outdir), context)
-    if not any(isinstance(c, Prelabeling) for c in stack.node.find_all()):
-        Prelabeling(stack, "Prelabeling", config=stack.config, storage=stack.storage, functions=stack.functions)
-    return Path(app.synth().directory)
+    truth_by_sha: dict[str, list[dict[str, Any]]]
+    shown: dict[str, Any] = field(default_factory=dict)
+
+    def answer(self, task: Task) -> list[WorkerAnswer]:
+        self.shown[(task.image.key or "").rsplit("/", 1)[-1] + f"@{task.image.sha256}"] = task.task_input
+        boxes = [dict(b) for b in self.truth_by_sha[task.image.sha256 or ""]]
+        return [WorkerAnswer(worker_id(1), boxes)]
+
+    def initial_boxes(self, scene: Scene) -> list[dict[str, Any]]:
+        """The pre-labels the worker UI received for ``scene`` (initialValue of the task input)."""
+        (task_input,) = [v for k, v in self.shown.items() if k == f"{scene.name}@{scene.sha256}"]
+        return sorted(
+            ({k: b[k] for k in ("label", "left", "top", "width", "height")} for b in task_input["initialValue"]),
+            key=lambda b: (b["left"], b["top"]),
+        )
+
+
+# -- deployment -----------------------------------------------------------------------------------
+BASE_CONTEXT: dict[str, Any] = {
+    "labels": LABELS,
+    "workteamArn": TEAM_ARN,
+    "batchWindowSeconds": 0,
+    "maxBatchSize": 10,
+    "prelabelShardSize": 3,
+}
 
 
 @pytest.fixture(scope="module")
 def rekognition_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infra.synth import synthesize
+
     context = {
-        "labels": LABELS,
+        **BASE_CONTEXT,
         "model": {"kind": "rekognition", "projectVersionArn": REK_ARN, "minConfidence": 0.1},
         "autoAcceptThreshold": 0.8,
         "calibration": {"minPairs": 5, "auditFraction": 0.0},
-        "prelabelShardSize": 3,
     }
-    return synthesize_with_prelabeling(tmp_path_factory.mktemp("rek") / "cdk.out", context)
+    return synthesize(tmp_path_factory.mktemp("rek"), context=context)
 
 
 @pytest.fixture(scope="module")
 def sagemaker_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infra.synth import synthesize
+
     context = {
-        "labels": LABELS,
+        **BASE_CONTEXT,
         "model": {"kind": "sagemaker", "endpointName": "street-detector", "endpointFormat": "builtin"},
         # Hoeffding at 95% needs 10 perfect pairs to clear 0.6: two batches give 10 sure-and-right ones.
-        "calibration": {"minPairs": 10, "auditFraction": 0.0},
-        "prelabelShardSize": 3,
+        "calibration": {"minPairs": 10, "auditFraction": 0.3},
     }
-    return synthesize_with_prelabeling(tmp_path_factory.mktemp("sm") / "cdk.out", context)
-
-
-def function_for(cloud: LocalCloud, handler: str) -> str:
-    """Physical name of the deployed function running ``handler``."""
-    template = cloud.deployment.template
-    logical = [
-        lid
-        for lid, res in template["Resources"].items()
-        if res["Type"] == "AWS::Lambda::Function" and res["Properties"].get("Handler") == handler
-    ]
-    assert len(logical) == 1, logical
-    return cloud.deployment.resources[logical[0]]
-
-
-def invoke(cloud: LocalCloud, handler: str, event: dict[str, Any]) -> Any:
-    result = cloud.client("lambda").invoke(FunctionName=function_for(cloud, handler), Payload=json.dumps(event))
-    payload = json.loads(result["Payload"].read() or b"null")
-    assert "FunctionError" not in result, payload
-    return payload
+    return synthesize(tmp_path_factory.mktemp("sm"), context=context)
 
 
 @contextlib.contextmanager
-def start(assembly: Path, all_scenes: list[Scene]) -> Iterator[LocalCloud]:
+def start(assembly: Path, all_scenes: list[Scene]) -> Iterator[tuple[LocalCloud, TruthWorkforce]]:
     predictor = ScenePredictor({sc.sha256: sc.detections for sc in all_scenes})
-    with LocalCloud.start(assembly, predictor=predictor, labels=LABELS) as cloud:
-        yield cloud
+    workforce = TruthWorkforce({sc.sha256: sc.truth for sc in all_scenes})
+    with LocalCloud.start(
+        assembly, predictor=predictor, labels=LABELS, workforce=workforce, esm_mode="manual"
+    ) as cloud:
+        cloud.client("sagemaker").create_workteam(
+            WorkteamName=TEAM_NAME,
+            Description="LabelLoop pre-label e2e reviewers",
+            MemberDefinitions=[
+                {
+                    "CognitoMemberDefinition": {
+                        "UserPool": "us-east-1_abcdefghi",
+                        "UserGroup": "labelers",
+                        "ClientId": "abcdefghijklmnopqrstuvwxyz",
+                    }
+                }
+            ],
+        )
+        yield cloud, workforce
 
 
 def install_faults(cloud: LocalCloud, batch: list[Scene]) -> None:
@@ -176,153 +201,142 @@ def install_faults(cloud: LocalCloud, batch: list[Scene]) -> None:
 @dataclass
 class BatchRun:
     prefix: str
-    prelabel: list[dict[str, Any]]
-    route: dict[str, Any]
-    calibrate: dict[str, Any] | None = None
+    report: dict[str, Any]
+    output: dict[str, dict[str, Any]]  # by image name
+    execution: dict[str, Any]
 
 
-def run_batch_in_process(cloud: LocalCloud, batch: list[Scene], batch_id: str, shard_size: int = 3) -> BatchRun:
-    """Steps 2, 3 and 6 of the workflow with the deployed functions; the review outcome is the truth.
-
-    Images are written where build_manifest puts normalised copies (work/derived/), so no intake
-    rule fires; the review step is stood in for by writing the output manifest a careful human
-    would produce (Ground Truth's output shape, human-annotated yes).
-    """
-    from labelloop_core.boxes import Box
-    from labelloop_core.classes import ClassRegistry
-    from labelloop_core.manifest import bbox_label_line
-
-    bucket = cloud.bucket
-    prefix = f"work/batches/{DATASET}/{batch_id}/"
-    lines = []
+def run_batch(cloud: LocalCloud, batch: list[Scene], folder: str) -> BatchRun:
+    """Drop the images like a user, deliver the intake batch, wait for the workflow to finish."""
+    sfn = cloud.client("stepfunctions")
+    machine = cloud.state_machine_arn("Workflow")
+    before = {e["executionArn"] for e in sfn.list_executions(stateMachineArn=machine)["executions"]}
     for sc in batch:
-        key = f"work/derived/{DATASET}/{batch_id}/{sc.name}"
-        cloud.put_bytes(key, sc.data, "image/jpeg")
-        meta = {"dataset": DATASET, "batch_id": batch_id, "key": key, "labeled_key": key}
-        lines.append(
-            {"source-ref": f"s3://{bucket}/{key}", "labelloop-meta": {**meta, "width": sc.width, "height": sc.height}}
-        )
-    s3 = cloud.client("s3")
-    shard_keys = []
-    for start_at in range(0, len(lines), shard_size):
-        shard_key = f"{prefix}shards/{start_at // shard_size:05d}.jsonl"
-        body = "".join(json.dumps(line) + "\n" for line in lines[start_at : start_at + shard_size])
-        s3.put_object(Bucket=bucket, Key=shard_key, Body=body.encode())
-        shard_keys.append(shard_key)
-    prelabel = [
-        invoke(cloud, "handlers.prelabel.handler", {"bucket": bucket, "batch_prefix": prefix, "shard_key": k})
-        for k in shard_keys
-    ]
-    event = {"bucket": bucket, "dataset": DATASET, "batch_id": batch_id, "batch_prefix": prefix}
-    routed = invoke(cloud, "handlers.route.handler", event)
+        cloud.put_bytes(f"incoming/{DATASET}/{folder}/{sc.name}", sc.data, "image/jpeg")
+    assert cloud.flush_event_sources() == 1
 
-    truth = {sc.name: sc.truth for sc in batch}
-    attribute = f"labelloop-{DATASET}-{batch_id}"
-    registry = ClassRegistry(LABELS)
-    output = cloud.read_jsonl(f"{prefix}accepted.manifest")
-    for line in cloud.read_jsonl(f"{prefix}review.manifest"):
-        name = line["labelloop-meta"]["key"].rsplit("/", 1)[-1]
-        boxes = [Box(b["label"], b["left"], b["top"], b["width"], b["height"]) for b in truth[name]]
-        size = (line["labelloop-meta"]["width"], line["labelloop-meta"]["height"], 3)
-        label = bbox_label_line(line["source-ref"], attribute, size, boxes, registry, True, attribute)
-        line.update({k: v for k, v in label.items() if k != "source-ref"})
-        line["labelloop-meta"]["label_attribute"] = attribute
-        output.append(line)
-    body = "".join(json.dumps(line) + "\n" for line in output)
-    s3.put_object(Bucket=bucket, Key=f"{prefix}output.manifest", Body=body.encode())
-    calibrated = invoke(cloud, "handlers.calibrate.handler", event)
-    return BatchRun(prefix, prelabel, routed, calibrated)
+    def finished() -> dict[str, Any] | None:
+        new = [e for e in sfn.list_executions(stateMachineArn=machine)["executions"] if e["executionArn"] not in before]
+        return new[0] if len(new) == 1 and new[0]["status"] != "RUNNING" else None
+
+    execution = cloud.wait_for(finished, timeout=180, interval=0.2, message="the batch's workflow execution")
+    assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
+    data = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
+    prefix = data["batch_prefix"]
+    report = cloud.read_json(f"{prefix}report.json")
+    output = by_name(cloud.read_jsonl(f"{prefix}output.manifest"))
+    return BatchRun(prefix, report, output, execution)
 
 
 def by_name(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {line["labelloop-meta"]["key"].rsplit("/", 1)[-1]: line for line in lines}
 
 
+def prelabels(line: dict[str, Any]) -> list[dict[str, Any]]:
+    """A line's pre-labels as named pixel boxes, sorted like `TruthWorkforce.initial_boxes`."""
+    names = line[ATTR + "-metadata"]["class-map"]
+    return sorted(
+        (
+            {"label": names[str(a["class_id"])], **{k: a[k] for k in ("left", "top", "width", "height")}}
+            for a in line[ATTR]["annotations"]
+        ),
+        key=lambda b: (b["left"], b["top"]),
+    )
+
+
+def final_attribute(line: dict[str, Any]) -> str:
+    return str(line["labelloop-meta"]["label_attribute"])
+
+
 # -- tests ------------------------------------------------------------------------------------------
-def test_rekognition_backend_fixed_threshold_in_process(rekognition_assembly: Path) -> None:
+def test_rekognition_backend_through_the_workflow_with_a_fixed_threshold(rekognition_assembly: Path) -> None:
     batch = scenes()
-    with start(rekognition_assembly, batch) as cloud:
+    with start(rekognition_assembly, batch) as (cloud, workforce):
         install_faults(cloud, batch)
-        run = run_batch_in_process(cloud, batch, "rek-b1")
+        run = run_batch(cloud, batch, "day1")
+        out = run.output
+        assert len(out) == 8  # every image exactly once
 
-        assert [p["images"] for p in run.prelabel] == [3, 3, 2]
-        assert sum(p["errors"] for p in run.prelabel) == 1  # garbage; the throttle was retried away
-        assert sum(p["retries"] for p in run.prelabel) == 2
-        prelabeled = by_name(
-            [x for k in sorted(cloud.list_keys(f"{run.prefix}prelabeled/")) for x in cloud.read_jsonl(k)]
+        # pre-labels in the manifest: per-box confidences, image confidence, model, recorded errors
+        meta = {name: line[ATTR + "-metadata"] for name, line in out.items()}
+        assert meta["sure-two.jpg"]["image-confidence"] == 0.9
+        assert sorted(o["confidence"] for o in meta["sure-two.jpg"]["objects"]) == [0.9, 0.92]
+        assert meta["sure-two.jpg"]["model"] == f"rekognition:{REK_ARN}"
+        assert meta["throttled.jpg"]["attempts"] == 3 and meta["throttled.jpg"]["error"] is None  # recovered
+        assert "unusable model answer" in meta["garbage.jpg"]["error"]  # recorded, image kept
+        assert out["garbage.jpg"][ATTR]["annotations"] == []
+        assert meta["empty.jpg"]["error"] is None and meta["empty.jpg"]["image-confidence"] is None
+
+        # the split at theta = 0.8: confident images accepted, the rest reviewed
+        accepted = {n for n, line in out.items() if final_attribute(line) == "labelloop-auto"}
+        assert accepted == {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
+        for name in accepted:
+            auto = out[name]["labelloop-auto-metadata"]
+            assert auto["human-annotated"] == "no" and auto["objects"] == meta[name]["objects"]
+        counts = run.report["counts"]
+        assert (counts["accepted"], counts["reviewed"]) == (5, 3), run.report
+        assert run.report["status"] == "labeled" and run.report["accounted_for"]
+
+        # the reviewed images were shown to the workers with the model's boxes as initial boxes
+        scene = {sc.name: sc for sc in batch}
+        assert workforce.initial_boxes(scene["unsure.jpg"]) == prelabels(out["unsure.jpg"])
+        assert workforce.initial_boxes(scene["unsure.jpg"]) == [box("person", 30, 20, 20, 20)]
+        assert workforce.initial_boxes(scene["garbage.jpg"]) == []
+        assert workforce.initial_boxes(scene["empty.jpg"]) == []
+        assert len(workforce.shown) == 3
+        for name in ("unsure.jpg", "empty.jpg", "garbage.jpg"):
+            assert out[name][f"{final_attribute(out[name])}-metadata"]["human-annotated"] == "yes"
+
+        # calibration: one usable pair (unsure: the human halved the box), theta stays off
+        (pair,) = cloud.read_jsonl(
+            f"work/calibration/{DATASET}/pairs/{out['unsure.jpg']['labelloop-meta']['batch_id']}.jsonl"
         )
-        assert len(prelabeled) == 8  # every image, none lost
-        assert prelabeled["throttled.jpg"][ATTR + "-metadata"]["attempts"] == 3
-        assert prelabeled["throttled.jpg"][ATTR + "-metadata"]["error"] is None
-        assert "unusable model answer" in prelabeled["garbage.jpg"][ATTR + "-metadata"]["error"]
-        assert prelabeled["garbage.jpg"][ATTR]["annotations"] == []
-        sure_two = prelabeled["sure-two.jpg"]
-        assert sure_two[ATTR + "-metadata"]["image-confidence"] == 0.9
-        assert sure_two[ATTR + "-metadata"]["model"] == f"rekognition:{REK_ARN}"
-        assert sorted(a["class_id"] for a in sure_two[ATTR]["annotations"]) == [0, 1]
-
-        assert run.route["threshold"] == 0.8 and run.route["threshold_source"] == "fixed"
-        accepted = by_name(cloud.read_jsonl(f"{run.prefix}accepted.manifest"))
-        review = by_name(cloud.read_jsonl(f"{run.prefix}review.manifest"))
-        assert sorted(accepted) == ["ok-1.jpg", "ok-2.jpg", "sure-car.jpg", "sure-two.jpg", "throttled.jpg"]
-        assert {n: r["labelloop-meta"]["route_reason"] for n, r in review.items()} == {
-            "unsure.jpg": "below_threshold",
-            "empty.jpg": "no_detections",
-            "garbage.jpg": "model_error",
-        }
-        assert accepted["sure-car.jpg"]["labelloop-auto-metadata"]["human-annotated"] == "no"
-
-        assert run.calibrate == {
-            "pairs_written": 1,
-            "pairs_used": 1,
-            "theta": None,
-            "lower_bound": None,
-            "reason": "too_few_pairs",
-        }
-        (pair,) = cloud.read_jsonl(f"work/calibration/{DATASET}/pairs/rek-b1.jsonl")
-        assert pair["key"].endswith("unsure.jpg") and pair["confidence"] == 0.4
-        assert pair["quality"] == pytest.approx(0.5)
-        report = cloud.read_json(f"{run.prefix}report.json")
-        assert report["calibration"]["skipped"]["model_error"] == 1
-        assert report["calibration"]["skipped"]["no_detections"] == 1
+        assert pair["confidence"] == 0.4 and pair["quality"] == pytest.approx(0.5)
+        section = run.report["calibration"]
+        assert section["pairs_written"] == 1
+        assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 5}
+        assert section["next_threshold"]["theta"] is None and section["next_threshold"]["reason"] == "too_few_pairs"
 
 
-def test_sagemaker_backend_calibrates_then_auto_accepts_in_process(sagemaker_assembly: Path) -> None:
+def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sagemaker_assembly: Path) -> None:
     from labelloop_core.calibration import CalibrationPair, calibrate
+    from labelloop_core.hashing import unit_hash
 
     batches = [scenes(salt) for salt in (0, 1, 2)]
-    with start(sagemaker_assembly, [sc for b in batches for sc in b]) as cloud:
-        # batch 1: not calibrated -> every image to humans; pairs written
+    with start(sagemaker_assembly, [sc for b in batches for sc in b]) as (cloud, workforce):
+        # day 1: not calibrated yet -> every image to humans, pairs written
         install_faults(cloud, batches[0])
-        first = run_batch_in_process(cloud, batches[0], "sm-b1")
-        assert first.route["threshold"] is None and first.route["threshold_source"] == "off"
-        assert first.route["accepted"] == 0 and first.route["review"] == 8
-        assert sum(p["errors"] for p in first.prelabel) == 1 and sum(p["retries"] for p in first.prelabel) == 2
-        assert first.calibrate["pairs_written"] == 6 and first.calibrate["theta"] is None
+        first = run_batch(cloud, batches[0], "day1")
+        assert (first.report["counts"]["accepted"], first.report["counts"]["reviewed"]) == (0, 8)
+        assert first.output["throttled.jpg"][ATTR + "-metadata"]["attempts"] == 3
+        assert "unusable model answer" in first.output["garbage.jpg"][ATTR + "-metadata"]["error"]
+        assert first.report["calibration"]["pairs_written"] == 6
+        assert first.report["calibration"]["next_threshold"]["reason"] == "too_few_pairs"
+        assert len(workforce.shown) == 8
+        sure_two = next(sc for sc in batches[0] if sc.name == "sure-two.jpg")
+        assert workforce.initial_boxes(sure_two) == prelabels(first.output["sure-two.jpg"])
+        assert len(workforce.initial_boxes(sure_two)) == 2
 
-        # batch 2: more pairs; theta is recomputed from both batches
+        # day 2: more pairs; theta is recomputed from both batches
         install_faults(cloud, batches[1])
-        second = run_batch_in_process(cloud, batches[1], "sm-b2")
-        assert second.route["accepted"] == 0
-        pairs = [p for b in ("sm-b1", "sm-b2") for p in cloud.read_jsonl(f"work/calibration/{DATASET}/pairs/{b}.jsonl")]
+        second = run_batch(cloud, batches[1], "day2")
+        assert second.report["counts"]["accepted"] == 0
+        pairs = [p for k in sorted(cloud.list_keys(f"work/calibration/{DATASET}/pairs/")) for p in cloud.read_jsonl(k)]
         assert len(pairs) == 12 and {p["model"] for p in pairs} == {"sagemaker:street-detector:builtin"}
         expected = calibrate([CalibrationPair(p["confidence"], p["quality"]) for p in pairs], 0.6, 0.95, 10)
         threshold = cloud.read_json(f"work/calibration/{DATASET}/threshold.json")
-        assert threshold["theta"] == expected.theta is not None
+        assert threshold["theta"] == expected.theta == 0.85
         assert threshold["pairs_used"] == 12 and threshold["lower_bound"] == pytest.approx(expected.lower_bound)
-        assert second.calibrate["theta"] == expected.theta
 
-        # batch 3: the calibrated threshold routes: confident images are accepted, others reviewed
+        # day 3: the calibrated threshold routes; an audit sample of would-be-accepted images is reviewed
         install_faults(cloud, batches[2])
-        third = run_batch_in_process(cloud, batches[2], "sm-b3")
-        theta = expected.theta
-        assert third.route["threshold"] == theta and third.route["threshold_source"] == "calibrated"
-        accepted = by_name(cloud.read_jsonl(f"{third.prefix}accepted.manifest"))
-        expected_accepted = {
-            sc.name
-            for sc in batches[2]
-            if sc.detections and sc.name != "garbage.jpg" and min(d["confidence"] for d in sc.detections) >= theta
-        }
-        assert theta == 0.85 and set(accepted) == expected_accepted
-        assert expected_accepted == {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
-        assert third.route["accepted"] + third.route["review"] == 8
+        third = run_batch(cloud, batches[2], "day3")
+        confident = {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
+        audited = {n for n in confident if unit_hash(third.output[n]["labelloop-meta"]["key"], "labelloop-audit") < 0.3}
+        accepted = {n for n, line in third.output.items() if final_attribute(line) == "labelloop-auto"}
+        assert accepted == confident - audited
+        counts = third.report["counts"]
+        assert (counts["accepted"], counts["reviewed"]) == (len(confident - audited), 8 - len(confident - audited))
+        for name in audited:
+            assert third.output[name]["labelloop-meta"]["audit"] is True
+        assert third.report["calibration"]["audit_pairs"] == len(audited)

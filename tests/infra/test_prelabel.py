@@ -18,23 +18,11 @@ HANDLERS = ("handlers.prelabel.handler", "handlers.route.handler", "handlers.cal
 
 
 def synth_with_prelabeling(outdir: Path, context: dict[str, Any]) -> dict[str, Any]:
-    """Synthesize the app (``infra.synth.build_app``) and return its template.
+    """Synthesize the app (``infra.synth.synthesize``) and return its template."""
+    from infra.synth import synthesize
 
-    TEMPORARY until the workflow composes `Prelabeling`: add it to the stack when absent.
-    """
-    from infra.constructs.prelabel import Prelabeling
-    from infra.synth import build_app
-
-    app, stack = build_app(str(outdir), context)
-    if not any(isinstance(c, Prelabeling) for c in stack.node.find_all()):
-        Prelabeling(stack, "Prelabeling", config=stack.config, storage=stack.storage, functions=stack.functions)
-    assembly = Path(app.synth().directory)
+    assembly = synthesize(outdir, context=context)
     return json.loads((assembly / "LabelLoop.template.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def none_template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return synth_with_prelabeling(tmp_path_factory.mktemp("none"), {})
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +136,8 @@ def test_sagemaker_grant_is_on_the_endpoint_only(sagemaker_template: dict[str, A
     assert not any(a.startswith("rekognition:") for a in actions_of(statements))
 
 
-def test_default_model_none_grants_no_model_api(none_template: dict[str, Any]) -> None:
+def test_default_model_none_grants_no_model_api(template_json: dict[str, Any]) -> None:
+    none_template = template_json  # the session's default-context synthesis
     for _, props in functions(none_template).values():
         assert props["Environment"]["Variables"]["MODEL_KIND"] == "none"
         assert not any(
