@@ -23,16 +23,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json, put_jsonl
-from aws_lambda_powertools import Logger
+from handlers.route import calibration_prefix, event_fields, threshold_key
 from labelloop_core.calibration import CalibrationError, CalibrationPair, calibrate
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import ManifestError, iter_manifest
 from labelloop_core.prelabels import calibration_pair
-
-from handlers.route import calibration_prefix, event_fields, threshold_key
 
 logger = Logger()
 

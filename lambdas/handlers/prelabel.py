@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from adapters.aws import client
 from adapters.models import ImageInput, ModelSettings, Prelabeler, RetryPolicy, backend_for
 from adapters.s3 import S3UriError, iter_lines, parse_uri
-from aws_lambda_powertools import Logger
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import META_KEY, prelabel_line
 

@@ -22,10 +22,11 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
+from aws_lambda_powertools import Logger
+
 from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json
-from aws_lambda_powertools import Logger
 from labelloop_core.calibration import ACCEPT, AUDIT
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import accepted_line, decide_route, review_line

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from handlers import calibrate
 from labelloop_core.boxes import Box
 from labelloop_core.calibration import CalibrationPair
@@ -12,7 +13,6 @@ from labelloop_core.calibration import calibrate as calibrate_theta
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import bbox_label_line
 from labelloop_core.prelabels import Detections, accepted_line, prelabel_line
-
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
     BUCKET,

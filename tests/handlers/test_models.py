@@ -7,6 +7,7 @@ import random
 
 import boto3
 import pytest
+
 from adapters.models import (
     ENDPOINT_ADAPTERS,
     FAILED,
@@ -26,7 +27,6 @@ from adapters.models import (
     sniff_content_type,
 )
 from labelloop_core.prelabels import ModelOutputError
-
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
     BUCKET,

@@ -6,9 +6,9 @@ import json
 
 import boto3
 import pytest
+
 from adapters.models import ModelSettings, RetryPolicy
 from handlers import prelabel
-
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
     BATCH_PREFIX,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from handlers import route
 from labelloop_core.boxes import Box
 from labelloop_core.prelabels import Detections, prelabel_line
-
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
     BATCH_ID,

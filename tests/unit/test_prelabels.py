@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import bbox_label_line, parse_bbox_label
@@ -27,7 +28,6 @@ from labelloop_core.prelabels import (
     review_line,
     ultralytics_boxes,
 )
-
 from tests.conftest import FIXTURES
 
 LABELS = ("Car", "person")
