@@ -3,8 +3,11 @@
 No AWS account: the synthesized stack is deployed into moto with LabelLoop's emulation patches,
 the folder is uploaded like a user's upload, and the pipeline's own Lambdas, workflow, Ground Truth
 emulator and export do the work. Writes ``OUT/dataset/`` (the latest YOLO export) and
-``OUT/report.json``; progress goes to stderr, the summary to stdout. Exit 1 when an image is
-unaccounted for or the pipeline did not finish.
+``OUT/report.json``; progress goes to stderr, the summary to stdout.
+
+Exit status: 0 every image labeled or rejected with a reason; 1 an image is unaccounted for, an
+invariant is broken or the pipeline did not finish; 2 bad arguments; 3 a batch failed (its images
+are in the report as rejected, with the cause).
 """
 
 from __future__ import annotations
@@ -122,14 +125,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
-def progress(text: str) -> None:
-    """Stage-by-stage progress on stderr."""
-    print(text, file=sys.stderr, flush=True)
-
-
 def execute(spec: RunSpec, assembly: Path | None = None) -> RunResult:
     """Run and translate input problems into one-line CLI errors."""
     from cli.main import CliError
+
+    # Bound now: while the emulation runs, sys.stderr is the Lambda runtime's per-invocation router.
+    stream = sys.stderr
+
+    def progress(text: str) -> None:
+        print(text, file=stream, flush=True)
 
     try:
         return run_local(spec, progress, assembly)
@@ -151,6 +155,13 @@ def print_outcome(result: RunResult, out: Path) -> int:
             print(f"  - {problem}", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
         return 1
+    if result.failed_batches:
+        print(
+            f"labelloop: {len(result.failed_batches)} batch(es) failed; their images are listed as rejected with"
+            " the cause in report.json (exit 3)",
+            file=sys.stderr,
+        )
+        return 3
     return 0
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import mimetypes
+import os
 import shutil
 import tempfile
 import threading
@@ -42,6 +43,7 @@ from sandbox.workforce import AcceptPrelabels, FailingWorkforce, Oracle, ReplayA
 
 LOCAL_ENDPOINT = "labelloop-local"
 LOCAL_WORKTEAM = "labelloop-local"
+ASSEMBLY_CACHE_ENV = "LABELLOOP_ASSEMBLY_CACHE"
 #: moto's default account and the region the emulation runs in.
 ACCOUNT, REGION = "123456789012", "us-east-1"
 AUTO_ATTRIBUTE = "labelloop-auto"
@@ -223,13 +225,42 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
 
 
 def synthesize_stack(spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> Path:
-    """Synthesize the stack for this run into ``outdir``; returns the assembly directory."""
+    """Synthesize the stack for this run into ``outdir``; returns the assembly directory.
+
+    With ``LABELLOOP_ASSEMBLY_CACHE`` set to a folder, an assembly synthesized before from the same
+    context and the same sources (infra/, lambdas/, cdk.json, requirements.txt) is reused.
+    """
     from infra.synth import synthesize
 
+    context = stack_context(spec, labels)
+    cache = os.environ.get(ASSEMBLY_CACHE_ENV)
+    target = outdir
+    if cache:
+        target = Path(cache) / _assembly_fingerprint(context)
+        if (target / ".complete").is_file():
+            return target
+        if target.exists():
+            shutil.rmtree(target)
     try:
-        return synthesize(outdir, context=stack_context(spec, labels))
+        assembly = synthesize(target, context=context)
     except Exception as exc:
         raise LocalRunError(f"the stack does not synthesize with these options: {exc}") from exc
+    if cache:
+        (target / ".complete").write_text("ok\n")
+    return assembly
+
+
+def _assembly_fingerprint(context: dict[str, Any]) -> str:
+    """Hash of the context and of every source file that shapes the synthesized assembly."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256(json.dumps(context, sort_keys=True).encode())
+    files = [root / "cdk.json", root / "requirements.txt"]
+    for folder in ("infra", "lambdas"):
+        files += sorted(p for p in (root / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:24]
 
 
 # ------------------------------------------------------------------- image names at run time
@@ -500,6 +531,11 @@ class RunResult:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def failed_batches(self) -> list[dict[str, Any]]:
+        """Batches the workflow ended as failed (their images are listed as rejected with the cause)."""
+        return [b for b in self.report.get("batches", []) if b.get("status") == "failed"]
+
 
 def _waves(files: list[tuple[Path, str]], first_wave: float) -> list[list[tuple[Path, str]]]:
     """Split the upload into waves; wave membership is a hash of the path, so it is spread evenly."""
@@ -636,6 +672,12 @@ def _run_deployed(
         count = _download(cloud, version_prefix, dataset_dir)
         clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
     report = build_report(cloud, spec, labels, reviewer, uploaded, intake, work_prefix, latest, document, watcher)
+    versions = {
+        key[len(exports_prefix) + len(spec.dataset) + 1 :].split("/", 1)[0]
+        for key in cloud.list_keys(f"{exports_prefix}{spec.dataset}/")
+        if key.endswith("/export.json")
+    }
+    report["export_versions"] = sorted(versions)
     problems += report.pop("_problems")
     manifests = spec.out / "manifests"
     if manifests.exists():
