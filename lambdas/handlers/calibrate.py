@@ -127,6 +127,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
 
     audits = [p for p in pairs if p["audit"]]
     section: dict[str, Any] = {
+        "threshold_used": _threshold_used(bucket, batch_prefix, s3),
         "pairs_written": len(pairs),
         "pairs_key": pair_key,
         "skipped": dict(sorted(skipped.items())),
@@ -147,6 +148,22 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     }
     logger.info("calibrated", extra={**summary, "dataset": dataset, "batch_id": batch_id})
     return summary
+
+
+def _threshold_used(bucket: str, batch_prefix: str, s3: Any) -> dict[str, Any] | None:
+    """The threshold this batch was routed with (route.json), so the report states theta, bound and pairs."""
+    from botocore.exceptions import ClientError
+
+    try:
+        routed = get_json(bucket, f"{batch_prefix}route.json", s3)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return None  # a batch with no valid image is never routed
+        raise
+    if not isinstance(routed, dict):
+        return None
+    used = routed.get("threshold_used")
+    return dict(used) if isinstance(used, dict) else None
 
 
 def _update_report(bucket: str, key: str, section: dict[str, Any], s3: Any) -> None:

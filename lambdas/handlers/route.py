@@ -20,6 +20,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
 from aws_lambda_powertools import Logger
@@ -78,12 +79,30 @@ def threshold_key(dataset: str) -> str:
     return f"{calibration_prefix()}{dataset}/threshold.json"
 
 
-def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) -> tuple[float | None, str, str]:
-    """``(theta or None, source, note)``; see the module docstring for the precedence."""
+@dataclass(frozen=True)
+class Threshold:
+    """The threshold a batch is routed with, where it came from, and the evidence behind it."""
+
+    theta: float | None
+    source: str
+    note: str
+    evidence: dict[str, Any] | None = None  # the calibration document (bound, pairs used, ...) when read
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready form for route.json and the batch report."""
+        out: dict[str, Any] = {"theta": self.theta, "source": self.source, "note": self.note}
+        if self.evidence is not None:
+            keys = ("lower_bound", "pairs_used", "n_above", "reason", "target", "confidence_level", "computed_at")
+            out.update({k: self.evidence.get(k) for k in keys})
+        return out
+
+
+def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) -> Threshold:
+    """The batch's threshold; see the module docstring for the precedence."""
     if cfg.kind == "none":
-        return None, SOURCE_NO_MODEL, "no model configured: every image goes to humans"
+        return Threshold(None, SOURCE_NO_MODEL, "no model configured: every image goes to humans")
     if cfg.auto_accept_threshold is not None:
-        return cfg.auto_accept_threshold, SOURCE_FIXED, "AUTO_ACCEPT_THRESHOLD"
+        return Threshold(cfg.auto_accept_threshold, SOURCE_FIXED, "AUTO_ACCEPT_THRESHOLD")
     key = threshold_key(dataset)
     from botocore.exceptions import ClientError
 
@@ -91,21 +110,22 @@ def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) 
         document = get_json(bucket, key, s3)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return None, SOURCE_OFF, f"not calibrated yet ({key} absent)"
+            return Threshold(None, SOURCE_OFF, f"not calibrated yet ({key} absent)")
         raise
     except ValueError as exc:
         logger.error("threshold document unreadable", extra={"key": key, "error": str(exc)})
-        return None, SOURCE_OFF, f"{key} is not valid JSON: auto-accept off"
-    if not isinstance(document, Mapping):
-        return None, SOURCE_OFF, f"{key} is not a JSON object: auto-accept off"
+        return Threshold(None, SOURCE_OFF, f"{key} is not valid JSON: auto-accept off")
+    if not isinstance(document, dict):
+        return Threshold(None, SOURCE_OFF, f"{key} is not a JSON object: auto-accept off")
     if document.get("model") != cfg.model_id:
-        return None, SOURCE_OFF, f"{key} was calibrated for model {document.get('model')!r}, not {cfg.model_id!r}"
+        note = f"{key} was calibrated for model {document.get('model')!r}, not {cfg.model_id!r}"
+        return Threshold(None, SOURCE_OFF, note)
     theta = document.get("theta")
     if theta is None:
-        return None, SOURCE_OFF, f"calibration says off ({document.get('reason')})"
+        return Threshold(None, SOURCE_OFF, f"calibration says off ({document.get('reason')})", document)
     if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 <= theta <= 1:
-        return None, SOURCE_OFF, f"{key} has an invalid theta {theta!r}: auto-accept off"
-    return float(theta), SOURCE_CALIBRATED, key
+        return Threshold(None, SOURCE_OFF, f"{key} has an invalid theta {theta!r}: auto-accept off")
+    return Threshold(float(theta), SOURCE_CALIBRATED, key, document)
 
 
 def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
@@ -145,7 +165,8 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     """Route every pre-labeled image of a batch (streamed; output spooled to temporary files)."""
     s3 = s3 or client("s3")
     bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
-    theta, source, note = effective_threshold(cfg, bucket, dataset, s3)
+    threshold = effective_threshold(cfg, bucket, dataset, s3)
+    theta = threshold.theta
     keys = prelabeled_keys(bucket, batch_prefix, s3)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
@@ -168,7 +189,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "review": counts["review"] + counts[AUDIT],
         "audit": counts[AUDIT],
         "threshold": theta,
-        "threshold_source": source,
+        "threshold_source": threshold.source,
         "reasons": dict(sorted(reasons.items())),
     }
     put_json(
@@ -178,13 +199,14 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
             **summary,
             "dataset": dataset,
             "batch_id": batch_id,
-            "threshold_note": note,
+            "threshold_note": threshold.note,
+            "threshold_used": threshold.describe(),
             "audit_fraction": cfg.audit_fraction,
             "model": cfg.model_id,
         },
         s3,
     )
-    logger.info("batch routed", extra={**summary, "dataset": dataset, "batch_id": batch_id, "note": note})
+    logger.info("batch routed", extra={**summary, "dataset": dataset, "batch_id": batch_id, "note": threshold.note})
     return summary
 
 

@@ -340,3 +340,7 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         for name in audited:
             assert third.output[name]["labelloop-meta"]["audit"] is True
         assert third.report["calibration"]["audit_pairs"] == len(audited)
+        # the report states the threshold the batch was routed with and the evidence behind it
+        used = third.report["calibration"]["threshold_used"]
+        assert used["theta"] == 0.85 and used["source"] == "calibrated" and used["pairs_used"] == 12
+        assert used["lower_bound"] == pytest.approx(expected.lower_bound)

@@ -77,6 +77,8 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     ]
     write_jsonl(aws, f"{prefix}output.manifest", lines)
     aws.put_object(Bucket=BUCKET, Key=f"{prefix}report.json", Body=json.dumps({"status": "succeeded"}).encode())
+    used = {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}route.json", Body=json.dumps({"threshold_used": used}).encode())
 
     out = calibrate.handler(event, None)
     assert out == {"pairs_written": 2, "pairs_used": 2, "theta": None, "lower_bound": None, "reason": "too_few_pairs"}
@@ -100,6 +102,7 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     assert section["pairs_written"] == 2 and section["audit_pairs"] == 1 and section["audit_mean_quality"] == 1.0
     assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 1}
     assert section["next_threshold"]["reason"] == "too_few_pairs"
+    assert section["threshold_used"] == {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
 
 
 def test_theta_recomputed_from_all_batches_of_the_same_model(aws, monkeypatch):
@@ -152,3 +155,4 @@ def test_kind_none_writes_no_pairs_and_keeps_auto_accept_off(aws):
     assert out["pairs_written"] == 0 and out["theta"] is None
     report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
     assert report["calibration"]["skipped"] == {"no_prelabel": 1}
+    assert report["calibration"]["threshold_used"] is None  # this batch was never routed

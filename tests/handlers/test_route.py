@@ -106,9 +106,13 @@ def test_no_detection_images_are_never_accepted_even_at_threshold_zero(aws, monk
 def test_calibrated_threshold_file(aws, monkeypatch):
     use_model(monkeypatch, "rekognition")
     standard_batch(aws)
-    aws.put_object(Bucket=BUCKET, Key=THRESHOLD_KEY, Body=json.dumps({"theta": 0.5, "model": MODEL}).encode())
+    document = {"theta": 0.5, "model": MODEL, "lower_bound": 0.62, "pairs_used": 140, "computed_at": "2026-11-23"}
+    aws.put_object(Bucket=BUCKET, Key=THRESHOLD_KEY, Body=json.dumps(document).encode())
     out = route.handler(event(), None)
     assert out["threshold"] == 0.5 and out["threshold_source"] == "calibrated" and out["accepted"] == 2
+    used = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{BATCH_PREFIX}route.json")["Body"].read())["threshold_used"]
+    assert used["theta"] == 0.5 and used["lower_bound"] == 0.62 and used["pairs_used"] == 140
+    assert used["source"] == "calibrated" and used["note"] == THRESHOLD_KEY
 
 
 def test_threshold_of_another_model_or_off_does_not_apply(aws, monkeypatch):
