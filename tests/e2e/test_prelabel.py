@@ -167,6 +167,60 @@ def sagemaker_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(tmp_path_factory.mktemp("sm"), context=context)
 
 
+@pytest.fixture(scope="module")
+def ultralytics_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from infra.synth import synthesize
+
+    context = {
+        **BASE_CONTEXT,
+        "model": {"kind": "sagemaker", "endpointName": "street-yolo", "endpointFormat": "ultralytics"},
+        "autoAcceptThreshold": 0.8,
+        "calibration": {"auditFraction": 0.0},
+    }
+    return synthesize(tmp_path_factory.mktemp("yolo"), context=context)
+
+
+@contextlib.contextmanager
+def ultralytics_endpoint() -> Iterator[None]:
+    """Make the emulated endpoint answer like an Ultralytics server: ``results[0].to_json()``, pixel corners.
+
+    Wraps the emulation's InvokeEndpoint (built-in detector rows, normalised) and rewrites a
+    successful answer; faults pass through. Restored before the emulation is torn down.
+    """
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    from sandbox.imagerefs import image_size
+
+    emulated = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint(self: Any) -> Any:
+        status, headers, body = emulated(self)
+        if status != 200:
+            return status, headers, body
+        try:
+            rows = json.loads(body)["prediction"]
+        except (ValueError, KeyError, TypeError):
+            return status, headers, body  # a garbage fault stays garbage
+        raw = getattr(self, "raw_body", None) or self.body
+        width, height, _ = image_size(raw if isinstance(raw, bytes) else str(raw).encode("latin-1"))
+        results = [
+            {
+                "name": LABELS[int(cls)],
+                "class": int(cls),
+                "confidence": score,
+                "box": {"x1": x1 * width, "y1": y1 * height, "x2": x2 * width, "y2": y2 * height},
+            }
+            for cls, score, x1, y1, x2, y2 in rows
+        ]
+        return status, headers, json.dumps(json.dumps(results))  # the to_json() string, JSON-encoded
+
+    SageMakerRuntimeResponse.invoke_endpoint = invoke_endpoint  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SageMakerRuntimeResponse.invoke_endpoint = emulated  # type: ignore[method-assign]
+
+
 @contextlib.contextmanager
 def start(assembly: Path, all_scenes: list[Scene]) -> Iterator[tuple[LocalCloud, TruthWorkforce]]:
     predictor = ScenePredictor({sc.sha256: sc.detections for sc in all_scenes})
@@ -344,3 +398,25 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         used = third.report["calibration"]["threshold_used"]
         assert used["theta"] == 0.85 and used["source"] == "calibrated" and used["pairs_used"] == 12
         assert used["lower_bound"] == pytest.approx(expected.lower_bound)
+
+
+def test_ultralytics_endpoint_through_the_workflow(ultralytics_assembly: Path) -> None:
+    batch = scenes(7)
+    with start(ultralytics_assembly, batch) as (cloud, workforce), ultralytics_endpoint():
+        install_faults(cloud, batch)
+        run = run_batch(cloud, batch, "yolo")
+        out = run.output
+        meta = {name: line[ATTR + "-metadata"] for name, line in out.items()}
+        assert {m["model"] for m in meta.values()} == {"sagemaker:street-yolo:ultralytics"}
+        assert "unusable model answer" in meta["garbage.jpg"]["error"]
+        assert meta["throttled.jpg"]["attempts"] == 3 and meta["throttled.jpg"]["error"] is None
+        for sc in batch:
+            if sc.name != "garbage.jpg":  # pixel boxes survive the round trip to the model's own coordinates
+                expected = sorted(
+                    ({k: d[k] for k in ("label", "left", "top", "width", "height")} for d in sc.detections),
+                    key=lambda b: (b["left"], b["top"]),
+                )
+                assert prelabels(out[sc.name]) == expected, sc.name
+        accepted = {n for n, line in out.items() if final_attribute(line) == "labelloop-auto"}
+        assert accepted == {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
+        assert len(workforce.shown) == 3
