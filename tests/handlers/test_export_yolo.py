@@ -524,3 +524,16 @@ def test_announced_manifest_outside_the_batch_layout_is_part_of_the_union(world:
     # and later exports keep it
     later = world.module.handler(world.batch("street", "b10", [world.line("incoming/street/z.jpg", [])]), None)
     assert world.json(f"exports/street/{later['version']}/export.json")["counts"]["images"] == 16
+
+
+def test_custom_job_without_bounding_boxes_is_skipped_and_not_indexed(world: World) -> None:
+    manifest = world.manifest(
+        "work/labeling-jobs/texts/output.manifest",
+        [{"source-ref": f"s3://{BUCKET}/a.jpg", "sentiment": 1, "sentiment-metadata": {"type": "groundTruth/custom"}}],
+    )
+    describe = _describe("texts", manifest, LabelAttributeName="sentiment")
+    describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = "arn:aws:lambda:us-east-1:123456789012:function:my-pre"
+    world.stub_sagemaker(describe)
+    result = world.module.handler(_job_event("texts"), None)
+    assert result["status"] == "skipped" and "no bounding-box labels" in result["reason"]
+    assert world.keys("exports/") == {} and world.keys("work/exports-index/") == {}
