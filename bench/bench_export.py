@@ -12,7 +12,10 @@ Prints one JSON object:
   (``AWS_ENDPOINT_URL`` points at the server): wall time, images/s, every S3 request counted by
   operation and per image, and the exporter's own CPU per image. The wall time is bounded by the
   emulator (~100-200 requests/s here), not by the exporter: requests per image and exporter CPU
-  are the numbers that carry over to AWS.
+  are the numbers that carry over to AWS;
+- ``writer_keepalive_stub``: the writer alone against a do-nothing S3-shaped endpoint that keeps
+  connections open like S3: the exporter's own CPU per image (botocore signing, HTTP, XML), i.e.
+  what bounds a 100k-image export in one function once S3 latency is hidden by the thread pool.
 
 Run: ``PYTHONPATH=.:lambdas .venv/bin/python bench/bench_export.py --convert 100000 --images 20000``
 """
@@ -238,16 +241,109 @@ def bench_full_export(images: int, threads: int) -> dict[str, Any]:
     }
 
 
+def _serve_keepalive_stub(port: int) -> None:
+    """Child process: the smallest S3-shaped endpoint (HTTP/1.1 keep-alive, answers without work).
+
+    PUT answers 200 (CopyObject gets its XML result), GET/HEAD answer 404 NoSuchKey, listings are
+    empty. It measures what the EXPORTER costs per image when the endpoint keeps connections open,
+    as S3 does (moto's server closes every connection, which inflates the client's CPU).
+    """
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    copy_result = (
+        b'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>"e"</ETag>'
+        b"<LastModified>2026-11-23T00:00:00.000Z</LastModified></CopyObjectResult>"
+    )
+    missing = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>no</Message></Error>'
+    listing = (
+        b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><KeyCount>0</KeyCount>'
+        b"<IsTruncated>false</IsTruncated></ListBucketResult>"
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+        def _reply(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", '"e"')
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_PUT(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            self._reply(200, copy_result if self.headers.get("x-amz-copy-source") else b"")
+
+        def do_GET(self) -> None:
+            self._reply(200, listing) if "list-type=2" in self.path else self._reply(404, missing)
+
+        def do_HEAD(self) -> None:
+            self._reply(404, b"")
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+def bench_writer_keepalive(images: int, threads: int) -> dict[str, Any]:
+    """`write_export` to an S3 destination on the keep-alive stub: the exporter's own cost per image."""
+    from adapters.export_writer import S3Destination, s3_client, write_export
+
+    port = _free_port()
+    server = multiprocessing.Process(target=_serve_keepalive_stub, args=(port,), daemon=True)
+    server.start()
+    saved = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "bench"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "bench"),
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    try:
+        time.sleep(0.5)
+        planner = ExportPlanner(LABELS, val_fraction=0.2)
+        planner.add_manifest("bench.manifest", workflow_lines(images))
+        plan = planner.plan()
+        s3 = s3_client(threads)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        write_export(plan, S3Destination("bench-data", "exports/bench/v/", s3), "v", threads=threads)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    finally:
+        server.terminate()
+        server.join()
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
+    return {
+        "images": images,
+        "threads": threads,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(images / seconds),
+        "exporter_cpu_ms_per_image": round(1000 * cpu / images, 3),
+        "cpu_seconds_for_100k_images": round(100_000 * cpu / images),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--convert", type=int, default=100_000, help="lines for the conversion benchmark")
     parser.add_argument("--repeat", type=int, default=3, help="conversion runs (best is reported)")
     parser.add_argument("--images", type=int, default=20_000, help="images for the full export (0 to skip)")
     parser.add_argument("--threads", type=int, default=48, help="copy/put threads of the export")
+    parser.add_argument("--stub-images", type=int, default=20_000, help="images for the keep-alive stub (0 skips)")
     args = parser.parse_args()
     out: dict[str, Any] = {"cpu_count": os.cpu_count()}
     if args.images:  # first, so its memory reading is not masked by the conversion's freed arenas
         out["full_export"] = bench_full_export(args.images, args.threads)
+    if args.stub_images:
+        out["writer_keepalive_stub"] = bench_writer_keepalive(args.stub_images, args.threads)
     out["conversion"] = bench_conversion(args.convert, args.repeat)
     print(json.dumps(out, indent=2))
 
