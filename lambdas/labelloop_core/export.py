@@ -430,8 +430,9 @@ class ExportPlanner:
             for reason, box in record.dropped:
                 dropped.append(DroppedBox(record.key, record.manifest, record.line_no, reason, box))
             digest.update(f"\x00{record.image_path}\x00{record.source_ref}\x00{record.label_text}".encode())
+        position = {name: index for index, name in enumerate(self._inputs)}  # not the path: it may move
         for skip in self._skipped:
-            digest.update(f"\x01{skip.manifest}\x00{skip.line_no}\x00{skip.reason}".encode())
+            digest.update(f"\x01{position.get(skip.manifest)}\x00{skip.line_no}\x00{skip.reason}".encode())
         return ExportPlan(
             records=records,
             class_names=names,

@@ -224,6 +224,11 @@ def test_fingerprint_is_deterministic_and_content_sensitive() -> None:
     assert plan_export([("m", changed)], REGISTRY).fingerprint != again.fingerprint
     assert plan_export([("m", base)], REGISTRY, val_fraction=0.5).fingerprint != again.fingerprint
     assert plan_export([("m", base)], ("person", "car")).fingerprint != again.fingerprint
+    with_skip = [*base, "{broken"]
+    assert (
+        plan_export([("a/m", with_skip)], REGISTRY).fingerprint
+        == plan_export([("b/m", with_skip)], REGISTRY).fingerprint
+    )
 
 
 def test_val_fraction_is_validated() -> None:
