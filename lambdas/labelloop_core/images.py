@@ -142,14 +142,22 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo
     if kind not in ACCEPTED_FORMATS:
         accepted = " and ".join(ACCEPTED_FORMATS)
         raise ImageRejected(f"unsupported type {kind} (content, not extension); Ground Truth labels {accepted}")
+    return _inspect(data, kind, max_pixels)
+
+
+def _open_header(data: bytes, kind: str, max_pixels: int) -> Image.Image:
+    """``Image.open`` (header only) with Pillow's bomb limit set to ours, under a lock.
+
+    Pillow checks its process-global ``MAX_IMAGE_PIXELS`` only while opening, so the lock covers
+    just the header parse; decoding happens outside it, in parallel. Our own explicit check
+    follows in `_inspect`; Pillow's warning must not leak into logs as noise.
+    """
     with _PIL_LOCK, warnings.catch_warnings():
-        # Our own limit is enforced explicitly below; Pillow's global one must not pre-empt it with
-        # a different number, and its warning must not leak into logs as noise.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = max_pixels
         try:
-            return _inspect(data, kind, max_pixels)
+            return Image.open(io.BytesIO(data), formats=[kind])
         finally:
             Image.MAX_IMAGE_PIXELS = previous
 
@@ -157,7 +165,7 @@ def validate_image(data: bytes, *, max_bytes: int, max_pixels: int) -> ImageInfo
 def _inspect(data: bytes, kind: str, max_pixels: int) -> ImageInfo:
     try:
         # Header only: Image.open does not decode pixel data.
-        image = Image.open(io.BytesIO(data), formats=[kind])
+        image = _open_header(data, kind, max_pixels)
     except Image.DecompressionBombError as exc:
         raise ImageRejected(f"decompression bomb refused from its header: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -226,15 +234,9 @@ def normalise_orientation(data: bytes, info: ImageInfo, *, jpeg_quality: int = 9
     """
     if not info.needs_normalising:
         raise ValueError("image orientation is already 1; no derived copy is needed")
-    with _PIL_LOCK:
-        previous = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = max(info.pixels, 1)
-        try:
-            with Image.open(io.BytesIO(data), formats=[info.format]) as image:
-                icc = image.info.get("icc_profile")
-                rotated = ImageOps.exif_transpose(image)
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
+    with _open_header(data, info.format, max(info.pixels, 1)) as image:
+        icc = image.info.get("icc_profile")
+        rotated = ImageOps.exif_transpose(image)
     exif = rotated.getexif()
     exif.pop(_EXIF_ORIENTATION, None)
     out = io.BytesIO()
