@@ -679,16 +679,21 @@ def _run_deployed(
     }
     report["export_versions"] = sorted(versions)
     problems += report.pop("_problems")
-    manifests = spec.out / "manifests"
-    if manifests.exists():
-        shutil.rmtree(manifests)
+    # The pipeline's own per-batch records, next to the run report, for anyone who wants the detail.
+    batches_dir = spec.out / "batches"
+    if batches_dir.exists():
+        shutil.rmtree(batches_dir)
     for entry in report["batches"]:
-        if entry.get("status") == "labeled":
-            source = f"{work_prefix}batches/{spec.dataset}/{entry['batch_id']}/output.manifest"
-            target = manifests / f"{entry['batch_id']}.output.manifest"
+        for name, field_name in (("report.json", "report"), ("output.manifest", "output_manifest")):
+            source = f"{work_prefix}batches/{spec.dataset}/{entry['batch_id']}/{name}"
+            try:
+                body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read()
+            except Exception:
+                continue
+            target = batches_dir / entry["batch_id"] / name
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read())
-            entry["output_manifest"] = str(target)
+            target.write_bytes(body)
+            entry[field_name] = str(target)
     report["problems"] = problems
     spec.out.mkdir(parents=True, exist_ok=True)
     (spec.out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -943,10 +948,7 @@ def build_report(
                 entry["calibration"] = report["calibration"].get("next_threshold")
         else:
             # A failed batch: its valid objects were not labeled; each is listed with the cause.
-            cause = report.get("cause")
-            if isinstance(cause, dict):
-                cause = cause.get("errorMessage") or cause.get("message") or json.dumps(cause)[:300]
-            reason = f"batch failed: {report.get('error')}: {str(cause)[:300]}"
+            reason = _failure_reason(report)
             entry["error"] = reason
             received += len(objects)
             rejected_keys = {str(r.get("key")) for r in rejected_rows}
@@ -1034,6 +1036,22 @@ def build_report(
         problems.append(f"the output manifests ({dict(manifest_counts)}) disagree with the batch reports")
     report["_problems"] = problems
     return report
+
+
+def _failure_reason(report: dict[str, Any]) -> str:
+    """One line saying why a batch failed: the workflow's error and cause, and the labeling job's reason."""
+    cause = report.get("cause")
+    if isinstance(cause, dict):
+        cause = cause.get("errorMessage") or cause.get("message") or json.dumps(cause)
+    parts = [str(report.get("error") or "unknown error")]
+    if cause:
+        parts.append(str(cause)[:300])
+    review = report.get("review") if isinstance(report.get("review"), dict) else {}
+    if review.get("failure_reason"):
+        parts.append(
+            f"labeling job {review.get('job_name')} {review.get('status', 'failed')}: {review['failure_reason']}"
+        )
+    return "batch failed: " + ": ".join(parts)
 
 
 def _keys_in_event(body: str) -> list[str]:
