@@ -275,7 +275,7 @@ def _deliver_state_machine(arn: Any, target_arn: str, payload: Any) -> str | Non
     return None
 
 
-def _deliver_sqs(rule: Rule, arn: Any, target: dict[str, Any], payload: Any) -> str | None:
+def _deliver_sqs(arn: Any, target: dict[str, Any], payload: Any) -> str | None:
     from moto.sqs import sqs_backends
 
     backend = sqs_backends[arn.account][arn.region]
@@ -312,7 +312,7 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
         elif arn.service == "states":
             error = _deliver_state_machine(arn, target["Arn"], payload)
         elif arn.service == "sqs":
-            error = _deliver_sqs(rule, arn, target, payload)
+            error = _deliver_sqs(arn, target, payload)
         elif arn.service == "logs" and arn.resource_type == "log-group":
             error = _deliver_logs(arn, payload)
         elif arn.service == "events" and arn.resource_type == "event-bus":

@@ -97,6 +97,7 @@ class LabelingJob:
     created: datetime = field(default_factory=lambda: datetime.now(UTC))
     modified: datetime = field(default_factory=lambda: datetime.now(UTC))
     stop_requested: bool = False
+    running: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     log: list[str] = field(default_factory=list)
 
@@ -584,9 +585,9 @@ class _Runtime:
 def run_job(job: LabelingJob) -> None:
     """Run ``job`` to a terminal state (idempotent: a finished job is left alone)."""
     with job.lock:
-        if job.status in TERMINAL or getattr(job, "_running", False):
+        if job.status in TERMINAL or job.running:
             return
-        job._running = True  # type: ignore[attr-defined]
+        job.running = True
     try:
         _run(job)
     except JobFailure as exc:
@@ -721,7 +722,7 @@ def _finish(job: LabelingJob, status: str, reason: str | None) -> None:
         job.status = status
         job.failure_reason = reason
         job.modified = datetime.now(UTC)
-        job._running = False  # type: ignore[attr-defined]
+        job.running = False
         job.log.append(f"{job.modified.isoformat()} {status} {reason or ''}".strip())
     emit_state_change(job)
     if SETTINGS.duplicate_events:

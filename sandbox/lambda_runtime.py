@@ -209,7 +209,10 @@ def _is_own(module_name: str, own_names: frozenset[str]) -> bool:
 @contextlib.contextmanager
 def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[None]:
     """Swap in the function's modules, import path and environment; restore all on exit."""
-    warm: dict[str, Any] = getattr(fn, "_labelloop_modules", {})
+    digest = str(extracted.own_dir.parent.name)
+    cached_digest, warm = getattr(fn, "_labelloop_modules", ("", {}))
+    if cached_digest != digest:
+        warm = {}  # new code (UpdateFunctionCode): a cold start
     saved_modules = {n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)}
     for name in saved_modules:
         del sys.modules[name]
@@ -222,10 +225,9 @@ def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[Non
     try:
         yield
     finally:
-        fn._labelloop_modules = {  # type: ignore[attr-defined]
-            n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)
-        }
-        for name in fn._labelloop_modules:  # type: ignore[attr-defined]
+        loaded = {n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)}
+        fn._labelloop_modules = (digest, loaded)  # type: ignore[attr-defined]
+        for name in loaded:
             del sys.modules[name]
         sys.modules.update(saved_modules)
         sys.path[:] = saved_path

@@ -3,6 +3,7 @@ faults, input transformers, workforces, deployment handles."""
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -465,3 +466,26 @@ def test_async_lambda_target_retries_then_sends_to_the_failure_destination(mini_
 def test_sandbox_readme_lists_the_current_gap_table() -> None:
     readme = (Path(__file__).resolve().parents[2] / "sandbox" / "README.md").read_text(encoding="utf-8")
     assert gaps_table() in readme, "regenerate the table in sandbox/README.md from sandbox.deploy.gaps_table()"
+
+
+def test_updated_function_code_is_a_cold_start_with_the_new_zip(mini_cloud: LocalCloud) -> None:
+    import zipfile
+
+    first, _ = mini_cloud.invoke("Echo", {})
+    assert first["marker"] == "from-the-zip"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("handlers/__init__.py", "")
+        zf.writestr(
+            "handlers/echo.py",
+            "from labelloop_mini import marker\ndef handler(e, c):\n    return {'marker': marker.VALUE}\n",
+        )
+        zf.writestr("labelloop_mini/__init__.py", "")
+        zf.writestr("labelloop_mini/marker.py", "VALUE = 'updated'\n")
+    mini_cloud.client("lambda").update_function_code(
+        FunctionName=mini_cloud.outputs["EchoName"], ZipFile=buffer.getvalue()
+    )
+    second, error = mini_cloud.invoke("Echo", {})
+    assert error is None and second == {"marker": "updated"}
+    twin, _ = mini_cloud.invoke("EchoTwin", {})
+    assert twin["marker"] == "from-the-zip"  # the other function keeps its own code
