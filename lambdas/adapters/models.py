@@ -399,7 +399,8 @@ def classify(exc: BaseException) -> tuple[str, str]:
             return UNAVAILABLE, f"model unavailable: {text}"
         if code == "ModelError":
             original = exc.response.get("OriginalStatusCode")
-            if original in RETRYABLE_STATUS:
+            # The container's own 500 usually means this input breaks the model: record, don't hammer.
+            if original in RETRYABLE_STATUS and original != 500:
                 return RETRYABLE, text
             return FAILED, f"model error: {text}"
         if code in RETRYABLE_CODES or status in RETRYABLE_STATUS:

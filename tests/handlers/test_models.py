@@ -298,6 +298,8 @@ def test_classify_table():
     assert classify(client_error("ResourceNotFoundException", "", "X"))[0] == UNAVAILABLE
     assert classify(client_error("AccessDeniedException", "", "X"))[0] == UNAVAILABLE
     assert classify(client_error("ModelError", "", "X", status=424, OriginalStatusCode=400))[0] == FAILED
+    assert classify(client_error("ModelError", "", "X", status=424, OriginalStatusCode=500))[0] == FAILED
+    assert classify(client_error("ModelError", "", "X", status=424, OriginalStatusCode=503))[0] == RETRYABLE
     assert classify(ModelOutputError("nan"))[0] == FAILED
     assert classify(read_timeout())[0] == RETRYABLE
     assert classify(KeyError("Body"))[0] == FAILED
