@@ -13,7 +13,8 @@ Backends (chosen by ``MODEL_KIND``):
 Failure policy (`Prelabeler.predict`), per image, never raising:
 
 - throttling and transient service errors (ThrottlingException, ProvisionedThroughputExceeded,
-  ModelNotReadyException, HTTP 429/5xx, timeouts, connection errors) are retried with exponential
+  ModelNotReadyException, HTTP 429/5xx from the service, a container answering 429/502/503/504,
+  timeouts, connection errors) are retried with exponential
   backoff and full jitter, at most ``RetryPolicy.max_attempts`` calls, and never past the Lambda's
   remaining time;
 - a stopped or missing model (ResourceNotReadyException, ResourceNotFoundException, an endpoint that
