@@ -90,6 +90,11 @@ GAPS: tuple[Gap, ...] = (
         "packages from the zip and third-party packages from the host venv",
     ),
     Gap(
+        "AWS::Lambda::Function LoggingConfig.LogGroup",
+        "ignored: logs always go to /aws/lambda/<function name>",
+        "point the function's log output at the configured log group",
+    ),
+    Gap(
         "AWS::Lambda::EventInvokeConfig",
         "not supported by moto's CloudFormation; asynchronous invokes never retry nor reach a destination",
         "applied with PutFunctionEventInvokeConfig; EventBridge → Lambda deliveries run with Lambda's "
@@ -472,6 +477,14 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
         elif resource_type == "AWS::StepFunctions::StateMachine":
             arn = _recreate_state_machine(stack, logical_id, template, resources[logical_id], region)
             applied.append(f"state machine {logical_id} re-created for the interpreter ({arn})")
+        elif resource_type == "AWS::Lambda::Function" and logical_id in resources:
+            group = (_resolved(stack, logical_id, template).get("LoggingConfig") or {}).get("LogGroup")
+            if group:
+                from moto.awslambda.utils import get_backend
+
+                fn = get_backend(account, region).get_function(resources[logical_id])
+                fn.logs_group_name = group
+                applied.append(f"function {logical_id} logs to {group}")
         elif resource_type == "AWS::Lambda::EventInvokeConfig":
             props = _resolved(stack, logical_id, template)
             lam = boto3.client("lambda", region_name=region)

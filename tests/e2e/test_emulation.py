@@ -58,6 +58,12 @@ def test_real_stack_deploys_with_every_gap_accounted_for(cloud: LocalCloud) -> N
     for name in cloud.function_names().values():
         config = cloud.client("lambda").get_function(FunctionName=name)
         assert config["Configuration"]["CodeSize"] > 0
+    # A function logs into the log group its LoggingConfig names.
+    payload, error = cloud.invoke("LabelingPreAnnotation", {"version": "2018-10-16"})
+    assert error == "Unhandled" and payload["errorMessage"]
+    group = cloud.deployment.physical_id("AWS::Logs::LogGroup", "LabelingPreAnnotationLogs")
+    streams = cloud.client("logs").describe_log_streams(logGroupName=group)["logStreams"]
+    assert len(streams) == 1
 
 
 def test_image_dropped_into_incoming_reaches_the_rule_targets(cloud: LocalCloud, tmp_path: Path) -> None:
