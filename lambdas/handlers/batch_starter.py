@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import event_key, put_json, put_jsonl
-from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 from labelloop_core.batching import (
     EventError,
     ObjectRef,
@@ -202,16 +203,23 @@ def process(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     records = event.get("Records") or []
     failures: set[str] = set()
     entries: list[_Entry] = []
-    for record in records:
-        message_id = str(record.get("messageId") or "")
+
+    def parse(record: Mapping[str, Any]) -> _Entry | Exception | None:
         try:
-            entry = _parse_record(cfg, record)
+            return _parse_record(cfg, record)
         except (EventError, ValueError, KeyError) as exc:
-            logger.error("intake record rejected", extra={"message_id": message_id, "reason": str(exc)})
+            return exc
+
+    # Decoding a key may need a HEAD request (encoded vs raw key): run them concurrently.
+    with ThreadPoolExecutor(max_workers=_CLAIM_THREADS) as pool:
+        parsed = list(pool.map(parse, records))
+    for record, outcome in zip(records, parsed, strict=True):
+        message_id = str(record.get("messageId") or "")
+        if isinstance(outcome, Exception):
+            logger.error("intake record rejected", extra={"message_id": message_id, "reason": str(outcome)})
             failures.add(message_id)
-            continue
-        if entry is not None:
-            entries.append(entry)
+        elif outcome is not None:
+            entries.append(outcome)
 
     messages_by_key: dict[str, set[str]] = {}
     for entry in entries:
@@ -237,7 +245,7 @@ def process(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
                 # Claim first: a crash before StartExecution leaves claims naming an execution that
                 # does not exist, which the next attempt ignores and recomputes to the same name.
                 claims.claim(batch_refs, dataset, batch.batch_id, batch.execution_name)
-                outcome = _start(
+                started_as = _start(
                     cfg,
                     dataset,
                     batch.batch_id,
@@ -251,7 +259,7 @@ def process(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
                     failures.update(messages_by_key.get(key, set()))
                 continue
             started.append(
-                {"dataset": dataset, "batch_id": batch.batch_id, "objects": len(batch_refs), "outcome": outcome}
+                {"dataset": dataset, "batch_id": batch.batch_id, "objects": len(batch_refs), "outcome": started_as}
             )
     logger.info("intake batch handled", extra={"records": len(records), "batches": started, "failed": len(failures)})
     return {"batchItemFailures": [{"itemIdentifier": mid} for mid in sorted(failures)]}

@@ -26,11 +26,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, put_json, put_jsonl, uri
-from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 from labelloop_core.batching import ObjectRef, dataset_of
 from labelloop_core.images import ImageRejected, normalise_orientation, validate_image
 from labelloop_core.manifest import dumps_line

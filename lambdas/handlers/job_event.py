@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
 from adapters import env, review
 from adapters.aws import client
 from adapters.groundtruth import job_name_from_arn
 from adapters.s3 import get_json
-from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 from labelloop_core.batching import labeling_job_name
 
 logger = Logger()

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
-from aws_lambda_powertools import Logger
 from labelloop_core.batching import workflow_cost
 from labelloop_core.manifest import dumps_line, iter_manifest
 

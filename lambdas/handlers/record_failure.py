@@ -14,10 +14,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters import env
-from adapters.s3 import get_json, iter_lines, put_json, uri
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
+
+from adapters import env
+from adapters.s3 import get_json, iter_lines, put_json, uri
 
 logger = Logger()
 REPORT_LIST_LIMIT = 1000

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
+
 from adapters import env, review
 from adapters.aws import client
 from adapters.groundtruth import ensure_task_files, labeling_job_request
 from adapters.s3 import put_json, uri
-from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 from labelloop_core.batching import dataset_slug, labeling_job_name
 
 logger = Logger()

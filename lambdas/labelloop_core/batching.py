@@ -230,8 +230,9 @@ def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits
     Mirrors the state machine in ``infra/constructs/workflow.py``: InitBuild, (BuildManifest,
     BuildDone?) x build_calls, AnyValid?, Prelabel (Map) + one child execution per shard,
     Route, NeedsReview?, (StartReview, ReviewDone?) or SkipReview, Merge, Calibrate, Announce,
-    Done; an all-rejected batch goes from AnyValid? through NothingToLabel to Merge. Ground Truth's own pre-annotation calls (one per reviewed object) are not included: they
-    are the labeling service's cost, reported separately.
+    Done; an all-rejected batch goes from AnyValid? through NothingToLabel to Merge. Ground
+    Truth's own pre-annotation calls (one per reviewed object) are not included: they are the
+    labeling service's cost, reported separately.
     """
     if build_calls < 1 or shards < 0 or review_waits < 0:
         raise ValueError("build_calls must be >= 1 and shards, review_waits >= 0")

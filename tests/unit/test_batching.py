@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.batching import (
     EventError,
     ObjectRef,

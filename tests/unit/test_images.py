@@ -7,9 +7,9 @@ import io
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from labelloop_core.images import ImageRejected, normalise_orientation, sniff_type, validate_image
 from PIL import Image
 
+from labelloop_core.images import ImageRejected, normalise_orientation, sniff_type, validate_image
 from tests import intake_images as gen
 
 LIMITS = {"max_bytes": 5 * 1024 * 1024, "max_pixels": 4_000_000}
