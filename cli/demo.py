@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,14 @@ def check_dataset(root: Path) -> tuple[dict[str, int], list[str]]:
 # ---------------------------------------------------------------------------------------- run
 
 
+def _generate(folder: Path, count: int, seed: int) -> tuple[Path, float]:
+    """Draw the scenes (in a worker process); returns the truth file and the seconds it took."""
+    from sandbox.scenes import generate_scenes
+
+    started = time.perf_counter()
+    return generate_scenes(folder, count, list(DEMO_LABELS), seed=seed), time.perf_counter() - started
+
+
 def _num(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -207,7 +216,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate scenes, run the pipeline on them, judge and print the summary."""
     from cli.local_run import execute, print_outcome
     from sandbox.localrun import RunSpec, synthesize_stack
-    from sandbox.scenes import TRUTH_FILE, generate_scenes
+    from sandbox.scenes import TRUTH_FILE
 
     if args.count < 10:
         from cli.main import CliError
@@ -231,14 +240,16 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         timeout_s=args.timeout,
     )
-    with tempfile.TemporaryDirectory(prefix="labelloop-demo-") as tmp, ThreadPoolExecutor(1) as pool:
-        # The stack synthesizes (mostly in the CDK's node process) while the scenes are drawn.
-        print("[demo] synthesizing the stack while generating the scenes ...", file=sys.stderr, flush=True)
-        synth = pool.submit(synthesize_stack, spec, DEMO_LABELS, Path(tmp) / "cdk.out")
-        truth = generate_scenes(scenes, args.count, list(DEMO_LABELS), seed=args.seed)
-        generated = time.perf_counter() - started
+    with (
+        tempfile.TemporaryDirectory(prefix="labelloop-demo-") as tmp,
+        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool,
+    ):
+        # The scenes are drawn in another process while this one synthesizes the stack.
+        print("[demo] generating the scenes while the stack synthesizes ...", file=sys.stderr, flush=True)
+        drawing = pool.submit(_generate, scenes, args.count, args.seed)
+        assembly = synthesize_stack(spec, DEMO_LABELS, Path(tmp) / "cdk.out")
+        truth, generated = drawing.result()
         print(f"[demo] generated {args.count} scenes in {generated:.1f}s", file=sys.stderr, flush=True)
-        assembly = synth.result()
         print(f"[demo] stack synthesized after {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         result = execute(spec, assembly)
     code = print_outcome(result, out)

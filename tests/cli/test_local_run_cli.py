@@ -1,0 +1,263 @@
+"""`labelloop local run` without the emulation: argument and input checking (one-line errors, exit 2),
+the run's stack context, upload waves, image name resolution, failure reasons and the demo's
+structural dataset check."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.demo import check_dataset
+from cli.main import main
+from sandbox.imagerefs import ImageRef
+from sandbox.localrun import (
+    ImageNames,
+    NamedWorkforce,
+    RunSpec,
+    _failure_reason,
+    _keys_in_event,
+    _waves,
+    labels_for,
+    list_images,
+    parse_model,
+    parse_reviewer,
+    stack_context,
+)
+from sandbox.workforce import Oracle, Task
+
+
+def _jpeg(colour: tuple[int, int, int] = (10, 20, 30)) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    root = tmp_path / "images"
+    for name, colour in (("a.jpg", (1, 2, 3)), ("sub/b.jpg", (40, 50, 60)), ("other/b.jpg", (90, 10, 10))):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(_jpeg(colour))
+    return root
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["local", "run", *args])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model", "yolo"], "--model must be none, synthetic or replay:FILE"),
+        (["--model", "replay:/no/such/file.jsonl"], "no such file"),
+        (["--reviewer", "crowd"], "--reviewer must be accept, answers:FILE, oracle:FILE"),
+        (["--reviewer", "oracle:"], "needs a file name"),
+        (["--workers", "0"], "--workers must be within 1-9"),
+        (["--threshold", "1.5"], "--threshold must be within [0, 1]"),
+        (["--first-wave", "0"], "--first-wave must be within (0, 1]"),
+        (["--dataset", "a/b"], "--dataset must be a non-empty name without '/'"),
+        (["--model-fault", "nope.jpg=error"], "no such image"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    code, err = _run(["--images", str(images), "--out", str(tmp_path / "out"), *extra], capsys)
+    assert code == 2
+    assert err.startswith("labelloop: error: ") and message in err
+    assert err.count("\n") == 1  # one line, no traceback
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_missing_or_empty_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["--images", str(tmp_path / "nope"), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "not a folder" in err
+    (tmp_path / "empty").mkdir()
+    code, err = _run(["--images", str(tmp_path / "empty"), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and "no files to upload" in err
+
+
+def test_bad_fault_kind_is_an_argument_error(images: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["local", "run", "--images", str(images), "--out", str(tmp_path), "--model-fault", "a.jpg=explode"])
+    assert exited.value.code == 2
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"image": "a.jpg", "detections": [\n', "is malformed"),
+        ('{"image": "a.jpg"}\n', "has no list 'detections'"),
+        (
+            '{"image": "a.jpg", "detections": [{"label": "cat", "confidence": 87, "left": 1, "top": 1, '
+            '"width": 2, "height": 2}]}\n',
+            "confidence must be within 0-1",
+        ),
+        ('{"image": "a.jpg", "detections": [{"label": "cat", "confidence": 0.5}]}\n', "lacks"),
+    ],
+)
+def test_malformed_replay_files_are_refused(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+) -> None:
+    replay = tmp_path / "model.jsonl"
+    replay.write_text(content)
+    code, err = _run(["--images", str(images), "--out", str(tmp_path / "out"), "--model", f"replay:{replay}"], capsys)
+    assert code == 2 and message in err, err
+
+
+def test_labels_come_from_the_option_else_the_files_else_object(images: Path, tmp_path: Path) -> None:
+    replay = tmp_path / "m.jsonl"
+    replay.write_text(json.dumps({"image": "a.jpg", "detections": [{"label": "dog"}]}) + "\n")
+    answers = tmp_path / "a.jsonl"
+    answers.write_text(json.dumps({"image": "a.jpg", "workers": [[{"label": "cat"}], [{"label": "bird"}]]}) + "\n")
+    model, reviewer = parse_model(f"replay:{replay}", images), parse_reviewer(f"answers:{answers}", images)
+    spec = RunSpec(images=images, out=tmp_path)
+    assert labels_for(spec, model, reviewer) == ("bird", "cat", "dog")
+    assert labels_for(RunSpec(images=images, out=tmp_path, labels=("x", "y")), model, reviewer) == ("x", "y")
+    assert labels_for(spec, parse_model("none", images), parse_reviewer("accept", images)) == ("object",)
+
+
+def test_stack_context_matches_the_run(tmp_path: Path) -> None:
+    spec = RunSpec(
+        images=tmp_path, out=tmp_path, model="synthetic", workers=3, threshold=0.4, target_quality=0.75, min_pairs=60
+    )
+    context = stack_context(spec, ("car", "person"))
+    assert context["labels"] == ["car", "person"]
+    assert context["model"] == {"kind": "sagemaker", "endpointName": "labelloop-local", "endpointFormat": "builtin"}
+    assert context["workersPerObject"] == 3 and context["autoAcceptThreshold"] == 0.4
+    assert context["calibration"] == {"targetQuality": 0.75, "minPairs": 60}
+    assert context["workteamArn"].startswith("arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/")
+    plain = stack_context(RunSpec(images=tmp_path, out=tmp_path), ("object",))
+    assert plain["model"] == {"kind": "none"} and plain["autoAcceptThreshold"] is None
+    assert "calibration" not in plain
+    # The context is valid for the stack's own config parser.
+    from infra.config import parse_config
+
+    config = parse_config(context)
+    assert config.model.endpoint_name == "labelloop-local" and config.calibration.min_pairs == 60
+
+
+def test_the_run_files_inside_the_folder_are_not_uploaded(images: Path) -> None:
+    truth = images / "truth.jsonl"
+    truth.write_text(json.dumps({"image": "a.jpg", "detections": []}) + "\n")
+    assert [rel for _, rel in list_images(images, [truth])] == ["a.jpg", "other/b.jpg", "sub/b.jpg"]
+    assert "truth.jsonl" in [rel for _, rel in list_images(images, [])]
+
+
+def test_waves_split_every_image_once(tmp_path: Path) -> None:
+    files = [(tmp_path / f"{i}.jpg", f"{i}.jpg") for i in range(50)]
+    first, second = _waves(files, 0.4)
+    assert len(first) == 20 and len(second) == 30
+    assert sorted(first + second) == sorted(files)
+    assert _waves(files, 0.4) == [first, second]  # deterministic
+    assert _waves(files, 1.0) == [files]
+    assert _waves(files[:1], 0.4) == [files[:1]]
+
+
+def test_image_names_resolve_keys_derived_copies_and_bytes(images: Path) -> None:
+    files = list_images(images, [])
+    names = ImageNames(files)
+    names.attach(s3=None, bucket="bkt", incoming_prefix="incoming/", work_prefix="work/", dataset="ds")
+    assert names.resolve(ImageRef(key="incoming/ds/sub/b.jpg")) == "sub/b.jpg"
+    assert names.resolve(ImageRef(key="work/derived/ds/other/b.jpg")) == "other/b.jpg"
+    assert names.resolve(ImageRef(key="incoming/ds/with+space.jpg")) == "with+space.jpg"
+    assert names.resolve(ImageRef(data=(images / "sub/b.jpg").read_bytes())) == "sub/b.jpg"
+    assert names.resolve(ImageRef(data=b"unknown bytes")) is None
+    assert names.resolve(ImageRef(key="incoming/otherds/a.jpg")) is None
+
+
+def test_oracle_finds_its_record_by_path_even_when_file_names_repeat(images: Path) -> None:
+    truth = [
+        {"image": "sub/b.jpg", "detections": [{"label": "cat", "left": 1, "top": 2, "width": 3, "height": 4}]},
+        {"image": "other/b.jpg", "detections": [{"label": "dog", "left": 5, "top": 6, "width": 7, "height": 8}]},
+    ]
+    names = ImageNames(list_images(images, []))
+    names.attach(s3=None, bucket="bkt", incoming_prefix="incoming/", work_prefix="work/", dataset="ds")
+    workforce = NamedWorkforce(names, Oracle([dict(r, _base=str(images)) for r in truth]))
+    derived = b"re-encoded pixels of other/b.jpg"  # an EXIF-normalised copy has new bytes
+    task = Task(
+        job_name="job",
+        dataset_object_id="0",
+        data_object={"labelloop-meta": {"key": "incoming/ds/other/b.jpg"}},
+        task_input={},
+        image=ImageRef(data=derived, bucket="bkt", key="work/derived/ds/other/b.jpg"),
+        image_width=32,
+        image_height=24,
+        labels=["cat", "dog"],
+        workers=2,
+    )
+    answers = workforce.answer(task)
+    assert len(answers) == 2
+    assert all(a.boxes == [{"label": "dog", "left": 5, "top": 6, "width": 7, "height": 8}] for a in answers)
+
+
+def test_failure_reason_names_the_error_and_the_jobs_reason() -> None:
+    report: dict[str, Any] = {
+        "error": "LabelingJobFailed",
+        "cause": None,
+        "review": {"job_name": "labelloop-x", "status": "Failed", "failure_reason": "WorkforceError: gone"},
+    }
+    assert (
+        _failure_reason(report)
+        == "batch failed: LabelingJobFailed: labeling job labelloop-x Failed: WorkforceError: gone"
+    )
+    lambda_error = {"error": "States.TaskFailed", "cause": {"errorMessage": "boom", "errorType": "ValueError"}}
+    assert _failure_reason(lambda_error) == "batch failed: States.TaskFailed: boom"
+
+
+def test_dead_letter_events_name_their_decoded_keys() -> None:
+    body = json.dumps({"detail": {"object": {"key": "incoming/ds/caf%C3%A9+1.jpg"}}})
+    assert _keys_in_event(body) == ["incoming/ds/café 1.jpg"]
+    assert _keys_in_event("not json") == []
+    assert _keys_in_event(json.dumps({"detail": {}})) == []
+
+
+def _dataset(root: Path, rows: str = "0 0.500000 0.500000 0.250000 0.250000\n") -> Path:
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        (root / "images" / split / f"{split}-1.jpg").write_bytes(_jpeg())
+        (root / "labels" / split / f"{split}-1.txt").write_text(rows)
+    (root / "data.yaml").write_text("train: images/train\nval: images/val\nnc: 1\nnames:\n  0: cat\n")
+    return root
+
+
+def test_dataset_check_passes_a_valid_dataset(tmp_path: Path) -> None:
+    counts, problems = check_dataset(_dataset(tmp_path / "ok"))
+    assert problems == []
+    assert counts == {"train_images": 1, "val_images": 1, "labeled_images": 2, "boxes": 2}
+
+
+@pytest.mark.parametrize(
+    ("rows", "problem"),
+    [
+        ("0 0.5 0.5 0.25 0.25\n", "6-decimal"),
+        ("3 0.500000 0.500000 0.250000 0.250000\n", "bad row"),
+        ("0 0.500000 0.500000 0.250000\n", "bad row"),
+        ("0 0.500000 0.500000 1.250000 0.250000\n", "in [0, 1]"),
+        ("0 0.500000 0.500000 0.000000 0.250000\n", "empty box"),
+        ("0 0.500000 0.500000 0.250000 0.250000\n" * 2, "duplicate rows"),
+    ],
+)
+def test_dataset_check_flags_bad_rows(tmp_path: Path, rows: str, problem: str) -> None:
+    _, problems = check_dataset(_dataset(tmp_path / "bad", rows))
+    assert any(problem in p for p in problems), problems
+
+
+def test_dataset_check_flags_missing_labels_and_yaml_problems(tmp_path: Path) -> None:
+    root = _dataset(tmp_path / "d")
+    (root / "labels" / "val" / "val-1.txt").unlink()
+    (root / "labels" / "train" / "orphan.txt").write_text("")
+    (root / "data.yaml").write_text("train: images/train\nnc: 2\nnames: [cat]\ndownload: http://x\n")
+    _, problems = check_dataset(root)
+    text = "\n".join(problems)
+    for expected in ("has no label file", "orphan.txt has no image", "nc 2 != 1", "no 'val' key", "download key"):
+        assert expected in text, (expected, problems)
