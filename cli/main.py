@@ -10,6 +10,7 @@ from collections.abc import Sequence
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from cli import demo, export_cmd, local_run
+from cli.errors import CliError
 
 COMMANDS = [demo, export_cmd, local_run]
 
@@ -38,10 +39,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("labelloop: interrupted", file=sys.stderr)
         return 130
-
-
-class CliError(Exception):
-    """A problem the user can fix (bad path, bad manifest line); printed without a traceback."""
 
 
 if __name__ == "__main__":
