@@ -119,9 +119,9 @@ def judge(manifests: list[Path], truth_file: Path, incoming: str, labels: tuple[
             match = match_boxes(pre, final, FIX_IOU)
             kinds = []
             if match.unmatched_truth:
-                kinds.append("added a missed box")
+                kinds.append("a missed box added")
             if match.unmatched_pred:
-                kinds.append("removed a spurious or mislabeled box")
+                kinds.append("a spurious or mislabeled box removed")
             if kinds:
                 result.fixed += 1
                 result.fixes.update(kinds)
@@ -273,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  the oracle (workers who know the truth, box-edge noise {spec.oracle_noise:.0%}) reviewed"
             f" {judged.reviewed} image(s) and had to fix {judged.fixed} of them"
-            + (f" ({', '.join(f'{n} {k}' for k, n in judged.fixes.most_common())})" if judged.fixes else "")
+            + (" (" + "; ".join(f"{k} in {n}" for k, n in judged.fixes.most_common()) + ")" if judged.fixes else "")
         )
         print(
             f"  calibrated theta {_num(final.get('theta'))} for target mIoU {final.get('target')}:"

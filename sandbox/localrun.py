@@ -895,10 +895,10 @@ def build_report(
         prefix = f"{batches_prefix}{batch}/"
         objects = [o["key"] for o in _read_jsonl(cloud, f"{prefix}objects.jsonl") if isinstance(o, dict) and "key" in o]
         seen_in_batches.update(objects)
-        report = _read_json(cloud, f"{prefix}report.json")
+        batch_report = _read_json(cloud, f"{prefix}report.json")
         entry: dict[str, Any] = {"batch_id": batch, "objects": len(objects)}
         rejected_rows = _read_jsonl(cloud, f"{prefix}rejected.jsonl")
-        if not isinstance(report, dict):
+        if not isinstance(batch_report, dict):
             entry["status"] = "unfinished"
             problems.append(f"batch {batch} has no report.json (execution states: {watcher.running()})")
             received += len(objects)
@@ -909,15 +909,15 @@ def build_report(
                 outcome[key] = "rejected"
             batches.append(entry)
             continue
-        entry["status"] = report.get("status")
-        entry["jobs"] = report.get("jobs", [])
+        entry["status"] = batch_report.get("status")
+        entry["jobs"] = batch_report.get("jobs", [])
         for row in rejected_rows:
             rejected.append(
                 {"image": _relative(str(row.get("key")), incoming), "reason": row.get("reason"), "batch": batch}
             )
             outcome[str(row.get("key"))] = "rejected"
-        if report.get("status") == "labeled":
-            counts = report.get("counts", {})
+        if batch_report.get("status") == "labeled":
+            counts = batch_report.get("counts", {})
             entry["counts"] = counts
             received += int(counts.get("received", 0))
             accepted += int(counts.get("accepted", 0))
@@ -928,14 +928,14 @@ def build_report(
                     f"batch {batch}: report says {counts.get('rejected')} rejected, "
                     f"rejected.jsonl has {len(rejected_rows)}"
                 )
-            for row in report.get("unlabeled", []):
+            for row in batch_report.get("unlabeled", []):
                 rejected.append(
                     {"image": _relative(str(row.get("key")), incoming), "reason": row.get("reason"), "batch": batch}
                 )
                 outcome[str(row.get("key"))] = "rejected"
-            if report.get("lists_truncated"):
+            if batch_report.get("lists_truncated"):
                 problems.append(f"batch {batch}: the report's unlabeled list is truncated; see its report.json")
-            threshold = report.get("threshold") or {}
+            threshold = batch_report.get("threshold") or {}
             thresholds.append({"batch_id": batch, **threshold})
             for line in _read_jsonl(cloud, f"{prefix}output.manifest"):
                 meta = line.get("labelloop-meta") or {}
@@ -944,11 +944,11 @@ def build_report(
                 error = (line.get(f"{PRELABEL_ATTRIBUTE}-metadata") or {}).get("error")
                 if error:
                     model_errors.append({"image": _relative(key, incoming), "error": error, "batch": batch})
-            if isinstance(report.get("calibration"), dict):
-                entry["calibration"] = report["calibration"].get("next_threshold")
+            if isinstance(batch_report.get("calibration"), dict):
+                entry["calibration"] = batch_report["calibration"].get("next_threshold")
         else:
             # A failed batch: its valid objects were not labeled; each is listed with the cause.
-            reason = _failure_reason(report)
+            reason = _failure_reason(batch_report)
             entry["error"] = reason
             received += len(objects)
             rejected_keys = {str(r.get("key")) for r in rejected_rows}
@@ -956,7 +956,7 @@ def build_report(
                 if key not in rejected_keys:
                     rejected.append({"image": _relative(key, incoming), "reason": reason, "batch": batch})
                     outcome[key] = "rejected"
-        for job in report.get("jobs") or []:
+        for job in batch_report.get("jobs") or []:
             jobs.setdefault(job, {"name": job, "batch_id": batch})
         batches.append(entry)
 
@@ -1046,7 +1046,8 @@ def _failure_reason(report: dict[str, Any]) -> str:
     parts = [str(report.get("error") or "unknown error")]
     if cause:
         parts.append(str(cause)[:300])
-    review = report.get("review") if isinstance(report.get("review"), dict) else {}
+    raw_review = report.get("review")
+    review: dict[str, Any] = raw_review if isinstance(raw_review, dict) else {}
     if review.get("failure_reason"):
         parts.append(
             f"labeling job {review.get('job_name')} {review.get('status', 'failed')}: {review['failure_reason']}"
