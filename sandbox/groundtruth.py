@@ -23,7 +23,8 @@ The job runtime follows the documented custom-workflow contract (DESIGN §3, §6
    Labeling Job State Change" event on the default bus (optionally twice: SageMaker may repeat it).
 
 Any Lambda error, unreadable input or workforce failure ends the job ``Failed`` with a
-``FailureReason``; StopLabelingJob ends it ``Stopped`` (objects done so far are still written).
+``FailureReason``; StopLabelingJob, or reaching a ``StoppingConditions`` limit, ends it ``Stopped``
+(objects done so far are still written).
 Jobs run on a background thread after CreateLabelingJob returns, so a caller that records a Step
 Functions task token *after* creating the job still sees the completion event; ``mode="manual"``
 leaves jobs ``InProgress`` until ``advance()`` is called (deterministic tests).
@@ -608,8 +609,13 @@ def _run(job: LabelingJob) -> None:
     workers = int(rt.hc["NumberOfHumanWorkersPerDataObject"])
     payload: list[dict[str, Any]] = []
     skipped: set[str] = set()
+    human_limit = _stopping_limit(job.request.get("StoppingConditions") or {}, len(lines))
+    stopped_by_condition = False
     for index, data_object in enumerate(lines):
         if job.stop_requested:
+            break
+        if human_limit is not None and len(payload) >= human_limit:
+            stopped_by_condition = True  # a StoppingConditions limit: the job ends Stopped
             break
         object_id = str(index)
         task_input: Any = data_object
@@ -714,7 +720,17 @@ def _run(job: LabelingJob) -> None:
     with job.lock:
         job.counters = counters
         job.output_uri = output_uri
-    _finish(job, "Stopped" if job.stop_requested else "Completed", None)
+    _finish(job, "Stopped" if job.stop_requested or stopped_by_condition else "Completed", None)
+
+
+def _stopping_limit(conditions: dict[str, Any], objects: int) -> int | None:
+    """How many objects humans may label before StoppingConditions stop the job (None: no limit)."""
+    limits = []
+    if conditions.get("MaxHumanLabeledObjectCount") is not None:
+        limits.append(int(conditions["MaxHumanLabeledObjectCount"]))
+    if conditions.get("MaxPercentageOfInputDatasetLabeled") is not None:
+        limits.append(int(objects * int(conditions["MaxPercentageOfInputDatasetLabeled"]) / 100))
+    return min(limits) if limits else None
 
 
 def _finish(job: LabelingJob, status: str, reason: str | None) -> None:

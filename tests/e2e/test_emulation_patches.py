@@ -489,3 +489,21 @@ def test_updated_function_code_is_a_cold_start_with_the_new_zip(mini_cloud: Loca
     assert error is None and second == {"marker": "updated"}
     twin, _ = mini_cloud.invoke("EchoTwin", {})
     assert twin["marker"] == "from-the-zip"  # the other function keeps its own code
+
+
+def test_stopping_conditions_stop_the_job_after_the_human_limit(
+    start_cloud: Callable[..., LocalCloud], mini_assembly: Path
+) -> None:
+    cloud = start_cloud(assembly=mini_assembly, gt_mode="manual")
+    bucket = cloud.bucket
+    lines = [{"source-ref": f"s3://{bucket}/imgs/{n}.png"} for n in "abc"]
+    request = _labeling_setup(cloud, {f"imgs/{n}.png": _png() for n in "abc"}, lines)
+    request["StoppingConditions"] = {"MaxHumanLabeledObjectCount": 2}
+    sm = cloud.client("sagemaker")
+    sm.create_labeling_job(**request)
+    cloud.advance_labeling()
+    described = sm.describe_labeling_job(LabelingJobName="street-review-1")
+    assert described["LabelingJobStatus"] == "Stopped"
+    assert described["LabelCounters"]["HumanLabeled"] == 2 and described["LabelCounters"]["Unlabeled"] == 1
+    output = cloud.read_jsonl("jobs/out/street-review-1/manifests/output/output.manifest")
+    assert ["review-1" in line for line in output] == [True, True, False]
