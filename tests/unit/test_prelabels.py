@@ -301,3 +301,32 @@ def test_calibration_pair_perfect_answer_and_custom_workflow_metadata():
     meta["type"] = "groundTruth/custom"  # custom workflow: no class-map, ids resolved by the registry
     pair = calibration_pair(out, registry).pair
     assert pair is not None and math.isclose(pair["quality"], 1.0)
+
+
+box_st = st.builds(
+    lambda x, y, w, h, c, lab: Box(lab, x, y, w, h, c),
+    st.floats(0, 1000),
+    st.floats(0, 700),
+    st.floats(2, 280),
+    st.floats(2, 260),
+    st.floats(0, 1),
+    st.sampled_from(LABELS),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(box_st, max_size=6), st.one_of(st.none(), st.floats(0, 1)), st.floats(0, 1))
+def test_round_trip_and_routing_invariants(boxes, theta, audit_fraction):
+    det = finalize_boxes(boxes, LABELS, W, H, 0.0)
+    line = prelabel_line(base_line(), LABELS, W, H, "m", det)
+    parsed = parse_bbox_label(line, PRELABEL_ATTRIBUTE)
+    assert len(parsed.boxes) == len(det.boxes)
+    for got, want in zip(parsed.boxes, det.boxes, strict=True):  # integer pixels, within rounding
+        assert got.label == want.label and abs(got.left - want.left) <= 0.5 and abs(got.right - want.right) <= 1.0
+    decision = decide_route(line, theta, audit_fraction)
+    assert decision == decide_route(line, theta, audit_fraction)  # deterministic
+    if not det.boxes or theta is None:
+        assert decision.decision == "review"  # never accepted without detections or a threshold
+    elif decision.accepted:
+        conf = line[PRELABEL_ATTRIBUTE + "-metadata"]["image-confidence"]
+        assert conf is not None and conf >= theta
