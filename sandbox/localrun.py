@@ -671,7 +671,8 @@ def _run_deployed(
             shutil.rmtree(dataset_dir)
         count = _download(cloud, version_prefix, dataset_dir)
         clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
-    report = build_report(cloud, spec, labels, reviewer, uploaded, intake, work_prefix, latest, document, watcher)
+    records = collect_records(cloud, spec.dataset, work_prefix, uploaded, intake, latest, document, watcher)
+    report = aggregate(records, spec, labels, reviewer)
     versions = {
         key[len(exports_prefix) + len(spec.dataset) + 1 :].split("/", 1)[0]
         for key in cloud.list_keys(f"{exports_prefix}{spec.dataset}/")
@@ -867,21 +868,89 @@ def _relative(key: str, incoming: str) -> str:
     return key[len(incoming) :] if key.startswith(incoming) else key
 
 
-def build_report(
+@dataclass
+class BatchRecords:
+    """What the pipeline wrote for one batch (read back from the bucket)."""
+
+    batch_id: str
+    objects: list[str]
+    report: dict[str, Any] | None
+    rejected: list[dict[str, Any]]
+    output_lines: list[dict[str, Any]]
+
+
+@dataclass
+class RunRecords:
+    """Everything the run report is computed from; `collect_records` reads it from the emulation."""
+
+    incoming: str
+    uploaded: list[str]
+    batches: list[BatchRecords]
+    dead_letter_keys: list[str] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    latest: dict[str, Any] | None = None
+    export_document: dict[str, Any] | None = None
+    threshold_doc: dict[str, Any] | None = None
+    intake_calls: int = 0
+    execution_states: str = ""
+
+
+def collect_records(
     cloud: Any,
-    spec: RunSpec,
-    labels: tuple[str, ...],
-    reviewer: ReviewerChoice,
+    dataset: str,
+    work_prefix: str,
     uploaded: list[str],
     intake: IntakePoller,
-    work_prefix: str,
     latest: dict[str, Any] | None,
     document: dict[str, Any] | None,
     watcher: _Watcher,
-) -> dict[str, Any]:
-    """Aggregate the pipeline's own records into the run report (see the module doc)."""
-    incoming = f"{cloud.incoming_prefix}{spec.dataset}/"
-    batches_prefix = f"{work_prefix}batches/{spec.dataset}/"
+) -> RunRecords:
+    """Read the pipeline's per-batch files, the intake dead-letter queue and the labeling jobs."""
+    batches_prefix = f"{work_prefix}batches/{dataset}/"
+    batches = []
+    for batch in watcher._batches():
+        prefix = f"{batches_prefix}{batch}/"
+        objects = [o["key"] for o in _read_jsonl(cloud, f"{prefix}objects.jsonl") if isinstance(o, dict) and "key" in o]
+        report = _read_json(cloud, f"{prefix}report.json")
+        batches.append(
+            BatchRecords(
+                batch_id=batch,
+                objects=objects,
+                report=report if isinstance(report, dict) else None,
+                rejected=_read_jsonl(cloud, f"{prefix}rejected.jsonl"),
+                output_lines=_read_jsonl(cloud, f"{prefix}output.manifest"),
+            )
+        )
+    dead = [key for message in intake.dead_letters() for key in _keys_in_event(message.get("Body", ""))]
+    jobs = []
+    for job in cloud.labeling_jobs().values():
+        entry: dict[str, Any] = {"name": job.name, "status": job.status, "counters": dict(job.counters)}
+        if job.failure_reason:
+            entry["failure_reason"] = job.failure_reason
+        jobs.append(entry)
+    return RunRecords(
+        incoming=f"{cloud.incoming_prefix}{dataset}/",
+        uploaded=uploaded,
+        batches=batches,
+        dead_letter_keys=dead,
+        jobs=jobs,
+        latest=latest,
+        export_document=document,
+        threshold_doc=_read_json(cloud, f"{work_prefix}calibration/{dataset}/threshold.json"),
+        intake_calls=intake.invocations,
+        execution_states=watcher.running(),
+    )
+
+
+def aggregate(records: RunRecords, spec: RunSpec, labels: tuple[str, ...], reviewer: ReviewerChoice) -> dict[str, Any]:
+    """The run report: the pipeline's own records summed up, then the invariants CHECKED.
+
+    ``images_received`` and the accepted/reviewed counts come from the batch reports' counts, the
+    rejected list from ``rejected.jsonl``, the reports' unlabeled lists, failed batches' objects and
+    the intake dead-letter queue, ``exported_images`` from ``export.json``: independent sources, so
+    a lost or doubly counted image breaks an invariant. Problems are returned under ``_problems``.
+    """
+    incoming = records.incoming
     problems: list[str] = []
     rejected: list[dict[str, Any]] = []
     outcome: dict[str, str] = {}
@@ -891,111 +960,93 @@ def build_report(
     received = accepted = reviewed = audited = 0
     thresholds: list[dict[str, Any]] = []
     seen_in_batches: Counter[str] = Counter()
-    for batch in watcher._batches():
-        prefix = f"{batches_prefix}{batch}/"
-        objects = [o["key"] for o in _read_jsonl(cloud, f"{prefix}objects.jsonl") if isinstance(o, dict) and "key" in o]
+
+    def reject(key: str, reason: Any, batch: str | None) -> None:
+        row = {"image": _relative(key, incoming), "reason": str(reason) if reason else "no reason recorded"}
+        if batch:
+            row["batch"] = batch
+        rejected.append(row)
+        outcome[key] = "rejected"
+
+    for records_of in records.batches:
+        batch, objects, batch_report = records_of.batch_id, records_of.objects, records_of.report
         seen_in_batches.update(objects)
-        batch_report = _read_json(cloud, f"{prefix}report.json")
         entry: dict[str, Any] = {"batch_id": batch, "objects": len(objects)}
-        rejected_rows = _read_jsonl(cloud, f"{prefix}rejected.jsonl")
-        if not isinstance(batch_report, dict):
+        batches.append(entry)
+        if batch_report is None:
             entry["status"] = "unfinished"
-            problems.append(f"batch {batch} has no report.json (execution states: {watcher.running()})")
+            problems.append(f"batch {batch} has no report.json (executions: {records.execution_states})")
             received += len(objects)
             for key in objects:
-                rejected.append(
-                    {"image": _relative(key, incoming), "reason": "its batch did not finish", "batch": batch}
-                )
-                outcome[key] = "rejected"
-            batches.append(entry)
+                reject(key, "its batch did not finish", batch)
             continue
         entry["status"] = batch_report.get("status")
         entry["jobs"] = batch_report.get("jobs", [])
-        for row in rejected_rows:
-            rejected.append(
-                {"image": _relative(str(row.get("key")), incoming), "reason": row.get("reason"), "batch": batch}
-            )
-            outcome[str(row.get("key"))] = "rejected"
-        if batch_report.get("status") == "labeled":
-            counts = batch_report.get("counts", {})
-            entry["counts"] = counts
-            received += int(counts.get("received", 0))
-            accepted += int(counts.get("accepted", 0))
-            reviewed += int(counts.get("reviewed", 0))
-            audited += int(counts.get("audited", 0))
-            if len(rejected_rows) != int(counts.get("rejected", 0)):
-                problems.append(
-                    f"batch {batch}: report says {counts.get('rejected')} rejected, "
-                    f"rejected.jsonl has {len(rejected_rows)}"
-                )
-            for row in batch_report.get("unlabeled", []):
-                rejected.append(
-                    {"image": _relative(str(row.get("key")), incoming), "reason": row.get("reason"), "batch": batch}
-                )
-                outcome[str(row.get("key"))] = "rejected"
-            if batch_report.get("lists_truncated"):
-                problems.append(f"batch {batch}: the report's unlabeled list is truncated; see its report.json")
-            threshold = batch_report.get("threshold") or {}
-            thresholds.append({"batch_id": batch, **threshold})
-            for line in _read_jsonl(cloud, f"{prefix}output.manifest"):
-                meta = line.get("labelloop-meta") or {}
-                key = str(meta.get("key"))
-                outcome[key] = "auto_accepted" if meta.get("label_attribute") == AUTO_ATTRIBUTE else "human_reviewed"
-                error = (line.get(f"{PRELABEL_ATTRIBUTE}-metadata") or {}).get("error")
-                if error:
-                    model_errors.append({"image": _relative(key, incoming), "error": error, "batch": batch})
-            if isinstance(batch_report.get("calibration"), dict):
-                entry["calibration"] = batch_report["calibration"].get("next_threshold")
-        else:
+        for job in batch_report.get("jobs") or []:
+            jobs.setdefault(job, {"name": job, "batch_id": batch})
+        for row in records_of.rejected:
+            reject(str(row.get("key")), row.get("reason"), batch)
+        if batch_report.get("status") != "labeled":
             # A failed batch: its valid objects were not labeled; each is listed with the cause.
             reason = _failure_reason(batch_report)
             entry["error"] = reason
             received += len(objects)
-            rejected_keys = {str(r.get("key")) for r in rejected_rows}
+            rejected_keys = {str(r.get("key")) for r in records_of.rejected}
             for key in objects:
                 if key not in rejected_keys:
-                    rejected.append({"image": _relative(key, incoming), "reason": reason, "batch": batch})
-                    outcome[key] = "rejected"
-        for job in batch_report.get("jobs") or []:
-            jobs.setdefault(job, {"name": job, "batch_id": batch})
-        batches.append(entry)
+                    reject(key, reason, batch)
+            continue
+        counts = batch_report.get("counts", {})
+        entry["counts"] = counts
+        received += int(counts.get("received", 0))
+        accepted += int(counts.get("accepted", 0))
+        reviewed += int(counts.get("reviewed", 0))
+        audited += int(counts.get("audited", 0))
+        if len(records_of.rejected) != int(counts.get("rejected", 0)):
+            problems.append(
+                f"batch {batch}: report says {counts.get('rejected')} rejected, "
+                f"rejected.jsonl has {len(records_of.rejected)}"
+            )
+        for row in batch_report.get("unlabeled", []):
+            reject(str(row.get("key")), row.get("reason"), batch)
+        if batch_report.get("lists_truncated"):
+            problems.append(f"batch {batch}: the report's unlabeled list is truncated; see its report.json")
+        thresholds.append({"batch_id": batch, **(batch_report.get("threshold") or {})})
+        for line in records_of.output_lines:
+            meta = line.get("labelloop-meta") or {}
+            key = str(meta.get("key"))
+            outcome[key] = "auto_accepted" if meta.get("label_attribute") == AUTO_ATTRIBUTE else "human_reviewed"
+            error = (line.get(f"{PRELABEL_ATTRIBUTE}-metadata") or {}).get("error")
+            if error:
+                model_errors.append({"image": _relative(key, incoming), "error": error, "batch": batch})
+        if isinstance(batch_report.get("calibration"), dict):
+            entry["calibration"] = batch_report["calibration"].get("next_threshold")
 
     # Upload events that never made it into a batch sit in the intake dead-letter queue.
-    dead = intake.dead_letters()
-    for message in dead:
-        for key in _keys_in_event(message.get("Body", "")):
-            if key in seen_in_batches:
-                continue
-            received += 1
-            seen_in_batches[key] += 1
-            rejected.append(
-                {
-                    "image": _relative(key, incoming),
-                    "reason": "intake failed; the upload event is in the intake dead-letter queue",
-                }
-            )
-            outcome[key] = "rejected"
-    lost = sorted(set(uploaded) - set(seen_in_batches))
+    for key in records.dead_letter_keys:
+        if key in seen_in_batches:
+            continue
+        received += 1
+        seen_in_batches[key] += 1
+        reject(key, "intake failed; the upload event is in the intake dead-letter queue", None)
+    lost = sorted(set(records.uploaded) - set(seen_in_batches))
     if lost:
         problems.append(f"{len(lost)} uploaded image(s) reached no batch and no dead-letter queue: {lost[:10]}")
     twice = sorted(k for k, n in seen_in_batches.items() if n > 1)
     if twice:
         problems.append(f"{len(twice)} image(s) were labeled in more than one batch: {twice[:10]}")
+    for job in records.jobs:
+        jobs.setdefault(job["name"], {"name": job["name"]}).update(job)
 
-    for job in cloud.labeling_jobs().values():
-        entry = jobs.setdefault(job.name, {"name": job.name})
-        entry.update({"status": job.status, "counters": dict(job.counters)})
-        if job.failure_reason:
-            entry["failure_reason"] = job.failure_reason
-
+    document = records.export_document
     exported = int(document["counts"]["images"]) if document else 0
-    threshold_doc = _read_json(cloud, f"{work_prefix}calibration/{spec.dataset}/threshold.json")
+    threshold_doc = records.threshold_doc
     report: dict[str, Any] = {
         "dataset": spec.dataset,
         "labels": list(labels),
         "model": spec.model,
         "reviewer": spec.reviewer if reviewer.kind != "fail" else "fail",
-        "images_uploaded": len(uploaded),
+        "images_uploaded": len(records.uploaded),
         "images_received": received,
         "rejected": sorted(rejected, key=lambda r: str(r["image"])),
         "auto_accepted": accepted,
@@ -1009,11 +1060,11 @@ def build_report(
             "by_batch": thresholds,
         },
         "labeling_jobs": sorted(jobs.values(), key=lambda j: j["name"]),
-        "export_version": latest.get("version") if latest else None,
+        "export_version": records.latest.get("version") if records.latest else None,
         "export": _export_summary(document),
         "model_errors": model_errors,
         "batches": batches,
-        "intake": {"batch_starter_calls": intake.invocations, "dead_letters": len(dead)},
+        "intake": {"batch_starter_calls": records.intake_calls, "dead_letters": len(records.dead_letter_keys)},
         "images": {_relative(k, incoming): v for k, v in sorted(outcome.items())},
     }
     accounted = len(rejected) + accepted + reviewed

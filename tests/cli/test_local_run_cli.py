@@ -4,6 +4,7 @@ structural dataset check."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -12,15 +13,20 @@ from typing import Any
 import pytest
 
 from cli.demo import check_dataset
+from cli.local_run import print_outcome
 from cli.main import main
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
+    BatchRecords,
     ImageNames,
     NamedWorkforce,
+    RunRecords,
+    RunResult,
     RunSpec,
     _failure_reason,
     _keys_in_event,
     _waves,
+    aggregate,
     labels_for,
     list_images,
     parse_model,
@@ -261,3 +267,149 @@ def test_dataset_check_flags_missing_labels_and_yaml_problems(tmp_path: Path) ->
     text = "\n".join(problems)
     for expected in ("has no label file", "orphan.txt has no image", "nc 2 != 1", "no 'val' key", "download key"):
         assert expected in text, (expected, problems)
+
+
+# ---------------------------------------------------------------- the report and its invariants
+
+INCOMING = "incoming/ds/"
+
+
+def _line(name: str, attribute: str, error: str | None = None) -> dict[str, Any]:
+    return {
+        "source-ref": f"s3://bkt/{INCOMING}{name}",
+        "labelloop-meta": {"key": f"{INCOMING}{name}", "label_attribute": attribute},
+        "labelloop-prelabel-metadata": {"error": error},
+    }
+
+
+def _labeled_batch() -> BatchRecords:
+    """A batch as merge writes it: 4 objects, 1 rejected, 1 accepted, 2 reviewed (one had a model error)."""
+    names = ["a.jpg", "b.jpg", "c.jpg", "bad.jpg"]
+    return BatchRecords(
+        batch_id="b1",
+        objects=[f"{INCOMING}{n}" for n in names],
+        report={
+            "status": "labeled",
+            "counts": {"received": 4, "rejected": 1, "accepted": 1, "reviewed": 2, "audited": 0, "unlabeled": 0},
+            "unlabeled": [],
+            "jobs": ["labelloop-ds-1"],
+            "threshold": {"value": 0.5, "source": "fixed"},
+        },
+        rejected=[{"key": f"{INCOMING}bad.jpg", "reason": "corrupt JPEG: header cannot be parsed"}],
+        output_lines=[
+            _line("a.jpg", "labelloop-auto"),
+            _line("b.jpg", "labelloop-ds-1"),
+            _line("c.jpg", "labelloop-ds-1", error="ModelError: boom"),
+        ],
+    )
+
+
+def _records(**changes: Any) -> RunRecords:
+    base = RunRecords(
+        incoming=INCOMING,
+        uploaded=[f"{INCOMING}{n}" for n in ("a.jpg", "b.jpg", "c.jpg", "bad.jpg")],
+        batches=[_labeled_batch()],
+        jobs=[{"name": "labelloop-ds-1", "status": "Completed", "counters": {"HumanLabeled": 2}}],
+        latest={"version": "v1"},
+        export_document={"version": "v1", "counts": {"images": 3}},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def _aggregate(records: RunRecords) -> dict[str, Any]:
+    spec = RunSpec(images=Path("."), out=Path("."), dataset="ds", threshold=0.5)
+    return aggregate(records, spec, ("cat",), parse_reviewer("accept", Path(".")))
+
+
+def test_report_from_consistent_records_holds_both_invariants() -> None:
+    report = _aggregate(_records())
+    assert report.pop("_problems") == []
+    assert (report["images_received"], report["auto_accepted"], report["human_reviewed"]) == (4, 1, 2)
+    assert report["rejected"] == [
+        {"image": "bad.jpg", "reason": "corrupt JPEG: header cannot be parsed", "batch": "b1"}
+    ]
+    assert report["exported_images"] == 3 and report["export_version"] == "v1"
+    assert all(report["invariants"].values())
+    assert report["images"] == {
+        "a.jpg": "auto_accepted",
+        "b.jpg": "human_reviewed",
+        "c.jpg": "human_reviewed",
+        "bad.jpg": "rejected",
+    }
+    assert report["model_errors"] == [{"image": "c.jpg", "error": "ModelError: boom", "batch": "b1"}]
+    assert report["labeling_jobs"] == [
+        {"name": "labelloop-ds-1", "batch_id": "b1", "status": "Completed", "counters": {"HumanLabeled": 2}}
+    ]
+
+
+def test_an_export_missing_an_image_breaks_the_invariant_loudly() -> None:
+    report = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
+    problems = report.pop("_problems")
+    assert report["invariants"]["exported_equals_accepted_plus_reviewed"] is False
+    assert any(p.startswith("INVARIANT BROKEN: exported_images 2") for p in problems), problems
+
+
+def test_a_report_count_without_its_image_breaks_the_invariant() -> None:
+    batch = _labeled_batch()
+    assert batch.report is not None
+    batch.report["counts"]["received"] = 5  # the pipeline claims an object it does not list anywhere
+    report = _aggregate(_records(batches=[batch]))
+    problems = report.pop("_problems")
+    assert report["invariants"]["received_equals_rejected_plus_accepted_plus_reviewed"] is False
+    assert any("INVARIANT BROKEN: images_received 5" in p for p in problems)
+
+
+def test_uploads_that_reached_no_batch_are_a_problem_unless_dead_lettered() -> None:
+    uploaded = [*_records().uploaded, f"{INCOMING}lost.jpg"]
+    problems = _aggregate(_records(uploaded=uploaded))["_problems"]
+    assert any("1 uploaded image(s) reached no batch" in p and "lost.jpg" in p for p in problems)
+    report = _aggregate(_records(uploaded=uploaded, dead_letter_keys=[f"{INCOMING}lost.jpg"]))
+    assert report.pop("_problems") == []  # accounted for: rejected with the intake reason
+    assert report["images_received"] == 5
+    assert {"image": "lost.jpg", "reason": "intake failed; the upload event is in the intake dead-letter queue"} in (
+        report["rejected"]
+    )
+
+
+def test_failed_and_unfinished_batches_list_every_object_with_a_reason() -> None:
+    failed = BatchRecords(
+        batch_id="b2",
+        objects=[f"{INCOMING}x.jpg", f"{INCOMING}zero.jpg"],
+        report={
+            "status": "failed",
+            "error": "LabelingJobFailed",
+            "cause": None,
+            "review": {"job_name": "labelloop-ds-2", "status": "Failed", "failure_reason": "gone"},
+        },
+        rejected=[{"key": f"{INCOMING}zero.jpg", "reason": "empty object (0 bytes)"}],
+        output_lines=[],
+    )
+    unfinished = BatchRecords("b3", [f"{INCOMING}y.jpg"], None, [], [])
+    uploaded = [*_records().uploaded, *failed.objects, *unfinished.objects]
+    report = _aggregate(_records(uploaded=uploaded, batches=[_labeled_batch(), failed, unfinished]))
+    problems = report.pop("_problems")
+    reasons = {r["image"]: r["reason"] for r in report["rejected"]}
+    assert reasons["zero.jpg"] == "empty object (0 bytes)"
+    assert reasons["x.jpg"] == "batch failed: LabelingJobFailed: labeling job labelloop-ds-2 Failed: gone"
+    assert reasons["y.jpg"] == "its batch did not finish"
+    assert report["images_received"] == 7 and all(report["invariants"].values())
+    assert problems == ["batch b3 has no report.json (executions: )"]  # unfinished is a problem, failed is not
+    assert [b["status"] for b in report["batches"]] == ["labeled", "failed", "unfinished"]
+
+
+def test_an_image_labeled_in_two_batches_is_flagged() -> None:
+    again = _labeled_batch()
+    again.batch_id = "b9"
+    problems = _aggregate(_records(batches=[_labeled_batch(), again]))["_problems"]
+    assert any("labeled in more than one batch" in p for p in problems)
+    assert any("INVARIANT BROKEN: exported_images 3" in p for p in problems)
+
+
+def test_a_run_with_problems_exits_1_and_says_so_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
+    problems = report.pop("_problems")
+    code = print_outcome(RunResult(report, problems, None), tmp_path)
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "the run is NOT complete" in captured.err and "INVARIANT BROKEN" in captured.err
+    assert "exported == accepted + reviewed: BROKEN" in captured.out
