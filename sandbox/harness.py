@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import mimetypes
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from sandbox.models import ModelSettings, NoPredictor, Predictor
 from sandbox.workforce import AcceptPrelabels, Workforce
 
 T = TypeVar("T")
+_ACTIVE = threading.Lock()  # one LocalCloud per process: moto's mock and the patches are global
 MOTO_CONFIG: dict[str, Any] = {
     "stepfunctions": {"execute_state_machine": True},
     # use_docker stays True: the in-process runtime replaces the Docker invocation path, whereas
@@ -86,8 +88,29 @@ class LocalCloud:
         model_settings = ModelSettings(
             predictor=predictor or NoPredictor(), labels=list(labels or []), faults=dict(model_faults or {})
         )
-        lambda_runtime.INVOCATIONS.clear()
-        events.EVENT_LOG.clear()
+        if not _ACTIVE.acquire(blocking=False):
+            raise RuntimeError("a LocalCloud is already running in this process (moto's mock is process-wide)")
+        try:
+            lambda_runtime.INVOCATIONS.clear()
+            events.EVENT_LOG.clear()
+            yield from cls._run(
+                assembly_dir, gt_settings, model_settings, esm_mode, batch_window_scale, workteams, region, stack_name
+            )
+        finally:
+            _ACTIVE.release()
+
+    @classmethod
+    def _run(
+        cls,
+        assembly_dir: str | Path,
+        gt_settings: groundtruth.Settings,
+        model_settings: ModelSettings,
+        esm_mode: str,
+        batch_window_scale: float,
+        workteams: Iterable[str],
+        region: str,
+        stack_name: str,
+    ) -> Iterator[LocalCloud]:
         with mock_aws(config=cast(Any, MOTO_CONFIG)):
             lambda_runtime.install()
             events.install()

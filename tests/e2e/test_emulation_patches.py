@@ -507,3 +507,9 @@ def test_stopping_conditions_stop_the_job_after_the_human_limit(
     assert described["LabelCounters"]["HumanLabeled"] == 2 and described["LabelCounters"]["Unlabeled"] == 1
     output = cloud.read_jsonl("jobs/out/street-review-1/manifests/output/output.manifest")
     assert ["review-1" in line for line in output] == [True, True, False]
+
+
+def test_only_one_local_cloud_runs_at_a_time(mini_cloud: LocalCloud, mini_assembly: Path) -> None:
+    with pytest.raises(RuntimeError, match="already running"), LocalCloud.start(mini_assembly):
+        pass
+    assert mini_cloud.invoke("Echo", {})[1] is None  # the running one is untouched
