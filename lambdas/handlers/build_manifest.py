@@ -184,7 +184,8 @@ def _scan(
     at_end = False
     with ThreadPoolExecutor(max_workers=_THREADS) as pool:
         while processed < cfg.chunk:
-            if time_left() < _SAFETY_SECONDS:
+            # Always make progress (at least one group per invocation), else the loop could spin.
+            if processed and time_left() < _SAFETY_SECONDS:
                 break
             group = []
             for ref in source:

@@ -166,3 +166,22 @@ def test_bad_events_are_rejected_clearly(aws: dict[str, Any]) -> None:
         aws["module"].handler({**_event(), "bucket": "other"}, None)
     with pytest.raises(ValueError, match="cursor"):
         aws["module"].handler({**_event(), "cursor": -1}, None)
+
+
+class _Context:
+    """A Lambda context whose clock says only ``seconds`` remain."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_low_remaining_time_hands_over_after_one_group_and_never_spins(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _drop(s3, {f"incoming/street/{i:03d}.png": gen.png(8, 8) for i in range(40)})
+    first = aws["module"].handler(_event(0), _Context(30))  # under the safety margin from the start
+    assert first["done"] is False and 0 < first["cursor"] < 40
+    result = aws["module"].handler(_event(first["cursor"]), _Context(900))
+    assert (result["done"], result["received"], result["valid"]) == (True, 40, 40)
