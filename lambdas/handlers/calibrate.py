@@ -7,7 +7,9 @@ model, audit, ...}`` (`labelloop_core.prelabels.calibration_pair`), written to
 theta is recomputed from ALL pair files of the dataset made with the CURRENT model
 (`labelloop_core.calibration.calibrate`; pairs of another model say nothing about this one) and
 written to ``<CALIBRATION_PREFIX><dataset>/threshold.json``; ``report.json`` gains a
-``calibration`` section. Out: a small summary (under ``$.calibration`` in the workflow).
+``calibration`` section and a ``prelabel`` section (images pre-labeled, boxes, and every per-image
+model error by kind, the first ``REPORT_ERROR_LIMIT`` listed with their keys).
+Out: a small summary (under ``$.calibration`` in the workflow).
 
 Selection note: above theta only the audit sample is reviewed, so high-confidence images are
 under-represented among pairs; since quality rises with confidence for a useful model this makes
@@ -32,7 +34,7 @@ from handlers.route import calibration_prefix, event_fields, threshold_key
 from labelloop_core.calibration import CalibrationError, CalibrationPair, calibrate
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import ManifestError, iter_manifest
-from labelloop_core.prelabels import calibration_pair
+from labelloop_core.prelabels import META_KEY, PRELABEL_ATTRIBUTE, calibration_pair
 
 logger = Logger()
 
@@ -52,8 +54,62 @@ def pairs_prefix(dataset: str) -> str:
     return f"{calibration_prefix()}{dataset}/pairs/"
 
 
+#: Per-image model errors listed by key in the report (all are in the manifest's pre-label metadata).
+REPORT_ERROR_LIMIT = 100
+
+
+class PrelabelTally:
+    """What the model did for the batch, for the report: pre-labels, boxes, and every model error."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.prelabeled = 0
+        self.with_detections = 0
+        self.boxes = 0
+        self.errors_by_kind: Counter[str] = Counter()
+        self.errors: list[dict[str, str]] = []
+
+    def add(self, line: Mapping[str, Any]) -> None:
+        self.images += 1
+        label = line.get(PRELABEL_ATTRIBUTE)
+        meta = line.get(PRELABEL_ATTRIBUTE + "-metadata")
+        if not isinstance(label, Mapping) or not isinstance(meta, Mapping):
+            return
+        self.prelabeled += 1
+        error = meta.get("error")
+        if error:
+            text = str(error)
+            self.errors_by_kind[text.split(":", 1)[0]] += 1
+            if len(self.errors) < REPORT_ERROR_LIMIT:
+                key = line.get(META_KEY, {}).get("key") if isinstance(line.get(META_KEY), Mapping) else None
+                self.errors.append({"key": str(key or line.get("source-ref")), "error": text})
+            return
+        count = len(label.get("annotations") or [])
+        self.boxes += count
+        self.with_detections += 1 if count else 0
+
+    def section(self, model: str) -> dict[str, Any]:
+        errors = sum(self.errors_by_kind.values())
+        return {
+            "model": model,
+            "images": self.images,
+            "prelabeled": self.prelabeled,
+            "with_detections": self.with_detections,
+            "boxes": self.boxes,
+            "model_errors": errors,
+            "errors_by_kind": dict(sorted(self.errors_by_kind.items())),
+            "errors": self.errors,
+            "errors_truncated": errors > len(self.errors),
+        }
+
+
 def batch_pairs(
-    bucket: str, batch_prefix: str, batch_id: str, registry: ClassRegistry, s3: Any
+    bucket: str,
+    batch_prefix: str,
+    batch_id: str,
+    registry: ClassRegistry,
+    s3: Any,
+    tally: PrelabelTally | None = None,
 ) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
     """Pairs of one batch's output manifest, skip counts by reason, and the first few problems."""
     key = f"{batch_prefix}output.manifest"
@@ -64,6 +120,8 @@ def batch_pairs(
 
     try:
         for line_no, line in iter_manifest(iter_lines(bucket, key, s3)):
+            if tally is not None:
+                tally.add(line)
             outcome = calibration_pair(line, registry, line_no, batch_id)
             if outcome.pair is not None:
                 pairs.append(outcome.pair)
@@ -108,7 +166,8 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     s3 = s3 or client("s3")
     bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
     registry = ClassRegistry(cfg.labels)
-    pairs, skipped, problems = batch_pairs(bucket, batch_prefix, batch_id, registry, s3)
+    tally = PrelabelTally()
+    pairs, skipped, problems = batch_pairs(bucket, batch_prefix, batch_id, registry, s3, tally)
     pair_key = f"{pairs_prefix(dataset)}{batch_id}.jsonl"
     put_jsonl(bucket, pair_key, pairs, s3)
 
@@ -138,7 +197,8 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "next_threshold": threshold_doc,
         "fixed_threshold_in_use": cfg.auto_accept_threshold,
     }
-    _update_report(bucket, f"{batch_prefix}report.json", section, s3)
+    prelabel_section = tally.section(cfg.model_id) if cfg.kind != "none" else {"model": "none"}
+    _update_report(bucket, f"{batch_prefix}report.json", {"calibration": section, "prelabel": prelabel_section}, s3)
     summary = {
         "pairs_written": len(pairs),
         "pairs_used": result.pairs_used,
@@ -166,8 +226,8 @@ def _threshold_used(bucket: str, batch_prefix: str, s3: Any) -> dict[str, Any] |
     return dict(used) if isinstance(used, dict) else None
 
 
-def _update_report(bucket: str, key: str, section: dict[str, Any], s3: Any) -> None:
-    """Add ``calibration`` to the batch report (created when merge wrote none)."""
+def _update_report(bucket: str, key: str, sections: dict[str, Any], s3: Any) -> None:
+    """Add ``calibration`` and ``prelabel`` to the batch report (created when merge wrote none)."""
     from botocore.exceptions import ClientError
 
     try:
@@ -178,7 +238,7 @@ def _update_report(bucket: str, key: str, section: dict[str, Any], s3: Any) -> N
         report = {}
     if not isinstance(report, dict):
         report = {"previous_report": report}
-    report["calibration"] = section
+    report.update(sections)
     put_json(bucket, key, report, s3)
 
 

@@ -350,6 +350,11 @@ def test_rekognition_backend_through_the_workflow_with_a_fixed_threshold(rekogni
         assert section["pairs_written"] == 1
         assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 5}
         assert section["next_threshold"]["theta"] is None and section["next_threshold"]["reason"] == "too_few_pairs"
+        # the report lists the model's per-image errors
+        prelabel_report = run.report["prelabel"]
+        assert prelabel_report["images"] == 8 and prelabel_report["with_detections"] == 6
+        assert prelabel_report["errors_by_kind"] == {"unusable model answer": 1}
+        assert [e["key"].rsplit("/", 1)[-1] for e in prelabel_report["errors"]] == ["garbage.jpg"]
 
 
 def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sagemaker_assembly: Path) -> None:

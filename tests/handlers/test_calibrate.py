@@ -103,6 +103,17 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 1}
     assert section["next_threshold"]["reason"] == "too_few_pairs"
     assert section["threshold_used"] == {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
+    assert report["prelabel"] == {
+        "model": MODEL,
+        "images": 5,
+        "prelabeled": 5,
+        "with_detections": 3,
+        "boxes": 3,
+        "model_errors": 1,
+        "errors_by_kind": {"model unavailable": 1},
+        "errors": [{"key": "incoming/street/err.jpg", "error": "model unavailable: stopped"}],
+        "errors_truncated": False,
+    }
 
 
 def test_theta_recomputed_from_all_batches_of_the_same_model(aws, monkeypatch):
@@ -156,3 +167,4 @@ def test_kind_none_writes_no_pairs_and_keeps_auto_accept_off(aws):
     report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
     assert report["calibration"]["skipped"] == {"no_prelabel": 1}
     assert report["calibration"]["threshold_used"] is None  # this batch was never routed
+    assert report["prelabel"] == {"model": "none"}
