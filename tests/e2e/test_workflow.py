@@ -297,3 +297,18 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
         assert final["status"] == "SUCCEEDED", cloud.diagnostics()
         report = cloud.read_json(f"{data['batch_prefix']}report.json")
         assert report["counts"]["reviewed"] == 1 and report["accounted_for"]
+
+
+def test_one_sqs_batch_with_two_datasets_starts_one_execution_per_dataset(cloud: LocalCloud) -> None:
+    _drop(cloud, {"a.jpg": gen.jpeg(), "b.png": gen.png()}, dataset="cats")
+    _drop(cloud, {"c d.jpg": gen.jpeg(30, 20)}, dataset="dogs and cats")
+    assert cloud.flush_event_sources() == 1
+    executions = _finished(cloud, count=2)
+    assert [e["status"] for e in executions] == ["SUCCEEDED", "SUCCEEDED"], cloud.diagnostics()
+    reports = {}
+    for execution in executions:
+        data = _input(cloud, execution)
+        assert execution["name"].endswith(data["batch_id"])
+        reports[data["dataset"]] = cloud.read_json(f"{data['batch_prefix']}report.json")
+    assert {d: r["counts"]["reviewed"] for d, r in reports.items()} == {"cats": 2, "dogs and cats": 1}
+    assert all(r["accounted_for"] and len(r["jobs"]) == 1 for r in reports.values())
