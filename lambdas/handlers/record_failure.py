@@ -42,6 +42,14 @@ def _optional_json(bucket: str, key: str) -> Any:
         return None
 
 
+def _count_lines(bucket: str, key: str) -> int | None:
+    """Objects the batch received, when the build never finished (None if even the list is missing)."""
+    try:
+        return sum(1 for raw in iter_lines(bucket, key) if raw.strip())
+    except ClientError:
+        return None
+
+
 def _cause(raw: Any) -> Any:
     """Step Functions passes the cause as text; Lambda errors and our job failures are JSON in it."""
     if isinstance(raw, str):
@@ -77,7 +85,9 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         "execution": execution.get("name"),
         "error": error.get("Error", "Unknown"),
         "cause": _cause(error.get("Cause")),
-        "counts": {k: build.get(k) for k in ("received", "rejected", "valid")},
+        "counts": {k: build.get(k) for k in ("received", "rejected", "valid")}
+        if build
+        else {"received": _count_lines(bucket, f"{batch_prefix}objects.jsonl"), "rejected": None, "valid": None},
         "rejected": rejected,
         "jobs": [review["job_name"]] if review.get("job_name") else [],
         "review": {k: review.get(k) for k in ("job_name", "status", "failure_reason", "counters") if k in review},

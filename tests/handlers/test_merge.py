@@ -8,8 +8,9 @@ from typing import Any
 
 import boto3
 import pytest
-from labelloop_core.batching import workflow_cost
 from moto import mock_aws
+
+from labelloop_core.batching import workflow_cost
 
 BUCKET = "data-bucket"
 PREFIX = "work/batches/street/b1/"
@@ -199,3 +200,12 @@ def test_workflow_cost_per_thousand_images() -> None:
     assert workflow_cost(build_calls=1, shards=0, reviewed=False) == {"lambda_invocations": 4, "state_transitions": 9}
     with pytest.raises(ValueError):
         workflow_cost(build_calls=0, shards=1, reviewed=False)
+
+
+def test_record_failure_before_the_build_finished_counts_received_objects(aws: dict[str, Any]) -> None:
+    s3 = aws["s3"]
+    _put_lines(s3, f"{PREFIX}objects.jsonl", [{"key": "incoming/street/a.jpg"}, {"key": "incoming/street/b.jpg"}])
+    aws["record_failure"].handler({**BASE, "error": {"Error": "States.Timeout", "Cause": "build took too long"}}, None)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert report["counts"] == {"received": 2, "rejected": None, "valid": None}
+    assert (report["error"], report["cause"]) == ("States.Timeout", "build took too long")
