@@ -497,7 +497,8 @@ class IntakePoller:
         }
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        """Messages sitting in the intake queues' dead-letter queues (peeked, then made visible again)."""
+        """Messages in the intake queues' dead-letter queues (received once each, with a visibility
+        timeout that outlasts the run, so none is counted twice)."""
         sqs = self.cloud.client("sqs")
         found: list[dict[str, Any]] = []
         for mapping in self.mappings:
