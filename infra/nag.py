@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aws_cdk import Acknowledgment, App, Validations
 from cdk_nag import AwsSolutionsChecks
-from constructs import IConstruct
+from constructs import Construct, IConstruct
 
 
 def enable_nag(app: App) -> None:
@@ -21,3 +21,8 @@ def acknowledge(construct: IConstruct, rule_id: str, reason: str) -> None:
     if len(reason.strip()) < 20:
         raise ValueError(f"acknowledging {rule_id} needs a real reason, got {reason!r}")
     Validations.of(construct).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+    # A function's role is its sibling (the Lambda factory creates it explicitly): a finding on the
+    # function's permissions is reported on the role's policy, so acknowledge it there too.
+    role = getattr(construct, "role", None)
+    if isinstance(role, Construct) and not role.node.path.startswith(construct.node.path + "/"):
+        Validations.of(role).acknowledge(Acknowledgment(id=rule_id, reason=reason))

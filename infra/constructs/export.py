@@ -168,7 +168,6 @@ class Export(Construct):
         ]
         monitoring.alarm_on_dead_letters("ExportDeadLetters", self.dead_letters, "a YOLO export event")
         self._acknowledge_findings(stack, bucket, config)
-        _drop_redundant_role_dependency(stack, fn)
         CfnOutput(stack, "ExportFunctionName", value=fn.function_name)
         CfnOutput(stack, "ExportDeadLetterQueueUrl", value=self.dead_letters.queue_url)
 
@@ -182,18 +181,8 @@ class Export(Construct):
             return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
 
         fn = self.function
-        basic_role = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
         jobs = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:labeling-job/*"
         reasons = {
-            "AwsSolutions-L1": (
-                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it."
-            ),
-            f"AwsSolutions-IAM4[Policy::{basic_role}]": (
-                "The Lambda basic execution policy only writes the function's own CloudWatch logs."
-            ),
-            "AwsSolutions-IAM5[Resource::*]": (
-                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources."
-            ),
             prefix(config.work_prefix): (
                 "The export reads every batch's output manifest, the normalised image copies (work/derived/) "
                 "and outside jobs' manifests, all created at run time under work/."
@@ -214,16 +203,3 @@ class Export(Construct):
             "AwsSolutions-SQS3",
             "This queue IS the dead-letter queue of the export rules and of the function's async invocations.",
         )
-
-
-def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
-    """Keep only the DependsOn on the role's policy: the role is already referenced by GetAtt (cfn-lint W3005)."""
-    cfn_function = function.node.default_child
-    assert isinstance(cfn_function, lambda_.CfnFunction)
-    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
-    if isinstance(policy, iam.Policy):
-        cfn_policy = policy.node.default_child
-        assert isinstance(cfn_policy, iam.CfnPolicy)
-        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
-    else:
-        cfn_function.add_deletion_override("DependsOn")

@@ -150,8 +150,6 @@ class Labeling(Construct):
         policy.attach_to_role(self.role)
         self._gt_policy = policy
         self._acknowledge_findings(stack, bucket, config)
-        for function in (self.pre_function, self.post_function):
-            _drop_redundant_role_dependency(stack, function)
 
         CfnOutput(stack, "PreAnnotationFunctionArn", value=self.pre_function.function_arn)
         CfnOutput(stack, "PostAnnotationFunctionArn", value=self.post_function.function_arn)
@@ -200,22 +198,6 @@ class Labeling(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "cloudwatch:PutMetricData has no resource-level permissions; a condition limits it to AWS/SageMaker.",
         )
-        for function in (self.pre_function, self.post_function):
-            acknowledge(
-                function,
-                "AwsSolutions-L1",
-                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-                "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::*]",
-                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
-            )
         acknowledge(
             self.post_function,
             work,
@@ -231,19 +213,3 @@ class Labeling(Construct):
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:labeling-job/*]",
             "Labeling jobs are created per batch at run time; the function describes them to find their manifest.",
         )
-
-
-def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
-    """Keep only the DependsOn on the role's policy: the role itself is already referenced by GetAtt.
-
-    CDK emits both, and cfn-lint flags the redundant one (W3005).
-    """
-    cfn_function = function.node.default_child
-    assert isinstance(cfn_function, lambda_.CfnFunction)
-    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
-    if isinstance(policy, iam.Policy):
-        cfn_policy = policy.node.default_child
-        assert isinstance(cfn_policy, iam.CfnPolicy)
-        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
-    else:
-        cfn_function.add_deletion_override("DependsOn")

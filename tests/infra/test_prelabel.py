@@ -178,7 +178,7 @@ def test_template_assertions_api(sagemaker_template: dict[str, Any]) -> None:
     """The same facts through aws_cdk.assertions (what a reviewer would write)."""
     template = Template.from_json(sagemaker_template)
     template.has_resource_properties(
-        "AWS::Lambda::Function", {"Handler": "handlers.route.handler", "Runtime": "python3.13", "Timeout": 300}
+        "AWS::Lambda::Function", {"Handler": "handlers.route.handler", "Runtime": "python3.14", "Timeout": 300}
     )
     template.has_resource_properties("AWS::Lambda::Function", {"Handler": "handlers.calibrate.handler"})
 

@@ -82,6 +82,10 @@ def test_every_function_follows_the_factory_defaults(template: Template) -> None
         assert "LogGroup" in props["LoggingConfig"], logical_id
         assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
         assert props["Handler"].startswith("handlers."), logical_id
+        role = template.to_json()["Resources"][props["Role"]["Fn::GetAtt"][0]]
+        assert "ManagedPolicyArns" not in role["Properties"], f"{logical_id}: no AWS managed policy"
+        # Only the policy is a dependency: the role itself is referenced by GetAtt (cfn-lint W3005).
+        assert all(dep not in {props["Role"]["Fn::GetAtt"][0]} for dep in fn.get("DependsOn", [])), logical_id
     for group in template.find_resources("AWS::Logs::LogGroup").values():
         assert group["Properties"]["RetentionInDays"] == 30
 
