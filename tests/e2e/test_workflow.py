@@ -202,7 +202,8 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     job_events = [i for i in cloud.invocations if "JobEvent" in i.function_name and "action" in (i.response or {})]
     actions = sorted(i.response["action"] for i in job_events)
     # The second delivery finds the token used (or, if both raced, its SendTaskSuccess is refused).
-    assert len(actions) == 2 and actions[1] == "sent" and actions[0] in ("duplicate", "stale"), actions
+    assert len(actions) == 2 and actions.count("sent") == 1, actions
+    assert {a for a in actions if a != "sent"} <= {"duplicate", "stale"}, actions
 
     # Measured cost vs the design's estimate (which leaves out SageMaker's repeated events).
     history = _history(cloud, execution["executionArn"])
