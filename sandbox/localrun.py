@@ -442,13 +442,18 @@ class IntakePoller:
                 if result.get("FunctionError"):
                     failed = ids
                     self.failures.append(f"batch starter failed: {body[:500]}")
-                elif partial:
-                    answer = json.loads(body) if body else {}
-                    failed = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures", [])}
-                    if failed:
-                        self.failures.append(f"batch starter reported {len(failed)} failed record(s)")
                 else:
-                    failed = set()
+                    answer = json.loads(body) if body else {}
+                    reported = {f["itemIdentifier"] for f in (answer or {}).get("batchItemFailures", [])}
+                    # Like Lambda: the answer only counts when the mapping enables partial responses.
+                    failed = reported if partial else set()
+                    if reported and not partial:
+                        self.failures.append(
+                            f"the batch starter reported {len(reported)} failed record(s) but its event source "
+                            "mapping lacks ReportBatchItemFailures, so Lambda deletes them as processed"
+                        )
+                    elif reported:
+                        self.failures.append(f"batch starter reported {len(reported)} failed record(s); retried")
                 done = [m for m in messages if m["MessageId"] not in failed]
                 for start in range(0, len(done), 10):
                     entries = [
@@ -681,6 +686,8 @@ def _run_deployed(
     }
     report["export_versions"] = sorted(versions)
     problems += report.pop("_problems")
+    if latest is None and (report["auto_accepted"] or report["human_reviewed"]):
+        problems.append(f"labeled images but no export was written; what the emulation saw:\n{cloud.diagnostics()}")
     # The pipeline's own per-batch records, next to the run report, for anyone who wants the detail.
     batches_dir = spec.out / "batches"
     if batches_dir.exists():
