@@ -29,6 +29,8 @@ from moto.events.utils import EventMessageType
 from moto.s3 import notifications as s3_notifications
 from moto.utilities.arns import parse_arn
 
+from sandbox import lambda_runtime
+
 _PATCH_STATE: dict[str, Any] = {}
 
 # S3 notification event names → the API call AWS reports in detail.reason.
@@ -308,8 +310,10 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
     try:
         payload = target_payload(target, event)
         if arn.service == "lambda":
-            error = _deliver_lambda(arn, target["Arn"], payload)
-        elif arn.service == "states":
+            # Asynchronous: a handler that caused this event finishes before the target starts.
+            lambda_runtime.defer(lambda: _deliver_lambda_and_record(rule, target, arn, event, payload))
+            return
+        if arn.service == "states":
             error = _deliver_state_machine(arn, target["Arn"], payload)
         elif arn.service == "sqs":
             error = _deliver_sqs(arn, target, payload)
@@ -335,18 +339,7 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
             error = f"target type {arn.service}:{arn.resource_type} is not delivered by the emulation"
     except Exception as exc:  # EventBridge could not deliver: record it and use the target's DLQ
         error = f"{type(exc).__name__}: {exc}"
-        dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
-        if dead_letter:
-            try:
-                dlq = parse_arn(dead_letter)
-                from moto.sqs import sqs_backends
-
-                sqs_backends[dlq.account][dlq.region].send_message(
-                    queue_name=dlq.resource_id, message_body=json.dumps(event)
-                )
-                error += f" (event sent to dead-letter queue {dlq.resource_id})"
-            except Exception as dlq_exc:
-                error += f" (dead-letter queue failed too: {dlq_exc})"
+        error += _dead_letter(target, event)
     EVENT_LOG.record(
         Delivery(
             bus=rule.event_bus_name,
@@ -358,6 +351,32 @@ def _deliver(rule: Rule, target: dict[str, Any], moto_event: dict[str, Any], eve
             error=error,
         )
     )
+
+
+def _dead_letter(target: dict[str, Any], event: dict[str, Any]) -> str:
+    """Send an undeliverable event to the target's dead-letter queue; return a note for the log."""
+    dead_letter = (target.get("DeadLetterConfig") or {}).get("Arn")
+    if not dead_letter:
+        return ""
+    try:
+        from moto.sqs import sqs_backends
+
+        dlq = parse_arn(dead_letter)
+        sqs_backends[dlq.account][dlq.region].send_message(queue_name=dlq.resource_id, message_body=json.dumps(event))
+        return f" (event sent to dead-letter queue {dlq.resource_id})"
+    except Exception as exc:
+        return f" (dead-letter queue failed too: {exc})"
+
+
+def _deliver_lambda_and_record(
+    rule: Rule, target: dict[str, Any], arn: Any, event: dict[str, Any], payload: Any
+) -> None:
+    try:
+        error = _deliver_lambda(arn, target["Arn"], payload)
+    except Exception as exc:  # the function is gone or unreadable: EventBridge's own delivery failure
+        error = f"{type(exc).__name__}: {exc}"
+        _dead_letter(target, event)
+    EVENT_LOG.record(Delivery(rule.event_bus_name, rule.name, target.get("Id"), target["Arn"], event, payload, error))
 
 
 def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:

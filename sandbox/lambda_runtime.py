@@ -32,7 +32,7 @@ import time
 import traceback
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,30 @@ class InvocationLog:
 
 
 INVOCATIONS = InvocationLog()
+_DEFERRED = threading.local()
+
+
+def in_invocation() -> bool:
+    """Whether this thread is running a function's handler right now."""
+    return int(getattr(_DEFERRED, "depth", 0)) > 0
+
+
+def defer(action: Callable[[], object]) -> None:
+    """Run ``action`` once the handler running on this thread has returned (now, if none is).
+
+    Asynchronous deliveries a function causes (EventBridge → Lambda, ``InvocationType=Event``)
+    start after the producing invocation finished, as on AWS, instead of nested inside it.
+    """
+    if in_invocation():
+        _DEFERRED.queue.append(action)
+    else:
+        action()
+
+
+def _drain_deferred() -> None:
+    queue: list[Callable[[], object]] = getattr(_DEFERRED, "queue", [])
+    while queue and not in_invocation():
+        queue.pop(0)()
 
 
 class _ThreadCapture(io.TextIOBase):
@@ -288,6 +312,20 @@ def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | 
     """Invoke ``fn`` in-process; return (payload JSON, error dict or None, captured logs)."""
     if not fn.code_bytes:
         raise RuntimeError(f"function {fn.function_name} has no zip code to run in-process")
+    depth = int(getattr(_DEFERRED, "depth", 0))
+    if depth == 0:
+        _DEFERRED.queue = []
+    _DEFERRED.depth = depth + 1
+    try:
+        payload, error, logs = _run_function(fn, event)
+    finally:
+        _DEFERRED.depth = depth
+    if depth == 0:
+        _drain_deferred()
+    return payload, error, logs
+
+
+def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | None, str]:
     request_id = str(uuid.uuid4())
     buffer = io.StringIO()
     started = time.time()
@@ -353,12 +391,16 @@ def _patched_invoke_lambda(self: LambdaFunction, event: Any = None) -> tuple[str
 def _patched_invoke(self: LambdaFunction, body: str, request_headers: Any, response_headers: Any) -> Any:
     """moto's ``invoke`` reports every error as ``Handled``; Lambda says ``Unhandled`` for exceptions."""
     event = json.loads(body) if body else {}
+    inv_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
+    if inv_type == "Event" and in_invocation():
+        # An asynchronous invoke from inside a handler starts after that handler returns.
+        defer(lambda: _patched_invoke_lambda(self, event))
+        return ""
     payload, error, logs = run_function(self, event)
     self.logs_backend.ensure_log_group(self.logs_group_name)
     self.save_logs(logs)
     if error is not None:
         response_headers["x-amz-function-error"] = "Unhandled"
-    inv_type = request_headers.get("x-amz-invocation-type", "RequestResponse")
     if inv_type == "RequestResponse":
         tail = logs[-4096:].encode("utf-8")
         response_headers["x-amz-log-result"] = base64.b64encode(tail).decode("utf-8")

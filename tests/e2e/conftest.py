@@ -105,6 +105,35 @@ def handler(event, context):
 '''
 
 
+PRODUCE = '''
+"""Announce work on EventBridge, then write the marker the consumer needs (AWS order: async)."""
+import json
+import os
+
+import boto3
+
+
+def handler(event, context):
+    boto3.client("events").put_events(
+        Entries=[{"Source": "test.order", "DetailType": "Produced", "Detail": json.dumps({"n": 1})}]
+    )
+    boto3.client("s3").put_object(Bucket=os.environ["BUCKET"], Key="order/marker", Body=b"written")
+    return {"produced": True}
+'''
+
+CONSUME = '''
+"""Read the producer's marker: exists only if this runs after the producer returned."""
+import os
+
+import boto3
+
+
+def handler(event, context):
+    body = boto3.client("s3").get_object(Bucket=os.environ["BUCKET"], Key="order/marker")["Body"].read()
+    return {"marker": body.decode(), "detail": event["detail"]}
+'''
+
+
 def _write_mini_asset(root: Path) -> Path:
     """The mini app's Lambda asset: our handlers, a fake bundled dep, and a broken bundled PIL."""
     asset = root / "asset"
@@ -114,6 +143,8 @@ def _write_mini_asset(root: Path) -> Path:
         "handlers/fail.py": FAIL,
         "handlers/pre.py": PRE,
         "handlers/post.py": POST,
+        "handlers/produce.py": PRODUCE,
+        "handlers/consume.py": CONSUME,
         "labelloop_mini/__init__.py": "",
         "labelloop_mini/marker.py": "VALUE = 'from-the-zip'\n",
         # A pure-Python dependency the host lacks: must load from the zip.
@@ -217,12 +248,19 @@ def synthesize_mini(outdir: Path) -> Path:
     fail.configure_async_invoke(retry_attempts=1, on_failure=destinations.SqsDestination(failures))
     custom_rule = events.Rule(stack, "Custom", event_pattern=events.EventPattern(source=["test.emulation"]))
     custom_rule.add_target(targets.LambdaFunction(fail))
+    producer = function("Producer", "handlers.produce.handler", "producer")
+    consumer = function("Consumer", "handlers.consume.handler", "consumer")
+    for fn in (producer, consumer):
+        fn.add_environment("BUCKET", bucket.bucket_name)
+    order_rule = events.Rule(stack, "Order", event_pattern=events.EventPattern(source=["test.order"]))
+    order_rule.add_target(targets.LambdaFunction(consumer))
     for name, value in {
         "DataBucketName": bucket.bucket_name,
         "IncomingPrefix": "incoming/",
         "EchoName": echo.function_name,
         "EchoTwinName": echo_twin.function_name,
         "FailName": fail.function_name,
+        "ConsumerName": consumer.function_name,
         "PreArn": pre.function_arn,
         "PostArn": post.function_arn,
         "FlowArn": machine.state_machine_arn,

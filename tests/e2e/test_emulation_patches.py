@@ -513,3 +513,14 @@ def test_only_one_local_cloud_runs_at_a_time(mini_cloud: LocalCloud, mini_assemb
     with pytest.raises(RuntimeError, match="already running"), LocalCloud.start(mini_assembly):
         pass
     assert mini_cloud.invoke("Echo", {})[1] is None  # the running one is untouched
+
+
+def test_events_a_handler_emits_reach_lambda_targets_after_it_returns(mini_cloud: LocalCloud) -> None:
+    produced, error = mini_cloud.invoke("Producer", {})
+    assert error is None and produced == {"produced": True}
+    consumer = mini_cloud.outputs["ConsumerName"]
+    [call] = [i for i in mini_cloud.invocations if i.function_name == consumer]
+    assert call.error is None, call.error  # the marker written after PutEvents was already there
+    assert call.response == {"marker": "written", "detail": {"n": 1}}
+    names = [i.function_name for i in mini_cloud.invocations]
+    assert names.index(consumer) > next(n for n, name in enumerate(names) if "Producer" in name)
