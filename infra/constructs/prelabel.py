@@ -136,8 +136,6 @@ class Prelabeling(Construct):
             )
 
         self._acknowledge_findings(storage, config)
-        for function in self.functions:
-            _drop_redundant_role_dependency(stack, function)
 
     @property
     def functions(self) -> tuple[lambda_.Function, lambda_.Function, lambda_.Function]:
@@ -175,21 +173,6 @@ class Prelabeling(Construct):
         for function in self.functions:
             acknowledge(
                 function,
-                "AwsSolutions-L1",
-                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-                "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::*]",
-                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
-            )
-            acknowledge(
-                function,
                 batches,
                 "Batch files (shards, pre-labels, manifests, report) are created per batch under work/batches/.",
             )
@@ -209,19 +192,3 @@ class Prelabeling(Construct):
                 calibration,
                 "Calibration pairs and the per-dataset threshold live under work/calibration/<dataset>/.",
             )
-
-
-def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
-    """Keep only the DependsOn on the role's policy: the role itself is already referenced by GetAtt.
-
-    CDK emits both, and cfn-lint flags the redundant one (W3005).
-    """
-    cfn_function = function.node.default_child
-    assert isinstance(cfn_function, lambda_.CfnFunction)
-    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
-    if isinstance(policy, iam.Policy):
-        cfn_policy = policy.node.default_child
-        assert isinstance(cfn_policy, iam.CfnPolicy)
-        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
-    else:
-        cfn_function.add_deletion_override("DependsOn")
