@@ -267,6 +267,22 @@ def run(args: argparse.Namespace) -> int:
         f"  uploaded them in {waves}: first {args.first_wave:.0%} (all reviewed by the oracle: no calibration pairs"
         " yet, so theta is off), then the rest, routed with the theta calibrated on the first wave's reviews"
     )
+    for number, batch in enumerate(report["batches"], start=1):
+        counts, used, calibrated = batch.get("counts") or {}, batch.get("threshold") or {}, batch.get("calibration")
+        if not counts:
+            print(f"  batch {number}: {batch.get('status')}: {batch.get('error', '')}")
+            continue
+        routed = "theta off" if used.get("value") is None else f"theta {_num(used.get('value'))}"
+        after = (
+            f" -> theta {_num(calibrated.get('theta'))} (bound {_num(calibrated.get('lower_bound'))} over"
+            f" {calibrated.get('n_above')} of {calibrated.get('pairs_used')} pairs)"
+            if isinstance(calibrated, dict)
+            else ""
+        )
+        print(
+            f"  batch {number} ({counts.get('received')} images) routed with {routed}: {counts.get('accepted')}"
+            f" auto-accepted, {counts.get('reviewed')} reviewed ({counts.get('audited')} audits){after}"
+        )
     judged = judge(manifests, truth, "incoming/demo/", DEMO_LABELS, args.target_quality) if manifests else None
     final = (report.get("threshold") or {}).get("final") or {}
     if judged is not None:
@@ -276,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
             + (" (" + "; ".join(f"{k} in {n}" for k, n in judged.fixes.most_common()) + ")" if judged.fixes else "")
         )
         print(
-            f"  calibrated theta {_num(final.get('theta'))} for target mIoU {final.get('target')}:"
+            f"  theta now {_num(final.get('theta'))} (for the next upload) for target mIoU {final.get('target')}:"
             f" {final.get('confidence_level')} Hoeffding lower bound {_num(final.get('lower_bound'))} over the"
             f" {final.get('n_above')} pairs at or above theta ({final.get('pairs_used')} pairs in all,"
             f" at least {args.min_pairs} before a threshold is tested; {final.get('reason')})"

@@ -929,6 +929,10 @@ def collect_records(
                 output_lines=_read_jsonl(cloud, f"{prefix}output.manifest"),
             )
         )
+    # Chronological: the order batches ran in (waves), not the order of their hash ids.
+    batches.sort(
+        key=lambda b: (str(((b.report or {}).get("timings") or {}).get("execution_started") or "~"), b.batch_id)
+    )
     dead = [key for message in intake.dead_letters() for key in _keys_in_event(message.get("Body", ""))]
     jobs = []
     for job in cloud.labeling_jobs().values():
@@ -1019,7 +1023,8 @@ def aggregate(records: RunRecords, spec: RunSpec, labels: tuple[str, ...], revie
             reject(str(row.get("key")), row.get("reason"), batch)
         if batch_report.get("lists_truncated"):
             problems.append(f"batch {batch}: the report's unlabeled list is truncated; see its report.json")
-        thresholds.append({"batch_id": batch, **(batch_report.get("threshold") or {})})
+        entry["threshold"] = batch_report.get("threshold") or {}
+        thresholds.append({"batch_id": batch, **entry["threshold"]})
         for line in records_of.output_lines:
             meta = line.get("labelloop-meta") or {}
             key = str(meta.get("key"))
