@@ -152,7 +152,7 @@ class LabelingJob:
 class GroundTruthState:
     """Jobs and workteams of one account/region, stored on moto's SageMaker backend (reset with it)."""
 
-    jobs: dict[str, LabelingJob] = field(default_factory=dict)
+    jobs: dict[str, LabelingJob] = field(default_factory=dict)  # keyed by lower-cased name
     workteams: dict[str, dict[str, Any]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -261,10 +261,10 @@ def create_labeling_job(response: SageMakerResponse) -> Any:
     name = params["LabelingJobName"]
     arn = f"arn:aws:sagemaker:{region}:{account}:labeling-job/{name.lower()}"
     with state.lock:
-        if name in state.jobs:
+        if name.lower() in state.jobs:  # names are unique regardless of case (the ARN is lower case)
             raise ResourceInUseException(f"A labeling job with name {name} already exists.")
         job = LabelingJob(request=params, arn=arn, account=account, region=region)
-        state.jobs[name] = job
+        state.jobs[name.lower()] = job
     if SETTINGS.mode == "thread":
         _start_thread(job)
     return ActionResult({"LabelingJobArn": arn})
@@ -310,7 +310,7 @@ def describe_labeling_job(response: SageMakerResponse) -> Any:
 
 def _get_job(response: SageMakerResponse, name: str) -> LabelingJob:
     state = state_for(*_region_account(response))
-    job = state.jobs.get(name)
+    job = state.jobs.get(name.lower())  # the name as given or as read back from the ARN
     if job is None:
         raise ResourceNotFound(f"Could not find labeling job {name!r}.")
     return job

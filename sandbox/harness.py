@@ -307,7 +307,9 @@ class LocalCloud:
         return "".join(i.logs for i in lambda_runtime.INVOCATIONS.for_function(function_fragment))
 
     def labeling_jobs(self) -> dict[str, groundtruth.LabelingJob]:
-        return dict(groundtruth.state_for(self.deployment.account, self.region).jobs)
+        """Emulated labeling jobs by the name they were created with."""
+        jobs = groundtruth.state_for(self.deployment.account, self.region).jobs
+        return {job.name: job for job in list(jobs.values())}
 
     def diagnostics(self) -> str:
         """Recent Lambda errors, failed deliveries and labeling job failures, for error messages."""

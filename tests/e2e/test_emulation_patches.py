@@ -524,3 +524,18 @@ def test_events_a_handler_emits_reach_lambda_targets_after_it_returns(mini_cloud
     assert call.response == {"marker": "written", "detail": {"n": 1}}
     names = [i.function_name for i in mini_cloud.invocations]
     assert names.index(consumer) > next(n for n, name in enumerate(names) if "Producer" in name)
+
+
+def test_job_names_are_found_in_any_case_like_their_lower_case_arn(
+    start_cloud: Callable[..., LocalCloud], mini_assembly: Path
+) -> None:
+    cloud = start_cloud(assembly=mini_assembly, gt_mode="manual")
+    request = {**_simple_job(cloud), "LabelingJobName": "Street-Review-2"}
+    sm = cloud.client("sagemaker")
+    arn = sm.create_labeling_job(**request)["LabelingJobArn"]
+    assert arn.endswith("labeling-job/street-review-2")
+    assert sm.describe_labeling_job(LabelingJobName=arn.rsplit("/", 1)[1])["LabelingJobName"] == "Street-Review-2"
+    with pytest.raises(ClientError) as raised:
+        sm.create_labeling_job(**{**request, "LabelingJobName": "street-review-2"})
+    assert raised.value.response["Error"]["Code"] == "ResourceInUse"
+    assert list(cloud.labeling_jobs()) == ["Street-Review-2"]
