@@ -20,7 +20,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
-from infra.constructs.workflow import Workflow, _drop_redundant_role_dependency
+from infra.constructs.workflow import Workflow
 from infra.nag import acknowledge
 
 #: Lambda's limits for SQS event sources: 10 records without a batching window, 10,000 with one.
@@ -155,22 +155,6 @@ class Intake(Construct):
         assert isinstance(cfn_bucket, s3.CfnBucket)
         bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
         function = self.function
-        _drop_redundant_role_dependency(stack, function)
-        acknowledge(
-            function,
-            "AwsSolutions-L1",
-            "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
-        )
-        acknowledge(
-            function,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-            "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
-        )
-        acknowledge(
-            function,
-            "AwsSolutions-IAM5[Resource::*]",
-            "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
-        )
         for value, reason in (
             (config.incoming_prefix, "Users drop images under any key below the incoming prefix; keys are checked."),
             (f"{config.work_prefix}intake/claims/", "One claim per object version, named by a digest at run time."),

@@ -399,7 +399,7 @@ class Workflow(Construct):
             ),
         )
         self.job_event_rule.add_target(targets.LambdaFunction(self.job_event_function, retry_attempts=8))
-        self._acknowledge(stack, bucket, config, own)
+        self._acknowledge(stack, bucket, config)
 
     # ---------------------------------------------------------------------- grants
     def _grant(self, bucket: s3.IBucket, config: LabelLoopConfig, state_machine_arn: str, labeling: Labeling) -> None:
@@ -474,9 +474,7 @@ class Workflow(Construct):
         allow_list(self.record_failure_function, [f"{work}batches/"])
 
     # ---------------------------------------------------------------------- nag
-    def _acknowledge(
-        self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig, own: tuple[lambda_.Function, ...]
-    ) -> None:
+    def _acknowledge(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
         cfn_bucket = bucket.node.default_child
         assert isinstance(cfn_bucket, s3.CfnBucket)
@@ -486,23 +484,6 @@ class Workflow(Construct):
         def prefix(value: str) -> str:
             return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
 
-        for function in own:
-            _drop_redundant_role_dependency(stack, function)
-            acknowledge(
-                function,
-                "AwsSolutions-L1",
-                "The Lambda factory pins python3.13 for every function: the asset's wheels are built for it.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
-                "The Lambda basic execution policy only writes the function's own CloudWatch logs.",
-            )
-            acknowledge(
-                function,
-                "AwsSolutions-IAM5[Resource::*]",
-                "Active X-Ray tracing (factory default): xray:PutTraceSegments/PutTelemetryRecords have no resources.",
-            )
         batches = prefix(f"{work}batches/")
         for function in (
             self.build_function,
@@ -578,16 +559,3 @@ def _retention(days: int) -> logs.RetentionDays:
     from infra.constructs.lambda_factory import _retention as factory_retention
 
     return factory_retention(days)
-
-
-def _drop_redundant_role_dependency(stack: Stack, function: lambda_.Function) -> None:
-    """Keep only the DependsOn on the role's policy: the role itself is already referenced (cfn-lint W3005)."""
-    cfn_function = function.node.default_child
-    assert isinstance(cfn_function, lambda_.CfnFunction)
-    policy = function.role.node.try_find_child("DefaultPolicy") if function.role else None
-    if isinstance(policy, iam.Policy):
-        cfn_policy = policy.node.default_child
-        assert isinstance(cfn_policy, iam.CfnPolicy)
-        cfn_function.add_override("DependsOn", [stack.get_logical_id(cfn_policy)])
-    else:
-        cfn_function.add_deletion_override("DependsOn")
