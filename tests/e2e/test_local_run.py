@@ -197,3 +197,52 @@ def test_demo_runs_the_pipeline_on_generated_scenes(tmp_path: Path, capsys: pyte
     checked = check_yolo_dataset(out / "dataset")
     assert checked.total_images == 40
     assert set(checked.names.values()) == {"bicycle", "car", "person"}
+
+
+def test_an_image_no_worker_answered_is_rejected_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images, out = tmp_path / "images", tmp_path / "out"
+    names = [f"q{i}.jpg" for i in range(6)]
+    write_images(images, names)
+    replay, answers = tmp_path / "model.jsonl", tmp_path / "answers.jsonl"
+    box = {"label": "cat", "left": 5, "top": 5, "width": 20, "height": 20}
+    replay.write_text(
+        "".join(json.dumps({"image": n, "detections": [{**box, "confidence": 0.1}]}) + "\n" for n in names)
+    )
+    # The answers file forgets q3.jpg: Ground Truth sends it to nobody's consolidation (Unlabeled).
+    answers.write_text(
+        "".join(json.dumps({"image": n, "workers": [[box], [box]]}) + "\n" for n in names if n != "q3.jpg")
+    )
+
+    code, _, stderr = run_cli(
+        [
+            "local",
+            "run",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--labels",
+            "cat,dog",
+            "--model",
+            f"replay:{replay}",
+            "--reviewer",
+            f"answers:{answers}",
+            "--threshold",
+            "0.5",
+            "--workers",
+            "2",
+        ],
+        capsys,
+    )
+
+    assert code == 0, stderr
+    report = json.loads((out / "report.json").read_text())
+    assert_accounted(report)
+    assert report["human_reviewed"] == 5 and report["auto_accepted"] == 0
+    [rejected] = report["rejected"]
+    assert rejected["image"] == "q3.jpg" and "labelloop-" in rejected["reason"], rejected
+    assert report["images"]["q3.jpg"] == "rejected"
+    [job] = report["labeling_jobs"]
+    assert job["counters"]["Unlabeled"] == 1
