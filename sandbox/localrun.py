@@ -9,13 +9,14 @@ YOLO export and writes ``report.json``. Every number in the report is read back 
 pipeline wrote (per-batch ``report.json``, ``rejected.jsonl``, output manifests, ``export.json``,
 the intake dead-letter queue); the two accounting invariants are then CHECKED, never assumed.
 
-One emulation gap is bridged here: moto invokes an SQS event source mapping synchronously on every
-SendMessage with one record (sandbox.deploy.GAPS), so every image would become its own batch and
-its own labeling job. `IntakePoller` disables the mapping and plays Lambda's poller instead:
-receive what the queue holds (everything uploaded arrived within the batching window), invoke the
-deployed batch starter with up to ``BatchSize`` records, delete what succeeded, and let failed
-records (``batchItemFailures``) be received again until the queue's redrive policy moves them to
-the dead-letter queue.
+The intake queue is drained by `IntakePoller`, Lambda's SQS poller played deterministically: after
+each upload wave, receive what the queue holds (everything uploaded arrived within the batching
+window), invoke the deployed batch starter with up to ``BatchSize`` records, delete what succeeded,
+and make failed records (``batchItemFailures``, function errors) visible again AT ONCE, so they are
+retried until the queue's redrive policy moves them to the dead-letter queue within the run. (The
+harness's own poller, `sandbox.event_sources`, leaves a failed batch in flight for the queue's
+visibility timeout, 30 minutes on the intake queue, as AWS does: right for tests of that timing,
+too slow for a local run that must account for every image before it ends.)
 """
 
 from __future__ import annotations
@@ -603,6 +604,8 @@ def run_local(spec: RunSpec, progress: Progress | None = None, assembly: Path | 
             labels=labels,
             model_faults=faults,
             duplicate_gt_events=spec.duplicate_job_events,
+            esm_mode="manual",  # the IntakePoller below delivers the upload events
+            workteams=[LOCAL_WORKTEAM],  # the private workteam the stack's config names
             region=REGION,
         ) as cloud:
             if cloud.deployment.account != ACCOUNT:
@@ -625,19 +628,6 @@ def _run_deployed(
     work_prefix = env.get("WORK_PREFIX", "work/")
     exports_prefix = cloud.outputs.get("ExportsPrefix", "exports/")
     names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, work_prefix, spec.dataset)
-    cloud.client("sagemaker").create_workteam(
-        WorkteamName=LOCAL_WORKTEAM,
-        MemberDefinitions=[
-            {
-                "CognitoMemberDefinition": {
-                    "UserPool": f"{cloud.region}_labelloop",
-                    "UserGroup": "labelers",
-                    "ClientId": "labelloop-local",
-                }
-            }
-        ],
-        Description="The emulated private workforce of labelloop local run",
-    )
     intake = IntakePoller.take_over(cloud)
     problems: list[str] = []
     if not intake.mappings:
