@@ -66,7 +66,10 @@ def test_real_stack_deploys_with_every_gap_accounted_for(cloud: LocalCloud) -> N
     assert len(streams) == 1
 
 
-def test_image_dropped_into_incoming_reaches_the_rule_targets(cloud: LocalCloud, tmp_path: Path) -> None:
+def test_image_dropped_into_incoming_reaches_the_rule_targets(
+    start_cloud: Callable[..., LocalCloud], tmp_path: Path
+) -> None:
+    cloud = start_cloud(esm_mode="manual")  # keep the intake batch in the queue to look at it
     image = tmp_path / TRICKY_NAME
     image.write_bytes(_png())
     [key] = cloud.drop_images([image], dataset="street")
@@ -100,6 +103,11 @@ def test_image_dropped_into_incoming_reaches_the_rule_targets(cloud: LocalCloud,
                     .get("Messages", [])
                 ]
                 assert any(encoded in body for body in bodies)
+    # The intake queue is one of those targets.
+    intake_arn = cloud.client("sqs").get_queue_attributes(
+        QueueUrl=cloud.queue_url("IntakeQueue"), AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    assert [d.error for d in cloud.event_log.to_target(intake_arn)] == [None]
 
 
 def test_mini_stack_s3_event_reaches_queue_lambda_and_state_machine(mini_cloud: LocalCloud) -> None:
