@@ -658,13 +658,13 @@ def _run_deployed(
     latest = _read_json(cloud, f"{exports_prefix}{spec.dataset}/latest.json")
     dataset_dir: Path | None = None
     document: dict[str, Any] | None = None
+    if (spec.out / "dataset").exists():
+        shutil.rmtree(spec.out / "dataset")  # never leave an earlier run's dataset looking like this one's
     if latest:
         clock.say(f"export version {latest['version']} is the latest ({latest.get('images')} images)")
         version_prefix = f"{exports_prefix}{spec.dataset}/{latest['version']}/"
         document = _read_json(cloud, f"{version_prefix}export.json")
         dataset_dir = spec.out / "dataset"
-        if dataset_dir.exists():
-            shutil.rmtree(dataset_dir)
         count = _download(cloud, version_prefix, dataset_dir)
         clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
     records = collect_records(cloud, spec.dataset, work_prefix, uploaded, intake, latest, document, watcher)
