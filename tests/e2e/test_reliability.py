@@ -173,6 +173,9 @@ def test_failed_labeling_job_accounts_for_every_image(tmp_path: Path, capsys: py
     write(images, {name: image_bytes(name, (40 * i, 60, 90)) for i, name in enumerate(names)})
     write(images, {"zero.jpg": b""})
     model = replay_file(tmp_path / "model.jsonl", names, confidence=0.3)  # below 0.5: all to review
+    stale = tmp_path / "out" / "dataset" / "images" / "train" / "from-an-earlier-run.jpg"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
 
     code, report, stderr = run(
         tmp_path, capsys, images, "--model", f"replay:{model}", "--reviewer", "fail:the workteam quit"
@@ -183,6 +186,7 @@ def test_failed_labeling_job_accounts_for_every_image(tmp_path: Path, capsys: py
     assert_accounted(report, len(names) + 1)
     assert report["auto_accepted"] == report["human_reviewed"] == report["exported_images"] == 0
     assert report["export_version"] is None
+    assert not (tmp_path / "out" / "dataset").exists()  # no export: no dataset, not a stale one
     reasons = {r["image"]: r["reason"] for r in report["rejected"]}
     assert "empty" in reasons["zero.jpg"]
     for name in names:
