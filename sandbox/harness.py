@@ -133,7 +133,7 @@ class LocalCloud:
                 if poller is not None:
                     poller.stop()
                 if cloud is not None:
-                    cloud._stop_executions()
+                    cloud.stop_executions()
                 groundtruth.join_threads()
                 event_sources.uninstall()
                 models.uninstall()
@@ -142,14 +142,23 @@ class LocalCloud:
                 lambda_runtime.uninstall()
                 lambda_runtime.cleanup_extracted()
 
-    def _stop_executions(self) -> None:
-        """Stop running workflow executions so no interpreter thread outlives the mock."""
-        sfn = self.client("stepfunctions")
-        for arn in self.state_machine_arns().values():
-            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
-                for execution in page["executions"]:
-                    with contextlib.suppress(Exception):
-                        sfn.stop_execution(executionArn=execution["executionArn"], cause="LocalCloud stopped")
+    def stop_executions(self) -> None:
+        """Stop running workflow executions so no interpreter thread outlives the mock.
+
+        moto's StopExecution only marks the execution; the interpreter's environment is told to
+        stop directly, as the service would.
+        """
+        from datetime import UTC, datetime
+
+        from moto.stepfunctions.parser.models import stepfunctions_parser_backends
+
+        backend = stepfunctions_parser_backends[self.deployment.account][self.region]
+        for state_machine in list(backend.state_machines):
+            for execution in list(getattr(state_machine, "executions", [])):
+                if getattr(execution, "exec_status", None) != "RUNNING":
+                    continue
+                with contextlib.suppress(Exception):
+                    execution.stop(datetime.now(UTC), "LocalCloud.Stopped", "the emulation was stopped")
 
     # ------------------------------------------------------------------ handles from the stack
 

@@ -539,3 +539,18 @@ def test_job_names_are_found_in_any_case_like_their_lower_case_arn(
         sm.create_labeling_job(**{**request, "LabelingJobName": "street-review-2"})
     assert raised.value.response["Error"]["Code"] == "ResourceInUse"
     assert list(cloud.labeling_jobs()) == ["Street-Review-2"]
+
+
+def test_stop_executions_aborts_a_waiting_workflow(mini_cloud: LocalCloud) -> None:
+    sfn = mini_cloud.client("stepfunctions")
+    role = mini_cloud.client("iam").create_role(RoleName="WaitRole", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    definition = {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 600, "End": True}}}
+    arn = sfn.create_state_machine(name="waits", roleArn=role, definition=json.dumps(definition))["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=arn)["executionArn"]
+    mini_cloud.stop_executions()
+
+    def ended() -> str | None:
+        status = str(sfn.describe_execution(executionArn=execution)["status"])
+        return status if status != "RUNNING" else None
+
+    assert mini_cloud.wait_for(ended, timeout=20, message="the aborted execution") == "ABORTED"
