@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from labelloop_core.boxes import Box
 from labelloop_core.calibration import CalibrationPair, calibrate, image_confidence
 from labelloop_core.matching import image_quality, match_boxes
-
 from sandbox.scenes import iter_scenes
 from sandbox.synthetic_detector import detect
 

@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import (
     DEGENERATE_NON_FINITE,
     DEGENERATE_NON_POSITIVE,
@@ -26,7 +27,6 @@ from labelloop_core.boxes import (
     exif_oriented_size,
     exif_transform_box,
 )
-
 from tests.conftest import FIXTURES
 
 

@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.calibration import (
     ACCEPT,
     AUDIT,

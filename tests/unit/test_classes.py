@@ -7,8 +7,8 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from labelloop_core.classes import ClassMapError, ClassRegistry
 
+from labelloop_core.classes import ClassMapError, ClassRegistry
 from tests.conftest import FIXTURES
 
 

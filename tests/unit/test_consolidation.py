@@ -7,9 +7,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.consolidation import ConsolidationError, consolidate, parse_worker_answer
-
 from tests.conftest import FIXTURES
 
 

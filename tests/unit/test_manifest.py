@@ -8,6 +8,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.manifest import (
@@ -25,7 +26,6 @@ from labelloop_core.manifest import (
     read_labeled_images,
     select_label_attribute,
 )
-
 from tests.conftest import FIXTURES
 
 LAUNCH_POST_BOXES = [

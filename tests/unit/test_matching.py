@@ -8,6 +8,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.matching import _hungarian, assign_max_weight, image_quality, iou, match_boxes
 

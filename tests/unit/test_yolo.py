@@ -9,6 +9,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.manifest import LabeledImage, ManifestError, bbox_label_line, parse_bbox_label
@@ -22,7 +23,6 @@ from labelloop_core.yolo import (
     yolo_label_text,
     yolo_text_from_line,
 )
-
 from tests.conftest import FIXTURES
 
 ROW = re.compile(r"^\d+ [01]\.\d{6} [01]\.\d{6} [01]\.\d{6} [01]\.\d{6}$")
