@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
@@ -57,6 +57,13 @@ class LabelLoopStack(Stack):
         self.export = Export(
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
         )
+
+        if config.workteam_arn is None:
+            Annotations.of(self).add_warning_v2(
+                "labelloop:no-workteam",
+                "labelloop.workteamArn is not set: batches that need human review will fail at StartReview "
+                "(with the reason in their report.json) until a Ground Truth work team is configured.",
+            )
 
         CfnOutput(
             self,

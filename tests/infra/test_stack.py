@@ -107,3 +107,12 @@ def test_cdk_nag_reports_nothing_unacknowledged(assembly_dir: Path) -> None:
         report = json.loads(report_path.read_text())
         violations = [v for p in report.get("pluginReports", []) for v in p.get("violations", [])]
         assert violations == [], violations
+
+
+def test_missing_workteam_is_a_synth_warning_not_an_error() -> None:
+    from aws_cdk.assertions import Annotations as AssertAnnotations
+
+    from infra.synth import build_app
+
+    _, stack = build_app(context={"workteamArn": None})
+    AssertAnnotations.from_stack(stack).has_warning("*", Match.string_like_regexp("workteamArn is not set"))
