@@ -580,6 +580,8 @@ def run_local(spec: RunSpec, progress: Progress | None = None, assembly: Path | 
         raise LocalRunError(f"--threshold must be within [0, 1], got {spec.threshold}")
     if not 0.0 < spec.first_wave <= 1.0:
         raise LocalRunError(f"--first-wave must be within (0, 1], got {spec.first_wave}")
+    if spec.out.resolve().is_relative_to(spec.images.resolve()):
+        raise LocalRunError(f"--out {spec.out} is inside --images {spec.images}: its files would be uploaded as images")
     model = parse_model(spec.model, spec.images)
     reviewer = parse_reviewer(spec.reviewer, spec.images)
     labels = labels_for(spec, model, reviewer)

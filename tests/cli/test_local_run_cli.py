@@ -91,6 +91,11 @@ def test_missing_or_empty_image_folder(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 2 and "no files to upload" in err
 
 
+def test_output_inside_the_image_folder_is_refused(images: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run(["--images", str(images), "--out", str(images / "out")], capsys)
+    assert code == 2 and "is inside --images" in err
+
+
 def test_bad_fault_kind_is_an_argument_error(images: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["local", "run", "--images", str(images), "--out", str(tmp_path), "--model-fault", "a.jpg=explode"])
