@@ -26,6 +26,8 @@ from sandbox.harness import LocalCloud
 from sandbox.workforce import FailingWorkforce
 from tests import intake_images as gen
 
+EXECUTION_INPUT_KEYS = {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
+
 pytestmark = pytest.mark.e2e
 
 LABELS = ["car", "person"]
@@ -148,7 +150,7 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     (execution,) = _finished(cloud)
     assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
     data = _input(cloud, execution)
-    assert set(data) == {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
+    assert set(data) == EXECUTION_INPUT_KEYS
     prefix = data["batch_prefix"]
 
     report = cloud.read_json(f"{prefix}report.json")

@@ -13,6 +13,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+EXECUTION_INPUT_KEYS = {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
+
 BUCKET = "data-bucket"
 REGION = "us-east-1"
 
@@ -90,8 +92,9 @@ def test_contract_event_with_encoded_key_starts_one_small_execution(
     assert result == {"batchItemFailures": []}
     (execution,) = _executions(aws)
     data = execution["input"]
-    assert set(data) == {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
-    assert data["dataset"] == "street" and data["review_wait_seconds"] == 7
+    assert set(data) == EXECUTION_INPUT_KEYS
+    review_wait = data["review_wait_seconds"]  # the configured wait, passed through (not a timing)
+    assert data["dataset"] == "street" and review_wait == 7
     assert data["batch_prefix"] == f"work/batches/street/{data['batch_id']}/"
     assert execution["name"] == f"street-{data['batch_id']}"
     (obj,) = _objects(aws, data["batch_prefix"])

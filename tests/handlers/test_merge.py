@@ -146,7 +146,8 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
         report["cost_estimate"]["lambda_invocations"]
         == workflow_cost(build_calls=1, shards=1, reviewed=True)["lambda_invocations"]
     )
-    assert report["timings"]["elapsed_seconds"] > 0
+    took = report["timings"]["elapsed_seconds"]  # reported, not a speed requirement
+    assert took > 0
 
 
 def test_all_accepted_batch_needs_no_review(aws: dict[str, Any]) -> None:

@@ -121,7 +121,8 @@ def test_review_waits_for_a_task_token_and_reconciles_on_timeout(template_json: 
     review = states["StartReview"]
     assert review["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
     assert review["Parameters"]["Payload"]["token.$"] == "$$.Task.Token"
-    assert review["TimeoutSecondsPath"] == "$.review_wait_seconds"
+    wait_path = review["TimeoutSecondsPath"]
+    assert wait_path == "$.review_wait_seconds"
     assert review["Catch"][0] == {
         "ErrorEquals": ["States.Timeout"],
         "ResultPath": "$.review_timeout",
