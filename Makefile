@@ -52,7 +52,7 @@ synth: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy lambdas infra
+	$(VENV)/bin/mypy lambdas infra sandbox cli
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
