@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, put_json, put_jsonl, uri
-from labelloop_core.batching import ObjectRef, dataset_of
+from labelloop_core.batching import ObjectRef, batch_fields, dataset_of
 from labelloop_core.images import ImageRejected, normalise_orientation, validate_image
 from labelloop_core.manifest import dumps_line
 
@@ -75,17 +75,7 @@ def settings() -> Settings:
 
 
 def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str, int]:
-    values = []
-    for name in ("bucket", "dataset", "batch_id", "batch_prefix"):
-        value = event.get(name)
-        if not isinstance(value, str) or not value:
-            raise BuildError(f"event field {name!r} must be a non-empty string, got {value!r}")
-        values.append(value)
-    bucket, dataset, batch_id, batch_prefix = values
-    if bucket != cfg.bucket:
-        raise BuildError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
-    if not batch_prefix.endswith("/"):
-        raise BuildError(f"batch_prefix {batch_prefix!r} must end with '/'")
+    bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, BuildError)
     cursor = event.get("cursor", 0)
     if cursor is None:
         cursor = 0

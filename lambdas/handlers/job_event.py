@@ -31,7 +31,7 @@ from adapters import env, review
 from adapters.aws import client
 from adapters.groundtruth import job_name_from_arn
 from adapters.s3 import get_json
-from labelloop_core.batching import labeling_job_name
+from labelloop_core.batching import batch_fields, labeling_job_name
 
 logger = Logger()
 
@@ -95,10 +95,7 @@ def on_state_change(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
 
 def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """After the wait timed out: the job's real state, or an exception when it did not complete."""
-    values = [event.get(k) for k in ("bucket", "dataset", "batch_id", "batch_prefix")]
-    if not all(isinstance(v, str) and v for v in values):
-        raise ValueError("reconcile needs non-empty bucket, dataset, batch_id and batch_prefix")
-    bucket, dataset, batch_id, batch_prefix = (str(v) for v in values)
+    bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, ValueError)
     try:
         job_name = str(get_json(bucket, review.review_key(batch_prefix))["job_name"])
     except ClientError:

@@ -28,7 +28,7 @@ from aws_lambda_powertools import Logger
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
-from labelloop_core.batching import workflow_cost
+from labelloop_core.batching import batch_fields, workflow_cost
 from labelloop_core.manifest import dumps_line, iter_manifest
 
 logger = Logger()
@@ -112,12 +112,7 @@ class _Writer:
 
 def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """Merge and report (see the module doc)."""
-    values = [event.get(k) for k in ("bucket", "dataset", "batch_id", "batch_prefix")]
-    if not all(isinstance(v, str) and v for v in values):
-        raise MergeError("merge needs non-empty bucket, dataset, batch_id and batch_prefix")
-    bucket, dataset, batch_id, batch_prefix = (str(v) for v in values)
-    if bucket != cfg.bucket:
-        raise MergeError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
+    bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, MergeError)
     review = _section(event, "review", {"status": "skipped"})
     route = _section(event, "route", {})
     execution = _section(event, "execution", {})

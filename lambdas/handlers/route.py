@@ -28,6 +28,7 @@ from aws_lambda_powertools import Logger
 from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json
+from labelloop_core.batching import batch_fields
 from labelloop_core.calibration import ACCEPT, AUDIT
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import accepted_line, decide_route, review_line
@@ -58,20 +59,7 @@ def calibration_prefix() -> str:
 
 def event_fields(event: Mapping[str, Any], cfg: ModelSettings) -> tuple[str, str, str, str]:
     """``(bucket, dataset, batch_id, batch_prefix)``, validated (shared with the calibrate handler)."""
-    values = []
-    for name in ("bucket", "dataset", "batch_id", "batch_prefix"):
-        value = event.get(name)
-        if not isinstance(value, str) or not value:
-            raise RouteEventError(f"event field {name!r} must be a non-empty string, got {value!r}")
-        values.append(value)
-    bucket, dataset, batch_id, batch_prefix = values
-    if bucket != cfg.bucket:
-        raise RouteEventError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
-    if "/" in dataset or dataset in (".", ".."):
-        raise RouteEventError(f"dataset {dataset!r} must be a single path segment")
-    if not batch_prefix.endswith("/"):
-        raise RouteEventError(f"batch_prefix {batch_prefix!r} must end with '/'")
-    return bucket, dataset, batch_id, batch_prefix
+    return batch_fields(event, cfg.bucket, RouteEventError)
 
 
 def threshold_key(dataset: str) -> str:

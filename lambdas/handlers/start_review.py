@@ -26,7 +26,7 @@ from adapters import env, review
 from adapters.aws import client
 from adapters.groundtruth import ensure_task_files, labeling_job_request
 from adapters.s3 import put_json, uri
-from labelloop_core.batching import dataset_slug, labeling_job_name
+from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
 
 logger = Logger()
 
@@ -77,18 +77,10 @@ def settings() -> Settings:
 
 
 def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str, str]:
-    values = []
-    for name in ("token", "bucket", "dataset", "batch_id", "batch_prefix"):
-        value = event.get(name)
-        if not isinstance(value, str) or not value:
-            raise ReviewError(f"event field {name!r} must be a non-empty string")
-        values.append(value)
-    token, bucket, dataset, batch_id, batch_prefix = values
-    if bucket != cfg.bucket:
-        raise ReviewError(f"bucket {bucket!r} is not the data bucket {cfg.bucket!r}")
-    if not batch_prefix.endswith("/"):
-        raise ReviewError(f"batch_prefix {batch_prefix!r} must end with '/'")
-    return token, bucket, dataset, batch_id, batch_prefix
+    token = event.get("token")
+    if not isinstance(token, str) or not token:
+        raise ReviewError("event field 'token' must be a non-empty string")
+    return (token, *batch_fields(event, cfg.bucket, ReviewError))
 
 
 def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:

@@ -252,3 +252,27 @@ def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits
     else:
         transitions += 1  # NothingToLabel on the all-rejected path
     return {"lambda_invocations": invocations, "state_transitions": transitions}
+
+
+def batch_fields(
+    event: Mapping[str, Any], data_bucket: str, error: type[Exception] = EventError
+) -> tuple[str, str, str, str]:
+    """``(bucket, dataset, batch_id, batch_prefix)`` of a workflow state's input, validated.
+
+    Every workflow step receives the same batch reference; ``error`` is the step's own exception
+    type, so Step Functions Retry/Catch rules and reports keep naming the step that refused.
+    """
+    values = []
+    for name in ("bucket", "dataset", "batch_id", "batch_prefix"):
+        value = event.get(name)
+        if not isinstance(value, str) or not value:
+            raise error(f"event field {name!r} must be a non-empty string, got {value!r}")
+        values.append(value)
+    bucket, dataset, batch_id, batch_prefix = values
+    if bucket != data_bucket:
+        raise error(f"bucket {bucket!r} is not the data bucket {data_bucket!r}")
+    if "/" in dataset or dataset in (".", ".."):
+        raise error(f"dataset {dataset!r} must be a single path segment")
+    if not batch_prefix.endswith("/"):
+        raise error(f"batch_prefix {batch_prefix!r} must end with '/'")
+    return bucket, dataset, batch_id, batch_prefix

@@ -148,3 +148,23 @@ def test_similar_dataset_names_get_distinct_slugs() -> None:
 def test_object_ref_round_trips() -> None:
     ref = obj("incoming/d/ü +.jpg")
     assert ObjectRef.from_json(json.loads(json.dumps(ref.to_json()))) == ref
+
+
+def test_batch_fields_validates_every_step_input_the_same_way() -> None:
+    import pytest
+
+    from labelloop_core.batching import batch_fields
+
+    class StepError(Exception):
+        pass
+
+    good = {"bucket": "b", "dataset": "street", "batch_id": "x1", "batch_prefix": "work/batches/street/x1/"}
+    assert batch_fields(good, "b", StepError) == ("b", "street", "x1", "work/batches/street/x1/")
+    for bad, fragment in (
+        ({**good, "dataset": ""}, "'dataset'"),
+        ({**good, "bucket": "other"}, "not the data bucket"),
+        ({**good, "dataset": "a/b"}, "single path segment"),
+        ({**good, "batch_prefix": "work/batches/street/x1"}, "must end with"),
+    ):
+        with pytest.raises(StepError, match=fragment):
+            batch_fields(bad, "b", StepError)
