@@ -56,6 +56,9 @@ BBOX_TYPE = "groundtruth/object-detection"
 CUSTOM_TYPE = "groundTruth/custom"
 VERIFICATION_TYPE = "groundtruth/label-verification"
 _RESERVED_KEYS = frozenset({"source-ref", "source"})
+# LabelLoop's post-annotation Lambda tags its verdicts with this; Ground Truth restamps a custom
+# workflow's metadata ``type`` as ``groundTruth/custom``, so the tag is what still identifies them.
+_TASK_KEY = "labelloop-task"
 
 
 class ManifestError(ValueError):
@@ -170,15 +173,27 @@ def find_label_attributes(line: Mapping[str, Any]) -> list[str]:
 
 
 def find_verification_attributes(line: Mapping[str, Any]) -> list[str]:
-    """Label-verification attributes of a line (metadata ``type`` is ``groundtruth/label-verification``)."""
+    """Label-verification attributes of a line (metadata ``type`` is ``groundtruth/label-verification``).
+
+    A custom workflow's answer counts too when Ground Truth restamped its ``type`` as
+    ``groundTruth/custom`` but LabelLoop's ``labelloop-task: verify`` tag survived.
+    """
     found = []
     for key in line:
         if key.endswith("-metadata") or key in _RESERVED_KEYS:
             continue
         meta = line.get(key + "-metadata")
-        if isinstance(meta, dict) and meta.get("type") == VERIFICATION_TYPE:
+        if _is_verification(meta):
             found.append(key)
     return found
+
+
+def _is_verification(meta: Any) -> bool:
+    """A verification answer's metadata: the built-in type, or a custom workflow tagged ``labelloop-task: verify``."""
+    if not isinstance(meta, dict):
+        return False
+    kind = meta.get("type")
+    return kind == VERIFICATION_TYPE or (kind == CUSTOM_TYPE and meta.get(_TASK_KEY) == "verify")
 
 
 def _date_key(value: Any) -> datetime:
@@ -383,12 +398,15 @@ def parse_bbox_label(
 
 
 def parse_verification(line: Mapping[str, Any], attr: str, line_no: int | None = None) -> VerificationLabel:
-    """Parse a ``groundtruth/label-verification`` attribute (the value is the chosen option's index)."""
+    """Parse a label-verification attribute (see `find_verification_attributes` for which count).
+
+    The value is the chosen option's index for built-in jobs, LabelLoop's verdict object for its own.
+    """
     source_ref = line.get("source-ref")
     if not isinstance(source_ref, str) or not source_ref:
         raise ManifestError(line_no, "line has no source-ref")
     meta = line.get(attr + "-metadata")
-    if attr not in line or not isinstance(meta, dict) or meta.get("type") != VERIFICATION_TYPE:
+    if attr not in line or not isinstance(meta, dict) or not _is_verification(meta):
         raise ManifestError(line_no, f"attribute {attr!r} is not a label-verification answer")
     feedback_raw = meta.get("worker-feedback") or []
     if not isinstance(feedback_raw, list):

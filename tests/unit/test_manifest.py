@@ -110,6 +110,25 @@ def test_verification_line():
         select_label_attribute(line, "verify-bounding-box", 3)
 
 
+def test_labelloop_verdict_restamped_by_ground_truth_is_a_verification():
+    meta = {"type": "groundTruth/custom", "job_name": "labeling-job/v", "human-annotated": "yes", "confidence": 0.75}
+    line = {
+        "source-ref": "s3://b/a.jpg",
+        "check": {"label": "incorrect", "votes": {"correct": 1, "incorrect": 3}},
+        "check-metadata": {**meta, "labelloop-task": "verify", "class-name": "incorrect", "worker-feedback": []},
+        "boxes": {"annotations": [], "image_size": [{"width": 4, "height": 4}]},
+        "boxes-metadata": {**meta, "labelloop-task": "adjust"},
+    }
+    assert find_verification_attributes(line) == ["check"]
+    verdict = parse_verification(line, "check", 1)
+    assert verdict.class_name == "incorrect" and verdict.confidence == 0.75 and verdict.job_name == "labeling-job/v"
+    # A custom answer without LabelLoop's tag is not claimed to be a verdict.
+    del line["check-metadata"]["labelloop-task"]
+    assert find_verification_attributes(line) == []
+    with pytest.raises(ManifestError, match="not a label-verification answer"):
+        parse_verification(line, "check", 1)
+
+
 def test_unlabeled_line_and_missing_preferred_attribute():
     line = {"source-ref": "s3://b/x.jpg"}
     assert find_label_attributes(line) == []
