@@ -34,12 +34,20 @@ def test_dropped_images_flow_through_the_workflow_and_ground_truth_to_an_export(
         timeout=120,
         message="a YOLO export of the dropped images",
     )
+    # The export is written while the workflow's announce state runs: the execution ends a moment
+    # later on the interpreter thread, so wait for it to finish before reading its status.
+    sfn = cloud.client("stepfunctions")
+
+    def finished() -> list[str] | None:
+        runs = sfn.list_executions(stateMachineArn=cloud.state_machine_arn())["executions"]
+        statuses = [sfn.describe_execution(executionArn=r["executionArn"])["status"] for r in runs]
+        return statuses if statuses and "RUNNING" not in statuses else None
+
+    statuses = cloud.wait_for(finished, timeout=120, message="the batch's workflow execution to finish")
     # One batch: the three images arrived within the batching window.
     why = cloud.diagnostics()
     assert [len(b.message_ids) for b in cloud.esm_batches] == [3], why
-    sfn = cloud.client("stepfunctions")
-    runs = sfn.list_executions(stateMachineArn=cloud.state_machine_arn())["executions"]
-    assert [sfn.describe_execution(executionArn=r["executionArn"])["status"] for r in runs] == ["SUCCEEDED"], why
+    assert statuses == ["SUCCEEDED"], why
     # No model is configured, so every image went to the (emulated) humans through one job.
     jobs = list(cloud.labeling_jobs().values())
     assert len(jobs) == 1, why
