@@ -51,7 +51,7 @@ from moto.sagemaker.models import sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 
 from sandbox.imagerefs import ImageRef, image_size, parse_s3_uri
-from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, annotation_content
+from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, answer_content
 
 EVENT_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
 TERMINAL = ("Completed", "Failed", "Stopped")
@@ -645,7 +645,7 @@ def _run(job: LabelingJob) -> None:
         if not answers:
             continue
         annotations = [
-            {"workerId": a.worker_id, "annotationData": {"content": annotation_content(task, a.boxes)}} for a in answers
+            {"workerId": a.worker_id, "annotationData": {"content": answer_content(task, a)}} for a in answers
         ]
         for a in annotations:
             rt.put_json(f"annotations/worker-response/iteration-1/{object_id}/{rt.stamp}.json", {"answers": [a]})

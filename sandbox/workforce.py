@@ -1,10 +1,13 @@
-"""Pluggable workforces for the Ground Truth emulator: who answers a bounding-box task, and how.
+"""Pluggable workforces for the Ground Truth emulator: who answers a task, and how.
 
 A workforce turns one task (the pre-annotation Lambda's ``taskInput`` plus the data object) into
-the per-worker answers Ground Truth would collect, in the documented ``crowd-bounding-box`` shape.
-Three are provided: ``AcceptPrelabels`` (workers submit the pre-drawn boxes unchanged),
-``ReplayAnswers`` (answers from a file, several workers per object) and ``Oracle`` (answers from
-known truth with seeded noise). ``FailingWorkforce`` makes a job fail with a stated reason.
+the per-worker answers Ground Truth would collect. Adjust tasks (the default) are answered in the
+documented ``crowd-bounding-box`` shape; when ``taskInput.mode`` is ``verify`` workers instead judge
+the pre-drawn boxes with the verify template's form (``correct``/``incorrect`` radio buttons and a
+``comment``). Three are provided: ``AcceptPrelabels`` (workers submit the pre-drawn boxes
+unchanged, or judge them correct), ``ReplayAnswers`` (answers from a file, several workers per
+object) and ``Oracle`` (answers from known truth with seeded noise; verdicts by mean IoU against
+the truth). ``FailingWorkforce`` makes a job fail with a stated reason.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from typing import Any, Protocol
 from sandbox.imagerefs import ImageIndex, ImageRef, load_records
 
 BOX_KEYS = ("label", "left", "top", "width", "height")
+# The verify template's radio-button names (lambdas/templates/verify.liquid.html), in its order.
+VERDICTS = ("correct", "incorrect")
+VERIFY_MODE = "verify"
 # Keys under which a pre-annotation Lambda's taskInput may carry the boxes to pre-draw.
 PRELABEL_KEYS = ("initialValue", "initialValues", "initial_value", "boxes", "prelabels")
 
@@ -43,13 +49,28 @@ class Task:
     workers: int
     element_name: str = "annotatedResult"
 
+    @property
+    def verify(self) -> bool:
+        """Whether workers judge the pre-drawn boxes (``taskInput.mode == "verify"``) instead of drawing."""
+        return isinstance(self.task_input, dict) and self.task_input.get("mode") == VERIFY_MODE
+
 
 @dataclass(frozen=True)
 class WorkerAnswer:
-    """One worker's submission for one task."""
+    """One worker's submission for one task: drawn ``boxes``, or a ``verdict`` (verify tasks).
+
+    ``verdict`` is ``"correct"`` or ``"incorrect"`` (``None`` for a drawing answer); ``comment`` is the
+    verify form's free-text field.
+    """
 
     worker_id: str
-    boxes: list[dict[str, Any]]
+    boxes: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None
+    comment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise WorkforceFailure(f"worker verdict must be one of {VERDICTS}, got {self.verdict!r}")
 
 
 class Workforce(Protocol):
@@ -73,6 +94,21 @@ def annotation_content(task: Task, boxes: list[dict[str, Any]]) -> str:
             }
         }
     )
+
+
+def verify_content(verdict: str, comment: str | None = None) -> str:
+    """The ``annotationData.content`` the verify template's form submits: both radio buttons and the comment."""
+    if verdict not in VERDICTS:
+        raise WorkforceFailure(f"worker verdict must be one of {VERDICTS}, got {verdict!r}")
+    answer = {name: {name: name == verdict} for name in VERDICTS}
+    return json.dumps({**answer, "comment": comment or ""})
+
+
+def answer_content(task: Task, answer: WorkerAnswer) -> str:
+    """A worker's ``annotationData.content``: the verify form for verdicts, else the drawn boxes."""
+    if answer.verdict is not None:
+        return verify_content(answer.verdict, answer.comment)
+    return annotation_content(task, answer.boxes)
 
 
 def _box(raw: dict[str, Any]) -> dict[str, Any]:
@@ -103,15 +139,27 @@ def prelabels_from_task_input(task_input: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _verdict(raw: Any) -> tuple[str, str | None]:
+    """A replayed verdict: ``"correct"``/``"incorrect"`` or ``{"verdict": ..., "comment": ...}``."""
+    verdict, comment = (raw.get("verdict"), raw.get("comment")) if isinstance(raw, dict) else (raw, None)
+    if verdict not in VERDICTS or not (comment is None or isinstance(comment, str)):
+        raise WorkforceFailure(
+            f"replayed verdict {raw!r} must be one of {VERDICTS} or {{'verdict': ..., 'comment': <text>}}"
+        )
+    return str(verdict), comment
+
+
 @dataclass
 class AcceptPrelabels:
-    """Every worker submits the pre-labels exactly as drawn (a 'looks right' reviewer)."""
+    """Every worker submits the pre-labels exactly as drawn, or judges them correct (a 'looks right' reviewer)."""
 
     workers: int | None = None
 
     def answer(self, task: Task) -> list[WorkerAnswer]:
-        boxes = [_box(b) for b in prelabels_from_task_input(task.task_input)]
         count = self.workers or task.workers
+        if task.verify:
+            return [WorkerAnswer(worker_id(i + 1), verdict="correct") for i in range(count)]
+        boxes = [_box(b) for b in prelabels_from_task_input(task.task_input)]
         return [WorkerAnswer(worker_id(i + 1), [dict(b) for b in boxes]) for i in range(count)]
 
 
@@ -119,8 +167,10 @@ class AcceptPrelabels:
 class ReplayAnswers:
     """Answers from a file of ``{"image": ..., "workers": [[box, ...], ...]}`` records.
 
-    Objects the file does not name get no answer (Ground Truth then does not send them to the
-    post-annotation Lambda and counts them as unlabeled).
+    For verify tasks a record gives ``"verdicts"`` instead (or as well): one entry per worker,
+    ``"correct"``/``"incorrect"`` or ``{"verdict": ..., "comment": ...}``. Objects the file does not
+    name get no answer (Ground Truth then does not send them to the post-annotation Lambda and
+    counts them as unlabeled); a named object without answers for the task's mode fails the job.
     """
 
     source: str | Path | Iterable[dict[str, Any]]
@@ -129,15 +179,31 @@ class ReplayAnswers:
     def __post_init__(self) -> None:
         records = load_records(self.source)
         for record in records:
-            workers = record.get("workers")
+            if "workers" not in record and "verdicts" not in record:
+                raise WorkforceFailure(f"answers for {record['image']!r}: give 'workers' (box lists) or 'verdicts'")
+            workers = record.get("workers", [])
             if not isinstance(workers, list) or not all(isinstance(w, list) for w in workers):
                 raise WorkforceFailure(f"answers for {record['image']!r}: 'workers' must be a list of box lists")
+            verdicts = record.get("verdicts", [])
+            if not isinstance(verdicts, list):
+                raise WorkforceFailure(f"answers for {record['image']!r}: 'verdicts' must be a list")
+            for raw in verdicts:
+                _verdict(raw)
         self._index = ImageIndex(records)
 
     def answer(self, task: Task) -> list[WorkerAnswer]:
         record = self._index.find(task.image)
         if record is None:
             return []
+        key = "verdicts" if task.verify else "workers"
+        if key not in record:
+            mode = VERIFY_MODE if task.verify else "adjust"
+            raise WorkforceFailure(f"answers for {record['image']!r} have no {key!r} for a {mode} task")
+        if task.verify:
+            return [
+                WorkerAnswer(worker_id(i + 1), verdict=verdict, comment=comment)
+                for i, (verdict, comment) in enumerate(_verdict(raw) for raw in record["verdicts"])
+            ]
         return [WorkerAnswer(worker_id(i + 1), [_box(b) for b in boxes]) for i, boxes in enumerate(record["workers"])]
 
 
@@ -147,7 +213,10 @@ class Oracle:
 
     ``noise`` is the standard deviation of each edge's displacement as a fraction of the box size;
     ``miss_rate`` is the chance a worker forgets a box. The RNG is seeded per (seed, object, worker)
-    so a run is reproducible regardless of order.
+    so a run is reproducible regardless of order. On verify tasks every worker judges the shown
+    pre-labels ``correct`` when their mean IoU against the truth (`labelloop_core.matching.image_quality`,
+    class-aware) is at least ``verify_min_quality``, else ``incorrect`` with a comment saying why;
+    ``noise`` and ``miss_rate`` apply to drawing only.
     """
 
     source: str | Path | Iterable[dict[str, Any]]
@@ -155,11 +224,14 @@ class Oracle:
     miss_rate: float = 0.0
     seed: int = 0
     workers: int | None = None
+    verify_min_quality: float = 0.75
     _index: ImageIndex = field(init=False)
 
     def __post_init__(self) -> None:
         if self.noise < 0 or not 0 <= self.miss_rate <= 1:
             raise ValueError("noise must be >= 0 and miss_rate within [0, 1]")
+        if not 0 <= self.verify_min_quality <= 1:
+            raise ValueError("verify_min_quality must be within [0, 1]")
         records = load_records(self.source)
         for record in records:
             if not isinstance(record.get("detections"), list):
@@ -171,6 +243,10 @@ class Oracle:
         if record is None:
             return []
         truth = [_box(b) for b in record["detections"]]
+        if task.verify:
+            verdict, comment = self._judge(prelabels_from_task_input(task.task_input), truth)
+            count = self.workers or task.workers
+            return [WorkerAnswer(worker_id(i + 1), verdict=verdict, comment=comment) for i in range(count)]
         answers = []
         for index in range(self.workers or task.workers):
             digest = hashlib.sha256(f"{self.seed}|{task.image.describe()}|{index}".encode()).digest()
@@ -178,6 +254,23 @@ class Oracle:
             boxes = [self._perturb(b, rng, task) for b in truth if rng.random() >= self.miss_rate]
             answers.append(WorkerAnswer(worker_id(index + 1), boxes))
         return answers
+
+    def _judge(self, shown: list[dict[str, Any]], truth: list[dict[str, Any]]) -> tuple[str, str | None]:
+        """The verdict on the shown boxes against the truth, with a comment when they are wrong."""
+        # Imported here: the domain package lives in the Lambda asset (on the path in tests and the CLI).
+        from labelloop_core.boxes import Box
+        from labelloop_core.matching import image_quality
+
+        def boxes(raw: list[dict[str, Any]]) -> list[Box]:
+            return [Box(b["label"], b["left"], b["top"], b["width"], b["height"]) for b in map(_box, raw)]
+
+        quality = image_quality(boxes(shown), boxes(truth))
+        if quality >= self.verify_min_quality:
+            return "correct", None
+        return "incorrect", (
+            f"boxes do not match the objects: mean IoU {quality:.2f} < {self.verify_min_quality:.2f} "
+            f"({len(shown)} shown, {len(truth)} present)"
+        )
 
     def _perturb(self, box: dict[str, Any], rng: random.Random, task: Task) -> dict[str, Any]:
         if self.noise == 0:
