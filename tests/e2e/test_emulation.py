@@ -130,7 +130,7 @@ def test_mini_stack_s3_event_reaches_queue_lambda_and_state_machine(mini_cloud: 
         runs = sfn.list_executions(stateMachineArn=arn)["executions"]
         return [r for r in runs if r["status"] != "RUNNING"]
 
-    [run] = mini_cloud.wait_for(finished, timeout=20, message="state machine execution")
+    [run] = mini_cloud.wait_for(finished, timeout=120, message="state machine execution")
     described = sfn.describe_execution(executionArn=run["executionArn"])
     assert described["status"] == "SUCCEEDED", described
     assert json.loads(described["input"])["object"]["key"] == encoded  # InputPath $.detail
@@ -235,7 +235,7 @@ def test_labeling_job_runs_end_to_end_through_the_ground_truth_emulator(
         described = sm.describe_labeling_job(LabelingJobName="street-review-1")
         return described if described["LabelingJobStatus"] not in ("InProgress", "Stopping") else None
 
-    described = cloud.wait_for(done, timeout=30, message="labeling job")
+    described = cloud.wait_for(done, timeout=120, message="labeling job")
     assert described["LabelingJobStatus"] == "Completed", described.get("FailureReason")
     assert described["LabelCounters"]["HumanLabeled"] == 2
     assert described["LabelCounters"]["Unlabeled"] == 1
@@ -333,7 +333,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
         described = sm.describe_labeling_job(LabelingJobName="outside-1")
         return described if described["LabelingJobStatus"] not in ("InProgress", "Stopping") else None
 
-    described = cloud.wait_for(done, timeout=60, message="LabelLoop labeling job")
+    described = cloud.wait_for(done, timeout=120, message="LabelLoop labeling job")
     assert described["LabelingJobStatus"] == "Completed", (described.get("FailureReason"), cloud.diagnostics())
     assert described["LabelCounters"]["HumanLabeled"] == 2
     output = cloud.read_jsonl("work/labeling-jobs/outside-1/manifests/output/output.manifest")
@@ -347,7 +347,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     export_name = cloud.outputs["ExportFunctionName"]
     calls = cloud.wait_for(
         lambda: [i for i in cloud.invocations if i.function_name == export_name],
-        timeout=30,
+        timeout=120,
         message="export function invoked by the job state-change rule",
     )
     assert calls[0].event["resources"] == [arn]
@@ -356,7 +356,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     assert "export done" in cloud.logs(export_name)
     exported = cloud.wait_for(
         lambda: [k for k in cloud.list_keys(f"{cloud.outputs['ExportsPrefix']}street/") if k.endswith("export.json")],
-        timeout=30,
+        timeout=120,
         message="YOLO export",
     )
     assert exported

@@ -31,7 +31,7 @@ def _job_status(cloud: LocalCloud, name: str) -> dict[str, Any]:
         described = sm.describe_labeling_job(LabelingJobName=name)
         return described if described["LabelingJobStatus"] not in ("InProgress", "Stopping") else None
 
-    return cloud.wait_for(done, timeout=30, message=f"labeling job {name}")
+    return cloud.wait_for(done, timeout=120, message=f"labeling job {name}")
 
 
 def _simple_job(cloud: LocalCloud) -> dict[str, Any]:
@@ -444,7 +444,7 @@ def test_sqs_event_source_poller_honours_batch_size_and_window(
         batches = cloud.esm_batches
         return batches if len(batches) >= 2 else None
 
-    batches = cloud.wait_for(two_batches, timeout=30, message="two batches from the poller")
+    batches = cloud.wait_for(two_batches, timeout=120, message="two batches from the poller")
     # A full batch goes at once; the remainder waits for the batching window.
     assert [len(b.message_ids) for b in batches] == [5, 2]
 
@@ -558,4 +558,4 @@ def test_stop_executions_aborts_a_waiting_workflow(mini_cloud: LocalCloud) -> No
         status = str(sfn.describe_execution(executionArn=execution)["status"])
         return status if status != "RUNNING" else None
 
-    assert mini_cloud.wait_for(ended, timeout=20, message="the aborted execution") == "ABORTED"
+    assert mini_cloud.wait_for(ended, timeout=120, message="the aborted execution") == "ABORTED"

@@ -145,7 +145,7 @@ def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCl
         found = [i for i in cloud.invocations if "ExportYolo" in i.function_name]
         return found if len(found) >= 2 else []
 
-    invocations = cloud.wait_for(export_invocations, timeout=60, message="the duplicate completion event")
+    invocations = cloud.wait_for(export_invocations, timeout=120, message="the duplicate completion event")
     assert [i.error for i in invocations] == [None, None]
     assert sorted(i.response["status"] for i in invocations) == ["already_exported", "exported"]
     versions = {k.split("/")[2] for k in cloud.list_keys("exports/street/") if k.count("/") > 2}

@@ -280,13 +280,13 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
         arn = sfn.start_execution(
             stateMachineArn=cloud.state_machine_arn("Workflow"), name="reconcile-test", input=json.dumps(data)
         )["executionArn"]
-        cloud.wait_for(lambda: cloud.labeling_jobs(), timeout=60, message="the review job")
+        cloud.wait_for(lambda: cloud.labeling_jobs(), timeout=120, message="the review job")
         cloud.wait_for(
             lambda: any(
                 e["type"] == "TaskStateEntered" and e["stateEnteredEventDetails"]["name"] == "ReconcileReview"
                 for e in _history(cloud, arn)
             ),
-            timeout=60,
+            timeout=120,
             message="a reconciliation",
         )
         # Finish the job with its state-change event lost: only reconciliation can notice.
@@ -296,7 +296,7 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
         cloud.advance_labeling()
         final = cloud.wait_for(
             lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and d,
-            timeout=60,
+            timeout=120,
             message="the reconciled execution to finish",
         )
         assert final["status"] == "SUCCEEDED", cloud.diagnostics()
