@@ -112,7 +112,7 @@ class SqsPoller:
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=120)  # a batch being delivered finishes first; slow only under load
             self._thread = None
 
     def _run(self) -> None:

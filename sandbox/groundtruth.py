@@ -467,14 +467,22 @@ def _start_thread(job: LabelingJob) -> None:
     thread.start()
 
 
-def join_threads(timeout: float = 30.0) -> None:
-    """Wait for every background job thread (the harness calls this before leaving the mock)."""
+def join_threads(timeout: float = 120.0) -> None:
+    """Wait for every background job thread (the harness calls this before leaving the mock).
+
+    Jobs started while waiting (a workflow step still finishing creates one) are waited for too:
+    a job thread that outlived its emulation would emit its events into the next one's backends.
+    The generous timeout only costs time when a job hangs; a loaded machine is merely slow.
+    """
     deadline = time.time() + timeout
-    with _THREADS_LOCK:
-        threads = list(_THREADS)
-        _THREADS.clear()
-    for thread in threads:
-        thread.join(max(0.0, deadline - time.time()))
+    while time.time() < deadline:
+        with _THREADS_LOCK:
+            threads = list(_THREADS)
+            _THREADS.clear()
+        if not threads:
+            return
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.time()))
 
 
 def advance(account: str = "123456789012", region: str = "us-east-1", name: str | None = None) -> list[str]:
