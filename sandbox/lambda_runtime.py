@@ -237,26 +237,43 @@ def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[Non
     cached_digest, warm = getattr(fn, "_labelloop_modules", ("", {}))
     if cached_digest != digest:
         warm = {}  # new code (UpdateFunctionCode): a cold start
-    saved_modules = {n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)}
+    # Threads outside the lock (the test, the Step Functions interpreter, Ground Truth jobs) import
+    # modules and create clients while a handler runs, so sys.modules and os.environ are copied
+    # atomically before filtering: iterating them live can raise "dictionary changed during iteration".
+    saved_modules = _own_modules(extracted.own_names)
     for name in saved_modules:
-        del sys.modules[name]
+        sys.modules.pop(name, None)
     sys.modules.update(warm)
     saved_path = list(sys.path)
     sys.path[:] = [str(extracted.own_dir), *saved_path, str(extracted.deps_dir)]
-    saved_env = dict(os.environ)
+    saved_env = _environ_snapshot()
     os.environ.update(_lambda_environment(fn))
     importlib.invalidate_caches()
     try:
         yield
     finally:
-        loaded = {n: m for n, m in sys.modules.items() if _is_own(n, extracted.own_names)}
+        loaded = _own_modules(extracted.own_names)
         fn._labelloop_modules = (digest, loaded)  # type: ignore[attr-defined]
         for name in loaded:
-            del sys.modules[name]
+            sys.modules.pop(name, None)
         sys.modules.update(saved_modules)
         sys.path[:] = saved_path
         os.environ.clear()
         os.environ.update(saved_env)
+
+
+def _own_modules(own_names: frozenset[str]) -> dict[str, Any]:
+    """The function's own modules now in ``sys.modules``, from an atomic copy (``dict.copy`` holds the GIL)."""
+    return {n: m for n, m in sys.modules.copy().items() if _is_own(n, own_names)}
+
+
+def _environ_snapshot() -> dict[str, str]:
+    """A copy of the process environment, taken again if another thread changed it mid-copy."""
+    while True:
+        try:
+            return dict(os.environ)
+        except RuntimeError:  # "dictionary changed size during iteration": the copy is simply redone
+            continue
 
 
 def _lambda_environment(fn: LambdaFunction) -> dict[str, str]:
