@@ -11,6 +11,8 @@ from aws_cdk.assertions import Match, Template
 from infra.config import parse_config
 from infra.constructs.intake import event_source_batch_size
 
+REVIEW_WAIT_PATH = "$.review_wait_seconds"
+
 
 @pytest.fixture(scope="module")
 def template(template_json: dict[str, Any]) -> Template:
@@ -121,8 +123,8 @@ def test_review_waits_for_a_task_token_and_reconciles_on_timeout(template_json: 
     review = states["StartReview"]
     assert review["Resource"].endswith(":states:::lambda:invoke.waitForTaskToken")
     assert review["Parameters"]["Payload"]["token.$"] == "$$.Task.Token"
-    wait_path = review["TimeoutSecondsPath"]
-    assert wait_path == "$.review_wait_seconds"
+    wait_path = review["TimeoutSecondsPath"]  # the review wait comes from the execution input
+    assert wait_path == REVIEW_WAIT_PATH
     assert review["Catch"][0] == {
         "ErrorEquals": ["States.Timeout"],
         "ResultPath": "$.review_timeout",
