@@ -10,16 +10,14 @@ the synthesized "LabelingJobCompleted" rule to the export function, which writes
 from __future__ import annotations
 
 import contextlib
-import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from sandbox.harness import LocalCloud
+from tests.e2e.gt_jobs import create_workteam, job_request, png, prelabeled_line
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
 pytestmark = pytest.mark.e2e
@@ -43,77 +41,29 @@ def cloud(car_person_assembly: Path) -> Iterator[LocalCloud]:
         yield stack.enter_context(LocalCloud.start(car_person_assembly, duplicate_gt_events=True))
 
 
-def _png(shade: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (W, H), (shade, 120, 150)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _line(cloud: LocalCloud, name: str, boxes: list[tuple[str, int, int, int, int]], shade: int) -> dict[str, Any]:
     """An input line with pre-labels (the emulated workers accept them as their answer)."""
-    key = f"{IMAGE_DIR}{name}"
-    cloud.put_bytes(key, _png(shade), "image/png")
+    prelabels = [{"label": c, "left": x, "top": y, "width": w, "height": h} for c, x, y, w, h in boxes]
     ids = {"car": 0, "person": 1}
-    return {
-        "source-ref": f"s3://{cloud.bucket}/{key}",
-        "labelloop-meta": {
-            "dataset": "street",
-            "batch_id": "outside",
-            "key": key,
-            "labeled_key": key,
-            "width": W,
-            "height": H,
-        },
-        "labelloop-prelabel": {
-            "image_size": [{"width": W, "height": H, "depth": 3}],
-            "annotations": [
-                {"class_id": ids[c], "left": x, "top": y, "width": w, "height": h} for c, x, y, w, h in boxes
-            ],
-        },
-        "labelloop-prelabel-metadata": {
-            "objects": [{"confidence": 0.7} for _ in boxes],
-            "class-map": {"0": "car", "1": "person"},
-            "type": "groundtruth/object-detection",
-            "human-annotated": "no",
-            "creation-date": "2026-11-23T10:00:00.000000",
-            "job-name": "labelloop-prelabel",
-            "image-confidence": 0.7 if boxes else None,
-            "model": "synthetic",
-            "error": None,
-        },
-    }
+    return prelabeled_line(
+        cloud, f"{IMAGE_DIR}{name}", png(W, H, shade), prelabels, ids, batch_id="outside", width=W, height=H
+    )
 
 
 def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCloud, tmp_path: Path) -> None:
-    from adapters.groundtruth import ensure_task_files, labeling_job_request
-
     bucket = cloud.bucket
     lines = [
         _line(cloud, f"frame {i:02d}+x.png", [("car", 10 + i, 20, 60, 40), ("person", 200, 50, 30, 90)], 10 * i)
         for i in range(10)
     ]
     lines.append(_line(cloud, "empty road.png", [], 200))
-    manifest_key = f"work/outside-jobs/{JOB}/input.manifest"
-    cloud.put_bytes(manifest_key, "".join(json.dumps(x) + "\n" for x in lines).encode(), "application/jsonlines")
-    files = ensure_task_files(bucket, "work/groundtruth/", LABELS, "adjust", s3=cloud.client("s3"))
-    team = cloud.client("sagemaker").create_workteam(
-        WorkteamName="outside-labelers",
-        Description="emulated labelers",
-        MemberDefinitions=[
-            {"CognitoMemberDefinition": {"UserPool": "us-east-1_abcDEF", "UserGroup": "g", "ClientId": "abc123"}}
-        ],
-    )["WorkteamArn"]
-    outputs = cloud.outputs
-    request = labeling_job_request(
+    request = job_request(
+        cloud,
         job_name=JOB,
-        manifest_uri=f"s3://{bucket}/{manifest_key}",
-        output_uri=f"s3://{bucket}/work/labeling-jobs/",
-        role_arn=outputs["GroundTruthRoleArn"],
-        workteam_arn=team,
-        pre_lambda_arn=outputs["PreAnnotationFunctionArn"],
-        post_lambda_arn=outputs["PostAnnotationFunctionArn"],
-        template_uri=files["template_uri"],
-        categories_uri=files["categories_uri"],
+        manifest_key=f"work/outside-jobs/{JOB}/input.manifest",
+        lines=lines,
+        labels=LABELS,
+        workteam_arn=create_workteam(cloud, "outside-labelers"),
         label_attribute_name="street-boxes",
         tags={"labelloop:dataset": "street"},
     )
@@ -138,7 +88,7 @@ def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCl
     report = check_yolo_dataset(tmp_path, allow_empty_splits=True)
     assert report.total_images == 11 and report.names == {0: "car", 1: "person"}
     copied = next(p for p in tmp_path.rglob("frame 03+x-*.png"))
-    assert copied.read_bytes() == _png(30)
+    assert copied.read_bytes() == png(W, H, 30)
 
     # the emulator delivers the completion event twice: still exactly one version
     def export_invocations() -> list[Any]:

@@ -8,20 +8,18 @@ output manifest is read back with `labelloop_core.manifest`.
 
 from __future__ import annotations
 
-import io
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 
 from labelloop_core.manifest import LabeledImage, read_labeled_images
 from labelloop_core.matching import iou
 from sandbox.harness import LocalCloud
 from sandbox.workforce import AcceptPrelabels, Oracle
+from tests.e2e.gt_jobs import create_workteam, job_request, png, prelabeled_line
 
 pytestmark = pytest.mark.e2e
 
@@ -49,78 +47,25 @@ def start(car_person_assembly: Path) -> Iterator[Callable[..., LocalCloud]]:
         yield run
 
 
-def _png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (W, H), (90, 120, 150)).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
 def _line(cloud: LocalCloud, name: str, prelabels: list[dict[str, Any]] | None, **meta: Any) -> dict[str, Any]:
     """A review-manifest line following the shared conventions; the model numbered classes its own way."""
-    key = f"{IMAGE_DIR}{name}"
-    cloud.put_bytes(key, _png(), "image/png")
     model_ids = {"person": 0, "car": 1}  # reversed against LABELS on purpose: names decide
-    line: dict[str, Any] = {
-        "source-ref": f"s3://{cloud.bucket}/{key}",
-        "labelloop-meta": {
-            "dataset": "street",
-            "batch_id": "b1",
-            "key": key,
-            "labeled_key": key,
-            "width": W,
-            "height": H,
-        }
-        | meta,
-    }
-    if prelabels is not None:
-        line["labelloop-prelabel"] = {
-            "image_size": [{"width": W, "height": H, "depth": 3}],
-            "annotations": [
-                {"class_id": model_ids[b["label"]], **{k: b[k] for k in ("left", "top", "width", "height")}}
-                for b in prelabels
-            ],
-        }
-        line["labelloop-prelabel-metadata"] = {
-            "objects": [{"confidence": 0.7} for _ in prelabels],
-            "class-map": {"0": "person", "1": "car"},
-            "type": "groundtruth/object-detection",
-            "human-annotated": "no",
-            "creation-date": "2026-11-23T10:00:00.000000",
-            "job-name": "labelloop-prelabel",
-            "image-confidence": 0.7 if prelabels else None,
-            "model": "synthetic",
-            "error": None,
-        }
-    return line
+    return prelabeled_line(
+        cloud, f"{IMAGE_DIR}{name}", png(W, H), prelabels, model_ids, batch_id="b1", width=W, height=H, meta=meta
+    )
 
 
 def _run_job(cloud: LocalCloud, lines: list[dict[str, Any]], workers: int) -> tuple[dict[str, Any], str, list[Any]]:
     """Create the job the way the workflow does, wait for it, return (description, attribute, output lines)."""
-    from adapters.groundtruth import ensure_task_files, labeling_job_request
-
     bucket = cloud.bucket
     name = f"street-b1-{uuid.uuid4().hex[:8]}"
-    manifest_key = f"work/batches/street/{name}/review.manifest"
-    cloud.put_bytes(manifest_key, "".join(json.dumps(x) + "\n" for x in lines).encode(), "application/jsonlines")
-    files = ensure_task_files(bucket, "work/groundtruth/", LABELS, "adjust", s3=cloud.client("s3"))
-    team = cloud.client("sagemaker").create_workteam(
-        WorkteamName=f"labelers-{name}",
-        Description="emulated labelers",
-        MemberDefinitions=[
-            {"CognitoMemberDefinition": {"UserPool": "us-east-1_abcDEF", "UserGroup": "g", "ClientId": "abc123"}}
-        ],
-    )["WorkteamArn"]
-    outputs = cloud.outputs
-    request = labeling_job_request(
+    request = job_request(
+        cloud,
         job_name=name,
-        manifest_uri=f"s3://{bucket}/{manifest_key}",
-        output_uri=f"s3://{bucket}/work/labeling-jobs/",
-        role_arn=outputs["GroundTruthRoleArn"],
-        workteam_arn=team,
-        pre_lambda_arn=outputs["PreAnnotationFunctionArn"],
-        post_lambda_arn=outputs["PostAnnotationFunctionArn"],
-        template_uri=files["template_uri"],
-        categories_uri=files["categories_uri"],
+        manifest_key=f"work/batches/street/{name}/review.manifest",
+        lines=lines,
+        labels=LABELS,
+        workteam_arn=create_workteam(cloud, f"labelers-{name}"),
         workers_per_object=workers,
     )
     sm = cloud.client("sagemaker")
