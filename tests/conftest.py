@@ -17,7 +17,8 @@ os.environ.setdefault("AWS_SECURITY_TOKEN", "testing")
 os.environ.setdefault("AWS_SESSION_TOKEN", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "aws-contracts"
+#: Documented AWS payload shapes, written for these tests (see tests/fixtures/aws/README.md).
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "aws"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +37,5 @@ def template_json(assembly_dir: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def contract_fixtures() -> Path:
-    """Folder of documented AWS payload shapes (../shared/fixtures/aws-contracts)."""
-    if not FIXTURES.exists():
-        pytest.fail(f"contract fixtures not found at {FIXTURES}; the shared/ folder must sit beside the repo")
+    """Folder of documented AWS payload shapes (tests/fixtures/aws, inside the repository)."""
     return FIXTURES

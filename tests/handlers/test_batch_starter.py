@@ -85,7 +85,7 @@ def test_contract_event_with_encoded_key_starts_one_small_execution(
     aws: dict[str, Any], contract_fixtures: Path
 ) -> None:
     template = json.loads((contract_fixtures / "eventbridge_s3_object_created.json").read_text())
-    key = "incoming/street/red flower +1.jpg"  # what the fixture's "red+flower+%2B1.jpg" decodes to
+    key = "incoming/lot/blue car +2.jpg"  # what the fixture's "blue+car+%2B2.jpg" decodes to
     event = _event_for(aws["s3"], key, template=template)
     event["detail"]["object"]["key"] = template["detail"]["object"]["key"]
     result = aws["module"].handler({"Records": [_record("m1", event)]}, None)
@@ -94,9 +94,9 @@ def test_contract_event_with_encoded_key_starts_one_small_execution(
     data = execution["input"]
     assert set(data) == EXECUTION_INPUT_KEYS
     review_wait = data["review_wait_seconds"]  # the configured wait, passed through (not a timing)
-    assert data["dataset"] == "street" and review_wait == 7
-    assert data["batch_prefix"] == f"work/batches/street/{data['batch_id']}/"
-    assert execution["name"] == f"street-{data['batch_id']}"
+    assert data["dataset"] == "lot" and review_wait == 7
+    assert data["batch_prefix"] == f"work/batches/lot/{data['batch_id']}/"
+    assert execution["name"] == f"lot-{data['batch_id']}"
     (obj,) = _objects(aws, data["batch_prefix"])
     assert obj["key"] == key and obj["version_id"]
 

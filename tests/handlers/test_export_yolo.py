@@ -277,7 +277,7 @@ def _describe(name: str, manifest: str, **extra: Any) -> dict[str, Any]:
         "JobReferenceCode": "ref",
         "LabelingJobName": name,
         "LabelingJobArn": JOB_ARN.format(name),
-        "LabelAttributeName": "street-boxes",
+        "LabelAttributeName": "lot-review",  # the attribute of the custom-workflow fixture
         "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"s3://{BUCKET}/in.manifest"}}},
         "OutputConfig": {"S3OutputPath": f"s3://{BUCKET}/work/labeling-jobs/"},
         "RoleArn": "arn:aws:iam::123456789012:role/gt",
@@ -302,9 +302,9 @@ def _describe(name: str, manifest: str, **extra: Any) -> dict[str, Any]:
 def _custom_job_manifest(world: World, contract_fixtures: Path) -> str:
     """The documented custom-workflow line (no class-map) pointing at an image in our bucket."""
     line = json.loads((contract_fixtures / "output_manifest_custom_workflow.jsonl").read_text())
-    line["source-ref"] = f"s3://{BUCKET}/incoming/street/SSDB00002.JPG"
-    world.image("incoming/street/SSDB00002.JPG")
-    return world.manifest("work/labeling-jobs/street-boxes/manifests/output/output.manifest", [line])
+    line["source-ref"] = f"s3://{BUCKET}/incoming/street/lot-0002.jpg"
+    world.image("incoming/street/lot-0002.jpg")
+    return world.manifest("work/labeling-jobs/lot-review/manifests/output/output.manifest", [line])
 
 
 def test_outside_job_completed_is_exported_with_its_categories_and_tag(
@@ -317,14 +317,14 @@ def test_outside_job_completed_is_exported_with_its_categories_and_tag(
         Body=(contract_fixtures / "label_categories.json").read_bytes(),
     )
     describe = _describe(
-        "street-cars-adjust-0001",
+        "lot-cars-review-07",
         manifest,
         LabelCategoryConfigS3Uri=f"s3://{BUCKET}/work/groundtruth/street/categories.json",
         Tags=[{"Key": "labelloop:dataset", "Value": "street"}],
     )
     describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = "arn:aws:lambda:us-east-1:123456789012:function:my-pre"
     stubber = world.stub_sagemaker(describe)
-    result = world.module.handler(_job_event("street-cars-adjust-0001"), None)
+    result = world.module.handler(_job_event("lot-cars-review-07"), None)
     stubber.assert_no_pending_responses()
     assert result["status"] == "exported" and result["dataset"] == "street"
     report = world.check(result["uri"], tmp_path, allow_empty_splits=True)  # one image: one split
@@ -336,9 +336,9 @@ def test_outside_job_completed_is_exported_with_its_categories_and_tag(
     index = world.json("work/exports-index/street.json")
     assert index["manifests"] == [
         {
-            "job": "street-cars-adjust-0001",
+            "job": "lot-cars-review-07",
             "uri": manifest,
-            "label_attribute": "street-boxes",
+            "label_attribute": "lot-review",
             "classes": ["Car", "Person"],
         }
     ]
@@ -376,12 +376,12 @@ def test_job_event_without_arn_is_an_error(world: World) -> None:
 
 def test_builtin_job_named_by_job_name_when_untagged(world: World, contract_fixtures: Path, tmp_path: Path) -> None:
     line = json.loads((contract_fixtures / "output_manifest_builtin.jsonl").read_text())
-    line["source-ref"] = f"s3://{BUCKET}/incoming/demo/SSDB00001.JPG"
-    world.image("incoming/demo/SSDB00001.JPG")
-    manifest = world.manifest("work/labeling-jobs/groundtruthdemo/manifests/output/output.manifest", [line])
-    world.stub_sagemaker(_describe("groundtruthdemo", manifest, LabelAttributeName="GroundTruthDemo"))
-    result = world.module.handler(_job_event("groundtruthdemo"), None)
-    assert result["dataset"] == "groundtruthdemo"
+    line["source-ref"] = f"s3://{BUCKET}/incoming/demo/lot-0001.jpg"
+    world.image("incoming/demo/lot-0001.jpg")
+    manifest = world.manifest("work/labeling-jobs/parking-lot-boxes/manifests/output/output.manifest", [line])
+    world.stub_sagemaker(_describe("parking-lot-boxes", manifest, LabelAttributeName="parking-lot-boxes"))
+    result = world.module.handler(_job_event("parking-lot-boxes"), None)
+    assert result["dataset"] == "parking-lot-boxes"
     report = world.check(result["uri"], tmp_path, allow_empty_splits=True)
     assert report.names == {0: "car", 1: "person", 2: "Car"}
     assert report.boxes == 5 and report.class_boxes == {2: 5}

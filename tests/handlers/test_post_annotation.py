@@ -205,7 +205,7 @@ def test_documented_request_and_three_worker_payload(world: GroundTruthWorld, co
     job_name = request["labelingJobArn"].rsplit("/", 1)[1]
     line = {"source-ref": payload[0]["dataObject"]["s3Uri"]}
     job_arn = world.create_job([line], bucket=bucket, name=job_name)
-    assert job_arn == request["labelingJobArn"].replace("111122223333", "123456789012")
+    assert job_arn == request["labelingJobArn"].replace("444455556666", "123456789012")
     world.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(payload).encode())
     result = world.module.handler({**request, "labelingJobArn": job_arn}, None)
 

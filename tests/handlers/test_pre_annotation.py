@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-BUCKET = "example-data-bucket"
+BUCKET = "amzn-s3-demo-bucket"  # the bucket the documented request samples name
 LABELS = ["Car", "Person"]
-ARN = "arn:aws:sagemaker:us-east-1:111122223333:labeling-job/street-cars-adjust-0001"
+ARN = "arn:aws:sagemaker:us-east-1:444455556666:labeling-job/lot-cars-review-07"
 
 
 @pytest.fixture
@@ -94,10 +94,10 @@ def test_documented_request_with_prelabels(pre: Any, contract_fixtures: Path, mo
     pre.settings.cache_clear()
     task = pre.handler(request, None)["taskInput"]
     assert task["initialValue"] == [
-        {"label": "Car", "left": 337, "top": 482, "width": 54, "height": 39},
-        {"label": "Car", "left": 461, "top": 495, "width": 69, "height": 53},
+        {"label": "Car", "left": 412, "top": 640, "width": 96, "height": 58},
+        {"label": "Car", "left": 540, "top": 655, "width": 110, "height": 72},
     ]
-    assert (task["imageWidth"], task["imageHeight"]) == (1280, 960)
+    assert (task["imageWidth"], task["imageHeight"]) == (1600, 1200)
 
 
 def test_prelabels_are_named_through_their_own_class_map(pre: Any) -> None:

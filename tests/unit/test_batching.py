@@ -35,13 +35,13 @@ def obj(key: str, etag: str = "e1", version: str | None = "v1", sequencer: str =
 def test_parses_the_documented_eventbridge_s3_event(contract_fixtures: Path) -> None:
     event = json.loads((contract_fixtures / "eventbridge_s3_object_created.json").read_text())
     parsed = parse_s3_event(event)
-    assert parsed.bucket == "example-data-bucket"
-    assert parsed.raw_key == "incoming/street/red+flower+%2B1.jpg"  # still encoded: decoding needs S3
+    assert parsed.bucket == "amzn-s3-demo-bucket"
+    assert parsed.raw_key == "incoming/lot/blue+car+%2B2.jpg"  # still encoded: decoding needs S3
     assert (parsed.size, parsed.etag, parsed.version_id, parsed.sequencer) == (
-        5,
-        "b1946ac92492d2347c6235b4d2611184",
+        7,
+        "4d1f0e6c2a9b8c7d6e5f4a3b2c1d0e9f",
         None,
-        "00617F08299329D189",
+        "0066A1B2C3D4E5F607",
     )
 
 

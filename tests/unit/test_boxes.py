@@ -39,11 +39,11 @@ def close(a: Box, b: Box, tol: float = 1e-6) -> bool:
 
 def test_rekognition_fixture():
     response = json.loads((FIXTURES / "rekognition_detect_custom_labels_response.json").read_text())
-    boxes = boxes_from_rekognition(response, 1280, 960)
-    assert len(boxes) == 1  # "street-scene" has no geometry: an image-level label, not a box
-    assert close(boxes[0], Box("Car", 0.2633 * 1280, 0.5021 * 960, 0.0422 * 1280, 0.0406 * 960))
-    assert boxes[0].confidence == pytest.approx(0.912)
-    assert boxes_from_rekognition(response, 1280, 960, min_confidence=0.95) == []
+    boxes = boxes_from_rekognition(response, 1600, 1200)
+    assert len(boxes) == 1  # "parking-lot" has no geometry: an image-level label, not a box
+    assert close(boxes[0], Box("Car", 0.2575 * 1600, 0.5333 * 1200, 0.06 * 1600, 0.0483 * 1200))
+    assert boxes[0].confidence == pytest.approx(0.884)
+    assert boxes_from_rekognition(response, 1600, 1200, min_confidence=0.95) == []
 
 
 def test_rekognition_errors():
@@ -65,11 +65,11 @@ def test_rekognition_errors():
 
 def test_sagemaker_detector_fixture():
     rows = json.loads((FIXTURES / "sagemaker_builtin_detector_response.json").read_text())["prediction"]
-    boxes = boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1280, 960)
+    boxes = boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1600, 1200)
     assert [b.label for b in boxes] == ["Car", "Person"]
-    assert close(boxes[0], Box("Car", 0.2633 * 1280, 0.5021 * 960, (0.3055 - 0.2633) * 1280, (0.5427 - 0.5021) * 960))
-    assert boxes[1].confidence == 0.23
-    assert [b.label for b in boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1280, 960, min_score=0.5)] == [
+    assert close(boxes[0], Box("Car", 0.2575 * 1600, 0.5333 * 1200, (0.3175 - 0.2575) * 1600, (0.5817 - 0.5333) * 1200))
+    assert boxes[1].confidence == 0.19
+    assert [b.label for b in boxes_from_sagemaker_detector(rows, ["Car", "Person"], 1600, 1200, min_score=0.5)] == [
         "Car"
     ]
 

@@ -16,13 +16,13 @@ from tests.conftest import FIXTURES
 def test_three_worker_fixture():
     payload = json.loads((FIXTURES / "post_annotation_payload_3_workers.json").read_text())
     answers = [parse_worker_answer(a["annotationData"]["content"]) for a in payload[0]["annotations"]]
-    assert all((a.image_width, a.image_height) == (1280, 960) for a in answers)
+    assert all((a.image_width, a.image_height) == (1600, 1200) for a in answers)
     result = consolidate([a.boxes for a in answers])
     assert result.n_workers == 3
     assert result.support == [3, 2]
     first, second = result.boxes
-    assert (first.left, first.top, first.width, first.height) == (337.0, 482.0, 54.0, 39.0)
-    assert (second.left, second.top, second.width, second.height) == (461.0, 495.0, 69.0, 53.0)
+    assert (first.left, first.top, first.width, first.height) == (412.0, 640.0, 96.0, 58.0)
+    assert (second.left, second.top, second.width, second.height) == (540.0, 655.0, 110.0, 72.0)
     # Full support scores higher than 2-of-3, and both are below their support fraction (agreement < 1).
     assert first.confidence is not None and second.confidence is not None
     assert 0.9 < first.confidence <= 1.0

@@ -62,8 +62,8 @@ def test_builtin_fixture_maps_class_by_name_not_position() -> None:
     (record,) = plan.records
     rows = record.label_text.splitlines()
     assert len(rows) == 5 and all(r.startswith("1 ") for r in rows)
-    assert rows[0] == "1 0.284375 0.522396 0.042188 0.040625"
-    assert record.key == record.source_ref == "s3://jsimon-groundtruth-demo/SSDB00001.JPG"
+    assert rows[0] == "1 0.287500 0.557500 0.060000 0.048333"
+    assert record.key == record.source_ref == "s3://amzn-s3-demo-bucket/images/lot-0001.jpg"
     assert record.suffix == ".jpg" and not record.suffix_replaced
     assert plan.class_boxes == {"person": 0, "Car": 5}
     assert plan.counts()["human_annotated_images"] == 1

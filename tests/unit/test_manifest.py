@@ -28,12 +28,12 @@ from labelloop_core.manifest import (
 )
 from tests.conftest import FIXTURES
 
-LAUNCH_POST_BOXES = [
-    (337, 482, 54, 39),
-    (461, 495, 69, 53),
-    (523, 482, 52, 41),
-    (589, 481, 71, 62),
-    (573, 479, 347, 120),
+LOT_BOXES = [
+    (412, 640, 96, 58),
+    (540, 655, 110, 72),
+    (690, 648, 88, 60),
+    (820, 630, 124, 80),
+    (1010, 610, 400, 150),
 ]
 
 
@@ -45,69 +45,69 @@ def load_line(name: str) -> dict:
 
 def test_builtin_line_parses_exactly():
     line = load_line("output_manifest_builtin.jsonl")
-    assert find_label_attributes(line) == ["GroundTruthDemo"]
-    image = parse_bbox_label(line, "GroundTruthDemo", 1)
-    assert image.source_ref == "s3://jsimon-groundtruth-demo/SSDB00001.JPG"
-    assert (image.width, image.height, image.depth) == (1280, 960, 3)
-    assert [(b.left, b.top, b.width, b.height) for b in image.boxes] == LAUNCH_POST_BOXES
+    assert find_label_attributes(line) == ["parking-lot-boxes"]
+    image = parse_bbox_label(line, "parking-lot-boxes", 1)
+    assert image.source_ref == "s3://amzn-s3-demo-bucket/images/lot-0001.jpg"
+    assert (image.width, image.height, image.depth) == (1600, 1200, 3)
+    assert [(b.left, b.top, b.width, b.height) for b in image.boxes] == LOT_BOXES
     assert {b.label for b in image.boxes} == {"Car"}
-    assert image.confidences == [0.94] * 5
+    assert image.confidences == [0.88, 0.91, 0.86, 0.9, 0.79]
     assert image.human_annotated is True
     assert image.adjustment_status is None
-    assert image.job_name == "labeling-job/groundtruthdemo"
-    assert image.creation_date == "2018-11-26T04:01:09.038134"
+    assert image.job_name == "labeling-job/parking-lot-boxes"
+    assert image.creation_date == "2026-10-05T09:12:44.118230"
     assert image.label_type == BBOX_TYPE
 
 
 def test_custom_workflow_line_uses_snake_case_metadata_and_registry():
     line = load_line("output_manifest_custom_workflow.jsonl")
-    assert find_label_attributes(line) == ["street-boxes"]
+    assert find_label_attributes(line) == ["lot-review"]
     # No class-map: ids are resolved with how that job numbered its classes.
     with pytest.raises(ManifestError) as err:
-        parse_bbox_label(line, "street-boxes", 7)
+        parse_bbox_label(line, "lot-review", 7)
     assert err.value.line_no == 7 and "class-map" in err.value.reason
-    image = parse_bbox_label(line, "street-boxes", 1, registry=ClassRegistry(["Car", "Person"]))
-    assert image.boxes == (Box("Person", 100.0, 200.0, 50.0, 120.0, None),)
-    assert image.job_name == "labeling-job/street-boxes"
-    assert image.creation_date == "2026-11-23T04:01:09.038134"
+    image = parse_bbox_label(line, "lot-review", 1, registry=ClassRegistry(["Car", "Person"]))
+    assert image.boxes == (Box("Person", 220.0, 310.0, 64.0, 170.0, None),)
+    assert image.job_name == "labeling-job/lot-review"
+    assert image.creation_date == "2026-10-05T10:30:00.000000"
     assert image.label_type == CUSTOM_TYPE
     assert image.human_annotated is True
 
 
 def test_adjustment_line_picks_the_chained_attribute():
     line = load_line("output_manifest_adjustment.jsonl")
-    assert find_label_attributes(line) == ["GroundTruthDemo", "adjusted-bounding-box"]
+    assert find_label_attributes(line) == ["parking-lot-boxes", "parking-lot-adjusted"]
     # Same creation date on both: the later attribute (the chained job's) wins.
     attr = select_label_attribute(line)
-    assert attr == "adjusted-bounding-box"
+    assert attr == "parking-lot-adjusted"
     image = parse_bbox_label(line, attr, 1)
     assert image.adjustment_status == "adjusted"
     assert len(image.boxes) == 4
-    assert image.job_name == "labeling-job/groundtruthdemo-adjust"
+    assert image.job_name == "labeling-job/parking-lot-adjusted"
     # An explicit choice wins over recency.
-    assert select_label_attribute(line, "GroundTruthDemo") == "GroundTruthDemo"
+    assert select_label_attribute(line, "parking-lot-boxes") == "parking-lot-boxes"
 
 
 def test_newest_creation_date_wins_over_position():
     line = load_line("output_manifest_adjustment.jsonl")
-    line["GroundTruthDemo-metadata"]["creation-date"] = "2030-01-01T00:00:00.000000"
-    assert select_label_attribute(line) == "GroundTruthDemo"
+    line["parking-lot-boxes-metadata"]["creation-date"] = "2030-01-01T00:00:00.000000"
+    assert select_label_attribute(line) == "parking-lot-boxes"
 
 
 def test_verification_line():
     line = load_line("output_manifest_verification.jsonl")
-    assert find_label_attributes(line) == ["GroundTruthDemo"]
-    assert find_verification_attributes(line) == ["verify-bounding-box"]
-    verdict = parse_verification(line, "verify-bounding-box", 1)
+    assert find_label_attributes(line) == ["parking-lot-boxes"]
+    assert find_verification_attributes(line) == ["parking-lot-verified"]
+    verdict = parse_verification(line, "parking-lot-verified", 1)
     assert verdict.class_name == "bad"
-    assert verdict.confidence == 0.93
+    assert verdict.confidence == 0.87
     assert verdict.value == "1"
-    assert verdict.job_name == "labeling-job/groundtruthdemo-verify"
-    assert verdict.worker_feedback == ("The last box covers two cars.",)
+    assert verdict.job_name == "labeling-job/parking-lot-verified"
+    assert verdict.worker_feedback == ("The rightmost box spans two vehicles.",)
     with pytest.raises(ManifestError):
-        parse_verification(line, "GroundTruthDemo", 1)
+        parse_verification(line, "parking-lot-boxes", 1)
     with pytest.raises(ManifestError, match="not a bounding-box label"):
-        select_label_attribute(line, "verify-bounding-box", 3)
+        select_label_attribute(line, "parking-lot-verified", 3)
 
 
 def test_labelloop_verdict_restamped_by_ground_truth_is_a_verification():
@@ -139,9 +139,9 @@ def test_unlabeled_line_and_missing_preferred_attribute():
 
 def test_attribute_found_by_content_not_job_name():
     line = load_line("output_manifest_builtin.jsonl")
-    renamed = {"source-ref": line["source-ref"], "whatever": line["GroundTruthDemo"]}
+    renamed = {"source-ref": line["source-ref"], "whatever": line["parking-lot-boxes"]}
     assert find_label_attributes(renamed) == []  # no metadata: not a label
-    renamed["whatever-metadata"] = line["GroundTruthDemo-metadata"]
+    renamed["whatever-metadata"] = line["parking-lot-boxes-metadata"]
     assert find_label_attributes(renamed) == ["whatever"]
 
 
@@ -157,14 +157,14 @@ def test_read_labeled_images_streams_mixed_lines():
     rows = list(read_labeled_images(io.StringIO(text)))
     assert [no for no, _, _ in rows] == [1, 2, 4]
     assert rows[1][2] is None
-    assert rows[0][2] is not None and rows[0][2].attribute == "GroundTruthDemo"
-    assert rows[2][2] is not None and rows[2][2].attribute == "adjusted-bounding-box"
+    assert rows[0][2] is not None and rows[0][2].attribute == "parking-lot-boxes"
+    assert rows[2][2] is not None and rows[2][2].attribute == "parking-lot-adjusted"
 
 
 def test_iter_manifest_accepts_bytes():
     data = (FIXTURES / "output_manifest_builtin.jsonl").read_bytes()
     [(no, line)] = list(iter_manifest(io.BytesIO(data)))
-    assert no == 1 and "GroundTruthDemo" in line
+    assert no == 1 and "parking-lot-boxes" in line
 
 
 @pytest.mark.parametrize(
@@ -194,47 +194,47 @@ def _broken(mutate) -> dict:
     ("mutate", "reason"),
     [
         (lambda ln: ln.pop("source-ref"), "source-ref"),
-        (lambda ln: ln["GroundTruthDemo"].update(image_size=[]), "image_size"),
-        (lambda ln: ln["GroundTruthDemo"]["image_size"][0].update(width=0), "width"),
-        (lambda ln: ln["GroundTruthDemo"]["image_size"][0].update(height="960"), "height"),
-        (lambda ln: ln["GroundTruthDemo"].update(annotations={}), "annotations"),
-        (lambda ln: ln["GroundTruthDemo"]["annotations"][0].update(class_id=3), "class_id 3"),
-        (lambda ln: ln["GroundTruthDemo"]["annotations"][0].update(class_id="0"), "class_id"),
-        (lambda ln: ln["GroundTruthDemo"]["annotations"][1].update(left=None), "left"),
-        (lambda ln: ln["GroundTruthDemo"]["annotations"][1].update(top=True), "top"),
-        (lambda ln: ln["GroundTruthDemo-metadata"]["objects"].pop(), "objects"),
-        (lambda ln: ln["GroundTruthDemo-metadata"].update({"human-annotated": "maybe"}), "human-annotated"),
-        (lambda ln: ln["GroundTruthDemo-metadata"].update({"adjustment-status": "x"}), "adjustment-status"),
-        (lambda ln: ln["GroundTruthDemo-metadata"].update({"class-map": {"0": 5}}), "class-map"),
+        (lambda ln: ln["parking-lot-boxes"].update(image_size=[]), "image_size"),
+        (lambda ln: ln["parking-lot-boxes"]["image_size"][0].update(width=0), "width"),
+        (lambda ln: ln["parking-lot-boxes"]["image_size"][0].update(height="1200"), "height"),
+        (lambda ln: ln["parking-lot-boxes"].update(annotations={}), "annotations"),
+        (lambda ln: ln["parking-lot-boxes"]["annotations"][0].update(class_id=3), "class_id 3"),
+        (lambda ln: ln["parking-lot-boxes"]["annotations"][0].update(class_id="0"), "class_id"),
+        (lambda ln: ln["parking-lot-boxes"]["annotations"][1].update(left=None), "left"),
+        (lambda ln: ln["parking-lot-boxes"]["annotations"][1].update(top=True), "top"),
+        (lambda ln: ln["parking-lot-boxes-metadata"]["objects"].pop(), "objects"),
+        (lambda ln: ln["parking-lot-boxes-metadata"].update({"human-annotated": "maybe"}), "human-annotated"),
+        (lambda ln: ln["parking-lot-boxes-metadata"].update({"adjustment-status": "x"}), "adjustment-status"),
+        (lambda ln: ln["parking-lot-boxes-metadata"].update({"class-map": {"0": 5}}), "class-map"),
     ],
 )
 def test_malformed_labels_raise_with_reason(mutate, reason):
     line = _broken(mutate)
     with pytest.raises(ManifestError) as err:
-        parse_bbox_label(line, "GroundTruthDemo", 12)
+        parse_bbox_label(line, "parking-lot-boxes", 12)
     assert err.value.line_no == 12
     assert reason in err.value.reason
 
 
 def test_writer_produces_the_documented_shape():
     registry = ClassRegistry(["Car", "Person"])
-    boxes = [Box("Car", 337.0, 482.0, 54.0, 39.0, 1.0), Box("Car", 461.2, 494.6, 69.0, 53.0, 0.67)]
+    boxes = [Box("Car", 412.0, 640.0, 96.0, 58.0, 1.0), Box("Car", 540.3, 654.8, 110.0, 72.0, 0.67)]
     line = bbox_label_line(
-        "s3://example-data-bucket/incoming/street/SSDB00001.JPG",
-        "street-cars-adjust-0001",
-        ImageSize(1280, 960, 3),
+        "s3://amzn-s3-demo-bucket/incoming/lot/lot-0001.jpg",
+        "lot-cars-review-07",
+        ImageSize(1600, 1200, 3),
         boxes,
         registry,
         human_annotated=True,
-        job_name="street-cars-adjust-0001",
-        creation_date="2026-11-23T05:00:00.000000",
+        job_name="lot-cars-review-07",
+        creation_date="2026-10-05T09:31:12.000000",
         adjustment_status="unadjusted",
     )
     expected = json.loads((FIXTURES / "post_annotation_response_shape.json").read_text())[0]
     assert {"source-ref": line["source-ref"]} | expected["consolidatedAnnotation"]["content"] == line
     # Key order of the metadata follows the documented example.
-    assert list(line["street-cars-adjust-0001-metadata"]) == list(
-        expected["consolidatedAnnotation"]["content"]["street-cars-adjust-0001-metadata"]
+    assert list(line["lot-cars-review-07-metadata"]) == list(
+        expected["consolidatedAnnotation"]["content"]["lot-cars-review-07-metadata"]
     )
 
 

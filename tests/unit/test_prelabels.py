@@ -46,22 +46,22 @@ def test_rekognition_fixture_skips_image_level_labels():
     response = json.loads((FIXTURES / "rekognition_detect_custom_labels_response.json").read_text())
     boxes, skipped = rekognition_boxes(response, W, H)
     assert [b.label for b in boxes] == ["Car"]
-    assert boxes[0].confidence == pytest.approx(0.912)
-    assert boxes[0].left == pytest.approx(0.2633 * W) and boxes[0].width == pytest.approx(0.0422 * W)
-    assert skipped == [("street-scene", "image_level_label")]
+    assert boxes[0].confidence == pytest.approx(0.884)
+    assert boxes[0].left == pytest.approx(0.2575 * W) and boxes[0].width == pytest.approx(0.06 * W)
+    assert skipped == [("parking-lot", "image_level_label")]
     det = finalize_boxes(boxes, LABELS, W, H, 0.05, skipped)
-    assert len(det.boxes) == 1 and det.dropped == (("street-scene", "image_level_label"),)
-    assert det.confidence == pytest.approx(0.912)
+    assert len(det.boxes) == 1 and det.dropped == (("parking-lot", "image_level_label"),)
+    assert det.confidence == pytest.approx(0.884)
 
 
 def test_builtin_fixture_maps_class_index_by_config_order():
     body = (FIXTURES / "sagemaker_builtin_detector_response.json").read_bytes()
     boxes, skipped = builtin_detector_boxes(body, LABELS, W, H)
     assert [b.label for b in boxes] == ["Car", "person"] and skipped == []
-    assert boxes[1].left == pytest.approx(0.5 * W) and boxes[1].bottom == pytest.approx(0.7 * H)
+    assert boxes[1].left == pytest.approx(0.61 * W) and boxes[1].bottom == pytest.approx(0.58 * H)
     det = finalize_boxes(boxes, LABELS, W, H, min_confidence=0.5)
-    assert [b.label for b in det.boxes] == ["Car"]  # 0.23 < 0.5 is the model's "nothing here"
-    assert det.confidence == pytest.approx(0.91)
+    assert [b.label for b in det.boxes] == ["Car"]  # 0.19 < 0.5 is the model's "nothing here"
+    assert det.confidence == pytest.approx(0.88)
 
 
 def test_builtin_unknown_class_index_is_recorded_not_guessed():

@@ -34,17 +34,17 @@ def image(*boxes: Box, width: int = 100, height: int = 50) -> LabeledImage:
 
 def test_launch_post_example_golden():
     line = json.loads((FIXTURES / "output_manifest_builtin.jsonl").read_text())
-    text, dropped = yolo_text_from_line(line, "GroundTruthDemo", ClassRegistry(["Car"]))
+    text, dropped = yolo_text_from_line(line, "parking-lot-boxes", ClassRegistry(["Car"]))
     assert dropped == []
-    assert text.splitlines()[0] == "0 0.284375 0.522396 0.042188 0.040625"
-    assert text.splitlines()[4] == "0 0.583203 0.561458 0.271094 0.125000"
+    assert text.splitlines()[0] == "0 0.287500 0.557500 0.060000 0.048333"
+    assert text.splitlines()[4] == "0 0.756250 0.570833 0.250000 0.125000"
     assert len(text.splitlines()) == 5 and text.endswith("\n")
 
 
 def test_class_ids_come_from_the_registry_by_name():
     line = json.loads((FIXTURES / "output_manifest_builtin.jsonl").read_text())
     registry = ClassRegistry(["Person", "Car"])  # "Car" is id 1 here, whatever the job's class-map says
-    text, _ = yolo_text_from_line(line, "GroundTruthDemo", registry)
+    text, _ = yolo_text_from_line(line, "parking-lot-boxes", registry)
     assert {row.split()[0] for row in text.splitlines()} == {"1"}
 
 
