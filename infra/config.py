@@ -46,7 +46,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Calibrated auto-accept (DESIGN §4): target quality, bound level, and the unbiased audit."""
+    """Calibrated auto-accept (docs/calibration.md): target quality, bound level, and the unbiased audit."""
 
     target_quality: float = 0.6
     confidence_level: float = 0.95

@@ -2,7 +2,7 @@
 
 moto 5.2.5 delivers rule matches only to SQS, CloudWatch Logs, archives and buses, ignores
 ``Input``/``InputPath`` and puts raw (un-encoded) object keys into S3 events sent to every bus
-(DESIGN §6). This module replaces ``Rule.send_to_targets`` and the S3 → EventBridge sender so that:
+(docs/emulation.md). This module replaces ``Rule.send_to_targets`` and the S3 → EventBridge sender so that:
 - every target type LabelLoop uses is delivered (Lambda asynchronously-invoked semantics, Step
   Functions ``StartExecution`` in the executing interpreter, SQS, logs, archives, other buses);
 - ``Input``, ``InputPath`` and ``InputTransformer`` are honoured for every event, S3 ones included;

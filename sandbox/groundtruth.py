@@ -5,7 +5,7 @@ CreateWorkteam, DescribeWorkteam and ListWorkteams to moto's SageMaker response 
 ``boto3.client("sagemaker").create_labeling_job(...)`` works inside ``mock_aws``. Requests are
 validated against the botocore service model (types, required members, lengths, patterns, enums).
 
-The job runtime follows the documented custom-workflow contract (DESIGN §3, §6):
+The job runtime follows the documented custom-workflow contract (docs/contracts.md, docs/emulation.md):
 1. read the input manifest (and the label category file);
 2. invoke the pre-annotation Lambda per line with ``{"version","labelingJobArn","dataObject"}``;
    objects answered with ``isHumanAnnotationRequired: false`` are skipped — not shown to workers,

@@ -1,6 +1,6 @@
 """In-process Lambda runtime for moto: run a function's handler from its deployed zip, no Docker.
 
-moto 5.2.5 only runs Lambda code inside Docker (DESIGN §6). This module replaces
+moto 5.2.5 only runs Lambda code inside Docker (docs/emulation.md). This module replaces
 ``LambdaFunction._invoke_lambda`` so each invocation imports the handler from the function's own
 zip, with the function's environment applied, and answers the way Lambda does (payload, or
 ``FunctionError: Unhandled`` with ``errorMessage``/``errorType``/``stackTrace``).

@@ -1,6 +1,6 @@
 """Model emulation: DetectCustomLabels and InvokeEndpoint answered by a pluggable local predictor.
 
-moto 5.2.5 returns canned Rekognition labels and replays a queue for sagemaker-runtime (DESIGN §6).
+moto 5.2.5 returns canned Rekognition labels and replays a queue for sagemaker-runtime (docs/emulation.md).
 ``install(predictor)`` replaces both responses so the assisting model is a local predictor:
 ``NoPredictor`` (nothing detected), ``ReplayPredictions`` (a predictions file) or
 ``SyntheticDetector`` (the pixel detector for the demo's synthetic scenes). Answers use the exact

@@ -1,4 +1,4 @@
-"""An independent checker of YOLO (Ultralytics) datasets, written from DESIGN section 5 and the loader.
+"""An independent checker of YOLO (Ultralytics) datasets, written from docs/contracts.md (YOLO rules) and the loader.
 
 It shares NO code with the exporter (no ``labelloop_core`` import): it re-derives every rule from
 what Ultralytics' ``YOLODataset`` does with a folder — list image files by suffix, map each image

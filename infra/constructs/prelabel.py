@@ -1,4 +1,4 @@
-"""Pre-labeling, routing and calibration functions (DESIGN §1 steps 2, 3 and 6; WORKFLOW.md).
+"""Pre-labeling, routing and calibration functions (docs/data-flow.md steps 2, 3 and 6).
 
 `Prelabeling` declares the three Lambdas the workflow invokes — ``handlers.prelabel`` (one
 Distributed Map item per manifest shard), ``handlers.route`` and ``handlers.calibrate`` — with the
@@ -25,7 +25,7 @@ from infra.nag import acknowledge
 
 
 def model_environment(config: LabelLoopConfig) -> dict[str, str]:
-    """The environment the three functions share (variable names from WORKFLOW.md)."""
+    """The environment the three functions share (variable names the handlers read)."""
     model = config.model
     env = {
         "LABELS": json.dumps(list(config.labels), ensure_ascii=False),

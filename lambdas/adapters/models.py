@@ -117,7 +117,7 @@ class ModelSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
-        """Read and validate the environment (WORKFLOW.md variable names); errors name the variable."""
+        """Read and validate the environment (variable names as infra sets them); errors name the variable."""
         env = os.environ if environ is None else environ
 
         def required(name: str) -> str:

@@ -1,6 +1,6 @@
 """YOLO export Lambda, triggered by EventBridge when labels are complete.
 
-Two events (DESIGN section 1):
+Two events (docs/data-flow.md):
 
 - ``Batch Labeled`` from ``labelloop.workflow``, detail ``{dataset, batch_id, output_manifest}``:
   the export is the union of ALL labeled batches of the dataset (every

@@ -4,7 +4,7 @@ In: ``{"bucket", "batch_prefix", "shard_key"}`` (``shard_key`` from the ``<batch
 listing). Out: ``{"shard_key", "prelabeled_key", "images", "errors", "detections", "retries", "model"}``.
 
 Writes ``<batch_prefix>prelabeled/<shard file name>``: every input line, in order, with the
-``labelloop-prelabel`` attribute (COMMON.md) — model failures are recorded per image in the metadata
+``labelloop-prelabel`` attribute (docs/contracts.md) — model failures are recorded per image in the metadata
 ``error`` and the line is kept (it goes to humans without pre-labels). With ``MODEL_KIND=none`` the
 lines are written through unchanged. Re-running overwrites the same output (idempotent).
 """
@@ -32,7 +32,7 @@ WRITE_RESERVE_SECONDS = 15.0
 
 
 class PrelabelEventError(ValueError):
-    """The event or a shard line breaks the workflow contract (WORKFLOW.md); the message says how."""
+    """The event or a shard line breaks the workflow contract (docs/data-flow.md); the message says how."""
 
 
 @functools.cache

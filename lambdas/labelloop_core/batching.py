@@ -91,7 +91,7 @@ class Batch:
 
 
 def parse_s3_event(event: Any) -> S3Event:
-    """Read an EventBridge S3 "Object Created" event (DESIGN §3); raise `EventError` on anything else."""
+    """Read an EventBridge S3 "Object Created" event (docs/contracts.md); raise `EventError` on anything else."""
     if not isinstance(event, Mapping):
         raise EventError(f"expected an EventBridge event object, got {type(event).__name__}")
     if event.get("source") != "aws.s3" or event.get("detail-type") != "Object Created":

@@ -1,4 +1,4 @@
-"""Calibrated auto-accept (DESIGN section 4): the threshold theta, and routing of one image.
+"""Calibrated auto-accept (docs/calibration.md): the threshold theta, and routing of one image.
 
 Calibration pairs are ``(image confidence, quality)`` for human-reviewed images, where quality is
 `matching.image_quality` of the model's pre-labels against the final human labels.

@@ -1,6 +1,6 @@
 """Ground Truth augmented manifests (JSON Lines): streaming reader, label parsing and the line writer.
 
-Reading rules (DESIGN section 3):
+Reading rules (docs/contracts.md):
 
 - a bounding-box label attribute is found by CONTENT: a key ``X`` whose value is an object with
   ``annotations`` and ``image_size`` and whose ``X-metadata`` object is present. The attribute
@@ -465,7 +465,7 @@ def bbox_label_line(
     adjustment_status: str | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Build one Ground Truth bounding-box manifest line (DESIGN section 3), exactly that shape.
+    """Build one Ground Truth bounding-box manifest line (docs/contracts.md), exactly that shape.
 
     Coordinates are written as integer pixels (Ground Truth's format; edges are rounded so a box
     inside the image stays inside); class ids come from ``class_registry`` by name (unknown names

@@ -3,7 +3,7 @@
 Pure functions only (no boto3): the model adapters (`adapters.models`) call the parsers here on
 raw responses, and the prelabel/route/calibrate handlers use the line builders.
 
-Model outputs accepted (DESIGN section 3):
+Model outputs accepted (docs/contracts.md):
 
 - Rekognition Custom Labels ``{"CustomLabels": [{Name, Confidence 0-100, Geometry.BoundingBox
   {Left, Top, Width, Height} ratios}]}``; labels without ``Geometry`` are image-level
@@ -321,7 +321,7 @@ def prelabel_line(
     attempts: int = 0,
     creation_date: str | None = None,
 ) -> dict[str, Any]:
-    """The manifest line with its ``labelloop-prelabel`` attribute (COMMON.md shape) added or replaced.
+    """The manifest line with its ``labelloop-prelabel`` attribute (docs/contracts.md shape) added or replaced.
 
     With ``error`` set (or no detections object) the attribute has empty annotations, ``error``
     says why and ``image-confidence`` is null: the image goes to humans without pre-labels.
@@ -354,7 +354,7 @@ def prelabel_line(
         },
     )
     metadata = built[PRELABEL_ATTRIBUTE + "-metadata"]
-    metadata["job-name"] = PRELABEL_JOB_NAME  # COMMON.md: exactly "labelloop-prelabel", no labeling-job/ prefix
+    metadata["job-name"] = PRELABEL_JOB_NAME  # docs/contracts.md: exactly "labelloop-prelabel", no labeling-job/ prefix
     out = {k: v for k, v in line.items() if k not in (PRELABEL_ATTRIBUTE, PRELABEL_ATTRIBUTE + "-metadata")}
     out[PRELABEL_ATTRIBUTE] = built[PRELABEL_ATTRIBUTE]
     out[PRELABEL_ATTRIBUTE + "-metadata"] = metadata
@@ -399,7 +399,7 @@ def _prelabel_summary(line: Mapping[str, Any]) -> tuple[str | None, int, float |
 
 
 def decide_route(line: Mapping[str, Any], theta: float | None, audit_fraction: float) -> RouteDecision:
-    """Route one pre-labeled line with `calibration.route` (DESIGN section 4).
+    """Route one pre-labeled line with `calibration.route` (docs/calibration.md).
 
     No pre-labels (no model, a model error) or no detections always means review; auto-accept needs
     ``theta`` (None = off) and a confidence at or above it; the audit draw is keyed on the ORIGINAL

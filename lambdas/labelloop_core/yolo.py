@@ -1,6 +1,6 @@
 """YOLO (Ultralytics) label writing: rows, file stems, the train/val split and ``data.yaml``.
 
-Rules (DESIGN section 5): one row ``class cx cy w h`` per box, normalised, exactly 5 columns and
+Rules (docs/contracts.md, YOLO export rules): one row ``class cx cy w h`` per box, normalised, exactly 5 columns and
 6 decimals; boxes clipped to the image; degenerate boxes dropped WITH a reason; identical rows
 removed (reported as ``duplicate``); class ids from one `ClassRegistry` by name. An image with no
 boxes gets an empty label text (a background image is a valid training example).

@@ -1,4 +1,4 @@
-"""Intake and workflow in the synthesized template: what WORKFLOW.md and the ASL-interpreter limits require."""
+"""Intake and workflow in the synthesized template: what docs/data-flow.md and the ASL-interpreter limits require."""
 
 from __future__ import annotations
 

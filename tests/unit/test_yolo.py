@@ -1,4 +1,4 @@
-"""YOLO label rules (DESIGN section 5): rows, clipping, drops, dedupe, stems, split, data.yaml."""
+"""YOLO label rules (docs/contracts.md, YOLO export rules): rows, clipping, drops, dedupe, stems, split, data.yaml."""
 
 from __future__ import annotations
 
