@@ -46,12 +46,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    """Calibrated auto-accept (docs/calibration.md): target quality, bound level, and the unbiased audit."""
+    """Calibrated auto-accept (docs/calibration.md): target quality, bound level and kind, and the unbiased audit."""
 
     target_quality: float = 0.6
     confidence_level: float = 0.95
     min_pairs: int = 30
     audit_fraction: float = 0.05
+    bound: str = "betting"
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ _CALIBRATION_KEYS = {
     "confidenceLevel": "confidence_level",
     "minPairs": "min_pairs",
     "auditFraction": "audit_fraction",
+    "bound": "bound",
 }
 
 # Retention values CloudWatch Logs accepts.
@@ -281,6 +283,7 @@ def _calibration(data: Any, where: str) -> CalibrationConfig:
         confidence_level=_float(data, "confidenceLevel", where, 0.95, 0.5, 0.999),
         min_pairs=_int(data, "minPairs", where, 30, 5, 1_000_000),
         audit_fraction=_float(data, "auditFraction", where, 0.05, 0.0, 1.0),
+        bound=_choice(data, "bound", where, "betting", ("betting", "hoeffding")),
     )
 
 

@@ -36,6 +36,7 @@ def model_environment(config: LabelLoopConfig) -> dict[str, str]:
         "TARGET_QUALITY": repr(config.calibration.target_quality),
         "CONFIDENCE_LEVEL": repr(config.calibration.confidence_level),
         "MIN_PAIRS": str(config.calibration.min_pairs),
+        "CALIBRATION_BOUND": config.calibration.bound,
         "CALIBRATION_PREFIX": f"{config.work_prefix}calibration/",
     }
     if model.kind == "rekognition" and model.project_version_arn:

@@ -105,6 +105,7 @@ class ModelSettings:
     target_quality: float = 0.6
     confidence_level: float = 0.95
     min_pairs: int = 30
+    bound: str = "betting"
 
     @property
     def model_id(self) -> str:
@@ -167,6 +168,9 @@ class ModelSettings:
         min_pairs = number("MIN_PAIRS", 30, 1, 1e9)
         if min_pairs != int(min_pairs):
             raise SettingsError(f"environment variable MIN_PAIRS must be an integer, got {env.get('MIN_PAIRS')!r}")
+        bound = env.get("CALIBRATION_BOUND", "betting").strip() or "betting"
+        if bound not in ("betting", "hoeffding"):
+            raise SettingsError(f"environment variable CALIBRATION_BOUND must be betting or hoeffding, got {bound!r}")
         return cls(
             bucket=required("DATA_BUCKET"),
             labels=tuple(parsed),
@@ -180,6 +184,7 @@ class ModelSettings:
             target_quality=number("TARGET_QUALITY", 0.6, 1e-9, 1),
             confidence_level=number("CONFIDENCE_LEVEL", 0.95, 1e-9, 1 - 1e-9),
             min_pairs=int(min_pairs),
+            bound=bound,
         )
 
 

@@ -1,24 +1,26 @@
-"""Calibrate auto-accept after a batch: write its calibration pairs, recompute theta for the dataset.
+"""Calibrate auto-accept after a batch: write its calibration pairs, fold them into the certificate.
 
 In: ``{"bucket", "dataset", "batch_id", "batch_prefix"}``. Reads ``<batch_prefix>output.manifest``;
 every human-reviewed line whose model answered with boxes gives a pair ``{key, confidence, quality,
 model, audit, ...}`` (`labelloop_core.prelabels.calibration_pair`), written to
 ``<CALIBRATION_PREFIX><dataset>/pairs/<batch_id>.jsonl`` (a rerun overwrites, never doubles).
-theta is recomputed from ALL pair files of the dataset made with the CURRENT model
-(`labelloop_core.calibration.calibrate`; pairs of another model say nothing about this one) and
-written to ``<CALIBRATION_PREFIX><dataset>/threshold.json``; ``report.json`` gains a
-``calibration`` section and a ``prelabel`` section (images pre-labeled, boxes, and every per-image
-model error by kind, the first ``REPORT_ERROR_LIMIT`` listed with their keys).
-Out: a small summary (under ``$.calibration`` in the workflow).
 
-Selection note: above theta only the audit sample is reviewed, so high-confidence images are
-under-represented among pairs; since quality rises with confidence for a useful model this makes
-the bound for thresholds below the current theta conservative, never optimistic.
+The pairs of the CURRENT model are folded into that model's calibration state
+``<CALIBRATION_PREFIX><dataset>/state/<model hash>.json`` - one e-process per candidate threshold,
+carried across batches (`labelloop_core.eprocess`). The batch's review policy (its theta and audit
+fraction, from ``route.json``) decides the thinning that gives every pair used for a threshold the
+same inclusion probability. A batch is folded once (its id is recorded; a rerun changes nothing),
+and the state is written with a conditional put, so concurrent batches never lose each other's
+evidence. theta for the next batches goes to ``<CALIBRATION_PREFIX><dataset>/threshold.json``;
+``report.json`` gains a ``calibration`` section with the batch's certificate and a ``prelabel``
+section (images pre-labeled, boxes, every per-image model error by kind, the first
+``REPORT_ERROR_LIMIT`` listed with their keys). Out: a small summary (``$.calibration``).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -31,8 +33,9 @@ from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json, put_jsonl
 from handlers.route import calibration_prefix, event_fields, threshold_key
-from labelloop_core.calibration import CalibrationError, CalibrationPair, calibrate
+from labelloop_core.calibration import calibration_state, result_of
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.eprocess import CalibrationState, FoldPair, StateError
 from labelloop_core.manifest import ManifestError, iter_manifest
 from labelloop_core.prelabels import META_KEY, PRELABEL_ATTRIBUTE, calibration_pair
 
@@ -53,6 +56,9 @@ def pairs_prefix(dataset: str) -> str:
     """Folder of the dataset's per-batch pair files."""
     return f"{calibration_prefix()}{dataset}/pairs/"
 
+
+#: Conditional writes of the calibration state before giving up (each retry re-reads and re-folds).
+STATE_WRITE_ATTEMPTS = 5
 
 #: Per-image model errors listed by key in the report (all are in the manifest's pre-label metadata).
 REPORT_ERROR_LIMIT = 100
@@ -139,30 +145,105 @@ def batch_pairs(
     return pairs, skipped, problems
 
 
-def dataset_pairs(bucket: str, dataset: str, model_id: str, s3: Any) -> tuple[list[CalibrationPair], dict[str, int]]:
-    """All pairs of the dataset made with ``model_id``, plus counts of pairs left out and why."""
-    pairs: list[CalibrationPair] = []
-    left_out: Counter[str] = Counter()
-    prefix = pairs_prefix(dataset)
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            for raw in iter_lines(bucket, obj["Key"], s3):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                    if row.get("model") != model_id:
-                        left_out["other_model"] += 1
-                        continue
-                    pairs.append(CalibrationPair(row["confidence"], row["quality"]))
-                except (ValueError, KeyError, AttributeError, CalibrationError) as exc:
-                    left_out["invalid"] += 1
-                    logger.warning("invalid calibration pair", extra={"key": obj["Key"], "error": str(exc)})
-    return pairs, dict(left_out)
+def state_key(dataset: str, model_id: str) -> str:
+    """The calibration state of one model version (a hash keeps ARNs out of the key)."""
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
+    return f"{calibration_prefix()}{dataset}/state/{digest}.json"
+
+
+def batch_design(routed: Mapping[str, Any] | None, cfg: ModelSettings) -> tuple[float | None, float]:
+    """``(theta, audit_fraction)`` the batch was routed with; a batch never routed had no theta."""
+    if not routed:
+        return None, cfg.audit_fraction
+    used = routed.get("threshold_used")
+    theta = used.get("theta") if isinstance(used, Mapping) else routed.get("threshold")
+    fraction = routed.get("audit_fraction", cfg.audit_fraction)
+    if isinstance(theta, bool) or not isinstance(theta, int | float):
+        theta = None
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction <= 1:
+        fraction = cfg.audit_fraction
+    return (None if theta is None else float(theta)), float(fraction)
+
+
+def fold_pairs(rows: list[dict[str, Any]], model_id: str, audit_fraction: float) -> tuple[list[FoldPair], int]:
+    """The batch's pairs of ``model_id`` as folding sees them, and how many belong to another model."""
+    fold: list[FoldPair] = []
+    other = 0
+    for row in rows:
+        if row.get("model") != model_id:
+            other += 1
+            continue
+        audit = bool(row.get("audit"))
+        inclusion = audit_fraction if audit else 1.0
+        fold.append(FoldPair(float(row["confidence"]), float(row["quality"]), inclusion, str(row["key"]), audit))
+    return fold, other
+
+
+def _load_state(bucket: str, key: str, cfg: ModelSettings, s3: Any) -> tuple[CalibrationState, str | None, str]:
+    """The stored state (with its ETag) or a fresh one, and a note saying which and why."""
+    from botocore.exceptions import ClientError
+
+    fresh = calibration_state(cfg.target_quality, cfg.confidence_level, cfg.min_pairs, cfg.model_id)
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return fresh, None, "started"
+        raise
+    etag = str(response["ETag"])
+    try:
+        state = CalibrationState.from_dict(json.loads(response["Body"].read()))
+    except (ValueError, StateError) as exc:
+        logger.error("calibration state unreadable: starting afresh", extra={"key": key, "error": str(exc)})
+        return fresh, etag, f"restarted: the stored state was unreadable ({exc})"
+    wanted = (cfg.target_quality, cfg.confidence_level, cfg.model_id)
+    if (state.target, state.confidence_level, state.model) != wanted:
+        return fresh, etag, "restarted: target, confidence level or model changed"
+    return state, etag, "continued"
+
+
+def _store_state(bucket: str, key: str, state: CalibrationState, etag: str | None, s3: Any) -> bool:
+    """Conditional write (create-only, or only over the version read); False when someone else wrote first."""
+    from botocore.exceptions import ClientError
+
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    body = json.dumps(state.to_dict(), separators=(",", ":")).encode()
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", **condition)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            return False
+        raise
+    return True
+
+
+def fold_batch(
+    bucket: str,
+    dataset: str,
+    batch_id: str,
+    pairs: list[FoldPair],
+    design: tuple[float | None, float],
+    cfg: ModelSettings,
+    s3: Any,
+) -> tuple[CalibrationState, str]:
+    """Fold the batch into the model's state (once, optimistic concurrency with a few retries)."""
+    key = state_key(dataset, cfg.model_id)
+    theta, fraction = design
+    floor = 1.0 if theta is None else fraction
+    for _attempt in range(STATE_WRITE_ATTEMPTS):
+        state, etag, note = _load_state(bucket, key, cfg, s3)
+        if not state.fold(pairs, floor=floor, batch_id=batch_id):
+            return state, f"{note}; batch {batch_id} was folded before (rerun: nothing counted twice)"
+        if _store_state(bucket, key, state, etag, s3):
+            return state, note
+        logger.info("calibration state changed while folding; retrying", extra={"key": key})
+    raise CalibrateEventError(
+        f"s3://{bucket}/{key} kept changing during {STATE_WRITE_ATTEMPTS} attempts; retry the step"
+    )
 
 
 def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = None) -> dict[str, Any]:
-    """Write the batch's pairs, recompute and store theta, and add the calibration section to report.json."""
+    """Write the batch's pairs, fold them, store theta, and add the calibration section to report.json."""
     s3 = s3 or client("s3")
     bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
     registry = ClassRegistry(cfg.labels)
@@ -171,22 +252,29 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     pair_key = f"{pairs_prefix(dataset)}{batch_id}.jsonl"
     put_jsonl(bucket, pair_key, pairs, s3)
 
-    all_pairs, left_out = dataset_pairs(bucket, dataset, cfg.model_id, s3)
-    result = calibrate(all_pairs, cfg.target_quality, cfg.confidence_level, cfg.min_pairs)
-    computed_at = datetime.now(UTC).isoformat()
+    routed = _route_document(bucket, batch_prefix, s3)
+    design = batch_design(routed, cfg)
+    usable, other_model = fold_pairs(pairs, cfg.model_id, design[1])
+    state, state_note = fold_batch(bucket, dataset, batch_id, usable, design, cfg, s3)
+    result = result_of(state, cfg.bound)
     threshold_doc = {
         **result.as_dict(),
         "model": cfg.model_id,
-        "computed_at": computed_at,
+        "computed_at": datetime.now(UTC).isoformat(),
         "batch_id": batch_id,
-        "pairs_left_out": left_out,
-        "min_pairs": cfg.min_pairs,
+        "batches_folded": len(state.batches),
+        "audits": state.audit_summary(),
+        "state_key": state_key(dataset, cfg.model_id),
+        "state": state_note,
+        "pairs_left_out": {"other_model": other_model} if other_model else {},
     }
     put_json(bucket, threshold_key(dataset), threshold_doc, s3)
 
     audits = [p for p in pairs if p["audit"]]
+    used = _threshold_used(routed)
     section: dict[str, Any] = {
-        "threshold_used": _threshold_used(bucket, batch_prefix, s3),
+        "certificate": certificate(used, design, state, cfg),
+        "threshold_used": used,
         "pairs_written": len(pairs),
         "pairs_key": pair_key,
         "skipped": dict(sorted(skipped.items())),
@@ -210,19 +298,42 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     return summary
 
 
-def _threshold_used(bucket: str, batch_prefix: str, s3: Any) -> dict[str, Any] | None:
-    """The threshold this batch was routed with (route.json), so the report states theta, bound and pairs."""
+def certificate(
+    used: Mapping[str, Any] | None, design: tuple[float | None, float], state: CalibrationState, cfg: ModelSettings
+) -> dict[str, Any]:
+    """What this batch's auto-accept rested on: theta, the bound, target, level, evidence, audits so far, model."""
+    used = used or {}
+    return {
+        "theta": design[0],
+        "source": used.get("source"),
+        "bound": used.get("bound") or cfg.bound,
+        "target": used.get("target", cfg.target_quality),
+        "confidence_level": used.get("confidence_level", cfg.confidence_level),
+        "lower_bound": used.get("lower_bound"),
+        "pairs_used": used.get("pairs_used"),
+        "n_above": used.get("n_above"),
+        "audit_fraction": design[1],
+        "audits_so_far": state.audit_summary(),
+        "model": cfg.model_id,
+    }
+
+
+def _route_document(bucket: str, batch_prefix: str, s3: Any) -> dict[str, Any] | None:
+    """The batch's route.json (None when the batch was never routed: no valid image)."""
     from botocore.exceptions import ClientError
 
     try:
         routed = get_json(bucket, f"{batch_prefix}route.json", s3)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return None  # a batch with no valid image is never routed
+            return None
         raise
-    if not isinstance(routed, dict):
-        return None
-    used = routed.get("threshold_used")
+    return routed if isinstance(routed, dict) else None
+
+
+def _threshold_used(routed: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The threshold this batch was routed with (route.json), so the report states theta, bound and pairs."""
+    used = None if routed is None else routed.get("threshold_used")
     return dict(used) if isinstance(used, dict) else None
 
 

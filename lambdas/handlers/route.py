@@ -80,7 +80,17 @@ class Threshold:
         """JSON-ready form for route.json and the batch report."""
         out: dict[str, Any] = {"theta": self.theta, "source": self.source, "note": self.note}
         if self.evidence is not None:
-            keys = ("lower_bound", "pairs_used", "n_above", "reason", "target", "confidence_level", "computed_at")
+            keys = (
+                "lower_bound",
+                "pairs_used",
+                "n_above",
+                "reason",
+                "target",
+                "confidence_level",
+                "bound",
+                "audits",
+                "computed_at",
+            )
             out.update({k: self.evidence.get(k) for k in keys})
         return out
 

@@ -3,25 +3,12 @@
 Calibration pairs are ``(image confidence, quality)`` for human-reviewed images, where quality is
 `matching.image_quality` of the model's pre-labels against the final human labels.
 
-The bound: a one-sided Hoeffding lower confidence bound, ``mean - sqrt(ln(1/alpha) / (2 n))`` with
-``alpha = 1 - confidence_level``. Qualities lie in [0, 1], and Hoeffding's inequality holds for
-ANY distribution on [0, 1] - quality is far from normal (a spike at 1.0 and a tail of misses at
-0), so a t bound's normality assumption would be unjustified at small n. The price is a wider
-bound, i.e. theta is conservative: more images go to humans until evidence accumulates.
-
-Weights (inverse probability of review): once theta is on, images above it are reviewed only when
-drawn for audit, so they are under-represented among the pairs by a factor ``audit_fraction``.
-A pair from an audited image should carry ``weight = 1 / audit_fraction``; the bound is then the
-general Hoeffding bound for a weighted mean of independent values in [0, 1]:
-``sum(w q) / sum(w) - sqrt(ln(1/alpha) * sum(w^2) / (2 sum(w)^2))`` (equal weights give the
-formula above), i.e. an effective sample size of ``sum(w)^2 / sum(w^2)``.
-
-Choosing theta: candidate thresholds are the observed confidences, tested from the HIGHEST down
-(starting with the highest threshold that keeps ``min_pairs`` pairs at or above it), stopping at
-the first threshold whose bound misses the target. This is fixed-sequence testing ("Learn then
-Test"): because the order is fixed in advance, every accepted threshold keeps the stated
-confidence level without a multiple-testing correction. theta is the lowest accepted threshold.
-Picking "any threshold whose bound passes" after scanning all of them would not keep it.
+What theta certifies: with probability at least ``confidence_level``, the expected quality of an
+auto-accepted image (confidence >= theta) is at least ``target``. The test per threshold is a
+betting test (`betting`; Hoeffding's bound is selectable for comparison) inside fixed-sequence
+testing over a fixed grid from the highest threshold down (`eprocess`). `calibrate` is one
+calibration of one set of pairs (the ``labelloop calibrate`` command); the calibrate Lambda folds
+each batch into a `eprocess.CalibrationState` carried across batches with the same code.
 """
 
 from __future__ import annotations
@@ -30,29 +17,42 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .betting import BETTING, BOUNDS, HOEFFDING, hoeffding_lower_bound
+from .eprocess import (
+    REASON_CALIBRATED,
+    REASON_TARGET_NOT_MET,
+    REASON_TOO_FEW_PAIRS,
+    REPORT_LEVELS,
+    CalibrationState,
+    Decision,
+    FoldPair,
+)
 from .hashing import unit_hash
 
 __all__ = [
     "ACCEPT",
     "AUDIT",
+    "BETTING",
+    "BOUNDS",
+    "HOEFFDING",
+    "REASON_CALIBRATED",
+    "REASON_TARGET_NOT_MET",
+    "REASON_TOO_FEW_PAIRS",
     "REVIEW",
     "CalibrationError",
     "CalibrationPair",
     "ThresholdResult",
     "calibrate",
+    "calibration_state",
     "hoeffding_lower_bound",
     "image_confidence",
+    "result_of",
     "route",
-    "weighted_lower_bound",
 ]
 
 ACCEPT = "accept"
 REVIEW = "review"
 AUDIT = "audit"
-
-REASON_CALIBRATED = "calibrated"
-REASON_TOO_FEW_PAIRS = "too_few_pairs"
-REASON_TARGET_NOT_MET = "target_not_met"
 
 
 class CalibrationError(ValueError):
@@ -63,13 +63,16 @@ class CalibrationError(ValueError):
 class CalibrationPair:
     """The model's confidence for an image and the quality (mIoU vs. human labels) it achieved.
 
-    ``weight`` is the inverse probability that the image was reviewed (1 for images every one of
-    which goes to humans, ``1 / audit_fraction`` for audited images; see the module docstring).
+    ``weight`` is the inverse probability that the image was reviewed (1 where every image went to
+    humans, ``1 / audit_fraction`` for audited images); it decides thinning, never a weighted mean.
+    ``key`` (the image key) fixes the pair's place in the order and its thinning coin.
     """
 
     confidence: float
     quality: float
     weight: float = 1.0
+    key: str | None = None
+    audit: bool = False
 
     def __post_init__(self) -> None:
         for name in ("confidence", "quality"):
@@ -77,15 +80,20 @@ class CalibrationPair:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise CalibrationError(f"calibration pair {name} must be a number within [0, 1], got {value!r}")
         weight = self.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 < weight < math.inf:
-            raise CalibrationError(f"calibration pair weight must be positive and finite, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 1.0 <= weight < math.inf:
+            raise CalibrationError(f"calibration pair weight must be a finite number >= 1, got {weight!r}")
+
+    def for_fold(self, position: int) -> FoldPair:
+        """The pair as folding sees it (``position`` names pairs without a key)."""
+        key = self.key if self.key else f"#{position}"
+        return FoldPair(float(self.confidence), float(self.quality), 1.0 / float(self.weight), key, self.audit)
 
 
 @dataclass(frozen=True, slots=True)
 class ThresholdResult:
-    """Outcome of `calibrate`: theta (None = auto-accept off) and the evidence behind it.
+    """Outcome of a calibration: theta (None = auto-accept off) and the evidence behind it.
 
-    ``lower_bound`` and ``n_above`` describe the pairs at or above theta; when theta is None they
+    ``lower_bound`` and ``n_above`` describe the pairs used at theta; when theta is None they
     describe the first (highest) threshold tested, or are None/0 when there were too few pairs.
     """
 
@@ -96,10 +104,11 @@ class ThresholdResult:
     reason: str
     target: float
     confidence_level: float
-    bound: str = "hoeffding"
+    bound: str = BETTING
+    min_pairs: int = 30
 
     def as_dict(self) -> dict[str, object]:
-        """JSON-ready form for batch reports."""
+        """JSON-ready form for batch reports and ``labelloop calibrate --json``."""
         return {
             "theta": self.theta,
             "lower_bound": self.lower_bound,
@@ -109,28 +118,44 @@ class ThresholdResult:
             "target": self.target,
             "confidence_level": self.confidence_level,
             "bound": self.bound,
+            "min_pairs": self.min_pairs,
         }
 
 
-def hoeffding_lower_bound(total: float, n: int, confidence_level: float) -> float:
-    """One-sided Hoeffding lower bound on the mean of ``n`` values in [0, 1] summing to ``total``."""
-    if n <= 0:
-        raise CalibrationError("the bound needs at least one value")
-    return weighted_lower_bound(total, float(n), float(n), confidence_level)
+def _check(target: float, confidence_level: float, min_pairs: int, bound: str) -> None:
+    if not 0.0 < target <= 1.0:
+        raise CalibrationError(f"target must be within (0, 1], got {target}")
+    if not 0.0 < confidence_level < 1.0:
+        raise CalibrationError(f"confidence_level must be within (0, 1), got {confidence_level}")
+    if min_pairs < 1:
+        raise CalibrationError(f"min_pairs must be >= 1, got {min_pairs}")
+    if bound not in BOUNDS:
+        raise CalibrationError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
 
 
-def weighted_lower_bound(
-    weighted_total: float, weight_sum: float, weight_square_sum: float, confidence_level: float
-) -> float:
-    """One-sided Hoeffding lower bound on a weighted mean of independent values in [0, 1].
+def calibration_state(target: float, confidence_level: float, min_pairs: int, model: str = "") -> CalibrationState:
+    """A fresh state (validated parameters) for one model version."""
+    _check(target, confidence_level, min_pairs, BETTING)
+    return CalibrationState(target, confidence_level, min_pairs, model)
 
-    ``weighted_total = sum(w q)``, ``weight_sum = sum(w)``, ``weight_square_sum = sum(w^2)``.
-    """
-    if weight_sum <= 0:
-        raise CalibrationError("the bound needs a positive total weight")
-    alpha = 1.0 - confidence_level
-    spread = math.sqrt(math.log(1.0 / alpha) * weight_square_sum / 2.0) / weight_sum
-    return weighted_total / weight_sum - spread
+
+def result_of(state: CalibrationState, bound: str = BETTING) -> ThresholdResult:
+    """The threshold the state certifies, as a `ThresholdResult`."""
+    _check(state.target, state.confidence_level, state.min_pairs, bound)
+    decision: Decision = state.decide(bound)
+    point = decision.point
+    lower = None if point is None else point.lower_bound(bound, state.confidence_level)
+    return ThresholdResult(
+        decision.theta,
+        None if lower is None else round(lower, 6),
+        state.pairs_folded,
+        0 if point is None else point.n,
+        decision.reason,
+        state.target,
+        state.confidence_level,
+        bound,
+        state.min_pairs,
+    )
 
 
 def calibrate(
@@ -138,48 +163,21 @@ def calibrate(
     target: float = 0.6,
     confidence_level: float = 0.95,
     min_pairs: int = 30,
+    bound: str = BETTING,
+    *,
+    report_levels: bool = True,
 ) -> ThresholdResult:
-    """Lowest confidence threshold whose accepted images provably meet ``target`` (module doc)."""
-    if not 0.0 < target <= 1.0:
-        raise CalibrationError(f"target must be within (0, 1], got {target}")
-    if not 0.0 < confidence_level < 1.0:
-        raise CalibrationError(f"confidence_level must be within (0, 1), got {confidence_level}")
-    if min_pairs < 1:
-        raise CalibrationError(f"min_pairs must be >= 1, got {min_pairs}")
-    ordered = sorted(pairs, key=lambda p: p.confidence, reverse=True)
-    n = len(ordered)
-    if n < min_pairs:
-        return ThresholdResult(None, None, n, 0, REASON_TOO_FEW_PAIRS, target, confidence_level)
+    """Lowest grid threshold whose accepted images provably meet ``target``: one calibration, one look.
 
-    # Walk groups of equal confidence from the top; pairs "at or above" a threshold include ties.
-    theta: float | None = None
-    theta_bound: float | None = None
-    theta_n = 0
-    first_bound: float | None = None
-    first_n = 0
-    total = 0.0  # sum of w * q over pairs at or above the current threshold
-    weights = 0.0  # sum of w
-    squares = 0.0  # sum of w^2
-    i = 0
-    while i < n:
-        value = ordered[i].confidence
-        while i < n and ordered[i].confidence == value:
-            pair = ordered[i]
-            total += pair.weight * pair.quality
-            weights += pair.weight
-            squares += pair.weight * pair.weight
-            i += 1
-        if i < min_pairs:
-            continue  # too few pairs at or above this threshold to test it
-        bound = weighted_lower_bound(total, weights, squares, confidence_level)
-        if first_bound is None:
-            first_bound, first_n = bound, i
-        if bound < target:
-            break  # fixed-sequence testing stops at the first failure
-        theta, theta_bound, theta_n = value, bound, i
-    if theta is None:
-        return ThresholdResult(None, first_bound, n, first_n, REASON_TARGET_NOT_MET, target, confidence_level)
-    return ThresholdResult(theta, theta_bound, n, theta_n, REASON_CALIBRATED, target, confidence_level)
+    The pairs form one batch of the sequential procedure (`eprocess`), thinned to equal inclusion
+    probability per threshold by their weights. ``report_levels=False`` skips the extra tests that
+    only sharpen the reported betting lower bound (theta is the same; simulations use it).
+    """
+    _check(target, confidence_level, min_pairs, bound)
+    levels = REPORT_LEVELS if report_levels and bound == BETTING else ()
+    state = CalibrationState(target, confidence_level, min_pairs, levels=levels)
+    state.fold([pair.for_fold(i) for i, pair in enumerate(pairs)])
+    return result_of(state, bound)
 
 
 def image_confidence(box_confidences: Sequence[float | None]) -> float | None:

@@ -78,7 +78,12 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     write_jsonl(aws, f"{prefix}output.manifest", lines)
     aws.put_object(Bucket=BUCKET, Key=f"{prefix}report.json", Body=json.dumps({"status": "succeeded"}).encode())
     used = {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
-    aws.put_object(Bucket=BUCKET, Key=f"{prefix}route.json", Body=json.dumps({"threshold_used": used}).encode())
+
+    aws.put_object(
+        Bucket=BUCKET,
+        Key=f"{prefix}route.json",
+        Body=json.dumps({"threshold_used": used, "audit_fraction": 0.05}).encode(),
+    )
 
     out = calibrate.handler(event, None)
     assert out == {"pairs_written": 2, "pairs_used": 2, "theta": None, "lower_bound": None, "reason": "too_few_pairs"}
@@ -103,6 +108,7 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     assert section["skipped"] == {"model_error": 1, "no_detections": 1, "not_human_annotated": 1}
     assert section["next_threshold"]["reason"] == "too_few_pairs"
     assert section["threshold_used"] == {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
+    assert section["certificate"]["theta"] == 0.9 and section["certificate"]["audits_so_far"]["images"] == 1
     assert report["prelabel"] == {
         "model": MODEL,
         "images": 5,
@@ -116,40 +122,91 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     }
 
 
-def test_theta_recomputed_from_all_batches_of_the_same_model(aws, monkeypatch):
+def read_json(aws, key: str) -> dict:
+    return json.loads(aws.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+
+
+def routed_with(aws, prefix: str, theta: float | None, fraction: float = 0.05) -> None:
+    used = {"theta": theta, "source": "calibrated" if theta is not None else "off", "note": "test", "bound": "betting"}
+    body = {"threshold_used": used, "audit_fraction": fraction}
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}route.json", Body=json.dumps(body).encode())
+
+
+def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
     use_model(monkeypatch, "rekognition")
     monkeypatch.setenv("MIN_PAIRS", "10")
     calibrate.settings.cache_clear()
-    # batch 1: 40 perfect high-confidence images; batch 2: 40 poor low-confidence images
+    # batch 1 (fully reviewed): 40 perfect images at 0.9 and 40 poor ones at 0.3
     e1, p1 = batch("b1")
-    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9))
-    first = calibrate.handler(e1, None)
-    assert first["pairs_used"] == 40 and first["theta"] == 0.9 and first["reason"] == "calibrated"
-
-    e2, p2 = batch("b2")
     poor = [
         human(pre(f"p{i}.jpg", [Box("MyLogo", 0, 0, 10, 10, 0.3)]), [Box("MyLogo", 50, 50, 10, 10)]) for i in range(40)
     ]
-    write_jsonl(aws, f"{p2}output.manifest", poor)
+    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9) + poor)
+    first = calibrate.handler(e1, None)
+    assert first["pairs_used"] == 80 and first["theta"] == 0.31 and first["reason"] == "calibrated"
+    assert first["lower_bound"] >= 0.6
+    state_key = calibrate.state_key(DATASET, MODEL)
+    state = read_json(aws, state_key)
+    assert state["batches"] == ["b1"] and state["model"] == MODEL and state["pairs_folded"] == 80
+
+    # batch 2, routed with theta 0.31: only audited images above it were reviewed, and they were bad.
+    e2, p2 = batch("b2")
+    routed_with(aws, p2, 0.31, 0.05)
+    bad_audits = [
+        human(pre(f"a{i}.jpg", [Box("MyLogo", 0, 0, 10, 10, 0.95)], audit=True), [Box("MyLogo", 60, 60, 10, 10)])
+        for i in range(5)
+    ]
+    write_jsonl(aws, f"{p2}output.manifest", bad_audits)
     second = calibrate.handler(e2, None)
-    expected = calibrate_theta(
-        [CalibrationPair(0.9, 1.0)] * 40 + [CalibrationPair(0.3, 0.0)] * 40, 0.6, 0.95, min_pairs=10
-    )
-    assert second["pairs_used"] == 80 and second["theta"] == expected.theta == 0.9
-    assert second["lower_bound"] == pytest.approx(expected.lower_bound)
+    assert second["theta"] == 0.31 and second["pairs_used"] == 85  # certified stays certified
+    report = read_json(aws, f"{p2}report.json")
+    cert = report["calibration"]["certificate"]
+    assert cert["theta"] == 0.31 and cert["bound"] == "betting" and cert["model"] == MODEL
+    assert cert["audit_fraction"] == 0.05 and cert["target"] == 0.6 and cert["confidence_level"] == 0.95
+    assert cert["audits_so_far"] == {"images": 5, "mean_quality": 0.0, "below_target": 5}
+    threshold = read_json(aws, f"work/calibration/{DATASET}/threshold.json")
+    assert threshold["audits"]["images"] == 5 and threshold["batches_folded"] == 2
 
-    # a rerun of batch 2 overwrites its pair file: nothing is counted twice
+    # a rerun of batch 2 overwrites its pair file and folds nothing twice
     assert calibrate.handler(e2, None) == second
+    assert read_json(aws, state_key)["batches"] == ["b1", "b2"]
 
-    # pairs of another model are kept on file but say nothing about this model
+    # pairs of another model are kept on file but never enter this model's state
     e3, p3 = batch("b3")
     write_jsonl(aws, f"{p3}output.manifest", good_pair_lines(50, 0.1, start=100, model="sagemaker:old:builtin"))
     third = calibrate.handler(e3, None)
-    assert third["pairs_used"] == 80 and third["pairs_written"] == 50
-    threshold = json.loads(
-        aws.get_object(Bucket=BUCKET, Key=f"work/calibration/{DATASET}/threshold.json")["Body"].read()
-    )
+    assert third["pairs_used"] == 85 and third["pairs_written"] == 50
+    threshold = read_json(aws, f"work/calibration/{DATASET}/threshold.json")
     assert threshold["pairs_left_out"] == {"other_model": 50}
+
+
+def test_hoeffding_is_selectable(aws, monkeypatch):
+    use_model(monkeypatch, "rekognition")
+    monkeypatch.setenv("CALIBRATION_BOUND", "hoeffding")
+    calibrate.settings.cache_clear()
+    e1, p1 = batch("b1")
+    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9))
+    out = calibrate.handler(e1, None)
+    expected = calibrate_theta([CalibrationPair(0.9, 1.0)] * 40, 0.6, 0.95, bound="hoeffding")
+    assert out["theta"] == expected.theta == 0.0 and out["lower_bound"] == pytest.approx(expected.lower_bound)
+    assert read_json(aws, f"work/calibration/{DATASET}/threshold.json")["bound"] == "hoeffding"
+
+
+def test_concurrent_writer_is_detected_and_the_fold_retried(aws, monkeypatch):
+    use_model(monkeypatch, "rekognition")
+    e1, p1 = batch("b1")
+    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(10, 0.9))
+    calibrate.handler(e1, None)
+    key = calibrate.state_key(DATASET, MODEL)
+    cfg = calibrate.settings()
+    state, etag, _ = calibrate._load_state(BUCKET, key, cfg, aws)
+    # someone else folds batch b2 after we read: our conditional write must fail, not overwrite
+    e2, p2 = batch("b2")
+    write_jsonl(aws, f"{p2}output.manifest", good_pair_lines(10, 0.8, start=50))
+    calibrate.handler(e2, None)
+    state.fold([], batch_id="b3")
+    assert not calibrate._store_state(BUCKET, key, state, etag, aws)
+    assert read_json(aws, key)["batches"] == ["b1", "b2"]
 
 
 def test_missing_output_manifest_is_a_clear_error(aws, monkeypatch):
