@@ -30,6 +30,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
+from infra.iam import bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
 
 #: Copy/put threads in the function (its S3 connection pool is sized to match).
@@ -173,15 +174,8 @@ class Export(Construct):
 
     def _acknowledge_findings(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
-        cfn_bucket = bucket.node.default_child
-        assert isinstance(cfn_bucket, s3.CfnBucket)
-        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
-
-        def prefix(value: str) -> str:
-            return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
-
+        prefix = bucket_prefix_finding(bucket)
         fn = self.function
-        jobs = "arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:labeling-job/*"
         reasons = {
             prefix(config.work_prefix): (
                 "The export reads every batch's output manifest, the normalised image copies (work/derived/) "
@@ -192,7 +186,7 @@ class Export(Construct):
                 "Export versions are created at run time under exports/<dataset>/<version>/ (plus latest.json)."
             ),
             prefix(self.index_prefix): "One index object per dataset, named at run time, under work/exports-index/.",
-            f"AwsSolutions-IAM5[Resource::{jobs}]": (
+            regional_finding("sagemaker", "labeling-job/*"): (
                 "Outside labeling jobs are only known from their completion event; the export describes them."
             ),
         }

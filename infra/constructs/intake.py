@@ -10,7 +10,6 @@ from __future__ import annotations
 from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
@@ -21,6 +20,7 @@ from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
+from infra.iam import allow, allow_list, bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
 
 #: Lambda's limits for SQS event sources: 10 records without a batching window, 10,000 with one.
@@ -123,22 +123,14 @@ class Intake(Construct):
         work = config.work_prefix
         function = self.function
 
-        def allow(actions: list[str], resources: list[str], conditions: dict[str, object] | None = None) -> None:
-            function.add_to_role_policy(
-                iam.PolicyStatement(actions=actions, resources=resources, conditions=conditions)
-            )
-
         # HEAD on incoming keys (URL-decoding fallback), claims read/write, batch files written.
-        allow(["s3:GetObject"], [f"{arn}/{config.incoming_prefix}*", f"{arn}/{work}intake/claims/*"])
-        allow(["s3:PutObject"], [f"{arn}/{work}intake/claims/*", f"{arn}/{work}batches/*"])
-        allow(
-            ["s3:ListBucket"],
-            [arn],
-            {"StringLike": {"s3:prefix": [f"{config.incoming_prefix}*", f"{work}intake/claims/*"]}},
-        )
+        allow(function, ["s3:GetObject"], [f"{arn}/{config.incoming_prefix}*", f"{arn}/{work}intake/claims/*"])
+        allow(function, ["s3:PutObject"], [f"{arn}/{work}intake/claims/*", f"{arn}/{work}batches/*"])
+        allow_list(function, arn, [config.incoming_prefix, f"{work}intake/claims/"])
         workflow.state_machine.grant_start_execution(function)
         # Claims name executions; DescribeExecution tells whether a claim's batch really started.
         allow(
+            function,
             ["states:DescribeExecution"],
             [
                 Stack.of(self).format_arn(
@@ -151,20 +143,17 @@ class Intake(Construct):
         )
 
     def _acknowledge(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
-        cfn_bucket = bucket.node.default_child
-        assert isinstance(cfn_bucket, s3.CfnBucket)
-        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
+        prefix = bucket_prefix_finding(bucket)
         function = self.function
         for value, reason in (
             (config.incoming_prefix, "Users drop images under any key below the incoming prefix; keys are checked."),
             (f"{config.work_prefix}intake/claims/", "One claim per object version, named by a digest at run time."),
             (f"{config.work_prefix}batches/", "Each batch gets its own folder, named by its content-derived id."),
         ):
-            acknowledge(function, f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]", reason)
+            acknowledge(function, prefix(value), reason)
         acknowledge(
             function,
-            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>:execution:"
-            f"{Stack.of(self).stack_name}-batch-workflow:*]",
+            regional_finding("states", f"execution:{stack.stack_name}-batch-workflow:*"),
             "Execution names derive from batch content at run time; DescribeExecution is limited to this workflow.",
         )
         acknowledge(

@@ -17,6 +17,7 @@ from constructs import Construct
 from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
+from infra.iam import bucket_prefix_finding, regional_finding, resource_finding
 from infra.nag import acknowledge
 
 #: Manifest attribute holding the model's pre-labels (shared data convention).
@@ -166,13 +167,10 @@ class Labeling(Construct):
 
     def _acknowledge_findings(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
-        cfn_bucket = bucket.node.default_child
-        assert isinstance(cfn_bucket, s3.CfnBucket)
-        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
-        incoming = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{config.incoming_prefix}*]"
-        work = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{config.work_prefix}*]"
-        jobs = f"AwsSolutions-IAM5[Resource::{bucket_arn}/{self.labeling_jobs_prefix}*]"
-        region_account = "<AWS::Region>:<AWS::AccountId>"
+        prefix = bucket_prefix_finding(bucket)
+        incoming = prefix(config.incoming_prefix)
+        work = prefix(config.work_prefix)
+        jobs = prefix(self.labeling_jobs_prefix)
         acknowledge(
             self._gt_policy,
             incoming,
@@ -190,12 +188,12 @@ class Labeling(Construct):
         )
         acknowledge(
             self._gt_policy,
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:logs:{region_account}:log-group:/aws/sagemaker/LabelingJobs*]",
+            regional_finding("logs", "log-group:/aws/sagemaker/LabelingJobs*"),
             "Ground Truth logs to its service-named log group /aws/sagemaker/LabelingJobs and its streams.",
         )
         acknowledge(
             self._gt_policy,
-            "AwsSolutions-IAM5[Resource::*]",
+            resource_finding("*"),
             "cloudwatch:PutMetricData has no resource-level permissions; a condition limits it to AWS/SageMaker.",
         )
         acknowledge(
@@ -210,6 +208,6 @@ class Labeling(Construct):
         )
         acknowledge(
             self.post_function,
-            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:sagemaker:{region_account}:labeling-job/*]",
+            regional_finding("sagemaker", "labeling-job/*"),
             "Labeling jobs are created per batch at run time; the function describes them to find their manifest.",
         )

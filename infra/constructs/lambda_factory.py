@@ -108,7 +108,7 @@ class LambdaFactory(Construct):
         self, scope: Construct, construct_id: str, *, log_retention_days: int, common_env: dict[str, str] | None = None
     ) -> None:
         super().__init__(scope, construct_id)
-        self._retention = _retention(log_retention_days)
+        self._retention = retention(log_retention_days)
         self._common_env = dict(common_env or {})
         self._code = lambda_code()
         self._functions: list[lambda_.Function] = []
@@ -222,7 +222,7 @@ _RETENTION_NAMES = {
 }
 
 
-def _retention(days: int) -> logs.RetentionDays:
+def retention(days: int) -> logs.RetentionDays:
     """Map a validated day count onto the CDK enum (config.py checks the allowed values)."""
     if days not in _RETENTION_NAMES:
         raise ValueError(f"unsupported log retention: {days} days")

@@ -15,12 +15,12 @@ import json
 from aws_cdk import Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
+from infra.iam import allow, allow_list, bucket_prefix_finding
 from infra.nag import acknowledge
 
 
@@ -106,17 +106,17 @@ class Prelabeling(Construct):
         calibration = f"{work}calibration/"
         # Pre-label: read its shard and the images (derived copies under work/, originals under
         # incoming/; Rekognition reads the S3Object with the caller's permissions); write results.
-        self._allow(self.prelabel_function, ["s3:GetObject"], [f"{arn}/{work}*", f"{arn}/{config.incoming_prefix}*"])
-        self._allow(self.prelabel_function, ["s3:PutObject"], [f"{arn}/{batches}*"])
+        allow(self.prelabel_function, ["s3:GetObject"], [f"{arn}/{work}*", f"{arn}/{config.incoming_prefix}*"])
+        allow(self.prelabel_function, ["s3:PutObject"], [f"{arn}/{batches}*"])
         # Route: list and read the pre-labels, read the threshold, write the manifests (multipart).
-        self._allow(self.route_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+        allow(self.route_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
         # ListBucket on both prefixes also makes a missing threshold/report a 404, not a 403.
-        self._allow_list(self.route_function, arn, [batches, calibration])
-        self._allow(self.route_function, ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{arn}/{batches}*"])
+        allow_list(self.route_function, arn, [batches, calibration])
+        allow(self.route_function, ["s3:PutObject", "s3:AbortMultipartUpload"], [f"{arn}/{batches}*"])
         # Calibrate: read the output manifest, report and all pairs; write pairs, threshold and report.
-        self._allow(self.calibrate_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
-        self._allow_list(self.calibrate_function, arn, [batches, calibration])
-        self._allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+        allow(self.calibrate_function, ["s3:GetObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
+        allow_list(self.calibrate_function, arn, [batches, calibration])
+        allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
 
         model = config.model
         stack = Stack.of(self)
@@ -143,31 +143,9 @@ class Prelabeling(Construct):
         """The three functions (prelabel, route, calibrate)."""
         return self.prelabel_function, self.route_function, self.calibrate_function
 
-    @staticmethod
-    def _allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
-        function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
-
-    @staticmethod
-    def _allow_list(function: lambda_.Function, bucket_arn: str, prefixes: list[str]) -> None:
-        """ListBucket on the data bucket, only for keys under ``prefixes``."""
-        function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["s3:ListBucket"],
-                resources=[bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
-            )
-        )
-
     def _acknowledge_findings(self, storage: Storage, config: LabelLoopConfig) -> None:
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
-        stack = Stack.of(self)
-        cfn_bucket = storage.data.node.default_child
-        assert isinstance(cfn_bucket, s3.CfnBucket)
-        bucket_arn = f"<{stack.resolve(stack.get_logical_id(cfn_bucket))}.Arn>"
-
-        def prefix(value: str) -> str:
-            return f"AwsSolutions-IAM5[Resource::{bucket_arn}/{value}*]"
-
+        prefix = bucket_prefix_finding(storage.data)
         work = config.work_prefix
         batches = prefix(f"{work}batches/")
         calibration = prefix(f"{work}calibration/")

@@ -227,7 +227,7 @@ def split_batches(dataset: str, objects: Iterable[ObjectRef], max_batch_size: in
 def workflow_cost(*, build_calls: int, shards: int, reviewed: bool, review_waits: int = 1) -> dict[str, int]:
     """Lambda invocations and Step Functions state transitions one batch costs (LabelLoop's own work).
 
-    Mirrors the state machine in ``infra/constructs/workflow.py``: InitBuild, (BuildManifest,
+    Mirrors the state machine in ``infra/constructs/workflow/``: InitBuild, (BuildManifest,
     BuildDone?) x build_calls, AnyValid?, Prelabel (Map) + one child execution per shard,
     Route, NeedsReview?, (StartReview, ReviewDone?) or SkipReview, Merge, Calibrate, Announce,
     Done; an all-rejected batch goes from AnyValid? through NothingToLabel to Merge. Ground

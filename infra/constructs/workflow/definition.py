@@ -1,0 +1,273 @@
+"""The batch state definition, built in small steps (see the state diagram in the package docstring)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import aws_stepfunctions_tasks as tasks
+from constructs import Construct
+
+from infra.constructs.prelabel import Prelabeling
+from infra.constructs.workflow.functions import WorkflowFunctions
+
+_Guardable = TypeVar("_Guardable", tasks.LambdaInvoke, tasks.EventBridgePutEvents, sfn.DistributedMap)
+
+#: Errors worth retrying on any Lambda task (the service or the SDK, not our code).
+LAMBDA_TRANSIENT = [
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "Lambda.TooManyRequestsException",
+    "Lambda.ClientExecutionTimeoutException",
+]
+
+
+def _batch_fields() -> dict[str, str]:
+    return {
+        "bucket": sfn.JsonPath.string_at("$.bucket"),
+        "dataset": sfn.JsonPath.string_at("$.dataset"),
+        "batch_id": sfn.JsonPath.string_at("$.batch_id"),
+        "batch_prefix": sfn.JsonPath.string_at("$.batch_prefix"),
+    }
+
+
+def _execution() -> dict[str, str]:
+    return {
+        "name": sfn.JsonPath.string_at("$$.Execution.Name"),
+        "start_time": sfn.JsonPath.string_at("$$.Execution.StartTime"),
+    }
+
+
+class WorkflowDefinition:
+    """Declares the states under ``scope`` and chains them; ``build()`` returns the start of the chain."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        fns: WorkflowFunctions,
+        prelabeling: Prelabeling,
+        prelabel_max_concurrency: int,
+    ) -> None:
+        self._scope = scope
+        self._fns = fns
+        self._prelabeling = prelabeling
+        self._prelabel_max_concurrency = prelabel_max_concurrency
+        self._record_failure: sfn.IChainable | None = None
+
+    @property
+    def invoked(self) -> tuple[lambda_.Function, ...]:
+        """Every function a state invokes (the state machine's role may invoke exactly these)."""
+        p = self._prelabeling
+        return (*self._fns.all(), p.prelabel_function, p.route_function, p.calibrate_function)
+
+    def build(self) -> sfn.IChainable:
+        """Declare every state and return the definition's first state, chained to the rest."""
+        self._record_failure = self._build_failure()
+        init = sfn.Pass(
+            self._scope,
+            "InitBuild",
+            result=sfn.Result.from_object({"cursor": 0, "done": False}),
+            result_path="$.build",
+        )
+        build = self._guarded(
+            self._invoke(
+                "BuildManifest",
+                self._fns.build,
+                {**_batch_fields(), "cursor": sfn.JsonPath.number_at("$.build.cursor")},
+                "$.build",
+            )
+        )
+        prelabel = self._guarded(self._build_prelabel())
+        route = self._guarded(self._invoke("Route", self._prelabeling.route_function, _batch_fields(), "$.route"))
+        merge = self._build_merge()
+        start_review = self._build_review(merge)
+        needs_review = self._build_needs_review(start_review, merge)
+        nothing_to_label = self._build_nothing_to_label(merge)
+        calibrate = self._guarded(
+            self._invoke("Calibrate", self._prelabeling.calibrate_function, _batch_fields(), "$.calibration")
+        )
+        announce = self._guarded(self._build_announce())
+
+        build_done = sfn.Choice(self._scope, "BuildDone?")
+        any_valid = (
+            sfn.Choice(self._scope, "AnyValid?")
+            .when(sfn.Condition.number_greater_than("$.build.valid", 0), prelabel)
+            .otherwise(nothing_to_label)
+        )
+        build_done.when(sfn.Condition.boolean_equals("$.build.done", True), any_valid).otherwise(build)
+        prelabel.next(route).next(needs_review)
+        merge.next(calibrate).next(announce).next(sfn.Succeed(self._scope, "Done"))
+        return init.next(build).next(build_done)
+
+    # ------------------------------------------------------------------ helpers
+    def _invoke(
+        self,
+        state_id: str,
+        function: lambda_.IFunction,
+        payload: Mapping[str, object],
+        result_path: str | None,
+        idempotent: bool = True,
+    ) -> tasks.LambdaInvoke:
+        """A Lambda task that retries transient Lambda errors (and, if idempotent, one function error)."""
+        task = tasks.LambdaInvoke(
+            self._scope,
+            state_id,
+            lambda_function=function,
+            payload=sfn.TaskInput.from_object(dict(payload)),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path=result_path,
+        )
+        task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
+        if idempotent:
+            # Our handlers are safe to re-run (they overwrite the same outputs); one more try
+            # rides out a transient S3/API error surfacing as a function error.
+            task.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(1), max_attempts=1, backoff_rate=2)
+        return task
+
+    def _guarded(self, task: _Guardable) -> _Guardable:
+        """Send any error of ``task`` to RecordFailure (with the error under ``$.error``)."""
+        assert self._record_failure is not None, "build the failure path first"
+        task.add_catch(self._record_failure, errors=["States.ALL"], result_path="$.error")
+        return task
+
+    # ------------------------------------------------------------------ steps
+    def _build_failure(self) -> sfn.IChainable:
+        """RecordFailure → Failed: every error ends here, with its reason in report.json."""
+        failed = sfn.Fail(
+            self._scope, "Failed", error="BatchFailed", cause="The batch failed: its report.json says why"
+        )
+        return self._invoke(
+            "RecordFailure",
+            self._fns.record_failure,
+            {**_batch_fields(), "error": sfn.JsonPath.object_at("$.error"), "execution": _execution()},
+            sfn.JsonPath.DISCARD,
+        ).next(failed)
+
+    def _build_prelabel(self) -> sfn.DistributedMap:
+        """A Distributed Map over the batch's shards, one PrelabelShard child per shard."""
+        shard_task = self._invoke(
+            "PrelabelShard",
+            self._prelabeling.prelabel_function,
+            {
+                "bucket": sfn.JsonPath.string_at("$.bucket"),
+                "batch_prefix": sfn.JsonPath.string_at("$.batch_prefix"),
+                "shard_key": sfn.JsonPath.string_at("$.shard_key"),
+            },
+            sfn.JsonPath.DISCARD,
+        )
+        prelabel = sfn.DistributedMap(
+            self._scope,
+            "Prelabel",
+            item_reader=sfn.S3ObjectsItemReader(
+                bucket_name_path=sfn.JsonPath.string_at("$.bucket"),
+                prefix=sfn.JsonPath.format("{}shards/", sfn.JsonPath.string_at("$.batch_prefix")),
+            ),
+            item_selector={
+                "bucket": sfn.JsonPath.string_at("$.bucket"),
+                "batch_prefix": sfn.JsonPath.string_at("$.batch_prefix"),
+                "shard_key": sfn.JsonPath.string_at("$$.Map.Item.Value.Key"),
+            },
+            max_concurrency=self._prelabel_max_concurrency,
+            map_execution_type=sfn.StateMachineType.STANDARD,
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        prelabel.item_processor(shard_task)
+        return prelabel
+
+    def _build_merge(self) -> tasks.LambdaInvoke:
+        """Merge: accepted + reviewed lines into the output manifest and report."""
+        return self._guarded(
+            self._invoke(
+                "Merge",
+                self._fns.merge,
+                {
+                    **_batch_fields(),
+                    "review": sfn.JsonPath.object_at("$.review"),
+                    "route": sfn.JsonPath.object_at("$.route"),
+                    "build": sfn.JsonPath.object_at("$.build"),
+                    "execution": _execution(),
+                },
+                "$.merge",
+            )
+        )
+
+    def _build_review(self, merge: sfn.IChainable) -> tasks.LambdaInvoke:
+        """StartReview (task token, bounded wait) ⟲ ReconcileReview on timeout, until ReviewDone? → merge."""
+        start_review = tasks.LambdaInvoke(
+            self._scope,
+            "StartReview",
+            lambda_function=self._fns.start_review,
+            integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
+            payload=sfn.TaskInput.from_object({**_batch_fields(), "token": sfn.JsonPath.task_token}),
+            retry_on_service_exceptions=False,
+            result_path="$.review",
+            task_timeout=sfn.Timeout.at("$.review_wait_seconds"),
+        )
+        start_review.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
+        reconcile = self._guarded(
+            self._invoke("ReconcileReview", self._fns.job_event, {**_batch_fields(), "action": "reconcile"}, "$.review")
+        )
+        start_review.add_catch(reconcile, errors=["States.Timeout"], result_path="$.review_timeout")
+        self._guarded(start_review)
+        review_done = (
+            sfn.Choice(self._scope, "ReviewDone?")
+            .when(sfn.Condition.string_equals("$.review.status", "Completed"), merge)
+            .otherwise(start_review)
+        )
+        start_review.next(review_done)
+        reconcile.next(review_done)
+        return start_review
+
+    def _build_needs_review(self, start_review: sfn.IChainable, merge: sfn.IChainable) -> sfn.Choice:
+        """NeedsReview?: review when the route sent any image to review, else SkipReview → merge."""
+        skip_review = sfn.Pass(
+            self._scope, "SkipReview", result=sfn.Result.from_object({"status": "skipped"}), result_path="$.review"
+        ).next(merge)
+        return (
+            sfn.Choice(self._scope, "NeedsReview?")
+            .when(sfn.Condition.number_greater_than("$.route.review", 0), start_review)
+            .otherwise(skip_review)
+        )
+
+    def _build_nothing_to_label(self, merge: sfn.IChainable) -> sfn.Chain:
+        """NothingToLabel: no valid image, so merge an empty route (the report still lists the rejections)."""
+        return sfn.Pass(
+            self._scope,
+            "NothingToLabel",
+            parameters={
+                **_batch_fields(),
+                "review_wait_seconds": sfn.JsonPath.number_at("$.review_wait_seconds"),
+                "build": sfn.JsonPath.object_at("$.build"),
+                "route": {"accepted": 0, "review": 0, "audit": 0},
+                "review": {"status": "skipped"},
+            },
+        ).next(merge)
+
+    def _build_announce(self) -> tasks.EventBridgePutEvents:
+        """Announce: put "Batch Labeled" on the default event bus (the export listens)."""
+        announce = tasks.EventBridgePutEvents(
+            self._scope,
+            "Announce",
+            entries=[
+                tasks.EventBridgePutEventsEntry(
+                    source="labelloop.workflow",
+                    detail_type="Batch Labeled",
+                    detail=sfn.TaskInput.from_object(
+                        {
+                            "dataset": sfn.JsonPath.string_at("$.dataset"),
+                            "batch_id": sfn.JsonPath.string_at("$.batch_id"),
+                            "output_manifest": sfn.JsonPath.string_at("$.merge.output_manifest"),
+                            "report": sfn.JsonPath.string_at("$.merge.report"),
+                        }
+                    ),
+                )
+            ],
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        announce.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        return announce
