@@ -1,4 +1,4 @@
-"""Workflow: the per-batch Step Functions state machine (WORKFLOW.md) and the functions it runs.
+"""Workflow: the per-batch Step Functions state machine (docs/architecture.md) and the functions it runs.
 
 States (nothing in the payload grows with the batch — manifests live in S3)::
 
