@@ -5,7 +5,12 @@ Lambda: images named by ``source-ref`` are fetched from S3 with the standard AWS
 chain (``--profile``/``AWS_PROFILE``, region, ``AWS_ENDPOINT_URL``), copied server-side when DEST
 is on S3, downloaded when DEST is a folder. A malformed manifest line stops the command with its
 line number; unlabeled lines, dropped boxes and missing images are reported and written to the
-export's ``skipped.jsonl`` / ``dropped.jsonl`` / ``missing.jsonl``.
+export's ``skipped.jsonl`` / ``dropped.jsonl`` / ``missing.jsonl``. Lines naming an unsafe source
+(control characters, ``.``/``..`` segments, no key) are skipped with the reason ``unsafe_source_ref``;
+a line over 8 MiB stops the command with its line number, like any malformed line.
+
+Exit status: 0 the export is written (or was already complete); 1 every planned image is missing or
+unreadable (no version is completed); 2 bad arguments, or an unreadable or malformed manifest.
 """
 
 from __future__ import annotations
@@ -86,9 +91,12 @@ class Progress:
             self.stream.flush()
 
 
-def _manifest_lines(source: str, s3: Any) -> Iterator[bytes]:
-    """Stream the lines of a local or S3 manifest; unreadable sources are user errors."""
+def _manifest_lines(source: str, s3: Any) -> Iterator[Any]:
+    """Stream the lines of a local or S3 manifest (an overlong line arrives as `OverlongLine`, memory
+    stays bounded); unreadable sources are user errors."""
     from botocore.exceptions import BotoCoreError, ClientError
+
+    from labelloop_core.lines import CHUNK_BYTES, bounded_lines, file_chunks
 
     if source.startswith("s3://"):
         from adapters.s3 import S3UriError, parse_uri
@@ -100,13 +108,13 @@ def _manifest_lines(source: str, s3: Any) -> Iterator[bytes]:
             raise _error(str(exc)) from None
         except (ClientError, BotoCoreError) as exc:
             raise _error(f"cannot read manifest {source}: {exc}") from None
-        yield from body.iter_lines(chunk_size=1 << 16)
+        yield from bounded_lines(body.iter_chunks(CHUNK_BYTES))
         return
     path = Path(source)
     if not path.is_file():
         raise _error(f"manifest {source} does not exist (or is not a file)")
     with path.open("rb") as handle:
-        yield from handle
+        yield from bounded_lines(file_chunks(handle))
 
 
 def _parse_classes(value: str | None) -> list[str] | None:
@@ -122,7 +130,14 @@ def run(args: argparse.Namespace) -> int:
     """Plan, then write; print a summary on stdout."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-    from adapters.export_writer import ExportConflict, LocalDestination, S3Destination, s3_client, write_export
+    from adapters.export_writer import (
+        ExportConflict,
+        ExportEmpty,
+        LocalDestination,
+        S3Destination,
+        s3_client,
+        write_export,
+    )
     from labelloop_core.classes import ClassMapError
     from labelloop_core.export import ExportPlanner
     from labelloop_core.manifest import ManifestError
@@ -165,6 +180,12 @@ def run(args: argparse.Namespace) -> int:
         document = write_export(plan, dest, version, threads=args.threads, progress=progress)
     except ExportConflict as exc:
         raise _error(str(exc)) from None
+    except ExportEmpty as exc:
+        # Exit 1, not 2: the arguments were fine, the data is not; missing.jsonl is not written.
+        print(f"labelloop: export failed: {exc}", file=sys.stderr)
+        for row in exc.missing[:10]:
+            print(f"  line {row['line']} of {row['manifest']}: {row['source_ref']}: {row['reason']}", file=sys.stderr)
+        return 1
     except NoCredentialsError:
         raise _error("no AWS credentials found (set AWS_PROFILE or --profile, or AWS_ACCESS_KEY_ID)") from None
     except (ClientError, BotoCoreError) as exc:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli.context import ContextError, add_context_argument, context_from_args
 from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, run_local, summary_lines
 
 
@@ -87,6 +88,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
+    add_context_argument(parser)
     rehearse = parser.add_argument_group("rehearsing failures")
     rehearse.add_argument(
         "--model-fault",
@@ -122,6 +124,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         model_faults=dict(args.model_fault),
         duplicate_job_events=args.duplicate_job_events,
         upload_twice=args.upload_twice,
+        context=context_from_args(args),
     )
 
 
@@ -167,5 +170,10 @@ def print_outcome(result: RunResult, out: Path) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local run``."""
-    spec = spec_from_args(args)
+    from cli.main import CliError
+
+    try:
+        spec = spec_from_args(args)
+    except ContextError as exc:
+        raise CliError(str(exc)) from None
     return print_outcome(execute(spec), spec.out)

@@ -11,11 +11,14 @@ Overrides on the command line use one key per field, values parsed as JSON when 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Literal, cast
 
 CONTEXT_KEY = "labelloop"
+CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
 ModelKind = Literal["none", "rekognition", "sagemaker"]
 EndpointFormat = Literal["builtin", "ultralytics"]
@@ -165,6 +168,17 @@ def _parse_scalar(value: Any) -> Any:
     return value
 
 
+#: Sections whose keys can be overridden one by one (``labelloop.<section>.<key>``).
+_SECTIONS: dict[str, dict[str, str]] = {"model": _MODEL_KEYS, "calibration": _CALIBRATION_KEYS}
+
+
+def override_keys() -> list[str]:
+    """Every dotted context key ``cdk deploy -c KEY=VALUE`` (and ``labelloop local run --context``) accepts."""
+    keys = [f"{CONTEXT_KEY}.{key}" for key in _TOP_KEYS]
+    keys += [f"{CONTEXT_KEY}.{section}.{key}" for section, names in _SECTIONS.items() for key in names]
+    return keys
+
+
 def _merge_overrides(raw: dict[str, Any], get_context: Any) -> dict[str, Any]:
     """Apply ``labelloop.<key>`` and ``labelloop.<section>.<key>`` overrides on top of ``raw``."""
     merged = json.loads(json.dumps(raw))
@@ -172,7 +186,7 @@ def _merge_overrides(raw: dict[str, Any], get_context: Any) -> dict[str, Any]:
         value = get_context(f"{CONTEXT_KEY}.{key}")
         if value is not None:
             merged[key] = _parse_scalar(value)
-    for section, keys in (("model", _MODEL_KEYS), ("calibration", _CALIBRATION_KEYS)):
+    for section, keys in _SECTIONS.items():
         for key in keys:
             value = get_context(f"{CONTEXT_KEY}.{section}.{key}")
             if value is not None:
@@ -339,15 +353,50 @@ def parse_config(raw: Any) -> LabelLoopConfig:
     return config
 
 
-def config_from_context(get_context: Any) -> LabelLoopConfig:
-    """Read the ``labelloop`` context (plus dotted overrides) through ``node.try_get_context``."""
+def context_object(get_context: Any) -> dict[str, Any]:
+    """The ``labelloop`` object with its dotted overrides applied: what `config_from_context` validates."""
     raw = get_context(CONTEXT_KEY) or {}
     raw = _parse_scalar(raw)
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONTEXT_KEY}: must be an object, got {type(raw).__name__}")
-    return parse_config(_merge_overrides(raw, get_context))
+    return _merge_overrides(raw, get_context)
+
+
+def config_from_context(get_context: Any) -> LabelLoopConfig:
+    """Read the ``labelloop`` context (plus dotted overrides) through ``node.try_get_context``."""
+    return parse_config(context_object(get_context))
 
 
 def config_field_names() -> list[str]:
     """The dataclass field names, for documentation and tests."""
     return [f.name for f in fields(LabelLoopConfig)]
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context block of cdk.json; the CDK CLI passes it itself, an in-process App does not."""
+    if os.environ.get("CDK_CONTEXT_JSON") or not CDK_JSON.exists():
+        return {}
+    return dict(json.loads(CDK_JSON.read_text()).get("context", {}))
+
+
+def labelloop_context(context: dict[str, Any] | None = None) -> dict[str, Any]:
+    """cdk.json's ``labelloop`` object with ``context`` (camelCase keys) merged over it, as synthesis does."""
+    base = cdk_json_context().get(CONTEXT_KEY, {})
+    return {**(base if isinstance(base, dict) else {}), **(context or {})}
+
+
+def resolve_context(
+    context: dict[str, Any] | None, overrides: dict[str, Any]
+) -> tuple[dict[str, Any], LabelLoopConfig]:
+    """Apply dotted ``labelloop.KEY`` overrides exactly as ``cdk deploy -c labelloop.KEY=VALUE`` does.
+
+    Returns the merged ``labelloop`` object (to hand to `infra.synth.synthesize`) and the validated
+    config; raises `ConfigError` naming the key when a value is invalid.
+    """
+    base = labelloop_context(context)
+
+    def get_context(key: str) -> Any:
+        return base if key == CONTEXT_KEY else overrides.get(key)
+
+    merged = context_object(get_context)
+    return merged, parse_config(merged)

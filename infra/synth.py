@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, Environment
 
-from infra.config import CONTEXT_KEY, config_from_context
+from infra.config import CONTEXT_KEY, cdk_json_context, config_from_context, labelloop_context
 from infra.nag import enable_nag
 from infra.stack import LabelLoopStack
 
 STACK_NAME = "LabelLoop"
-CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
-
-
-def _cdk_json_context() -> dict[str, Any]:
-    """The context block of cdk.json; the CDK CLI passes it itself, an in-process App does not."""
-    if os.environ.get("CDK_CONTEXT_JSON") or not CDK_JSON.exists():
-        return {}
-    return dict(json.loads(CDK_JSON.read_text()).get("context", {}))
 
 
 def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) -> tuple[App, LabelLoopStack]:
@@ -34,10 +25,9 @@ def build_app(outdir: str | None = None, context: dict[str, Any] | None = None) 
     context:
         Keys merged over cdk.json's ``labelloop`` object (camelCase, as in cdk.json).
     """
-    app_context = _cdk_json_context()
+    app_context = cdk_json_context()
     if context is not None:
-        base = app_context.get(CONTEXT_KEY, {})
-        app_context[CONTEXT_KEY] = {**(base if isinstance(base, dict) else {}), **context}
+        app_context[CONTEXT_KEY] = labelloop_context(context)
     app = App(outdir=outdir, context=app_context or None)
     enable_nag(app)
     config = config_from_context(app.node.try_get_context)

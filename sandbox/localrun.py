@@ -88,6 +88,8 @@ class RunSpec:
     model_faults: dict[str, str] = field(default_factory=dict)
     duplicate_job_events: bool = False
     upload_twice: bool = False
+    #: Dotted ``labelloop.KEY`` -> VALUE overrides (``--context``), applied last, as ``cdk deploy -c``.
+    context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -222,7 +224,24 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         calibration["minPairs"] = spec.min_pairs
     if calibration:
         context["calibration"] = calibration
+    if spec.context:
+        context, _ = _resolved_context(context, spec.context)
     return context
+
+
+def _resolved_context(context: dict[str, Any], overrides: dict[str, str]) -> tuple[dict[str, Any], Any]:
+    """``--context`` overrides applied as a deploy applies ``-c`` (`infra.config.resolve_context`)."""
+    from infra.config import ConfigError, resolve_context
+
+    try:
+        return resolve_context(context, overrides)
+    except ConfigError as exc:
+        raise LocalRunError(f"--context: {exc}") from None
+
+
+def run_config(spec: RunSpec, labels: tuple[str, ...]) -> Any:
+    """The validated `infra.config.LabelLoopConfig` the run's stack is synthesized with."""
+    return _resolved_context(stack_context(spec, labels), {})[1]
 
 
 def synthesize_stack(spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> Path:
@@ -584,7 +603,11 @@ def run_local(spec: RunSpec, progress: Progress | None = None, assembly: Path | 
         raise LocalRunError(f"--out {spec.out} is inside --images {spec.images}: its files would be uploaded as images")
     model = parse_model(spec.model, spec.images)
     reviewer = parse_reviewer(spec.reviewer, spec.images)
-    labels = labels_for(spec, model, reviewer)
+    config = run_config(spec, labels_for(spec, model, reviewer))
+    labels = tuple(config.labels)  # --context labels=... wins over --labels and the files' labels
+    workteam = (config.workteam_arn or LOCAL_WORKTEAM).rsplit("/", 1)[-1]
+    # The report speaks of the deployed values, whichever option set them.
+    spec = dataclasses.replace(spec, threshold=config.auto_accept_threshold, workers=config.workers_per_object)
     spec_files = [p for p in (model.file, reviewer.file) if p is not None]
     files = list_images(spec.images, spec_files)
     not_uploaded = [p.name for p in spec_files if p.resolve().is_relative_to(spec.images.resolve())]
@@ -607,7 +630,7 @@ def run_local(spec: RunSpec, progress: Progress | None = None, assembly: Path | 
             model_faults=faults,
             duplicate_gt_events=spec.duplicate_job_events,
             esm_mode="manual",  # the IntakePoller below delivers the upload events
-            workteams=[LOCAL_WORKTEAM],  # the private workteam the stack's config names
+            workteams=[workteam],  # the private workteam the stack's config names
             region=REGION,
         ) as cloud:
             if cloud.deployment.account != ACCOUNT:

@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_THREADS",
     "ExportConflict",
     "ExportDestination",
+    "ExportEmpty",
     "ExportIncomplete",
     "LocalDestination",
     "S3Destination",
@@ -64,6 +65,20 @@ ProgressFn = Callable[[int, int], None]
 
 class ExportConflict(RuntimeError):
     """The destination already holds a DIFFERENT complete export (exports are immutable)."""
+
+
+class ExportEmpty(RuntimeError):
+    """Every planned image is missing or unreadable: no version is completed (nothing to train on)."""
+
+    def __init__(self, missing: list[dict[str, Any]]) -> None:
+        self.missing = missing
+        reasons = Counter(m["reason"] for m in missing)
+        first = missing[0] if missing else {}
+        super().__init__(
+            f"none of the {len(missing)} planned image(s) could be exported "
+            f"({', '.join(f'{k} {v}' for k, v in sorted(reasons.items()))}; "
+            f"e.g. {first.get('source_ref')!r}, line {first.get('line')} of {first.get('manifest')})"
+        )
 
 
 class ExportIncomplete(RuntimeError):
@@ -332,7 +347,8 @@ def write_export(
 ) -> dict[str, Any]:
     """Write ``plan`` into ``dest`` as export ``version``; returns the ``export.json`` document.
 
-    Raises `ExportConflict` when ``dest`` already holds a different complete export, and
+    Raises `ExportConflict` when ``dest`` already holds a different complete export, `ExportEmpty`
+    when every planned image is missing (no ``export.json`` is written), and
     `ExportIncomplete` when ``should_stop()`` turned true before every image was written (the
     images in flight finish; a later call with the same plan resumes where this one stopped).
     ``extra`` adds keys to ``export.json`` (e.g. the event that triggered the export).
@@ -399,6 +415,8 @@ def write_export(
     if stopped:
         raise ExportIncomplete(finished, total)
     missing.sort(key=lambda m: (m["manifest"], m["line"]))
+    if total and len(missing) == total:
+        raise ExportEmpty(missing)  # export.json is not written: the version stays incomplete
 
     dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
     dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")

@@ -47,6 +47,7 @@ from adapters.export_writer import (
 from adapters.s3 import S3UriError, parse_uri
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.export import ExportPlanner
+from labelloop_core.lines import CHUNK_BYTES, OverlongLine, bounded_lines
 from labelloop_core.manifest import ManifestError, select_label_attribute
 
 logger = Logger()
@@ -225,9 +226,10 @@ def _record_in_index(
     _s3().put_object(Bucket=settings().bucket, Key=_index_key(dataset), Body=body, ContentType="application/json")
 
 
-def _lines(item: ManifestInput) -> Iterator[bytes]:
+def _lines(item: ManifestInput) -> Iterator[bytes | OverlongLine]:
+    """The manifest's lines, streamed; a line over `MAX_LINE_BYTES` arrives as an `OverlongLine`."""
     body = _s3().get_object(Bucket=item.bucket, Key=item.key)["Body"]
-    yield from body.iter_lines(chunk_size=1 << 16)
+    yield from bounded_lines(body.iter_chunks(CHUNK_BYTES))
 
 
 # -- export -------------------------------------------------------------------------------------
@@ -257,7 +259,8 @@ def export_dataset(
     for item in inputs:  # outside jobs' categories get stable ids after the configured labels
         for name in item.job_classes or ():
             registry.add(name)
-    planner = ExportPlanner(registry, val_fraction=cfg.val_fraction)
+    # Images are copied from the data bucket only: a line naming another bucket is skipped with a reason.
+    planner = ExportPlanner(registry, val_fraction=cfg.val_fraction, allowed_buckets={cfg.bucket})
     for item in inputs:
         planner.label_attribute = item.label_attribute
         planner.job_classes = ClassRegistry(item.job_classes) if item.job_classes else None
@@ -382,7 +385,7 @@ def _has_box_labels(bucket: str, key: str, attribute: str | None) -> bool:
     if item is None:
         raise ExportEventError(f"output manifest s3://{bucket}/{key} does not exist")
     for raw in _lines(item):
-        if not raw.strip():
+        if isinstance(raw, OverlongLine) or not raw.strip():
             continue
         try:
             line = json.loads(raw)

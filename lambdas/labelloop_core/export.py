@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Any
 
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
+from .lines import OverlongLine
 from .manifest import ManifestError, select_label_attribute
 from .yolo import Dropped, data_yaml, label_stem, split_for, yolo_text_from_line
 
@@ -50,12 +52,15 @@ __all__ = [
     "SKIP_NO_ANSWERS",
     "SKIP_NO_LABEL",
     "SKIP_NO_SOURCE_REF",
+    "SKIP_OTHER_BUCKET",
+    "SKIP_UNSAFE_SOURCE",
     "DroppedBox",
     "ExportPlan",
     "ExportPlanner",
     "ImageRecord",
     "SkippedLine",
     "plan_export",
+    "source_ref_problem",
 ]
 
 #: Bumped when the export's layout or rules change, so the same inputs give a new version.
@@ -71,6 +76,35 @@ SKIP_INVALID = "invalid_line"
 SKIP_NO_LABEL = "no_label"
 SKIP_NO_SOURCE_REF = "no_source_ref"
 SKIP_NO_ANSWERS = "no_usable_answers"
+SKIP_UNSAFE_SOURCE = "unsafe_source_ref"
+SKIP_OTHER_BUCKET = "source_ref_outside_bucket"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def source_ref_problem(source_ref: str, allowed_buckets: frozenset[str] | None = None) -> tuple[str, str] | None:
+    """``(reason code, detail)`` when an ``s3://`` source-ref must not be copied, else None.
+
+    Refused: a bucket name S3 would not accept, an empty key, control characters, ``.``/``..``
+    path segments (HTTP clients and proxies may normalise them into ANOTHER object: wrong pixels
+    under the right label), and, when ``allowed_buckets`` is given, any other bucket. Other
+    schemes are left to the writer, which reports them per image (``not_s3``).
+    """
+    if not source_ref.startswith("s3://"):
+        return None
+    bucket, _, key = source_ref[5:].partition("/")
+    if not _BUCKET_RE.match(bucket):
+        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} does not name a valid S3 bucket"
+    if not key:
+        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} names no object key"
+    if _CONTROL_RE.search(key):
+        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} contains control characters"
+    if any(part in {".", ".."} for part in key.split("/")):
+        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} contains a '.' or '..' path segment"
+    if allowed_buckets is not None and bucket not in allowed_buckets:
+        allowed = ", ".join(sorted(allowed_buckets))
+        return SKIP_OTHER_BUCKET, f"source-ref {source_ref[:200]!r} is outside the export's bucket(s) {allowed}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +301,9 @@ class ExportPlanner:
         How the producing job numbered classes, for lines without a ``class-map`` (custom workflows).
     strict:
         Raise `ManifestError` (with the line number) on a malformed line instead of skipping it.
+    allowed_buckets:
+        Only images in these buckets are exported; lines naming another bucket are skipped with
+        ``source_ref_outside_bucket`` (None: any bucket).
     """
 
     def __init__(
@@ -279,6 +316,7 @@ class ExportPlanner:
         job_classes: ClassRegistry | None = None,
         strict: bool = False,
         min_size: float = 1.0,
+        allowed_buckets: Iterable[str] | None = None,
     ) -> None:
         if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction <= 1.0):
             raise ValueError(f"val_fraction must be within [0, 1], got {val_fraction!r}")
@@ -289,6 +327,7 @@ class ExportPlanner:
         self.job_classes = job_classes
         self.strict = strict
         self.min_size = min_size
+        self.allowed_buckets = frozenset(allowed_buckets) if allowed_buckets is not None else None
         self._records: dict[str, ImageRecord] = {}
         self._skipped: list[SkippedLine] = []
         self._inputs: list[str] = []
@@ -296,7 +335,7 @@ class ExportPlanner:
         self._superseded = 0
 
     # -- reading ------------------------------------------------------------------------------
-    def add_manifest(self, name: str, lines: Iterable[str | bytes]) -> int:
+    def add_manifest(self, name: str, lines: Iterable[str | bytes | OverlongLine]) -> int:
         """Consume one manifest (streamed); returns the number of non-blank lines read from it."""
         self._inputs.append(name)
         read = 0
@@ -304,6 +343,9 @@ class ExportPlanner:
             if not raw.strip():
                 continue
             read += 1
+            if isinstance(raw, OverlongLine):
+                self._invalid(ManifestError(line_no, raw.reason), name, None)
+                continue
             if line_no == 1:  # a UTF-8 byte-order mark is not JSON; editors on Windows add one
                 raw = raw[3:] if isinstance(raw, bytes) and raw.startswith(b"\xef\xbb\xbf") else raw
                 raw = raw[1:] if isinstance(raw, str) and raw.startswith("\ufeff") else raw
@@ -348,6 +390,10 @@ class ExportPlanner:
             self._skipped.append(
                 SkippedLine(manifest, line_no, SKIP_NO_SOURCE_REF, "line has no source-ref (or it is not a string)")
             )
+            return
+        problem = source_ref_problem(source_ref, self.allowed_buckets)
+        if problem is not None:
+            self._skipped.append(SkippedLine(manifest, line_no, problem[0], problem[1], source_ref[:1000]))
             return
         meta = line.get(META_KEY)
         attr = self._attribute(line, meta, line_no)

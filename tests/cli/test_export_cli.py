@@ -151,3 +151,57 @@ def test_missing_images_are_reported_and_the_rest_exported(
     assert check_yolo_dataset(out).total_images == 11
     missing = [json.loads(x) for x in (out / "missing.jsonl").read_text().splitlines()]
     assert [m["line"] for m in missing] == [4]
+
+
+# -- hostile inputs ------------------------------------------------------------------------------
+
+
+def test_every_image_missing_exits_1_and_completes_nothing(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [_line(s3, f"photos/{i}.jpg", [Box("cat", 1, 1, 5, 5)]) for i in range(3)]
+    for i in range(3):
+        s3.delete_object(Bucket=BUCKET, Key=f"photos/{i}.jpg")
+    manifest = tmp_path / "m.manifest"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "none of the 3 planned image(s) could be exported (missing 3" in err
+    assert f"line 1 of {manifest}: s3://{BUCKET}/photos/0.jpg: missing" in err
+    assert not (out / "export.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"source-ref": "' + b"x" * (9 * 1024 * 1024) + b'"}', "manifest line 2: line is 9437202 bytes long"),
+        (b'{"source-ref": "s3://\xff\xfe"}', "manifest line 2: invalid JSON"),
+        (b"[" * 200_000, "manifest line 2: invalid JSON"),
+    ],
+)
+def test_a_hostile_line_stops_the_command_with_its_number(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, message: str
+) -> None:
+    manifest = tmp_path / "m.manifest"
+    manifest.write_bytes(_line(s3, "photos/a.jpg", [Box("cat", 1, 1, 5, 5)]).encode() + b"\n" + raw + b"\n")
+    assert main(["export", "yolo", str(manifest), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err) < 2000, err[:300]
+
+
+def test_unsafe_sources_are_skipped_with_their_reason(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = [_line(s3, f"photos/{i}.jpg", [Box("cat", 1, 1, 5, 5)]) for i in range(4)]
+    bad = json.loads(_line(s3, "photos/x.jpg", [Box("cat", 1, 1, 5, 5)]))
+    bad["source-ref"] = f"s3://{BUCKET}/photos/../../etc/passwd.jpg"
+    manifest = tmp_path / "m.manifest"
+    manifest.write_text("\n".join([*good, json.dumps(bad)]) + "\n")
+    out = tmp_path / "out"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0
+    assert "skipped lines: 1 (unsafe_source_ref 1)" in capsys.readouterr().out
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert all(p.resolve().is_relative_to(tmp_path.resolve()) for p in files)
+    skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [(s["line"], s["reason"]) for s in skipped] == [(5, "unsafe_source_ref")]

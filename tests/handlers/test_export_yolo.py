@@ -19,10 +19,18 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from adapters.aws import reset_clients
-from adapters.export_writer import ExportConflict, ExportIncomplete, LocalDestination, S3Destination, write_export
+from adapters.export_writer import (
+    ExportConflict,
+    ExportEmpty,
+    ExportIncomplete,
+    LocalDestination,
+    S3Destination,
+    write_export,
+)
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.export import plan_export
+from labelloop_core.lines import MAX_LINE_BYTES
 from labelloop_core.manifest import bbox_label_line
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
@@ -537,3 +545,54 @@ def test_custom_job_without_bounding_boxes_is_skipped_and_not_indexed(world: Wor
     result = world.module.handler(_job_event("texts"), None)
     assert result["status"] == "skipped" and "no bounding-box labels" in result["reason"]
     assert world.keys("exports/") == {} and world.keys("work/exports-index/") == {}
+
+
+# -- hostile inputs ------------------------------------------------------------------------------
+
+
+def test_hostile_lines_are_skipped_with_reasons_and_the_rest_exported(world: World, tmp_path: Path) -> None:
+    good = [world.line(f"incoming/street/ok{i}.jpg", [Box("car", 1, 1, 20, 20)]) for i in range(3)]
+    world.s3.create_bucket(Bucket="someone-elses")
+    world.s3.put_object(Bucket="someone-elses", Key="secret.jpg", Body=b"not ours")
+    foreign = world.line("incoming/street/x.jpg", [Box("car", 1, 1, 5, 5)])
+    foreign["source-ref"] = "s3://someone-elses/secret.jpg"
+    dotted = world.line("incoming/street/y.jpg", [Box("car", 1, 1, 5, 5)])
+    dotted["source-ref"] = f"s3://{BUCKET}/incoming/street/../../work/calibration/z.jpg"
+    control = world.line("incoming/street/z.jpg", [Box("car", 1, 1, 5, 5)])
+    control["source-ref"] = f"s3://{BUCKET}/incoming/street/z\r\n.jpg"
+    huge = '{"source-ref": "' + "x" * (MAX_LINE_BYTES + 10) + '"}'
+    nested = "[" * 50_000 + "]" * 50_000
+    event = world.batch("street", "b1", [*good, foreign, dotted, control, huge, nested])
+    body = world.s3.get_object(Bucket=BUCKET, Key="work/batches/street/b1/output.manifest")["Body"].read()
+    world.s3.put_object(  # invalid UTF-8 in the middle of a line
+        Bucket=BUCKET, Key="work/batches/street/b1/output.manifest", Body=body + b'{"source-ref": "s3://\xff"}\n'
+    )
+    result = world.module.handler(event, None)
+    doc = world.json(f"exports/street/{result['version']}/export.json")
+    assert doc["counts"]["images"] == 3
+    assert doc["skipped_lines"]["by_reason"] == {
+        "invalid_line": 3,
+        "source_ref_outside_bucket": 1,
+        "unsafe_source_ref": 2,
+    }
+    by_line = {e["line"]: e for e in doc["skipped_lines"]["examples"]}
+    assert "over the" in by_line[7]["detail"] and "invalid JSON" in by_line[8]["detail"]
+    assert "someone-elses" in by_line[4]["detail"]
+    keys = {o["Key"] for o in world.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert not any("calibration" in k or "secret" in k for k in keys if k.startswith("exports/"))
+    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)
+    assert report.total_images == 3 and report.names == {0: "car", 1: "person"}
+
+
+def test_an_export_whose_every_image_is_missing_fails_and_publishes_nothing(world: World) -> None:
+    lines = [world.line(f"incoming/street/gone{i}.jpg", [Box("car", 1, 1, 9, 9)], put_image=False) for i in range(4)]
+    with pytest.raises(ExportEmpty, match=r"none of the 4 planned image\(s\) could be exported \(missing 4"):
+        world.module.handler(world.batch("street", "b1", lines), None)
+    keys = [o["Key"] for o in world.s3.list_objects_v2(Bucket=BUCKET, Prefix="exports/").get("Contents", [])]
+    assert not any(k.endswith(("export.json", "latest.json")) for k in keys), keys
+    # once the images exist, the same event completes the same version (nothing half-done is kept as complete)
+    for i in range(4):
+        world.image(f"incoming/street/gone{i}.jpg")
+    result = world.module.handler(world.batch("street", "b1", lines), None)
+    assert result["status"] == "exported" and result["counts"]["images"] == 4
+    assert json.loads(world.s3.get_object(Bucket=BUCKET, Key="exports/street/latest.json")["Body"].read())
