@@ -150,6 +150,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
     for line in summary_lines(result):
         print(f"  {line}")
     print(f"  report: {out / 'report.json'}")
+    _calibration_outputs(result, out)
     if result.problems:
         print("", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
@@ -166,6 +167,25 @@ def print_outcome(result: RunResult, out: Path) -> int:
         )
         return 3
     return 0
+
+
+def _calibration_outputs(result: RunResult, out: Path) -> None:
+    """Print the certificate behind theta and write ``OUT/calibration.png`` next to report.json."""
+    from cli.errors import CliError
+    from cli.plots import certificate_lines, write_run_plot
+
+    final = (result.report.get("threshold") or {}).get("final")
+    if not isinstance(final, dict):
+        return
+    for line in certificate_lines(final):
+        print(f"  {line}")
+    try:
+        path = write_run_plot(result.report, out)
+    except CliError as exc:
+        print(f"labelloop: calibration.png not written: {exc}", file=sys.stderr)
+        return
+    if path is not None:
+        print(f"  calibration plot: {path}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from cli import demo, export_cmd, local_run
+from cli import calibrate_cmd, demo, export_cmd, local_run
 from cli.errors import CliError
 
-COMMANDS = [demo, export_cmd, local_run]
+COMMANDS = [calibrate_cmd, demo, export_cmd, local_run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -267,6 +267,11 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "state_key": state_key(dataset, cfg.model_id),
         "state": state_note,
         "pairs_left_out": {"other_model": other_model} if other_model else {},
+        # [threshold, pairs used, certified lower bound] per grid threshold: the evidence behind theta.
+        "curve": [
+            [row["threshold"], row["n"], None if row["lower_bound"] is None else round(row["lower_bound"], 4)]
+            for row in state.curve(cfg.bound)
+        ],
     }
     put_json(bucket, threshold_key(dataset), threshold_doc, s3)
 

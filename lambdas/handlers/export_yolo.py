@@ -283,7 +283,7 @@ def export_dataset(
         version,
         dataset=dataset,
         threads=cfg.threads,
-        extra={"trigger": trigger},
+        extra={"trigger": trigger, "calibration": calibration_certificate(dataset)},
         should_stop=should_stop,
     )
     moved = publish_latest(S3Destination(cfg.bucket, dataset_prefix, _s3()), version, document, dest.uri)
@@ -298,6 +298,46 @@ def export_dataset(
     }
     logger.info("export done", extra=result)
     return result
+
+
+#: What export.json repeats of the dataset's calibration document (the certificate, not its curve).
+CERTIFICATE_KEYS = (
+    "theta",
+    "bound",
+    "target",
+    "confidence_level",
+    "lower_bound",
+    "pairs_used",
+    "n_above",
+    "reason",
+    "audits",
+    "model",
+    "batches_folded",
+    "computed_at",
+)
+
+
+def calibration_certificate(dataset: str) -> dict[str, Any]:
+    """The certificate behind auto-accept for this dataset (``<WORK_PREFIX>calibration/<dataset>/threshold.json``).
+
+    Every theta a batch used was certified by the same e-processes, so the latest document vouches
+    for all of them at once; a dataset never calibrated says so.
+    """
+    cfg = settings()
+    key = f"{cfg.work_prefix}calibration/{dataset}/threshold.json"
+    from botocore.exceptions import ClientError
+
+    try:
+        document = json.loads(_s3().get_object(Bucket=cfg.bucket, Key=key)["Body"].read())
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            return {"theta": None, "note": "not calibrated: no auto-accepted image rests on a certificate"}
+        raise
+    except ValueError:
+        return {"theta": None, "note": f"{key} is not valid JSON"}
+    if not isinstance(document, dict):
+        return {"theta": None, "note": f"{key} is not a JSON object"}
+    return {name: document.get(name) for name in CERTIFICATE_KEYS}
 
 
 def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[str, Any]:

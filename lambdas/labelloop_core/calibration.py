@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .betting import BETTING, BOUNDS, HOEFFDING, hoeffding_lower_bound
 from .eprocess import (
@@ -43,9 +44,11 @@ __all__ = [
     "CalibrationPair",
     "ThresholdResult",
     "calibrate",
+    "calibrate_state",
     "calibration_state",
     "hoeffding_lower_bound",
     "image_confidence",
+    "pair_from_row",
     "result_of",
     "route",
 ]
@@ -173,11 +176,41 @@ def calibrate(
     probability per threshold by their weights. ``report_levels=False`` skips the extra tests that
     only sharpen the reported betting lower bound (theta is the same; simulations use it).
     """
+    state = calibrate_state(pairs, target, confidence_level, min_pairs, bound, report_levels=report_levels)
+    return result_of(state, bound)
+
+
+def calibrate_state(
+    pairs: Iterable[CalibrationPair],
+    target: float = 0.6,
+    confidence_level: float = 0.95,
+    min_pairs: int = 30,
+    bound: str = BETTING,
+    *,
+    report_levels: bool = True,
+) -> CalibrationState:
+    """The state after folding ``pairs`` as one batch (for `calibrate`, curves and plots)."""
     _check(target, confidence_level, min_pairs, bound)
     levels = REPORT_LEVELS if report_levels and bound == BETTING else ()
     state = CalibrationState(target, confidence_level, min_pairs, levels=levels)
     state.fold([pair.for_fold(i) for i, pair in enumerate(pairs)])
-    return result_of(state, bound)
+    return state
+
+
+def pair_from_row(row: Any) -> CalibrationPair:
+    """A pair from one JSON object ``{"confidence", "quality", "weight"?, "key"?, "audit"?}`` (pair files, CLI)."""
+    if not isinstance(row, dict):
+        raise CalibrationError(f"expected a JSON object, got {type(row).__name__}")
+    missing = [name for name in ("confidence", "quality") if name not in row]
+    if missing:
+        raise CalibrationError(f"missing {' and '.join(missing)}")
+    key = row.get("key")
+    if key is not None and not isinstance(key, str):
+        raise CalibrationError(f"key must be a string, got {key!r}")
+    audit = row.get("audit", False)
+    if not isinstance(audit, bool):
+        raise CalibrationError(f"audit must be true or false, got {audit!r}")
+    return CalibrationPair(row["confidence"], row["quality"], row.get("weight", 1.0), key, audit)
 
 
 def image_confidence(box_confidences: Sequence[float | None]) -> float | None:

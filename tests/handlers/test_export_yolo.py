@@ -178,6 +178,7 @@ def test_batch_labeled_exports_a_valid_yolo_dataset(world: World, tmp_path: Path
     assert doc["background_ratio"] == round(1 / 14, 6)
     assert doc["trigger"] == {"type": "Batch Labeled", "event_id": "event-b1", "batch_id": "b1"}
     assert doc["missing_images"]["count"] == 0 and doc["warnings"] == []
+    assert doc["calibration"]["theta"] is None and "not calibrated" in doc["calibration"]["note"]
     latest = world.json("exports/street/latest.json")
     assert latest["version"] == version and latest["uri"] == result["uri"]
     # keys with spaces, unicode and '+' survive: the image was copied under its stem
@@ -596,3 +597,27 @@ def test_an_export_whose_every_image_is_missing_fails_and_publishes_nothing(worl
     result = world.module.handler(world.batch("street", "b1", lines), None)
     assert result["status"] == "exported" and result["counts"]["images"] == 4
     assert json.loads(world.s3.get_object(Bucket=BUCKET, Key="exports/street/latest.json")["Body"].read())
+
+
+def test_export_json_carries_the_calibration_certificate(world: World) -> None:
+    threshold = {
+        "theta": 0.42,
+        "bound": "betting",
+        "target": 0.6,
+        "confidence_level": 0.95,
+        "lower_bound": 0.6,
+        "pairs_used": 300,
+        "n_above": 180,
+        "reason": "calibrated",
+        "audits": {"images": 12, "mean_quality": 0.81, "below_target": 1},
+        "model": "rekognition:arn",
+        "batches_folded": 3,
+        "computed_at": "2026-01-01T00:00:00+00:00",
+        "curve": [[0.99, 0, None]],
+    }
+    world.s3.put_object(
+        Bucket=BUCKET, Key="work/calibration/street/threshold.json", Body=json.dumps(threshold).encode()
+    )
+    result = world.module.handler(world.batch("street", "b1", _street_lines(world)), None)
+    doc = world.json(f"exports/street/{result['version']}/export.json")
+    assert doc["calibration"] == {k: v for k, v in threshold.items() if k != "curve"}
