@@ -39,3 +39,20 @@ def template_json(assembly_dir: Path) -> dict[str, Any]:
 def contract_fixtures() -> Path:
     """Folder of documented AWS payload shapes (tests/fixtures/aws, inside the repository)."""
     return FIXTURES
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start installing and booting the real Label Studio server early when its tests will run."""
+    if any("labelstudio" in item.nodeid.split("::")[0].split("/") for item in session.items):
+        from tests.labelstudio import server
+
+        server.prepare_in_background()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the Label Studio server (by PID) if this session started one."""
+    import sys
+
+    module = sys.modules.get("tests.labelstudio.server")
+    if module is not None:
+        module.shutdown()

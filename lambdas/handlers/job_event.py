@@ -30,6 +30,8 @@ from botocore.exceptions import ClientError
 from adapters import env, review
 from adapters.aws import client
 from adapters.groundtruth import job_name_from_arn
+from adapters.labelstudio_review import LabelStudioReview, open_key, settings_from_env
+from adapters.review_backends import GroundTruthReview, ReviewBackend, ReviewBatch
 from adapters.s3 import get_json
 from labelloop_core.batching import batch_fields, labeling_job_name
 
@@ -56,9 +58,8 @@ def settings() -> Settings:
     )
 
 
-def _overdue(described: dict[str, Any], cfg: Settings) -> float | None:
-    """Hours the job has run beyond the review timeout, None when within it (or unknown)."""
-    created = described.get("CreationTime")
+def _overdue(created: datetime | None, cfg: Settings) -> float | None:
+    """Hours the review has run beyond the review timeout, None when within it (or unknown)."""
     if not isinstance(created, datetime):
         return None
     age = (datetime.now(UTC) - created.astimezone(UTC)).total_seconds()
@@ -93,21 +94,30 @@ def on_state_change(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     return {"action": state, "job_name": job_name, "status": result["status"]}
 
 
+def _backend(record: dict[str, Any]) -> ReviewBackend:
+    if record.get("backend") == "labelstudio":
+        return LabelStudioReview(settings_from_env())
+    return GroundTruthReview()
+
+
 def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
-    """After the wait timed out: the job's real state, or an exception when it did not complete."""
+    """After the wait timed out: the review's real state, or an exception when it did not complete."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, ValueError)
     try:
-        job_name = str(get_json(bucket, review.review_key(batch_prefix))["job_name"])
+        record = dict(get_json(bucket, review.review_key(batch_prefix)))
+        job_name = str(record["job_name"])
     except ClientError:
-        job_name = labeling_job_name(dataset, batch_id)
-    described = review.describe(job_name)
-    result = review.outcome(described)
-    if result["status"] not in review.TERMINAL and (hours := _overdue(described, cfg)) is not None:
-        # Past the configured review timeout: stop the job (objects done so far stay in its output)
-        # and end the batch with the reason recorded, rather than wait forever.
-        client("sagemaker").stop_labeling_job(LabelingJobName=job_name)
+        record, job_name = {}, labeling_job_name(dataset, batch_id)
+    backend = _backend(record)
+    batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix)
+    result = backend.outcome(batch)
+    if result["status"] not in review.TERMINAL and (hours := _overdue(backend.started_at(batch), cfg)) is not None:
+        # Past the configured review timeout: stop the review (answers so far stay where the backend
+        # keeps them) and end the batch with the reason recorded, rather than wait forever.
+        backend.stop(batch, "reviewTimeoutHours")
         reason = f"review timed out after {hours:.1f} h (reviewTimeoutHours); the job was stopped"
         review.record_outcome(bucket, batch_prefix, {**result, "status": "Stopped", "failure_reason": reason})
+        _close(bucket, cfg, job_name, record)
         raise review.ReviewTimedOut(review.failure_error({**result, "status": "Stopped", "failure_reason": reason})[1])
     token_doc = review.read_token(cfg.bucket, cfg.work_prefix, job_name)
     if result["status"] in review.TERMINAL and token_doc is not None and not token_doc.get("resolved"):
@@ -115,12 +125,19 @@ def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         review.write_token(cfg.bucket, cfg.work_prefix, job_name, {**token_doc, "resolved": "reconciled"})
     if result["status"] in review.TERMINAL:
         review.record_outcome(bucket, batch_prefix, result)
+        _close(bucket, cfg, job_name, record)
     logger.info("review reconciled", extra={"job_name": job_name, "status": result["status"]})
     if result["status"] == "Failed":
         raise review.LabelingJobFailed(review.failure_error(result)[1])
     if result["status"] == "Stopped":
         raise review.LabelingJobStopped(review.failure_error(result)[1])
     return result
+
+
+def _close(bucket: str, cfg: Settings, job_name: str, record: dict[str, Any]) -> None:
+    """A Label Studio review that ended is no longer swept."""
+    if record.get("backend") == "labelstudio":
+        client("s3").delete_object(Bucket=bucket, Key=open_key(cfg.work_prefix, job_name))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Workflow step 4a: create the batch's Ground Truth review job and park the workflow's task token.
+"""Workflow step 4a: start the batch's review (Ground Truth job or Label Studio tasks) and park the task token.
+
+With ``REVIEW_BACKEND=labelstudio`` the same step imports the batch into the dataset's Label
+Studio project (`adapters.labelstudio_review`) and lists it as open for `handlers.review_sync`,
+which resolves the token once every task is labeled. Below, the Ground Truth path:
 
 In (``lambda:invoke.waitForTaskToken``): ``{"token","bucket","dataset","batch_id","batch_prefix"}``.
 The job (name ``labelloop-<slug>-<hash>`` from the batch, which is also its NEW label attribute)
@@ -20,11 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
-from botocore.exceptions import ClientError
 
 from adapters import env, review
-from adapters.aws import client
 from adapters.groundtruth import ensure_task_files, labeling_job_request
+from adapters.labelstudio_review import LabelStudioReview, open_key, settings_from_env
+from adapters.review_backends import BACKENDS, GroundTruthReview, ReviewBatch
 from adapters.s3 import put_json, uri
 from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
 
@@ -50,6 +54,7 @@ class Settings:
     workers_per_object: int
     task_time_limit_seconds: int
     task_availability_seconds: int
+    backend: str = "groundtruth"
 
 
 @functools.cache
@@ -61,15 +66,22 @@ def settings() -> Settings:
         raise env.EnvError(f"environment variable LABELS must be a JSON list, got {raw_labels!r}") from None
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise env.EnvError(f"environment variable LABELS must be a non-empty JSON list of names, got {labels!r}")
+    backend = env.text("REVIEW_BACKEND", "groundtruth")
+    if backend not in BACKENDS:
+        raise env.EnvError(f"environment variable REVIEW_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    ground_truth = backend == "groundtruth"
+    if not ground_truth:
+        settings_from_env()  # validated at cold start, like the rest
     return Settings(
+        backend=backend,
         bucket=env.text("DATA_BUCKET"),
         work_prefix=env.prefix("WORK_PREFIX", "work/"),
         labels=tuple(labels),
         task_mode=env.text("TASK_MODE", "adjust"),
         workteam_arn=env.text("WORKTEAM_ARN", ""),
-        role_arn=env.text("GROUND_TRUTH_ROLE_ARN"),
-        pre_lambda_arn=env.text("PRE_ANNOTATION_ARN"),
-        post_lambda_arn=env.text("POST_ANNOTATION_ARN"),
+        role_arn=env.text("GROUND_TRUTH_ROLE_ARN", None if ground_truth else ""),
+        pre_lambda_arn=env.text("PRE_ANNOTATION_ARN", None if ground_truth else ""),
+        post_lambda_arn=env.text("POST_ANNOTATION_ARN", None if ground_truth else ""),
         workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
         task_time_limit_seconds=env.integer("TASK_TIME_LIMIT_SECONDS", 600, lo=30, hi=28800),
         task_availability_seconds=env.integer("TASK_AVAILABILITY_SECONDS", 864000, lo=60, hi=864000),
@@ -84,9 +96,9 @@ def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str
 
 
 def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
-    """Create (or find) the review job and store the token; see the module doc."""
+    """Start (or find) the batch's review and store the token; see the module doc."""
     token, bucket, dataset, batch_id, batch_prefix = _fields(event, cfg)
-    if not cfg.workteam_arn:
+    if cfg.backend == "groundtruth" and not cfg.workteam_arn:
         raise ReviewError(
             "no workteam configured: set the labelloop.workteamArn context value to a private or vendor "
             "workteam ARN and redeploy; images needing review cannot be labeled without one"
@@ -99,15 +111,42 @@ def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         "dataset": dataset,
         "batch_id": batch_id,
         "batch_prefix": batch_prefix,
+        "backend": cfg.backend,
         "stored_at": datetime.now(UTC).isoformat(),
     }
-    put_json(bucket, review.review_key(batch_prefix), {"job_name": job_name, "label_attribute": job_name})
+    put_json(
+        bucket,
+        review.review_key(batch_prefix),
+        {"job_name": job_name, "label_attribute": job_name, "backend": cfg.backend},
+    )
     review.write_token(bucket, cfg.work_prefix, job_name, token_doc)
-    files = ensure_task_files(bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, cfg.task_mode)
-    request = labeling_job_request(
-        job_name=job_name,
-        manifest_uri=uri(bucket, f"{batch_prefix}review.manifest"),
-        output_uri=uri(bucket, f"{cfg.work_prefix}labeling-jobs/"),
+    batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix)
+    backend: GroundTruthReview | LabelStudioReview
+    if cfg.backend == "labelstudio":
+        # Listed for the reconcile sweep BEFORE the tasks exist: a crash in between is repaired there.
+        put_json(bucket, open_key(cfg.work_prefix, job_name), token_doc)
+        backend = LabelStudioReview(settings_from_env())
+    else:
+        backend = GroundTruthReview(_job_request(cfg, batch, dataset, batch_id))
+    started = backend.start(batch)
+    logger.info("review started", extra={"backend": cfg.backend, "review": started})
+    if started.get("created"):
+        return started
+    # Already there (a retry, a new wait after a timeout reconciliation) or a Label Studio batch
+    # answered before this wait began: resolve now when it has ended.
+    result = backend.outcome(batch)
+    logger.info("review state", extra={"job_name": job_name, "status": result["status"]})
+    if result["status"] in review.TERMINAL:
+        review.resolve(bucket, cfg.work_prefix, job_name, token_doc, result)
+    return {**started, "status": result["status"]}
+
+
+def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str) -> dict[str, Any]:
+    files = ensure_task_files(batch.bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, cfg.task_mode)
+    return labeling_job_request(
+        job_name=batch.job_name,
+        manifest_uri=uri(batch.bucket, batch.manifest_key),
+        output_uri=uri(batch.bucket, f"{cfg.work_prefix}labeling-jobs/"),
         role_arn=cfg.role_arn,
         workteam_arn=cfg.workteam_arn,
         pre_lambda_arn=cfg.pre_lambda_arn,
@@ -115,25 +154,12 @@ def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         template_uri=files["template_uri"],
         categories_uri=files["categories_uri"],
         task_mode=cfg.task_mode,
-        label_attribute_name=job_name,
+        label_attribute_name=batch.job_name,
         workers_per_object=cfg.workers_per_object,
         task_time_limit_seconds=cfg.task_time_limit_seconds,
         task_availability_seconds=cfg.task_availability_seconds,
         tags={"labelloop:dataset": dataset_slug(dataset), "labelloop:batch": batch_id},
     )
-    try:
-        client("sagemaker").create_labeling_job(**request)
-        logger.info("review job created", extra={"job_name": job_name, "batch_id": batch_id})
-        return {"job_name": job_name, "created": True}
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in {"ResourceInUse", "ResourceInUseException"}:
-            raise
-    # The job exists already: a retry or a new wait after a timeout reconciliation.
-    result = review.outcome(review.describe(job_name))
-    logger.info("review job already exists", extra={"job_name": job_name, "status": result["status"]})
-    if result["status"] in review.TERMINAL:
-        review.resolve(bucket, cfg.work_prefix, job_name, token_doc, result)
-    return {"job_name": job_name, "created": False, "status": result["status"]}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -1,0 +1,141 @@
+"""Label Studio reviews: the one idempotent reconcile that completes waiting batches.
+
+Three callers, one function (`sweep`):
+
+- a schedule (EventBridge, every few minutes): the source of truth;
+- Label Studio's project webhook (``ANNOTATION_CREATED/UPDATED``) through this function's URL,
+  accepted only with the shared-secret header: a fast path, nothing more (Label Studio sends each
+  event once, with a 1 s timeout and no signature);
+- ``{"action": "sweep"}`` invoked directly (local runs play the schedule this way).
+
+Every open review (``<work>labelstudio/open/<job>.json``) is asked for its outcome; a completed
+one has its GT-shaped output manifest written and its stored task token resolved. Resolving a
+token twice is harmless (`adapters.review.resolve` records a stale token), so overlapping callers
+are safe. One batch's error is logged and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from adapters import env, review
+from adapters.aws import client
+from adapters.labelstudio_review import (
+    WEBHOOK_HEADER,
+    LabelStudioReview,
+    LabelStudioSettings,
+    open_key,
+    secret_value,
+    settings_from_env,
+)
+from adapters.review_backends import ReviewBatch
+from adapters.s3 import get_json
+
+logger = Logger()
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    work_prefix: str
+    labelstudio: LabelStudioSettings
+
+
+@functools.cache
+def settings() -> Settings:
+    return Settings(
+        bucket=env.text("DATA_BUCKET"),
+        work_prefix=env.prefix("WORK_PREFIX", "work/"),
+        labelstudio=settings_from_env(),
+    )
+
+
+def _open_reviews(cfg: Settings) -> list[str]:
+    prefix = f"{cfg.work_prefix}labelstudio/open/"
+    keys: list[str] = []
+    for page in client("s3").get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=prefix):
+        keys.extend(item["Key"] for item in page.get("Contents", []) if item["Key"].endswith(".json"))
+    return keys
+
+
+def close(bucket: str, work_prefix: str, job_name: str) -> None:
+    client("s3").delete_object(Bucket=bucket, Key=open_key(work_prefix, job_name))
+
+
+def reconcile_one(token_doc: dict[str, Any], cfg: Settings, backend: LabelStudioReview) -> str:
+    """Outcome of one open review; resolves its token when complete. Returns what happened."""
+    job_name = str(token_doc["job_name"])
+    if token_doc.get("resolved"):
+        close(cfg.bucket, cfg.work_prefix, job_name)
+        return "already-resolved"
+    batch = ReviewBatch(
+        bucket=str(token_doc["bucket"]),
+        dataset=str(token_doc["dataset"]),
+        batch_id=str(token_doc["batch_id"]),
+        batch_prefix=str(token_doc["batch_prefix"]),
+        job_name=job_name,
+        work_prefix=cfg.work_prefix,
+    )
+    result = backend.outcome(batch)
+    if result["status"] != "Completed":
+        return "waiting"
+    state = review.resolve(cfg.bucket, cfg.work_prefix, job_name, token_doc, result)
+    close(cfg.bucket, cfg.work_prefix, job_name)
+    return f"completed ({state})"
+
+
+def sweep(cfg: Settings, backend: LabelStudioReview | None = None) -> dict[str, Any]:
+    """Reconcile every open Label Studio review (see the module doc)."""
+    backend = backend or LabelStudioReview(cfg.labelstudio)
+    done: dict[str, str] = {}
+    for key in _open_reviews(cfg):
+        job_name = key.rsplit("/", 1)[-1][: -len(".json")]
+        try:
+            token_doc = review.read_token(cfg.bucket, cfg.work_prefix, job_name)
+            if token_doc is None:
+                token_doc = get_json(cfg.bucket, key)
+            done[job_name] = reconcile_one(token_doc, cfg, backend)
+        except Exception as exc:
+            logger.exception("review reconcile failed", extra={"job_name": job_name})
+            done[job_name] = f"error: {type(exc).__name__}: {exc}"
+    logger.info("label studio reviews reconciled", extra={"reviews": done})
+    return {"reviews": done}
+
+
+def _header(event: dict[str, Any], name: str) -> str | None:
+    headers = event.get("headers") or {}
+    wanted = name.lower()
+    for key, value in headers.items():
+        if str(key).lower() == wanted:
+            return str(value)
+    return None
+
+
+def on_webhook(event: dict[str, Any], cfg: Settings) -> dict[str, Any]:
+    """Function URL request: 403 without the right secret header, else sweep and 200 (202 if nothing open)."""
+    secret_arn = cfg.labelstudio.webhook_secret_arn
+    given = _header(event, WEBHOOK_HEADER)
+    if not secret_arn or given is None or not hmac.compare_digest(given, secret_value(secret_arn)):
+        logger.warning("webhook call refused: missing or wrong secret header")
+        return {"statusCode": 403, "body": json.dumps({"error": "forbidden"})}
+    result = sweep(cfg)
+    return {"statusCode": 200, "body": json.dumps({"reviews": len(result["reviews"])})}
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda entry point: a schedule tick, a function URL (webhook) request, or ``{"action": "sweep"}``."""
+    cfg = settings()
+    if isinstance(event.get("requestContext"), dict) and "headers" in event:
+        return on_webhook(event, cfg)
+    if event.get("action") == "sweep" or event.get("detail-type") == "Scheduled Event":
+        return sweep(cfg)
+    raise ValueError(
+        "unexpected event: expected a scheduled event, a function URL request or {'action': 'sweep'}, "
+        f"got keys {sorted(event)[:10]}"
+    )

@@ -1,0 +1,234 @@
+"""A real Label Studio server for tests: installed once into .venv-labelstudio/, started on 127.0.0.1.
+
+`prepare_in_background()` (called by the root conftest when Label Studio tests are collected)
+installs the pinned server into its own virtual environment (it pins Django, pandas, boto3 ... that
+would clash with ours) and starts it while the other tests run; `server()` waits for it. The
+server runs with a fixed legacy token, no analytics, no version check, no Sentry, signup closed,
+and SSRF protection off so it may reach the loopback S3 emulation and webhook receiver of the
+tests. It is stopped by its PID at the end of the session.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VERSION = "1.23.2"
+ROOT = Path(__file__).resolve().parents[2]
+VENV = ROOT / ".venv-labelstudio"
+STAMP = VENV / f".installed-label-studio-{VERSION}"
+TOKEN = "labelloop-test-token-0123456789"
+USERNAME = "reviewer@labelloop.test"
+PASSWORD = "labelloop-test-password"
+INSTALL_TIMEOUT = 1200.0
+START_TIMEOUT = 420.0
+#: Variables Label Studio reads under bare names; a developer's shell must not steer the child.
+_BARE = ("HOST", "PORT", "USERNAME", "PASSWORD", "LABEL_STUDIO_HOST", "LABEL_STUDIO_PORT")
+
+
+def _log(text: str) -> None:
+    print(f"[label-studio] {text}", file=sys.stderr, flush=True)
+
+
+def ensure_installed() -> Path:
+    """The ``label-studio`` executable of the pinned install (idempotent; serialised by a file lock)."""
+    executable = VENV / "bin" / "label-studio"
+    lock_path = ROOT / ".venv-labelstudio.lock"
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if STAMP.exists() and executable.exists():
+            return executable
+        started = time.monotonic()
+        _log(f"installing label-studio=={VERSION} into {VENV} (once; a few minutes)")
+        if not (VENV / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run(
+            [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             f"label-studio=={VERSION}"],
+            check=True,
+            timeout=INSTALL_TIMEOUT,
+        )  # fmt: skip
+        STAMP.write_text(f"label-studio=={VERSION}\n")
+        _log(f"installed in {time.monotonic() - started:.0f} s")
+        return executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def child_environment(data_dir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _BARE and not k.startswith("AWS_")}
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LABEL_STUDIO_USERNAME": USERNAME,
+            "LABEL_STUDIO_PASSWORD": PASSWORD,
+            "LABEL_STUDIO_USER_TOKEN": TOKEN,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            # Tests only: the S3 emulation and the webhook receiver listen on loopback.
+            "SSRF_PROTECTION_ENABLED": "false",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@dataclass
+class Server:
+    """One running server: its URL, token, PID and data directory (restartable on the same data)."""
+
+    executable: Path
+    data_dir: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(prefix="label-studio-", suffix=".log")[1]))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return TOKEN
+
+    def start(self) -> None:
+        self.port = self.port or free_port()
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [str(self.executable), "start", "--no-browser", "--internal-host", "127.0.0.1",
+                 "--port", str(self.port), "--log-level", "WARNING"],
+                env=child_environment(self.data_dir),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
+        self._wait_ready(started)
+
+    def _wait_ready(self, started: float) -> None:
+        assert self.process is not None
+        while time.monotonic() - started < START_TIMEOUT:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Label Studio exited with {self.process.returncode}; log: {self.tail()}")
+            if self._answers():
+                _log(f"ready at {self.url} (pid {self.process.pid}) after {time.monotonic() - started:.0f} s")
+                return
+            time.sleep(1.0)
+        self.stop()
+        raise RuntimeError(f"Label Studio not ready after {START_TIMEOUT:.0f} s; log: {self.tail()}")
+
+    def _answers(self) -> bool:
+        """/health answers AND our token works (a busy port makes Label Studio silently move elsewhere)."""
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=5) as response:
+                if response.status != 200:
+                    return False
+            request = urllib.request.Request(f"{self.url}/api/current-user/whoami")
+            request.add_header("Authorization", f"Token {TOKEN}")
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Stop the server by its PID (its process group: the server's own children go with it)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
+
+
+class _Preparation:
+    """Install + start in a background thread, once per session; `server()` joins it."""
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.result: Server | None = None
+        self.error: BaseException | None = None
+        self.data_dir: Path | None = None
+        self.lock = threading.Lock()
+
+    def _run(self) -> None:
+        try:
+            executable = ensure_installed()
+            self.data_dir = Path(tempfile.mkdtemp(prefix="labelloop-ls-data-"))
+            server = Server(executable, self.data_dir)
+            self.result = server
+            server.start()
+        except BaseException as exc:
+            self.error = exc
+
+    def begin(self) -> None:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="label-studio-prepare", daemon=True)
+                self.thread.start()
+
+    def wait(self) -> Server:
+        self.begin()
+        assert self.thread is not None
+        self.thread.join(INSTALL_TIMEOUT + START_TIMEOUT)
+        if self.error is not None:
+            raise RuntimeError(f"Label Studio could not be prepared: {self.error}") from self.error
+        if self.result is None or self.result.process is None:
+            raise RuntimeError("Label Studio is not running")
+        return self.result
+
+    def shutdown(self) -> None:
+        if self.thread is not None:
+            self.thread.join(INSTALL_TIMEOUT + START_TIMEOUT)
+        if self.result is not None:
+            self.result.stop()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+_PREPARATION = _Preparation()
+
+
+def prepare_in_background() -> None:
+    _PREPARATION.begin()
+
+
+def server() -> Server:
+    return _PREPARATION.wait()
+
+
+def shutdown() -> None:
+    _PREPARATION.shutdown()
