@@ -23,6 +23,7 @@ CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 ModelKind = Literal["none", "rekognition", "sagemaker"]
 EndpointFormat = Literal["builtin", "ultralytics"]
 TaskMode = Literal["adjust", "verify"]
+ReviewBackend = Literal["groundtruth", "labelstudio"]
 
 _LABEL_RE = re.compile(r"^[^\s].{0,62}$")
 _WORKTEAM_RE = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-]+/[\w\-]+$")
@@ -30,6 +31,8 @@ _REKOGNITION_RE = re.compile(r"^arn:aws[a-z\-]*:rekognition:[a-z0-9\-]+:\d{12}:p
 _ENDPOINT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9\-_/]*/$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_HTTP_URL_RE = re.compile(r"^https?://[^\s/?#]+(:\d+)?(/[^\s?#]*)?$")
+_SECRET_ARN_RE = re.compile(r"^arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[\w/+=.@\-]+$")
 
 
 class ConfigError(ValueError):
@@ -59,6 +62,17 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class LabelStudioConfig:
+    """Label Studio as the review backend: its URL and the Secrets Manager secret holding its API token."""
+
+    url: str | None = None
+    token_secret_arn: str | None = None
+    webhook: bool = True
+    sync_minutes: int = 5
+    presign_ttl_minutes: int = 60
+
+
+@dataclass(frozen=True)
 class LabelLoopConfig:
     """Everything the stack needs to know; the only place context is read."""
 
@@ -84,6 +98,8 @@ class LabelLoopConfig:
     val_fraction: float = 0.2
     log_retention_days: int = 30
     alarm_email: str | None = None
+    review_backend: ReviewBackend = "groundtruth"
+    label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
 
     @property
     def category_names(self) -> list[str]:
@@ -115,6 +131,8 @@ _TOP_KEYS = {
     "valFraction": "val_fraction",
     "logRetentionDays": "log_retention_days",
     "alarmEmail": "alarm_email",
+    "reviewBackend": "review_backend",
+    "labelStudio": "label_studio",
 }
 _MODEL_KEYS = {
     "kind": "kind",
@@ -129,6 +147,14 @@ _CALIBRATION_KEYS = {
     "minPairs": "min_pairs",
     "auditFraction": "audit_fraction",
     "bound": "bound",
+}
+
+_LABEL_STUDIO_KEYS = {
+    "url": "url",
+    "tokenSecretArn": "token_secret_arn",
+    "webhook": "webhook",
+    "syncMinutes": "sync_minutes",
+    "presignTtlMinutes": "presign_ttl_minutes",
 }
 
 # Retention values CloudWatch Logs accepts.
@@ -169,7 +195,11 @@ def _parse_scalar(value: Any) -> Any:
 
 
 #: Sections whose keys can be overridden one by one (``labelloop.<section>.<key>``).
-_SECTIONS: dict[str, dict[str, str]] = {"model": _MODEL_KEYS, "calibration": _CALIBRATION_KEYS}
+_SECTIONS: dict[str, dict[str, str]] = {
+    "model": _MODEL_KEYS,
+    "calibration": _CALIBRATION_KEYS,
+    "labelStudio": _LABEL_STUDIO_KEYS,
+}
 
 
 def override_keys() -> list[str]:
@@ -301,6 +331,35 @@ def _calibration(data: Any, where: str) -> CalibrationConfig:
     )
 
 
+def _label_studio(data: Any, where: str, backend: str) -> LabelStudioConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be an object")
+    _check_unknown(data, _LABEL_STUDIO_KEYS, where)
+    url = _opt_str(data, "url", where, _HTTP_URL_RE, "must be the http(s) URL of the Label Studio server")
+    arn = data.get("tokenSecretArn") or None
+    if arn is not None and (not isinstance(arn, str) or not _SECRET_ARN_RE.match(arn)):
+        # Never echo the value: a token pasted here by mistake must not reach a log.
+        raise ConfigError(
+            f"{where}.tokenSecretArn: must be the ARN of a Secrets Manager secret holding the Label Studio API "
+            "token (arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME), never the token itself"
+        )
+    if backend == "labelstudio" and (url is None or arn is None):
+        missing = "url" if url is None else "tokenSecretArn"
+        raise ConfigError(f"{where}.{missing}: required when reviewBackend is 'labelstudio'")
+    webhook = data.get("webhook", True)
+    if not isinstance(webhook, bool):
+        raise ConfigError(f"{where}.webhook: must be true or false, got {webhook!r}")
+    return LabelStudioConfig(
+        url=url.rstrip("/") if url else None,
+        token_secret_arn=arn,
+        webhook=webhook,
+        sync_minutes=_int(data, "syncMinutes", where, 5, 1, 60),
+        presign_ttl_minutes=_int(data, "presignTtlMinutes", where, 60, 1, 10080),
+    )
+
+
 def parse_config(raw: Any) -> LabelLoopConfig:
     """Validate a context dict (camelCase keys) into a `LabelLoopConfig`."""
     where = CONTEXT_KEY
@@ -326,6 +385,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         raise ConfigError(
             f"{where}.incomingPrefix: incoming, work and exports prefixes must not overlap, got {prefixes}"
         )
+    backend = _choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
     config = LabelLoopConfig(
         labels=_labels(raw, where),
         workteam_arn=_opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN"),
@@ -349,7 +409,14 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         val_fraction=_float(raw, "valFraction", where, 0.2, 0.0, 0.9),
         log_retention_days=retention,
         alarm_email=_opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
+        review_backend=cast(ReviewBackend, backend),
+        label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
     )
+    if backend == "labelstudio" and config.task_mode == "verify":
+        raise ConfigError(
+            f"{where}.taskMode: 'verify' is not available with reviewBackend 'labelstudio' yet; use 'adjust' "
+            "(reviewers correct the model's boxes in Label Studio) or reviewBackend 'groundtruth'"
+        )
     return config
 
 

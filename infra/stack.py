@@ -14,6 +14,7 @@ from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.prelabel import Prelabeling
+from infra.constructs.review_labelstudio import LabelStudioReview
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
 
@@ -45,6 +46,18 @@ class LabelLoopStack(Stack):
             labeling=self.labeling,
             prelabeling=self.prelabeling,
         )
+        self.label_studio = (
+            LabelStudioReview(
+                self,
+                "LabelStudio",
+                config=config,
+                storage=self.storage,
+                functions=self.functions,
+                workflow=self.workflow,
+            )
+            if config.review_backend == "labelstudio"
+            else None
+        )
         self.intake = Intake(
             self,
             "Intake",
@@ -58,7 +71,7 @@ class LabelLoopStack(Stack):
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
         )
 
-        if config.workteam_arn is None:
+        if config.workteam_arn is None and config.review_backend == "groundtruth":
             Annotations.of(self).add_warning_v2(
                 "labelloop:no-workteam",
                 "labelloop.workteamArn is not set: batches that need human review will fail at StartReview "

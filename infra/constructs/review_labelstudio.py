@@ -1,0 +1,180 @@
+"""Label Studio review backend: the reconcile function, its schedule and webhook URL, secrets and grants.
+
+Only with ``reviewBackend: labelstudio``. The workflow's StartReview and ReconcileReview steps
+stay as they are; their functions get the Label Studio settings (URL, the ARN of the token secret
+— never the token), and `handlers.review_sync` completes waiting batches every ``syncMinutes``
+(the source of truth) and, when ``labelStudio.webhook`` is on, at once on Label Studio's
+annotation webhooks through a function URL that only answers callers presenting a generated
+shared secret (Label Studio sends static headers, no signatures).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.config import LabelLoopConfig
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.storage import Storage
+from infra.constructs.workflow import Workflow
+from infra.nag import acknowledge
+
+_COMPLETE_SECRET_ARN = re.compile(r"-[A-Za-z0-9]{6}$")
+
+
+def model_version(config: LabelLoopConfig) -> str:
+    """What Label Studio shows as the predictions' model version (kind and model name)."""
+    model = config.model
+    if model.kind == "rekognition" and model.project_version_arn:
+        name = model.project_version_arn.split("/version/")[-1].split("/")[0]
+    elif model.kind == "sagemaker" and model.endpoint_name:
+        name = model.endpoint_name
+    else:
+        name = "none"
+    return f"{model.kind}:{name}"[:100]
+
+
+class LabelStudioReview(Construct):
+    """Attributes: ``sync_function``, ``schedule``, ``function_url`` (None without webhook), ``token_secret``."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: LabelLoopConfig,
+        storage: Storage,
+        functions: LambdaFactory,
+        workflow: Workflow,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        ls = config.label_studio
+        assert ls.url and ls.token_secret_arn, "config validation requires both for reviewBackend labelstudio"
+        stack = Stack.of(self)
+        work = config.work_prefix
+        self.token_secret = (
+            secretsmanager.Secret.from_secret_complete_arn(self, "TokenSecret", ls.token_secret_arn)
+            if _COMPLETE_SECRET_ARN.search(ls.token_secret_arn)
+            else secretsmanager.Secret.from_secret_partial_arn(self, "TokenSecret", ls.token_secret_arn)
+        )
+        environment = {
+            "REVIEW_BACKEND": "labelstudio",
+            "LABEL_STUDIO_URL": ls.url,
+            "LABEL_STUDIO_TOKEN_SECRET_ARN": ls.token_secret_arn,
+            "LABEL_STUDIO_NAMESPACE": stack.stack_name,
+            "LABEL_STUDIO_PRESIGN_TTL_MINUTES": str(ls.presign_ttl_minutes),
+            "LABELS": json.dumps(list(config.labels)),
+            "MODEL_VERSION": model_version(config),
+            "WORKERS_PER_OBJECT": str(config.workers_per_object),
+        }
+        self.sync_function = functions.function(
+            self,
+            "ReviewSyncFunction",
+            handler="handlers.review_sync.handler",
+            description="LabelLoop: complete batches whose Label Studio tasks are all labeled (schedule + webhook)",
+            environment={"WORK_PREFIX": work, **environment},
+            timeout=Duration.minutes(5),
+            memory_size=512,
+            reserved_concurrency=2,
+        )
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            description="LabelLoop: reconcile open Label Studio reviews (source of truth; webhooks only speed it up)",
+            schedule=events.Schedule.rate(Duration.minutes(ls.sync_minutes)),
+        )
+        self.schedule.add_target(targets.LambdaFunction(self.sync_function, retry_attempts=0))
+        reviewers = (workflow.start_review_function, workflow.job_event_function, self.sync_function)
+        self.function_url: lambda_.FunctionUrl | None = None
+        if ls.webhook:
+            webhook_secret = secretsmanager.Secret(
+                self,
+                "WebhookSecret",
+                description="LabelLoop: shared secret Label Studio's webhook presents to the review sync URL",
+                generate_secret_string=secretsmanager.SecretStringGenerator(
+                    exclude_punctuation=True, password_length=48
+                ),
+            )
+            self.function_url = self.sync_function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)
+            for function in (workflow.start_review_function, self.sync_function):
+                webhook_secret.grant_read(function)
+                function.add_environment("LABEL_STUDIO_WEBHOOK_SECRET_ARN", webhook_secret.secret_arn)
+            workflow.start_review_function.add_environment("LABEL_STUDIO_WEBHOOK_URL", self.function_url.url)
+            acknowledge(
+                webhook_secret,
+                "AwsSolutions-SMG4",
+                "The webhook secret is registered in Label Studio's project webhook; rotating it means "
+                "re-registering, which the next StartReview does (it updates the header).",
+            )
+            CfnOutput(self, "WebhookUrl", value=self.function_url.url, description="Label Studio webhook target")
+        for function in reviewers:
+            self.token_secret.grant_read(function)
+            for key, value in environment.items():
+                function.add_environment(key, value)
+        self._grant(config, storage, workflow)
+
+    def _grant(self, config: LabelLoopConfig, storage: Storage, workflow: Workflow) -> None:
+        work = config.work_prefix
+        arn = storage.data.bucket_arn
+        batches = f"{arn}/{work}batches/*"
+        open_reviews = f"{arn}/{work}labelstudio/open/*"
+        outputs = f"{arn}/{work}labeling-jobs/*"
+        tokens = f"{arn}/{work}labeling-jobs/tokens/*"
+        stack = Stack.of(self)
+        machine = stack.format_arn(
+            service="states",
+            resource="stateMachine",
+            resource_name=workflow.state_machine_name,
+            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+        )
+
+        def allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
+            function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+        def allow_list(function: lambda_.Function, prefixes: list[str]) -> None:
+            function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[arn],
+                    conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
+                )
+            )
+
+        start, job_event, sync = workflow.start_review_function, workflow.job_event_function, self.sync_function
+        # The batch's review manifest and labelstudio.json; the GT-shaped output manifest.
+        for function in (start, job_event, sync):
+            allow(function, ["s3:GetObject", "s3:PutObject"], [batches])
+            allow(function, ["s3:PutObject"], [outputs])
+        allow_list(start, [f"{work}batches/"])
+        allow(start, ["s3:PutObject"], [open_reviews])
+        allow(job_event, ["s3:DeleteObject"], [open_reviews])
+        allow(sync, ["s3:GetObject", "s3:DeleteObject"], [open_reviews])
+        allow(sync, ["s3:GetObject", "s3:PutObject"], [tokens])
+        allow_list(sync, [f"{work}labelstudio/open/", f"{work}batches/", f"{work}labeling-jobs/tokens/"])
+        allow(sync, ["states:SendTaskSuccess", "states:SendTaskFailure"], [machine])
+
+        cfn_bucket = storage.data.node.default_child
+        assert isinstance(cfn_bucket, s3.CfnBucket)
+        bucket_id = stack.resolve(stack.get_logical_id(cfn_bucket))
+
+        def prefix(value: str) -> str:
+            return f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{value}*]"
+
+        reasons = {
+            f"{work}batches/": "Batch files (review manifest, labelstudio.json) are per batch under work/batches/.",
+            f"{work}labeling-jobs/": "One GT-shaped output manifest per review, named after the review at run time.",
+            f"{work}labelstudio/open/": "One marker per open Label Studio review, named after the review at run time.",
+            f"{work}labeling-jobs/tokens/": "One task-token file per review, named after the review at run time.",
+        }
+        for function in (start, job_event, sync):
+            for value, reason in reasons.items():
+                acknowledge(function, prefix(value), reason)
