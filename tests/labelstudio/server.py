@@ -28,6 +28,8 @@ VERSION = "1.23.2"
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-labelstudio"
 STAMP = VENV / f".installed-label-studio-{VERSION}"
+#: A data directory migrated once after install: a copy starts in seconds instead of minutes.
+TEMPLATE = VENV / f"data-template-{VERSION}"
 TOKEN = "labelloop-test-token-0123456789"
 USERNAME = "reviewer@labelloop.test"
 PASSWORD = "labelloop-test-password"
@@ -42,26 +44,56 @@ def _log(text: str) -> None:
 
 
 def ensure_installed() -> Path:
-    """The ``label-studio`` executable of the pinned install (idempotent; serialised by a file lock)."""
+    """The ``label-studio`` executable of the pinned install and its migrated data template (idempotent, locked)."""
     executable = VENV / "bin" / "label-studio"
     lock_path = ROOT / ".venv-labelstudio.lock"
     with open(lock_path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if STAMP.exists() and executable.exists():
-            return executable
-        started = time.monotonic()
-        _log(f"installing label-studio=={VERSION} into {VENV} (once; a few minutes)")
-        if not (VENV / "bin" / "python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run(
-            [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             f"label-studio=={VERSION}"],
-            check=True,
-            timeout=INSTALL_TIMEOUT,
-        )  # fmt: skip
-        STAMP.write_text(f"label-studio=={VERSION}\n")
-        _log(f"installed in {time.monotonic() - started:.0f} s")
+        if not (STAMP.exists() and executable.exists()):
+            _install()
+        if not (TEMPLATE / ".complete").exists():
+            _make_template(executable)
         return executable
+
+
+def _make_template(executable: Path) -> None:
+    """Start once on an empty data directory (database migrations, the test user), stop, keep the copy."""
+    started = time.monotonic()
+    _log("migrating a data directory once (a cold start takes minutes; later starts copy it)")
+    staging = TEMPLATE.with_name(TEMPLATE.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    server = Server(executable, staging)
+    try:
+        server.start()
+    finally:
+        server.stop()
+    (staging / ".complete").write_text(VERSION)
+    shutil.rmtree(TEMPLATE, ignore_errors=True)
+    staging.rename(TEMPLATE)
+    _log(f"data template ready in {time.monotonic() - started:.0f} s")
+
+
+def fresh_data_dir() -> Path:
+    """A private copy of the migrated template."""
+    target = Path(tempfile.mkdtemp(prefix="labelloop-ls-data-"))
+    shutil.copytree(TEMPLATE, target, dirs_exist_ok=True)
+    return target
+
+
+def _install() -> None:
+    started = time.monotonic()
+    _log(f"installing label-studio=={VERSION} into {VENV} (once; a few minutes)")
+    if not (VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    subprocess.run(
+        [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         f"label-studio=={VERSION}"],
+        check=True,
+        timeout=INSTALL_TIMEOUT,
+    )  # fmt: skip
+    STAMP.write_text(f"label-studio=={VERSION}\n")
+    _log(f"installed in {time.monotonic() - started:.0f} s")
 
 
 def free_port() -> int:
@@ -187,7 +219,7 @@ class _Preparation:
     def _run(self) -> None:
         try:
             executable = ensure_installed()
-            self.data_dir = Path(tempfile.mkdtemp(prefix="labelloop-ls-data-"))
+            self.data_dir = fresh_data_dir()
             server = Server(executable, self.data_dir)
             self.result = server
             server.start()
