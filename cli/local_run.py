@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.context import ContextError, add_context_argument, context_from_args
-from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, run_local, summary_lines
+from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, plan_run, run_local, summary_lines
 
 
 def register(sub: Any) -> None:
@@ -139,7 +139,7 @@ def execute(spec: RunSpec, assembly: Path | None = None) -> RunResult:
         print(text, file=stream, flush=True)
 
     try:
-        return run_local(spec, progress, assembly)
+        return run_local(plan_run(spec), progress, assembly)
     except LocalRunError as exc:
         raise CliError(str(exc)) from exc
 

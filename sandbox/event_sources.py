@@ -8,6 +8,10 @@ batching window (scaled by ``window_scale`` so a demo need not wait a real minut
 stays in flight until the queue's visibility timeout, then is received again — and moto's redrive
 policy moves it to the dead-letter queue after ``maxReceiveCount`` receives, as on AWS.
 ``mode="manual"`` delivers only when ``flush()`` is called (deterministic tests).
+
+``retry="immediate"`` makes failed records visible again at once instead, so one ``flush()``
+retries them until the redrive policy dead-letters them: what a local run needs to account for
+every image before it ends (the intake queue's visibility timeout is 30 minutes).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class Batch:
     message_ids: list[str]
     error: str | None
     failed_ids: list[str] = field(default_factory=list)
+    #: Records the function reported as failed although the mapping lacks ReportBatchItemFailures
+    #: (so Lambda, and this poller, delete them as processed).
+    ignored_failure_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -42,6 +49,16 @@ class PollerSettings:
     mode: str = "poll"  # "poll": background thread; "manual": only flush()
     window_scale: float = 1.0  # MaximumBatchingWindowInSeconds multiplier (0: deliver as soon as possible)
     interval_s: float = 0.05
+    #: "visibility_timeout": a failed record reappears after the queue's visibility timeout (AWS);
+    #: "immediate": at once, so the next delivery retries it (until redriven to the dead-letter queue).
+    retry: str = "visibility_timeout"
+    #: Deliveries one ``flush()`` makes at most (a record that always fails on a queue without a
+    #: redrive policy would otherwise be retried forever with ``retry="immediate"``).
+    max_flush_rounds: int = 200
+
+    def __post_init__(self) -> None:
+        if self.retry not in ("visibility_timeout", "immediate"):
+            raise ValueError(f"retry must be 'visibility_timeout' or 'immediate', not {self.retry!r}")
 
 
 def _add_message(self: Queue, message: Any) -> None:
@@ -100,6 +117,8 @@ class SqsPoller:
         self.region = region
         self.settings = settings or PollerSettings()
         self.batches: list[Batch] = []
+        #: Deliveries a ``flush()`` left undone (messages still visible after ``max_flush_rounds``).
+        self.warnings: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tick_lock = threading.Lock()
@@ -122,11 +141,13 @@ class SqsPoller:
     def flush(self) -> int:
         """Deliver every visible message now, in batches of BatchSize; return the batch count."""
         delivered = 0
-        while True:
+        for _ in range(self.settings.max_flush_rounds):
             count = self.tick(force=True)
             if count == 0:
                 return delivered
             delivered += count
+        self.warnings.append(f"queues still had messages after {self.settings.max_flush_rounds} deliveries")
+        return delivered
 
     def _mappings(self) -> list[Any]:
         from moto.awslambda.utils import get_backend
@@ -178,17 +199,35 @@ class SqsPoller:
         ids = [m.id for m in messages]
         if "x-amz-function-error" in headers:
             # Left in flight: visible again after the visibility timeout, then redriven to the DLQ.
+            self._retry(queue, messages, set(ids))
             self.batches.append(Batch(esm.function_arn, queue.queue_arn, ids, f"function error: {text[:500]}"))
             return
-        failed: list[str] = []
-        if "ReportBatchItemFailures" in (esm.function_response_types or []):
-            try:
-                response = json.loads(text) if text else None
-                failures = (response or {}).get("batchItemFailures") or []
-                failed = [str(item["itemIdentifier"]) for item in failures]
-            except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
-                failed = ids  # an unreadable partial-batch response fails the whole batch, as on AWS
+        reported = _reported_failures(text, ids)
+        partial = "ReportBatchItemFailures" in (esm.function_response_types or [])
+        # Like Lambda: the answer only counts when the mapping enables partial batch responses.
+        failed = reported if partial else []
         for message in messages:
             if message.id not in failed:
                 backend.delete_message(queue.name, message.receipt_handle)
-        self.batches.append(Batch(esm.function_arn, queue.queue_arn, ids, None, failed))
+        self._retry(queue, messages, set(failed))
+        ignored = [] if partial else [i for i in reported if i in ids]
+        self.batches.append(Batch(esm.function_arn, queue.queue_arn, ids, None, failed, ignored))
+
+    def _retry(self, queue: Queue, messages: list[Any], failed: set[str]) -> None:
+        """With ``retry="immediate"``, make the failed messages visible again now."""
+        if self.settings.retry != "immediate" or not failed:
+            return
+        backend = sqs_backends[self.account][self.region]
+        for message in messages:
+            if message.id in failed:
+                backend.change_message_visibility(queue.name, message.receipt_handle, 0)
+
+
+def _reported_failures(text: str, ids: list[str]) -> list[str]:
+    """The ``batchItemFailures`` of a function's answer; an unreadable answer fails the whole batch (AWS)."""
+    try:
+        response = json.loads(text) if text else None
+        failures = (response or {}).get("batchItemFailures") or []
+        return [str(item["itemIdentifier"]) for item in failures]
+    except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
+        return list(ids)

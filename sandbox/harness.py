@@ -66,6 +66,7 @@ class LocalCloud:
         gt_mode: str = "thread",
         duplicate_gt_events: bool = False,
         esm_mode: str = "poll",
+        esm_retry: str = "visibility_timeout",
         workteams: Iterable[str] = (),
         batch_window_scale: float = 1.0,
         region: str = "us-east-1",
@@ -75,11 +76,14 @@ class LocalCloud:
 
         ``esm_mode``/``batch_window_scale``: SQS event source mappings are polled in the background
         ("poll", batching windows multiplied by the scale) or only on ``flush_event_sources()``
-        ("manual"). ``workteams``: private workteams that exist in the account before the stack does
-        (on AWS the user creates them; the stack's config only names one).
+        ("manual"); ``esm_retry`` "immediate" makes failed records visible again at once instead of
+        after the queue's visibility timeout (see `sandbox.event_sources`). ``workteams``: private
+        workteams that exist in the account before the stack does (on AWS the user creates them;
+        the stack's config only names one).
         """
         if esm_mode not in ("poll", "manual"):
             raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
+        poller_settings = PollerSettings(mode=esm_mode, window_scale=batch_window_scale, retry=esm_retry)
         if gt_mode not in ("thread", "manual"):
             raise ValueError(f"gt_mode must be 'thread' or 'manual', not {gt_mode!r}")
         gt_settings = groundtruth.Settings(
@@ -94,7 +98,7 @@ class LocalCloud:
             lambda_runtime.INVOCATIONS.clear()
             events.EVENT_LOG.clear()
             yield from cls._run(
-                assembly_dir, gt_settings, model_settings, esm_mode, batch_window_scale, workteams, region, stack_name
+                assembly_dir, gt_settings, model_settings, poller_settings, workteams, region, stack_name
             )
         finally:
             _ACTIVE.release()
@@ -105,8 +109,7 @@ class LocalCloud:
         assembly_dir: str | Path,
         gt_settings: groundtruth.Settings,
         model_settings: ModelSettings,
-        esm_mode: str,
-        batch_window_scale: float,
+        poller_settings: PollerSettings,
         workteams: Iterable[str],
         region: str,
         stack_name: str,
@@ -121,9 +124,7 @@ class LocalCloud:
             poller: SqsPoller | None = None
             try:
                 deployment = deploy_mod.deploy(assembly_dir, stack_name=stack_name, region=region)
-                poller = SqsPoller(
-                    deployment.account, region, PollerSettings(mode=esm_mode, window_scale=batch_window_scale)
-                )
+                poller = SqsPoller(deployment.account, region, poller_settings)
                 cloud = cls(deployment, region, gt_settings, model_settings, poller)
                 for team in workteams:
                     cloud.create_workteam(team)

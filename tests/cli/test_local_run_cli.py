@@ -17,6 +17,7 @@ from cli.local_run import print_outcome
 from cli.main import main
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
+    Accounting,
     BatchRecords,
     ImageNames,
     NamedWorkforce,
@@ -321,14 +322,14 @@ def _records(**changes: Any) -> RunRecords:
     return dataclasses.replace(base, **changes)
 
 
-def _aggregate(records: RunRecords) -> dict[str, Any]:
+def _aggregate(records: RunRecords) -> Accounting:
     spec = RunSpec(images=Path("."), out=Path("."), dataset="ds", threshold=0.5)
     return aggregate(records, spec, ("cat",), parse_reviewer("accept", Path(".")))
 
 
 def test_report_from_consistent_records_holds_both_invariants() -> None:
-    report = _aggregate(_records())
-    assert report.pop("_problems") == []
+    report, problems = _aggregate(_records())
+    assert problems == []
     assert (report["images_received"], report["auto_accepted"], report["human_reviewed"]) == (4, 1, 2)
     assert report["rejected"] == [
         {"image": "bad.jpg", "reason": "corrupt JPEG: header cannot be parsed", "batch": "b1"}
@@ -348,8 +349,7 @@ def test_report_from_consistent_records_holds_both_invariants() -> None:
 
 
 def test_an_export_missing_an_image_breaks_the_invariant_loudly() -> None:
-    report = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
-    problems = report.pop("_problems")
+    report, problems = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
     assert report["invariants"]["exported_equals_accepted_plus_reviewed"] is False
     assert any(p.startswith("INVARIANT BROKEN: exported_images 2") for p in problems), problems
 
@@ -358,18 +358,17 @@ def test_a_report_count_without_its_image_breaks_the_invariant() -> None:
     batch = _labeled_batch()
     assert batch.report is not None
     batch.report["counts"]["received"] = 5  # the pipeline claims an object it does not list anywhere
-    report = _aggregate(_records(batches=[batch]))
-    problems = report.pop("_problems")
+    report, problems = _aggregate(_records(batches=[batch]))
     assert report["invariants"]["received_equals_rejected_plus_accepted_plus_reviewed"] is False
     assert any("INVARIANT BROKEN: images_received 5" in p for p in problems)
 
 
 def test_uploads_that_reached_no_batch_are_a_problem_unless_dead_lettered() -> None:
     uploaded = [*_records().uploaded, f"{INCOMING}lost.jpg"]
-    problems = _aggregate(_records(uploaded=uploaded))["_problems"]
+    problems = _aggregate(_records(uploaded=uploaded)).problems
     assert any("1 uploaded image(s) reached no batch" in p and "lost.jpg" in p for p in problems)
-    report = _aggregate(_records(uploaded=uploaded, dead_letter_keys=[f"{INCOMING}lost.jpg"]))
-    assert report.pop("_problems") == []  # accounted for: rejected with the intake reason
+    report, problems = _aggregate(_records(uploaded=uploaded, dead_letter_keys=[f"{INCOMING}lost.jpg"]))
+    assert problems == []  # accounted for: rejected with the intake reason
     assert report["images_received"] == 5
     assert {"image": "lost.jpg", "reason": "intake failed; the upload event is in the intake dead-letter queue"} in (
         report["rejected"]
@@ -391,8 +390,7 @@ def test_failed_and_unfinished_batches_list_every_object_with_a_reason() -> None
     )
     unfinished = BatchRecords("b3", [f"{INCOMING}y.jpg"], None, [], [])
     uploaded = [*_records().uploaded, *failed.objects, *unfinished.objects]
-    report = _aggregate(_records(uploaded=uploaded, batches=[_labeled_batch(), failed, unfinished]))
-    problems = report.pop("_problems")
+    report, problems = _aggregate(_records(uploaded=uploaded, batches=[_labeled_batch(), failed, unfinished]))
     reasons = {r["image"]: r["reason"] for r in report["rejected"]}
     assert reasons["zero.jpg"] == "empty object (0 bytes)"
     assert reasons["x.jpg"] == "batch failed: LabelingJobFailed: labeling job labelloop-ds-2 Failed: gone"
@@ -405,14 +403,13 @@ def test_failed_and_unfinished_batches_list_every_object_with_a_reason() -> None
 def test_an_image_labeled_in_two_batches_is_flagged() -> None:
     again = _labeled_batch()
     again.batch_id = "b9"
-    problems = _aggregate(_records(batches=[_labeled_batch(), again]))["_problems"]
+    problems = _aggregate(_records(batches=[_labeled_batch(), again])).problems
     assert any("labeled in more than one batch" in p for p in problems)
     assert any("INVARIANT BROKEN: exported_images 3" in p for p in problems)
 
 
 def test_a_run_with_problems_exits_1_and_says_so_loudly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    report = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
-    problems = report.pop("_problems")
+    report, problems = _aggregate(_records(export_document={"version": "v1", "counts": {"images": 2}}))
     code = print_outcome(RunResult(report, problems, None), tmp_path)
     captured = capsys.readouterr()
     assert code == 1

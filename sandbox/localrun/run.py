@@ -1,0 +1,246 @@
+"""Run and watch: deploy the planned run into the emulation, upload in waves, wait, fetch, account, write."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sandbox.localrun.accounting import aggregate
+from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
+from sandbox.localrun.records import IntakeRecords, collect_records
+from sandbox.localrun.spec import ACCOUNT, REGION, LocalRunError, RunPlan
+from sandbox.localrun.stack import synthesize_stack
+from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
+from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the report (also written to OUT/report.json) and any problems."""
+
+    report: dict[str, Any]
+    problems: list[str]
+    dataset_dir: Path | None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def failed_batches(self) -> list[dict[str, Any]]:
+        """Batches the workflow ended as failed (their images are listed as rejected with the cause)."""
+        return [b for b in self.report.get("batches", []) if b.get("status") == "failed"]
+
+
+def _waves(files: list[tuple[Path, str]], first_wave: float) -> list[list[tuple[Path, str]]]:
+    """Split the upload into waves; wave membership is a hash of the path, so it is spread evenly."""
+    if first_wave >= 1.0 or len(files) < 2:
+        return [files]
+    ordered = sorted(files, key=lambda f: hashlib.sha256(f[1].encode()).hexdigest())
+    cut = min(len(files) - 1, max(1, round(first_wave * len(files))))
+    first = {rel for _, rel in ordered[:cut]}
+    return [[f for f in files if f[1] in first], [f for f in files if f[1] not in first]]
+
+
+def run_local(plan: RunPlan, progress: Progress | None = None, assembly: Path | None = None) -> RunResult:
+    """Run the pipeline on the planned images (see the package doc). Raises `LocalRunError` for bad input.
+
+    ``plan`` comes from `plan_run` (the CLI boundary). ``assembly`` is a stack already synthesized
+    with `synthesize_stack` for the same spec (the demo synthesizes while it generates images);
+    without it the stack is synthesized here.
+    """
+    from sandbox.harness import LocalCloud
+
+    spec = plan.spec
+    clock = Stopwatch(progress or (lambda _text: None))
+    names = ImageNames(plan.files)
+    predictor = build_predictor(plan.model, names, plan.labels)
+    workforce = build_workforce(plan.reviewer, names, spec)
+
+    with tempfile.TemporaryDirectory(prefix="labelloop-local-") as tmp:
+        if assembly is None:
+            clock.say(
+                f"synthesizing the stack (labels {', '.join(plan.labels)}; model {spec.model};"
+                f" reviewer {plan.reviewer.kind})"
+            )
+            assembly = synthesize_stack(spec, plan.labels, Path(tmp) / "cdk.out")
+        with LocalCloud.start(
+            assembly,
+            workforce=workforce,
+            predictor=predictor,
+            labels=plan.labels,
+            model_faults=plan.faults,
+            duplicate_gt_events=spec.duplicate_job_events,
+            esm_mode="manual",  # each upload wave is delivered by a flush (see _upload_waves)
+            esm_retry="immediate",  # failed records are retried within the run, then dead-lettered
+            workteams=[plan.workteam],  # the private workteam the stack's config names
+            region=REGION,
+        ) as cloud:
+            if cloud.deployment.account != ACCOUNT:
+                raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
+            clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
+            return _DeployedRun(plan, cloud, names, clock).run()
+
+
+class _DeployedRun:
+    """One run against a deployed stack: upload, watch, fetch the export, account and write the report."""
+
+    def __init__(self, plan: RunPlan, cloud: Any, names: ImageNames, clock: Stopwatch) -> None:
+        self.plan, self.spec, self.cloud, self.clock = plan, plan.spec, cloud, clock
+        env = _function_env(cloud)
+        self.work_prefix = env.get("WORK_PREFIX", "work/")
+        self.exports_prefix = cloud.outputs.get("ExportsPrefix", "exports/")
+        names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
+        self.mappings = sqs_mappings(cloud)
+        self.machine = _workflow_arn(cloud, env)
+        self.watcher = Watcher(cloud, self.spec.dataset, self.work_prefix, self.machine, clock)
+        self.problems: list[str] = []
+
+    def run(self) -> RunResult:
+        spec, cloud = self.spec, self.cloud
+        if not self.mappings:
+            self.problems.append(
+                "the deployed stack has no SQS event source mapping: nothing starts batches (intake missing)"
+            )
+        if self.machine is None:
+            self.problems.append(
+                "the deployed stack has no workflow state machine: images can be uploaded but not labeled"
+            )
+        if self.plan.not_uploaded:
+            self.clock.say(f"not uploaded (the run's own input files): {', '.join(self.plan.not_uploaded)}")
+        uploaded = self._upload_waves()
+        self.problems += [f"intake: {p}" for p in delivery_problems(cloud.esm_batches, cloud.poller.warnings)]
+        latest, document, dataset_dir = self._fetch_export()
+        intake = IntakeRecords(dead_letters(cloud, self.mappings), len(cloud.esm_batches))
+        records = collect_records(
+            cloud, spec.dataset, self.work_prefix, uploaded, intake, (latest, document), self.watcher
+        )
+        report, accounting_problems = aggregate(records, spec, self.plan.labels, self.plan.reviewer)
+        report["export_versions"] = self._export_versions()
+        self.problems += accounting_problems
+        if latest is None and (report["auto_accepted"] or report["human_reviewed"]):
+            self.problems.append(
+                f"labeled images but no export was written; what the emulation saw:\n{cloud.diagnostics()}"
+            )
+        self._copy_batch_records(report)
+        report["problems"] = self.problems
+        spec.out.mkdir(parents=True, exist_ok=True)
+        (spec.out / "report.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        return RunResult(report, self.problems, dataset_dir)
+
+    def _upload_waves(self) -> list[str]:
+        """Upload wave by wave; after each, deliver the upload events and wait for the batches to end."""
+        spec, cloud = self.spec, self.cloud
+        uploaded: list[str] = []
+        waves = _waves(self.plan.files, spec.first_wave)
+        deadline = time.monotonic() + spec.timeout_s
+        for number, wave in enumerate(waves, start=1):
+            keys = _upload(cloud, spec.dataset, wave, spec.upload_twice)
+            uploaded += keys
+            label = f"wave {number}/{len(waves)}: " if len(waves) > 1 else ""
+            twice = " (each twice)" if spec.upload_twice else ""
+            self.clock.say(
+                f"{label}uploaded {len(keys)} image(s){twice} to "
+                f"s3://{cloud.bucket}/{cloud.incoming_prefix}{spec.dataset}/"
+            )
+            calls = cloud.flush_event_sources()
+            self.clock.say(f"{label}intake delivered the upload events in {calls} batch-starter call(s)")
+            if self.machine is not None and not self.watcher.wait(deadline):
+                self.problems.append(
+                    f"the pipeline did not finish within {spec.timeout_s:.0f}s: {self.watcher.running()}"
+                )
+                break
+        return uploaded
+
+    def _fetch_export(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, Path | None]:
+        """The dataset's latest export: its pointer, its export.json and where it was downloaded."""
+        spec = self.spec
+        latest = read_json(self.cloud, f"{self.exports_prefix}{spec.dataset}/latest.json")
+        if (spec.out / "dataset").exists():
+            shutil.rmtree(spec.out / "dataset")  # never leave an earlier run's dataset looking like this one's
+        if not latest:
+            return latest, None, None
+        self.clock.say(f"export version {latest['version']} is the latest ({latest.get('images')} images)")
+        version_prefix = f"{self.exports_prefix}{spec.dataset}/{latest['version']}/"
+        document = read_json(self.cloud, f"{version_prefix}export.json")
+        dataset_dir = spec.out / "dataset"
+        count = _download(self.cloud, version_prefix, dataset_dir)
+        self.clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
+        return latest, document, dataset_dir
+
+    def _export_versions(self) -> list[str]:
+        prefix = f"{self.exports_prefix}{self.spec.dataset}/"
+        versions = {
+            key[len(prefix) :].split("/", 1)[0] for key in self.cloud.list_keys(prefix) if key.endswith("/export.json")
+        }
+        return sorted(versions)
+
+    def _copy_batch_records(self, report: dict[str, Any]) -> None:
+        """The pipeline's own per-batch records, next to the run report, for anyone who wants the detail."""
+        spec, cloud = self.spec, self.cloud
+        batches_dir = spec.out / "batches"
+        if batches_dir.exists():
+            shutil.rmtree(batches_dir)
+        for entry in report["batches"]:
+            for name, field_name in (("report.json", "report"), ("output.manifest", "output_manifest")):
+                source = f"{self.work_prefix}batches/{spec.dataset}/{entry['batch_id']}/{name}"
+                try:
+                    body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read()
+                except Exception:
+                    continue
+                target = batches_dir / entry["batch_id"] / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(body)
+                entry[field_name] = str(target)
+
+
+def _function_env(cloud: Any) -> dict[str, str]:
+    """Environment shared by the deployed functions (prefixes), read from the batch starter or any."""
+    lam = cloud.client("lambda")
+    merged: dict[str, str] = {}
+    for name in cloud.function_names().values():
+        env = lam.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
+        for key, value in env.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def _workflow_arn(cloud: Any, env: dict[str, str]) -> str | None:
+    """The state machine the batch starter starts (its STATE_MACHINE_ARN), else the only one."""
+    if env.get("STATE_MACHINE_ARN"):
+        return env["STATE_MACHINE_ARN"]
+    machines = list(cloud.state_machine_arns().values())
+    return machines[0] if len(machines) == 1 else None
+
+
+def _upload(cloud: Any, dataset: str, files: list[tuple[Path, str]], twice: bool) -> list[str]:
+    s3 = cloud.client("s3")
+    keys = []
+    for _ in range(2 if twice else 1):
+        for path, relative in files:
+            key = f"{cloud.incoming_prefix}{dataset}/{relative}"
+            content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            s3.put_object(Bucket=cloud.bucket, Key=key, Body=path.read_bytes(), ContentType=content_type)
+            keys.append(key)
+    return sorted(set(keys))
+
+
+def _download(cloud: Any, prefix: str, dest: Path) -> int:
+    s3 = cloud.client("s3")
+    count = 0
+    # S3 has no empty folders: a split with no image still needs its folders for a YOLO loader.
+    for folder in ("images/train", "images/val", "labels/train", "labels/val"):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+    for key in cloud.list_keys(prefix):
+        target = dest / key[len(prefix) :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read())
+        count += 1
+    return count

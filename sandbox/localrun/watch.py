@@ -1,0 +1,148 @@
+"""Progress while the pipeline runs: each batch's stages, read from what the pipeline writes, said once."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+TERMINAL_EXECUTION = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
+
+Progress = Callable[[str], None]
+
+
+class Stopwatch:
+    """Prefixes progress lines with the seconds since the run started."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.started = time.monotonic()
+        self.progress = progress
+
+    def say(self, text: str) -> None:
+        self.progress(f"[{time.monotonic() - self.started:6.1f}s] {text}")
+
+
+def read_json(cloud: Any, key: str) -> Any:
+    """The JSON object at ``key`` in the data bucket, or None when it is missing or unreadable."""
+    try:
+        return cloud.read_json(key)
+    except Exception:
+        return None
+
+
+def read_jsonl(cloud: Any, key: str) -> list[dict[str, Any]]:
+    """The JSON Lines at ``key`` in the data bucket, or [] when it is missing or unreadable."""
+    try:
+        return list(cloud.read_jsonl(key))
+    except Exception:
+        return []
+
+
+class Watcher:
+    """Polls the pipeline's own artifacts and prints each stage once per batch as it happens."""
+
+    def __init__(self, cloud: Any, dataset: str, work_prefix: str, machine: str | None, clock: Stopwatch) -> None:
+        self.cloud, self.dataset, self.clock, self.machine = cloud, dataset, clock, machine
+        self.batches_prefix = f"{work_prefix}batches/{dataset}/"
+        self.said: set[tuple[str, str]] = set()
+        self.executions: dict[str, str] = {}
+
+    def _say_once(self, batch: str, stage: str, text: str) -> None:
+        if (batch, stage) not in self.said:
+            self.said.add((batch, stage))
+            self.clock.say(f"batch {batch[:24]}: {text}")
+
+    def _executions(self) -> dict[str, str]:
+        sfn = self.cloud.client("stepfunctions")
+        found: dict[str, str] = {}
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.machine):
+            for execution in page["executions"]:
+                found[execution["executionArn"]] = execution["status"]
+        self.executions = found
+        return found
+
+    def running(self) -> str:
+        """The workflow executions by state, e.g. ``2 running, 1 succeeded``."""
+        states = Counter(self.executions.values())
+        return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no executions"
+
+    def batches(self) -> list[str]:
+        """The ids of the dataset's batches that have files so far."""
+        keys = self.cloud.list_keys(self.batches_prefix)
+        return sorted(
+            {k[len(self.batches_prefix) :].split("/", 1)[0] for k in keys if "/" in k[len(self.batches_prefix) :]}
+        )
+
+    def poll(self) -> None:
+        """Say every stage reached since the last poll."""
+        for batch in self.batches():
+            self._poll_batch(batch)
+        self._poll_jobs()
+
+    def _poll_batch(self, batch: str) -> None:
+        prefix = f"{self.batches_prefix}{batch}/"
+        keys = set(self.cloud.list_keys(prefix))
+        if f"{prefix}objects.jsonl" in keys:
+            count = len(read_jsonl(self.cloud, f"{prefix}objects.jsonl"))
+            self._say_once(batch, "started", f"started with {count} image(s)")
+        if f"{prefix}input.manifest" in keys:
+            valid = len(read_jsonl(self.cloud, f"{prefix}input.manifest"))
+            rejected = len(read_jsonl(self.cloud, f"{prefix}rejected.jsonl"))
+            self._say_once(batch, "validated", f"validated: {valid} valid, {rejected} rejected")
+        shards = [k for k in keys if k.startswith(f"{prefix}shards/")]
+        done = [k for k in keys if k.startswith(f"{prefix}prelabeled/")]
+        if shards and len(done) >= len(shards):
+            self._say_once(batch, "prelabeled", f"pre-labeled ({len(done)} shard(s))")
+        if f"{prefix}accepted.manifest" in keys or f"{prefix}review.manifest" in keys:
+            accepted = len(read_jsonl(self.cloud, f"{prefix}accepted.manifest"))
+            review = len(read_jsonl(self.cloud, f"{prefix}review.manifest"))
+            self._say_once(batch, "routed", f"routed: {accepted} auto-accepted, {review} to human review")
+        if f"{prefix}report.json" in keys:
+            self._say_report(batch, read_json(self.cloud, f"{prefix}report.json") or {})
+
+    def _say_report(self, batch: str, report: dict[str, Any]) -> None:
+        if report.get("status") == "failed":
+            self._say_once(batch, "failed", f"FAILED: {report.get('error')}: {str(report.get('cause'))[:200]}")
+        elif report.get("status") == "labeled":
+            counts = report.get("counts", {})
+            self._say_once(
+                batch,
+                "merged",
+                f"merged: {counts.get('accepted')} accepted + {counts.get('reviewed')} reviewed"
+                f" (jobs: {', '.join(report.get('jobs') or []) or 'none'})",
+            )
+        if isinstance(report.get("calibration"), dict):
+            nxt = report["calibration"].get("next_threshold") or {}
+            self._say_once(
+                batch,
+                "calibrated",
+                f"calibrated: theta {nxt.get('theta')} (bound {nxt.get('lower_bound')}, "
+                f"{nxt.get('pairs_used')} pairs, {nxt.get('reason')})",
+            )
+
+    def _poll_jobs(self) -> None:
+        for job in self.cloud.labeling_jobs().values():
+            if job.status in ("Completed", "Failed", "Stopped"):
+                detail = (
+                    f": {job.failure_reason}"
+                    if job.failure_reason
+                    else f" ({job.counters.get('HumanLabeled')} labeled)"
+                )
+                if ("job", job.name) not in self.said:
+                    self.said.add(("job", job.name))
+                    self.clock.say(f"labeling job {job.name} {job.status}{detail}")
+
+    def wait(self, deadline: float) -> bool:
+        """Until every execution of the workflow has ended; False on timeout."""
+        while True:
+            self.poll()
+            executions = self._executions()
+            if executions and all(s in TERMINAL_EXECUTION for s in executions.values()):
+                self.poll()
+                return True
+            if not executions and not self.batches():
+                return True  # nothing was started (e.g. every event failed intake)
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
