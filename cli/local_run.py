@@ -33,6 +33,9 @@ def register(sub: Any) -> None:
     )
     add_run_arguments(parser)
     parser.set_defaults(func=run)
+    from cli import local_up  # `local up` lives in its own module
+
+    local_up.register(local_sub)
 
 
 def _labels(value: str) -> tuple[str, ...]:

@@ -86,4 +86,5 @@ class LabelLoopStack(Stack):
         )
         CfnOutput(self, "IncomingPrefix", value=config.incoming_prefix)
         CfnOutput(self, "ExportsPrefix", value=config.exports_prefix)
+        CfnOutput(self, "WorkPrefix", value=config.work_prefix)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)

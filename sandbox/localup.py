@@ -1,0 +1,468 @@
+"""`labelloop local up` as a library: the deployed stack served as an AWS endpoint on 127.0.0.1.
+
+`serve` synthesizes the stack with the same context overrides as ``local run``, deploys it into the
+in-process emulation (`sandbox.harness.LocalCloud`, SQS event sources polled in the background as
+Lambda does) and serves moto's API over HTTP (`sandbox.server`), so whatever a client puts under
+``incoming/<dataset>/`` starts batches exactly as on AWS. It returns when ``stop`` is set
+(SIGINT/SIGTERM in the CLI): the endpoint stops accepting requests, running work gets a short
+grace period to finish, what is still in flight is reported, ``--state`` is saved, and the
+emulation is torn down.
+
+Replay/oracle/answers files name images by a path under ``images_root``; at run time an image is
+recognised by its content, wherever and under whatever key a client uploaded it.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote_plus
+
+from sandbox.imagerefs import ImageRef
+from sandbox.localrun import (
+    LOCAL_WORKTEAM,
+    REGION,
+    ImageNames,
+    LocalRunError,
+    RunSpec,
+    build_predictor,
+    build_workforce,
+    labels_for,
+    parse_model,
+    parse_reviewer,
+    stack_context,
+    synthesize_stack,
+)
+from sandbox.localstate import StateDir, StateError
+from sandbox.server import EndpointServer, PortInUseError, check_port
+
+STACK_NAME = "LabelLoop"
+#: Seconds a running batch gets to finish after a stop request before it is reported as in flight.
+DEFAULT_DRAIN_S = 10.0
+#: Local credentials any client may use (the emulation accepts any; IAM is not enforced).
+LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY = "labelloop-local", "labelloop-local"
+
+Progress = Callable[[str], None]
+
+
+class LocalUpError(ValueError):
+    """A problem with ``local up``'s inputs or environment the user can fix (busy port, bad file)."""
+
+
+@dataclass(frozen=True)
+class UpSpec:
+    """Everything one ``local up`` needs; the CLI builds it from its arguments."""
+
+    port: int
+    labels: tuple[str, ...] | None = None
+    model: str = "none"
+    reviewer: str = "accept"
+    images_root: Path | None = None
+    workers: int = 1
+    threshold: float | None = None
+    target_quality: float | None = None
+    min_pairs: int | None = None
+    task_mode: str | None = None
+    oracle_noise: float = 0.02
+    seed: int = 0
+    state: Path | None = None
+    drain_s: float = DEFAULT_DRAIN_S
+    #: Dotted ``labelloop.KEY`` -> VALUE overrides (``--context``), as for ``local run``.
+    context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Endpoint:
+    """What a running ``local up`` serves (printed by the CLI, handed to tests)."""
+
+    url: str
+    region: str
+    bucket: str
+    stack: str
+    incoming_prefix: str
+    exports_prefix: str
+    labels: tuple[str, ...]
+    restored_objects: int = 0
+
+
+@dataclass
+class StopReport:
+    """How the server stopped: what finished during the grace period and what was still in flight."""
+
+    drained: bool
+    in_flight: list[str]
+    saved_objects: int | None
+    stop_s: float
+
+
+# ------------------------------------------------------------------------- images by content
+
+
+def _sha(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+class RootNames(ImageNames):
+    """Images under ``--images-root``, recognised by content wherever a client put them.
+
+    Originals are matched by their bytes; a key (``incoming/<dataset>/...``) by the bytes of the
+    object behind it; an EXIF-normalised copy (``<work>derived/<dataset>/...``) by the bytes of
+    the original it was derived from.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        files = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if p.is_file()] if root else []
+        super().__init__(files)
+        self._known: dict[str, str] = {_sha(p.read_bytes()): rel for p, rel in files}
+        self._by_key: dict[str, str | None] = {}
+        self._learned: set[str] = set()
+        self._incoming = "incoming/"
+        self._derived = "work/derived/"
+        self._client: Any = None
+        self._bucket_name = ""
+        self._mutex = threading.Lock()
+
+    def attach_bucket(self, s3: Any, bucket: str, incoming_prefix: str, work_prefix: str) -> None:
+        self._client, self._bucket_name = s3, bucket
+        self._incoming, self._derived = incoming_prefix, f"{work_prefix}derived/"
+
+    def _original_key(self, key: str) -> str:
+        """The uploaded object an emulated service's key stands for (a derived copy's original)."""
+        if key.startswith(self._derived):
+            return self._incoming + key[len(self._derived) :]
+        return key
+
+    def _relative_of_key(self, key: str) -> str | None:
+        original = self._original_key(key)
+        if original not in self._by_key:
+            try:
+                body = self._client.get_object(Bucket=self._bucket_name, Key=original)["Body"].read()
+            except Exception:
+                return None  # not (yet) an object: let the inner lookup try the key itself
+            self._by_key[original] = self._known.get(_sha(body))
+        return self._by_key[original]
+
+    def _learn_derived_copies(self) -> None:
+        paginator = self._client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket_name, Prefix=self._derived):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                if key in self._learned:
+                    continue
+                self._learned.add(key)
+                relative = self._relative_of_key(key)
+                if relative is not None:
+                    body = self._client.get_object(Bucket=self._bucket_name, Key=key)["Body"].read()
+                    self._known.setdefault(_sha(body), relative)
+
+    def resolve(self, ref: ImageRef) -> str | None:
+        if ref.data is not None and (found := self._known.get(_sha(ref.data))) is not None:
+            return found
+        if self._client is None:
+            return None
+        with self._mutex:
+            if ref.key:
+                for key in dict.fromkeys((ref.key, unquote_plus(ref.key))):
+                    if key.startswith((self._incoming, self._derived)) and (rel := self._relative_of_key(key)):
+                        return rel
+            if ref.data is None:
+                return None
+            self._learn_derived_copies()
+            return self._known.get(_sha(ref.data))
+
+
+# ------------------------------------------------------------------------------- preparation
+
+
+@dataclass
+class Prepared:
+    """The parsed options: labels, who answers for the model and the workforce, the run spec."""
+
+    run_spec: RunSpec
+    labels: tuple[str, ...]
+    names: RootNames
+    predictor: Any
+    workforce: Any
+    notes: list[str]
+
+
+def _default_root(spec: UpSpec) -> tuple[Path, list[str]]:
+    if spec.images_root is not None:
+        if not spec.images_root.is_dir():
+            raise LocalUpError(f"--images-root {spec.images_root}: not a folder")
+        return spec.images_root, []
+    for value in (spec.model, spec.reviewer):
+        _, sep, name = value.partition(":")
+        if sep and Path(name).is_file():
+            folder = Path(name).expanduser().resolve().parent
+            return folder, [f"images in {value} are looked up under {folder} (set --images-root to change)"]
+    return Path.cwd(), []
+
+
+def prepare(spec: UpSpec) -> Prepared:
+    """Validate the options and build the model/workforce emulation; raises `LocalUpError`."""
+    if spec.workers < 1 or spec.workers > 9:
+        raise LocalUpError(f"--workers must be within 1-9, got {spec.workers}")
+    if spec.threshold is not None and not 0.0 <= spec.threshold <= 1.0:
+        raise LocalUpError(f"--threshold must be within [0, 1], got {spec.threshold}")
+    if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
+        raise LocalUpError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
+    root, notes = _default_root(spec)
+    run_spec = RunSpec(
+        images=root,
+        out=root,
+        labels=spec.labels,
+        model=spec.model,
+        reviewer=spec.reviewer,
+        workers=spec.workers,
+        threshold=spec.threshold,
+        target_quality=spec.target_quality,
+        min_pairs=spec.min_pairs,
+        oracle_noise=spec.oracle_noise,
+        seed=spec.seed,
+    )
+    try:
+        model = parse_model(spec.model, root)
+        reviewer = parse_reviewer(spec.reviewer, root)
+        labels = labels_for(run_spec, model, reviewer)
+        names = RootNames(root if (model.records or reviewer.records) else None)
+        predictor = build_predictor(model, names, labels)
+        workforce = build_workforce(reviewer, names, run_spec)
+    except LocalRunError as exc:
+        raise LocalUpError(str(exc)) from exc
+    return Prepared(run_spec, labels, names, predictor, workforce, notes)
+
+
+def _synthesize_job(run_spec: RunSpec, labels: tuple[str, ...], task_mode: str | None, outdir: Path) -> Path:
+    """Synthesize (or reuse from ``LABELLOOP_ASSEMBLY_CACHE``) the assembly of this configuration."""
+    if task_mode is None:
+        try:
+            return synthesize_stack(run_spec, labels, outdir)
+        except LocalRunError as exc:
+            raise LocalUpError(str(exc)) from None
+    from infra.synth import synthesize
+
+    context = stack_context(run_spec, labels) | {"taskMode": task_mode}
+    try:
+        return Path(synthesize(outdir, context=context))
+    except Exception as exc:
+        raise LocalUpError(f"the stack does not synthesize with these options: {exc}") from None
+
+
+def _synthesize(prepared: Prepared, spec: UpSpec, outdir: Path) -> Path:
+    """`_synthesize_job` in a child process: the CDK's node kernel never runs in the serving process,
+    which therefore stops in a second instead of waiting for that kernel to shut down at exit."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        job = pool.submit(_synthesize_job, prepared.run_spec, prepared.labels, spec.task_mode, outdir)
+        return Path(job.result())
+
+
+def pin_bucket_name(assembly: Path, stack: str, bucket: str, workdir: Path) -> Path:
+    """A view of ``assembly`` whose data bucket is named ``bucket`` (a restart keeps the name).
+
+    Every file is linked, only the stack template is rewritten; the cached assembly is not touched.
+    """
+    template = json.loads((assembly / f"{stack}.template.json").read_text())
+    ref = template.get("Outputs", {}).get("DataBucketName", {}).get("Value", {})
+    logical_id = ref.get("Ref") if isinstance(ref, dict) else None
+    if logical_id not in template.get("Resources", {}):
+        raise LocalUpError("the synthesized stack has no DataBucketName output naming its bucket")
+    template["Resources"][logical_id].setdefault("Properties", {})["BucketName"] = bucket
+    view = workdir / "assembly"
+    view.mkdir(parents=True)
+    for entry in assembly.iterdir():
+        if entry.name != f"{stack}.template.json":
+            (view / entry.name).symlink_to(entry.resolve())
+    (view / f"{stack}.template.json").write_text(json.dumps(template))
+    return view
+
+
+# ------------------------------------------------------------------------------ in-flight work
+
+
+def in_flight(cloud: Any) -> list[str]:
+    """Work the pipeline has not finished: running executions, queued events, open labeling jobs."""
+    found: list[str] = []
+    sfn = cloud.client("stepfunctions")
+    for arn in cloud.state_machine_arns().values():
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
+            found += [f"workflow execution {e['name']} running" for e in page["executions"]]
+    sqs = cloud.client("sqs")
+    for url in cloud.queue_urls().values():
+        attrs = sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        )["Attributes"]
+        waiting = int(attrs.get("ApproximateNumberOfMessages", 0)) + int(
+            attrs.get("ApproximateNumberOfMessagesNotVisible", 0)
+        )
+        name = url.rsplit("/", 1)[-1]
+        if waiting and "dead" not in name.lower() and "dlq" not in name.lower():
+            found.append(f"{waiting} message(s) queued in {name}")
+    for job in cloud.labeling_jobs().values():
+        if job.status in ("InProgress", "Stopping"):
+            found.append(f"labeling job {job.name} {job.status}")
+    return found
+
+
+def _drain(cloud: Any, seconds: float) -> list[str]:
+    """Let running work finish for up to ``seconds``; return what is still in flight."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            pending = in_flight(cloud)
+        except Exception as exc:  # the report must not prevent the stop
+            return [f"(could not list in-flight work: {exc})"]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.25)
+
+
+# ----------------------------------------------------------------------------------- serving
+
+
+def serve(
+    spec: UpSpec,
+    stop: threading.Event,
+    progress: Progress,
+    on_ready: Callable[[Endpoint], None],
+) -> StopReport | None:
+    """Serve until ``stop`` is set; see the module doc. None when stopped before serving."""
+    from sandbox.harness import LocalCloud
+
+    try:
+        check_port(spec.port)
+    except PortInUseError as exc:
+        raise LocalUpError(str(exc)) from None
+    state = _state_dir(spec.state)
+    saved = state.saved() if state is not None else None
+    prepared = prepare(spec)
+    for note in prepared.notes:
+        progress(note)
+    with tempfile.TemporaryDirectory(prefix="labelloop-up-") as tmp:
+        progress(f"synthesizing the stack (labels {', '.join(prepared.labels)}; model {spec.model})")
+        assembly = _synthesize(prepared, spec, Path(tmp) / "cdk.out")
+        if saved is not None:
+            assembly = pin_bucket_name(assembly, STACK_NAME, saved.bucket, Path(tmp))
+        if stop.is_set():
+            return None
+        started = time.monotonic()
+        with LocalCloud.start(
+            assembly,
+            workforce=prepared.workforce,
+            predictor=prepared.predictor,
+            labels=prepared.labels,
+            workteams=[LOCAL_WORKTEAM],
+            region=REGION,
+            stack_name=STACK_NAME,
+        ) as cloud:
+            progress(f"deployed into the emulation ({time.monotonic() - started:.1f}s)")
+            return _serve_deployed(spec, cloud, prepared, state, stop, progress, on_ready)
+
+
+def _state_dir(path: Path | None) -> StateDir | None:
+    if path is None:
+        return None
+    try:
+        return StateDir(path)
+    except StateError as exc:
+        raise LocalUpError(str(exc)) from None
+
+
+def _serve_deployed(
+    spec: UpSpec,
+    cloud: Any,
+    prepared: Prepared,
+    state: StateDir | None,
+    stop: threading.Event,
+    progress: Progress,
+    on_ready: Callable[[Endpoint], None],
+) -> StopReport | None:
+    env = _function_env(cloud)
+    prepared.names.attach_bucket(
+        cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, env.get("WORK_PREFIX", "work/")
+    )
+    restored = 0
+    if state is not None:
+        try:
+            restored = state.restore(cloud.client("s3"), cloud.bucket, cloud.deployment.account)
+        except StateError as exc:
+            raise LocalUpError(str(exc)) from None
+    try:
+        server = EndpointServer(spec.port)
+    except PortInUseError as exc:
+        raise LocalUpError(str(exc)) from None
+    server.start()
+    endpoint = Endpoint(
+        url=server.url,
+        region=cloud.region,
+        bucket=cloud.bucket,
+        stack=STACK_NAME,
+        incoming_prefix=cloud.incoming_prefix,
+        exports_prefix=cloud.outputs.get("ExportsPrefix", "exports/"),
+        labels=prepared.labels,
+        restored_objects=restored,
+    )
+    try:
+        on_ready(endpoint)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    began = time.monotonic()
+    progress(f"stopping: endpoint closed; giving running work up to {spec.drain_s:.0f}s to finish")
+    pending = _drain(cloud, spec.drain_s)
+    saved_objects = None
+    if state is not None:
+        saved_objects = state.save(cloud.client("s3"), cloud.bucket, STACK_NAME)
+        progress(f"saved {saved_objects} object(s) of s3://{cloud.bucket} to {state.root}")
+    return StopReport(not pending, pending, saved_objects, time.monotonic() - began)
+
+
+def _function_env(cloud: Any) -> dict[str, str]:
+    lam = cloud.client("lambda")
+    merged: dict[str, str] = {}
+    for name in cloud.function_names().values():
+        env = lam.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
+        for key, value in env.items():
+            merged.setdefault(key, value)
+    return merged
+
+
+def copy_command(endpoint: Endpoint, folder: str = "DIR", dataset: str = "DATASET") -> str:
+    """The AWS CLI line that uploads a folder as a dataset to this endpoint."""
+    return (
+        f"aws --endpoint-url {endpoint.url} --region {endpoint.region} s3 cp {folder} "
+        f"s3://{endpoint.bucket}/{endpoint.incoming_prefix}{dataset}/ --recursive"
+    )
+
+
+def banner_lines(endpoint: Endpoint, extra: Iterable[str] = ()) -> list[str]:
+    """What ``local up`` prints once it serves."""
+    lines = [
+        f"LabelLoop is up at {endpoint.url} (region {endpoint.region}, stack {endpoint.stack})",
+        f"  data bucket: {endpoint.bucket}",
+        f"  labels: {', '.join(endpoint.labels)}",
+    ]
+    if endpoint.restored_objects:
+        lines.append(f"  restored {endpoint.restored_objects} object(s) from --state")
+    lines += [
+        *extra,
+        "  any credentials work; e.g.",
+        f"    export AWS_ACCESS_KEY_ID={LOCAL_ACCESS_KEY} AWS_SECRET_ACCESS_KEY={LOCAL_SECRET_KEY}",
+        f"    {copy_command(endpoint)}",
+        f"    labelloop status --endpoint-url {endpoint.url}",
+        f"    labelloop pull DATASET --out OUT --endpoint-url {endpoint.url}",
+        "  Ctrl-C (or SIGTERM) stops it.",
+    ]
+    return lines
