@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cli.context import ContextError, add_context_argument, context_from_args
 from cli.local_run import _labels
 from sandbox.localup import DEFAULT_DRAIN_S, Endpoint, LocalUpError, UpSpec, banner_lines, serve
 
@@ -73,6 +74,7 @@ def register(local_sub: Any) -> None:
         default=DEFAULT_DRAIN_S,
         help=f"seconds running batches get to finish on stop (default {DEFAULT_DRAIN_S:.0f}; at most 15)",
     )
+    add_context_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -92,6 +94,7 @@ def spec_from_args(args: argparse.Namespace) -> UpSpec:
         seed=args.seed,
         state=args.state,
         drain_s=max(0.0, min(15.0, args.drain_timeout)),
+        context=context_from_args(args),
     )
 
 
@@ -132,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local up``."""
     from cli.main import CliError
 
-    spec = spec_from_args(args)
+    try:
+        spec = spec_from_args(args)
+    except ContextError as exc:
+        raise CliError(str(exc)) from None
     # Bound now: while the emulation runs, sys.stdout/stderr are the Lambda runtime's routers.
     out, err = sys.stdout, sys.stderr
     began = time.monotonic()

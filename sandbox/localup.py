@@ -43,6 +43,7 @@ from sandbox.localstate import StateDir, StateError
 from sandbox.server import EndpointServer, PortInUseError, check_port
 
 STACK_NAME = "LabelLoop"
+TASK_MODE_KEY = "labelloop.taskMode"
 #: Seconds a running batch gets to finish after a stop request before it is reported as in flight.
 DEFAULT_DRAIN_S = 10.0
 #: Local credentials any client may use (the emulation accepts any; IAM is not enforced).
@@ -216,6 +217,12 @@ def prepare(spec: UpSpec) -> Prepared:
     if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
         raise LocalUpError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
     root, notes = _default_root(spec)
+    overrides = dict(spec.context)
+    if spec.task_mode is not None:
+        if overrides.get(TASK_MODE_KEY, spec.task_mode) != spec.task_mode:
+            given = overrides[TASK_MODE_KEY]
+            raise LocalUpError(f"--task-mode {spec.task_mode} contradicts --context taskMode={given}")
+        overrides[TASK_MODE_KEY] = spec.task_mode
     run_spec = RunSpec(
         images=root,
         out=root,
@@ -228,11 +235,13 @@ def prepare(spec: UpSpec) -> Prepared:
         min_pairs=spec.min_pairs,
         oracle_noise=spec.oracle_noise,
         seed=spec.seed,
+        context=overrides,
     )
     try:
         model = parse_model(spec.model, root)
         reviewer = parse_reviewer(spec.reviewer, root)
         labels = labels_for(run_spec, model, reviewer)
+        stack_context(run_spec, labels)  # --context is validated now, not after a slow synthesis
         names = RootNames(root if (model.records or reviewer.records) else None)
         predictor = build_predictor(model, names, labels)
         workforce = build_workforce(reviewer, names, run_spec)
@@ -241,20 +250,12 @@ def prepare(spec: UpSpec) -> Prepared:
     return Prepared(run_spec, labels, names, predictor, workforce, notes)
 
 
-def _synthesize_job(run_spec: RunSpec, labels: tuple[str, ...], task_mode: str | None, outdir: Path) -> Path:
+def _synthesize_job(run_spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> Path:
     """Synthesize (or reuse from ``LABELLOOP_ASSEMBLY_CACHE``) the assembly of this configuration."""
-    if task_mode is None:
-        try:
-            return synthesize_stack(run_spec, labels, outdir)
-        except LocalRunError as exc:
-            raise LocalUpError(str(exc)) from None
-    from infra.synth import synthesize
-
-    context = stack_context(run_spec, labels) | {"taskMode": task_mode}
     try:
-        return Path(synthesize(outdir, context=context))
-    except Exception as exc:
-        raise LocalUpError(f"the stack does not synthesize with these options: {exc}") from None
+        return synthesize_stack(run_spec, labels, outdir)
+    except LocalRunError as exc:
+        raise LocalUpError(str(exc)) from None
 
 
 def _synthesize(prepared: Prepared, spec: UpSpec, outdir: Path) -> Path:
@@ -264,7 +265,7 @@ def _synthesize(prepared: Prepared, spec: UpSpec, outdir: Path) -> Path:
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        job = pool.submit(_synthesize_job, prepared.run_spec, prepared.labels, spec.task_mode, outdir)
+        job = pool.submit(_synthesize_job, prepared.run_spec, prepared.labels, outdir)
         return Path(job.result())
 
 

@@ -1,0 +1,218 @@
+"""`local up` / `status` / `pull` pieces without a server: ports, image matching, state, listings, errors."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import socket
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from cli import pull, status
+from cli.aws_target import connect
+from cli.errors import CliError
+from cli.main import main
+from sandbox.imagerefs import ImageRef
+from sandbox.localstate import StateDir, StateError
+from sandbox.localup import Endpoint, LocalUpError, RootNames, UpSpec, banner_lines, copy_command, prepare
+from sandbox.server import PortInUseError, check_port
+
+
+def test_a_busy_port_is_refused_with_a_clear_message() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} on 127.0.0.1 is already in use"):
+            check_port(port)
+    check_port(port)  # free again
+    with pytest.raises(PortInUseError, match="not within 1-65535"):
+        check_port(70000)
+
+
+def test_local_up_refuses_a_busy_port_before_synthesizing(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert main(["local", "up", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"labelloop: error: port {port} on 127.0.0.1 is already in use; stop what listens")
+    assert err.count("\n") == 1
+
+
+def test_bad_options_fail_before_anything_is_deployed(tmp_path: Path) -> None:
+    with pytest.raises(LocalUpError, match="--threshold"):
+        prepare(UpSpec(port=1, threshold=1.5))
+    with pytest.raises(LocalUpError, match="--images-root"):
+        prepare(UpSpec(port=1, images_root=tmp_path / "missing"))
+    with pytest.raises(LocalUpError, match="replay:FILE"):
+        prepare(UpSpec(port=1, model="replay:"))
+    with pytest.raises(LocalUpError, match="contradicts"):
+        prepare(UpSpec(port=1, task_mode="verify", context={"labelloop.taskMode": "adjust"}))
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@mock_aws
+def test_images_are_recognised_by_content_under_any_key(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "one.jpg").write_bytes(_jpeg((200, 0, 0)))
+    (root / "two.jpg").write_bytes(_jpeg((0, 200, 0)))
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="data")
+    names = RootNames(root)
+    names.attach_bucket(s3, "data", "incoming/", "work/")
+    # Uploaded under another dataset and file name: found by the bytes behind the key.
+    s3.put_object(Bucket="data", Key="incoming/any/renamed.jpg", Body=(root / "a" / "one.jpg").read_bytes())
+    assert names.resolve(ImageRef(key="incoming/any/renamed.jpg")) == "a/one.jpg"
+    assert names.resolve(ImageRef(data=(root / "two.jpg").read_bytes())) == "two.jpg"
+    # An EXIF-normalised copy has other bytes: found through the original it was derived from.
+    derived = _jpeg((1, 2, 3))
+    s3.put_object(Bucket="data", Key="work/derived/any/renamed.jpg", Body=derived)
+    assert names.resolve(ImageRef(data=derived)) == "a/one.jpg"
+    assert names.resolve(ImageRef(data=b"unknown")) is None
+
+
+@mock_aws
+def test_state_saves_incrementally_and_restores_without_events(tmp_path: Path) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="data")
+    s3.put_object(Bucket="data", Key="incoming/d/a b+c.jpg", Body=b"one", ContentType="image/jpeg")
+    s3.put_object(Bucket="data", Key="exports/d/latest.json", Body=b"{}", Metadata={"k": "v"})
+    state = StateDir(tmp_path / "state")
+    assert state.saved() is None
+    assert state.save(s3, "data", "LabelLoop") == 2
+    saved = state.saved()
+    assert saved is not None and saved.bucket == "data" and saved.objects == 2
+    s3.delete_object(Bucket="data", Key="exports/d/latest.json")
+    assert state.save(s3, "data", "LabelLoop") == 1
+    assert len(list((tmp_path / "state" / "blobs").iterdir())) == 1  # the deleted object's blob is gone
+
+    s3.create_bucket(Bucket="fresh")
+    queue_url = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="events")["QueueUrl"]
+    arn = f"arn:aws:sqs:us-east-1:123456789012:{queue_url.rsplit('/', 1)[-1]}"
+    s3.put_bucket_notification_configuration(
+        Bucket="fresh",
+        NotificationConfiguration={"QueueConfigurations": [{"QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]},
+    )
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    sqs.purge_queue(QueueUrl=queue_url)
+    assert state.restore(s3, "fresh", "123456789012") == 1
+    obj = s3.get_object(Bucket="fresh", Key="incoming/d/a b+c.jpg")
+    assert obj["Body"].read() == b"one" and obj["ContentType"] == "image/jpeg"
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+    s3.put_object(Bucket="fresh", Key="incoming/d/new.jpg", Body=b"x")  # notifications are back
+    assert "Messages" in sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0)
+
+
+def test_a_foreign_state_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "state.json").write_text('{"format": 99}')
+    with pytest.raises(StateError, match="not a LabelLoop local state"):
+        StateDir(tmp_path).saved()
+    (tmp_path / "state.json").write_text("{not json")
+    with pytest.raises(StateError, match="unreadable"):
+        StateDir(tmp_path).saved()
+
+
+def test_the_banner_has_a_copy_paste_upload_line() -> None:
+    endpoint = Endpoint("http://127.0.0.1:4566", "us-east-1", "bkt", "LabelLoop", "incoming/", "exports/", ("car",))
+    line = copy_command(endpoint, "photos", "street")
+    assert line == (
+        "aws --endpoint-url http://127.0.0.1:4566 --region us-east-1 s3 cp photos s3://bkt/incoming/street/ --recursive"
+    )
+    text = "\n".join(banner_lines(endpoint))
+    assert "data bucket: bkt" in text and "http://127.0.0.1:4566" in text and "s3 cp DIR" in text
+
+
+def _file(relative: str, data: bytes = b"x") -> pull.RemoteFile:
+    return pull.RemoteFile(f"exports/d/v/{relative}", relative, len(data), f'"{hashlib.md5(data).hexdigest()}"')
+
+
+def test_the_listing_must_match_export_json() -> None:
+    files = [_file("data.yaml"), _file("images/train/a.jpg"), _file("labels/train/a.txt")]
+    files += [_file("images/val/sub/b.png"), _file("labels/val/sub/b.txt")]
+    pull.check_listing(files, {"counts": {"images": 2, "train": 1, "val": 1}})
+    with pytest.raises(CliError, match="counts 3 image"):
+        pull.check_listing(files, {"counts": {"images": 3, "train": 1, "val": 1}})
+    with pytest.raises(CliError, match="no label file"):
+        pull.check_listing(files[:-1], {"counts": {"images": 2}})
+    with pytest.raises(CliError, match=r"data\.yaml is missing"):
+        pull.check_listing(files[1:], {"counts": {"images": 2}})
+
+
+def test_a_local_file_counts_as_present_only_with_the_right_size_and_md5(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc")
+    assert pull._file_ok(path, _file("f", b"abc"))
+    assert not pull._file_ok(path, _file("f", b"abd"))  # same size, other content
+    assert not pull._file_ok(path, _file("f", b"abcd"))
+    multipart = pull.RemoteFile("k", "f", 3, '"0123-2"')
+    assert pull._file_ok(path, multipart)  # no MD5 in a multipart ETag: the size decides
+
+
+def test_pull_refuses_a_folder_that_is_not_an_earlier_pull(tmp_path: Path) -> None:
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(CliError, match="not empty"):
+        pull._prepare_out(tmp_path, "d", "v1", set())
+    out = tmp_path / "out"
+    assert pull._prepare_out(out, "d", "v1", {"data.yaml"}) == 0
+    (out / "images").mkdir()
+    (out / "images" / "old.jpg").write_bytes(b"old version")
+    assert pull._prepare_out(out, "d", "v2", {"data.yaml"}) == 1
+    with pytest.raises(CliError, match="holds dataset 'd'"):
+        pull._prepare_out(out, "other", "v1", set())
+
+
+@pytest.mark.parametrize(
+    ("files", "state"),
+    [
+        ([], "building"),
+        (["input.manifest", "shards/0.jsonl"], "pre-labeling"),
+        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl"], "routing"),
+        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl", "review.manifest"], "in review"),
+        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl", "accepted.manifest"], "merging"),
+    ],
+)
+def test_a_running_batch_state_follows_its_files(files: list[str], state: str) -> None:
+    assert status._running_state({f"p/{f}" for f in files}, "p/") == state
+
+
+def test_a_failure_reason_names_the_error_cause_and_job() -> None:
+    report: dict[str, Any] = {
+        "error": "ReviewFailed",
+        "cause": {"errorMessage": "job failed"},
+        "review": {"job_name": "j1", "failure_reason": "no workers"},
+    }
+    assert status.failure_reason(report) == "ReviewFailed: job failed: labeling job j1: no workers"
+
+
+def _args(**values: Any) -> argparse.Namespace:
+    base = {"stack": "LabelLoop", "endpoint_url": None, "region": None, "profile": None}
+    return argparse.Namespace(**{**base, **values})
+
+
+def test_aws_without_region_or_credentials_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(CliError, match="no AWS region configured"):
+        connect(_args())
+    with pytest.raises(CliError, match="no AWS credentials found"):
+        connect(_args(region="eu-west-1"))
+    with pytest.raises(CliError, match="must be an http"):
+        connect(_args(endpoint_url="127.0.0.1:4566"))
