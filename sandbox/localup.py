@@ -26,19 +26,17 @@ from urllib.parse import unquote_plus
 
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
-    LOCAL_WORKTEAM,
-    REGION,
     ImageNames,
     LocalRunError,
     RunSpec,
-    build_predictor,
-    build_workforce,
     labels_for,
     parse_model,
     parse_reviewer,
     stack_context,
     synthesize_stack,
 )
+from sandbox.localrun.spec import LOCAL_WORKTEAM, REGION
+from sandbox.localrun.wiring import build_predictor, build_workforce
 from sandbox.localstate import StateDir, StateError
 from sandbox.server import EndpointServer, PortInUseError, check_port
 
