@@ -31,7 +31,7 @@ reviewed, and one model version (pairs of another model go to another state).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,12 +74,21 @@ def ordered(pairs: Sequence[FoldPair]) -> list[FoldPair]:
     return sorted(pairs, key=lambda p: (unit_hash(p.key, ORDER_SALT), p.key))
 
 
-def thinned(pairs: Sequence[FoldPair], threshold: float, floor: float | None) -> list[FoldPair]:
-    """Pairs at or above ``threshold`` kept with equal inclusion probability ``floor`` (module doc)."""
+def thinned(
+    pairs: Sequence[FoldPair], threshold: float, floor: float | None, coins: Mapping[str, float] | None = None
+) -> list[FoldPair]:
+    """Pairs at or above ``threshold`` kept with equal inclusion probability ``floor`` (module doc).
+
+    ``coins`` caches each key's thinning coin (folding reuses it across the grid).
+    """
     above = [p for p in pairs if p.confidence >= threshold]
     if floor is None:
         floor = min((p.inclusion for p in above), default=1.0)
-    return [p for p in above if p.inclusion <= floor or unit_hash(p.key, THIN_SALT) < floor / p.inclusion]
+
+    def coin(key: str) -> float:
+        return coins[key] if coins is not None and key in coins else unit_hash(key, THIN_SALT)
+
+    return [p for p in above if p.inclusion <= floor or coin(p.key) < floor / p.inclusion]
 
 
 @dataclass(slots=True)
@@ -167,10 +176,11 @@ class CalibrationState:
                 return False
             self.batches.append(batch_id)
         sequence = ordered(pairs)
+        coins = {p.key: unit_hash(p.key, THIN_SALT) for p in sequence if p.inclusion < 1.0 or floor != 1.0}
         log_inv_alpha = self.log_inv_alpha
         for point in self.points:
             level = floor(point.threshold) if callable(floor) else floor
-            qualities = [p.quality for p in thinned(sequence, point.threshold, level)]
+            qualities = [p.quality for p in thinned(sequence, point.threshold, level, coins)]
             if not qualities:
                 continue
             horizon = point.n + len(qualities)

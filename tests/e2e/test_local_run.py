@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from cli.demo import DEMO_TARGET_QUALITY
 from cli.main import main
 from tests.yolo_checker import check_yolo_dataset
 
@@ -197,6 +198,13 @@ def test_demo_runs_the_pipeline_on_generated_scenes(tmp_path: Path, capsys: pyte
     checked = check_yolo_dataset(out / "dataset")
     assert checked.total_images == 40
     assert set(checked.names.values()) == {"bicycle", "car", "person"}
+    # The certificate is printed and plotted next to report.json.
+    final = report["threshold"]["final"]
+    assert final["bound"] == "betting" and final["target"] == DEMO_TARGET_QUALITY and len(final["curve"]) == 100
+    assert "certificate:" in stdout and "audits so far:" in stdout
+    assert (out / "calibration.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    batch_report = json.loads(Path(report["batches"][-1]["report"]).read_text())
+    assert batch_report["calibration"]["certificate"]["model"] == final["model"]
 
 
 def test_an_image_no_worker_answered_is_rejected_with_the_reason(

@@ -358,7 +358,7 @@ def test_rekognition_backend_through_the_workflow_with_a_fixed_threshold(rekogni
 
 
 def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sagemaker_assembly: Path) -> None:
-    from labelloop_core.calibration import CalibrationPair, calibrate
+    from labelloop_core.calibration import calibration_state, pair_from_row, result_of
     from labelloop_core.hashing import unit_hash
 
     batches = [scenes(salt) for salt in (0, 1, 2)]
@@ -382,15 +382,24 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         assert second.report["counts"]["accepted"] == 0
         pairs = [p for k in sorted(cloud.list_keys(f"work/calibration/{DATASET}/pairs/")) for p in cloud.read_jsonl(k)]
         assert len(pairs) == 12 and {p["model"] for p in pairs} == {"sagemaker:street-detector:builtin"}
-        expected = calibrate([CalibrationPair(p["confidence"], p["quality"]) for p in pairs], 0.6, 0.95, 10)
+        # The calibrate function folds each batch into the carried e-processes: replay that here.
+        state = calibration_state(0.6, 0.95, 10)
+        for day in (first, second):
+            batch_id = day.output["sure-car.jpg"]["labelloop-meta"]["batch_id"]
+            rows = cloud.read_jsonl(f"work/calibration/{DATASET}/pairs/{batch_id}.jsonl")
+            state.fold([pair_from_row(r).for_fold(i) for i, r in enumerate(rows)], floor=1.0, batch_id=batch_id)
+        expected = result_of(state)
         threshold = cloud.read_json(f"work/calibration/{DATASET}/threshold.json")
-        assert threshold["theta"] == expected.theta == 0.85
+        assert threshold["theta"] == expected.theta and expected.theta is not None and expected.theta <= 0.85
         assert threshold["pairs_used"] == 12 and threshold["lower_bound"] == pytest.approx(expected.lower_bound)
+        assert threshold["bound"] == "betting" and threshold["batches_folded"] == 2
 
         # day 3: the calibrated threshold routes; an audit sample of would-be-accepted images is reviewed
         install_faults(cloud, batches[2])
         third = run_batch(cloud, batches[2], "day3")
-        confident = {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
+        image_conf = {sc.name: min(d["confidence"] for d in sc.detections) for sc in batches[2] if sc.detections}
+        confident = {n for n, c in image_conf.items() if c >= expected.theta and n != "garbage.jpg"}
+        assert {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"} <= confident
         audited = {n for n in confident if unit_hash(third.output[n]["labelloop-meta"]["key"], "labelloop-audit") < 0.3}
         accepted = {n for n, line in third.output.items() if final_attribute(line) == "labelloop-auto"}
         assert accepted == confident - audited
@@ -401,7 +410,7 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         assert third.report["calibration"]["audit_pairs"] == len(audited)
         # the report states the threshold the batch was routed with and the evidence behind it
         used = third.report["calibration"]["threshold_used"]
-        assert used["theta"] == 0.85 and used["source"] == "calibrated" and used["pairs_used"] == 12
+        assert used["theta"] == expected.theta and used["source"] == "calibrated" and used["pairs_used"] == 12
         assert used["lower_bound"] == pytest.approx(expected.lower_bound)
 
 
