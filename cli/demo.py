@@ -140,12 +140,20 @@ def check_dataset(root: Path) -> tuple[dict[str, int], list[str]]:
     row format and range); returns (counts, problems)."""
     import yaml
 
-    problems: list[str] = []
     counts: Counter[str] = Counter()
     yaml_path = root / "data.yaml"
     if not yaml_path.is_file():
         return dict(counts), [f"{yaml_path} is missing"]
     doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
+    names, problems = _check_data_yaml(doc)
+    for split in ("train", "val"):
+        problems += _check_split(root, split, names, counts)
+    return dict(counts), problems
+
+
+def _check_data_yaml(doc: dict[str, Any]) -> tuple[dict[Any, Any], list[str]]:
+    """The class names of data.yaml and what is wrong with its keys."""
+    problems: list[str] = []
     names = doc.get("names")
     if isinstance(names, list):
         names = dict(enumerate(names))
@@ -159,43 +167,54 @@ def check_dataset(root: Path) -> tuple[dict[str, int], list[str]]:
             problems.append(f"data.yaml: no {key!r} key")
     if "download" in doc:
         problems.append("data.yaml: has a download key")
-    for split in ("train", "val"):
-        images = root / "images" / split
-        labels = root / "labels" / split
-        if not images.is_dir() or not labels.is_dir():
-            problems.append(f"images/{split} or labels/{split} is missing")
+    return names, problems
+
+
+def _check_split(root: Path, split: str, names: dict[Any, Any], counts: Counter[str]) -> list[str]:
+    """One label file per image of the split, none without an image, every row well formed."""
+    images = root / "images" / split
+    labels = root / "labels" / split
+    if not images.is_dir() or not labels.is_dir():
+        return [f"images/{split} or labels/{split} is missing"]
+    problems: list[str] = []
+    stems: set[str] = set()
+    for image in sorted(images.rglob("*")):
+        if not image.is_file() or image.suffix.lower() not in _IMAGE_SUFFIXES:
             continue
-        stems: set[str] = set()
-        for image in sorted(images.rglob("*")):
-            if not image.is_file() or image.suffix.lower() not in _IMAGE_SUFFIXES:
-                continue
-            counts[f"{split}_images"] += 1
-            relative = image.relative_to(images).with_suffix("")
-            if str(relative) in stems:
-                problems.append(f"images/{split}: two images share the label stem {relative}")
-            stems.add(str(relative))
-            label = labels / relative.with_suffix(".txt")
-            if not label.is_file():
-                problems.append(f"{image.relative_to(root)} has no label file")
-                continue
-            rows = [row for row in label.read_text(encoding="utf-8").splitlines() if row.strip()]
-            counts["background_images" if not rows else "labeled_images"] += 1
-            if len(rows) != len(set(rows)):
-                problems.append(f"{label.relative_to(root)}: duplicate rows")
-            for row in rows:
-                parts = row.split(" ")
-                if len(parts) != 5 or not parts[0].isdigit() or int(parts[0]) not in names:
-                    problems.append(f"{label.relative_to(root)}: bad row {row!r}")
-                elif not all(_ROW_VALUE.match(v) and float(v) <= 1.0 for v in parts[1:]):
-                    problems.append(f"{label.relative_to(root)}: values must be 6-decimal numbers in [0, 1]: {row!r}")
-                elif float(parts[3]) <= 0 or float(parts[4]) <= 0:
-                    problems.append(f"{label.relative_to(root)}: empty box {row!r}")
-                else:
-                    counts["boxes"] += 1
-        for label in labels.rglob("*.txt"):
-            if str(label.relative_to(labels).with_suffix("")) not in stems:
-                problems.append(f"{label.relative_to(root)} has no image")
-    return dict(counts), problems
+        counts[f"{split}_images"] += 1
+        relative = image.relative_to(images).with_suffix("")
+        if str(relative) in stems:
+            problems.append(f"images/{split}: two images share the label stem {relative}")
+        stems.add(str(relative))
+        label = labels / relative.with_suffix(".txt")
+        if not label.is_file():
+            problems.append(f"{image.relative_to(root)} has no label file")
+            continue
+        problems += _check_label_file(root, label, names, counts)
+    for label in labels.rglob("*.txt"):
+        if str(label.relative_to(labels).with_suffix("")) not in stems:
+            problems.append(f"{label.relative_to(root)} has no image")
+    return problems
+
+
+def _check_label_file(root: Path, label: Path, names: dict[Any, Any], counts: Counter[str]) -> list[str]:
+    """Rows of one label file: class id known, 6-decimal values in [0, 1], non-empty boxes, no duplicates."""
+    problems: list[str] = []
+    rows = [row for row in label.read_text(encoding="utf-8").splitlines() if row.strip()]
+    counts["background_images" if not rows else "labeled_images"] += 1
+    if len(rows) != len(set(rows)):
+        problems.append(f"{label.relative_to(root)}: duplicate rows")
+    for row in rows:
+        parts = row.split(" ")
+        if len(parts) != 5 or not parts[0].isdigit() or int(parts[0]) not in names:
+            problems.append(f"{label.relative_to(root)}: bad row {row!r}")
+        elif not all(_ROW_VALUE.match(v) and float(v) <= 1.0 for v in parts[1:]):
+            problems.append(f"{label.relative_to(root)}: values must be 6-decimal numbers in [0, 1]: {row!r}")
+        elif float(parts[3]) <= 0 or float(parts[4]) <= 0:
+            problems.append(f"{label.relative_to(root)}: empty box {row!r}")
+        else:
+            counts["boxes"] += 1
+    return problems
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -215,15 +234,43 @@ def _num(value: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Generate scenes, run the pipeline on them, judge and print the summary."""
-    from cli.local_run import execute, print_outcome
-    from sandbox.localrun import RunSpec, synthesize_stack
-    from sandbox.scenes import TRUTH_FILE
+    from cli.local_run import print_outcome
 
     if args.count < 10:
         from cli.main import CliError
 
         raise CliError("--count must be at least 10 (two waves and both splits need images)")
     started = time.perf_counter()
+    out: Path = args.out
+    spec, result, truth, generated = _run_pipeline(args, started)
+    code = print_outcome(result, out)
+    report = result.report
+    manifests = [Path(b["output_manifest"]) for b in report["batches"] if b.get("output_manifest")]
+    print("")
+    print("What the demo did")
+    _print_plan(args, generated)
+    _print_batches(report["batches"])
+    judged = judge(manifests, truth, "incoming/demo/", DEMO_LABELS, args.target_quality) if manifests else None
+    final = (report.get("threshold") or {}).get("final") or {}
+    if judged is not None:
+        _print_judgement(judged, final, args, spec.oracle_noise)
+    else:
+        print("  no labeled manifest came back, so nothing could be judged against the truth")
+    dataset_ok = _print_dataset_check(result.dataset_dir, report.get("export_version"))
+    summary = demo_summary(time.perf_counter() - started, generated, judged, dataset_ok)
+    (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    print(f"  finished in {summary['seconds']}s; details in {out / 'report.json'} and {out / 'demo.json'}")
+    if result.dataset_dir is not None and not dataset_ok:
+        return 1
+    return code
+
+
+def _run_pipeline(args: argparse.Namespace, started: float) -> tuple[Any, Any, Path, float]:
+    """Draw the scenes in another process while this one synthesizes the stack, then run the pipeline."""
+    from cli.local_run import execute
+    from sandbox.localrun import RunSpec, synthesize_stack
+    from sandbox.scenes import TRUTH_FILE
+
     out: Path = args.out
     scenes = out / "scenes"
     if scenes.exists():
@@ -245,7 +292,6 @@ def run(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory(prefix="labelloop-demo-") as tmp,
         ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool,
     ):
-        # The scenes are drawn in another process while this one synthesizes the stack.
         print("[demo] generating the scenes while the stack synthesizes ...", file=sys.stderr, flush=True)
         drawing = pool.submit(_generate, scenes, args.count, args.seed)
         assembly = synthesize_stack(spec, DEMO_LABELS, Path(tmp) / "cdk.out")
@@ -253,11 +299,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo] generated {args.count} scenes in {generated:.1f}s", file=sys.stderr, flush=True)
         print(f"[demo] stack synthesized after {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         result = execute(spec, assembly)
-    code = print_outcome(result, out)
-    report = result.report
-    manifests = [Path(b["output_manifest"]) for b in report["batches"] if b.get("output_manifest")]
-    print("")
-    print("What the demo did")
+    return spec, result, truth, generated
+
+
+def _print_plan(args: argparse.Namespace, generated: float) -> None:
     print(
         f"  generated {args.count} scenes ({len(DEMO_LABELS)} classes: {', '.join(DEMO_LABELS)};"
         f" 10% empty, 22% crowded, ~8% EXIF-rotated; drawn in {generated:.1f}s while the stack synthesized);"
@@ -268,7 +313,11 @@ def run(args: argparse.Namespace) -> int:
         f"  uploaded them in {waves}: first {args.first_wave:.0%} (all reviewed by the oracle: no calibration pairs"
         " yet, so theta is off), then the rest, routed with the theta calibrated on the first wave's reviews"
     )
-    for number, batch in enumerate(report["batches"], start=1):
+
+
+def _print_batches(batches: list[dict[str, Any]]) -> None:
+    """One line per batch: how it was routed and the theta its reviews calibrated."""
+    for number, batch in enumerate(batches, start=1):
         counts, used, calibrated = batch.get("counts") or {}, batch.get("threshold") or {}, batch.get("calibration")
         if not counts:
             print(f"  batch {number}: {batch.get('status')}: {batch.get('error', '')}")
@@ -284,47 +333,54 @@ def run(args: argparse.Namespace) -> int:
             f"  batch {number} ({counts.get('received')} images) routed with {routed}: {counts.get('accepted')}"
             f" auto-accepted, {counts.get('reviewed')} reviewed ({counts.get('audited')} audits){after}"
         )
-    judged = judge(manifests, truth, "incoming/demo/", DEMO_LABELS, args.target_quality) if manifests else None
-    final = (report.get("threshold") or {}).get("final") or {}
-    if judged is not None:
-        print(
-            f"  the oracle (workers who know the truth, box-edge noise {spec.oracle_noise:.0%}) reviewed"
-            f" {judged.reviewed} image(s) and had to fix {judged.fixed} of them"
-            + (" (" + "; ".join(f"{k} in {n}" for k, n in judged.fixes.most_common()) + ")" if judged.fixes else "")
-        )
-        print(
-            f"  theta now {_num(final.get('theta'))} (for the next upload) for target mIoU {final.get('target')}:"
-            f" {final.get('confidence_level')} {final.get('bound')} lower bound {_num(final.get('lower_bound'))}"
-            f" over the {final.get('n_above')} pairs at or above theta ({final.get('pairs_used')} pairs in all,"
-            f" at least {args.min_pairs} before a threshold is tested; {final.get('reason')})"
-        )
-        print(
-            f"  auto-accepted {judged.accepted} image(s); their realised mIoU vs truth is"
-            f" {Judgement.mean(judged.accepted_quality)}"
-            f" ({sum(q < args.target_quality for q in judged.accepted_quality)} below the target);"
-            f" model pre-labels over all images: {Judgement.mean(judged.model_quality)};"
-            f" human-reviewed labels: {Judgement.mean(judged.reviewed_final_quality)}"
-        )
-    else:
-        print("  no labeled manifest came back, so nothing could be judged against the truth")
-    dataset_ok = False
-    if result.dataset_dir is not None:
-        counts, problems = check_dataset(result.dataset_dir)
-        dataset_ok = not problems
-        print(
-            f"  YOLO dataset {result.dataset_dir} (export {report.get('export_version')}): structural check"
-            f" (layout, data.yaml, one label file per image, 5-column 6-decimal rows in [0,1]) "
-            + ("passed" if dataset_ok else f"FAILED with {len(problems)} problem(s)")
-            + f": {counts.get('train_images', 0)} train + {counts.get('val_images', 0)} val images,"
-            f" {counts.get('boxes', 0)} boxes, {counts.get('background_images', 0)} background images"
-        )
-        for problem in problems[:10]:
-            print(f"    - {problem}")
-        print("  (the independent checker tests/yolo_checker.py validates the same output in tests/e2e)")
-    else:
+
+
+def _print_judgement(judged: Judgement, final: dict[str, Any], args: argparse.Namespace, noise: float) -> None:
+    """What the oracle fixed, the calibrated theta and the realised quality against the truth."""
+    print(
+        f"  the oracle (workers who know the truth, box-edge noise {noise:.0%}) reviewed"
+        f" {judged.reviewed} image(s) and had to fix {judged.fixed} of them"
+        + (" (" + "; ".join(f"{k} in {n}" for k, n in judged.fixes.most_common()) + ")" if judged.fixes else "")
+    )
+    print(
+        f"  theta now {_num(final.get('theta'))} (for the next upload) for target mIoU {final.get('target')}:"
+        f" {final.get('confidence_level')} {final.get('bound')} lower bound {_num(final.get('lower_bound'))}"
+        f" over the {final.get('n_above')} pairs at or above theta ({final.get('pairs_used')} pairs in all,"
+        f" at least {args.min_pairs} before a threshold is tested; {final.get('reason')})"
+    )
+    print(
+        f"  auto-accepted {judged.accepted} image(s); their realised mIoU vs truth is"
+        f" {Judgement.mean(judged.accepted_quality)}"
+        f" ({sum(q < args.target_quality for q in judged.accepted_quality)} below the target);"
+        f" model pre-labels over all images: {Judgement.mean(judged.model_quality)};"
+        f" human-reviewed labels: {Judgement.mean(judged.reviewed_final_quality)}"
+    )
+
+
+def _print_dataset_check(dataset_dir: Path | None, export_version: Any) -> bool:
+    """Run the structural check on the exported dataset and say what it found; True when it passed."""
+    if dataset_dir is None:
         print("  no YOLO dataset was exported: the pipeline did not reach the export")
-    summary = {
-        "seconds": round(time.perf_counter() - started, 1),
+        return False
+    counts, problems = check_dataset(dataset_dir)
+    dataset_ok = not problems
+    print(
+        f"  YOLO dataset {dataset_dir} (export {export_version}): structural check"
+        f" (layout, data.yaml, one label file per image, 5-column 6-decimal rows in [0,1]) "
+        + ("passed" if dataset_ok else f"FAILED with {len(problems)} problem(s)")
+        + f": {counts.get('train_images', 0)} train + {counts.get('val_images', 0)} val images,"
+        f" {counts.get('boxes', 0)} boxes, {counts.get('background_images', 0)} background images"
+    )
+    for problem in problems[:10]:
+        print(f"    - {problem}")
+    print("  (the independent checker tests/yolo_checker.py validates the same output in tests/e2e)")
+    return dataset_ok
+
+
+def demo_summary(seconds: float, generated: float, judged: Judgement | None, dataset_ok: bool) -> dict[str, Any]:
+    """What ``demo.json`` records: timings, the judgement against the truth, the dataset check."""
+    return {
+        "seconds": round(seconds, 1),
         "generated_seconds": round(generated, 1),
         "judgement": None
         if judged is None
@@ -339,8 +395,3 @@ def run(args: argparse.Namespace) -> int:
         },
         "dataset_structural_check": dataset_ok,
     }
-    (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"  finished in {summary['seconds']}s; details in {out / 'report.json'} and {out / 'demo.json'}")
-    if result.dataset_dir is not None and not dataset_ok:
-        return 1
-    return code
