@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -42,21 +41,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-import botocore.session
-from botocore.model import OperationModel, Shape
-from botocore.validate import ParamValidator
 from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, ValidationError
 from moto.sagemaker.models import sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 
-from sandbox.imagerefs import ImageRef, image_size, parse_s3_uri
+from sandbox.gt_runtime import JobFailure, JobRuntime, consolidated_contents, output_manifest, task_input_of
+from sandbox.service_model import validate_request
 from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, answer_content
 
 EVENT_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
 TERMINAL = ("Completed", "Failed", "Stopped")
 PUBLIC_WORKTEAM_ACCOUNT = "394669845002"
-_ELEMENT_NAME = re.compile(r"<crowd-bounding-box\b[^>]*?\bname\s*=\s*[\"']([^\"']+)[\"']", re.S)
 
 
 @dataclass
@@ -163,77 +158,6 @@ def state_for(account: str, region: str) -> GroundTruthState:
     if state is None:
         state = backend.__dict__.setdefault("_labelloop_groundtruth", GroundTruthState())
     return state
-
-
-# ---------------------------------------------------------------- request validation
-
-_MODEL: Any = None
-
-
-def _operation(name: str) -> OperationModel:
-    global _MODEL
-    if _MODEL is None:
-        _MODEL = botocore.session.get_session().get_service_model("sagemaker")
-    return _MODEL.operation_model(name)
-
-
-def _violation(value: Any, path: str, constraint: str) -> str:
-    shown = "" if isinstance(value, list | dict) else f" '{value}'"
-    return f"Value{shown} at '{path}' failed to satisfy constraint: Member must {constraint}"
-
-
-def _constraint_errors(shape: Shape, value: Any, path: str) -> list[str]:
-    """Length, range, pattern and enum checks botocore's ParamValidator does not do."""
-    errors: list[str] = []
-    meta = shape.metadata
-    if shape.type_name == "structure" and isinstance(value, dict):
-        for name, member in shape.members.items():
-            if name in value:
-                errors += _constraint_errors(member, value[name], f"{path}.{name[0].lower()}{name[1:]}")
-    elif shape.type_name == "list" and isinstance(value, list):
-        for index, item in enumerate(value):
-            errors += _constraint_errors(shape.member, item, f"{path}.{index + 1}.member")
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(_violation(value, path, f"have length less than or equal to {meta['max']}"))
-    elif shape.type_name == "map" and isinstance(value, dict):
-        for key, item in value.items():
-            errors += _constraint_errors(shape.value, item, f"{path}.{key}")
-    elif shape.type_name == "string" and isinstance(value, str):
-        if "min" in meta and len(value) < meta["min"]:
-            errors.append(_violation(value, path, f"have length greater than or equal to {meta['min']}"))
-        if "max" in meta and len(value) > meta["max"]:
-            errors.append(_violation(value, path, f"have length less than or equal to {meta['max']}"))
-        pattern = meta.get("pattern")
-        if pattern:
-            try:
-                compiled = re.compile(pattern)
-            except re.error:
-                compiled = None  # a Java-only construct: AWS checks it, we cannot
-            if compiled is not None and not compiled.fullmatch(value):
-                errors.append(_violation(value, path, f"satisfy regular expression pattern: {pattern}"))
-        if shape.enum and value not in shape.enum:
-            errors.append(_violation(value, path, f"satisfy enum value set: {shape.enum}"))
-    elif shape.type_name in ("integer", "long") and isinstance(value, int):
-        if "min" in meta and value < meta["min"]:
-            errors.append(_violation(value, path, f"have value greater than or equal to {meta['min']}"))
-        if "max" in meta and value > meta["max"]:
-            errors.append(_violation(value, path, f"have value less than or equal to {meta['max']}"))
-    return errors
-
-
-def validate_request(operation: str, params: dict[str, Any]) -> None:
-    """Reject a request AWS would reject, with AWS's ValidationException wording."""
-    shape = _operation(operation).input_shape
-    report = ParamValidator().validate(params, shape)
-    if report.has_errors():
-        raise ValidationError(report.generate_report())
-    errors: list[str] = []
-    for name, member in shape.members.items():
-        if name in params:
-            errors += _constraint_errors(member, params[name], f"{name[0].lower()}{name[1:]}")
-    if errors:
-        count = len(errors)
-        raise ValidationError(f"{count} validation error{'s' if count > 1 else ''} detected: " + "; ".join(errors))
 
 
 def _params(response: SageMakerResponse) -> dict[str, Any]:
@@ -498,99 +422,6 @@ def advance(account: str = "123456789012", region: str = "us-east-1", name: str 
     return ran
 
 
-class JobFailure(Exception):
-    """Ends a job Failed with this message as FailureReason."""
-
-
-class _Runtime:
-    """Runs one job: Lambdas via moto's Lambda (in-process), files via moto's S3."""
-
-    def __init__(self, job: LabelingJob) -> None:
-        self.job = job
-        self.s3 = boto3.client("s3", region_name=job.region)
-        self.lam = boto3.client("lambda", region_name=job.region)
-        self.hc = job.request["HumanTaskConfig"]
-        self.attr = job.request["LabelAttributeName"]
-        out_bucket, out_prefix = parse_s3_uri(job.request["OutputConfig"]["S3OutputPath"].rstrip("/") + "/x")
-        self.out_bucket = out_bucket
-        self.out_prefix = out_prefix[:-1] + job.name + "/"
-        self.stamp = datetime.now(UTC).strftime("%Y-%m-%d_%H:%M:%S")
-
-    def read_text(self, uri: str, what: str) -> str:
-        try:
-            bucket, key = parse_s3_uri(uri)
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-        except Exception as exc:
-            raise JobFailure(f"ClientError: cannot read {what} {uri}: {exc}") from exc
-
-    def put_json(self, relative: str, body: Any, lines: bool = False) -> str:
-        key = self.out_prefix + relative
-        text = "".join(json.dumps(x) + "\n" for x in body) if lines else json.dumps(body)
-        self.s3.put_object(Bucket=self.out_bucket, Key=key, Body=text.encode("utf-8"))
-        return f"s3://{self.out_bucket}/{key}"
-
-    def invoke(self, arn: str, payload: dict[str, Any], role: str) -> Any:
-        try:
-            result = self.lam.invoke(FunctionName=arn, Payload=json.dumps(payload).encode("utf-8"))
-        except Exception as exc:
-            raise JobFailure(f"ClientError: {role} Lambda {arn} could not be invoked: {exc}") from exc
-        body = result["Payload"].read().decode("utf-8")
-        if result.get("FunctionError"):
-            raise JobFailure(f"ClientError: {role} Lambda {arn} failed: {body[:1000]}")
-        try:
-            return json.loads(body)
-        except json.JSONDecodeError as exc:
-            raise JobFailure(f"ClientError: {role} Lambda {arn} returned non-JSON: {body[:200]!r}") from exc
-
-    def label_categories(self) -> list[str]:
-        uri = self.job.request.get("LabelCategoryConfigS3Uri")
-        if not uri:
-            return []
-        try:
-            doc = json.loads(self.read_text(uri, "label category file"))
-            return [str(entry["label"]) for entry in doc["labels"]]
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise JobFailure(f"ClientError: label category file {uri} is malformed: {exc}") from exc
-
-    def element_name(self) -> str:
-        uri = self.hc.get("UiConfig", {}).get("UiTemplateS3Uri")
-        if not uri:
-            return "annotatedResult"
-        match = _ELEMENT_NAME.search(self.read_text(uri, "worker task template"))
-        return match.group(1) if match else "annotatedResult"
-
-    def manifest(self) -> list[dict[str, Any]]:
-        uri = self.job.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
-        lines = []
-        for number, line in enumerate(self.read_text(uri, "input manifest").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobFailure(f"ClientError: input manifest line {number} is not JSON: {exc}") from exc
-            if not isinstance(obj, dict) or not ("source-ref" in obj or "source" in obj):
-                raise JobFailure(f"ClientError: input manifest line {number} has no source-ref or source")
-            lines.append(obj)
-        if not lines:
-            raise JobFailure(f"ClientError: input manifest {uri} is empty")
-        return lines
-
-    def image(self, data_object: dict[str, Any]) -> tuple[ImageRef, int, int]:
-        if "source-ref" not in data_object:
-            return ImageRef(), 0, 0
-        bucket, key = parse_s3_uri(str(data_object["source-ref"]))
-        try:
-            data = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            raise JobFailure(f"ClientError: cannot read data object {data_object['source-ref']}: {exc}") from exc
-        try:
-            width, height, _ = image_size(data)
-        except Exception:
-            width = height = 0  # workers could not see it either; the post Lambda gets zero size
-        return ImageRef(data=data, bucket=bucket, key=key), width, height
-
-
 def run_job(job: LabelingJob) -> None:
     """Run ``job`` to a terminal state (idempotent: a finished job is left alone)."""
     with job.lock:
@@ -608,23 +439,35 @@ def run_job(job: LabelingJob) -> None:
 
 
 def _run(job: LabelingJob) -> None:
-    rt = _Runtime(job)
+    rt = JobRuntime(job)
     lines = rt.manifest()
     labels = rt.label_categories()
+    payload, stopped_by_condition = _collect_answers(job, rt, lines, labels)
+    consolidated = _consolidate(job, rt, payload, labels)
+    sent = {p["datasetObjectId"] for p in payload}
+    output_lines, counters = output_manifest(lines, consolidated, sent, rt.attr, job.name, list(job.counters))
+    output_uri = rt.put_json("manifests/output/output.manifest", output_lines, lines=True)
+    with job.lock:
+        job.counters = counters
+        job.output_uri = output_uri
+    _finish(job, "Stopped" if job.stop_requested or stopped_by_condition else "Completed", None)
+
+
+def _collect_answers(
+    job: LabelingJob, rt: JobRuntime, lines: list[dict[str, Any]], labels: list[str]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Show each object workers must see to the workforce; returns the consolidation payload and
+    whether a StoppingConditions limit ended the job."""
     element = rt.element_name()
     pre_arn = rt.hc.get("PreHumanTaskLambdaArn")
-    post_arn = rt.hc["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]
     workers = int(rt.hc["NumberOfHumanWorkersPerDataObject"])
     payload: list[dict[str, Any]] = []
-    skipped: set[str] = set()
     human_limit = _stopping_limit(job.request.get("StoppingConditions") or {}, len(lines))
-    stopped_by_condition = False
     for index, data_object in enumerate(lines):
         if job.stop_requested:
             break
         if human_limit is not None and len(payload) >= human_limit:
-            stopped_by_condition = True  # a StoppingConditions limit: the job ends Stopped
-            break
+            return payload, True  # a StoppingConditions limit: the job ends Stopped
         object_id = str(index)
         task_input: Any = data_object
         if pre_arn:
@@ -633,20 +476,9 @@ def _run(job: LabelingJob) -> None:
                 {"version": "2018-10-16", "labelingJobArn": job.arn, "dataObject": data_object},
                 "pre-annotation",
             )
-            if not isinstance(answer, dict) or "taskInput" not in answer:
-                raise JobFailure(
-                    f"ClientError: pre-annotation Lambda {pre_arn} returned no taskInput: {str(answer)[:300]}"
-                )
-            required = answer.get("isHumanAnnotationRequired", True)
-            if not isinstance(required, bool):
-                raise JobFailure(
-                    f"ClientError: pre-annotation Lambda {pre_arn} returned isHumanAnnotationRequired="
-                    f"{required!r}; it must be a boolean"
-                )
+            required, task_input = task_input_of(answer, pre_arn)
             if not required:
-                skipped.add(object_id)
-                continue
-            task_input = answer["taskInput"]
+                continue  # not shown to workers; Unlabeled in the output
         image, width, height = rt.image(data_object)
         task = Task(job.name, object_id, data_object, task_input, image, width, height, labels, workers, element)
         answers = SETTINGS.workforce.answer(task)
@@ -661,74 +493,34 @@ def _run(job: LabelingJob) -> None:
             {"s3Uri": data_object["source-ref"]} if "source-ref" in data_object else {"content": data_object["source"]}
         )
         payload.append({"datasetObjectId": object_id, "dataObject": data_ref, "annotations": annotations})
+    return payload, False
 
-    consolidated: dict[str, dict[str, Any]] = {}
-    if payload:
-        payload_uri = rt.put_json(
-            f"annotations/consolidated-annotation/consolidation-request/iteration-1/{rt.stamp}.json", payload
-        )
-        result = rt.invoke(
-            post_arn,
-            {
-                "version": "2018-10-16",
-                "labelingJobArn": job.arn,
-                "labelCategories": labels,
-                "labelAttributeName": rt.attr,
-                "roleArn": job.request["RoleArn"],
-                "payload": {"s3Uri": payload_uri},
-            },
-            "post-annotation",
-        )
-        if not isinstance(result, list):
-            raise JobFailure(
-                f"ClientError: post-annotation Lambda {post_arn} must return a list, got {type(result).__name__}"
-            )
-        for item in result:
-            try:
-                consolidated[str(item["datasetObjectId"])] = item["consolidatedAnnotation"]["content"]
-            except (KeyError, TypeError) as exc:
-                raise JobFailure(
-                    f"ClientError: post-annotation Lambda {post_arn} returned a malformed item {str(item)[:300]}"
-                ) from exc
-        rt.put_json(f"annotations/consolidated-annotation/consolidation-response/iteration-1/{rt.stamp}.json", result)
 
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    output_lines: list[dict[str, Any]] = []
-    counters = dict.fromkeys(job.counters, 0)
-    sent = {p["datasetObjectId"] for p in payload}
-    for index, data_object in enumerate(lines):
-        object_id = str(index)
-        line = dict(data_object)
-        content = consolidated.get(object_id)
-        if content is not None:
-            line.update(content)
-            metadata = dict(content.get(f"{rt.attr}-metadata") or {})
-            metadata.update(
-                {
-                    "type": "groundTruth/custom",
-                    "job_name": f"labeling-job/{job.name}",
-                    "creation_date": created,
-                    "human-annotated": metadata.get("human-annotated", "yes"),
-                }
-            )
-            line[f"{rt.attr}-metadata"] = metadata
-            counters["TotalLabeled"] += 1
-            counters["HumanLabeled"] += 1
-        elif object_id in sent:
-            line[f"{rt.attr}-metadata"] = {
-                "failure-reason": "ClientError: the post-annotation Lambda returned no annotation for this object",
-                "job-name": f"labeling-job/{job.name}",
-                "creation-date": created,
-            }
-            counters["FailedNonRetryableError"] += 1
-        else:
-            counters["Unlabeled"] += 1
-        output_lines.append(line)
-    output_uri = rt.put_json("manifests/output/output.manifest", output_lines, lines=True)
-    with job.lock:
-        job.counters = counters
-        job.output_uri = output_uri
-    _finish(job, "Stopped" if job.stop_requested or stopped_by_condition else "Completed", None)
+def _consolidate(
+    job: LabelingJob, rt: JobRuntime, payload: list[dict[str, Any]], labels: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Write the consolidation request, invoke the post-annotation Lambda, keep and return its answer."""
+    if not payload:
+        return {}
+    post_arn = rt.hc["AnnotationConsolidationConfig"]["AnnotationConsolidationLambdaArn"]
+    payload_uri = rt.put_json(
+        f"annotations/consolidated-annotation/consolidation-request/iteration-1/{rt.stamp}.json", payload
+    )
+    result = rt.invoke(
+        post_arn,
+        {
+            "version": "2018-10-16",
+            "labelingJobArn": job.arn,
+            "labelCategories": labels,
+            "labelAttributeName": rt.attr,
+            "roleArn": job.request["RoleArn"],
+            "payload": {"s3Uri": payload_uri},
+        },
+        "post-annotation",
+    )
+    consolidated = consolidated_contents(result, post_arn)
+    rt.put_json(f"annotations/consolidated-annotation/consolidation-response/iteration-1/{rt.stamp}.json", result)
+    return consolidated
 
 
 def _stopping_limit(conditions: dict[str, Any], objects: int) -> int | None:

@@ -173,7 +173,7 @@ def test_verify_template_without_a_known_size_lets_the_page_measure() -> None:
 
 
 def test_element_name_is_what_the_emulator_and_handlers_expect() -> None:
-    from sandbox.groundtruth import _ELEMENT_NAME
+    from sandbox.gt_runtime import _ELEMENT_NAME
 
     match = _ELEMENT_NAME.search(template_text("adjust"))
     assert match is not None and match.group(1) == DEFAULT_ELEMENT_NAME
