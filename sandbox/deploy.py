@@ -434,72 +434,24 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
     template = json.loads(template_path.read_text())
     applied = [f"asset {uri}" for uri in publish_assets(assembly, stack_name, account, region)]
     applied += [f"SSM parameter {name}" for name in _bootstrap_parameters(template, region)]
-
-    applier = _CustomResourceApplier()
-    original = CustomModel.__dict__["create_from_cloudformation_json"]
-    CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
-    CfnStack.parse_template = staticmethod(_parse_json_first)  # type: ignore[method-assign]
     cfn = boto3.client("cloudformation", region_name=region)
-    try:
-        stack_id = cfn.create_stack(
-            StackName=stack_name,
-            TemplateBody=json.dumps(template),
-            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
-        )["StackId"]
-    finally:
-        CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
-        CfnStack.parse_template = staticmethod(_ORIGINAL_PARSE)  # type: ignore[method-assign]
-    if applier.errors:
-        raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))
-    applied += [f"custom resource {name}" for name in applier.applied]
+    stack_id, custom = _create_stack(cfn, stack_name, template)
+    applied += [f"custom resource {name}" for name in custom]
 
     stack = cloudformation_backends[account][region].get_stack(stack_id)
     status = cfn.describe_stacks(StackName=stack_id)["Stacks"][0]
     if status["StackStatus"] != "CREATE_COMPLETE":
         raise DeployError(f"stack {stack_name} ended in {status['StackStatus']}: {status.get('StackStatusReason', '')}")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in status.get("Outputs", [])}
-    resources: dict[str, str] = {}
-    types: dict[str, str] = {}
-    paginator = cfn.get_paginator("list_stack_resources")
-    for page in paginator.paginate(StackName=stack_id):
-        for summary in page["StackResourceSummaries"]:
-            if not summary.get("LogicalResourceId"):
-                continue  # moto lists resources it skipped with an empty logical id
-            resources[summary["LogicalResourceId"]] = summary.get("PhysicalResourceId", "")
-            types[summary["LogicalResourceId"]] = summary["ResourceType"]
-
+    resources, types = _stack_resources(cfn, stack_id)
     skipped = []
     for logical_id, spec in template.get("Resources", {}).items():
-        resource_type = spec["Type"]
-        types.setdefault(logical_id, resource_type)
-        if resource_type == "AWS::S3::Bucket" and logical_id in resources:
-            applied += _apply_bucket_properties(stack, logical_id, template, resources[logical_id], region)
-        elif resource_type == "AWS::StepFunctions::StateMachine":
-            arn = _recreate_state_machine(stack, logical_id, template, resources[logical_id], region)
-            applied.append(f"state machine {logical_id} re-created for the interpreter ({arn})")
-        elif resource_type == "AWS::Lambda::Function" and logical_id in resources:
-            group = (_resolved(stack, logical_id, template).get("LoggingConfig") or {}).get("LogGroup")
-            if group:
-                from moto.awslambda.utils import get_backend
-
-                fn = get_backend(account, region).get_function(resources[logical_id])
-                fn.logs_group_name = group
-                applied.append(f"function {logical_id} logs to {group}")
-        elif resource_type == "AWS::Lambda::EventInvokeConfig":
-            props = _resolved(stack, logical_id, template)
-            lam = boto3.client("lambda", region_name=region)
-            config: dict[str, Any] = {
-                k: props[k] for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds") if k in props
-            }
-            if props.get("DestinationConfig"):
-                config["DestinationConfig"] = props["DestinationConfig"]
-            lam.put_function_event_invoke_config(FunctionName=props["FunctionName"], **config)
-            applied.append(f"event invoke config {logical_id} for {props['FunctionName']}")
-        elif resource_type == "AWS::SageMaker::Workteam":
-            resources[logical_id] = _create_workteam(stack, logical_id, template, region)
-            applied.append(f"workteam {logical_id} ({resources[logical_id]})")
-        elif logical_id not in resources and not resource_type.startswith("Custom::"):
-            skipped.append(f"{logical_id} ({resource_type})")
+        types.setdefault(logical_id, spec["Type"])
+        done = _apply_resource(stack, logical_id, spec["Type"], template, resources, region, account)
+        if done is not None:
+            applied += done
+        elif logical_id not in resources and not spec["Type"].startswith("Custom::"):
+            skipped.append(f"{logical_id} ({spec['Type']})")
 
     return Deployment(
         stack_name=stack_name,
@@ -514,6 +466,90 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
         skipped=skipped,
         duration_s=time.perf_counter() - started,
     )
+
+
+def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[str, list[str]]:
+    """CreateStack with our custom-resource applier and JSON-first template parsing patched in.
+
+    Returns the stack id and the custom resources applied; a failed custom resource is a `DeployError`.
+    """
+    applier = _CustomResourceApplier()
+    original = CustomModel.__dict__["create_from_cloudformation_json"]
+    CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
+    CfnStack.parse_template = staticmethod(_parse_json_first)  # type: ignore[method-assign]
+    try:
+        stack_id = cfn.create_stack(
+            StackName=stack_name,
+            TemplateBody=json.dumps(template),
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
+        )["StackId"]
+    finally:
+        CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
+        CfnStack.parse_template = staticmethod(_ORIGINAL_PARSE)  # type: ignore[method-assign]
+    if applier.errors:
+        raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))
+    return str(stack_id), list(applier.applied)
+
+
+def _stack_resources(cfn: Any, stack_id: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Physical ids and types by logical id, as CloudFormation lists them."""
+    resources: dict[str, str] = {}
+    types: dict[str, str] = {}
+    paginator = cfn.get_paginator("list_stack_resources")
+    for page in paginator.paginate(StackName=stack_id):
+        for summary in page["StackResourceSummaries"]:
+            if not summary.get("LogicalResourceId"):
+                continue  # moto lists resources it skipped with an empty logical id
+            resources[summary["LogicalResourceId"]] = summary.get("PhysicalResourceId", "")
+            types[summary["LogicalResourceId"]] = summary["ResourceType"]
+    return resources, types
+
+
+def _apply_resource(
+    stack: Any,
+    logical_id: str,
+    resource_type: str,
+    template: dict[str, Any],
+    resources: dict[str, str],
+    region: str,
+    account: str,
+) -> list[str] | None:
+    """Apply what moto leaves out of one resource; the lines applied, or None when nothing applies."""
+    if resource_type == "AWS::S3::Bucket" and logical_id in resources:
+        return _apply_bucket_properties(stack, logical_id, template, resources[logical_id], region)
+    if resource_type == "AWS::StepFunctions::StateMachine":
+        arn = _recreate_state_machine(stack, logical_id, template, resources[logical_id], region)
+        return [f"state machine {logical_id} re-created for the interpreter ({arn})"]
+    if resource_type == "AWS::Lambda::Function" and logical_id in resources:
+        return _apply_log_group(stack, logical_id, template, resources[logical_id], region, account)
+    if resource_type == "AWS::Lambda::EventInvokeConfig":
+        props = _resolved(stack, logical_id, template)
+        lam = boto3.client("lambda", region_name=region)
+        config: dict[str, Any] = {
+            k: props[k] for k in ("MaximumRetryAttempts", "MaximumEventAgeInSeconds") if k in props
+        }
+        if props.get("DestinationConfig"):
+            config["DestinationConfig"] = props["DestinationConfig"]
+        lam.put_function_event_invoke_config(FunctionName=props["FunctionName"], **config)
+        return [f"event invoke config {logical_id} for {props['FunctionName']}"]
+    if resource_type == "AWS::SageMaker::Workteam":
+        resources[logical_id] = _create_workteam(stack, logical_id, template, region)
+        return [f"workteam {logical_id} ({resources[logical_id]})"]
+    return None
+
+
+def _apply_log_group(
+    stack: Any, logical_id: str, template: dict[str, Any], function_name: str, region: str, account: str
+) -> list[str]:
+    """A function's LoggingConfig.LogGroup (moto ignores it): its logs go to that group."""
+    group = (_resolved(stack, logical_id, template).get("LoggingConfig") or {}).get("LogGroup")
+    if not group:
+        return []
+    from moto.awslambda.utils import get_backend
+
+    fn = get_backend(account, region).get_function(function_name)
+    fn.logs_group_name = group
+    return [f"function {logical_id} logs to {group}"]
 
 
 def gaps_table() -> str:

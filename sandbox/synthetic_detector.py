@@ -130,27 +130,7 @@ def _components(fam: np.ndarray) -> _Blobs:
     end_key = row * w2 + e
     lo = np.searchsorted(end_key, (row + 1) * w2 + s, side="right")
     hi = np.searchsorted(start_key, (row + 1) * w2 + e, side="left")
-    counts = np.maximum(hi - lo, 0)
-    total = int(counts.sum())
-    parent = np.arange(n)
-    if total:
-        u = np.repeat(np.arange(n), counts)
-        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        v = np.repeat(lo, counts) + offsets
-        keep = cls[u] == cls[v]
-        u, v = u[keep], v[keep]
-        while u.size:
-            pu, pv = parent[u], parent[v]
-            diff = pu != pv
-            if not diff.any():
-                break
-            u, v, pu, pv = u[diff], v[diff], pu[diff], pv[diff]
-            np.minimum.at(parent, np.maximum(pu, pv), np.minimum(pu, pv))
-            while True:  # pointer jumping until every run points at its root
-                jumped = parent[parent]
-                if np.array_equal(jumped, parent):
-                    break
-                parent = jumped
+    parent = _union_runs(cls, lo, np.maximum(hi - lo, 0))
     roots, comp = np.unique(parent, return_inverse=True)
     k = roots.size
     area = np.bincount(comp, weights=e - s, minlength=k).astype(np.int64)
@@ -163,6 +143,34 @@ def _components(fam: np.ndarray) -> _Blobs:
     np.minimum.at(left, comp, s)
     np.maximum.at(right, comp, e - 1)
     return _Blobs(cls[roots].astype(np.int64), area, top, bottom, left, right, row, s, e, comp)
+
+
+def _union_runs(cls: np.ndarray, lo: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Union-find over row runs: run ``a`` touches runs ``lo[a] .. lo[a] + counts[a] - 1`` of the next row;
+    touching runs of the same family join. Returns each run's root (the smallest run index)."""
+    n = cls.size
+    total = int(counts.sum())
+    parent = np.arange(n)
+    if not total:
+        return parent
+    u = np.repeat(np.arange(n), counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    v = np.repeat(lo, counts) + offsets
+    keep = cls[u] == cls[v]
+    u, v = u[keep], v[keep]
+    while u.size:
+        pu, pv = parent[u], parent[v]
+        diff = pu != pv
+        if not diff.any():
+            break
+        u, v, pu, pv = u[diff], v[diff], pu[diff], pv[diff]
+        np.minimum.at(parent, np.maximum(pu, pv), np.minimum(pu, pv))
+        while True:  # pointer jumping until every run points at its root
+            jumped = parent[parent]
+            if np.array_equal(jumped, parent):
+                break
+            parent = jumped
+    return parent
 
 
 @functools.cache

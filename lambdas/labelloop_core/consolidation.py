@@ -104,6 +104,32 @@ def consolidate(
         Minimum IoU between a box and a cluster's mean box for them to be the same object.
     """
     n_workers = len(workers)
+    min_support = _checked_support(workers, min_support, cluster_iou)
+    if n_workers == 1:
+        # Pass-through: the one worker's boxes, unchanged, fully supported.
+        passed = tuple(Cluster(Box(b.label, b.left, b.top, b.width, b.height, 1.0), 1, 1.0, (b,)) for b in workers[0])
+        return ConsolidationResult(passed, (), 1)
+    clusters, means = _cluster(workers, cluster_iou)
+    kept: list[Cluster] = []
+    rejected: list[Cluster] = []
+    for label in clusters:  # insertion order: first worker's classes first
+        for group, centre in zip(clusters[label], means[label], strict=True):
+            support = len(group)
+            agreement = sum(iou(m, centre) for m in group) / support
+            confidence = round(support / n_workers * agreement, 6)
+            cluster = Cluster(
+                Box(label, centre.left, centre.top, centre.width, centre.height, confidence),
+                support,
+                agreement,
+                tuple(group),
+            )
+            (kept if support >= min_support else rejected).append(cluster)
+    return ConsolidationResult(tuple(kept), tuple(rejected), n_workers)
+
+
+def _checked_support(workers: Sequence[Sequence[Box]], min_support: int | None, cluster_iou: float) -> int:
+    """Validate the answers and parameters; the support a cluster needs (never more than answered)."""
+    n_workers = len(workers)
     if n_workers == 0:
         raise ConsolidationError("no worker answers to consolidate")
     for index, answer in enumerate(workers):
@@ -117,13 +143,16 @@ def consolidate(
     if not 0.0 < cluster_iou <= 1.0:
         raise ConsolidationError(f"cluster_iou must be within (0, 1], got {cluster_iou}")
     # Never demand more workers than answered: a lone answer must not turn into "background".
-    min_support = min(min_support, n_workers)
-    if n_workers == 1:
-        # Pass-through: the one worker's boxes, unchanged, fully supported.
-        passed = tuple(Cluster(Box(b.label, b.left, b.top, b.width, b.height, 1.0), 1, 1.0, (b,)) for b in workers[0])
-        return ConsolidationResult(passed, (), 1)
+    return min(min_support, n_workers)
 
-    # clusters[label] = list of (member boxes, running mean box)
+
+def _cluster(
+    workers: Sequence[Sequence[Box]], cluster_iou: float
+) -> tuple[dict[str, list[list[Box]]], dict[str, list[Box]]]:
+    """Per label, each worker's boxes join the best-matching clusters (one box per cluster per worker).
+
+    Returns the clusters' member boxes and their running mean boxes, by label.
+    """
     clusters: dict[str, list[list[Box]]] = {}
     means: dict[str, list[Box]] = {}
     for answer in workers:
@@ -145,22 +174,7 @@ def consolidate(
                 if r not in matched:
                     members.append([box])
                     centres.append(_mean_box(label, [box]))
-
-    kept: list[Cluster] = []
-    rejected: list[Cluster] = []
-    for label in clusters:  # insertion order: first worker's classes first
-        for group, centre in zip(clusters[label], means[label], strict=True):
-            support = len(group)
-            agreement = sum(iou(m, centre) for m in group) / support
-            confidence = round(support / n_workers * agreement, 6)
-            cluster = Cluster(
-                Box(label, centre.left, centre.top, centre.width, centre.height, confidence),
-                support,
-                agreement,
-                tuple(group),
-            )
-            (kept if support >= min_support else rejected).append(cluster)
-    return ConsolidationResult(tuple(kept), tuple(rejected), n_workers)
+    return clusters, means
 
 
 def _number(value: Any, what: str) -> float:

@@ -55,6 +55,18 @@ def assign_max_weight(weights: Sequence[Sequence[float]]) -> list[tuple[int, int
             raise ValueError("assignment weights must be a rectangular matrix of finite numbers")
     if n_rows * n_cols <= _DENSE_LIMIT:
         return _hungarian(weights)
+    pairs: list[tuple[int, int]] = []
+    for rows, cols in _positive_components(weights, n_rows, n_cols):
+        if rows and cols:
+            sub = [[weights[r][c] for c in cols] for r in rows]
+            pairs.extend((rows[a], cols[b]) for a, b in _hungarian(sub))
+    return sorted(pairs)
+
+
+def _positive_components(
+    weights: Sequence[Sequence[float]], n_rows: int, n_cols: int
+) -> list[tuple[list[int], list[int]]]:
+    """The (rows, cols) of each connected component of the bipartite graph of positive weights."""
     # Union-find over rows (0..R-1) and columns (R..R+C-1) joined by positive weights.
     parent = list(range(n_rows + n_cols))
 
@@ -75,12 +87,7 @@ def assign_max_weight(weights: Sequence[Sequence[float]]) -> list[tuple[int, int
         groups.setdefault(find(i), ([], []))[0].append(i)
     for j in range(n_cols):
         groups.setdefault(find(n_rows + j), ([], []))[1].append(j)
-    pairs: list[tuple[int, int]] = []
-    for rows, cols in groups.values():
-        if rows and cols:
-            sub = [[weights[r][c] for c in cols] for r in rows]
-            pairs.extend((rows[a], cols[b]) for a, b in _hungarian(sub))
-    return sorted(pairs)
+    return list(groups.values())
 
 
 def _hungarian(weights: Sequence[Sequence[float]]) -> list[tuple[int, int]]:
