@@ -309,16 +309,19 @@ def render(document: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop status``."""
     target = connect(args)
-    while True:
-        document = collect(target, args.dataset)
-        text = json.dumps(document, indent=1, ensure_ascii=False, default=str) if args.json else render(document)
-        if not args.watch:
-            print(text)
-            return 0
-        if sys.stdout.isatty():
-            print("\033[2J\033[H", end="")
-        print(f"{text}\n\n(refreshing every {args.interval:g}s; Ctrl-C to stop)", flush=True)
-        try:
+    if not args.watch:
+        print(_text(collect(target, args.dataset), args.json))
+        return 0
+    try:
+        while True:
+            text = _text(collect(target, args.dataset), args.json)
+            if sys.stdout.isatty():
+                print("\033[2J\033[H", end="")
+            print(f"{text}\n\n(refreshing every {args.interval:g}s; Ctrl-C to stop)", flush=True)
             time.sleep(max(0.2, args.interval))
-        except KeyboardInterrupt:
-            return 0
+    except KeyboardInterrupt:
+        return 0  # the way --watch ends
+
+
+def _text(document: dict[str, Any], as_json: bool) -> str:
+    return json.dumps(document, indent=1, ensure_ascii=False, default=str) if as_json else render(document)

@@ -256,15 +256,39 @@ def _synthesize_job(run_spec: RunSpec, labels: tuple[str, ...], outdir: Path) ->
         raise LocalUpError(str(exc)) from None
 
 
-def _synthesize(prepared: Prepared, spec: UpSpec, outdir: Path) -> Path:
-    """`_synthesize_job` in a child process: the CDK's node kernel never runs in the serving process,
-    which therefore stops in a second instead of waiting for that kernel to shut down at exit."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _synthesize_child(conn: Any, run_spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> None:
+    try:
+        conn.send(("ok", str(_synthesize_job(run_spec, labels, outdir))))
+    except Exception as exc:
+        conn.send(("error", str(exc)))
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        job = pool.submit(_synthesize_job, prepared.run_spec, prepared.labels, outdir)
-        return Path(job.result())
+
+def _synthesize(prepared: Prepared, outdir: Path) -> Path:
+    """`_synthesize_job` in a child process: the CDK's node kernel never runs in the serving process
+    (which therefore exits at once instead of waiting for that kernel to shut down), and a stop
+    request during synthesis ends the child instead of waiting for it."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(
+        target=_synthesize_child, args=(sender, prepared.run_spec, prepared.labels, outdir), daemon=True
+    )
+    child.start()
+    sender.close()
+    try:
+        status, value = receiver.recv()
+    except EOFError:
+        child.join(5)
+        raise LocalUpError(f"the synthesis process ended without an answer (exit code {child.exitcode})") from None
+    except BaseException:
+        child.terminate()
+        child.join(5)
+        raise
+    child.join(30)
+    if status != "ok":
+        raise LocalUpError(value)
+    return Path(value)
 
 
 def pin_bucket_name(assembly: Path, stack: str, bucket: str, workdir: Path) -> Path:
@@ -350,7 +374,7 @@ def serve(
         progress(note)
     with tempfile.TemporaryDirectory(prefix="labelloop-up-") as tmp:
         progress(f"synthesizing the stack (labels {', '.join(prepared.labels)}; model {spec.model})")
-        assembly = _synthesize(prepared, spec, Path(tmp) / "cdk.out")
+        assembly = _synthesize(prepared, Path(tmp) / "cdk.out")
         if saved is not None:
             assembly = pin_bucket_name(assembly, STACK_NAME, saved.bucket, Path(tmp))
         if stop.is_set():

@@ -216,3 +216,58 @@ def test_aws_without_region_or_credentials_is_a_one_line_error(monkeypatch: pyte
         connect(_args(region="eu-west-1"))
     with pytest.raises(CliError, match="must be an http"):
         connect(_args(endpoint_url="127.0.0.1:4566"))
+
+
+def test_the_status_table_shows_states_jobs_reasons_theta_and_export() -> None:
+    document = {
+        "stack": "LabelLoop",
+        "bucket": "bkt",
+        "endpoint": None,
+        "region": "eu-west-1",
+        "datasets": [
+            {
+                "name": "street",
+                "images": {
+                    "uploaded": 12,
+                    "received": 10,
+                    "auto_accepted": 6,
+                    "reviewed": 3,
+                    "rejected": 1,
+                    "rejected_reasons": {"not an image": 1},
+                    "in_progress": 2,
+                    "in_failed_batches": 0,
+                },
+                "batches": [
+                    {"batch_id": "b1", "state": "merged", "images": 10},
+                    {
+                        "batch_id": "b2",
+                        "state": "in review",
+                        "images": 2,
+                        "labeling_job": {
+                            "name": "labelloop-street-1",
+                            "status": "InProgress",
+                            "counters": {"HumanLabeled": 1},
+                        },
+                    },
+                    {"batch_id": "b3", "state": "failed", "images": 0, "reason": "ReviewFailed: no workers"},
+                ],
+                "threshold": {
+                    "theta": 0.8125,
+                    "lower_bound": 0.64,
+                    "target": 0.6,
+                    "confidence_level": 0.95,
+                    "pairs_used": 40,
+                },
+                "threshold_in_use": {"value": 0.8125, "source": "calibrated"},
+                "latest_export": {"version": "v1", "images": 9, "prefix": "s3://bkt/exports/street/v1/"},
+            }
+        ],
+    }
+    table = status.render(document)
+    assert "street: 12 uploaded, 10 received, 6 auto-accepted, 3 reviewed, 1 rejected, 2 in progress" in table
+    assert "rejected 1 x not an image" in table
+    assert "θ 0.8125 in use (calibrated); calibrated θ 0.812: mIoU lower bound 0.640 ≥ target 0.6" in table
+    assert "latest export v1: 9 image(s) at s3://bkt/exports/street/v1/" in table
+    assert "batches: 1 in review, 1 merged, 1 failed" in table
+    assert "job labelloop-street-1 InProgress (1 labeled)" in table
+    assert "reason: ReviewFailed: no workers" in table
