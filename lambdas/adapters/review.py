@@ -41,9 +41,15 @@ def token_key(work_prefix: str, job_name: str) -> str:
     return f"{work_prefix}labeling-jobs/tokens/{job_name}.json"
 
 
-def review_key(batch_prefix: str) -> str:
-    """The batch's record of its review job (name, attribute), written before the job is created."""
-    return f"{batch_prefix}review.json"
+#: Review stages: "" is adjust mode's single job; verify mode runs a "verify" then an "adjust" stage.
+STAGES = ("", "verify", "adjust")
+
+
+def review_key(batch_prefix: str, stage: str = "") -> str:
+    """The batch's record of a review stage's job (name, attribute, task mode), written before the job is created."""
+    if stage not in STAGES:
+        raise ValueError(f"review stage must be one of {STAGES}, got {stage!r}")
+    return f"{batch_prefix}review.json" if not stage else f"{batch_prefix}review-{stage}.json"
 
 
 def read_token(bucket: str, work_prefix: str, job_name: str) -> dict[str, Any] | None:
@@ -90,6 +96,7 @@ def resolve(bucket: str, work_prefix: str, job_name: str, token_doc: dict[str, A
     """Send the job's outcome to the waiting task; returns 'sent' or 'stale'. Marks the token used."""
     sfn = client("stepfunctions")
     token = token_doc["token"]
+    result = with_stage(result, token_doc)
     try:
         if result["status"] == "Completed":
             sfn.send_task_success(taskToken=token, output=json.dumps(result))
@@ -109,6 +116,11 @@ def resolve(bucket: str, work_prefix: str, job_name: str, token_doc: dict[str, A
     return state
 
 
+def with_stage(result: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """The job summary plus the stage and task mode it was created for (from its token or review record)."""
+    return {**result, "stage": str(record.get("stage") or ""), "task_mode": record.get("task_mode")}
+
+
 def record_outcome(bucket: str, batch_prefix: str, result: dict[str, Any]) -> None:
     """Keep the job's outcome (status, reason, counters) with the batch, for its report.
 
@@ -119,6 +131,19 @@ def record_outcome(bucket: str, batch_prefix: str, result: dict[str, Any]) -> No
         return
     put_json(
         bucket,
-        review_key(batch_prefix),
+        review_key(batch_prefix, str(result.get("stage") or "")),
         {"job_name": result.get("job_name"), "label_attribute": result.get("label_attribute"), **result},
     )
+
+
+def stage_records(bucket: str, batch_prefix: str) -> list[dict[str, Any]]:
+    """The batch's review-stage records that exist, in stage order (adjust mode has one, verify mode two)."""
+    found = []
+    for stage in STAGES:
+        try:
+            record = get_json(bucket, review_key(batch_prefix, stage))
+        except ClientError:
+            continue
+        if isinstance(record, dict):
+            found.append({**record, "stage": stage})
+    return found

@@ -33,10 +33,13 @@ class ReviewBatch:
     batch_prefix: str
     job_name: str
     work_prefix: str
+    #: The manifest under review (verify-then-adjust: each stage's own) and the task it is shown as.
+    manifest: str = "review.manifest"
+    task_mode: str = "adjust"
 
     @property
     def manifest_key(self) -> str:
-        return f"{self.batch_prefix}review.manifest"
+        return f"{self.batch_prefix}{self.manifest}"
 
     @property
     def output_key(self) -> str:

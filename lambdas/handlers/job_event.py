@@ -10,7 +10,7 @@ Two callers:
   with SendTaskFailure (error ``LabelingJobFailed``/``LabelingJobStopped``, cause = reason).
   SageMaker may send the same event twice: a used token is recorded and ignored.
 - the state machine after the wait timed out (``{"action": "reconcile", bucket, dataset, batch_id,
-  batch_prefix}``): DescribeLabelingJob decides — Completed returns the same summary, Failed or
+  batch_prefix, stage?}``; ``stage`` names a verify-then-adjust stage): DescribeLabelingJob decides — Completed returns the same summary, Failed or
   Stopped raise (the workflow's Catch records the reason), InProgress returns ``status`` so the
   workflow waits again — unless the job has run longer than ``REVIEW_TIMEOUT_SECONDS``: then it
   is stopped and ``ReviewTimedOut`` ends the batch with that reason.
@@ -103,14 +103,18 @@ def _backend(record: dict[str, Any]) -> ReviewBackend:
 def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """After the wait timed out: the review's real state, or an exception when it did not complete."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, ValueError)
+    stage = event.get("stage") or ""
+    if stage not in review.STAGES:
+        raise ValueError(f"event field 'stage' must be one of {review.STAGES}, got {stage!r}")
+    record: dict[str, Any] = {"stage": stage, "task_mode": stage or None}
     try:
-        record = dict(get_json(bucket, review.review_key(batch_prefix)))
+        record = {**record, **get_json(bucket, review.review_key(batch_prefix, stage))}
         job_name = str(record["job_name"])
     except ClientError:
-        record, job_name = {}, labeling_job_name(dataset, batch_id)
+        job_name = labeling_job_name(dataset, batch_id, stage=stage)
     backend = _backend(record)
     batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix)
-    result = backend.outcome(batch)
+    result = review.with_stage(backend.outcome(batch), record)
     if result["status"] not in review.TERMINAL and (hours := _overdue(backend.started_at(batch), cfg)) is not None:
         # Past the configured review timeout: stop the review (answers so far stay where the backend
         # keeps them) and end the batch with the reason recorded, rather than wait forever.

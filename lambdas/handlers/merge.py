@@ -9,6 +9,13 @@ attribute for reviewed ones). Objects that ended with no label (no worker answer
 the job output) are listed in the report with a reason, never silently dropped. ``report.json``
 accounts for every received object exactly once: received = rejected + accepted + reviewed + unlabeled.
 
+In verify-then-adjust mode the event also carries ``verify`` (the verify job's summary, or
+``{"status": "skipped"}``) and ``stages`` (the split step's counts), ``review`` being the adjustment
+job: images verified correct come from ``verified.manifest`` (model boxes under
+``labelloop-verified``), the rest from the adjustment job. Each line gets ``labelloop-meta.provenance``
+(auto, verified, adjusted, drawn, audit); the report gains ``provenance``, ``verification``,
+``labeling_jobs`` (each with its ``task_mode``) and ``reviewer_time_estimate``.
+
 Out: ``{"output_manifest","report","accepted","reviewed","unlabeled"}`` (URIs and counts only).
 """
 
@@ -18,8 +25,9 @@ import functools
 import json
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +38,17 @@ from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
 from labelloop_core.batching import batch_fields, workflow_cost
 from labelloop_core.manifest import dumps_line, iter_manifest
+from labelloop_core.prelabels import PRELABEL_ATTRIBUTE
+from labelloop_core.verification import (
+    PROVENANCE_AUTO,
+    PROVENANCES,
+    TASK_MODES,
+    VERIFIED_ATTRIBUTE,
+    VERIFIED_MANIFEST,
+    ReviewerTime,
+    adjusted_provenance,
+    reviewer_time,
+)
 
 logger = Logger()
 
@@ -46,6 +65,9 @@ class MergeError(ValueError):
 class Settings:
     bucket: str
     work_prefix: str
+    task_mode: str = "adjust"
+    workers_per_object: int = 1
+    time_constants: dict[str, float] = field(default_factory=dict)
 
 
 def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +78,31 @@ def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> di
 
 @functools.cache
 def settings() -> Settings:
-    return Settings(bucket=env.text("DATA_BUCKET"), work_prefix=env.prefix("WORK_PREFIX", "work/"))
+    constants = {}
+    for name, variable in (
+        ("verify_seconds_per_box", "VERIFY_SECONDS_PER_BOX"),
+        ("draw_seconds_per_box", "DRAW_SECONDS_PER_BOX"),
+    ):
+        raw = env.text(variable, "")
+        if raw:
+            try:
+                constants[name] = float(raw)
+            except ValueError:
+                raise env.EnvError(
+                    f"environment variable {variable} must be a number of seconds, got {raw!r}"
+                ) from None
+            if not constants[name] > 0:
+                raise env.EnvError(f"environment variable {variable} must be > 0, got {raw!r}")
+    task_mode = env.text("TASK_MODE", "adjust")
+    if task_mode not in TASK_MODES:
+        raise env.EnvError(f"environment variable TASK_MODE must be one of {TASK_MODES}, got {task_mode!r}")
+    return Settings(
+        bucket=env.text("DATA_BUCKET"),
+        work_prefix=env.prefix("WORK_PREFIX", "work/"),
+        task_mode=task_mode,
+        workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
+        time_constants=constants,
+    )
 
 
 def _lines(bucket: str, key: str) -> Iterator[dict[str, Any]]:
@@ -110,18 +156,132 @@ class _Writer:
         self.file.close()
 
 
+def _boxes(line: Mapping[str, Any], attribute: str) -> int:
+    label = line.get(attribute)
+    annotations = label.get("annotations") if isinstance(label, dict) else None
+    return len(annotations) if isinstance(annotations, list) else 0
+
+
+@dataclass
+class _Tally:
+    """What the merge wrote, by source and provenance, and the reviewer-time estimate."""
+
+    time: ReviewerTime
+    accepted: int = 0
+    reviewed: int = 0
+    audited: int = 0
+    provenance: Counter[str] = field(default_factory=Counter)
+    unlabeled: list[dict[str, str]] = field(default_factory=list)
+
+    def reviewed_line(self, line: dict[str, Any], attribute: str, provenance: str, verified: bool) -> None:
+        self.reviewed += 1
+        self.audited += 1 if line["labelloop-meta"].get("audit") else 0
+        self.provenance[provenance] += 1
+        boxes = _boxes(line, attribute)
+        self.time.add_reviewed(boxes)
+        if verified or isinstance(line["labelloop-meta"].get("verification"), dict):
+            self.time.add_verify(_boxes(line, PRELABEL_ATTRIBUTE))
+        if not verified:
+            self.time.add_adjust(boxes)
+
+
+def _merge_accepted(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tally) -> None:
+    if not exists(bucket, f"{batch_prefix}accepted.manifest"):
+        return
+    for line in _lines(bucket, f"{batch_prefix}accepted.manifest"):
+        key = writer.admit(line, "accepted.manifest")
+        if key is None:
+            continue
+        meta = dict(line["labelloop-meta"])
+        meta.setdefault("label_attribute", AUTO_ATTRIBUTE)
+        meta.setdefault("provenance", PROVENANCE_AUTO)
+        if not _has_label(line, meta["label_attribute"]):
+            tally.unlabeled.append({"key": key, "reason": "accepted line carries no label"})
+            writer.seen.add(key)
+            continue
+        writer.write(key, {**line, "labelloop-meta": meta})
+        tally.accepted += 1
+        tally.provenance[meta["provenance"]] += 1
+
+
+def _merge_verified(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tally) -> None:
+    """Images people verified correct: final lines written by the split step (model boxes kept)."""
+    if not exists(bucket, f"{batch_prefix}{VERIFIED_MANIFEST}"):
+        return
+    for line in _lines(bucket, f"{batch_prefix}{VERIFIED_MANIFEST}"):
+        key = writer.admit(line, VERIFIED_MANIFEST)
+        if key is None:
+            continue
+        if not _has_label(line, VERIFIED_ATTRIBUTE):
+            tally.unlabeled.append({"key": key, "reason": "verified line carries no label"})
+            writer.seen.add(key)
+            continue
+        writer.write(key, line)
+        tally.reviewed_line(line, VERIFIED_ATTRIBUTE, str(line["labelloop-meta"].get("provenance")), verified=True)
+
+
+def _merge_job(review: Mapping[str, Any], writer: _Writer, tally: _Tally) -> None:
+    """Lines people labeled in the (adjustment) job: its attribute becomes the final label."""
+    job_name = str(review["job_name"])
+    attribute = review.get("label_attribute") or job_name
+    if not review.get("output_manifest") or not attribute:
+        raise MergeError(f"review job {job_name} completed without an output manifest or label attribute")
+    out_bucket, out_key = parse_uri(str(review["output_manifest"]))
+    for line in _lines(out_bucket, out_key):
+        key = writer.admit(line, f"labeling job {job_name}")
+        if key is None:
+            continue
+        if not _has_label(line, attribute):
+            tally.unlabeled.append({"key": key, "reason": f"labeling job {job_name} returned no label"})
+            writer.seen.add(key)
+            continue
+        provenance = adjusted_provenance(line)
+        meta = {**line["labelloop-meta"], "label_attribute": attribute, "review_job": job_name}
+        meta["provenance"] = provenance
+        out = {**line, "labelloop-meta": meta}
+        writer.write(key, out)
+        tally.reviewed_line(out, attribute, provenance, verified=False)
+
+
+def _jobs(review: Mapping[str, Any], verify: Mapping[str, Any] | None, cfg: Settings) -> list[dict[str, Any]]:
+    """The batch's labeling jobs, each with the task mode it ran (verify stage first)."""
+    jobs = []
+    for summary, default_mode in ((verify or {}, "verify"), (review, cfg.task_mode if not verify else "adjust")):
+        if summary.get("job_name") and summary.get("status") == "Completed":
+            jobs.append(
+                {
+                    "name": summary["job_name"],
+                    "task_mode": summary.get("task_mode") or default_mode,
+                    "status": summary.get("status"),
+                    "label_attribute": summary.get("label_attribute"),
+                    "counters": summary.get("counters"),
+                }
+            )
+    return jobs
+
+
+def _elapsed(started: Any, now: datetime) -> float | None:
+    if not isinstance(started, str):
+        return None
+    try:
+        return round((now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
 def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """Merge and report (see the module doc)."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, MergeError)
     review = _section(event, "review", {"status": "skipped"})
+    verify = _section(event, "verify", {}) or None
+    stages = _section(event, "stages", {})
     route = _section(event, "route", {})
     execution = _section(event, "execution", {})
 
     valid = {key for line in _lines(bucket, f"{batch_prefix}input.manifest") if (key := _meta_key(line))}
     rejected_rows = [json.loads(raw) for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl") if raw.strip()]
     received = len(valid) + len(rejected_rows)
-    unlabeled: list[dict[str, str]] = []
-    accepted = reviewed = audited = 0
+    tally = _Tally(time=reviewer_time(cfg.workers_per_object, **cfg.time_constants))
     job_name = review.get("job_name") if review.get("status") == "Completed" else None
     attribute = review.get("label_attribute") or job_name
 
@@ -129,81 +289,54 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         path = os.path.join(tmp, "output.manifest")
         writer = _Writer(path, valid)
         try:
-            if exists(bucket, f"{batch_prefix}accepted.manifest"):
-                for line in _lines(bucket, f"{batch_prefix}accepted.manifest"):
-                    key = writer.admit(line, "accepted.manifest")
-                    if key is None:
-                        continue
-                    meta = dict(line["labelloop-meta"])
-                    meta.setdefault("label_attribute", AUTO_ATTRIBUTE)
-                    if not _has_label(line, meta["label_attribute"]):
-                        unlabeled.append({"key": key, "reason": "accepted line carries no label"})
-                        writer.seen.add(key)
-                        continue
-                    writer.write(key, {**line, "labelloop-meta": meta})
-                    accepted += 1
+            _merge_accepted(bucket, batch_prefix, writer, tally)
+            if verify is not None:
+                _merge_verified(bucket, batch_prefix, writer, tally)
             if job_name:
-                if not review.get("output_manifest") or not attribute:
-                    raise MergeError(f"review job {job_name} completed without an output manifest or label attribute")
-                out_bucket, out_key = parse_uri(str(review["output_manifest"]))
-                for line in _lines(out_bucket, out_key):
-                    key = writer.admit(line, f"labeling job {job_name}")
-                    if key is None:
-                        continue
-                    if not _has_label(line, attribute):
-                        unlabeled.append({"key": key, "reason": f"labeling job {job_name} returned no label"})
-                        writer.seen.add(key)
-                        continue
-                    meta = {**line["labelloop-meta"], "label_attribute": attribute, "review_job": job_name}
-                    writer.write(key, {**line, "labelloop-meta": meta})
-                    reviewed += 1
-                    audited += 1 if meta.get("audit") else 0
+                _merge_job(review, writer, tally)
         finally:
             writer.close()
         missing_reason = (
             "in neither accepted.manifest nor the review job's output"
-            if job_name
+            if job_name and verify is None
+            else "in neither accepted.manifest, verified.manifest nor the adjustment job's output"
+            if verify is not None
             else f"not auto-accepted and no review job completed (review {review.get('status', 'skipped')})"
         )
         for key in sorted(valid - writer.seen):
-            unlabeled.append({"key": key, "reason": missing_reason})
+            tally.unlabeled.append({"key": key, "reason": missing_reason})
         client("s3").upload_file(
             path, bucket, f"{batch_prefix}output.manifest", ExtraArgs={"ContentType": "application/jsonlines"}
         )
-
-    batch_doc: dict[str, Any] = {}
-    if exists(bucket, f"{batch_prefix}batch.json"):
-        batch_doc = json.loads(client("s3").get_object(Bucket=bucket, Key=f"{batch_prefix}batch.json")["Body"].read())
-    shards = int((event.get("build") or {}).get("shard_count") or 0)
+    unlabeled = tally.unlabeled
+    accepted, reviewed = tally.accepted, tally.reviewed
     counts = {
         "received": received,
         "rejected": len(rejected_rows),
         "valid": len(valid),
         "accepted": accepted,
         "reviewed": reviewed,
-        "audited": audited,
+        "audited": tally.audited,
         "unlabeled": len(unlabeled),
-        "duplicate_events_dropped": len(batch_doc.get("duplicates") or []),
+        "duplicate_events_dropped": len(_batch_doc(bucket, batch_prefix).get("duplicates") or []),
         "duplicate_lines_dropped": len(writer.duplicates),
         "foreign_lines_dropped": len(writer.foreign),
     }
     accounted = counts["rejected"] + accepted + reviewed + len(unlabeled) == received
     now = datetime.now(UTC)
     started = execution.get("start_time")
-    elapsed = None
-    if isinstance(started, str):
-        try:
-            elapsed = round((now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds(), 3)
-        except ValueError:
-            elapsed = None
     output_uri = uri(bucket, f"{batch_prefix}output.manifest")
     report_uri = uri(bucket, f"{batch_prefix}report.json")
+    jobs = _jobs(review, verify, cfg)
+    shards = int((event.get("build") or {}).get("shard_count") or 0)
     report = {
         "status": "labeled",
         "dataset": dataset,
         "batch_id": batch_id,
         "execution": execution.get("name"),
+        "task_mode": "verify" if verify is not None else cfg.task_mode,
         "counts": counts,
+        "provenance": {name: tally.provenance.get(name, 0) for name in PROVENANCES},
         "accounted_for": accounted,
         "output_manifest": output_uri,
         "input_manifest": uri(bucket, f"{batch_prefix}input.manifest"),
@@ -212,9 +345,11 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         "unlabeled": unlabeled[:REPORT_LIST_LIMIT],
         "dropped_lines": (writer.duplicates + writer.foreign)[:REPORT_LIST_LIMIT],
         "lists_truncated": max(len(rejected_rows), len(unlabeled)) > REPORT_LIST_LIMIT,
-        "jobs": [job_name] if job_name else [],
+        "jobs": [job["name"] for job in jobs],
+        "labeling_jobs": jobs,
         "review": {k: review.get(k) for k in ("status", "job_name", "label_attribute", "counters") if k in review},
-        "label_attributes": {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute},
+        "label_attributes": {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute}
+        | ({"verified": VERIFIED_ATTRIBUTE} if verify is not None else {}),
         "threshold": {
             "value": route.get("threshold"),
             "source": route.get("threshold_source"),
@@ -222,21 +357,33 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
             "review": route.get("review"),
             "audit": route.get("audit"),
         },
-        "timings": {"execution_started": started, "merged_at": now.isoformat(), "elapsed_seconds": elapsed},
+        "reviewer_time_estimate": tally.time.as_dict(),
+        "timings": {
+            "execution_started": started,
+            "merged_at": now.isoformat(),
+            "elapsed_seconds": _elapsed(started, now),
+        },
         "cost_estimate": {
             **workflow_cost(
                 build_calls=_count_parts(bucket, batch_prefix),
                 shards=shards if len(valid) else 0,
-                reviewed=bool(job_name),
+                reviewed=bool(jobs),
+                review_waits=max(len(jobs), 1),
             ),
-            # Ground Truth calls the pre-annotation Lambda once per object of the review manifest.
-            "ground_truth_pre_annotation_calls": int(route.get("review") or 0) if job_name else 0,
+            # Ground Truth calls the pre-annotation Lambda once per object of each job's manifest.
+            "ground_truth_pre_annotation_calls": (
+                int(stages.get("verify") or 0) + int(stages.get("adjust") or 0)
+                if verify is not None
+                else (int(route.get("review") or 0) if job_name else 0)
+            ),
         },
     }
+    if verify is not None:
+        report["verification"] = _verification(stages, verify)
     if not accounted:
         raise MergeError(f"objects not accounted for exactly once: {counts}")
     put_json(bucket, f"{batch_prefix}report.json", report)
-    logger.info("batch merged", extra={"counts": counts, "job": job_name})
+    logger.info("batch merged", extra={"counts": counts, "jobs": [j["name"] for j in jobs]})
     return {
         "output_manifest": output_uri,
         "report": report_uri,
@@ -244,6 +391,21 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         "reviewed": reviewed,
         "unlabeled": len(unlabeled),
     }
+
+
+def _verification(stages: Mapping[str, Any], verify: Mapping[str, Any]) -> dict[str, Any]:
+    """The verify stage's counts (from the split step) for report.json."""
+    keys = ("verified_correct", "judged_incorrect", "sent_to_adjust_without_detections", "no_verdict")
+    out: dict[str, Any] = {k: int(stages.get(k) or 0) for k in keys}
+    out["verify_job"] = verify.get("job_name") if verify.get("status") == "Completed" else None
+    out["sent_to_adjust"] = int(stages.get("adjust") or 0)
+    return out
+
+
+def _batch_doc(bucket: str, batch_prefix: str) -> dict[str, Any]:
+    if not exists(bucket, f"{batch_prefix}batch.json"):
+        return {}
+    return dict(json.loads(client("s3").get_object(Bucket=bucket, Key=f"{batch_prefix}batch.json")["Body"].read()))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

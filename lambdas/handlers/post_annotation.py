@@ -9,7 +9,8 @@ bucket) lists ``{"datasetObjectId", "dataObject", "annotations": [{"workerId", "
 Adjust mode writes a standard bounding-box label (``image_size``, ``annotations`` with registry class
 ids, metadata with ``objects[].confidence``, ``class-map``, ``adjustment-status`` against the
 pre-labels, ``worker-count``, ``rejected-box-count`` = boxes only a minority of workers drew);
-verify mode writes a ``groundtruth/label-verification`` result with the worker feedback. Every
+verify mode writes a ``groundtruth/label-verification`` result with the worker feedback. The mode is
+the object's ``labelloop-meta.task`` (verify-then-adjust marks each stage's lines), else ``TASK_MODE``. Every
 worker answer is parsed defensively (`labelloop_core.answers`): one bad answer, or one bad
 object, never fails the batch. What was repaired or dropped is listed in the metadata's
 ``labelloop-issues``; ``labelloop-status`` says ``ok``, ``repaired`` or ``no-usable-answers`` (then
@@ -51,6 +52,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.consolidation import consolidate
 from labelloop_core.manifest import VERIFICATION_TYPE, bbox_label_line, iter_manifest
+from labelloop_core.verification import line_task_mode
 
 logger = Logger()
 
@@ -249,7 +251,7 @@ def consolidate_boxes(
         size = image_size_from_s3(ctx.source_ref, cfg)
     if size is None:
         issues.append("image size unknown (no inputImageProperties, labelloop-meta or readable image)")
-        return _flagged_failure(attribute, job_name, created, "; ".join(_capped(issues)), cfg.task_mode)
+        return _flagged_failure(attribute, job_name, created, "; ".join(_capped(issues)), "adjust")
     rejected = 0
     if not parsed:
         issues.append("no usable worker answers: the label is empty and must not be taken as background")
@@ -385,7 +387,6 @@ def handler(event: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         raise PostAnnotationError(f"payload s3://{cfg.data_bucket}/{key} must hold a JSON list of objects")
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
-    consolidate_one = consolidate_verdicts if cfg.task_mode == "verify" else consolidate_boxes
     results: list[dict[str, Any]] = []
     counts = {STATUS_OK: 0, STATUS_REPAIRED: 0, STATUS_NO_ANSWERS: 0}
     # Loaded on first need, at most once per invocation (a failure is not retried per object).
@@ -395,13 +396,17 @@ def handler(event: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
         if object_id is None:
             logger.error("payload entry without datasetObjectId skipped", extra={"position": position})
             continue
+        mode = cfg.task_mode
         try:
             ctx = _object_context(item, job_lines, cfg)
+            # Each verify-then-adjust stage marks its lines (labelloop-meta.task); else the deployment's mode.
+            mode = line_task_mode(ctx.line, cfg.task_mode)
+            consolidate_one = consolidate_verdicts if mode == "verify" else consolidate_boxes
             content = consolidate_one(item, ctx, attribute, job_name, cfg, created)
         except Exception as exc:  # one bad object never fails the batch: flag it instead
             logger.exception("object could not be consolidated", extra={"dataset_object_id": object_id})
             content = _flagged_failure(
-                attribute, job_name, created, f"consolidation failed: {type(exc).__name__}: {exc}", cfg.task_mode
+                attribute, job_name, created, f"consolidation failed: {type(exc).__name__}: {exc}", mode
             )
         counts[content[f"{attribute}-metadata"]["labelloop-status"]] += 1
         results.append({"datasetObjectId": object_id, "consolidatedAnnotation": {"content": content}})

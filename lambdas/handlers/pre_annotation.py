@@ -3,9 +3,10 @@
 In: ``{"version": "2018-10-16", "labelingJobArn": ..., "dataObject": {<the manifest line>}}``.
 Out: ``{"taskInput": {taskObject, labels, initialValue, mode, prelabelConfidence, imageWidth?,
 imageHeight?}, "isHumanAnnotationRequired": <bool>}``. Pre-labels (attribute ``PRELABEL_ATTRIBUTE``)
-become pixel boxes named through their own class-map. The image must live in the stack's data
-bucket: Ground Truth signs the URL with its role, so a foreign ``source-ref`` is refused rather
-than shown (confused deputy).
+become pixel boxes named through their own class-map. ``mode`` is the line's
+``labelloop-meta.task`` (each stage of verify-then-adjust marks its lines), else ``TASK_MODE``.
+The image must live in the stack's data bucket: Ground Truth signs the URL with its role, so a
+foreign ``source-ref`` is refused rather than shown (confused deputy).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aws_lambda_powertools import Logger
 from adapters.groundtruth import TaskSettings
 from adapters.s3 import S3UriError, parse_uri
 from labelloop_core.answers import line_image_size, prelabels_from_line
+from labelloop_core.verification import line_task_mode
 
 logger = Logger()
 
@@ -68,7 +70,7 @@ def build_task_input(line: Mapping[str, Any], cfg: TaskSettings) -> tuple[dict[s
         "taskObject": source_ref,
         "labels": list(cfg.labels),
         "initialValue": boxes,
-        "mode": cfg.task_mode,
+        "mode": line_task_mode(line, cfg.task_mode),
         "prelabelConfidence": pre.image_confidence,
     }
     size = line_image_size(line, cfg.prelabel_attribute)

@@ -1,7 +1,8 @@
 """Workflow Catch target: write ``report.json`` with status "failed" and the error, so no failure is silent.
 
 In: ``{"bucket","dataset","batch_id","batch_prefix","error":{"Error","Cause"},"execution"}``. The report
-keeps whatever the batch already knows (build counts, rejected objects, the review job) so the
+keeps whatever the batch already knows (build counts, rejected objects, the review jobs — both stages in
+verify-then-adjust mode, the failed one as ``review``) so the
 user sees which objects were received and why the batch stopped. The state machine then ends in
 a Fail state; the execution's failure is also visible in Step Functions.
 """
@@ -18,6 +19,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from adapters import env
+from adapters.review import stage_records
 from adapters.s3 import get_json, iter_lines, put_json, uri
 
 logger = Logger()
@@ -69,7 +71,9 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         raise ValueError(f"cannot record the failure: bad bucket/batch_prefix in {dict(event)!r}")
     error = _section(event, "error", {})
     build = _optional_json(bucket, f"{batch_prefix}build.json") or {}
-    review = _optional_json(bucket, f"{batch_prefix}review.json") or {}
+    stages = stage_records(bucket, batch_prefix)
+    # The stage that ended the batch (a failed/stopped job), else the last one that ran.
+    review = next((r for r in stages if r.get("status") in ("Failed", "Stopped")), stages[-1] if stages else {})
     rejected: list[Any] = []
     try:
         for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl"):
@@ -89,8 +93,20 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         if build
         else {"received": _count_lines(bucket, f"{batch_prefix}objects.jsonl"), "rejected": None, "valid": None},
         "rejected": rejected,
-        "jobs": [review["job_name"]] if review.get("job_name") else [],
-        "review": {k: review.get(k) for k in ("job_name", "status", "failure_reason", "counters") if k in review},
+        "jobs": [r["job_name"] for r in stages if r.get("job_name")],
+        "labeling_jobs": [
+            {
+                "name": r["job_name"],
+                "task_mode": r.get("task_mode") or r.get("stage") or None,
+                "status": r.get("status"),
+                **({"failure_reason": r["failure_reason"]} if r.get("failure_reason") else {}),
+            }
+            for r in stages
+            if r.get("job_name")
+        ],
+        "review": {
+            k: review.get(k) for k in ("job_name", "status", "failure_reason", "counters", "task_mode") if k in review
+        },
         "objects_file": uri(bucket, f"{batch_prefix}objects.jsonl"),
         "advice": "valid objects of this batch were not labeled; fix the cause and upload them again "
         "(a re-upload with new content starts a new batch)",

@@ -4,9 +4,11 @@ With ``REVIEW_BACKEND=labelstudio`` the same step imports the batch into the dat
 Studio project (`adapters.labelstudio_review`) and lists it as open for `handlers.review_sync`,
 which resolves the token once every task is labeled. Below, the Ground Truth path:
 
-In (``lambda:invoke.waitForTaskToken``): ``{"token","bucket","dataset","batch_id","batch_prefix"}``.
-The job (name ``labelloop-<slug>-<hash>`` from the batch, which is also its NEW label attribute)
-labels ``<batch_prefix>review.manifest`` with LabelLoop's custom template and pre/post Lambdas
+In (``lambda:invoke.waitForTaskToken``): ``{"token","bucket","dataset","batch_id","batch_prefix"}``
+and, in verify-then-adjust mode, ``"stage"``: ``verify`` or ``adjust``.
+The job (name ``labelloop-<slug>-<hash>[-<stage>]`` from the batch, which is also its NEW label
+attribute) labels ``<batch_prefix>review.manifest`` (or the stage's ``verify.manifest`` /
+``adjust.manifest``) with the task mode's template and LabelLoop's pre/post Lambdas
 (`adapters.groundtruth`). The token is stored BEFORE the job is created, so even a job that ends
 at once finds it. Re-entry (Lambda retry, or the loop after a timeout reconciliation) finds the
 job already there: the new token is stored and, if the job already ended, resolved right away.
@@ -31,6 +33,7 @@ from adapters.labelstudio_review import LabelStudioReview, open_key, settings_fr
 from adapters.review_backends import BACKENDS, GroundTruthReview, ReviewBatch
 from adapters.s3 import put_json, uri
 from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
+from labelloop_core.verification import STAGE_MANIFESTS
 
 logger = Logger()
 
@@ -95,15 +98,27 @@ def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str
     return (token, *batch_fields(event, cfg.bucket, ReviewError))
 
 
+def stage_of(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str]:
+    """``(stage, task mode, manifest name)``: no stage is adjust mode's single review job on
+    ``review.manifest``; ``verify``/``adjust`` are verify-then-adjust's two chained jobs."""
+    stage = event.get("stage") or ""
+    if stage not in review.STAGES:
+        raise ReviewError(f"event field 'stage' must be one of {review.STAGES}, got {stage!r}")
+    if not stage:
+        return "", cfg.task_mode, "review.manifest"
+    return stage, stage, STAGE_MANIFESTS[stage]
+
+
 def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """Start (or find) the batch's review and store the token; see the module doc."""
     token, bucket, dataset, batch_id, batch_prefix = _fields(event, cfg)
+    stage, task_mode, manifest = stage_of(event, cfg)
     if cfg.backend == "groundtruth" and not cfg.workteam_arn:
         raise ReviewError(
             "no workteam configured: set the labelloop.workteamArn context value to a private or vendor "
             "workteam ARN and redeploy; images needing review cannot be labeled without one"
         )
-    job_name = labeling_job_name(dataset, batch_id)
+    job_name = labeling_job_name(dataset, batch_id, stage=stage)
     token_doc = {
         "token": token,
         "job_name": job_name,
@@ -112,15 +127,23 @@ def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
         "batch_id": batch_id,
         "batch_prefix": batch_prefix,
         "backend": cfg.backend,
+        "stage": stage,
+        "task_mode": task_mode,
         "stored_at": datetime.now(UTC).isoformat(),
     }
     put_json(
         bucket,
-        review.review_key(batch_prefix),
-        {"job_name": job_name, "label_attribute": job_name, "backend": cfg.backend},
+        review.review_key(batch_prefix, stage),
+        {
+            "job_name": job_name,
+            "label_attribute": job_name,
+            "backend": cfg.backend,
+            "stage": stage,
+            "task_mode": task_mode,
+        },
     )
     review.write_token(bucket, cfg.work_prefix, job_name, token_doc)
-    batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix)
+    batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix, manifest, task_mode)
     backend: GroundTruthReview | LabelStudioReview
     if cfg.backend == "labelstudio":
         # Listed for the reconcile sweep BEFORE the tasks exist: a crash in between is repaired there.
@@ -142,7 +165,7 @@ def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
 
 
 def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str) -> dict[str, Any]:
-    files = ensure_task_files(batch.bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, cfg.task_mode)
+    files = ensure_task_files(batch.bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, batch.task_mode)
     return labeling_job_request(
         job_name=batch.job_name,
         manifest_uri=uri(batch.bucket, batch.manifest_key),
@@ -153,7 +176,7 @@ def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str)
         post_lambda_arn=cfg.post_lambda_arn,
         template_uri=files["template_uri"],
         categories_uri=files["categories_uri"],
-        task_mode=cfg.task_mode,
+        task_mode=batch.task_mode,
         label_attribute_name=batch.job_name,
         workers_per_object=cfg.workers_per_object,
         task_time_limit_seconds=cfg.task_time_limit_seconds,

@@ -191,15 +191,18 @@ def execution_name(dataset: str, batch_id: str) -> str:
     return name[:_EXECUTION_NAME_MAX]
 
 
-def labeling_job_name(dataset: str, batch_id: str, attempt: int = 0) -> str:
-    """Ground Truth job name ``labelloop-<slug>-<short hash>`` (<= 63 chars, letters/digits/hyphens).
+def labeling_job_name(dataset: str, batch_id: str, attempt: int = 0, stage: str = "") -> str:
+    """Ground Truth job name ``labelloop-<slug>-<short hash>[-<stage>]`` (<= 63 chars, letters/digits/hyphens).
 
     The name is also the job's label attribute, so each batch (a chained job) gets a NEW attribute.
     ``attempt`` > 0 gives a fresh name when a failed job is re-run (job names are never reusable).
+    ``stage`` (``verify``/``adjust`` in verify-then-adjust mode) names each stage's job apart.
     """
-    digest = hashlib.sha256(f"{dataset}\x00{batch_id}\x00{attempt}".encode()).hexdigest()[:10]
-    slug = dataset_slug(dataset, max_len=_JOB_NAME_MAX - len("labelloop--") - len(digest))
-    return f"labelloop-{slug}-{digest}"
+    seed = f"{dataset}\x00{batch_id}\x00{attempt}" + (f"\x00{stage}" if stage else "")
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:10]
+    tail = f"-{stage}" if stage else ""
+    slug = dataset_slug(dataset, max_len=_JOB_NAME_MAX - len("labelloop--") - len(digest) - len(tail))
+    return f"labelloop-{slug}-{digest}{tail}"
 
 
 def group_by_dataset(

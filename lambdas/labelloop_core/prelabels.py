@@ -59,6 +59,7 @@ __all__ = [
     "decide_route",
     "finalize_boxes",
     "prelabel_line",
+    "prelabel_summary",
     "rekognition_boxes",
     "review_line",
     "ultralytics_boxes",
@@ -377,7 +378,7 @@ class RouteDecision:
         return self.decision == ACCEPT
 
 
-def _prelabel_summary(line: Mapping[str, Any]) -> tuple[str | None, int, float | None]:
+def prelabel_summary(line: Mapping[str, Any]) -> tuple[str | None, int, float | None]:
     """(problem reason or None, number of pre-label boxes, image confidence) of a pre-labeled line."""
     label = line.get(PRELABEL_ATTRIBUTE)
     meta = line.get(PRELABEL_ATTRIBUTE + "-metadata")
@@ -405,7 +406,7 @@ def decide_route(line: Mapping[str, Any], theta: float | None, audit_fraction: f
     ``theta`` (None = off) and a confidence at or above it; the audit draw is keyed on the ORIGINAL
     incoming key (``labelloop-meta.key``) so reruns route the same image the same way.
     """
-    problem, count, confidence = _prelabel_summary(line)
+    problem, count, confidence = prelabel_summary(line)
     meta = line.get(META_KEY)
     key = meta.get("key") if isinstance(meta, Mapping) else None
     if not isinstance(key, str) or not key:
@@ -536,6 +537,7 @@ def calibration_pair(
         "quality": quality,
         "model": pre_meta.get("model"),
         "audit": bool(meta.get("audit", False)),
+        "provenance": meta.get("provenance"),
         "label_attribute": attr,
         "predicted": len(pre.boxes),
         "final": len(final.boxes),

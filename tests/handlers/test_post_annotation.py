@@ -699,3 +699,20 @@ def test_verify_accepts_a_named_verdict_and_wrapped_output(verify_world: GroundT
     value, meta = _label(result, "check")
     assert value["votes"] == {"correct": 2, "incorrect": 0}
     assert meta["worker-feedback"] == [{"comment": "fine"}]
+
+
+def test_each_stage_s_lines_choose_the_task_whatever_the_deployment_mode(world: GroundTruthWorld) -> None:
+    """Verify-then-adjust marks each stage's lines (labelloop-meta.task): one deployment runs both jobs."""
+    verify_line = _prelabel_line("incoming/street/a.jpg", [CAR])
+    verify_line["labelloop-meta"]["task"] = "verify"
+    job = world.create_job([verify_line])  # the deployment says adjust (TASK_MODE), the line says verify
+    (result,) = world.run(job, [_item("0", "incoming/street/a.jpg", [_verdict("correct")])], attribute="check")
+    value, meta = _label(result, "check")
+    assert (value["label"], meta["labelloop-task"]) == ("correct", "verify")
+    world.set_env(TASK_MODE="verify")
+    adjust_line = _prelabel_line("incoming/street/b.jpg", [CAR])
+    adjust_line["labelloop-meta"]["task"] = "adjust"
+    job = world.create_job([adjust_line])
+    (result,) = world.run(job, [_item("0", "incoming/street/b.jpg", [_content([CAR])])], attribute="fix")
+    _, meta = _label(result, "fix")
+    assert meta["labelloop-task"] == "adjust" and meta["adjustment-status"] == "unadjusted"

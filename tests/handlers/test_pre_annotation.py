@@ -200,3 +200,11 @@ def test_invalid_environment_names_the_variable(
     pre.settings.cache_clear()
     with pytest.raises(SettingsError, match=message):
         _run(pre, _line())
+
+
+def test_the_line_s_task_wins_over_the_deployment_mode(pre: Any) -> None:
+    line = _line(**_prelabel([_ann(0, 10, 20, 30, 40)], {"0": "Car"}))
+    line["labelloop-meta"] = {**line.get("labelloop-meta", {}), "task": "verify"}
+    assert _run(pre, line)["taskInput"]["mode"] == "verify"
+    line["labelloop-meta"]["task"] = "bogus"  # not a task: the deployment's mode (adjust) applies
+    assert _run(pre, line)["taskInput"]["mode"] == "adjust"

@@ -257,3 +257,46 @@ def test_reconcile_stops_a_job_past_the_review_timeout(aws: dict[str, Any], monk
     assert _job(name).stop_requested or _job(name).status in ("Stopping", "Stopped")
     recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}review.json")["Body"].read())
     assert recorded["status"] == "Stopped" and "timed out" in recorded["failure_reason"]
+
+
+def test_verify_then_adjust_stages_get_their_own_jobs_records_and_tokens(aws: dict[str, Any]) -> None:
+    for manifest in ("verify.manifest", "adjust.manifest"):
+        aws["s3"].copy_object(Bucket=BUCKET, Key=f"{PREFIX}{manifest}", CopySource=f"{BUCKET}/{PREFIX}review.manifest")
+    arn, token = _waiting_execution(aws)
+    verify = aws["start_review"].handler({**EVENT, "token": token, "stage": "verify"}, None)
+    assert verify["job_name"].endswith("-verify") and verify["task_mode"] == "verify"
+    request = _job(verify["job_name"]).request
+    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith("/verify.manifest")
+    assert "/templates/verify-" in request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
+    event = _end_job(verify["job_name"], "Completed")
+    assert aws["job_event"].handler(event, None)["action"] == "sent"
+    assert aws["job_event"].handler(event, None)["action"] == "duplicate"
+    output = json.loads(_final(aws, arn)["output"])
+    assert (output["stage"], output["task_mode"]) == ("verify", "verify")
+
+    arn, token = _waiting_execution(aws)
+    adjust = aws["start_review"].handler({**EVENT, "token": token, "stage": "adjust"}, None)
+    assert adjust["job_name"].endswith("-adjust") and adjust["job_name"] != verify["job_name"]
+    assert "/templates/adjust-" in _job(adjust["job_name"]).request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
+    request = {**EVENT, "action": "reconcile", "stage": "adjust"}
+    assert aws["job_event"].handler(request, None)["job_name"] == adjust["job_name"]
+    event = _end_job(adjust["job_name"], "Failed", "the workforce left")
+    assert aws["job_event"].handler(event, None)["action"] == "sent"
+    assert aws["job_event"].handler(event, None)["action"] == "duplicate"
+    assert _final(aws, arn)["status"] == "FAILED"
+
+    def record(name: str) -> dict[str, Any]:
+        return dict(json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{name}")["Body"].read()))
+
+    assert (record("review-verify.json")["status"], record("review-verify.json")["task_mode"]) == (
+        "Completed",
+        "verify",
+    )
+    failed = record("review-adjust.json")
+    assert (failed["status"], failed["failure_reason"], failed["task_mode"]) == (
+        "Failed",
+        "the workforce left",
+        "adjust",
+    )
+    with pytest.raises(ValueError, match="stage"):
+        aws["start_review"].handler({**EVENT, "token": token, "stage": "draw"}, None)
