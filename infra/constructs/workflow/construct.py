@@ -60,7 +60,7 @@ class Workflow(Construct):
         self.record_failure_function = fns.record_failure
         grant(fns, storage.data, config, state_machine_arn, labeling)
 
-        definition = WorkflowDefinition(self, fns, prelabeling, config.prelabel_max_concurrency)
+        definition = WorkflowDefinition(self, fns, prelabeling, config.prelabel_max_concurrency, config.task_mode)
         self.state_machine = self._build_state_machine(definition.build(), config)
         self.job_event_rule = self._build_job_event_rule()
         acknowledge_functions(fns, storage.data, config)

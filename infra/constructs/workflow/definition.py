@@ -51,11 +51,13 @@ class WorkflowDefinition:
         fns: WorkflowFunctions,
         prelabeling: Prelabeling,
         prelabel_max_concurrency: int,
+        task_mode: str = "adjust",
     ) -> None:
         self._scope = scope
         self._fns = fns
         self._prelabeling = prelabeling
         self._prelabel_max_concurrency = prelabel_max_concurrency
+        self._verify_first = task_mode == "verify"
         self._record_failure: sfn.IChainable | None = None
 
     @property
@@ -84,7 +86,10 @@ class WorkflowDefinition:
         prelabel = self._guarded(self._build_prelabel())
         route = self._guarded(self._invoke("Route", self._prelabeling.route_function, _batch_fields(), "$.route"))
         merge = self._build_merge()
-        start_review = self._build_review(merge)
+        if self._verify_first:
+            start_review: sfn.IChainable = self._build_verify_then_adjust(merge)
+        else:
+            start_review = self._build_review(merge)
         needs_review = self._build_needs_review(start_review, merge)
         nothing_to_label = self._build_nothing_to_label(merge)
         calibrate = self._guarded(
@@ -181,58 +186,117 @@ class WorkflowDefinition:
 
     def _build_merge(self) -> tasks.LambdaInvoke:
         """Merge: accepted + reviewed lines into the output manifest and report."""
-        return self._guarded(
-            self._invoke(
-                "Merge",
-                self._fns.merge,
-                {
-                    **_batch_fields(),
-                    "review": sfn.JsonPath.object_at("$.review"),
-                    "route": sfn.JsonPath.object_at("$.route"),
-                    "build": sfn.JsonPath.object_at("$.build"),
-                    "execution": _execution(),
-                },
-                "$.merge",
-            )
-        )
+        payload: dict[str, object] = {
+            **_batch_fields(),
+            "review": sfn.JsonPath.object_at("$.review"),
+            "route": sfn.JsonPath.object_at("$.route"),
+            "build": sfn.JsonPath.object_at("$.build"),
+            "execution": _execution(),
+        }
+        if self._verify_first:
+            # Every path to Merge sets both (the stages, or the skip states' defaults).
+            payload["verify"] = sfn.JsonPath.object_at("$.verify")
+            payload["stages"] = sfn.JsonPath.object_at("$.stages")
+        return self._guarded(self._invoke("Merge", self._fns.merge, payload, "$.merge"))
 
-    def _build_review(self, merge: sfn.IChainable) -> tasks.LambdaInvoke:
-        """StartReview (task token, bounded wait) ⟲ ReconcileReview on timeout, until ReviewDone? → merge."""
-        start_review = tasks.LambdaInvoke(
+    def _build_review(self, then: sfn.IChainable, stage: str = "") -> tasks.LambdaInvoke:
+        """Start<Stage> (task token, bounded wait) ⟲ Reconcile<Stage> on timeout, until <Stage>Done? → ``then``.
+
+        No stage is adjust mode's single review (result ``$.review``); ``verify``/``adjust`` are the two
+        chained jobs of verify-then-adjust (results ``$.verify`` and ``$.review``).
+        """
+        name = stage.capitalize() or "Review"
+        result_path = "$.verify" if stage == "verify" else "$.review"
+        fields: dict[str, object] = {**_batch_fields(), **({"stage": stage} if stage else {})}
+        start = tasks.LambdaInvoke(
             self._scope,
-            "StartReview",
+            f"Start{name}",
             lambda_function=self._fns.start_review,
             integration_pattern=sfn.IntegrationPattern.WAIT_FOR_TASK_TOKEN,
-            payload=sfn.TaskInput.from_object({**_batch_fields(), "token": sfn.JsonPath.task_token}),
+            payload=sfn.TaskInput.from_object({**fields, "token": sfn.JsonPath.task_token}),
             retry_on_service_exceptions=False,
-            result_path="$.review",
+            result_path=result_path,
             task_timeout=sfn.Timeout.at("$.review_wait_seconds"),
         )
-        start_review.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
+        start.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
         reconcile = self._guarded(
-            self._invoke("ReconcileReview", self._fns.job_event, {**_batch_fields(), "action": "reconcile"}, "$.review")
+            self._invoke(f"Reconcile{name}", self._fns.job_event, {**fields, "action": "reconcile"}, result_path)
         )
-        start_review.add_catch(reconcile, errors=["States.Timeout"], result_path="$.review_timeout")
-        self._guarded(start_review)
-        review_done = (
-            sfn.Choice(self._scope, "ReviewDone?")
-            .when(sfn.Condition.string_equals("$.review.status", "Completed"), merge)
-            .otherwise(start_review)
+        start.add_catch(reconcile, errors=["States.Timeout"], result_path="$.review_timeout")
+        self._guarded(start)
+        done = (
+            sfn.Choice(self._scope, f"{name}Done?")
+            .when(sfn.Condition.string_equals(f"{result_path}.status", "Completed"), then)
+            .otherwise(start)
         )
-        start_review.next(review_done)
-        reconcile.next(review_done)
-        return start_review
+        start.next(done)
+        reconcile.next(done)
+        return start
+
+    def _build_verify_then_adjust(self, merge: sfn.IChainable) -> tasks.LambdaInvoke:
+        """PlanReviewStages → NeedsVerify? → StartVerify… → SplitVerdicts → NeedsAdjust? → StartAdjust… → merge.
+
+        An empty stage is skipped (SkipVerify / SkipAdjust): no labeling job is created without images.
+        """
+        stages_fn = self._fns.review_stages
+        assert stages_fn is not None, "taskMode verify declares the review-stages function"
+        skipped = sfn.Result.from_object({"status": "skipped"})
+        start_adjust = self._build_review(merge, "adjust")
+        skip_adjust = sfn.Pass(self._scope, "SkipAdjust", result=skipped, result_path="$.review").next(merge)
+        needs_adjust = (
+            sfn.Choice(self._scope, "NeedsAdjust?")
+            .when(sfn.Condition.number_greater_than("$.stages.adjust", 0), start_adjust)
+            .otherwise(skip_adjust)
+        )
+        split = self._guarded(
+            self._invoke(
+                "SplitVerdicts",
+                stages_fn,
+                {**_batch_fields(), "action": "split", "verify": sfn.JsonPath.object_at("$.verify")},
+                "$.stages",
+            )
+        )
+        split.next(needs_adjust)
+        start_verify = self._build_review(split, "verify")
+        skip_verify = sfn.Pass(self._scope, "SkipVerify", result=skipped, result_path="$.verify").next(split)
+        needs_verify = (
+            sfn.Choice(self._scope, "NeedsVerify?")
+            .when(sfn.Condition.number_greater_than("$.stages.verify", 0), start_verify)
+            .otherwise(skip_verify)
+        )
+        plan = self._guarded(
+            self._invoke("PlanReviewStages", stages_fn, {**_batch_fields(), "action": "plan"}, "$.stages")
+        )
+        plan.next(needs_verify)
+        return plan
+
+    def _skipped_stages(self) -> dict[str, object]:
+        """What the skip paths give Merge in verify mode: no verify job, no stage counts."""
+        return {"verify": {"status": "skipped"}, "stages": {}} if self._verify_first else {}
 
     def _build_needs_review(self, start_review: sfn.IChainable, merge: sfn.IChainable) -> sfn.Choice:
         """NeedsReview?: review when the route sent any image to review, else SkipReview → merge."""
-        skip_review = sfn.Pass(
-            self._scope, "SkipReview", result=sfn.Result.from_object({"status": "skipped"}), result_path="$.review"
-        ).next(merge)
+        skipped = sfn.Result.from_object({"status": "skipped"})
+        skip_review = sfn.Pass(self._scope, "SkipReview", result=skipped, result_path="$.review")
+        if self._verify_first:  # Merge also reads $.verify and $.stages
+            skip_review.next(sfn.Pass(self._scope, "NoVerify", result=skipped, result_path="$.verify")).next(
+                sfn.Pass(self._scope, "NoStages", result=sfn.Result.from_object({}), result_path="$.stages")
+            ).next(merge)
+        else:
+            skip_review.next(merge)
         return (
             sfn.Choice(self._scope, "NeedsReview?")
             .when(sfn.Condition.number_greater_than("$.route.review", 0), start_review)
             .otherwise(skip_review)
         )
+
+    @staticmethod
+    def _passthrough() -> dict[str, object]:
+        return {
+            **_batch_fields(),
+            "review_wait_seconds": sfn.JsonPath.number_at("$.review_wait_seconds"),
+            "build": sfn.JsonPath.object_at("$.build"),
+        }
 
     def _build_nothing_to_label(self, merge: sfn.IChainable) -> sfn.Chain:
         """NothingToLabel: no valid image, so merge an empty route (the report still lists the rejections)."""
@@ -240,11 +304,10 @@ class WorkflowDefinition:
             self._scope,
             "NothingToLabel",
             parameters={
-                **_batch_fields(),
-                "review_wait_seconds": sfn.JsonPath.number_at("$.review_wait_seconds"),
-                "build": sfn.JsonPath.object_at("$.build"),
+                **self._passthrough(),
                 "route": {"accepted": 0, "review": 0, "audit": 0},
                 "review": {"status": "skipped"},
+                **self._skipped_stages(),
             },
         ).next(merge)
 

@@ -25,10 +25,13 @@ class WorkflowFunctions:
     job_event: lambda_.Function
     merge: lambda_.Function
     record_failure: lambda_.Function
+    #: Verify-then-adjust only (``taskMode: verify``): plans the stages and splits the verdicts.
+    review_stages: lambda_.Function | None = None
 
     def all(self) -> tuple[lambda_.Function, ...]:
         """Every function, in declaration order."""
-        return (self.build, self.start_review, self.job_event, self.merge, self.record_failure)
+        own = (self.build, self.start_review, self.job_event, self.merge, self.record_failure)
+        return (*own, self.review_stages) if self.review_stages is not None else own
 
 
 def _common_env(config: LabelLoopConfig) -> dict[str, str]:
@@ -93,7 +96,11 @@ def build_functions(
         "MergeFunction",
         handler="handlers.merge.handler",
         description="LabelLoop: merge accepted and reviewed lines into the batch output manifest and report",
-        environment=common,
+        environment={
+            **common,
+            "TASK_MODE": config.task_mode,
+            "WORKERS_PER_OBJECT": str(config.workers_per_object),
+        },
         timeout=Duration.minutes(15),
         memory_size=2048,
     )
@@ -106,4 +113,15 @@ def build_functions(
         timeout=Duration.minutes(1),
         memory_size=256,
     )
-    return WorkflowFunctions(build, start_review, job_event, merge, record_failure)
+    review_stages = None
+    if config.task_mode == "verify":
+        review_stages = factory.function(
+            scope,
+            "ReviewStagesFunction",
+            handler="handlers.review_stages.handler",
+            description="LabelLoop: split review images into the verify and adjust stages, then route the verdicts",
+            environment=common,
+            timeout=Duration.minutes(15),
+            memory_size=1024,
+        )
+    return WorkflowFunctions(build, start_review, job_event, merge, record_failure, review_stages)

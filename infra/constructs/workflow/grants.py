@@ -61,6 +61,10 @@ def grant(
     allow(fns.merge, ["s3:GetObject"], [batches, f"{arn}/{work}labeling-jobs/*"])
     allow(fns.merge, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches])
     allow_list(fns.merge, arn, [f"{work}batches/", f"{work}labeling-jobs/"])
+    # Review stages (verify mode): the batch's review/stage manifests and the verify job's output.
+    if fns.review_stages is not None:
+        allow(fns.review_stages, ["s3:GetObject"], [batches, f"{arn}/{work}labeling-jobs/*"])
+        allow(fns.review_stages, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches])
     # Record failure: reads what the batch already has, writes report.json.
     allow(fns.record_failure, ["s3:GetObject", "s3:PutObject"], [batches])
     allow_list(fns.record_failure, arn, [f"{work}batches/"])
@@ -108,6 +112,12 @@ def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: La
         prefix(f"{work}labeling-jobs/"),
         "The merge reads the review job's output manifest, written by Ground Truth under the job's name.",
     )
+    if fns.review_stages is not None:
+        acknowledge(
+            fns.review_stages,
+            prefix(f"{work}labeling-jobs/"),
+            "The verdict split reads the verify job's output manifest, written by Ground Truth under the job's name.",
+        )
 
 
 def acknowledge_state_machine(state_machine: sfn.StateMachine, invoked: Iterable[lambda_.Function]) -> None:
