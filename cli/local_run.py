@@ -88,6 +88,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="upload this fraction first and wait for it before the rest (data arriving over time); default 1",
     )
+    parser.add_argument(
+        "--task-mode",
+        choices=("adjust", "verify"),
+        help="how people review: adjust (fix the pre-labels) or verify (judge them first, adjust only the rejected); "
+        "default: the stack's taskMode",
+    )
     parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
@@ -128,6 +134,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         duplicate_job_events=args.duplicate_job_events,
         upload_twice=args.upload_twice,
         context=context_from_args(args),
+        task_mode=args.task_mode,
     )
 
 

@@ -10,10 +10,11 @@ Two callers:
   with SendTaskFailure (error ``LabelingJobFailed``/``LabelingJobStopped``, cause = reason).
   SageMaker may send the same event twice: a used token is recorded and ignored.
 - the state machine after the wait timed out (``{"action": "reconcile", bucket, dataset, batch_id,
-  batch_prefix, stage?}``; ``stage`` names a verify-then-adjust stage): DescribeLabelingJob decides — Completed returns the same summary, Failed or
-  Stopped raise (the workflow's Catch records the reason), InProgress returns ``status`` so the
-  workflow waits again — unless the job has run longer than ``REVIEW_TIMEOUT_SECONDS``: then it
-  is stopped and ``ReviewTimedOut`` ends the batch with that reason.
+  batch_prefix, stage?}``; ``stage`` names a verify-then-adjust stage): DescribeLabelingJob
+  decides — Completed returns the same summary, Failed or Stopped raise (the workflow's Catch
+  records the reason), InProgress returns ``status`` so the workflow waits again — unless the job
+  has run longer than ``REVIEW_TIMEOUT_SECONDS``: then it is stopped and ``ReviewTimedOut`` ends
+  the batch with that reason.
 """
 
 from __future__ import annotations

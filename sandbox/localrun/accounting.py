@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 from sandbox.localrun.records import BatchRecords, RunRecords
 from sandbox.localrun.spec import ReviewerChoice, RunSpec
+from sandbox.localrun.stages import StageTotals
 
 AUTO_ATTRIBUTE = "labelloop-auto"
 PRELABEL_ATTRIBUTE = "labelloop-prelabel"
@@ -45,6 +46,7 @@ class _Ledger:
         self.received = self.accepted = self.reviewed = self.audited = 0
         self.thresholds: list[dict[str, Any]] = []
         self.seen_in_batches: Counter[str] = Counter()
+        self.stages = StageTotals()
 
     def reject(self, key: str, reason: Any, batch: str | None) -> None:
         row = {"image": _relative(key, self.incoming), "reason": str(reason) if reason else "no reason recorded"}
@@ -69,6 +71,11 @@ class _Ledger:
         entry["jobs"] = batch_report.get("jobs", [])
         for job in batch_report.get("jobs") or []:
             self.jobs.setdefault(job, {"name": job, "batch_id": batch})
+        for job in batch_report.get("labeling_jobs") or []:  # each with the task mode it ran
+            if isinstance(job, dict) and job.get("name"):
+                self.jobs.setdefault(job["name"], {"name": job["name"], "batch_id": batch})["task_mode"] = job.get(
+                    "task_mode"
+                )
         for row in records.rejected:
             self.reject(str(row.get("key")), row.get("reason"), batch)
         if batch_report.get("status") != "labeled":
@@ -90,6 +97,7 @@ class _Ledger:
         batch = records.batch_id
         counts = batch_report.get("counts", {})
         entry["counts"] = counts
+        self.stages.add(batch_report)
         self.received += int(counts.get("received", 0))
         self.accepted += int(counts.get("accepted", 0))
         self.reviewed += int(counts.get("reviewed", 0))
@@ -188,7 +196,11 @@ def aggregate(records: RunRecords, spec: RunSpec, labels: tuple[str, ...], revie
             "final": threshold_doc,
             "by_batch": ledger.thresholds,
         },
+        "task_mode": ledger.stages.task_mode(spec.task_mode),
         "labeling_jobs": sorted(ledger.jobs.values(), key=lambda j: j["name"]),
+        "verification": ledger.stages.verification(),
+        "provenance": dict(ledger.stages.provenance),
+        "reviewer_time_estimate": ledger.stages.reviewer_time(),
         "export_version": records.latest.get("version") if records.latest else None,
         "export": _export_summary(document),
         "model_errors": ledger.model_errors,

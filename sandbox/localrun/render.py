@@ -6,6 +6,7 @@ from collections import Counter
 from typing import Any
 
 from sandbox.localrun.run import RunResult
+from sandbox.localrun.stages import StageTotals
 
 
 def _num(value: Any) -> str:
@@ -34,9 +35,10 @@ def summary_lines(result: RunResult) -> list[str]:
             f" {final.get('confidence_level')} lower bound {_num(final.get('lower_bound'))},"
             f" {final.get('pairs_used')} pairs, {final.get('reason')})"
         )
+    lines += StageTotals().summary_lines(r)
     jobs = r["labeling_jobs"]
     if jobs:
-        states = Counter(j.get("status", "?") for j in jobs)
+        states = Counter(" ".join(filter(None, (j.get("task_mode"), j.get("status", "?")))) for j in jobs)
         lines.append("labeling jobs: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
         for job in jobs:
             if job.get("failure_reason"):

@@ -55,6 +55,8 @@ class RunSpec:
     upload_twice: bool = False
     #: Dotted ``labelloop.KEY`` -> VALUE overrides (``--context``), applied last, as ``cdk deploy -c``.
     context: dict[str, str] = field(default_factory=dict)
+    #: ``adjust`` | ``verify`` (verify-then-adjust); None = the stack's ``taskMode``.
+    task_mode: str | None = None
 
 
 @dataclass
@@ -215,6 +217,8 @@ def check_options(spec: RunSpec) -> None:
         raise LocalRunError(f"--threshold must be within [0, 1], got {spec.threshold}")
     if not 0.0 < spec.first_wave <= 1.0:
         raise LocalRunError(f"--first-wave must be within (0, 1], got {spec.first_wave}")
+    if spec.task_mode not in (None, "adjust", "verify"):
+        raise LocalRunError(f"--task-mode must be adjust or verify, got {spec.task_mode!r}")
     if spec.out.resolve().is_relative_to(spec.images.resolve()):
         raise LocalRunError(f"--out {spec.out} is inside --images {spec.images}: its files would be uploaded as images")
 
@@ -237,6 +241,8 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         "batchWindowSeconds": 1,
         "autoAcceptThreshold": spec.threshold,
     }
+    if spec.task_mode is not None:
+        context["taskMode"] = spec.task_mode
     calibration = {}
     if spec.target_quality is not None:
         calibration["targetQuality"] = spec.target_quality
