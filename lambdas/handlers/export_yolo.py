@@ -48,7 +48,7 @@ from adapters.s3 import S3UriError, parse_uri
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.export import ExportPlanner
 from labelloop_core.lines import CHUNK_BYTES, OverlongLine, bounded_lines
-from labelloop_core.manifest import ManifestError, select_label_attribute
+from labelloop_core.manifest import ManifestError, find_verification_attributes, select_label_attribute
 
 logger = Logger()
 
@@ -59,7 +59,9 @@ JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
 WORKFLOW_JOB_PREFIX = "labelloop-"
 DATASET_TAG = "labelloop:dataset"
 #: Built-in task types whose output is a bounding-box label (PRE-<type> pre-annotation Lambdas).
-BOX_TASK_TYPES = frozenset({"BoundingBox", "AdjustmentBoundingBox"})
+BOX_TASK_TYPES = frozenset({"BoundingBox", "AdjustmentBoundingBox", "VerificationBoundingBox"})
+#: A chained verification of bounding boxes: its attribute is the verdict, the boxes sit next to it.
+VERIFICATION_TASK_TYPES = frozenset({"VerificationBoundingBox"})
 #: An export that would outlive the function re-triggers itself with this event (same trigger inside).
 CONTINUATION_SOURCE = "labelloop.export"
 CONTINUATION = "Export Continuation"
@@ -395,6 +397,10 @@ def _job_completed(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
     if not manifest:
         raise ExportEventError(f"job {job_name} has no LabelingJobOutput.OutputDatasetS3Uri")
     attribute = job.get("LabelAttributeName")
+    if task_type in VERIFICATION_TASK_TYPES or _is_verdict_attribute(job):
+        # The job's attribute holds verdicts: export the box label it judged (found by content);
+        # the planner keeps only lines verified correct and reports the others.
+        attribute = None
     tags = {t.get("Key"): t.get("Value") for t in job.get("Tags") or []}
     dataset = _check_dataset(tags.get(DATASET_TAG) or job_name)
     try:
@@ -417,6 +423,28 @@ def _job_completed(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
     _record_in_index(dataset, job_name, manifest, attribute, classes)
     trigger = {"type": JOB_STATE_CHANGE, "event_id": event.get("id"), "job": job_name}
     return export_dataset(dataset, trigger=trigger, should_stop=should_stop)
+
+
+def _is_verdict_attribute(job: dict[str, Any]) -> bool:
+    """A custom job whose output attribute is a verification verdict (its first labeled line says so)."""
+    manifest = job.get("LabelingJobOutput", {}).get("OutputDatasetS3Uri")
+    attribute = job.get("LabelAttributeName")
+    if _task_type(job) is not None or not manifest or not attribute:
+        return False
+    try:
+        item = _head(*parse_uri(manifest))
+    except S3UriError:
+        return False
+    for raw in _lines(item) if item is not None else ():
+        if isinstance(raw, OverlongLine):
+            continue
+        try:
+            line = json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(line, dict) and f"{attribute}-metadata" in line:
+            return attribute in find_verification_attributes(line)
+    return False
 
 
 def _has_box_labels(bucket: str, key: str, attribute: str | None) -> bool:

@@ -15,6 +15,9 @@ Which label a line contributes: the attribute the caller names, else the one nam
 (`labelloop_core.manifest.select_label_attribute`), never the model's ``labelloop-prelabel``.
 Lines without a usable label are SKIPPED with a reason (an unlabeled image is not a background
 image); malformed lines are skipped with the reason too, or raise `ManifestError` when ``strict``.
+A box label judged by a chained label-verification job (a ``groundtruth/label-verification``
+attribute created after it) is exported only when the verdict says correct; otherwise the line is
+skipped as ``rejected_by_verification`` with the verdict, the job and the workers' comments.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
 from .lines import OverlongLine
-from .manifest import ManifestError, select_label_attribute
+from .manifest import ManifestError, creation_date, find_verification_attributes, select_label_attribute
 from .yolo import Dropped, data_yaml, label_stem, split_for, yolo_text_from_line
 
 try:  # orjson parses manifest lines ~4x faster; the stdlib keeps the code working without it.
@@ -53,7 +56,9 @@ __all__ = [
     "SKIP_NO_LABEL",
     "SKIP_NO_SOURCE_REF",
     "SKIP_OTHER_BUCKET",
+    "SKIP_REJECTED_BY_VERIFICATION",
     "SKIP_UNSAFE_SOURCE",
+    "VERIFIED_NAMES",
     "DroppedBox",
     "ExportPlan",
     "ExportPlanner",
@@ -105,6 +110,29 @@ def source_ref_problem(source_ref: str, allowed_buckets: frozenset[str] | None =
         allowed = ", ".join(sorted(allowed_buckets))
         return SKIP_OTHER_BUCKET, f"source-ref {source_ref[:200]!r} is outside the export's bucket(s) {allowed}"
     return None
+
+
+SKIP_REJECTED_BY_VERIFICATION = "rejected_by_verification"
+#: Verification answers (``class-name``, compared case-insensitively) that mean "the labels are right".
+#: Label verification jobs name their own categories; these are the usual spellings.
+VERIFIED_NAMES = frozenset(
+    {
+        "correct",
+        "good",
+        "yes",
+        "ok",
+        "accept",
+        "accepted",
+        "approve",
+        "approved",
+        "valid",
+        "pass",
+        "label is correct",
+        "labels are correct",
+        "correct label",
+        "correct labels",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +345,7 @@ class ExportPlanner:
         strict: bool = False,
         min_size: float = 1.0,
         allowed_buckets: Iterable[str] | None = None,
+        verified_names: frozenset[str] = VERIFIED_NAMES,
     ) -> None:
         if not (isinstance(val_fraction, (int, float)) and 0.0 <= val_fraction <= 1.0):
             raise ValueError(f"val_fraction must be within [0, 1], got {val_fraction!r}")
@@ -328,6 +357,7 @@ class ExportPlanner:
         self.strict = strict
         self.min_size = min_size
         self.allowed_buckets = frozenset(allowed_buckets) if allowed_buckets is not None else None
+        self.verified_names = frozenset(name.strip().casefold() for name in verified_names)
         self._records: dict[str, ImageRecord] = {}
         self._skipped: list[SkippedLine] = []
         self._inputs: list[str] = []
@@ -413,6 +443,10 @@ class ExportPlanner:
             )
             self._skipped.append(SkippedLine(manifest, line_no, SKIP_NO_LABEL, detail, source_ref))
             return
+        rejection = self._verification_rejection(line, attr)
+        if rejection is not None:
+            self._skipped.append(SkippedLine(manifest, line_no, SKIP_REJECTED_BY_VERIFICATION, rejection, source_ref))
+            return
         try:
             text, dropped = yolo_text_from_line(
                 line,
@@ -446,6 +480,29 @@ class ExportPlanner:
         if key in self._records:
             self._superseded += 1
         self._records[key] = record
+
+    def _verification_rejection(self, line: dict[str, Any], attr: str) -> str | None:
+        """Why a chained label-verification job rejected this box label, or None when it did not.
+
+        Only a verification made after the box label judges it (a later adjustment supersedes an
+        earlier verdict); the newest such verdict counts. Verdicts other than `VERIFIED_NAMES` reject.
+        """
+        boxes_made = creation_date(line, attr)
+        verdicts = [v for v in find_verification_attributes(line) if creation_date(line, v) >= boxes_made]
+        if not verdicts:
+            return None
+        newest = max(enumerate(verdicts), key=lambda item: (creation_date(line, item[1]), item[0]))[1]
+        meta = line[newest + "-metadata"]
+        name = meta.get("class-name")
+        if isinstance(name, str) and name.strip().casefold() in self.verified_names:
+            return None
+        job = meta.get("job-name") or meta.get("job_name") or newest
+        feedback = meta.get("worker-feedback")
+        comments = (
+            [str(f.get("comment")) for f in feedback if isinstance(f, dict)] if isinstance(feedback, list) else []
+        )
+        detail = f"{newest}: verdict {name!r} by {job} on {attr!r}"
+        return detail + (f" ({'; '.join(comments)})" if comments else "")
 
     # -- result -------------------------------------------------------------------------------
     def plan(self) -> ExportPlan:

@@ -209,6 +209,12 @@ def _date_key(value: Any) -> datetime:
     return datetime.min
 
 
+def creation_date(line: Mapping[str, Any], attr: str) -> datetime:
+    """When the job that wrote ``attr`` created it (``datetime.min`` when unknown): orders chained labels."""
+    meta = line.get(attr + "-metadata")
+    return _date_key(_meta_get(meta, "creation-date")) if isinstance(meta, Mapping) else datetime.min
+
+
 def _meta_get(meta: Mapping[str, Any], kebab: str) -> Any:
     """Metadata value under its kebab-case or snake_case spelling (custom workflows use both)."""
     value = meta.get(kebab)

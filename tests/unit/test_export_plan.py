@@ -286,3 +286,54 @@ def test_every_line_is_accounted_for_and_the_last_label_wins(
             cx = float(record.label_text.split()[1])
             assert cx == pytest.approx((expected[record.key] + 10) / 100, abs=1e-6)
     assert len({r.stem for r in plan.records}) == len(plan.records)
+
+
+# -- chained label verification ---------------------------------------------------------------------
+def _verified(line_: dict[str, Any], name: str, when: str = "2026-10-06T00:00:00.000000") -> dict[str, Any]:
+    out = dict(line_)
+    out["check"] = "0"
+    out["check-metadata"] = {
+        "class-name": name,
+        "confidence": 0.9,
+        "type": "groundtruth/label-verification",
+        "job-name": "labeling-job/check",
+        "human-annotated": "yes",
+        "creation-date": when,
+        "worker-feedback": [{"comment": "looks fine"}],
+    }
+    return out
+
+
+def test_outside_verification_rejecting_the_boxes_is_reported_not_exported() -> None:
+    text = (FIXTURES / "output_manifest_verification.jsonl").read_text()
+    plan = plan_export([("m", text.splitlines())], ["Car"])
+    assert plan.records == []
+    (skip,) = plan.skipped
+    assert skip.reason == "rejected_by_verification"
+    assert "'bad'" in skip.detail and "parking-lot-verified" in skip.detail and "two vehicles" in skip.detail
+
+
+def test_outside_verification_accepting_the_boxes_exports_them() -> None:
+    raw = json.loads((FIXTURES / "output_manifest_verification.jsonl").read_text().splitlines()[0])
+    raw["parking-lot-verified-metadata"]["class-name"] = "Good"  # categories are the job's own names
+    plan = plan_export([("m", [json.dumps(raw)])], ["Car"])
+    assert len(plan.records) == 1 and plan.skipped == []
+    assert len(plan.records[0].label_text.splitlines()) == 5
+
+
+def test_only_a_verdict_made_after_the_boxes_judges_them() -> None:
+    raw = json.loads((FIXTURES / "output_manifest_verification.jsonl").read_text().splitlines()[0])
+    earlier = _verified(raw, "bad", when="2026-01-01T00:00:00")  # then adjusted: the verdict is stale
+    earlier.pop("parking-lot-verified")
+    earlier.pop("parking-lot-verified-metadata")
+    plan = plan_export([("m", [json.dumps(earlier)])], ["Car"])
+    assert len(plan.records) == 1
+
+
+def test_unknown_verdict_names_reject_and_the_accepted_names_are_configurable() -> None:
+    raw = json.loads((FIXTURES / "output_manifest_verification.jsonl").read_text().splitlines()[0])
+    raw["parking-lot-verified-metadata"]["class-name"] = "boxes fit"
+    plan = plan_export([("m", [json.dumps(raw)])], ["Car"])
+    assert [s.reason for s in plan.skipped] == ["rejected_by_verification"]
+    plan = plan_export([("m", [json.dumps(raw)])], ["Car"], verified_names=frozenset({"Boxes Fit"}))
+    assert len(plan.records) == 1
