@@ -289,9 +289,18 @@ class Oracle:
 
 @dataclass
 class FailingWorkforce:
-    """A workforce that makes the job fail (e.g. to test the Failed path end to end)."""
+    """A workforce that makes the job fail (e.g. to test the Failed path end to end).
+
+    ``only`` (``"verify"`` or ``"adjust"``) fails just the jobs of that task mode; the other tasks
+    are answered by ``otherwise`` (e.g. a verification that succeeds, then an adjustment that fails).
+    """
 
     reason: str = "The workforce failed to complete the tasks (emulated failure)."
+    only: str | None = None
+    otherwise: Workforce | None = None
 
     def answer(self, task: Task) -> list[WorkerAnswer]:
-        raise WorkforceFailure(self.reason)
+        mode = VERIFY_MODE if task.verify else "adjust"
+        if self.only is None or mode == self.only:
+            raise WorkforceFailure(self.reason)
+        return (self.otherwise or AcceptPrelabels()).answer(task)

@@ -72,7 +72,7 @@ class ModelChoice:
 class ReviewerChoice:
     """The parsed ``--reviewer``."""
 
-    kind: str  # accept | answers | oracle | fail
+    kind: str  # accept | answers | oracle | fail | fail-adjust
     file: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
     reason: str | None = None
@@ -150,7 +150,8 @@ def parse_model(value: str, images: Path) -> ModelChoice:
 
 
 def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
-    """``accept`` | ``answers:FILE`` | ``oracle:FILE`` | ``fail[:REASON]`` (rehearse a failed job)."""
+    """``accept`` | ``answers:FILE`` | ``oracle:FILE`` | ``fail[:REASON]`` (rehearse a failed job) |
+    ``fail-adjust[:REASON]`` (verify tasks judged correct, the adjustment job fails)."""
     if value == "accept":
         return ReviewerChoice("accept")
     if value.startswith("answers:"):
@@ -162,7 +163,13 @@ def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
     if value == "fail" or value.startswith("fail:"):
         reason = value[5:] or "The workforce failed to complete the tasks (rehearsed failure)."
         return ReviewerChoice("fail", reason=reason)
-    raise LocalRunError(f"--reviewer must be accept, answers:FILE, oracle:FILE or fail[:REASON], got {value!r}")
+    if value == "fail-adjust" or value.startswith("fail-adjust:"):
+        # Verify tasks are answered "correct"; the adjustment job then fails (verify-then-adjust rehearsal).
+        reason = value[12:] or "The workforce failed to complete the adjustment tasks (rehearsed failure)."
+        return ReviewerChoice("fail-adjust", reason=reason)
+    raise LocalRunError(
+        f"--reviewer must be accept, answers:FILE, oracle:FILE, fail[:REASON] or fail-adjust[:REASON], got {value!r}"
+    )
 
 
 def labels_for(spec: RunSpec, model: ModelChoice, reviewer: ReviewerChoice) -> tuple[str, ...]:

@@ -122,4 +122,6 @@ def build_workforce(reviewer: ReviewerChoice, names: ImageNames, spec: RunSpec) 
         raise LocalRunError(f"--reviewer {reviewer.kind}:{reviewer.file}: {exc}") from exc
     if reviewer.kind == "fail":
         return FailingWorkforce(reviewer.reason or "rehearsed failure")
+    if reviewer.kind == "fail-adjust":
+        return FailingWorkforce(reviewer.reason or "rehearsed failure", only="adjust", otherwise=AcceptPrelabels())
     return AcceptPrelabels()
