@@ -48,6 +48,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--min-pairs", type=int, default=DEMO_MIN_PAIRS, help="calibration pairs before theta")
     parser.add_argument("--first-wave", type=float, default=DEMO_FIRST_WAVE, help="fraction uploaded first")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline")
+    parser.add_argument(
+        "--task-mode",
+        choices=("adjust", "verify"),
+        default="adjust",
+        help="adjust (people fix the pre-labels) or verify (people judge them first; only rejected ones are adjusted)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -250,6 +256,7 @@ def run(args: argparse.Namespace) -> int:
     print("What the demo did")
     _print_plan(args, generated)
     _print_batches(report["batches"])
+    _print_stages(report)
     judged = judge(manifests, truth, "incoming/demo/", DEMO_LABELS, args.target_quality) if manifests else None
     final = (report.get("threshold") or {}).get("final") or {}
     if judged is not None:
@@ -287,6 +294,7 @@ def _run_pipeline(args: argparse.Namespace, started: float) -> tuple[Any, Any, P
         first_wave=args.first_wave,
         seed=args.seed,
         timeout_s=args.timeout,
+        task_mode=args.task_mode,
     )
     with (
         tempfile.TemporaryDirectory(prefix="labelloop-demo-") as tmp,
@@ -312,6 +320,20 @@ def _print_plan(args: argparse.Namespace, generated: float) -> None:
     print(
         f"  uploaded them in {waves}: first {args.first_wave:.0%} (all reviewed by the oracle: no calibration pairs"
         " yet, so theta is off), then the rest, routed with the theta calibrated on the first wave's reviews"
+    )
+
+
+def _print_stages(report: dict[str, Any]) -> None:
+    """Verify-then-adjust: what each stage settled and the reviewer time it cost (estimate)."""
+    verification, estimate = report.get("verification"), report.get("reviewer_time_estimate") or {}
+    if not verification:
+        return
+    print(
+        f"  verify stage: {verification['verified_correct']} image(s) verified correct (model boxes kept),"
+        f" {verification['judged_incorrect']} judged incorrect; adjust stage:"
+        f" {verification['judged_incorrect'] + verification['no_verdict']} rejected +"
+        f" {verification['sent_to_adjust_without_detections']} without detections; reviewer time (estimate)"
+        f" {estimate.get('total_seconds')}s instead of {estimate.get('adjust_everything_seconds')}s"
     )
 
 

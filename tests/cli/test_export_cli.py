@@ -205,3 +205,32 @@ def test_unsafe_sources_are_skipped_with_their_reason(
     assert all(p.resolve().is_relative_to(tmp_path.resolve()) for p in files)
     skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
     assert [(s["line"], s["reason"]) for s in skipped] == [(5, "unsafe_source_ref")]
+
+
+def _verdict(line: str, name: str) -> str:
+    """The line judged by a chained outside label-verification job (created after the boxes)."""
+    value = json.loads(line)
+    value["boxes-check"] = "0"
+    value["boxes-check-metadata"] = {
+        "class-name": name,
+        "confidence": 0.9,
+        "type": "groundtruth/label-verification",
+        "job-name": "labeling-job/boxes-check",
+        "human-annotated": "yes",
+        "creation-date": "2999-01-01T00:00:00.000000",
+        "worker-feedback": [{"comment": "the cat is a fox"}] if name == "bad" else [],
+    }
+    return json.dumps(value)
+
+
+def test_outside_chained_verification_exports_only_verified_images(s3: Any, tmp_path: Path) -> None:
+    good = _verdict(_line(s3, "photos/good.jpg", [Box("cat", 2, 3, 20, 10)]), "good")
+    bad = _verdict(_line(s3, "photos/bad.jpg", [Box("cat", 4, 3, 20, 10)]), "bad")
+    manifest = tmp_path / "verified.manifest"
+    manifest.write_text(f"{good}\n{bad}\n", encoding="utf-8")
+    out = tmp_path / "dataset"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0
+    assert check_yolo_dataset(out, allow_empty_splits=True).total_images == 1
+    skipped = json.loads((out / "export.json").read_text())["skipped_lines"]
+    assert skipped["by_reason"] == {"rejected_by_verification": 1}
+    assert "the cat is a fox" in skipped["examples"][0]["detail"]

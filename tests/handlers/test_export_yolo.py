@@ -621,3 +621,31 @@ def test_export_json_carries_the_calibration_certificate(world: World) -> None:
     result = world.module.handler(world.batch("street", "b1", _street_lines(world)), None)
     doc = world.json(f"exports/street/{result['version']}/export.json")
     assert doc["calibration"] == {k: v for k, v in threshold.items() if k != "curve"}
+
+
+def test_outside_chained_verification_job_exports_only_verified_images(world: World, contract_fixtures: Path) -> None:
+    raw = json.loads((contract_fixtures / "output_manifest_verification.jsonl").read_text().splitlines()[0])
+    lines = []
+    for name, verdict in (("lot-1.jpg", "good"), ("lot-2.jpg", "bad")):
+        world.image(f"incoming/lots/{name}")
+        line = json.loads(json.dumps(raw))
+        line["source-ref"] = f"s3://{BUCKET}/incoming/lots/{name}"
+        line["parking-lot-verified-metadata"]["class-name"] = verdict
+        lines.append(line)
+    manifest = world.manifest("work/labeling-jobs/lot-check/manifests/output/output.manifest", lines)
+    describe = _describe(
+        "lot-check",
+        manifest,
+        LabelAttributeName="parking-lot-verified",
+        Tags=[{"Key": "labelloop:dataset", "Value": "lots"}],
+    )
+    arn = "arn:aws:lambda:us-east-1:432418664414:function:PRE-VerificationBoundingBox"
+    describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = arn
+    stubber = world.stub_sagemaker(describe)
+    result = world.module.handler(_job_event("lot-check"), None)
+    stubber.assert_no_pending_responses()
+    assert result["status"] == "exported" and result["counts"]["images"] == 1
+    doc = world.json(result["uri"].split(f"s3://{BUCKET}/")[1] + "export.json")
+    assert doc["skipped_lines"]["by_reason"] == {"rejected_by_verification": 1}
+    assert "two vehicles" in doc["skipped_lines"]["examples"][0]["detail"]
+    assert world.json("work/exports-index/lots.json")["manifests"][0]["label_attribute"] is None

@@ -264,7 +264,7 @@ def test_verify_then_adjust_stages_get_their_own_jobs_records_and_tokens(aws: di
         aws["s3"].copy_object(Bucket=BUCKET, Key=f"{PREFIX}{manifest}", CopySource=f"{BUCKET}/{PREFIX}review.manifest")
     arn, token = _waiting_execution(aws)
     verify = aws["start_review"].handler({**EVENT, "token": token, "stage": "verify"}, None)
-    assert verify["job_name"].endswith("-verify") and verify["task_mode"] == "verify"
+    assert verify["job_name"].endswith("-verify")
     request = _job(verify["job_name"]).request
     assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith("/verify.manifest")
     assert "/templates/verify-" in request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
