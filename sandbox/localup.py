@@ -44,6 +44,8 @@ STACK_NAME = "LabelLoop"
 TASK_MODE_KEY = "labelloop.taskMode"
 #: Seconds a running batch gets to finish after a stop request before it is reported as in flight.
 DEFAULT_DRAIN_S = 10.0
+#: ``--state`` is saved this often while serving (incrementally: unchanged objects are not rewritten).
+STATE_SAVE_EVERY_S = 30.0
 #: Local credentials any client may use (the emulation accepts any; IAM is not enforced).
 LOCAL_ACCESS_KEY, LOCAL_SECRET_KEY = "labelloop-local", "labelloop-local"
 
@@ -438,8 +440,12 @@ def _serve_deployed(
     )
     try:
         on_ready(endpoint)
+        last_save = time.monotonic()
         while not stop.wait(0.5):
-            pass
+            if state is not None and time.monotonic() - last_save >= STATE_SAVE_EVERY_S:
+                # A crash (SIGKILL, power) then loses at most this much; a clean stop saves again.
+                state.save(cloud.client("s3"), cloud.bucket, STACK_NAME)
+                last_save = time.monotonic()
     finally:
         server.stop()
     began = time.monotonic()
