@@ -70,10 +70,19 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reviewer",
         default="accept",
-        help="who answers the Ground Truth tasks: accept (pre-labels as drawn) | answers:FILE "
+        help="who answers the review tasks: accept (pre-labels as drawn) | human (people in Label Studio) | "
+        "answers:FILE "
         '({"image", "workers": [[box, ...], ...]}) | oracle:FILE (true boxes, same shape as replay, drawn '
         "with --oracle-noise); default: accept",
     )
+    parser.add_argument(
+        "--review-backend",
+        choices=("groundtruth", "labelstudio"),
+        default="groundtruth",
+        help="who reviews: the Ground Truth emulation, or a real Label Studio server (token from the "
+        "LABEL_STUDIO_API_KEY environment variable); default groundtruth",
+    )
+    parser.add_argument("--labelstudio-url", help="Label Studio server URL for --review-backend labelstudio")
     parser.add_argument("--workers", type=int, default=1, help="workers per object (1-9); default 1")
     parser.add_argument(
         "--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated from reviews)"
@@ -135,6 +144,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         upload_twice=args.upload_twice,
         context=context_from_args(args),
         task_mode=args.task_mode,
+        review_backend=args.review_backend,
+        labelstudio_url=args.labelstudio_url,
     )
 
 

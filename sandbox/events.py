@@ -380,7 +380,13 @@ def _deliver_lambda_and_record(
 
 
 def _send_to_targets(self: Rule, original_event: dict[str, Any], transform_input: bool = True) -> None:
-    """Replacement for ``Rule.send_to_targets`` delivering to every target type LabelLoop uses."""
+    """Replacement for ``Rule.send_to_targets`` delivering to every target type LabelLoop uses.
+
+    A scheduled rule matches no event (moto's empty pattern would match every one); schedules
+    themselves never fire in the emulation.
+    """
+    if getattr(self, "scheduled_expression", None):
+        return
     if self.state != "ENABLED" or not self.event_pattern.matches_event(cast(EventMessageType, original_event)):
         return
     event = aws_event(original_event)

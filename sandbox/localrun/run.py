@@ -8,6 +8,7 @@ import mimetypes
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,13 +87,45 @@ def run_local(plan: RunPlan, progress: Progress | None = None, assembly: Path | 
             if cloud.deployment.account != ACCOUNT:
                 raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
             clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
-            return _DeployedRun(plan, cloud, names, clock).run()
+            if spec.review_backend != "labelstudio":
+                return _DeployedRun(plan, cloud, names, clock).run()
+            return _run_with_label_studio(plan, cloud, names, clock, workforce)
+
+
+def _run_with_label_studio(plan: RunPlan, cloud: Any, names: ImageNames, clock: Stopwatch, workforce: Any) -> RunResult:
+    """The run with a real Label Studio beside the emulation (`sandbox.labelstudio_local`)."""
+    from sandbox.labelstudio_local import LabelStudioLocalError, run_with_label_studio
+
+    spec = plan.spec
+    assert spec.labelstudio_url and plan.labelstudio_token
+    try:
+        return run_with_label_studio(
+            cloud,
+            spec.labelstudio_url,
+            plan.labelstudio_token,
+            dataset=spec.dataset,
+            work_prefix=_function_env(cloud).get("WORK_PREFIX", "work/"),
+            workforce=None if plan.reviewer.kind == "human" else workforce,
+            labels=plan.labels,
+            say=clock.say,
+            region=REGION,
+            run=lambda tick: _DeployedRun(plan, cloud, names, clock, tick).run(),
+        )
+    except LabelStudioLocalError as exc:
+        raise LocalRunError(str(exc)) from exc
 
 
 class _DeployedRun:
     """One run against a deployed stack: upload, watch, fetch the export, account and write the report."""
 
-    def __init__(self, plan: RunPlan, cloud: Any, names: ImageNames, clock: Stopwatch) -> None:
+    def __init__(
+        self,
+        plan: RunPlan,
+        cloud: Any,
+        names: ImageNames,
+        clock: Stopwatch,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
         self.plan, self.spec, self.cloud, self.clock = plan, plan.spec, cloud, clock
         env = _function_env(cloud)
         self.work_prefix = env.get("WORK_PREFIX", "work/")
@@ -100,7 +133,7 @@ class _DeployedRun:
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
         self.mappings = sqs_mappings(cloud)
         self.machine = _workflow_arn(cloud, env)
-        self.watcher = Watcher(cloud, self.spec.dataset, self.work_prefix, self.machine, clock)
+        self.watcher = Watcher(cloud, self.spec.dataset, self.work_prefix, self.machine, clock, on_poll)
         self.problems: list[str] = []
 
     def run(self) -> RunResult:

@@ -57,6 +57,9 @@ class RunSpec:
     context: dict[str, str] = field(default_factory=dict)
     #: ``adjust`` | ``verify`` (verify-then-adjust); None = the stack's ``taskMode``.
     task_mode: str | None = None
+    #: ``labelstudio``: review on a real Label Studio server (token from LABEL_STUDIO_API_KEY).
+    review_backend: str = "groundtruth"
+    labelstudio_url: str | None = None
 
 
 @dataclass
@@ -92,6 +95,8 @@ class RunPlan:
     files: list[tuple[Path, str]]
     not_uploaded: list[str]
     faults: dict[str, str]
+    #: The Label Studio token (from the environment) when the run reviews there; never printed.
+    labelstudio_token: str | None = field(default=None, repr=False)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -154,6 +159,8 @@ def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
     ``fail-adjust[:REASON]`` (verify tasks judged correct, the adjustment job fails)."""
     if value == "accept":
         return ReviewerChoice("accept")
+    if value == "human":
+        return ReviewerChoice("human")
     if value.startswith("answers:"):
         path = _spec_file(value, "answers:", "--reviewer")
         return ReviewerChoice("answers", path, _records(path, images, "workers", "--reviewer"))
@@ -168,7 +175,8 @@ def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
         reason = value[12:] or "The workforce failed to complete the adjustment tasks (rehearsed failure)."
         return ReviewerChoice("fail-adjust", reason=reason)
     raise LocalRunError(
-        f"--reviewer must be accept, answers:FILE, oracle:FILE, fail[:REASON] or fail-adjust[:REASON], got {value!r}"
+        "--reviewer must be accept, answers:FILE, oracle:FILE, human, fail[:REASON] or fail-adjust[:REASON], "
+        f"got {value!r}"
     )
 
 
@@ -257,6 +265,16 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         calibration["minPairs"] = spec.min_pairs
     if calibration:
         context["calibration"] = calibration
+    if spec.review_backend == "labelstudio":
+        from sandbox.labelstudio_local import secret_arn
+
+        context["reviewBackend"] = "labelstudio"
+        # No webhook: nothing in the emulation serves function URLs; the run plays the schedule instead.
+        context["labelStudio"] = {
+            "url": spec.labelstudio_url,
+            "tokenSecretArn": secret_arn(REGION, ACCOUNT),
+            "webhook": False,
+        }
     if spec.context:
         context, _ = _resolved_context(context, spec.context)
     return context
@@ -282,6 +300,7 @@ def plan_run(spec: RunSpec) -> RunPlan:
     check_options(spec)
     model = parse_model(spec.model, spec.images)
     reviewer = parse_reviewer(spec.reviewer, spec.images)
+    token = _check_review_backend(spec, reviewer)
     config = run_config(spec, labels_for(spec, model, reviewer))
     labels = tuple(config.labels)  # --context labels=... wins over --labels and the files' labels
     workteam = (config.workteam_arn or LOCAL_WORKTEAM).rsplit("/", 1)[-1]
@@ -290,4 +309,32 @@ def plan_run(spec: RunSpec) -> RunPlan:
     spec_files = [p for p in (model.file, reviewer.file) if p is not None]
     files = list_images(spec.images, spec_files)
     not_uploaded = [p.name for p in spec_files if p.resolve().is_relative_to(spec.images.resolve())]
-    return RunPlan(spec, model, reviewer, labels, workteam, files, not_uploaded, fault_names(spec, files))
+    return RunPlan(spec, model, reviewer, labels, workteam, files, not_uploaded, fault_names(spec, files), token)
+
+
+def _check_review_backend(spec: RunSpec, reviewer: ReviewerChoice) -> str | None:
+    """The Label Studio token (from the environment) when the run reviews there; input errors otherwise."""
+    if spec.review_backend not in ("groundtruth", "labelstudio"):
+        raise LocalRunError(f"--review-backend must be groundtruth or labelstudio, got {spec.review_backend!r}")
+    if spec.review_backend == "groundtruth":
+        if reviewer.kind == "human":
+            raise LocalRunError("--reviewer human needs --review-backend labelstudio (people review in its UI)")
+        if spec.labelstudio_url:
+            raise LocalRunError("--labelstudio-url is only used with --review-backend labelstudio")
+        return None
+    from sandbox.labelstudio_local import LabelStudioLocalError, check_server, token_from_env
+
+    if not spec.labelstudio_url:
+        raise LocalRunError("--review-backend labelstudio needs --labelstudio-url URL (e.g. http://127.0.0.1:8080)")
+    if reviewer.kind in ("fail", "fail-adjust"):
+        raise LocalRunError(
+            f"--reviewer {reviewer.kind} rehearses a failed Ground Truth job; use --review-backend groundtruth"
+        )
+    if spec.workers != 1:
+        raise LocalRunError("--review-backend labelstudio runs with --workers 1 (one annotator answers each task)")
+    try:
+        token = token_from_env()
+        check_server(spec.labelstudio_url, token)
+    except LabelStudioLocalError as exc:
+        raise LocalRunError(str(exc)) from exc
+    return token

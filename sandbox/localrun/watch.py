@@ -42,8 +42,17 @@ def read_jsonl(cloud: Any, key: str) -> list[dict[str, Any]]:
 class Watcher:
     """Polls the pipeline's own artifacts and prints each stage once per batch as it happens."""
 
-    def __init__(self, cloud: Any, dataset: str, work_prefix: str, machine: str | None, clock: Stopwatch) -> None:
+    def __init__(
+        self,
+        cloud: Any,
+        dataset: str,
+        work_prefix: str,
+        machine: str | None,
+        clock: Stopwatch,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
         self.cloud, self.dataset, self.clock, self.machine = cloud, dataset, clock, machine
+        self.on_poll = on_poll  # what the emulation cannot do itself (e.g. a schedule), played each poll
         self.batches_prefix = f"{work_prefix}batches/{dataset}/"
         self.said: set[tuple[str, str]] = set()
         self.executions: dict[str, str] = {}
@@ -137,6 +146,8 @@ class Watcher:
         """Until every execution of the workflow has ended; False on timeout."""
         while True:
             self.poll()
+            if self.on_poll is not None:
+                self.on_poll()
             executions = self._executions()
             if executions and all(s in TERMINAL_EXECUTION for s in executions.values()):
                 self.poll()

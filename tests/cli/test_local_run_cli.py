@@ -72,16 +72,40 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
         (["--first-wave", "0"], "--first-wave must be within (0, 1]"),
         (["--dataset", "a/b"], "--dataset must be a non-empty name without '/'"),
         (["--model-fault", "nope.jpg=error"], "no such image"),
+        (["--reviewer", "human"], "--reviewer human needs --review-backend labelstudio"),
+        (["--review-backend", "labelstudio"], "needs --labelstudio-url URL"),
+        (["--labelstudio-url", "http://127.0.0.1:9"], "only used with --review-backend labelstudio"),
+        (["--review-backend", "labelstudio", "--labelstudio-url", "http://127.0.0.1:9"], "LABEL_STUDIO_API_KEY"),
+        (
+            ["--review-backend", "labelstudio", "--labelstudio-url", "http://127.0.0.1:9", "--workers", "2"],
+            "runs with --workers 1",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(
-    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+    images: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    extra: list[str],
+    message: str,
 ) -> None:
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
     code, err = _run(["--images", str(images), "--out", str(tmp_path / "out"), *extra], capsys)
     assert code == 2
     assert err.startswith("labelloop: error: ") and message in err
     assert err.count("\n") == 1  # one line, no traceback
     assert not (tmp_path / "out").exists()  # refused before anything ran
+
+
+def test_an_unreachable_label_studio_is_a_one_line_error_without_the_token(
+    images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-token-value")
+    args = ["--review-backend", "labelstudio", "--labelstudio-url", "http://127.0.0.1:9"]
+    code, err = _run(["--images", str(images), "--out", str(tmp_path / "out"), *args], capsys)
+    assert code == 2 and "Label Studio at http://127.0.0.1:9 is not usable" in err and err.count("\n") == 1
+    assert "secret-token-value" not in err
 
 
 def test_missing_or_empty_image_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
