@@ -68,7 +68,9 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 def yolo_rows(dataset: Path, name: str) -> list[list[float]]:
     stem = Path(name).stem
-    (label_file,) = [p for p in dataset.rglob("*.txt") if p.parent.parent.name == "labels" and p.stem == stem]
+    (label_file,) = [
+        p for p in dataset.rglob("*.txt") if p.parent.parent.name == "labels" and p.stem.rsplit("-", 1)[0] == stem
+    ]
     return [[float(v) for v in line.split()] for line in label_file.read_text().splitlines() if line.strip()]
 
 
