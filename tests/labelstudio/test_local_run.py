@@ -66,20 +66,21 @@ def inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
     return images, model, truth
 
 
-def yolo_rows(dataset: Path, name: str) -> list[list[float]]:
+def yolo_rows(dataset: Path, name: str) -> list[float]:
     stem = Path(name).stem
     (label_file,) = [
         p for p in dataset.rglob("*.txt") if p.parent.parent.name == "labels" and p.stem.rsplit("-", 1)[0] == stem
     ]
-    return [[float(v) for v in line.split()] for line in label_file.read_text().splitlines() if line.strip()]
+    return [float(v) for line in label_file.read_text().splitlines() for v in line.split()]
 
 
-def expected_rows(boxes: list[dict[str, Any]], names: list[str]) -> list[list[float]]:
+def expected_rows(boxes: list[dict[str, Any]], names: list[str]) -> list[float]:
     w, h = SIZE
     return [
-        [names.index(b["label"]), (b["left"] + b["width"] / 2) / w, (b["top"] + b["height"] / 2) / h,
-         b["width"] / w, b["height"] / h]
+        v
         for b in boxes
+        for v in (names.index(b["label"]), (b["left"] + b["width"] / 2) / w, (b["top"] + b["height"] / 2) / h,
+                  b["width"] / w, b["height"] / h)
     ]  # fmt: skip
 
 
