@@ -100,6 +100,9 @@ class LabelLoopConfig:
     alarm_email: str | None = None
     review_backend: ReviewBackend = "groundtruth"
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
+    #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
+    verify_seconds_per_box: float = 1.6
+    draw_seconds_per_box: float = 34.5
 
     @property
     def category_names(self) -> list[str]:
@@ -114,6 +117,8 @@ _TOP_KEYS = {
     "model": "model",
     "taskMode": "task_mode",
     "workersPerObject": "workers_per_object",
+    "verifySecondsPerBox": "verify_seconds_per_box",
+    "drawSecondsPerBox": "draw_seconds_per_box",
     "taskTimeLimitSeconds": "task_time_limit_seconds",
     "taskAvailabilitySeconds": "task_availability_seconds",
     "incomingPrefix": "incoming_prefix",
@@ -392,6 +397,8 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         model=_model(raw.get("model"), f"{where}.model"),
         task_mode=cast(TaskMode, _choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
         workers_per_object=_int(raw, "workersPerObject", where, 1, 1, 9),
+        verify_seconds_per_box=_float(raw, "verifySecondsPerBox", where, 1.6, 0.1, 600.0),
+        draw_seconds_per_box=_float(raw, "drawSecondsPerBox", where, 34.5, 0.1, 3600.0),
         task_time_limit_seconds=_int(raw, "taskTimeLimitSeconds", where, 600, 30, 28800),
         task_availability_seconds=_int(raw, "taskAvailabilitySeconds", where, 864000, 60, 864000),
         incoming_prefix=prefixes["incomingPrefix"],

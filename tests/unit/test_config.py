@@ -71,3 +71,11 @@ def test_full_valid_config() -> None:
     )
     assert config.task_mode == "verify"
     assert config.workers_per_object == 3
+
+
+def test_reviewer_time_constants_are_context_with_bounds() -> None:
+    config = parse_config({"verifySecondsPerBox": 2, "drawSecondsPerBox": 20.5})
+    assert (config.verify_seconds_per_box, config.draw_seconds_per_box) == (2.0, 20.5)
+    assert parse_config({}).draw_seconds_per_box == 34.5
+    with pytest.raises(ConfigError, match="drawSecondsPerBox"):
+        parse_config({"drawSecondsPerBox": 0})

@@ -100,6 +100,8 @@ def build_functions(
             **common,
             "TASK_MODE": config.task_mode,
             "WORKERS_PER_OBJECT": str(config.workers_per_object),
+            "VERIFY_SECONDS_PER_BOX": str(config.verify_seconds_per_box),
+            "DRAW_SECONDS_PER_BOX": str(config.draw_seconds_per_box),
         },
         timeout=Duration.minutes(15),
         memory_size=2048,
