@@ -121,7 +121,7 @@ class RootNames(ImageNames):
 
     def __init__(self, root: Path | None) -> None:
         files = [(p, p.relative_to(root).as_posix()) for p in sorted(root.rglob("*")) if p.is_file()] if root else []
-        super().__init__(files)
+        super().__init__([])  # this class keeps its own content index (every file is hashed once)
         self._known: dict[str, str] = {_sha(p.read_bytes()): rel for p, rel in files}
         self._by_key: dict[str, str | None] = {}
         self._learned: set[str] = set()
