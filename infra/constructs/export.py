@@ -90,6 +90,15 @@ class Export(Construct):
             max_event_age=Duration.hours(6),
         )
 
+        self._grant(bucket, work, incoming, exports)
+        self.rules = self._build_rules()
+        monitoring.alarm_on_dead_letters("ExportDeadLetters", self.dead_letters, "a YOLO export event")
+        self._acknowledge_findings(stack, bucket, config)
+        CfnOutput(stack, "ExportFunctionName", value=self.function.function_name)
+        CfnOutput(stack, "ExportDeadLetterQueueUrl", value=self.dead_letters.queue_url)
+
+    def _grant(self, bucket: s3.IBucket, work: str, incoming: str, exports: str) -> None:
+        """Exact S3 actions on the prefixes the export reads and writes, job descriptions, its continuation."""
         fn = self.function
         fn.add_to_role_policy(
             iam.PolicyStatement(
@@ -132,15 +141,18 @@ class Export(Construct):
             )
         )
 
+    def _build_rules(self) -> list[events.Rule]:
+        """Batch Labeled, the export's own continuation, and outside Ground Truth jobs completing."""
+
         def target() -> targets.LambdaFunction:
             return targets.LambdaFunction(
-                fn,
+                self.function,
                 dead_letter_queue=self.dead_letters,
                 retry_attempts=8,
                 max_event_age=Duration.hours(24),
             )
 
-        self.rules = [
+        return [
             events.Rule(
                 self,
                 "BatchLabeledRule",
@@ -167,10 +179,6 @@ class Export(Construct):
                 targets=[target()],
             ),
         ]
-        monitoring.alarm_on_dead_letters("ExportDeadLetters", self.dead_letters, "a YOLO export event")
-        self._acknowledge_findings(stack, bucket, config)
-        CfnOutput(stack, "ExportFunctionName", value=fn.function_name)
-        CfnOutput(stack, "ExportDeadLetterQueueUrl", value=self.dead_letters.queue_url)
 
     def _acknowledge_findings(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""

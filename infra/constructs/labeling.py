@@ -92,10 +92,19 @@ class Labeling(Construct):
             )
         )
 
+        self.role, self._gt_policy = self._ground_truth_role(bucket, config)
+        self._acknowledge_findings(stack, bucket, config)
+
+        CfnOutput(stack, "PreAnnotationFunctionArn", value=self.pre_function.function_arn)
+        CfnOutput(stack, "PostAnnotationFunctionArn", value=self.post_function.function_arn)
+        CfnOutput(stack, "GroundTruthRoleArn", value=self.role.role_arn)
+
+    def _ground_truth_role(self, bucket: s3.IBucket, config: LabelLoopConfig) -> tuple[iam.Role, iam.Policy]:
+        """Ground Truth's execution role and its inline policy (attached)."""
         # Ground Truth's execution role: read images and manifests, write job output, invoke exactly
         # our two functions. Inline least privilege instead of AmazonSageMakerGroundTruthExecution,
         # which grants every bucket whose name contains "groundtruth" or "sagemaker".
-        self.role = iam.Role(
+        role = iam.Role(
             self,
             "GroundTruthRole",
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
@@ -148,13 +157,8 @@ class Labeling(Construct):
                 ),
             ],
         )
-        policy.attach_to_role(self.role)
-        self._gt_policy = policy
-        self._acknowledge_findings(stack, bucket, config)
-
-        CfnOutput(stack, "PreAnnotationFunctionArn", value=self.pre_function.function_arn)
-        CfnOutput(stack, "PostAnnotationFunctionArn", value=self.post_function.function_arn)
-        CfnOutput(stack, "GroundTruthRoleArn", value=self.role.role_arn)
+        policy.attach_to_role(role)
+        return role, policy
 
     def grant_pass_role(self, grantee: iam.IGrantable) -> iam.Grant:
         """Let ``grantee`` pass the Ground Truth role, to SageMaker only (CreateLabelingJob)."""
