@@ -161,56 +161,73 @@ def check_yolo_dataset(root: Path | str, *, allow_empty_splits: bool = False) ->
         problems.append(f"{cache.relative_to(root)}: *.cache files must not be shipped (stale label caches)")
     stem_owner: dict[str, str] = {}
     for split in SPLITS:
-        images_dir = root / "images" / split
-        labels_dir = root / "labels" / split
-        for folder in (images_dir, labels_dir):
-            if not folder.is_dir() and not allow_empty_splits:
-                problems.append(f"{folder.relative_to(root)}/ is missing")
-        if not images_dir.is_dir():
-            report.images[split] = report.background[split] = 0
-            continue
-        paired: set[Path] = set()
-        count = background = 0
-        split_stems: set[str] = set()
-        for image in sorted(p for p in images_dir.rglob("*") if p.is_file()):
-            rel = image.relative_to(root).as_posix()
-            suffix = image.suffix[1:].lower()
-            if suffix not in IMG_FORMATS:
-                problems.append(f"{rel}: not an image suffix Ultralytics lists ({image.suffix!r})")
-                continue
-            label = _label_path_for(image)
-            if label in paired:
-                problems.append(f"{rel}: shares its label file {label.relative_to(root)} with another image")
-                continue
-            paired.add(label)
-            stem = image.name.rsplit(".", 1)[0]
-            if stem in stem_owner:
-                problems.append(f"{rel}: stem {stem!r} also used by {stem_owner[stem]}")
-            stem_owner[stem] = rel
-            split_stems.add(stem)
-            count += 1
-            if not label.is_file():
-                problems.append(f"{rel}: no label file {label.relative_to(root)} (background images need an empty one)")
-                continue
-            rows = _check_label(label, len(names), problems, report)
-            report.labels[rel] = label.read_text(encoding="utf-8")
-            report.boxes += rows
-            if rows == 0:
-                background += 1
-        if labels_dir.is_dir():
-            for label in sorted(p for p in labels_dir.rglob("*") if p.is_file()):
-                if label.suffix != ".txt":
-                    problems.append(f"{label.relative_to(root)}: unexpected non-.txt file in labels/")
-                elif label not in paired:
-                    problems.append(f"{label.relative_to(root)}: label without an image")
-        report.images[split] = count
-        report.background[split] = background
-        report.stems[split] = split_stems
-        if count == 0 and not allow_empty_splits:
-            problems.append(f"images/{split}/ holds no image (Ultralytics needs both splits)")
+        _check_split(root, split, names, problems, report, stem_owner, allow_empty_splits)
     if problems:
         raise YoloCheckError(problems)
     return report
+
+
+def _check_split(
+    root: Path,
+    split: str,
+    names: list[str],
+    problems: list[str],
+    report: YoloReport,
+    stem_owner: dict[str, str],
+    allow_empty_splits: bool,
+) -> None:
+    """One split: every image has its own label file, every label file an image, both folders exist."""
+    images_dir = root / "images" / split
+    labels_dir = root / "labels" / split
+    for folder in (images_dir, labels_dir):
+        if not folder.is_dir() and not allow_empty_splits:
+            problems.append(f"{folder.relative_to(root)}/ is missing")
+    if not images_dir.is_dir():
+        report.images[split] = report.background[split] = 0
+        return
+    paired: set[Path] = set()
+    count = background = 0
+    split_stems: set[str] = set()
+    for image in sorted(p for p in images_dir.rglob("*") if p.is_file()):
+        rel = image.relative_to(root).as_posix()
+        suffix = image.suffix[1:].lower()
+        if suffix not in IMG_FORMATS:
+            problems.append(f"{rel}: not an image suffix Ultralytics lists ({image.suffix!r})")
+            continue
+        label = _label_path_for(image)
+        if label in paired:
+            problems.append(f"{rel}: shares its label file {label.relative_to(root)} with another image")
+            continue
+        paired.add(label)
+        stem = image.name.rsplit(".", 1)[0]
+        if stem in stem_owner:
+            problems.append(f"{rel}: stem {stem!r} also used by {stem_owner[stem]}")
+        stem_owner[stem] = rel
+        split_stems.add(stem)
+        count += 1
+        if not label.is_file():
+            problems.append(f"{rel}: no label file {label.relative_to(root)} (background images need an empty one)")
+            continue
+        rows = _check_label(label, len(names), problems, report)
+        report.labels[rel] = label.read_text(encoding="utf-8")
+        report.boxes += rows
+        if rows == 0:
+            background += 1
+    _check_orphan_labels(root, labels_dir, paired, problems)
+    report.images[split] = count
+    report.background[split] = background
+    report.stems[split] = split_stems
+    if count == 0 and not allow_empty_splits:
+        problems.append(f"images/{split}/ holds no image (Ultralytics needs both splits)")
+
+
+def _check_orphan_labels(root: Path, labels_dir: Path, paired: set[Path], problems: list[str]) -> None:
+    if labels_dir.is_dir():
+        for label in sorted(p for p in labels_dir.rglob("*") if p.is_file()):
+            if label.suffix != ".txt":
+                problems.append(f"{label.relative_to(root)}: unexpected non-.txt file in labels/")
+            elif label not in paired:
+                problems.append(f"{label.relative_to(root)}: label without an image")
 
 
 def download_prefix(s3: Any, bucket: str, prefix: str, dest: Path) -> int:

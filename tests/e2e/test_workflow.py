@@ -144,6 +144,32 @@ def _invocations_by_function(cloud: LocalCloud) -> dict[str, int]:
     return counts
 
 
+def _assert_mixed_rejections(report: dict[str, Any]) -> None:
+    """Each invalid object of MIXED is rejected with the reason a user can act on."""
+    rejected = {r["key"].rsplit("/", 1)[-1]: r["reason"] for r in report["rejected"]}
+    assert rejected["empty.jpg"] == "empty object (0 bytes)"
+    assert rejected["invoice.jpg"].startswith("unsupported type PDF document")
+    assert rejected["notes.jpg"].startswith("not an image")
+    assert rejected["corrupt.jpg"].startswith("corrupt JPEG")
+    assert "40000x40000" in rejected["bomb.png"] or "bomb" in rejected["bomb.png"]
+    assert f"over the {MAX_BYTES}-byte limit" in rejected["huge.jpg"]
+
+
+def _assert_announced_once(cloud: LocalCloud, batch_id: str, prefix: str) -> None:
+    """The announce event: one "Batch Labeled" naming the batch's output manifest and report."""
+    announced = [e for e in cloud.event_log.emitted if e.get("detail-type") == "Batch Labeled"]
+    assert len(announced) == 1
+    detail = announced[0]["detail"]
+    detail = json.loads(detail) if isinstance(detail, str) else detail
+    assert detail == {
+        "dataset": DATASET,
+        "batch_id": batch_id,
+        "output_manifest": f"s3://{cloud.bucket}/{prefix}output.manifest",
+        "report": f"s3://{cloud.bucket}/{prefix}report.json",
+    }
+    assert announced[0]["source"] == "labelloop.workflow"
+
+
 def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cloud: LocalCloud) -> None:
     keys = _drop(cloud, MIXED)
     assert cloud.flush_event_sources() == 1  # ten records, one batch
@@ -158,13 +184,7 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     assert report["status"] == "labeled" and report["accounted_for"], report
     assert (counts["received"], counts["valid"], counts["rejected"]) == (10, 4, 6)
     assert (counts["accepted"], counts["reviewed"], counts["unlabeled"]) == (0, 4, 0)
-    rejected = {r["key"].rsplit("/", 1)[-1]: r["reason"] for r in report["rejected"]}
-    assert rejected["empty.jpg"] == "empty object (0 bytes)"
-    assert rejected["invoice.jpg"].startswith("unsupported type PDF document")
-    assert rejected["notes.jpg"].startswith("not an image")
-    assert rejected["corrupt.jpg"].startswith("corrupt JPEG")
-    assert "40000x40000" in rejected["bomb.png"] or "bomb" in rejected["bomb.png"]
-    assert f"over the {MAX_BYTES}-byte limit" in rejected["huge.jpg"]
+    _assert_mixed_rejections(report)
 
     (job_name,) = report["jobs"]
     lines = cloud.read_jsonl(f"{prefix}output.manifest")
@@ -187,18 +207,7 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     post = next(k for k in counts_by_fn if k.startswith("LabelingPostAnnotation"))
     assert counts_by_fn[pre] == 4 and counts_by_fn[post] >= 1
 
-    # The announce event.
-    announced = [e for e in cloud.event_log.emitted if e.get("detail-type") == "Batch Labeled"]
-    assert len(announced) == 1
-    detail = announced[0]["detail"]
-    detail = json.loads(detail) if isinstance(detail, str) else detail
-    assert detail == {
-        "dataset": DATASET,
-        "batch_id": data["batch_id"],
-        "output_manifest": f"s3://{cloud.bucket}/{prefix}output.manifest",
-        "report": f"s3://{cloud.bucket}/{prefix}report.json",
-    }
-    assert announced[0]["source"] == "labelloop.workflow"
+    _assert_announced_once(cloud, data["batch_id"], prefix)
 
     # Duplicate job events (the emulator sends each twice) were harmless.
     job_events = [i for i in cloud.invocations if "JobEvent" in i.function_name and "action" in (i.response or {})]
