@@ -37,6 +37,7 @@ from botocore.exceptions import ClientError
 
 from adapters.s3 import parse_uri
 from labelloop_core.export import ExportPlan, ImageRecord
+from labelloop_core.export_report import export_document
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -365,101 +366,21 @@ def write_export(
             f"exports are immutable, write version {version!r} elsewhere"
         )
     dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in ("train", "val"))
-    done = dest.existing("labels/")
-    missing: list[dict[str, Any]] = []
-    lock = threading.Lock()
-    total = len(plan.records)
-    finished = 0
-    resumed = 0
-
-    def task(record: ImageRecord) -> str | None:
-        reason = dest.copy_image(record.source_ref, record.image_path)
-        if reason is None:
-            dest.put(record.label_path, record.label_text.encode("utf-8"), "text/plain; charset=utf-8")
-        return reason
-
-    def on_done(record: ImageRecord, reason: str | None) -> None:
-        nonlocal finished
-        with lock:
-            finished += 1
-            if reason is not None:
-                missing.append(
-                    {
-                        "image": record.key,
-                        "source_ref": record.source_ref,
-                        "reason": reason,
-                        "manifest": record.manifest,
-                        "line": record.line_no,
-                    }
-                )
-            if progress is not None:
-                progress(finished, total)
-
-    stopped = False
-
-    def todo() -> Iterable[ImageRecord]:
-        nonlocal resumed, finished, stopped
-        for index, record in enumerate(plan.records):
-            if record.label_path in done:
-                resumed += 1
-                finished += 1
-                continue
-            if should_stop is not None and index % 64 == 0 and should_stop():
-                stopped = True
-                return
-            yield record
-
-    if progress is not None:
-        progress(0, total)
-    _bounded_map(todo(), task, threads, on_done)
-    if stopped:
-        raise ExportIncomplete(finished, total)
+    copy = _ImageCopy(plan, dest, progress, should_stop)
+    copy.run(threads)
+    missing = copy.missing
+    if copy.stopped:
+        raise ExportIncomplete(copy.finished, copy.total)
     missing.sort(key=lambda m: (m["manifest"], m["line"]))
-    if total and len(missing) == total:
+    if copy.total and len(missing) == copy.total:
         raise ExportEmpty(missing)  # export.json is not written: the version stays incomplete
 
     dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
     dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
     dest.put("skipped.jsonl", _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
     dest.put("missing.jsonl", _jsonl(missing), "application/jsonlines")
-
-    document: dict[str, Any] = {"version": version, "dataset": dataset, **plan.summary()}
-    counts = document["counts"]
-    counts["images_planned"] = counts["images"]
-    counts["images_missing"] = len(missing)
-    counts["images"] = counts["images"] - len(missing)
-    counts["images_resumed"] = resumed
-    if missing:
-        gone = {m["image"] for m in missing}
-        kept = [r for r in plan.records if r.key not in gone]
-        counts["train"] = sum(1 for r in kept if r.split == "train")
-        counts["val"] = len(kept) - counts["train"]
-        counts["background_images"] = sum(1 for r in kept if r.is_background)
-        document["background_ratio"] = round(counts["background_images"] / len(kept), 6) if kept else 0.0
-        histogram: Counter[str] = Counter()
-        for record in kept:
-            for row in record.label_text.splitlines():
-                histogram[plan.class_names[int(row.split(" ", 1)[0])]] += 1
-        document["class_histogram"] = {name: histogram.get(name, 0) for name in plan.class_names}
-        counts["boxes"] = sum(histogram.values())
-    document["missing_images"] = {
-        "count": len(missing),
-        "by_reason": dict(sorted(Counter(m["reason"] for m in missing).items())),
-        "examples": missing[:100],
-    }
-    warnings = [
-        f"the {split} split is empty: Ultralytics needs images in both train and val"
-        for split in ("train", "val")
-        if counts[split] == 0
-    ]
-    document["warnings"] = warnings
-    document["files"] = {
-        "data_yaml": "data.yaml",
-        "dropped_boxes": "dropped.jsonl",
-        "skipped_lines": "skipped.jsonl",
-        "missing_images": "missing.jsonl",
-    }
-    document["created"] = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    document = export_document(plan, version, dataset, missing, copy.resumed, created)
     if extra:
         document.update(extra)
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
@@ -471,6 +392,64 @@ def write_export(
         winner["already_complete"] = True
         return dict(winner)
     return document
+
+
+class _ImageCopy:
+    """Copies the plan's images and writes their labels; skips those a stopped run already wrote."""
+
+    def __init__(
+        self,
+        plan: ExportPlan,
+        dest: ExportDestination,
+        progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.plan, self.dest, self.progress, self.should_stop = plan, dest, progress, should_stop
+        self.done = dest.existing("labels/")
+        self.missing: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.total = len(plan.records)
+        self.finished = 0
+        self.resumed = 0
+        self.stopped = False
+
+    def run(self, threads: int) -> None:
+        if self.progress is not None:
+            self.progress(0, self.total)
+        _bounded_map(self._todo(), self._task, threads, self._on_done)
+
+    def _task(self, record: ImageRecord) -> str | None:
+        reason = self.dest.copy_image(record.source_ref, record.image_path)
+        if reason is None:
+            self.dest.put(record.label_path, record.label_text.encode("utf-8"), "text/plain; charset=utf-8")
+        return reason
+
+    def _on_done(self, record: ImageRecord, reason: str | None) -> None:
+        with self.lock:
+            self.finished += 1
+            if reason is not None:
+                self.missing.append(
+                    {
+                        "image": record.key,
+                        "source_ref": record.source_ref,
+                        "reason": reason,
+                        "manifest": record.manifest,
+                        "line": record.line_no,
+                    }
+                )
+            if self.progress is not None:
+                self.progress(self.finished, self.total)
+
+    def _todo(self) -> Iterable[ImageRecord]:
+        for index, record in enumerate(self.plan.records):
+            if record.label_path in self.done:
+                self.resumed += 1
+                self.finished += 1
+                continue
+            if self.should_stop is not None and index % 64 == 0 and self.should_stop():
+                self.stopped = True
+                return
+            yield record
 
 
 def publish_latest(dataset_root: ExportDestination, version: str, document: dict[str, Any], version_uri: str) -> bool:
