@@ -170,7 +170,7 @@ def check_yolo_dataset(root: Path | str, *, allow_empty_splits: bool = False) ->
 def _check_split(
     root: Path,
     split: str,
-    names: list[str],
+    names: dict[int, str],
     problems: list[str],
     report: YoloReport,
     stem_owner: dict[str, str],
