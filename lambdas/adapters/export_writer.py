@@ -35,7 +35,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from adapters.s3 import parse_uri
+from adapters.s3 import list_objects, parse_uri
 from labelloop_core.export import ExportPlan, ImageRecord
 from labelloop_core.export_report import export_document
 
@@ -185,13 +185,8 @@ class S3Destination:
         return json.loads(body)
 
     def existing(self, prefix: str) -> set[str]:
-        found: set[str] = set()
         start = len(self.prefix)
-        paginator = self.s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            for item in page.get("Contents", ()):
-                found.add(item["Key"][start:])
-        return found
+        return {item["Key"][start:] for item in list_objects(self.bucket, self.prefix + prefix, self.s3)}
 
     def put(self, path: str, body: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=self.prefix + path, Body=body, ContentType=content_type)

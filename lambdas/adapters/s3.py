@@ -1,4 +1,4 @@
-"""S3 helpers: URIs, JSON and JSON Lines objects, streamed line reading, event key decoding."""
+"""S3 helpers: URIs, listing, JSON and JSON Lines objects, streamed line reading, event key decoding."""
 
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ def parse_uri(uri: str) -> tuple[str, str]:
 def uri(bucket: str, key: str) -> str:
     """Build ``s3://bucket/key``."""
     return f"s3://{bucket}/{key}"
+
+
+def list_objects(bucket: str, prefix: str, s3: Any = None) -> Iterator[dict[str, Any]]:
+    """Every object under ``prefix`` (ListObjectsV2 summaries: Key, LastModified, Size, ...), page by page."""
+    for page in (s3 or client("s3")).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        yield from page.get("Contents", ())
 
 
 def get_bytes(bucket: str, key: str, s3: Any = None) -> bytes:

@@ -31,7 +31,7 @@ from botocore.exceptions import ClientError
 
 from adapters import env
 from adapters.aws import client
-from adapters.s3 import iter_lines, put_json, put_jsonl, uri
+from adapters.s3 import iter_lines, list_objects, put_json, put_jsonl, uri
 from labelloop_core.batching import ObjectRef, batch_fields, dataset_of
 from labelloop_core.images import ImageRejected, normalise_orientation, validate_image
 from labelloop_core.manifest import dumps_line
@@ -204,11 +204,10 @@ def _parts(bucket: str, batch_prefix: str, total: int) -> list[dict[str, Any]]:
     """The part descriptors in cursor order, checked to cover [0, total) without gaps or overlaps."""
     s3 = client("s3")
     metas = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=_part_prefix(batch_prefix)):
-        for item in page.get("Contents", []):
-            name = item["Key"].rsplit("/", 1)[-1]
-            if name.endswith(".json") and name.count(".") == 1:
-                metas.append(json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()))
+    for item in list_objects(bucket, _part_prefix(batch_prefix), s3):
+        name = item["Key"].rsplit("/", 1)[-1]
+        if name.endswith(".json") and name.count(".") == 1:
+            metas.append(json.loads(s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()))
     metas.sort(key=lambda m: m["start"])
     chain, expected = [], 0
     for meta in metas:

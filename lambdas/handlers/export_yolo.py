@@ -44,7 +44,7 @@ from adapters.export_writer import (
     s3_client,
     write_export,
 )
-from adapters.s3 import S3UriError, parse_uri
+from adapters.s3 import S3UriError, list_objects, parse_uri
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.export import ExportPlanner
 from labelloop_core.lines import CHUNK_BYTES, OverlongLine, bounded_lines
@@ -165,12 +165,11 @@ def _batch_manifests(dataset: str) -> list[ManifestInput]:
     cfg = settings()
     prefix = f"{cfg.work_prefix}batches/{dataset}/"
     found = []
-    for page in _s3().get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=prefix):
-        for item in page.get("Contents", ()):
-            rest = item["Key"][len(prefix) :]
-            batch, _, name = rest.partition("/")
-            if batch and name == "output.manifest":
-                found.append(ManifestInput(cfg.bucket, item["Key"], item["LastModified"]))
+    for item in list_objects(cfg.bucket, prefix, _s3()):
+        rest = item["Key"][len(prefix) :]
+        batch, _, name = rest.partition("/")
+        if batch and name == "output.manifest":
+            found.append(ManifestInput(cfg.bucket, item["Key"], item["LastModified"]))
     return found
 
 

@@ -35,7 +35,7 @@ from adapters.labelstudio_review import (
     settings_from_env,
 )
 from adapters.review_backends import ReviewBatch
-from adapters.s3 import get_json
+from adapters.s3 import get_json, list_objects
 
 logger = Logger()
 
@@ -58,10 +58,7 @@ def settings() -> Settings:
 
 def _open_reviews(cfg: Settings) -> list[str]:
     prefix = f"{cfg.work_prefix}labelstudio/open/"
-    keys: list[str] = []
-    for page in client("s3").get_paginator("list_objects_v2").paginate(Bucket=cfg.bucket, Prefix=prefix):
-        keys.extend(item["Key"] for item in page.get("Contents", []) if item["Key"].endswith(".json"))
-    return keys
+    return [item["Key"] for item in list_objects(cfg.bucket, prefix) if item["Key"].endswith(".json")]
 
 
 def close(bucket: str, work_prefix: str, job_name: str) -> None:

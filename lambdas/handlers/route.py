@@ -27,7 +27,7 @@ from aws_lambda_powertools import Logger
 
 from adapters.aws import client
 from adapters.models import ModelSettings
-from adapters.s3 import get_json, iter_lines, put_json
+from adapters.s3 import get_json, iter_lines, list_objects, put_json
 from labelloop_core.batching import batch_fields
 from labelloop_core.calibration import ACCEPT, AUDIT
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
@@ -127,10 +127,7 @@ def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) 
 
 
 def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
-    keys: list[str] = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        keys.extend(obj["Key"] for obj in page.get("Contents", []))
-    return sorted(keys)
+    return sorted(obj["Key"] for obj in list_objects(bucket, prefix, s3))
 
 
 def prelabeled_keys(bucket: str, batch_prefix: str, s3: Any) -> list[str]:
