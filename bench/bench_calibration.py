@@ -121,22 +121,32 @@ def point_rule(pairs: Sequence[Image], target: float, min_pairs: int) -> float |
     return theta
 
 
-def _weighted_hoeffding(pairs: Sequence[tuple[float, float, float]], target: float, level: float, min_pairs: int):
-    """The weighted rule: Hoeffding on a 1/p-weighted mean with effective n = sum(w)^2 / sum(w^2)."""
-    theta = None
-    started = False
-    for t in GRID:
-        above = [(q, w) for c, q, w in pairs if c >= t]
-        if len(above) < min_pairs:
-            continue
-        sw = sum(w for _, w in above)
-        sw2 = sum(w * w for _, w in above)
-        bound = sum(q * w for q, w in above) / sw - math.sqrt(math.log(1 / (1 - level)) * sw2 / 2) / sw
-        started = True
-        if bound < target:
-            break
-        theta = t
-    return theta if started else None
+class WeightedHoeffding:
+    """The weighted rule: Hoeffding on a 1/p-weighted mean, effective n = sum(w)^2 / sum(w^2), all pairs so far."""
+
+    def __init__(self, target: float, level: float, min_pairs: int) -> None:
+        self.target, self.level, self.min_pairs = target, level, min_pairs
+        self.sums = {t: [0, 0.0, 0.0, 0.0] for t in GRID}  # n, sum w, sum w^2, sum w q
+
+    def add(self, confidence: float, quality: float, weight: float) -> None:
+        for t, acc in self.sums.items():
+            if confidence >= t:
+                acc[0] += 1
+                acc[1] += weight
+                acc[2] += weight * weight
+                acc[3] += weight * quality
+
+    def theta(self) -> float | None:
+        theta = None
+        for t in GRID:
+            n, sw, sw2, swq = self.sums[t]
+            if n < self.min_pairs:
+                continue
+            bound = swq / sw - math.sqrt(math.log(1 / (1 - self.level)) * sw2 / 2) / sw
+            if bound < self.target:
+                break
+            theta = t
+        return theta
 
 
 def sequential(pop: Population, args: argparse.Namespace, weighted: bool) -> dict[str, object]:
@@ -145,7 +155,7 @@ def sequential(pop: Population, args: argparse.Namespace, weighted: bool) -> dic
     random.Random(f"order:{pop.images[0][2]}").shuffle(order)
     size = args.pairs
     state = CalibrationState(args.target, args.level, args.min_pairs, levels=())
-    seen: list[tuple[float, float, float]] = []
+    weighted_rule = WeightedHoeffding(args.target, args.level, args.min_pairs)
     theta: float | None = None
     thetas: list[float | None] = []
     reviews = 0
@@ -162,8 +172,9 @@ def sequential(pop: Population, args: argparse.Namespace, weighted: bool) -> dic
             pairs.append(FoldPair(c, q, args.audit if audit else 1.0, key, audit))
         reviews += len(pairs)
         if weighted:
-            seen.extend((p.confidence, p.quality, 1.0 / p.inclusion) for p in pairs)
-            theta = _weighted_hoeffding(seen, args.target, args.level, args.min_pairs)
+            for p in pairs:
+                weighted_rule.add(p.confidence, p.quality, 1.0 / p.inclusion)
+            theta = weighted_rule.theta()
         else:
             state.fold(pairs, floor=1.0 if theta is None else args.audit)
             theta = state.decide(BETTING).theta
