@@ -36,6 +36,15 @@ from aws_lambda_powertools import Logger
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
+from labelloop_core.batch_report import (
+    BatchFiles,
+    MergedBatch,
+    elapsed_seconds,
+    labeled_report,
+    missing_reason,
+    threshold_summary,
+    verification_summary,
+)
 from labelloop_core.batching import batch_fields, workflow_cost
 from labelloop_core.manifest import dumps_line, iter_manifest
 from labelloop_core.prelabels import PRELABEL_ATTRIBUTE
@@ -53,8 +62,6 @@ from labelloop_core.verification import (
 logger = Logger()
 
 AUTO_ATTRIBUTE = "labelloop-auto"
-#: Lists in report.json are capped; the full lists are the files they point to.
-REPORT_LIST_LIMIT = 1000
 
 
 class MergeError(ValueError):
@@ -260,15 +267,6 @@ def _jobs(review: Mapping[str, Any], verify: Mapping[str, Any] | None, cfg: Sett
     return jobs
 
 
-def _elapsed(started: Any, now: datetime) -> float | None:
-    if not isinstance(started, str):
-        return None
-    try:
-        return round((now - datetime.fromisoformat(started.replace("Z", "+00:00"))).total_seconds(), 3)
-    except ValueError:
-        return None
-
-
 def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     """Merge and report (see the module doc)."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, MergeError)
@@ -280,11 +278,66 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
 
     valid = {key for line in _lines(bucket, f"{batch_prefix}input.manifest") if (key := _meta_key(line))}
     rejected_rows = [json.loads(raw) for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl") if raw.strip()]
-    received = len(valid) + len(rejected_rows)
     tally = _Tally(time=reviewer_time(cfg.workers_per_object, **cfg.time_constants))
     job_name = review.get("job_name") if review.get("status") == "Completed" else None
     attribute = review.get("label_attribute") or job_name
+    writer = _write_output(bucket, batch_prefix, valid, review, verify, job_name, tally)
+    merged = _merged(bucket, batch_prefix, valid, rejected_rows, writer, tally)
+    now = datetime.now(UTC)
+    started = execution.get("start_time")
+    jobs = _jobs(review, verify, cfg)
+    files = BatchFiles(
+        uri(bucket, f"{batch_prefix}output.manifest"),
+        uri(bucket, f"{batch_prefix}input.manifest"),
+        uri(bucket, f"{batch_prefix}rejected.jsonl"),
+    )
+    identity = {
+        "dataset": dataset,
+        "batch_id": batch_id,
+        "execution": execution.get("name"),
+        "task_mode": "verify" if verify is not None else cfg.task_mode,
+    }
+    extra = {
+        "threshold": threshold_summary(route),
+        "reviewer_time_estimate": tally.time.as_dict(),
+        "timings": {
+            "execution_started": started,
+            "merged_at": now.isoformat(),
+            "elapsed_seconds": elapsed_seconds(started, now),
+        },
+        "cost_estimate": _cost_estimate(
+            event, bucket, batch_prefix, bool(valid), jobs, stages, verify, route, job_name
+        ),
+    }
+    attributes = {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute} | (
+        {"verified": VERIFIED_ATTRIBUTE} if verify is not None else {}
+    )
+    report = labeled_report(identity, merged, files, review, jobs, attributes, extra)
+    if verify is not None:
+        report["verification"] = verification_summary(stages, verify)
+    if not merged.accounted_for:
+        raise MergeError(f"objects not accounted for exactly once: {merged.counts}")
+    put_json(bucket, f"{batch_prefix}report.json", report)
+    logger.info("batch merged", extra={"counts": merged.counts, "jobs": [j["name"] for j in jobs]})
+    return {
+        "output_manifest": files.output_manifest,
+        "report": uri(bucket, f"{batch_prefix}report.json"),
+        "accepted": tally.accepted,
+        "reviewed": tally.reviewed,
+        "unlabeled": len(tally.unlabeled),
+    }
 
+
+def _write_output(
+    bucket: str,
+    batch_prefix: str,
+    valid: set[str],
+    review: Mapping[str, Any],
+    verify: Mapping[str, Any] | None,
+    job_name: str | None,
+    tally: _Tally,
+) -> _Writer:
+    """Stream accepted, verified and reviewed lines into ``output.manifest``; the rest end unlabeled."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "output.manifest")
         writer = _Writer(path, valid)
@@ -296,110 +349,65 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
                 _merge_job(review, writer, tally)
         finally:
             writer.close()
-        missing_reason = (
-            "in neither accepted.manifest nor the review job's output"
-            if job_name and verify is None
-            else "in neither accepted.manifest, verified.manifest nor the adjustment job's output"
-            if verify is not None
-            else f"not auto-accepted and no review job completed (review {review.get('status', 'skipped')})"
-        )
+        reason = missing_reason(job_name, verify is not None, str(review.get("status", "skipped")))
         for key in sorted(valid - writer.seen):
-            tally.unlabeled.append({"key": key, "reason": missing_reason})
+            tally.unlabeled.append({"key": key, "reason": reason})
         client("s3").upload_file(
             path, bucket, f"{batch_prefix}output.manifest", ExtraArgs={"ContentType": "application/jsonlines"}
         )
-    unlabeled = tally.unlabeled
-    accepted, reviewed = tally.accepted, tally.reviewed
+    return writer
+
+
+def _merged(
+    bucket: str,
+    batch_prefix: str,
+    valid: set[str],
+    rejected_rows: list[dict[str, Any]],
+    writer: _Writer,
+    tally: _Tally,
+) -> MergedBatch:
     counts = {
-        "received": received,
+        "received": len(valid) + len(rejected_rows),
         "rejected": len(rejected_rows),
         "valid": len(valid),
-        "accepted": accepted,
-        "reviewed": reviewed,
+        "accepted": tally.accepted,
+        "reviewed": tally.reviewed,
         "audited": tally.audited,
-        "unlabeled": len(unlabeled),
+        "unlabeled": len(tally.unlabeled),
         "duplicate_events_dropped": len(_batch_doc(bucket, batch_prefix).get("duplicates") or []),
         "duplicate_lines_dropped": len(writer.duplicates),
         "foreign_lines_dropped": len(writer.foreign),
     }
-    accounted = counts["rejected"] + accepted + reviewed + len(unlabeled) == received
-    now = datetime.now(UTC)
-    started = execution.get("start_time")
-    output_uri = uri(bucket, f"{batch_prefix}output.manifest")
-    report_uri = uri(bucket, f"{batch_prefix}report.json")
-    jobs = _jobs(review, verify, cfg)
+    provenance = {name: tally.provenance.get(name, 0) for name in PROVENANCES}
+    return MergedBatch(counts, provenance, rejected_rows, tally.unlabeled, writer.duplicates + writer.foreign)
+
+
+def _cost_estimate(
+    event: Mapping[str, Any],
+    bucket: str,
+    batch_prefix: str,
+    any_valid: bool,
+    jobs: list[dict[str, Any]],
+    stages: Mapping[str, Any],
+    verify: Mapping[str, Any] | None,
+    route: Mapping[str, Any],
+    job_name: str | None,
+) -> dict[str, Any]:
     shards = int((event.get("build") or {}).get("shard_count") or 0)
-    report = {
-        "status": "labeled",
-        "dataset": dataset,
-        "batch_id": batch_id,
-        "execution": execution.get("name"),
-        "task_mode": "verify" if verify is not None else cfg.task_mode,
-        "counts": counts,
-        "provenance": {name: tally.provenance.get(name, 0) for name in PROVENANCES},
-        "accounted_for": accounted,
-        "output_manifest": output_uri,
-        "input_manifest": uri(bucket, f"{batch_prefix}input.manifest"),
-        "rejected_file": uri(bucket, f"{batch_prefix}rejected.jsonl"),
-        "rejected": rejected_rows[:REPORT_LIST_LIMIT],
-        "unlabeled": unlabeled[:REPORT_LIST_LIMIT],
-        "dropped_lines": (writer.duplicates + writer.foreign)[:REPORT_LIST_LIMIT],
-        "lists_truncated": max(len(rejected_rows), len(unlabeled)) > REPORT_LIST_LIMIT,
-        "jobs": [job["name"] for job in jobs],
-        "labeling_jobs": jobs,
-        "review": {k: review.get(k) for k in ("status", "job_name", "label_attribute", "counters") if k in review},
-        "label_attributes": {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute}
-        | ({"verified": VERIFIED_ATTRIBUTE} if verify is not None else {}),
-        "threshold": {
-            "value": route.get("threshold"),
-            "source": route.get("threshold_source"),
-            "accepted": route.get("accepted"),
-            "review": route.get("review"),
-            "audit": route.get("audit"),
-        },
-        "reviewer_time_estimate": tally.time.as_dict(),
-        "timings": {
-            "execution_started": started,
-            "merged_at": now.isoformat(),
-            "elapsed_seconds": _elapsed(started, now),
-        },
-        "cost_estimate": {
-            **workflow_cost(
-                build_calls=_count_parts(bucket, batch_prefix),
-                shards=shards if len(valid) else 0,
-                reviewed=bool(jobs),
-                review_waits=max(len(jobs), 1),
-            ),
-            # Ground Truth calls the pre-annotation Lambda once per object of each job's manifest.
-            "ground_truth_pre_annotation_calls": (
-                int(stages.get("verify") or 0) + int(stages.get("adjust") or 0)
-                if verify is not None
-                else (int(route.get("review") or 0) if job_name else 0)
-            ),
-        },
-    }
-    if verify is not None:
-        report["verification"] = _verification(stages, verify)
-    if not accounted:
-        raise MergeError(f"objects not accounted for exactly once: {counts}")
-    put_json(bucket, f"{batch_prefix}report.json", report)
-    logger.info("batch merged", extra={"counts": counts, "jobs": [j["name"] for j in jobs]})
     return {
-        "output_manifest": output_uri,
-        "report": report_uri,
-        "accepted": accepted,
-        "reviewed": reviewed,
-        "unlabeled": len(unlabeled),
+        **workflow_cost(
+            build_calls=_count_parts(bucket, batch_prefix),
+            shards=shards if any_valid else 0,
+            reviewed=bool(jobs),
+            review_waits=max(len(jobs), 1),
+        ),
+        # Ground Truth calls the pre-annotation Lambda once per object of each job's manifest.
+        "ground_truth_pre_annotation_calls": (
+            int(stages.get("verify") or 0) + int(stages.get("adjust") or 0)
+            if verify is not None
+            else (int(route.get("review") or 0) if job_name else 0)
+        ),
     }
-
-
-def _verification(stages: Mapping[str, Any], verify: Mapping[str, Any]) -> dict[str, Any]:
-    """The verify stage's counts (from the split step) for report.json."""
-    keys = ("verified_correct", "judged_incorrect", "sent_to_adjust_without_detections", "no_verdict")
-    out: dict[str, Any] = {k: int(stages.get(k) or 0) for k in keys}
-    out["verify_job"] = verify.get("job_name") if verify.get("status") == "Completed" else None
-    out["sent_to_adjust"] = int(stages.get("adjust") or 0)
-    return out
 
 
 def _batch_doc(bucket: str, batch_prefix: str) -> dict[str, Any]:
