@@ -35,6 +35,7 @@ from sandbox.localrun import (
     stack_context,
     synthesize_stack,
 )
+from sandbox.localrun.run import function_env
 from sandbox.localrun.spec import LOCAL_WORKTEAM, REGION
 from sandbox.localrun.wiring import build_predictor, build_workforce
 from sandbox.localstate import StateDir, StateError
@@ -413,7 +414,7 @@ def _serve_deployed(
     progress: Progress,
     on_ready: Callable[[Endpoint], None],
 ) -> StopReport | None:
-    env = _function_env(cloud)
+    env = function_env(cloud)
     prepared.names.attach_bucket(
         cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, env.get("WORK_PREFIX", "work/")
     )
@@ -456,16 +457,6 @@ def _serve_deployed(
         saved_objects = state.save(cloud.client("s3"), cloud.bucket, STACK_NAME)
         progress(f"saved {saved_objects} object(s) of s3://{cloud.bucket} to {state.root}")
     return StopReport(not pending, pending, saved_objects, time.monotonic() - began)
-
-
-def _function_env(cloud: Any) -> dict[str, str]:
-    lam = cloud.client("lambda")
-    merged: dict[str, str] = {}
-    for name in cloud.function_names().values():
-        env = lam.get_function_configuration(FunctionName=name).get("Environment", {}).get("Variables", {})
-        for key, value in env.items():
-            merged.setdefault(key, value)
-    return merged
 
 
 def copy_command(endpoint: Endpoint, folder: str = "DIR", dataset: str = "DATASET") -> str:

@@ -104,7 +104,7 @@ def _run_with_label_studio(plan: RunPlan, cloud: Any, names: ImageNames, clock: 
             spec.labelstudio_url,
             plan.labelstudio_token,
             dataset=spec.dataset,
-            work_prefix=_function_env(cloud).get("WORK_PREFIX", "work/"),
+            work_prefix=function_env(cloud).get("WORK_PREFIX", "work/"),
             workforce=None if plan.reviewer.kind == "human" else workforce,
             labels=plan.labels,
             say=clock.say,
@@ -127,7 +127,7 @@ class _DeployedRun:
         on_poll: Callable[[], None] | None = None,
     ) -> None:
         self.plan, self.spec, self.cloud, self.clock = plan, plan.spec, cloud, clock
-        env = _function_env(cloud)
+        env = function_env(cloud)
         self.work_prefix = env.get("WORK_PREFIX", "work/")
         self.exports_prefix = cloud.outputs.get("ExportsPrefix", "exports/")
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
@@ -234,7 +234,7 @@ class _DeployedRun:
                 entry[field_name] = str(target)
 
 
-def _function_env(cloud: Any) -> dict[str, str]:
+def function_env(cloud: Any) -> dict[str, str]:
     """Environment shared by the deployed functions (prefixes), read from the batch starter or any."""
     lam = cloud.client("lambda")
     merged: dict[str, str] = {}
