@@ -166,6 +166,27 @@ def _check_s3_uri(value: str, what: str) -> str:
     return value
 
 
+def _task_texts(
+    task_mode: str, title: str | None, description: str | None, keywords: Sequence[str] | None
+) -> tuple[str, str, list[str]]:
+    """The title, description and keywords workers see (defaults by task mode), within the API's limits."""
+    verify = task_mode == "verify"
+    title = title or ("Check the boxes drawn on an image" if verify else "Draw boxes around objects in an image")
+    description = description or (
+        "Decide whether the pre-drawn boxes are correct; explain briefly when they are not."
+        if verify
+        else "Adjust the pre-drawn boxes and draw any missing ones, one tight box per object."
+    )
+    words = list(keywords) if keywords is not None else ["image", "bounding box", "object detection"]
+    if not 1 <= len(words) <= 5 or not all(
+        isinstance(k, str) and 1 <= len(k) <= 30 and _KEYWORD.match(k) for k in words
+    ):
+        raise LabelingRequestError(f"keywords must be 1-5 words of letters/digits, each 1-30 characters: {words!r}")
+    if len(title) > 128 or len(description) > 255:
+        raise LabelingRequestError("title must be at most 128 and description at most 255 characters")
+    return title, description, words
+
+
 def labeling_job_request(
     *,
     job_name: str,
@@ -229,20 +250,7 @@ def labeling_job_request(
         (categories_uri, "categories_uri"),
     ):
         _check_s3_uri(value, what)
-    verify = task_mode == "verify"
-    title = title or ("Check the boxes drawn on an image" if verify else "Draw boxes around objects in an image")
-    description = description or (
-        "Decide whether the pre-drawn boxes are correct; explain briefly when they are not."
-        if verify
-        else "Adjust the pre-drawn boxes and draw any missing ones, one tight box per object."
-    )
-    keywords = list(keywords) if keywords is not None else ["image", "bounding box", "object detection"]
-    if not 1 <= len(keywords) <= 5 or not all(
-        isinstance(k, str) and 1 <= len(k) <= 30 and _KEYWORD.match(k) for k in keywords
-    ):
-        raise LabelingRequestError(f"keywords must be 1-5 words of letters/digits, each 1-30 characters: {keywords!r}")
-    if len(title) > 128 or len(description) > 255:
-        raise LabelingRequestError("title must be at most 128 and description at most 255 characters")
+    title, description, keywords = _task_texts(task_mode, title, description, keywords)
     human: dict[str, Any] = {
         "WorkteamArn": workteam_arn,
         "UiConfig": {"UiTemplateS3Uri": template_uri},
