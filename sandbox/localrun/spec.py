@@ -135,8 +135,10 @@ def _records(path: Path, images: Path, required: str, option: str) -> list[dict[
     root = images.resolve()
     for number, record in enumerate(raw, start=1):
         record.pop("_base", None)
-        if not isinstance(record.get(required), list):
-            raise LocalRunError(f"{option}: {path} record {number} has no list {required!r}: {str(record)[:200]}")
+        wanted = required.split("|")  # any of them (answers: box lists and/or verify-task verdicts)
+        if not any(isinstance(record.get(name), list) for name in wanted):
+            shown = " or ".join(repr(name) for name in wanted)
+            raise LocalRunError(f"{option}: {path} record {number} has no list {shown}: {str(record)[:200]}")
         name = _image_name(record["image"], root, f"{option}: {path} record {number}", images)
         records.append({**record, "image": name, "_base": str(images)})
     return records
@@ -163,7 +165,7 @@ def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
         return ReviewerChoice("human")
     if value.startswith("answers:"):
         path = _spec_file(value, "answers:", "--reviewer")
-        return ReviewerChoice("answers", path, _records(path, images, "workers", "--reviewer"))
+        return ReviewerChoice("answers", path, _records(path, images, "workers|verdicts", "--reviewer"))
     if value.startswith("oracle:"):
         path = _spec_file(value, "oracle:", "--reviewer")
         return ReviewerChoice("oracle", path, _records(path, images, "detections", "--reviewer"))
