@@ -104,7 +104,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "default: the stack's taskMode",
     )
     parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise and of --inject-faults")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
     add_context_argument(parser)
     rehearse = parser.add_argument_group("rehearsing failures")
@@ -120,6 +120,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--duplicate-job-events", action="store_true", help="Ground Truth sends every job state change twice"
     )
     rehearse.add_argument("--upload-twice", action="store_true", help="upload every image twice (duplicate events)")
+    rehearse.add_argument(
+        "--inject-faults",
+        action="append",
+        default=[],
+        metavar="SERVICE:OPERATION:RATE",
+        help="AWS calls made by the deployed functions fail with the service's throttling or 5xx error at RATE "
+        "(0-1; SERVICE as boto3 names it, OPERATION the API name or *), drawn with --seed, e.g. "
+        "s3:CopyObject:0.2 stepfunctions:SendTaskSuccess:0.5; repeatable",
+    )
+    rehearse.add_argument(
+        "--crash-once",
+        metavar="FUNCTION[:CALL]",
+        help="one invocation of the function whose name contains FUNCTION dies at its CALL-th AWS call "
+        "(default 3), like a killed process: Lambda's callers retry it",
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
@@ -146,6 +161,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         task_mode=args.task_mode,
         review_backend=args.review_backend,
         labelstudio_url=args.labelstudio_url,
+        inject_faults=tuple(getattr(args, "inject_faults", ())),
+        crash=getattr(args, "crash_once", None),
     )
 
 

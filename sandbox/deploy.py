@@ -84,6 +84,28 @@ GAPS: tuple[Gap, ...] = (
         "Deployment.skipped so tests can see what was not emulated",
     ),
     Gap(
+        "CloudWatch alarm evaluation",
+        "alarms are stored, never evaluated",
+        "sandbox.alarms evaluates the template's SQS queue-depth alarms (the dead-letter alarms) on "
+        "request, counting messages the emulation itself read as visible; alarms on other metrics "
+        "are INSUFFICIENT_DATA",
+    ),
+    Gap(
+        "S3 bucket policies",
+        "object GET/PUT/DELETE honour Deny statements, ignoring their conditions, with an empty 403",
+        "the stack's own policy is skipped at deploy (see above); opt-in FaultInjector.bucket_policies "
+        "answers the deployed functions' S3 calls (also ListObjects and copy sources) with S3's "
+        "AccessDenied for Deny statements on principal * without conditions "
+        "(aws:SecureTransport=false never applies); other conditions and Allow/IAM are not evaluated",
+    ),
+    Gap(
+        "Injected faults (labelloop local run --inject-faults)",
+        "no fault injection",
+        "sandbox.faults answers the deployed functions' calls with the service's throttling/5xx "
+        "error; botocore's own retry policy handles them, with backoff sleeps scaled by "
+        "FaultInjector.backoff_scale (0.02) so a faulted run stays CI-sized",
+    ),
+    Gap(
         "Lambda code",
         "runs only in Docker; the asset holds Linux arm64 wheels",
         "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "

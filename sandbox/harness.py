@@ -24,7 +24,7 @@ import boto3
 from moto import mock_aws
 
 from sandbox import deploy as deploy_mod
-from sandbox import event_sources, events, groundtruth, lambda_runtime, models
+from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, models
 from sandbox.deploy import Deployment
 from sandbox.event_sources import PollerSettings, SqsPoller
 from sandbox.models import ModelSettings, NoPredictor, Predictor
@@ -71,6 +71,7 @@ class LocalCloud:
         batch_window_scale: float = 1.0,
         region: str = "us-east-1",
         stack_name: str = "LabelLoop",
+        fault_injector: faults.FaultInjector | None = None,
     ) -> Iterator[LocalCloud]:
         """Enter moto, install the emulation patches, deploy the assembly; undo all on exit.
 
@@ -79,7 +80,8 @@ class LocalCloud:
         ("manual"); ``esm_retry`` "immediate" makes failed records visible again at once instead of
         after the queue's visibility timeout (see `sandbox.event_sources`). ``workteams``: private
         workteams that exist in the account before the stack does (on AWS the user creates them;
-        the stack's config only names one).
+        the stack's config only names one). ``fault_injector``: AWS calls made
+        by the deployed functions fail at its rules' rates (`sandbox.faults`).
         """
         if esm_mode not in ("poll", "manual"):
             raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
@@ -97,10 +99,13 @@ class LocalCloud:
         try:
             lambda_runtime.INVOCATIONS.clear()
             events.EVENT_LOG.clear()
+            if fault_injector is not None:
+                faults.install(fault_injector)
             yield from cls._run(
                 assembly_dir, gt_settings, model_settings, poller_settings, workteams, region, stack_name
             )
         finally:
+            faults.uninstall()
             _ACTIVE.release()
 
     @classmethod

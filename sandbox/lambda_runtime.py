@@ -37,7 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 from moto.awslambda.models import LambdaFunction
+
+from sandbox.faults import InjectedCrash
 
 _LOCK = threading.RLock()
 _EXTRACT_ROOT: Path | None = None
@@ -249,11 +252,18 @@ def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[Non
     saved_env = _environ_snapshot()
     os.environ.update(_lambda_environment(fn))
     importlib.invalidate_caches()
+    # Each function's process has its own boto3 default session, created inside it (its clients then
+    # carry the function's environment, e.g. exec-env/AWS_Lambda_* in their User-Agent).
+    saved_session = boto3.DEFAULT_SESSION
+    boto3.DEFAULT_SESSION = getattr(fn, "_labelloop_session", None) if cached_digest == digest else None
     try:
         yield
     finally:
+        session = boto3.DEFAULT_SESSION
+        boto3.DEFAULT_SESSION = saved_session
         loaded = _own_modules(extracted.own_names)
         fn._labelloop_modules = (digest, loaded)  # type: ignore[attr-defined]
+        fn._labelloop_session = session  # type: ignore[attr-defined]
         for name in loaded:
             sys.modules.pop(name, None)
         sys.modules.update(saved_modules)
@@ -367,8 +377,10 @@ def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] |
                     handler = getattr(module, func_name)
                     result = handler(event, LambdaContext(fn, request_id))
                     payload = json.dumps(result)
-                except Exception as exc:  # an unhandled error, reported the way Lambda does
+                except (Exception, InjectedCrash) as exc:  # an unhandled error, reported the way Lambda does
                     error = _error_payload(exc)
+                    if isinstance(exc, InjectedCrash):  # the process died: Lambda's own error type
+                        error["errorType"] = "Runtime.ExitError"
                     error["requestId"] = request_id
                     payload = json.dumps(error)
                     buffer.write(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n")

@@ -2,10 +2,11 @@
 
 Order of writes, so a reader never sees a half export as complete:
 
-1. every image (S3 server-side ``copy_object`` into an S3 destination, a streamed download into
+1. ``data.yaml`` (a destination that refuses writes fails here, with its own error);
+2. every image (S3 server-side ``copy_object`` into an S3 destination, a streamed download into
    a local one) and, once its image is in place, its label file — in a bounded thread pool with
-   at most ``4 x threads`` tasks in flight, so memory stays flat whatever the dataset size;
-2. ``data.yaml``, then the full item lists ``dropped.jsonl``, ``skipped.jsonl``, ``missing.jsonl``;
+   at most ``4 x threads`` tasks in flight, so memory stays flat whatever the dataset size; then
+   the full item lists ``dropped.jsonl``, ``skipped.jsonl``, ``missing.jsonl``;
 3. ``export.json`` LAST, as a conditional create (``If-None-Match: *`` on S3, a hard link locally):
    its presence is what makes the version complete, and a complete version is never rewritten,
    even when two deliveries of one event race.
@@ -361,6 +362,9 @@ def write_export(
             f"exports are immutable, write version {version!r} elsewhere"
         )
     dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in ("train", "val"))
+    # First: a destination that refuses writes (a bucket policy, a read-only disk) fails here with its
+    # own error, before any copy could be mistaken for an unreadable source image.
+    dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
     copy = _ImageCopy(plan, dest, progress, should_stop)
     copy.run(threads)
     missing = copy.missing
@@ -370,7 +374,6 @@ def write_export(
     if copy.total and len(missing) == copy.total:
         raise ExportEmpty(missing)  # export.json is not written: the version stays incomplete
 
-    dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
     dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
     dest.put("skipped.jsonl", _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
     dest.put("missing.jsonl", _jsonl(missing), "application/jsonlines")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sandbox.alarms import alarms_and_faults
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
 from sandbox.localrun.records import IntakeRecords, collect_records
@@ -83,13 +84,21 @@ def run_local(plan: RunPlan, progress: Progress | None = None, assembly: Path | 
             esm_retry="immediate",  # failed records are retried within the run, then dead-lettered
             workteams=[plan.workteam],  # the private workteam the stack's config names
             region=REGION,
+            fault_injector=plan.fault_injector,
         ) as cloud:
             if cloud.deployment.account != ACCOUNT:
                 raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
             clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
+            if plan.fault_injector is not None:
+                clock.say(f"injecting into the deployed functions' AWS calls: {plan.fault_injector.summary()['rules']}")
             if spec.review_backend != "labelstudio":
-                return _DeployedRun(plan, cloud, names, clock).run()
-            return _run_with_label_studio(plan, cloud, names, clock, workforce)
+                result = _DeployedRun(plan, cloud, names, clock).run()
+            else:
+                result = _run_with_label_studio(plan, cloud, names, clock, workforce)
+            alarms_and_faults(result, cloud, plan.fault_injector, clock.say)
+    text = json.dumps(result.report, indent=1, ensure_ascii=False) + "\n"
+    (spec.out / "report.json").write_text(text, encoding="utf-8")
+    return result
 
 
 def _run_with_label_studio(plan: RunPlan, cloud: Any, names: ImageNames, clock: Stopwatch, workforce: Any) -> RunResult:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from sandbox.faults import FaultSpecError, injector_from_options
 from sandbox.imagerefs import load_records
 from sandbox.models import FAULTS as FAULT_KINDS
 
@@ -60,6 +61,10 @@ class RunSpec:
     #: ``labelstudio``: review on a real Label Studio server (token from LABEL_STUDIO_API_KEY).
     review_backend: str = "groundtruth"
     labelstudio_url: str | None = None
+    #: ``SERVICE:OPERATION:RATE`` rules failing the deployed functions' AWS calls (`sandbox.faults`).
+    inject_faults: tuple[str, ...] = ()
+    #: ``FUNCTION[:CALL]``: one invocation of that function dies at its CALL-th AWS call.
+    crash: str | None = None
 
 
 @dataclass
@@ -97,6 +102,8 @@ class RunPlan:
     faults: dict[str, str]
     #: The Label Studio token (from the environment) when the run reviews there; never printed.
     labelstudio_token: str | None = field(default=None, repr=False)
+    #: The `sandbox.faults.FaultInjector` for ``--inject-faults``/``--crash-once`` (None without either).
+    fault_injector: Any = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -311,7 +318,13 @@ def plan_run(spec: RunSpec) -> RunPlan:
     spec_files = [p for p in (model.file, reviewer.file) if p is not None]
     files = list_images(spec.images, spec_files)
     not_uploaded = [p.name for p in spec_files if p.resolve().is_relative_to(spec.images.resolve())]
-    return RunPlan(spec, model, reviewer, labels, workteam, files, not_uploaded, fault_names(spec, files), token)
+    try:
+        injector = injector_from_options(spec.inject_faults, spec.crash, spec.seed)
+    except FaultSpecError as exc:
+        raise LocalRunError(str(exc)) from None
+    return RunPlan(
+        spec, model, reviewer, labels, workteam, files, not_uploaded, fault_names(spec, files), token, injector
+    )
 
 
 def _check_review_backend(spec: RunSpec, reviewer: ReviewerChoice) -> str | None:
