@@ -1,11 +1,11 @@
 """Faults in the emulation: transient ones change nothing a user gets, permanent ones end with a reason.
 
 - the same `labelloop local run` with and without injected throttling/5xx on the deployed
-  functions' S3, Step Functions, SageMaker and SQS calls, plus one function killed mid-work, ends
+  functions' S3, Step Functions and SageMaker calls, plus one function killed mid-work, ends
   with the same report counts and byte-identical YOLO files;
-- a bucket policy denying the export prefix fails the export into its dead-letter queue (the
-  alarm fires, the reason names the denial), and an image deleted before its batch runs is
-  rejected with a reason.
+- a source image deleted before its batch runs fails the batch with the reason in its report; a
+  bucket policy denying the export prefix fails the export into its dead-letter queue (the
+  alarm fires, the reason names the denial).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -68,11 +67,12 @@ def test_transient_faults_and_a_crash_change_nothing_the_user_gets(
 ) -> None:
     images = tmp_path / "images"
     _images(images, 12)
-    common = ["--images", str(images), "--labels", "car", "--context", "maxBatchSize=6", "--seed", "11"]
+    common = ["--images", str(images), "--labels", "car", "--context", "valFraction=0.5", "--seed", "11"]
     assert main(["local", "run", *common, "--out", str(tmp_path / "clean")]) == 0, capsys.readouterr().err
     capsys.readouterr()
-    faults = ["s3:*:0.1", "stepfunctions:*:0.2", "sagemaker:*:0.3", "sqs:*:0.1"]
+    faults = ["s3:*:0.1", "stepfunctions:*:0.3", "sagemaker:*:0.3"]
     faulted = [arg for rule in faults for arg in ("--inject-faults", rule)] + ["--crash-once", "Prelabel:2"]
+    faulted += ["--timeout", "300"]
     code = main(["local", "run", *common, *faulted, "--out", str(tmp_path / "faulty")])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -91,7 +91,8 @@ def test_transient_faults_and_a_crash_change_nothing_the_user_gets(
     )
     assert faulty["rejected"] == clean["rejected"] == []
     assert faulty["images"] == clean["images"]
-    assert len(clean["batches"]) == len(faulty["batches"]) == 2  # --context maxBatchSize=6 reached the stack
+    assert clean["export"]["counts"]["val"] > 0  # --context valFraction=0.5 reached the deployed export
+    assert json.loads((tmp_path / "faulty" / "dataset" / "export.json").read_text())["val_fraction"] == 0.5
     injected = faulty["faults"]["injected"]
     assert sum(injected.values()) >= 5 and {k.split(":")[0] for k in injected} >= {"s3"}, injected
     assert len(faulty["faults"]["crashed"]) == 1 and "Prelabel" in faulty["faults"]["crashed"][0]
@@ -109,26 +110,34 @@ def test_permanent_faults_end_with_a_reason_and_the_dead_letter_alarm(
         esm_mode="manual",
         fault_injector=FaultInjector(bucket_policies=True),
     )
+    s3, sqs = cloud.client("s3"), cloud.client("sqs")
+    # 1. A source image deleted before its batch runs: the batch fails, its report.json says why.
+    _images(tmp_path / "gone", 3)
+    keys = cloud.drop_images(tmp_path / "gone", dataset="gone")
+    s3.delete_object(Bucket=cloud.bucket, Key=keys[0])
+    cloud.flush_event_sources()
+    report_key = cloud.wait_for(
+        lambda: [k for k in cloud.list_keys("work/batches/gone/") if k.endswith("/report.json")],
+        timeout=180,
+        message="the batch's report",
+    )[0]
+    report = cloud.read_json(report_key)
+    text = json.dumps(report)
+    assert report["status"] == "failed" and keys[0].rsplit("/", 1)[-1] in text, report
+    # 2. A bucket policy denying the export prefix: the export fails into its DLQ, the alarm fires.
     exports = cloud.outputs["ExportsPrefix"]
-    s3 = cloud.client("s3")
-    policy = json.loads(s3.get_bucket_policy(Bucket=cloud.bucket)["Policy"]) if _has_policy(s3, cloud.bucket) else {}
-    statements = list(policy.get("Statement", []))
-    statements.append(
-        {
-            "Sid": "FreezeExports",
-            "Effect": "Deny",
-            "Principal": "*",
-            "Action": "s3:PutObject",
-            "Resource": f"arn:aws:s3:::{cloud.bucket}/{exports}*",
-        }
-    )
-    s3.put_bucket_policy(Bucket=cloud.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-    _images(tmp_path / "imgs", 4)
-    keys = cloud.drop_images(tmp_path / "imgs", dataset="frozen")
-    s3.delete_object(Bucket=cloud.bucket, Key=keys[0])  # deleted before its batch runs
+    deny = {
+        "Sid": "FreezeExports",
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{cloud.bucket}/{exports}*",
+    }
+    s3.put_bucket_policy(Bucket=cloud.bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+    _images(tmp_path / "frozen", 3)
+    cloud.drop_images(tmp_path / "frozen", dataset="frozen")
     cloud.flush_event_sources()
     dlq = cloud.queue_url("ExportDeadLetters")
-    sqs = cloud.client("sqs")
     message = cloud.wait_for(
         lambda: sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0).get("Messages"),
         timeout=180,
@@ -136,21 +145,9 @@ def test_permanent_faults_end_with_a_reason_and_the_dead_letter_alarm(
     )[0]
     reason = dead_letter_reason(message["Body"])
     why = cloud.diagnostics()
-    assert "AccessDenied" in reason and "ExportYolo" in reason, (reason, why)
+    assert "AccessDenied" in reason and "ExportYolo" in reason and "data.yaml" in reason, (reason, why)
     states = {a.logical_id: a for a in evaluate_alarms(cloud.deployment, sqs)}
     export_alarm = next(a for lid, a in states.items() if "ExportDeadLetters" in lid)
     assert export_alarm.state == "ALARM", export_alarm
     assert next(a for lid, a in states.items() if "IntakeDeadLetters" in lid).state == "OK"
-    # The deleted image: rejected by its batch with a reason, the other three labeled.
-    batch = next(k for k in cloud.list_keys("work/batches/frozen/") if k.endswith("/rejected.jsonl"))
-    rejected = cloud.read_jsonl(batch)
-    assert [r["key"] for r in rejected] == [keys[0]] and rejected[0]["reason"], rejected
-    assert not any(k.endswith(("latest.json", "export.json")) for k in cloud.list_keys(exports)), why
-
-
-def _has_policy(s3: Any, bucket: str) -> bool:
-    try:
-        s3.get_bucket_policy(Bucket=bucket)
-    except Exception:
-        return False
-    return True
+    assert not any(k.endswith(("latest.json", "export.json")) for k in cloud.list_keys(f"{exports}frozen/")), why
