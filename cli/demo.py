@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.errors import CliError
+from labelloop_core import contract
+
 DEMO_LABELS = ("bicycle", "car", "person")
 #: Above the stack's 0.6: the synthetic detector's pre-labels score about 0.87 overall, so at 0.75 the
 #: betting test certifies every threshold down to 0 after wave 1, and at 0.85 none (both show nothing).
@@ -108,16 +111,16 @@ def judge(manifests: list[Path], truth_file: Path, incoming: str, labels: tuple[
             if not raw.strip():
                 continue
             line = json.loads(raw)
-            meta = line.get("labelloop-meta") or {}
+            meta = line.get(contract.META_KEY) or {}
             key = str(meta.get("key", ""))
             relative = key[len(incoming) :] if key.startswith(incoming) else key
             final = _boxes(line, str(meta.get("label_attribute")), labels)
-            pre = _boxes(line, "labelloop-prelabel", labels) or []
+            pre = _boxes(line, contract.PRELABEL_ATTRIBUTE, labels) or []
             if relative not in truth or final is None:
                 result.unknown += 1
                 continue
             result.model_quality.append(image_quality(pre, truth[relative]))
-            if meta.get("label_attribute") == "labelloop-auto":
+            if meta.get(contract.Meta.LABEL_ATTRIBUTE) == contract.AUTO_ATTRIBUTE:
                 result.accepted += 1
                 result.accepted_quality.append(image_quality(final, truth[relative]))
                 continue
@@ -243,8 +246,6 @@ def run(args: argparse.Namespace) -> int:
     from cli.local_run import print_outcome
 
     if args.count < 10:
-        from cli.main import CliError
-
         raise CliError("--count must be at least 10 (two waves and both splits need images)")
     started = time.perf_counter()
     out: Path = args.out

@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from cli.errors import CliError
+
 
 def _error(message: str) -> Exception:
-    """A `cli.main.CliError` (imported late: cli.main imports this module while it loads)."""
-    from cli.main import CliError
-
+    """A `CliError` with ``message`` (printed without a traceback)."""
     return CliError(message)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.context import ContextError, add_context_argument, context_from_args
+from cli.errors import CliError
 from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, plan_run, run_local, summary_lines
 
 
@@ -168,8 +169,6 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
 def execute(spec: RunSpec, assembly: Path | None = None) -> RunResult:
     """Run and translate input problems into one-line CLI errors."""
-    from cli.main import CliError
-
     # Bound now: while the emulation runs, sys.stderr is the Lambda runtime's per-invocation router.
     stream = sys.stderr
 
@@ -209,7 +208,6 @@ def print_outcome(result: RunResult, out: Path) -> int:
 
 def _calibration_outputs(result: RunResult, out: Path) -> None:
     """Print the certificate behind theta and write ``OUT/calibration.png`` next to report.json."""
-    from cli.errors import CliError
     from cli.plots import certificate_lines, write_run_plot
 
     final = (result.report.get("threshold") or {}).get("final")
@@ -228,8 +226,6 @@ def _calibration_outputs(result: RunResult, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local run``."""
-    from cli.main import CliError
-
     try:
         spec = spec_from_args(args)
     except ContextError as exc:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cli.context import ContextError, add_context_argument, context_from_args
+from cli.errors import CliError
 from cli.local_run import _labels
 from sandbox.localup import DEFAULT_DRAIN_S, Endpoint, LocalUpError, UpSpec, banner_lines, serve
 
@@ -133,8 +134,6 @@ class _Stopper:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local up``."""
-    from cli.main import CliError
-
     try:
         spec = spec_from_args(args)
     except ContextError as exc:

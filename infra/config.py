@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from labelloop_core import limits
+
 CONTEXT_KEY = "labelloop"
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
 
@@ -80,9 +82,9 @@ class LabelLoopConfig:
     workteam_arn: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
     task_mode: TaskMode = "adjust"
-    workers_per_object: int = 1
-    task_time_limit_seconds: int = 600
-    task_availability_seconds: int = 864000
+    workers_per_object: int = limits.WORKERS_PER_OBJECT.default
+    task_time_limit_seconds: int = limits.TASK_TIME_LIMIT_SECONDS.default
+    task_availability_seconds: int = limits.TASK_AVAILABILITY_SECONDS.default
     incoming_prefix: str = "incoming/"
     work_prefix: str = "work/"
     exports_prefix: str = "exports/"
@@ -94,9 +96,9 @@ class LabelLoopConfig:
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     max_image_bytes: int = 40 * 1024 * 1024
     max_image_pixels: int = 100_000_000
-    review_timeout_hours: int = 240
-    val_fraction: float = 0.2
-    log_retention_days: int = 30
+    review_timeout_hours: int = limits.REVIEW_TIMEOUT_HOURS.default
+    val_fraction: float = limits.VAL_FRACTION.default
+    log_retention_days: int = limits.LOG_RETENTION_DAYS_DEFAULT
     alarm_email: str | None = None
     review_backend: ReviewBackend = "groundtruth"
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
@@ -162,32 +164,6 @@ _LABEL_STUDIO_KEYS = {
     "presignTtlMinutes": "presign_ttl_minutes",
 }
 
-# Retention values CloudWatch Logs accepts.
-_RETENTION_DAYS = {
-    1,
-    3,
-    5,
-    7,
-    14,
-    30,
-    60,
-    90,
-    120,
-    150,
-    180,
-    365,
-    400,
-    545,
-    731,
-    1096,
-    1827,
-    2192,
-    2557,
-    2922,
-    3288,
-    3653,
-}
-
 
 def _parse_scalar(value: Any) -> Any:
     """Context given with ``-c k=v`` arrives as a string; accept JSON there too."""
@@ -238,18 +214,18 @@ def _check_unknown(data: dict[str, Any], known: dict[str, str], where: str) -> N
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
 
 
-def _int(data: dict[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"{where}.{key}: must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
+def _int(data: dict[str, Any], key: str, where: str, bound: limits.IntRange) -> int:
+    try:
+        return bound.check(data.get(key, bound.default), f"{where}.{key}:")
+    except limits.LimitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
-def _float(data: dict[str, Any], key: str, where: str, default: float, lo: float, hi: float) -> float:
-    value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ConfigError(f"{where}.{key}: must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
+def _float(data: dict[str, Any], key: str, where: str, bound: limits.FloatRange) -> float:
+    try:
+        return bound.check(data.get(key, bound.default), f"{where}.{key}:")
+    except limits.LimitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _opt_str(data: dict[str, Any], key: str, where: str, pattern: re.Pattern[str], hint: str) -> str | None:
@@ -283,8 +259,8 @@ def _labels(data: dict[str, Any], where: str) -> tuple[str, ...]:
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ConfigError(f"{where}.labels: must be a non-empty list of label names, got {value!r}")
-    if len(value) > 50:
-        raise ConfigError(f"{where}.labels: Ground Truth bounding-box jobs allow at most 50 labels")
+    if len(value) > limits.MAX_LABELS:
+        raise ConfigError(f"{where}.labels: Ground Truth bounding-box jobs allow at most {limits.MAX_LABELS} labels")
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}.labels: label names must be unique, got {value!r}")
     bad = [v for v in value if not _LABEL_RE.match(v) or v != v.strip()]
@@ -317,7 +293,7 @@ def _model(data: Any, where: str) -> ModelConfig:
         endpoint_format=cast(
             EndpointFormat, _choice(data, "endpointFormat", where, "builtin", ("builtin", "ultralytics"))
         ),
-        min_confidence=_float(data, "minConfidence", where, 0.05, 0.0, 1.0),
+        min_confidence=_float(data, "minConfidence", where, limits.MIN_CONFIDENCE),
     )
 
 
@@ -328,10 +304,10 @@ def _calibration(data: Any, where: str) -> CalibrationConfig:
         raise ConfigError(f"{where}: must be an object")
     _check_unknown(data, _CALIBRATION_KEYS, where)
     return CalibrationConfig(
-        target_quality=_float(data, "targetQuality", where, 0.6, 0.0, 1.0),
-        confidence_level=_float(data, "confidenceLevel", where, 0.95, 0.5, 0.999),
-        min_pairs=_int(data, "minPairs", where, 30, 5, 1_000_000),
-        audit_fraction=_float(data, "auditFraction", where, 0.05, 0.0, 1.0),
+        target_quality=_float(data, "targetQuality", where, limits.TARGET_QUALITY),
+        confidence_level=_float(data, "confidenceLevel", where, limits.CONFIDENCE_LEVEL),
+        min_pairs=_int(data, "minPairs", where, limits.MIN_PAIRS),
+        audit_fraction=_float(data, "auditFraction", where, limits.AUDIT_FRACTION),
         bound=_choice(data, "bound", where, "betting", ("betting", "hoeffding")),
     )
 
@@ -360,8 +336,8 @@ def _label_studio(data: Any, where: str, backend: str) -> LabelStudioConfig:
         url=url.rstrip("/") if url else None,
         token_secret_arn=arn,
         webhook=webhook,
-        sync_minutes=_int(data, "syncMinutes", where, 5, 1, 60),
-        presign_ttl_minutes=_int(data, "presignTtlMinutes", where, 60, 1, 10080),
+        sync_minutes=_int(data, "syncMinutes", where, limits.LABEL_STUDIO_SYNC_MINUTES),
+        presign_ttl_minutes=_int(data, "presignTtlMinutes", where, limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
     )
 
 
@@ -376,10 +352,19 @@ def parse_config(raw: Any) -> LabelLoopConfig:
     _check_unknown(raw, _TOP_KEYS, where)
     threshold = raw.get("autoAcceptThreshold")
     if threshold is not None:
-        threshold = _float(raw, "autoAcceptThreshold", where, 0.0, 0.0, 1.0)
-    retention = _int(raw, "logRetentionDays", where, 30, 1, 3653)
-    if retention not in _RETENTION_DAYS:
-        raise ConfigError(f"{where}.logRetentionDays: must be one of {sorted(_RETENTION_DAYS)}, got {retention}")
+        threshold = _float(raw, "autoAcceptThreshold", where, limits.AUTO_ACCEPT_THRESHOLD)
+    retention = raw.get("logRetentionDays", limits.LOG_RETENTION_DAYS_DEFAULT)
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention not in limits.LOG_RETENTION_DAYS:
+        raise ConfigError(
+            f"{where}.logRetentionDays: must be one of {sorted(limits.LOG_RETENTION_DAYS)}, got {retention!r}"
+        )
+    workteam = _opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN")
+    if limits.is_public_workteam(workteam):
+        raise ConfigError(
+            f"{where}.workteamArn: the public crowd (Amazon Mechanical Turk) is not supported: it needs a per-task "
+            "price and tasks available for at most 12 hours, which LabelLoop does not configure; use a private or "
+            f"vendor work team, got {workteam!r}"
+        )
     prefixes = {
         k: _prefix(raw, k, where, d)
         for k, d in (("incomingPrefix", "incoming/"), ("workPrefix", "work/"), ("exportsPrefix", "exports/"))
@@ -393,27 +378,27 @@ def parse_config(raw: Any) -> LabelLoopConfig:
     backend = _choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
     config = LabelLoopConfig(
         labels=_labels(raw, where),
-        workteam_arn=_opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN"),
+        workteam_arn=workteam,
         model=_model(raw.get("model"), f"{where}.model"),
         task_mode=cast(TaskMode, _choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
-        workers_per_object=_int(raw, "workersPerObject", where, 1, 1, 9),
-        verify_seconds_per_box=_float(raw, "verifySecondsPerBox", where, 1.6, 0.1, 600.0),
-        draw_seconds_per_box=_float(raw, "drawSecondsPerBox", where, 34.5, 0.1, 3600.0),
-        task_time_limit_seconds=_int(raw, "taskTimeLimitSeconds", where, 600, 30, 28800),
-        task_availability_seconds=_int(raw, "taskAvailabilitySeconds", where, 864000, 60, 864000),
+        workers_per_object=_int(raw, "workersPerObject", where, limits.WORKERS_PER_OBJECT),
+        verify_seconds_per_box=_float(raw, "verifySecondsPerBox", where, limits.VERIFY_SECONDS_PER_BOX),
+        draw_seconds_per_box=_float(raw, "drawSecondsPerBox", where, limits.DRAW_SECONDS_PER_BOX),
+        task_time_limit_seconds=_int(raw, "taskTimeLimitSeconds", where, limits.TASK_TIME_LIMIT_SECONDS),
+        task_availability_seconds=_int(raw, "taskAvailabilitySeconds", where, limits.task_availability(workteam)),
         incoming_prefix=prefixes["incomingPrefix"],
         work_prefix=prefixes["workPrefix"],
         exports_prefix=prefixes["exportsPrefix"],
-        batch_window_seconds=_int(raw, "batchWindowSeconds", where, 60, 0, 300),
-        max_batch_size=_int(raw, "maxBatchSize", where, 1000, 1, 100_000),
-        prelabel_shard_size=_int(raw, "prelabelShardSize", where, 200, 1, 10_000),
-        prelabel_max_concurrency=_int(raw, "prelabelMaxConcurrency", where, 4, 1, 1000),
+        batch_window_seconds=_int(raw, "batchWindowSeconds", where, limits.BATCH_WINDOW_SECONDS),
+        max_batch_size=_int(raw, "maxBatchSize", where, limits.MAX_BATCH_SIZE),
+        prelabel_shard_size=_int(raw, "prelabelShardSize", where, limits.PRELABEL_SHARD_SIZE),
+        prelabel_max_concurrency=_int(raw, "prelabelMaxConcurrency", where, limits.PRELABEL_MAX_CONCURRENCY),
         auto_accept_threshold=threshold,
         calibration=_calibration(raw.get("calibration"), f"{where}.calibration"),
-        max_image_bytes=_int(raw, "maxImageBytes", where, 40 * 1024 * 1024, 1024, 100 * 1024 * 1024),
-        max_image_pixels=_int(raw, "maxImagePixels", where, 100_000_000, 64 * 64, 500_000_000),
-        review_timeout_hours=_int(raw, "reviewTimeoutHours", where, 240, 1, 24 * 30),
-        val_fraction=_float(raw, "valFraction", where, 0.2, 0.0, 0.9),
+        max_image_bytes=_int(raw, "maxImageBytes", where, limits.MAX_IMAGE_BYTES),
+        max_image_pixels=_int(raw, "maxImagePixels", where, limits.MAX_IMAGE_PIXELS),
+        review_timeout_hours=_int(raw, "reviewTimeoutHours", where, limits.REVIEW_TIMEOUT_HOURS),
+        val_fraction=_float(raw, "valFraction", where, limits.VAL_FRACTION),
         log_retention_days=retention,
         alarm_email=_opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
         review_backend=cast(ReviewBackend, backend),

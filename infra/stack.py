@@ -17,6 +17,7 @@ from infra.constructs.prelabel import Prelabeling
 from infra.constructs.review_labelstudio import LabelStudioReview
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
+from labelloop_core.contract import Env
 
 
 class LabelLoopStack(Stack):
@@ -31,7 +32,7 @@ class LabelLoopStack(Stack):
             self,
             "Functions",
             log_retention_days=config.log_retention_days,
-            common_env={"DATA_BUCKET": self.storage.data.bucket_name},
+            common_env={Env.DATA_BUCKET: self.storage.data.bucket_name},
         )
         self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
         self.prelabeling = Prelabeling(

@@ -45,11 +45,12 @@ from moto.sagemaker.exceptions import ResourceInUseException, ResourceNotFound, 
 from moto.sagemaker.models import sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 
+from labelloop_core import contract
 from sandbox.gt_runtime import JobFailure, JobRuntime, consolidated_contents, output_manifest, task_input_of
 from sandbox.service_model import validate_request
 from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, answer_content
 
-EVENT_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
+EVENT_DETAIL_TYPE = contract.JOB_STATE_CHANGE
 TERMINAL = ("Completed", "Failed", "Stopped")
 PUBLIC_WORKTEAM_ACCOUNT = "394669845002"
 

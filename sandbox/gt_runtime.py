@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 
+from labelloop_core import contract
 from sandbox.imagerefs import ImageRef, image_size, parse_s3_uri
 
 if TYPE_CHECKING:
@@ -79,9 +80,9 @@ class JobRuntime:
     def element_name(self) -> str:
         uri = self.hc.get("UiConfig", {}).get("UiTemplateS3Uri")
         if not uri:
-            return "annotatedResult"
+            return contract.ELEMENT_NAME
         match = _ELEMENT_NAME.search(self.read_text(uri, "worker task template"))
-        return match.group(1) if match else "annotatedResult"
+        return match.group(1) if match else contract.ELEMENT_NAME
 
     def manifest(self) -> list[dict[str, Any]]:
         uri = self.job.request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]

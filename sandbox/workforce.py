@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from labelloop_core import contract
 from sandbox.imagerefs import ImageIndex, ImageRef, load_records
 
 BOX_KEYS = ("label", "left", "top", "width", "height")
@@ -47,7 +48,7 @@ class Task:
     image_height: int
     labels: list[str]
     workers: int
-    element_name: str = "annotatedResult"
+    element_name: str = contract.ELEMENT_NAME
 
     @property
     def verify(self) -> bool:

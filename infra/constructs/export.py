@@ -32,14 +32,16 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
 from infra.iam import bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
+from labelloop_core import contract, limits
+from labelloop_core.contract import Env
 
 #: Copy/put threads in the function (its S3 connection pool is sized to match).
-COPY_THREADS = 48
-WORKFLOW_SOURCE = "labelloop.workflow"
-BATCH_LABELED = "Batch Labeled"
-JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
-CONTINUATION_SOURCE = "labelloop.export"
-CONTINUATION = "Export Continuation"
+COPY_THREADS = limits.COPY_THREADS.default
+WORKFLOW_SOURCE = contract.WORKFLOW_EVENT_SOURCE
+BATCH_LABELED = contract.BATCH_LABELED
+JOB_STATE_CHANGE = contract.JOB_STATE_CHANGE
+CONTINUATION_SOURCE = contract.EXPORT_EVENT_SOURCE
+CONTINUATION = contract.EXPORT_CONTINUATION
 
 
 class Export(Construct):
@@ -59,7 +61,7 @@ class Export(Construct):
         stack = Stack.of(self)
         bucket = storage.data
         work, incoming, exports = config.work_prefix, config.incoming_prefix, config.exports_prefix
-        self.index_prefix = f"{work}exports-index/"
+        self.index_prefix = work + contract.EXPORTS_INDEX_DIR
 
         self.dead_letters = sqs.Queue(
             self,
@@ -74,11 +76,11 @@ class Export(Construct):
             handler="handlers.export_yolo.handler",
             description="LabelLoop YOLO export: labeled manifests to an immutable versioned dataset",
             environment={
-                "LABELS": json.dumps(list(config.labels)),
-                "VAL_FRACTION": str(config.val_fraction),
-                "WORK_PREFIX": work,
-                "EXPORTS_PREFIX": exports,
-                "COPY_THREADS": str(COPY_THREADS),
+                Env.LABELS: json.dumps(list(config.labels)),
+                Env.VAL_FRACTION: str(config.val_fraction),
+                Env.WORK_PREFIX: work,
+                Env.EXPORTS_PREFIX: exports,
+                Env.COPY_THREADS: str(COPY_THREADS),
             },
             timeout=Duration.minutes(15),
             memory_size=2048,

@@ -22,6 +22,8 @@ from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
 from infra.iam import allow, allow_list, bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
+from labelloop_core import contract
+from labelloop_core.contract import Env
 
 #: Lambda's limits for SQS event sources: 10 records without a batching window, 10,000 with one.
 SQS_MAX_BATCH_NO_WINDOW = 10
@@ -97,11 +99,11 @@ class Intake(Construct):
             handler="handlers.batch_starter.handler",
             description="LabelLoop: group uploaded images into batches and start one workflow execution each",
             environment={
-                "STATE_MACHINE_ARN": workflow.state_machine.state_machine_arn,
-                "INCOMING_PREFIX": config.incoming_prefix,
-                "WORK_PREFIX": config.work_prefix,
-                "MAX_BATCH_SIZE": str(config.max_batch_size),
-                "REVIEW_WAIT_SECONDS": str(workflow.review_wait_seconds),
+                Env.STATE_MACHINE_ARN: workflow.state_machine.state_machine_arn,
+                Env.INCOMING_PREFIX: config.incoming_prefix,
+                Env.WORK_PREFIX: config.work_prefix,
+                Env.MAX_BATCH_SIZE: str(config.max_batch_size),
+                Env.REVIEW_WAIT_SECONDS: str(workflow.review_wait_seconds),
             },
             timeout=STARTER_TIMEOUT,
             memory_size=512,
@@ -120,13 +122,18 @@ class Intake(Construct):
 
     def _grant(self, bucket: s3.IBucket, config: LabelLoopConfig, workflow: Workflow) -> None:
         arn = bucket.bucket_arn
-        work = config.work_prefix
+        claims = config.work_prefix + contract.INTAKE_CLAIMS_DIR
+        batches = config.work_prefix + contract.BATCHES_DIR
         function = self.function
 
         # HEAD on incoming keys (URL-decoding fallback), claims read/write, batch files written.
-        allow(function, ["s3:GetObject"], [f"{arn}/{config.incoming_prefix}*", f"{arn}/{work}intake/claims/*"])
-        allow(function, ["s3:PutObject"], [f"{arn}/{work}intake/claims/*", f"{arn}/{work}batches/*"])
-        allow_list(function, arn, [config.incoming_prefix, f"{work}intake/claims/"])
+        allow(function, ["s3:GetObject"], [f"{arn}/{config.incoming_prefix}*", f"{arn}/{claims}*"])
+        allow(
+            function,
+            ["s3:PutObject"],
+            [f"{arn}/{claims}*", f"{arn}/{batches}*"],
+        )
+        allow_list(function, arn, [config.incoming_prefix, claims])
         workflow.state_machine.grant_start_execution(function)
         # Claims name executions; DescribeExecution tells whether a claim's batch really started.
         allow(
@@ -145,10 +152,14 @@ class Intake(Construct):
     def _acknowledge(self, stack: Stack, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
         prefix = bucket_prefix_finding(bucket)
         function = self.function
+        claims = config.work_prefix + contract.INTAKE_CLAIMS_DIR
         for value, reason in (
             (config.incoming_prefix, "Users drop images under any key below the incoming prefix; keys are checked."),
-            (f"{config.work_prefix}intake/claims/", "One claim per object version, named by a digest at run time."),
-            (f"{config.work_prefix}batches/", "Each batch gets its own folder, named by its content-derived id."),
+            (claims, "One claim per object version, named by a digest at run time."),
+            (
+                config.work_prefix + contract.BATCHES_DIR,
+                "Each batch gets its own folder, named by its content-derived id.",
+            ),
         ):
             acknowledge(function, prefix(value), reason)
         acknowledge(

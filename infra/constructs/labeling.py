@@ -19,13 +19,15 @@ from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
 from infra.iam import bucket_prefix_finding, regional_finding, resource_finding
 from infra.nag import acknowledge
+from labelloop_core import contract
+from labelloop_core.contract import Env
 
 #: Manifest attribute holding the model's pre-labels (shared data convention).
-PRELABEL_ATTRIBUTE = "labelloop-prelabel"
+PRELABEL_ATTRIBUTE = contract.PRELABEL_ATTRIBUTE
 #: ``name`` of the crowd element in ``lambdas/templates/*.liquid.html``.
-ELEMENT_NAME = "annotatedResult"
+ELEMENT_NAME = contract.ELEMENT_NAME
 #: Where Ground Truth writes job output (its execution role may write only here).
-LABELING_JOBS_DIR = "labeling-jobs/"
+LABELING_JOBS_DIR = contract.LABELING_JOBS_DIR
 
 
 class Labeling(Construct):
@@ -49,10 +51,10 @@ class Labeling(Construct):
         bucket = storage.data
         self.labeling_jobs_prefix = f"{config.work_prefix}{LABELING_JOBS_DIR}"
         self.environment = {
-            "LABELS": json.dumps(list(config.labels)),
-            "TASK_MODE": config.task_mode,
-            "PRELABEL_ATTRIBUTE": PRELABEL_ATTRIBUTE,
-            "ELEMENT_NAME": ELEMENT_NAME,
+            Env.LABELS: json.dumps(list(config.labels)),
+            Env.TASK_MODE: config.task_mode,
+            Env.PRELABEL_ATTRIBUTE: PRELABEL_ATTRIBUTE,
+            Env.ELEMENT_NAME: ELEMENT_NAME,
         }
         self.pre_function: lambda_.Function = functions.function(
             self,

@@ -22,22 +22,24 @@ from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
 from infra.iam import allow, allow_list, bucket_prefix_finding
 from infra.nag import acknowledge
+from labelloop_core import contract
+from labelloop_core.contract import Env
 
 
 def model_environment(config: LabelLoopConfig) -> dict[str, str]:
     """The environment the three functions share (variable names the handlers read)."""
     model = config.model
     env = {
-        "LABELS": json.dumps(list(config.labels), ensure_ascii=False),
-        "MODEL_KIND": model.kind,
-        "MIN_CONFIDENCE": repr(model.min_confidence),
-        "AUTO_ACCEPT_THRESHOLD": "" if config.auto_accept_threshold is None else repr(config.auto_accept_threshold),
-        "AUDIT_FRACTION": repr(config.calibration.audit_fraction),
-        "TARGET_QUALITY": repr(config.calibration.target_quality),
-        "CONFIDENCE_LEVEL": repr(config.calibration.confidence_level),
-        "MIN_PAIRS": str(config.calibration.min_pairs),
-        "CALIBRATION_BOUND": config.calibration.bound,
-        "CALIBRATION_PREFIX": f"{config.work_prefix}calibration/",
+        Env.LABELS: json.dumps(list(config.labels), ensure_ascii=False),
+        Env.MODEL_KIND: model.kind,
+        Env.MIN_CONFIDENCE: repr(model.min_confidence),
+        Env.AUTO_ACCEPT_THRESHOLD: "" if config.auto_accept_threshold is None else repr(config.auto_accept_threshold),
+        Env.AUDIT_FRACTION: repr(config.calibration.audit_fraction),
+        Env.TARGET_QUALITY: repr(config.calibration.target_quality),
+        Env.CONFIDENCE_LEVEL: repr(config.calibration.confidence_level),
+        Env.MIN_PAIRS: str(config.calibration.min_pairs),
+        Env.CALIBRATION_BOUND: config.calibration.bound,
+        Env.CALIBRATION_PREFIX: contract.calibration_prefix(config.work_prefix),
     }
     if model.kind == "rekognition" and model.project_version_arn:
         env["MODEL_ARN"] = model.project_version_arn
@@ -102,8 +104,8 @@ class Prelabeling(Construct):
 
         # Explicit statements rather than grant_read/grant_put: exact actions, no s3:*Object* wildcards.
         arn = data.bucket_arn
-        batches = f"{work}batches/"
-        calibration = f"{work}calibration/"
+        batches = work + contract.BATCHES_DIR
+        calibration = contract.calibration_prefix(work)
         # Pre-label: read its shard and the images (derived copies under work/, originals under
         # incoming/; Rekognition reads the S3Object with the caller's permissions); write results.
         allow(self.prelabel_function, ["s3:GetObject"], [f"{arn}/{work}*", f"{arn}/{config.incoming_prefix}*"])
@@ -147,8 +149,8 @@ class Prelabeling(Construct):
         """Accept, finding by finding, the wildcards these permissions cannot avoid (reasons inline)."""
         prefix = bucket_prefix_finding(storage.data)
         work = config.work_prefix
-        batches = prefix(f"{work}batches/")
-        calibration = prefix(f"{work}calibration/")
+        batches = prefix(work + contract.BATCHES_DIR)
+        calibration = prefix(contract.calibration_prefix(work))
         for function in self.functions:
             acknowledge(
                 function,

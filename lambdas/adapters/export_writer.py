@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from adapters.s3 import list_objects, parse_uri
+from labelloop_core import limits
 from labelloop_core.export import ExportPlan, ImageRecord
 from labelloop_core.export_report import export_document
 
@@ -53,7 +54,7 @@ __all__ = [
     "write_export",
 ]
 
-DEFAULT_THREADS = 48
+DEFAULT_THREADS = limits.COPY_THREADS.default
 #: Reasons an image is reported missing instead of failing the export.
 MISSING = "missing"
 ACCESS_DENIED = "access_denied"

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from adapters import env
 from adapters.aws import client
 from adapters.s3 import parse_uri, uri
+from labelloop_core import limits
+from labelloop_core.contract import ELEMENT_NAME, PRELABEL_ATTRIBUTE, Env
 
 __all__ = [
     "DEFAULT_ELEMENT_NAME",
@@ -41,17 +43,16 @@ __all__ = [
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1] / "templates"
 TASK_MODES = ("adjust", "verify")
-DEFAULT_PRELABEL_ATTRIBUTE = "labelloop-prelabel"
+DEFAULT_PRELABEL_ATTRIBUTE = PRELABEL_ATTRIBUTE
 #: The ``name`` of the crowd element in the templates; answers are keyed by it.
-DEFAULT_ELEMENT_NAME = "annotatedResult"
+DEFAULT_ELEMENT_NAME = ELEMENT_NAME
 _TEMPLATE_FILES = {"adjust": "adjust.liquid.html", "verify": "verify.liquid.html"}
 _JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 _KEYWORD = re.compile(r"^[A-Za-z0-9]+( [A-Za-z0-9]+)*$")
-_PUBLIC_WORKTEAM = re.compile(r":394669845002:workteam/public-crowd/")
 
 
-class SettingsError(RuntimeError):
-    """A Lambda environment variable is missing or invalid; the message names it."""
+#: The one error a bad environment raises (names the variable); kept under this name for callers.
+SettingsError = env.EnvError
 
 
 class LabelingRequestError(ValueError):
@@ -69,32 +70,15 @@ class TaskSettings:
     element_name: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TaskSettings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> TaskSettings:
         """Validate ``DATA_BUCKET``, ``LABELS`` (JSON list), ``TASK_MODE``, ``PRELABEL_ATTRIBUTE``, ``ELEMENT_NAME``."""
-        env = os.environ if env is None else env
-        bucket = env.get("DATA_BUCKET", "").strip()
-        if not bucket:
-            raise SettingsError("environment variable DATA_BUCKET is not set (the stack's data bucket name)")
-        raw_labels = env.get("LABELS", "")
-        try:
-            labels = json.loads(raw_labels)
-        except json.JSONDecodeError:
-            raise SettingsError(
-                f"environment variable LABELS must be a JSON list of names, got {raw_labels!r}"
-            ) from None
-        if (
-            not isinstance(labels, list)
-            or not labels
-            or not all(isinstance(x, str) and x.strip() for x in labels)
-            or len(set(labels)) != len(labels)
-        ):
-            raise SettingsError(f"environment variable LABELS must be a non-empty list of unique names, got {labels!r}")
-        mode = env.get("TASK_MODE", "adjust").strip() or "adjust"
-        if mode not in TASK_MODES:
-            raise SettingsError(f"environment variable TASK_MODE must be one of {TASK_MODES}, got {mode!r}")
-        attribute = env.get("PRELABEL_ATTRIBUTE", "").strip() or DEFAULT_PRELABEL_ATTRIBUTE
-        element = env.get("ELEMENT_NAME", "").strip() or DEFAULT_ELEMENT_NAME
-        return cls(bucket, tuple(labels), mode, attribute, element)
+        return cls(
+            env.text(Env.DATA_BUCKET, environ=environ),
+            env.labels(Env.LABELS, environ=environ),
+            env.choice(Env.TASK_MODE, "adjust", TASK_MODES, environ=environ),
+            env.text(Env.PRELABEL_ATTRIBUTE, DEFAULT_PRELABEL_ATTRIBUTE, environ=environ),
+            env.text(Env.ELEMENT_NAME, DEFAULT_ELEMENT_NAME, environ=environ),
+        )
 
 
 def job_name_from_arn(job_arn: Any) -> str:
@@ -202,7 +186,7 @@ def labeling_job_request(
     label_attribute_name: str | None = None,
     workers_per_object: int = 1,
     task_time_limit_seconds: int = 600,
-    task_availability_seconds: int = 864000,
+    task_availability_seconds: int = limits.TASK_AVAILABILITY_SECONDS.default,
     max_concurrent_tasks: int | None = None,
     title: str | None = None,
     description: str | None = None,
@@ -229,16 +213,14 @@ def labeling_job_request(
             f"label_attribute_name must be at most 127 characters and not 'source' nor end in -ref/-metadata, "
             f"got {attribute!r}"
         )
-    if not 1 <= workers_per_object <= 9:
-        raise LabelingRequestError(f"workers_per_object must be within 1-9, got {workers_per_object}")
-    if not 30 <= task_time_limit_seconds <= 28800:
-        raise LabelingRequestError(f"task_time_limit_seconds must be within 30-28800, got {task_time_limit_seconds}")
-    public = bool(_PUBLIC_WORKTEAM.search(workteam_arn or ""))
-    max_availability = 43200 if public else 864000
-    if not 60 <= task_availability_seconds <= max_availability:
-        raise LabelingRequestError(
-            f"task_availability_seconds must be within 60-{max_availability}, got {task_availability_seconds}"
-        )
+    public = limits.is_public_workteam(workteam_arn)
+    for number, bound, setting in (
+        (workers_per_object, limits.WORKERS_PER_OBJECT, "workers_per_object"),
+        (task_time_limit_seconds, limits.TASK_TIME_LIMIT_SECONDS, "task_time_limit_seconds"),
+        (task_availability_seconds, limits.task_availability(workteam_arn), "task_availability_seconds"),
+    ):
+        if not bound.lo <= number <= bound.hi:
+            raise LabelingRequestError(f"{setting} must be within {bound.lo}-{bound.hi}, got {number}")
     if public and public_price_usd is None:
         raise LabelingRequestError("the public crowd workteam needs public_price_usd")
     if not public and public_price_usd is not None:
@@ -264,7 +246,7 @@ def labeling_job_request(
         "AnnotationConsolidationConfig": {"AnnotationConsolidationLambdaArn": post_lambda_arn},
     }
     if max_concurrent_tasks is not None:
-        if not 1 <= max_concurrent_tasks <= 5000:
+        if not limits.MAX_CONCURRENT_TASKS.lo <= max_concurrent_tasks <= limits.MAX_CONCURRENT_TASKS.hi:
             raise LabelingRequestError(f"max_concurrent_tasks must be within 1-5000, got {max_concurrent_tasks}")
         human["MaxConcurrentTaskCount"] = max_concurrent_tasks
     if public_price_usd is not None:

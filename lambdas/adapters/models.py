@@ -31,16 +31,16 @@ The model clients are created WITHOUT botocore retries so this module's policy i
 from __future__ import annotations
 
 import functools
-import json
-import math
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from adapters import env
+from labelloop_core import limits
 from labelloop_core.boxes import Box
+from labelloop_core.contract import Env
 from labelloop_core.prelabels import (
     Detections,
     ModelOutputError,
@@ -84,8 +84,8 @@ UNAVAILABLE_CODES = frozenset(
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
-class SettingsError(RuntimeError):
-    """An environment variable is missing or invalid; the message names it."""
+#: The one error a bad environment raises (names the variable); kept under this name for callers.
+SettingsError = env.EnvError
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -118,73 +118,38 @@ class ModelSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:
-        """Read and validate the environment (variable names as infra sets them); errors name the variable."""
-        env = os.environ if environ is None else environ
-
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"environment variable {name} is required")
-            return value
-
-        def number(name: str, default: float, lo: float, hi: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise SettingsError(f"environment variable {name} must be a number, got {raw!r}") from None
-            if not math.isfinite(value) or not lo <= value <= hi:
-                raise SettingsError(f"environment variable {name} must be within [{lo}, {hi}], got {raw!r}")
-            return value
-
-        raw_labels = required("LABELS")
-        try:
-            parsed = json.loads(raw_labels)
-        except json.JSONDecodeError:
-            parsed = [part.strip() for part in raw_labels.split(",") if part.strip()]
-        if not isinstance(parsed, list) or not parsed or not all(isinstance(v, str) and v for v in parsed):
-            raise SettingsError(f"environment variable LABELS must be a JSON list of label names, got {raw_labels!r}")
-        if len(set(parsed)) != len(parsed):
-            raise SettingsError(f"environment variable LABELS has duplicate names: {raw_labels!r}")
-        kind = env.get("MODEL_KIND", "none").strip() or "none"
-        if kind not in MODEL_KINDS:
-            raise SettingsError(f"environment variable MODEL_KIND must be one of {MODEL_KINDS}, got {kind!r}")
-        fmt = env.get("ENDPOINT_FORMAT", "builtin").strip() or "builtin"
-        model_arn = env.get("MODEL_ARN", "").strip() or None
-        endpoint = env.get("ENDPOINT_NAME", "").strip() or None
+        """Read and validate the environment (names from `contract.Env`); errors name the variable."""
+        e = environ
+        kind = env.choice(Env.MODEL_KIND, "none", MODEL_KINDS, environ=e)
+        model_arn = env.optional(Env.MODEL_ARN, environ=e)
+        endpoint = env.optional(Env.ENDPOINT_NAME, environ=e)
+        fmt = env.text(Env.ENDPOINT_FORMAT, "builtin", environ=e)
         if kind == "rekognition" and model_arn is None:
             raise SettingsError("environment variable MODEL_ARN is required when MODEL_KIND is rekognition")
         if kind == "sagemaker":
             if endpoint is None:
                 raise SettingsError("environment variable ENDPOINT_NAME is required when MODEL_KIND is sagemaker")
-            if fmt not in ENDPOINT_ADAPTERS:
-                raise SettingsError(
-                    f"environment variable ENDPOINT_FORMAT must be one of {sorted(ENDPOINT_ADAPTERS)}, got {fmt!r}"
-                )
-        threshold_raw = env.get("AUTO_ACCEPT_THRESHOLD", "").strip()
-        threshold = None if threshold_raw.lower() in ("", "none", "off") else number("AUTO_ACCEPT_THRESHOLD", 0, 0, 1)
-        min_pairs = number("MIN_PAIRS", 30, 1, 1e9)
-        if min_pairs != int(min_pairs):
-            raise SettingsError(f"environment variable MIN_PAIRS must be an integer, got {env.get('MIN_PAIRS')!r}")
-        bound = env.get("CALIBRATION_BOUND", "betting").strip() or "betting"
-        if bound not in ("betting", "hoeffding"):
-            raise SettingsError(f"environment variable CALIBRATION_BOUND must be betting or hoeffding, got {bound!r}")
+            env.choice(Env.ENDPOINT_FORMAT, "builtin", sorted(ENDPOINT_ADAPTERS), environ=e)
+        threshold_raw = env.text(Env.AUTO_ACCEPT_THRESHOLD, "", environ=e)
+        threshold = (
+            None
+            if threshold_raw.lower() in ("", "none", "off")
+            else env.number(Env.AUTO_ACCEPT_THRESHOLD, limits.AUTO_ACCEPT_THRESHOLD, environ=e)
+        )
         return cls(
-            bucket=required("DATA_BUCKET"),
-            labels=tuple(parsed),
+            bucket=env.text(Env.DATA_BUCKET, environ=e),
+            labels=env.labels(Env.LABELS, allow_csv=True, environ=e),
             kind=kind,
             model_arn=model_arn,
             endpoint_name=endpoint,
             endpoint_format=fmt,
-            min_confidence=number("MIN_CONFIDENCE", 0.05, 0, 1),
+            min_confidence=env.number(Env.MIN_CONFIDENCE, limits.MIN_CONFIDENCE, environ=e),
             auto_accept_threshold=threshold,
-            audit_fraction=number("AUDIT_FRACTION", 0.05, 0, 1),
-            target_quality=number("TARGET_QUALITY", 0.6, 1e-9, 1),
-            confidence_level=number("CONFIDENCE_LEVEL", 0.95, 1e-9, 1 - 1e-9),
-            min_pairs=int(min_pairs),
-            bound=bound,
+            audit_fraction=env.number(Env.AUDIT_FRACTION, limits.AUDIT_FRACTION, environ=e),
+            target_quality=env.number(Env.TARGET_QUALITY, limits.TARGET_QUALITY, environ=e),
+            confidence_level=env.number(Env.CONFIDENCE_LEVEL, limits.CONFIDENCE_LEVEL, environ=e),
+            min_pairs=env.bounded(Env.MIN_PAIRS, limits.MIN_PAIRS, environ=e),
+            bound=env.choice(Env.CALIBRATION_BOUND, "betting", ("betting", "hoeffding"), environ=e),
         )
 
 

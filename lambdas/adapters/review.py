@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from adapters.aws import client
 from adapters.s3 import get_json, put_json
+from labelloop_core.contract import REVIEW_FILE, TOKENS_DIR, labeling_jobs_prefix
 
 TERMINAL = ("Completed", "Failed", "Stopped")
 #: Error names the state machine sees for a job that did not complete (Catch -> record_failure).
@@ -38,7 +39,7 @@ class ReviewTimedOut(Exception):
 
 
 def token_key(work_prefix: str, job_name: str) -> str:
-    return f"{work_prefix}labeling-jobs/tokens/{job_name}.json"
+    return f"{labeling_jobs_prefix(work_prefix)}{TOKENS_DIR}{job_name}.json"
 
 
 #: Review stages: "" is adjust mode's single job; verify mode runs a "verify" then an "adjust" stage.
@@ -49,7 +50,7 @@ def review_key(batch_prefix: str, stage: str = "") -> str:
     """The batch's record of a review stage's job (name, attribute, task mode), written before the job is created."""
     if stage not in STAGES:
         raise ValueError(f"review stage must be one of {STAGES}, got {stage!r}")
-    return f"{batch_prefix}review.json" if not stage else f"{batch_prefix}review-{stage}.json"
+    return batch_prefix + REVIEW_FILE if not stage else f"{batch_prefix}review-{stage}.json"
 
 
 def read_token(bucket: str, work_prefix: str, job_name: str) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import event_key, put_json, put_jsonl
+from labelloop_core import contract
 from labelloop_core.batching import (
     EventError,
     ObjectRef,
@@ -41,6 +42,7 @@ from labelloop_core.batching import (
     parse_s3_event,
     split_batches,
 )
+from labelloop_core.contract import BATCH_FILE, DEFAULT_INCOMING_PREFIX, DEFAULT_WORK_PREFIX, OBJECTS_FILE, Env
 
 logger = Logger()
 
@@ -61,10 +63,10 @@ class Settings:
 
     @property
     def claims_prefix(self) -> str:
-        return f"{self.work_prefix}intake/claims/"
+        return self.work_prefix + contract.INTAKE_CLAIMS_DIR
 
     def batch_prefix(self, dataset: str, batch_id: str) -> str:
-        return f"{self.work_prefix}batches/{dataset}/{batch_id}/"
+        return contract.batch_prefix(self.work_prefix, dataset, batch_id)
 
     def execution_arn(self, name: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
@@ -73,12 +75,12 @@ class Settings:
 @functools.cache
 def settings() -> Settings:
     return Settings(
-        bucket=env.text("DATA_BUCKET"),
-        state_machine_arn=env.text("STATE_MACHINE_ARN"),
-        incoming_prefix=env.prefix("INCOMING_PREFIX", "incoming/"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
-        max_batch_size=env.integer("MAX_BATCH_SIZE", 1000, lo=1, hi=100_000),
-        review_wait_seconds=env.integer("REVIEW_WAIT_SECONDS", 240 * 3600, lo=1, hi=365 * 86400),
+        bucket=env.text(Env.DATA_BUCKET),
+        state_machine_arn=env.text(Env.STATE_MACHINE_ARN),
+        incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX),
+        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
+        max_batch_size=env.integer(Env.MAX_BATCH_SIZE, 1000, lo=1, hi=100_000),
+        review_wait_seconds=env.integer(Env.REVIEW_WAIT_SECONDS, 240 * 3600, lo=1, hi=365 * 86400),
     )
 
 
@@ -167,10 +169,10 @@ class _Claims:
 def _start(cfg: Settings, dataset: str, batch_id: str, name: str, refs: list[ObjectRef], dropped: list[Any]) -> str:
     """Write the batch's object list and start (or find) its execution; returns 'started'/'exists'."""
     prefix = cfg.batch_prefix(dataset, batch_id)
-    put_jsonl(cfg.bucket, f"{prefix}objects.jsonl", (ref.to_json() for ref in refs))
+    put_jsonl(cfg.bucket, prefix + OBJECTS_FILE, (ref.to_json() for ref in refs))
     put_json(
         cfg.bucket,
-        f"{prefix}batch.json",
+        prefix + BATCH_FILE,
         {
             "dataset": dataset,
             "batch_id": batch_id,

@@ -32,7 +32,23 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, list_objects, put_json, put_jsonl, uri
+from labelloop_core import limits
 from labelloop_core.batching import ObjectRef, batch_fields, dataset_of
+from labelloop_core.contract import (
+    BUILD_FILE,
+    BUILD_PARTS_DIR,
+    DEFAULT_INCOMING_PREFIX,
+    DEFAULT_WORK_PREFIX,
+    DERIVED_DIR,
+    INPUT_MANIFEST,
+    META_KEY,
+    OBJECTS_FILE,
+    ORIENTATION_METADATA,
+    REJECTED_FILE,
+    SHARDS_DIR,
+    SOURCE_ETAG_METADATA,
+    Env,
+)
 from labelloop_core.images import ImageRejected, normalise_orientation, validate_image
 from labelloop_core.manifest import dumps_line
 
@@ -64,13 +80,13 @@ class Settings:
 @functools.cache
 def settings() -> Settings:
     return Settings(
-        bucket=env.text("DATA_BUCKET"),
-        incoming_prefix=env.prefix("INCOMING_PREFIX", "incoming/"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
-        max_image_bytes=env.integer("MAX_IMAGE_BYTES", 40 * 1024 * 1024, lo=1024),
-        max_image_pixels=env.integer("MAX_IMAGE_PIXELS", 100_000_000, lo=64 * 64),
-        shard_size=env.integer("SHARD_SIZE", 200, lo=1, hi=10_000),
-        chunk=env.integer("BUILD_CHUNK", 2000, lo=1, hi=100_000),
+        bucket=env.text(Env.DATA_BUCKET),
+        incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX),
+        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
+        max_image_bytes=env.bounded(Env.MAX_IMAGE_BYTES, limits.MAX_IMAGE_BYTES),
+        max_image_pixels=env.bounded(Env.MAX_IMAGE_PIXELS, limits.MAX_IMAGE_PIXELS),
+        shard_size=env.bounded(Env.SHARD_SIZE, limits.PRELABEL_SHARD_SIZE),
+        chunk=env.integer(Env.BUILD_CHUNK, 2000, lo=1, hi=100_000),
     )
 
 
@@ -86,7 +102,7 @@ def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str
 
 def derived_key(cfg: Settings, dataset: str, relative: str) -> str:
     """Where the EXIF-normalised copy of ``incoming/<dataset>/<relative>`` is written."""
-    return f"{cfg.work_prefix}derived/{dataset}/{relative}"
+    return f"{cfg.work_prefix}{DERIVED_DIR}{dataset}/{relative}"
 
 
 def check_object(cfg: Settings, dataset: str, batch_id: str, ref: ObjectRef) -> tuple[str, dict[str, Any]]:
@@ -128,11 +144,11 @@ def check_object(cfg: Settings, dataset: str, batch_id: str, ref: ObjectRef) -> 
             Key=labeled_key,
             Body=normalise_orientation(data, info),
             ContentType=info.content_type,
-            Metadata={"labelloop-source-etag": ref.etag, "labelloop-orientation": str(info.orientation)},
+            Metadata={SOURCE_ETAG_METADATA: ref.etag, ORIENTATION_METADATA: str(info.orientation)},
         )
     line = {
         "source-ref": uri(cfg.bucket, labeled_key),
-        "labelloop-meta": {
+        META_KEY: {
             "dataset": dataset,
             "batch_id": batch_id,
             "key": ref.key,
@@ -154,7 +170,7 @@ def _objects_from(bucket: str, key: str, cursor: int) -> Iterator[ObjectRef]:
 
 
 def _part_prefix(batch_prefix: str) -> str:
-    return f"{batch_prefix}build/parts/"
+    return batch_prefix + BUILD_PARTS_DIR
 
 
 def _scan(
@@ -167,7 +183,7 @@ def _scan(
     time_left: Callable[[], float],
 ) -> tuple[int, bool]:
     """Validate objects from ``cursor``; write one part; return (next cursor, reached the end)."""
-    source = _objects_from(bucket, f"{batch_prefix}objects.jsonl", cursor)
+    source = _objects_from(bucket, batch_prefix + OBJECTS_FILE, cursor)
     valid: list[dict[str, Any]] = []
     rejected: list[dict[str, Any]] = []
     processed = 0
@@ -228,8 +244,8 @@ def _finalize(cfg: Settings, bucket: str, batch_prefix: str, total: int) -> dict
     parts = _parts(bucket, batch_prefix, total)
     valid = rejected = shard_count = 0
     with tempfile.TemporaryDirectory() as tmp:
-        manifest_path = os.path.join(tmp, "input.manifest")
-        rejected_path = os.path.join(tmp, "rejected.jsonl")
+        manifest_path = os.path.join(tmp, INPUT_MANIFEST)
+        rejected_path = os.path.join(tmp, REJECTED_FILE)
         shard_path = os.path.join(tmp, "shard.jsonl")
         shard_lines = 0
         shard_file = open(shard_path, "w", encoding="utf-8")  # noqa: SIM115 - rotated below
@@ -238,7 +254,9 @@ def _finalize(cfg: Settings, bucket: str, batch_prefix: str, total: int) -> dict
             nonlocal shard_file, shard_lines, shard_count
             shard_file.close()
             if shard_lines:
-                _upload(shard_path, bucket, f"{batch_prefix}shards/{shard_count:05d}.jsonl", "application/jsonlines")
+                _upload(
+                    shard_path, bucket, f"{batch_prefix}{SHARDS_DIR}{shard_count:05d}.jsonl", "application/jsonlines"
+                )
                 shard_count += 1
             shard_file = open(shard_path, "w", encoding="utf-8")  # noqa: SIM115
             shard_lines = 0
@@ -267,15 +285,15 @@ def _finalize(cfg: Settings, bucket: str, batch_prefix: str, total: int) -> dict
             flush_shard()
         finally:
             shard_file.close()
-        _upload(manifest_path, bucket, f"{batch_prefix}input.manifest", "application/jsonlines")
-        _upload(rejected_path, bucket, f"{batch_prefix}rejected.jsonl", "application/jsonlines")
+        _upload(manifest_path, bucket, batch_prefix + INPUT_MANIFEST, "application/jsonlines")
+        _upload(rejected_path, bucket, batch_prefix + REJECTED_FILE, "application/jsonlines")
     if valid + rejected != total:
         raise BuildError(f"{valid} valid + {rejected} rejected != {total} objects received")
     return {"received": total, "valid": valid, "rejected": rejected, "shard_count": shard_count}
 
 
 def _count_objects(bucket: str, batch_prefix: str) -> int:
-    return sum(1 for raw in iter_lines(bucket, f"{batch_prefix}objects.jsonl") if raw.strip())
+    return sum(1 for raw in iter_lines(bucket, batch_prefix + OBJECTS_FILE) if raw.strip())
 
 
 def build(event: Mapping[str, Any], cfg: Settings, time_left: Callable[[], float]) -> dict[str, Any]:
@@ -288,7 +306,7 @@ def build(event: Mapping[str, Any], cfg: Settings, time_left: Callable[[], float
     if cursor != total:
         raise BuildError(f"scan ended at object {cursor} but objects.jsonl lists {total}")
     counts = _finalize(cfg, bucket, batch_prefix, total)
-    put_json(bucket, f"{batch_prefix}build.json", counts)
+    put_json(bucket, batch_prefix + BUILD_FILE, counts)
     logger.info("input manifest written", extra=counts)
     return {"done": True, "cursor": cursor, **counts}
 

@@ -33,8 +33,10 @@ from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json, put_jsonl
 from handlers.route import calibration_prefix, event_fields, threshold_key
+from labelloop_core import contract
 from labelloop_core.calibration import calibration_state, result_of
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import OUTPUT_MANIFEST, REPORT_FILE, ROUTE_FILE
 from labelloop_core.eprocess import CalibrationState, FoldPair, StateError
 from labelloop_core.manifest import ManifestError, iter_manifest
 from labelloop_core.prelabels import META_KEY, PRELABEL_ATTRIBUTE, calibration_pair
@@ -54,7 +56,7 @@ def settings() -> ModelSettings:
 
 def pairs_prefix(dataset: str) -> str:
     """Folder of the dataset's per-batch pair files."""
-    return f"{calibration_prefix()}{dataset}/pairs/"
+    return contract.pairs_prefix(calibration_prefix(), dataset)
 
 
 #: Conditional writes of the calibration state before giving up (each retry re-reads and re-folds).
@@ -118,7 +120,7 @@ def batch_pairs(
     tally: PrelabelTally | None = None,
 ) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
     """Pairs of one batch's output manifest, skip counts by reason, and the first few problems."""
-    key = f"{batch_prefix}output.manifest"
+    key = batch_prefix + OUTPUT_MANIFEST
     pairs: list[dict[str, Any]] = []
     skipped: Counter[str] = Counter()
     problems: list[str] = []
@@ -148,7 +150,7 @@ def batch_pairs(
 def state_key(dataset: str, model_id: str) -> str:
     """The calibration state of one model version (a hash keeps ARNs out of the key)."""
     digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
-    return f"{calibration_prefix()}{dataset}/state/{digest}.json"
+    return contract.calibration_state_key(calibration_prefix(), dataset, digest)
 
 
 def batch_design(routed: Mapping[str, Any] | None, cfg: ModelSettings) -> tuple[float | None, float]:
@@ -249,7 +251,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     registry = ClassRegistry(cfg.labels)
     tally = PrelabelTally()
     pairs, skipped, problems = batch_pairs(bucket, batch_prefix, batch_id, registry, s3, tally)
-    pair_key = f"{pairs_prefix(dataset)}{batch_id}.jsonl"
+    pair_key = contract.pairs_key(calibration_prefix(), dataset, batch_id)
     put_jsonl(bucket, pair_key, pairs, s3)
 
     routed = _route_document(bucket, batch_prefix, s3)
@@ -291,7 +293,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "fixed_threshold_in_use": cfg.auto_accept_threshold,
     }
     prelabel_section = tally.section(cfg.model_id) if cfg.kind != "none" else {"model": "none"}
-    _update_report(bucket, f"{batch_prefix}report.json", {"calibration": section, "prelabel": prelabel_section}, s3)
+    _update_report(bucket, batch_prefix + REPORT_FILE, {"calibration": section, "prelabel": prelabel_section}, s3)
     summary = {
         "pairs_written": len(pairs),
         "pairs_used": result.pairs_used,
@@ -328,7 +330,7 @@ def _route_document(bucket: str, batch_prefix: str, s3: Any) -> dict[str, Any] |
     from botocore.exceptions import ClientError
 
     try:
-        routed = get_json(bucket, f"{batch_prefix}route.json", s3)
+        routed = get_json(bucket, batch_prefix + ROUTE_FILE, s3)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
             return None

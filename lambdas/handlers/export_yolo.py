@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +34,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
+from adapters import env
 from adapters.aws import client
 from adapters.export_writer import (
-    DEFAULT_THREADS,
     ExportIncomplete,
     S3Destination,
     publish_latest,
@@ -45,26 +44,39 @@ from adapters.export_writer import (
     write_export,
 )
 from adapters.s3 import S3UriError, list_objects, parse_uri
+from labelloop_core import limits
 from labelloop_core.classes import ClassMapError, ClassRegistry
+from labelloop_core.contract import (
+    BATCH_LABELED,
+    BATCHES_DIR,
+    DATASET_TAG,
+    DEFAULT_EXPORTS_PREFIX,
+    DEFAULT_WORK_PREFIX,
+    EXPORT_CONTINUATION,
+    EXPORT_EVENT_SOURCE,
+    JOB_STATE_CHANGE,
+    OUTPUT_MANIFEST,
+    SAGEMAKER_EVENT_SOURCE,
+    WORKFLOW_EVENT_SOURCE,
+    WORKFLOW_JOB_PREFIX,
+    Env,
+    exports_index_key,
+)
 from labelloop_core.export import ExportPlanner
 from labelloop_core.lines import CHUNK_BYTES, OverlongLine, bounded_lines
 from labelloop_core.manifest import ManifestError, find_verification_attributes, select_label_attribute
 
 logger = Logger()
 
-WORKFLOW_SOURCE = "labelloop.workflow"
-BATCH_LABELED = "Batch Labeled"
-SAGEMAKER_SOURCE = "aws.sagemaker"
-JOB_STATE_CHANGE = "SageMaker Ground Truth Labeling Job State Change"
-WORKFLOW_JOB_PREFIX = "labelloop-"
-DATASET_TAG = "labelloop:dataset"
+WORKFLOW_SOURCE = WORKFLOW_EVENT_SOURCE
+SAGEMAKER_SOURCE = SAGEMAKER_EVENT_SOURCE
 #: Built-in task types whose output is a bounding-box label (PRE-<type> pre-annotation Lambdas).
 BOX_TASK_TYPES = frozenset({"BoundingBox", "AdjustmentBoundingBox", "VerificationBoundingBox"})
 #: A chained verification of bounding boxes: its attribute is the verdict, the boxes sit next to it.
 VERIFICATION_TASK_TYPES = frozenset({"VerificationBoundingBox"})
 #: An export that would outlive the function re-triggers itself with this event (same trigger inside).
-CONTINUATION_SOURCE = "labelloop.export"
-CONTINUATION = "Export Continuation"
+CONTINUATION_SOURCE = EXPORT_EVENT_SOURCE
+CONTINUATION = EXPORT_CONTINUATION
 MAX_CONTINUATIONS = 20
 #: Stop submitting copies when less than this is left of the invocation (in-flight copies finish).
 SAFETY_MARGIN_MS = 90_000
@@ -89,34 +101,22 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read and validate the environment; every error names its variable."""
-        bucket = os.environ.get("DATA_BUCKET", "")
-        if not bucket:
-            raise RuntimeError("environment variable DATA_BUCKET is required (the data bucket name)")
-        raw_labels = os.environ.get("LABELS", "[]")
+        bucket = env.text(Env.DATA_BUCKET)
+        raw_labels = env.text(Env.LABELS, "[]")  # may be empty: an export's classes also come from its manifests
         try:
             labels = json.loads(raw_labels)
             ClassRegistry(labels)
         except (json.JSONDecodeError, ClassMapError, TypeError) as exc:
-            raise RuntimeError(f"environment variable LABELS must be a JSON list of unique names: {exc}") from None
+            raise env.EnvError(f"environment variable LABELS must be a JSON list of unique names: {exc}") from None
         if not isinstance(labels, list):
-            raise RuntimeError("environment variable LABELS must be a JSON list of class names")
-        try:
-            val_fraction = float(os.environ.get("VAL_FRACTION", "0.2"))
-        except ValueError:
-            raise RuntimeError("environment variable VAL_FRACTION must be a number in [0, 1]") from None
-        if not 0.0 <= val_fraction <= 1.0:
-            raise RuntimeError(f"environment variable VAL_FRACTION must be in [0, 1], got {val_fraction}")
-        try:
-            threads = int(os.environ.get("COPY_THREADS", str(DEFAULT_THREADS)))
-        except ValueError:
-            raise RuntimeError("environment variable COPY_THREADS must be an integer") from None
-        if not 1 <= threads <= 256:
-            raise RuntimeError(f"environment variable COPY_THREADS must be within 1-256, got {threads}")
+            raise env.EnvError("environment variable LABELS must be a JSON list of class names")
+        val_fraction = env.number(Env.VAL_FRACTION, limits.VAL_FRACTION)
+        threads = env.bounded(Env.COPY_THREADS, limits.COPY_THREADS)
         prefixes = []
-        for name, default in (("WORK_PREFIX", "work/"), ("EXPORTS_PREFIX", "exports/")):
-            value = os.environ.get(name, default)
+        for name, default in ((Env.WORK_PREFIX, DEFAULT_WORK_PREFIX), (Env.EXPORTS_PREFIX, DEFAULT_EXPORTS_PREFIX)):
+            value = env.text(name, default)
             if not value.endswith("/"):
-                raise RuntimeError(f"environment variable {name} must end with '/', got {value!r}")
+                raise env.EnvError(f"environment variable {name} must end with '/', got {value!r}")
             prefixes.append(value)
         return cls(bucket, tuple(labels), val_fraction, prefixes[0], prefixes[1], threads)
 
@@ -157,18 +157,18 @@ def _check_dataset(dataset: Any) -> str:
 
 
 def _index_key(dataset: str) -> str:
-    return f"{settings().work_prefix}exports-index/{dataset}.json"
+    return exports_index_key(settings().work_prefix, dataset)
 
 
 def _batch_manifests(dataset: str) -> list[ManifestInput]:
     """Every ``work/batches/<dataset>/<batch>/output.manifest``."""
     cfg = settings()
-    prefix = f"{cfg.work_prefix}batches/{dataset}/"
+    prefix = f"{cfg.work_prefix}{BATCHES_DIR}{dataset}/"
     found = []
     for item in list_objects(cfg.bucket, prefix, _s3()):
         rest = item["Key"][len(prefix) :]
         batch, _, name = rest.partition("/")
-        if batch and name == "output.manifest":
+        if batch and name == OUTPUT_MANIFEST:
             found.append(ManifestInput(cfg.bucket, item["Key"], item["LastModified"]))
     return found
 
@@ -356,7 +356,7 @@ def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
     announced = _head(bucket, key)
     if announced is None:
         raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
-    conventional = f"{settings().work_prefix}batches/{dataset}/"
+    conventional = f"{settings().work_prefix}{BATCHES_DIR}{dataset}/"
     rest = key[len(conventional) :] if key.startswith(conventional) else ""
     if rest.count("/") != 1 or not rest.endswith("/output.manifest"):
         # Not where later exports look for batches: remember it, so every later version keeps it.

@@ -35,12 +35,19 @@ from adapters.labelstudio_review import LabelStudioReview, open_key, settings_fr
 from adapters.review_backends import GroundTruthReview, ReviewBackend, ReviewBatch
 from adapters.s3 import get_json
 from labelloop_core.batching import batch_fields, labeling_job_name
+from labelloop_core.contract import (
+    DEFAULT_WORK_PREFIX,
+    JOB_STATE_CHANGE,
+    SAGEMAKER_EVENT_SOURCE,
+    WORKFLOW_JOB_PREFIX,
+    Env,
+)
 
 logger = Logger()
 
-EVENT_SOURCE = "aws.sagemaker"
-EVENT_DETAIL_TYPE = "SageMaker Ground Truth Labeling Job State Change"
-JOB_PREFIX = "labelloop-"
+EVENT_SOURCE = SAGEMAKER_EVENT_SOURCE
+EVENT_DETAIL_TYPE = JOB_STATE_CHANGE
+JOB_PREFIX = WORKFLOW_JOB_PREFIX
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,9 @@ class Settings:
 @functools.cache
 def settings() -> Settings:
     return Settings(
-        bucket=env.text("DATA_BUCKET"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
-        review_timeout_seconds=env.integer("REVIEW_TIMEOUT_SECONDS", 240 * 3600, lo=60),
+        bucket=env.text(Env.DATA_BUCKET),
+        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
+        review_timeout_seconds=env.integer(Env.REVIEW_TIMEOUT_SECONDS, 240 * 3600, lo=60),
     )
 
 

@@ -36,6 +36,7 @@ from aws_lambda_powertools import Logger
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
+from labelloop_core import limits
 from labelloop_core.batch_report import (
     BatchFiles,
     MergedBatch,
@@ -46,6 +47,17 @@ from labelloop_core.batch_report import (
     verification_summary,
 )
 from labelloop_core.batching import batch_fields, workflow_cost
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    BATCH_FILE,
+    BUILD_PARTS_DIR,
+    DEFAULT_WORK_PREFIX,
+    INPUT_MANIFEST,
+    META_KEY,
+    OUTPUT_MANIFEST,
+    REJECTED_FILE,
+    Env,
+)
 from labelloop_core.manifest import dumps_line, iter_manifest
 from labelloop_core.prelabels import PRELABEL_ATTRIBUTE
 from labelloop_core.verification import (
@@ -100,14 +112,12 @@ def settings() -> Settings:
                 ) from None
             if not constants[name] > 0:
                 raise env.EnvError(f"environment variable {variable} must be > 0, got {raw!r}")
-    task_mode = env.text("TASK_MODE", "adjust")
-    if task_mode not in TASK_MODES:
-        raise env.EnvError(f"environment variable TASK_MODE must be one of {TASK_MODES}, got {task_mode!r}")
+    task_mode = env.choice(Env.TASK_MODE, "adjust", TASK_MODES)
     return Settings(
-        bucket=env.text("DATA_BUCKET"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
+        bucket=env.text(Env.DATA_BUCKET),
+        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
         task_mode=task_mode,
-        workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
+        workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT),
         time_constants=constants,
     )
 
@@ -118,7 +128,7 @@ def _lines(bucket: str, key: str) -> Iterator[dict[str, Any]]:
 
 
 def _meta_key(line: Mapping[str, Any]) -> str | None:
-    meta = line.get("labelloop-meta")
+    meta = line.get(META_KEY)
     key = meta.get("key") if isinstance(meta, dict) else None
     return key if isinstance(key, str) else None
 
@@ -130,7 +140,7 @@ def _has_label(line: Mapping[str, Any], attribute: str) -> bool:
 def _count_parts(bucket: str, batch_prefix: str) -> int:
     paginator = client("s3").get_paginator("list_objects_v2")
     count = 0
-    for page in paginator.paginate(Bucket=bucket, Prefix=f"{batch_prefix}build/parts/"):
+    for page in paginator.paginate(Bucket=bucket, Prefix=batch_prefix + BUILD_PARTS_DIR):
         count += sum(1 for item in page.get("Contents", []) if item["Key"].endswith(".json"))
     return max(count, 1)
 
@@ -182,31 +192,31 @@ class _Tally:
 
     def reviewed_line(self, line: dict[str, Any], attribute: str, provenance: str, verified: bool) -> None:
         self.reviewed += 1
-        self.audited += 1 if line["labelloop-meta"].get("audit") else 0
+        self.audited += 1 if line[META_KEY].get("audit") else 0
         self.provenance[provenance] += 1
         boxes = _boxes(line, attribute)
         self.time.add_reviewed(boxes)
-        if verified or isinstance(line["labelloop-meta"].get("verification"), dict):
+        if verified or isinstance(line[META_KEY].get("verification"), dict):
             self.time.add_verify(_boxes(line, PRELABEL_ATTRIBUTE))
         if not verified:
             self.time.add_adjust(boxes)
 
 
 def _merge_accepted(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tally) -> None:
-    if not exists(bucket, f"{batch_prefix}accepted.manifest"):
+    if not exists(bucket, batch_prefix + ACCEPTED_MANIFEST):
         return
-    for line in _lines(bucket, f"{batch_prefix}accepted.manifest"):
+    for line in _lines(bucket, batch_prefix + ACCEPTED_MANIFEST):
         key = writer.admit(line, "accepted.manifest")
         if key is None:
             continue
-        meta = dict(line["labelloop-meta"])
+        meta = dict(line[META_KEY])
         meta.setdefault("label_attribute", AUTO_ATTRIBUTE)
         meta.setdefault("provenance", PROVENANCE_AUTO)
         if not _has_label(line, meta["label_attribute"]):
             tally.unlabeled.append({"key": key, "reason": "accepted line carries no label"})
             writer.seen.add(key)
             continue
-        writer.write(key, {**line, "labelloop-meta": meta})
+        writer.write(key, {**line, META_KEY: meta})
         tally.accepted += 1
         tally.provenance[meta["provenance"]] += 1
 
@@ -224,7 +234,7 @@ def _merge_verified(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tal
             writer.seen.add(key)
             continue
         writer.write(key, line)
-        tally.reviewed_line(line, VERIFIED_ATTRIBUTE, str(line["labelloop-meta"].get("provenance")), verified=True)
+        tally.reviewed_line(line, VERIFIED_ATTRIBUTE, str(line[META_KEY].get("provenance")), verified=True)
 
 
 def _merge_job(review: Mapping[str, Any], writer: _Writer, tally: _Tally) -> None:
@@ -243,9 +253,9 @@ def _merge_job(review: Mapping[str, Any], writer: _Writer, tally: _Tally) -> Non
             writer.seen.add(key)
             continue
         provenance = adjusted_provenance(line)
-        meta = {**line["labelloop-meta"], "label_attribute": attribute, "review_job": job_name}
+        meta = {**line[META_KEY], "label_attribute": attribute, "review_job": job_name}
         meta["provenance"] = provenance
-        out = {**line, "labelloop-meta": meta}
+        out = {**line, META_KEY: meta}
         writer.write(key, out)
         tally.reviewed_line(out, attribute, provenance, verified=False)
 
@@ -276,8 +286,8 @@ def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     route = _section(event, "route", {})
     execution = _section(event, "execution", {})
 
-    valid = {key for line in _lines(bucket, f"{batch_prefix}input.manifest") if (key := _meta_key(line))}
-    rejected_rows = [json.loads(raw) for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl") if raw.strip()]
+    valid = {key for line in _lines(bucket, batch_prefix + INPUT_MANIFEST) if (key := _meta_key(line))}
+    rejected_rows = [json.loads(raw) for raw in iter_lines(bucket, batch_prefix + REJECTED_FILE) if raw.strip()]
     tally = _Tally(time=reviewer_time(cfg.workers_per_object, **cfg.time_constants))
     job_name = review.get("job_name") if review.get("status") == "Completed" else None
     attribute = review.get("label_attribute") or job_name
@@ -353,7 +363,7 @@ def _write_output(
         for key in sorted(valid - writer.seen):
             tally.unlabeled.append({"key": key, "reason": reason})
         client("s3").upload_file(
-            path, bucket, f"{batch_prefix}output.manifest", ExtraArgs={"ContentType": "application/jsonlines"}
+            path, bucket, batch_prefix + OUTPUT_MANIFEST, ExtraArgs={"ContentType": "application/jsonlines"}
         )
     return writer
 
@@ -411,9 +421,9 @@ def _cost_estimate(
 
 
 def _batch_doc(bucket: str, batch_prefix: str) -> dict[str, Any]:
-    if not exists(bucket, f"{batch_prefix}batch.json"):
+    if not exists(bucket, batch_prefix + BATCH_FILE):
         return {}
-    return dict(json.loads(client("s3").get_object(Bucket=bucket, Key=f"{batch_prefix}batch.json")["Body"].read()))
+    return dict(json.loads(client("s3").get_object(Bucket=bucket, Key=batch_prefix + BATCH_FILE)["Body"].read()))
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

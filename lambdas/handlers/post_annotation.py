@@ -51,6 +51,7 @@ from labelloop_core.answers import (
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.consolidation import consolidate
+from labelloop_core.contract import ISSUES_KEY, META_KEY, STATUS_KEY, TASK_KEY
 from labelloop_core.manifest import VERIFICATION_TYPE, bbox_label_line, iter_manifest
 from labelloop_core.verification import line_task_mode
 
@@ -105,7 +106,7 @@ _JOB_LINES: OrderedDict[str, InputLines] = OrderedDict()
 
 def _keep(line: Mapping[str, Any], attribute: str) -> dict[str, Any]:
     """The parts of a manifest line this Lambda needs (keeps a 1000-line manifest small in memory)."""
-    wanted = ("source-ref", "labelloop-meta", attribute, f"{attribute}-metadata")
+    wanted = ("source-ref", META_KEY, attribute, f"{attribute}-metadata")
     return {k: line[k] for k in wanted if k in line}
 
 
@@ -181,7 +182,7 @@ def _object_context(item: Mapping[str, Any], lines: Callable[[], InputLines], cf
                 break
     issues: list[str] = []
     line: dict[str, Any] | None = None
-    if isinstance(data_object, Mapping) and ("labelloop-meta" in data_object or cfg.prelabel_attribute in data_object):
+    if isinstance(data_object, Mapping) and (META_KEY in data_object or cfg.prelabel_attribute in data_object):
         line = dict(data_object)  # a data object that carries its manifest line: use it directly
     else:
         line, why = lines().find(item.get("datasetObjectId"), source_ref)
@@ -281,9 +282,9 @@ def consolidate_boxes(
         extra_metadata={
             "worker-count": len(parsed),
             "rejected-box-count": rejected,
-            "labelloop-task": "adjust",
-            "labelloop-status": _status(len(parsed), issues),
-            "labelloop-issues": _capped(issues),
+            TASK_KEY: "adjust",
+            STATUS_KEY: _status(len(parsed), issues),
+            ISSUES_KEY: _capped(issues),
         },
     )
     return {attribute: line[attribute], f"{attribute}-metadata": line[f"{attribute}-metadata"]}
@@ -312,7 +313,7 @@ def consolidate_verdicts(
         "job-name": job_name if job_name.startswith("labeling-job/") else f"labeling-job/{job_name}",
         "worker-feedback": [{"comment": a.comment} for a in parsed if a.comment],
         "worker-count": len(parsed),
-        "labelloop-task": "verify",
+        TASK_KEY: "verify",
     }
     if parsed:
         verdict, confidence, votes, tie = majority_verdict([a.verdict for a in parsed])
@@ -328,8 +329,8 @@ def consolidate_verdicts(
         metadata["confidence"] = 0.0
     if ctx.prelabels is not None:
         value["boxes-shown"] = len(ctx.prelabels.boxes)
-    metadata["labelloop-status"] = _status(len(parsed), issues)
-    metadata["labelloop-issues"] = _capped(issues)
+    metadata[STATUS_KEY] = _status(len(parsed), issues)
+    metadata[ISSUES_KEY] = _capped(issues)
     return {attribute: value, f"{attribute}-metadata": metadata}
 
 
@@ -340,9 +341,9 @@ def _flagged_failure(attribute: str, job_name: str, created: str, reason: str, m
         "creation-date": created,
         "job-name": f"labeling-job/{job_name}",
         "worker-count": 0,
-        "labelloop-task": mode,
-        "labelloop-status": STATUS_NO_ANSWERS,
-        "labelloop-issues": [reason],
+        TASK_KEY: mode,
+        STATUS_KEY: STATUS_NO_ANSWERS,
+        ISSUES_KEY: [reason],
     }
     if mode == "verify":
         metadata.update({"type": VERIFICATION_TYPE, "class-name": None, "confidence": 0.0, "worker-feedback": []})
@@ -408,7 +409,7 @@ def handler(event: Mapping[str, Any], context: Any) -> list[dict[str, Any]]:
             content = _flagged_failure(
                 attribute, job_name, created, f"consolidation failed: {type(exc).__name__}: {exc}", mode
             )
-        counts[content[f"{attribute}-metadata"]["labelloop-status"]] += 1
+        counts[content[f"{attribute}-metadata"][STATUS_KEY]] += 1
         results.append({"datasetObjectId": object_id, "consolidatedAnnotation": {"content": content}})
     logger.info("consolidated", extra={"job": job_name, "objects": len(results), "status": counts})
     return results

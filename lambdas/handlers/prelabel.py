@@ -22,6 +22,7 @@ from aws_lambda_powertools import Logger
 from adapters.aws import client
 from adapters.models import ImageInput, ModelSettings, Prelabeler, RetryPolicy, backend_for
 from adapters.s3 import S3UriError, iter_lines, parse_uri
+from labelloop_core.contract import PRELABELED_DIR, SHARDS_DIR
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import META_KEY, prelabel_line
 
@@ -50,10 +51,10 @@ def _event_field(event: Mapping[str, Any], name: str) -> str:
 
 def output_key(batch_prefix: str, shard_key: str) -> str:
     """``<batch_prefix>prelabeled/<shard file name>`` for a key under ``<batch_prefix>shards/``."""
-    shards = f"{batch_prefix}shards/"
+    shards = batch_prefix + SHARDS_DIR
     if not shard_key.startswith(shards) or len(shard_key) == len(shards):
         raise PrelabelEventError(f"shard_key {shard_key!r} is not under {shards!r}")
-    return f"{batch_prefix}prelabeled/{shard_key[len(shards) :]}"
+    return f"{batch_prefix}{PRELABELED_DIR}{shard_key[len(shards) :]}"
 
 
 def _image_for(line: Mapping[str, Any], line_no: int, bucket: str, s3: Any) -> ImageInput:

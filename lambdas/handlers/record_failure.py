@@ -21,6 +21,7 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.review import stage_records
 from adapters.s3 import get_json, iter_lines, put_json, uri
+from labelloop_core.contract import BUILD_FILE, OBJECTS_FILE, REJECTED_FILE, REPORT_FILE, Env
 
 logger = Logger()
 REPORT_LIST_LIMIT = 1000
@@ -34,7 +35,7 @@ def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> di
 
 @functools.cache
 def data_bucket() -> str:
-    return env.text("DATA_BUCKET")
+    return env.text(Env.DATA_BUCKET)
 
 
 def _optional_json(bucket: str, key: str) -> Any:
@@ -70,13 +71,13 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         # Still say what happened: this error message becomes the execution's failure cause.
         raise ValueError(f"cannot record the failure: bad bucket/batch_prefix in {dict(event)!r}")
     error = _section(event, "error", {})
-    build = _optional_json(bucket, f"{batch_prefix}build.json") or {}
+    build = _optional_json(bucket, batch_prefix + BUILD_FILE) or {}
     stages = stage_records(bucket, batch_prefix)
     # The stage that ended the batch (a failed/stopped job), else the last one that ran.
     review = next((r for r in stages if r.get("status") in ("Failed", "Stopped")), stages[-1] if stages else {})
     rejected: list[Any] = []
     try:
-        for raw in iter_lines(bucket, f"{batch_prefix}rejected.jsonl"):
+        for raw in iter_lines(bucket, batch_prefix + REJECTED_FILE):
             if raw.strip() and len(rejected) < REPORT_LIST_LIMIT:
                 rejected.append(json.loads(raw))
     except ClientError:
@@ -91,7 +92,7 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         "cause": _cause(error.get("Cause")),
         "counts": {k: build.get(k) for k in ("received", "rejected", "valid")}
         if build
-        else {"received": _count_lines(bucket, f"{batch_prefix}objects.jsonl"), "rejected": None, "valid": None},
+        else {"received": _count_lines(bucket, batch_prefix + OBJECTS_FILE), "rejected": None, "valid": None},
         "rejected": rejected,
         "jobs": [r["job_name"] for r in stages if r.get("job_name")],
         "labeling_jobs": [
@@ -107,14 +108,14 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         "review": {
             k: review.get(k) for k in ("job_name", "status", "failure_reason", "counters", "task_mode") if k in review
         },
-        "objects_file": uri(bucket, f"{batch_prefix}objects.jsonl"),
+        "objects_file": uri(bucket, batch_prefix + OBJECTS_FILE),
         "advice": "valid objects of this batch were not labeled; fix the cause and upload them again "
         "(a re-upload with new content starts a new batch)",
         "failed_at": datetime.now(UTC).isoformat(),
         "timings": {"execution_started": execution.get("start_time")},
     }
-    report_uri = uri(bucket, f"{batch_prefix}report.json")
-    put_json(bucket, f"{batch_prefix}report.json", report)
+    report_uri = uri(bucket, batch_prefix + REPORT_FILE)
+    put_json(bucket, batch_prefix + REPORT_FILE, report)
     logger.error("batch failed", extra={"batch_prefix": batch_prefix, "error": report["error"]})
     return {"status": "failed", "report": report_uri}
 

@@ -16,7 +16,6 @@ Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source"
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -25,11 +24,14 @@ from typing import IO, Any
 
 from aws_lambda_powertools import Logger
 
+from adapters import env
 from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, list_objects, put_json
+from labelloop_core import contract
 from labelloop_core.batching import batch_fields
 from labelloop_core.calibration import ACCEPT, AUDIT
+from labelloop_core.contract import ACCEPTED_MANIFEST, PRELABELED_DIR, REVIEW_MANIFEST, ROUTE_FILE, SHARDS_DIR, Env
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import accepted_line, decide_route, review_line
 
@@ -53,8 +55,8 @@ def settings() -> ModelSettings:
 
 def calibration_prefix() -> str:
     """Where calibration files live (``CALIBRATION_PREFIX``, default ``work/calibration/``)."""
-    value = os.environ.get("CALIBRATION_PREFIX", "work/calibration/").strip() or "work/calibration/"
-    return value if value.endswith("/") else value + "/"
+    default = contract.calibration_prefix(contract.DEFAULT_WORK_PREFIX)
+    return env.prefix(Env.CALIBRATION_PREFIX, default)
 
 
 def event_fields(event: Mapping[str, Any], cfg: ModelSettings) -> tuple[str, str, str, str]:
@@ -64,7 +66,7 @@ def event_fields(event: Mapping[str, Any], cfg: ModelSettings) -> tuple[str, str
 
 def threshold_key(dataset: str) -> str:
     """The dataset's calibrated-threshold document."""
-    return f"{calibration_prefix()}{dataset}/threshold.json"
+    return contract.threshold_key(calibration_prefix(), dataset)
 
 
 @dataclass(frozen=True)
@@ -132,14 +134,14 @@ def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
 
 def prelabeled_keys(bucket: str, batch_prefix: str, s3: Any) -> list[str]:
     """Pre-labeled shard keys, checked against the shard listing (a missing one is an error)."""
-    shards = [k[len(batch_prefix) + len("shards/") :] for k in _list_keys(bucket, f"{batch_prefix}shards/", s3)]
-    done = {k[len(batch_prefix) + len("prelabeled/") :] for k in _list_keys(bucket, f"{batch_prefix}prelabeled/", s3)}
+    shards = [k[len(batch_prefix) + len(SHARDS_DIR) :] for k in _list_keys(bucket, batch_prefix + SHARDS_DIR, s3)]
+    done = {k[len(batch_prefix) + len(PRELABELED_DIR) :] for k in _list_keys(bucket, batch_prefix + PRELABELED_DIR, s3)}
     missing = [name for name in shards if name not in done]
     if missing:
         raise RouteEventError(
             f"{len(missing)} shard(s) have no pre-labeled output under {batch_prefix}prelabeled/, e.g. {missing[0]!r}"
         )
-    return [f"{batch_prefix}prelabeled/{name}" for name in shards]
+    return [f"{batch_prefix}{PRELABELED_DIR}{name}" for name in shards]
 
 
 def _lines(bucket: str, keys: list[str], s3: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -176,8 +178,8 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
             else:
                 out, handle = review_line(line, decision), review
             handle.write(dumps_line(out).encode() + b"\n")
-        _upload(accepted, bucket, f"{batch_prefix}accepted.manifest", s3)
-        _upload(review, bucket, f"{batch_prefix}review.manifest", s3)
+        _upload(accepted, bucket, batch_prefix + ACCEPTED_MANIFEST, s3)
+        _upload(review, bucket, batch_prefix + REVIEW_MANIFEST, s3)
     summary: dict[str, Any] = {
         "images": sum(counts.values()),
         "accepted": counts[ACCEPT],
@@ -189,7 +191,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     }
     put_json(
         bucket,
-        f"{batch_prefix}route.json",
+        batch_prefix + ROUTE_FILE,
         {
             **summary,
             "dataset": dataset,

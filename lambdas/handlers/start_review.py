@@ -19,7 +19,6 @@ the token.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,7 +31,9 @@ from adapters.groundtruth import ensure_task_files, labeling_job_request
 from adapters.labelstudio_review import LabelStudioReview, open_key, settings_from_env
 from adapters.review_backends import BACKENDS, GroundTruthReview, ReviewBatch
 from adapters.s3 import put_json, uri
+from labelloop_core import limits
 from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
+from labelloop_core.contract import DATASET_TAG, DEFAULT_WORK_PREFIX, Env, labeling_jobs_prefix
 from labelloop_core.verification import STAGE_MANIFESTS
 
 logger = Logger()
@@ -62,32 +63,23 @@ class Settings:
 
 @functools.cache
 def settings() -> Settings:
-    raw_labels = env.text("LABELS")
-    try:
-        labels = json.loads(raw_labels)
-    except json.JSONDecodeError:
-        raise env.EnvError(f"environment variable LABELS must be a JSON list, got {raw_labels!r}") from None
-    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
-        raise env.EnvError(f"environment variable LABELS must be a non-empty JSON list of names, got {labels!r}")
-    backend = env.text("REVIEW_BACKEND", "groundtruth")
-    if backend not in BACKENDS:
-        raise env.EnvError(f"environment variable REVIEW_BACKEND must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    backend = env.choice(Env.REVIEW_BACKEND, "groundtruth", BACKENDS)
     ground_truth = backend == "groundtruth"
     if not ground_truth:
         settings_from_env()  # validated at cold start, like the rest
     return Settings(
         backend=backend,
-        bucket=env.text("DATA_BUCKET"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
-        labels=tuple(labels),
-        task_mode=env.text("TASK_MODE", "adjust"),
-        workteam_arn=env.text("WORKTEAM_ARN", ""),
-        role_arn=env.text("GROUND_TRUTH_ROLE_ARN", None if ground_truth else ""),
-        pre_lambda_arn=env.text("PRE_ANNOTATION_ARN", None if ground_truth else ""),
-        post_lambda_arn=env.text("POST_ANNOTATION_ARN", None if ground_truth else ""),
-        workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
-        task_time_limit_seconds=env.integer("TASK_TIME_LIMIT_SECONDS", 600, lo=30, hi=28800),
-        task_availability_seconds=env.integer("TASK_AVAILABILITY_SECONDS", 864000, lo=60, hi=864000),
+        bucket=env.text(Env.DATA_BUCKET),
+        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
+        labels=env.labels(Env.LABELS),
+        task_mode=env.text(Env.TASK_MODE, "adjust"),
+        workteam_arn=env.text(Env.WORKTEAM_ARN, ""),
+        role_arn=env.text(Env.GROUND_TRUTH_ROLE_ARN, None if ground_truth else ""),
+        pre_lambda_arn=env.text(Env.PRE_ANNOTATION_ARN, None if ground_truth else ""),
+        post_lambda_arn=env.text(Env.POST_ANNOTATION_ARN, None if ground_truth else ""),
+        workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT),
+        task_time_limit_seconds=env.bounded(Env.TASK_TIME_LIMIT_SECONDS, limits.TASK_TIME_LIMIT_SECONDS),
+        task_availability_seconds=env.bounded(Env.TASK_AVAILABILITY_SECONDS, limits.TASK_AVAILABILITY_SECONDS),
     )
 
 
@@ -169,7 +161,7 @@ def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str)
     return labeling_job_request(
         job_name=batch.job_name,
         manifest_uri=uri(batch.bucket, batch.manifest_key),
-        output_uri=uri(batch.bucket, f"{cfg.work_prefix}labeling-jobs/"),
+        output_uri=uri(batch.bucket, labeling_jobs_prefix(cfg.work_prefix)),
         role_arn=cfg.role_arn,
         workteam_arn=cfg.workteam_arn,
         pre_lambda_arn=cfg.pre_lambda_arn,
@@ -181,7 +173,7 @@ def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str)
         workers_per_object=cfg.workers_per_object,
         task_time_limit_seconds=cfg.task_time_limit_seconds,
         task_availability_seconds=cfg.task_availability_seconds,
-        tags={"labelloop:dataset": dataset_slug(dataset), "labelloop:batch": batch_id},
+        tags={DATASET_TAG: dataset_slug(dataset), "labelloop:batch": batch_id},
     )
 
 

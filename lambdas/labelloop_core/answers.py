@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .boxes import Box, clip_box, degenerate_reason
+from .contract import META_KEY
 from .manifest import ManifestError, parse_bbox_label
 from .matching import match_boxes
 
@@ -335,7 +336,7 @@ def adjustment_status(final: Sequence[Box], prelabels: Sequence[Box], min_iou: f
 
 def line_image_size(line: Mapping[str, Any], prelabel_attribute: str | None = None) -> tuple[int, int] | None:
     """Image ``(width, height)`` known to a manifest line: ``labelloop-meta``, else the pre-label's size."""
-    meta = line.get("labelloop-meta")
+    meta = line.get(META_KEY)
     if isinstance(meta, Mapping):
         width, height = _dimension(meta.get("width")), _dimension(meta.get("height"))
         if width is not None and height is not None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
+from .contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY
 from .lines import OverlongLine
 from .manifest import ManifestError, creation_date, find_verification_attributes, select_label_attribute
 from .yolo import Dropped, data_yaml, label_stem, split_for, yolo_text_from_line
@@ -70,8 +71,6 @@ __all__ = [
 
 #: Bumped when the export's layout or rules change, so the same inputs give a new version.
 EXPORT_FORMAT_VERSION = 1
-PRELABEL_ATTRIBUTE = "labelloop-prelabel"
-META_KEY = "labelloop-meta"
 #: Suffixes Ultralytics lists as images (``ultralytics.data.utils.IMG_FORMATS``); others are invisible to it.
 IMAGE_SUFFIXES = frozenset({".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"})
 #: Suffix given to an image whose own suffix Ultralytics would not list (PIL reads by content).
@@ -430,9 +429,9 @@ class ExportPlanner:
         if attr is None:
             wanted = self.label_attribute or (meta.get("label_attribute") if type(meta) is dict else None)
             flagged = line.get(f"{wanted}-metadata") if wanted else None
-            if type(flagged) is dict and flagged.get("labelloop-status") == "no-usable-answers":
+            if type(flagged) is dict and flagged.get(STATUS_KEY) == "no-usable-answers":
                 # The consolidation Lambda flagged the object: reviewed, but no usable answer.
-                issues = flagged.get("labelloop-issues") or []
+                issues = flagged.get(ISSUES_KEY) or []
                 detail = f"{wanted}: no usable worker answers ({'; '.join(map(str, issues)) or 'no detail'})"
                 self._skipped.append(SkippedLine(manifest, line_no, SKIP_NO_ANSWERS, detail, source_ref))
                 return

@@ -29,6 +29,7 @@ from typing import IO, Any, NamedTuple
 
 from .boxes import Box
 from .classes import ClassRegistry
+from .contract import TASK_KEY
 
 __all__ = [
     "BBOX_TYPE",
@@ -58,7 +59,7 @@ VERIFICATION_TYPE = "groundtruth/label-verification"
 _RESERVED_KEYS = frozenset({"source-ref", "source"})
 # LabelLoop's post-annotation Lambda tags its verdicts with this; Ground Truth restamps a custom
 # workflow's metadata ``type`` as ``groundTruth/custom``, so the tag is what still identifies them.
-_TASK_KEY = "labelloop-task"
+_TASK_KEY = TASK_KEY
 
 
 class ManifestError(ValueError):

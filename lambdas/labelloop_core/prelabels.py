@@ -41,6 +41,7 @@ from typing import Any
 from .boxes import Box, BoxError, box_from_rekognition, boxes_from_sagemaker_detector, clip_box, degenerate_reason
 from .calibration import ACCEPT, AUDIT, REVIEW, image_confidence, route
 from .classes import ClassRegistry
+from .contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE
 from .manifest import BBOX_TYPE, ManifestError, bbox_label_line, parse_bbox_label, select_label_attribute
 from .matching import image_quality
 
@@ -65,11 +66,8 @@ __all__ = [
     "ultralytics_boxes",
 ]
 
-PRELABEL_ATTRIBUTE = "labelloop-prelabel"
-AUTO_ATTRIBUTE = "labelloop-auto"
-META_KEY = "labelloop-meta"
-PRELABEL_JOB_NAME = "labelloop-prelabel"
-AUTO_JOB_NAME = "labelloop-auto"
+PRELABEL_JOB_NAME = PRELABEL_ATTRIBUTE  # job-name of the pre-labels: exactly the attribute, no labeling-job/ prefix
+AUTO_JOB_NAME = AUTO_ATTRIBUTE
 
 #: How far (as a fraction of the image side) a box may stick out before the answer is garbage.
 #: Detectors routinely overshoot the border by a few pixels (clipped); a box far outside means
@@ -355,7 +353,7 @@ def prelabel_line(
         },
     )
     metadata = built[PRELABEL_ATTRIBUTE + "-metadata"]
-    metadata["job-name"] = PRELABEL_JOB_NAME  # docs/contracts.md: exactly "labelloop-prelabel", no labeling-job/ prefix
+    metadata["job-name"] = PRELABEL_JOB_NAME
     out = {k: v for k, v in line.items() if k not in (PRELABEL_ATTRIBUTE, PRELABEL_ATTRIBUTE + "-metadata")}
     out[PRELABEL_ATTRIBUTE] = built[PRELABEL_ATTRIBUTE]
     out[PRELABEL_ATTRIBUTE + "-metadata"] = metadata

@@ -79,3 +79,41 @@ def test_reviewer_time_constants_are_context_with_bounds() -> None:
     assert parse_config({}).draw_seconds_per_box == 34.5
     with pytest.raises(ConfigError, match="drawSecondsPerBox"):
         parse_config({"drawSecondsPerBox": 0})
+
+
+def test_public_crowd_workteam_is_refused_at_synth() -> None:
+    """The public crowd needs a task price and at most 12 hours' availability; LabelLoop configures neither,
+    so every review would fail at StartReview. Synth refuses it, naming the key and what to use instead."""
+    public = "arn:aws:sagemaker:us-east-1:394669845002:workteam/public-crowd/default"
+    with pytest.raises(ConfigError) as info:
+        parse_config({"workteamArn": public})
+    message = str(info.value)
+    assert message.startswith("labelloop.workteamArn:")
+    assert "public crowd" in message and "private or vendor work team" in message
+    private = "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/team"
+    assert parse_config({"workteamArn": private}).workteam_arn == private
+
+
+def test_config_and_lambda_adapters_share_one_set_of_limits() -> None:
+    """The bounds synth enforces are the ones the review request builder enforces (labelloop_core.limits)."""
+    from adapters.groundtruth import LabelingRequestError, labeling_job_request
+    from labelloop_core import limits
+
+    assert parse_config({"workersPerObject": limits.WORKERS_PER_OBJECT.hi}).workers_per_object == 9
+    with pytest.raises(ConfigError, match=r"\[1, 9\]"):
+        parse_config({"workersPerObject": limits.WORKERS_PER_OBJECT.hi + 1})
+    with pytest.raises(ConfigError, match="valFraction"):
+        parse_config({"valFraction": limits.VAL_FRACTION.hi + 0.05})
+    with pytest.raises(LabelingRequestError, match="workers_per_object must be within 1-9"):
+        labeling_job_request(
+            job_name="j",
+            manifest_uri="s3://b/m",
+            output_uri="s3://b/o/",
+            role_arn="arn:aws:iam::123456789012:role/r",
+            workteam_arn="arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t",
+            pre_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:pre",
+            post_lambda_arn="arn:aws:lambda:us-east-1:123456789012:function:post",
+            template_uri="s3://b/t.html",
+            categories_uri="s3://b/c.json",
+            workers_per_object=limits.WORKERS_PER_OBJECT.hi + 1,
+        )

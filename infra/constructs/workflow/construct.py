@@ -18,6 +18,7 @@ from infra.constructs.storage import Storage
 from infra.constructs.workflow.definition import WorkflowDefinition
 from infra.constructs.workflow.functions import build_functions
 from infra.constructs.workflow.grants import acknowledge_functions, acknowledge_state_machine, grant
+from labelloop_core import contract
 
 #: How long one wait for the review job lasts before DescribeLabelingJob reconciles (seconds).
 REVIEW_WAIT_SECONDS = 3600
@@ -104,7 +105,7 @@ class Workflow(Construct):
             description="LabelLoop: Ground Truth job state changes resume the waiting batch workflow",
             event_pattern=events.EventPattern(
                 source=["aws.sagemaker"],
-                detail_type=["SageMaker Ground Truth Labeling Job State Change"],
+                detail_type=[contract.JOB_STATE_CHANGE],
                 detail={"LabelingJobStatus": ["Completed", "Failed", "Stopped"]},
             ),
         )

@@ -13,6 +13,7 @@ from constructs import Construct
 
 from infra.constructs.prelabel import Prelabeling
 from infra.constructs.workflow.functions import WorkflowFunctions
+from labelloop_core import contract
 
 _Guardable = TypeVar("_Guardable", tasks.LambdaInvoke, tasks.EventBridgePutEvents, sfn.DistributedMap)
 
@@ -170,7 +171,7 @@ class WorkflowDefinition:
             "Prelabel",
             item_reader=sfn.S3ObjectsItemReader(
                 bucket_name_path=sfn.JsonPath.string_at("$.bucket"),
-                prefix=sfn.JsonPath.format("{}shards/", sfn.JsonPath.string_at("$.batch_prefix")),
+                prefix=sfn.JsonPath.format("{}" + contract.SHARDS_DIR, sfn.JsonPath.string_at("$.batch_prefix")),
             ),
             item_selector={
                 "bucket": sfn.JsonPath.string_at("$.bucket"),
@@ -318,8 +319,8 @@ class WorkflowDefinition:
             "Announce",
             entries=[
                 tasks.EventBridgePutEventsEntry(
-                    source="labelloop.workflow",
-                    detail_type="Batch Labeled",
+                    source=contract.WORKFLOW_EVENT_SOURCE,
+                    detail_type=contract.BATCH_LABELED,
                     detail=sfn.TaskInput.from_object(
                         {
                             "dataset": sfn.JsonPath.string_at("$.dataset"),

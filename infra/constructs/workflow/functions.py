@@ -11,6 +11,7 @@ from constructs import Construct
 from infra.config import LabelLoopConfig
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
+from labelloop_core.contract import Env
 
 #: Objects one build invocation validates before handing over to the next (continuation loop).
 BUILD_CHUNK = 2000
@@ -35,7 +36,7 @@ class WorkflowFunctions:
 
 
 def _common_env(config: LabelLoopConfig) -> dict[str, str]:
-    return {"WORK_PREFIX": config.work_prefix, "INCOMING_PREFIX": config.incoming_prefix}
+    return {Env.WORK_PREFIX: config.work_prefix, Env.INCOMING_PREFIX: config.incoming_prefix}
 
 
 def _review_env(config: LabelLoopConfig, labeling: Labeling) -> dict[str, str]:
@@ -43,13 +44,13 @@ def _review_env(config: LabelLoopConfig, labeling: Labeling) -> dict[str, str]:
     return {
         **_common_env(config),
         **labeling.environment,
-        "WORKTEAM_ARN": config.workteam_arn or "",
-        "GROUND_TRUTH_ROLE_ARN": labeling.role.role_arn,
-        "PRE_ANNOTATION_ARN": labeling.pre_function.function_arn,
-        "POST_ANNOTATION_ARN": labeling.post_function.function_arn,
-        "WORKERS_PER_OBJECT": str(config.workers_per_object),
-        "TASK_TIME_LIMIT_SECONDS": str(config.task_time_limit_seconds),
-        "TASK_AVAILABILITY_SECONDS": str(config.task_availability_seconds),
+        Env.WORKTEAM_ARN: config.workteam_arn or "",
+        Env.GROUND_TRUTH_ROLE_ARN: labeling.role.role_arn,
+        Env.PRE_ANNOTATION_ARN: labeling.pre_function.function_arn,
+        Env.POST_ANNOTATION_ARN: labeling.post_function.function_arn,
+        Env.WORKERS_PER_OBJECT: str(config.workers_per_object),
+        Env.TASK_TIME_LIMIT_SECONDS: str(config.task_time_limit_seconds),
+        Env.TASK_AVAILABILITY_SECONDS: str(config.task_availability_seconds),
     }
 
 
@@ -65,10 +66,10 @@ def build_functions(
         description="LabelLoop: validate a batch's images and write its input manifest and shards",
         environment={
             **common,
-            "MAX_IMAGE_BYTES": str(config.max_image_bytes),
-            "MAX_IMAGE_PIXELS": str(config.max_image_pixels),
-            "SHARD_SIZE": str(config.prelabel_shard_size),
-            "BUILD_CHUNK": str(BUILD_CHUNK),
+            Env.MAX_IMAGE_BYTES: str(config.max_image_bytes),
+            Env.MAX_IMAGE_PIXELS: str(config.max_image_pixels),
+            Env.SHARD_SIZE: str(config.prelabel_shard_size),
+            Env.BUILD_CHUNK: str(BUILD_CHUNK),
         },
         timeout=Duration.minutes(15),
         memory_size=3008,
@@ -87,7 +88,7 @@ def build_functions(
         "JobEventFunction",
         handler="handlers.job_event.handler",
         description="LabelLoop: resume the workflow when its Ground Truth job ends (event or reconcile)",
-        environment={**common, "REVIEW_TIMEOUT_SECONDS": str(config.review_timeout_hours * 3600)},
+        environment={**common, Env.REVIEW_TIMEOUT_SECONDS: str(config.review_timeout_hours * 3600)},
         timeout=Duration.minutes(1),
         memory_size=256,
     )

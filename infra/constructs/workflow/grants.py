@@ -23,9 +23,10 @@ from infra.iam import (
     resource_finding,
 )
 from infra.nag import acknowledge
+from labelloop_core import contract
 
 #: Labeling job names this stack creates (IAM scopes CreateLabelingJob/DescribeLabelingJob to them).
-JOB_NAME_PATTERN = "labelloop-*"
+JOB_NAME_PATTERN = contract.WORKFLOW_JOB_PREFIX + "*"
 
 
 def grant(
@@ -33,17 +34,18 @@ def grant(
 ) -> None:
     """Give each workflow function exactly the S3 keys, job and task-token actions its step uses."""
     work = config.work_prefix
+    tokens = contract.labeling_jobs_prefix(work) + contract.TOKENS_DIR
     arn = bucket.bucket_arn
-    batches = f"{arn}/{work}batches/*"
+    batches = f"{arn}/{work}{contract.BATCHES_DIR}*"
     jobs_arn = f"arn:{Aws.PARTITION}:sagemaker:{Aws.REGION}:{Aws.ACCOUNT_ID}:labeling-job/{JOB_NAME_PATTERN}"
     # Build: read the images (any version: the event names the version) and the batch files,
     # write parts/manifests/shards (multipart for big manifests) and the EXIF-normalised copies.
     allow(fns.build, ["s3:GetObject", "s3:GetObjectVersion"], [f"{arn}/{config.incoming_prefix}*", batches])
-    allow(fns.build, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches, f"{arn}/{work}derived/*"])
-    allow_list(fns.build, arn, [f"{work}batches/", config.incoming_prefix])
+    allow(fns.build, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches, f"{arn}/{work}{contract.DERIVED_DIR}*"])
+    allow_list(fns.build, arn, [work + contract.BATCHES_DIR, config.incoming_prefix])
     # Start review: task files (read-compare-write), the token, the batch's review record.
     allow(fns.start_review, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{work}groundtruth/*"])
-    allow(fns.start_review, ["s3:PutObject"], [f"{arn}/{work}labeling-jobs/tokens/*", batches])
+    allow(fns.start_review, ["s3:PutObject"], [f"{arn}/{tokens}*", batches])
     allow_list(fns.start_review, arn, [f"{work}groundtruth/"])
     allow(
         fns.start_review,
@@ -52,29 +54,30 @@ def grant(
     )
     labeling.grant_pass_role(fns.start_review)
     # Job events and reconciliation: tokens, the batch's review record, the job's state.
-    allow(fns.job_event, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{work}labeling-jobs/tokens/*", batches])
-    allow_list(fns.job_event, arn, [f"{work}labeling-jobs/tokens/", f"{work}batches/"])
+    allow(fns.job_event, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{tokens}*", batches])
+    allow_list(fns.job_event, arn, [tokens, work + contract.BATCHES_DIR])
     allow(fns.job_event, ["sagemaker:DescribeLabelingJob", "sagemaker:StopLabelingJob"], [jobs_arn])
     for function in (fns.start_review, fns.job_event):
         allow(function, ["states:SendTaskSuccess", "states:SendTaskFailure"], [state_machine_arn])
     # Merge: batch files and the review job's output manifest; writes output.manifest/report.
-    allow(fns.merge, ["s3:GetObject"], [batches, f"{arn}/{work}labeling-jobs/*"])
+    allow(fns.merge, ["s3:GetObject"], [batches, f"{arn}/{work}{contract.LABELING_JOBS_DIR}*"])
     allow(fns.merge, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches])
-    allow_list(fns.merge, arn, [f"{work}batches/", f"{work}labeling-jobs/"])
+    allow_list(fns.merge, arn, [work + contract.BATCHES_DIR, contract.labeling_jobs_prefix(work)])
     # Review stages (verify mode): the batch's review/stage manifests and the verify job's output.
     if fns.review_stages is not None:
-        allow(fns.review_stages, ["s3:GetObject"], [batches, f"{arn}/{work}labeling-jobs/*"])
+        allow(fns.review_stages, ["s3:GetObject"], [batches, f"{arn}/{work}{contract.LABELING_JOBS_DIR}*"])
         allow(fns.review_stages, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches])
     # Record failure: reads what the batch already has, writes report.json.
     allow(fns.record_failure, ["s3:GetObject", "s3:PutObject"], [batches])
-    allow_list(fns.record_failure, arn, [f"{work}batches/"])
+    allow_list(fns.record_failure, arn, [work + contract.BATCHES_DIR])
 
 
 def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: LabelLoopConfig) -> None:
     """Accept, finding by finding, the wildcards the functions' permissions cannot avoid (reasons inline)."""
     prefix = bucket_prefix_finding(bucket)
     work = config.work_prefix
-    batches = prefix(f"{work}batches/")
+    tokens = contract.labeling_jobs_prefix(work) + contract.TOKENS_DIR
+    batches = prefix(work + contract.BATCHES_DIR)
     for function in fns.all():
         acknowledge(
             function,
@@ -88,7 +91,7 @@ def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: La
     )
     acknowledge(
         fns.build,
-        prefix(f"{work}derived/"),
+        prefix(work + contract.DERIVED_DIR),
         "EXIF-normalised copies mirror the incoming keys under work/derived/.",
     )
     acknowledge(
@@ -99,7 +102,7 @@ def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: La
     for function in (fns.start_review, fns.job_event):
         acknowledge(
             function,
-            prefix(f"{work}labeling-jobs/tokens/"),
+            prefix(tokens),
             "One task-token file per labeling job, named after the job created at run time.",
         )
         acknowledge(
@@ -109,13 +112,13 @@ def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: La
         )
     acknowledge(
         fns.merge,
-        prefix(f"{work}labeling-jobs/"),
+        prefix(contract.labeling_jobs_prefix(work)),
         "The merge reads the review job's output manifest, written by Ground Truth under the job's name.",
     )
     if fns.review_stages is not None:
         acknowledge(
             fns.review_stages,
-            prefix(f"{work}labeling-jobs/"),
+            prefix(contract.labeling_jobs_prefix(work)),
             "The verdict split reads the verify job's output manifest, written by Ground Truth under the job's name.",
         )
 

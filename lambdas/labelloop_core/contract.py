@@ -1,0 +1,332 @@
+"""Names that cross LabelLoop's components, defined once (see docs/contracts.md).
+
+Handlers, infrastructure (IAM prefixes, environment), the emulation, the CLI and the tests import
+these instead of repeating literals: manifest attribute names, ``labelloop-meta`` keys, the batch
+folder layout, calibration keys, event names, environment variable names, and the typed shapes of
+``batch.json``, ``route.json`` and ``report.json``. Pure: no AWS imports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, TypedDict
+
+# -- manifest attributes -----------------------------------------------------------------------------
+#: The model's pre-labels (Ground Truth bounding-box format); also their metadata ``job-name``.
+PRELABEL_ATTRIBUTE: Final = "labelloop-prelabel"
+#: The final label of an auto-accepted image (``human-annotated: no``); also its ``job-name``.
+AUTO_ATTRIBUTE: Final = "labelloop-auto"
+#: LabelLoop's bookkeeping for one image (keys below).
+META_KEY: Final = "labelloop-meta"
+#: Metadata key telling which LabelLoop task (adjust/verify) produced a label.
+TASK_KEY: Final = "labelloop-task"
+#: Metadata keys the post-annotation Lambda adds to a consolidated label.
+STATUS_KEY: Final = "labelloop-status"
+ISSUES_KEY: Final = "labelloop-issues"
+#: The ``<crowd-bounding-box name=...>`` of LabelLoop's templates (the key of each worker answer).
+ELEMENT_NAME: Final = "annotatedResult"
+#: S3 object metadata of a normalised image copy.
+SOURCE_ETAG_METADATA: Final = "labelloop-source-etag"
+ORIENTATION_METADATA: Final = "labelloop-orientation"
+
+
+class Meta:
+    """Keys of ``labelloop-meta``."""
+
+    DATASET: Final = "dataset"
+    BATCH_ID: Final = "batch_id"
+    KEY: Final = "key"  # the original incoming object key
+    LABELED_KEY: Final = "labeled_key"  # the (orientation-normalised) copy workers see
+    WIDTH: Final = "width"
+    HEIGHT: Final = "height"
+    DEPTH: Final = "depth"
+    ORIENTATION: Final = "orientation"
+    ROUTE: Final = "route"
+    ROUTE_REASON: Final = "route_reason"
+    AUDIT: Final = "audit"
+    SKIP_REVIEW: Final = "skip_review"
+    LABEL_ATTRIBUTE: Final = "label_attribute"  # the attribute holding the final label
+    REVIEW_JOB: Final = "review_job"
+
+
+# -- events ------------------------------------------------------------------------------------------
+WORKFLOW_EVENT_SOURCE: Final = "labelloop.workflow"
+BATCH_LABELED: Final = "Batch Labeled"
+EXPORT_EVENT_SOURCE: Final = "labelloop.export"
+EXPORT_CONTINUATION: Final = "Export Continuation"
+SAGEMAKER_EVENT_SOURCE: Final = "aws.sagemaker"
+JOB_STATE_CHANGE: Final = "SageMaker Ground Truth Labeling Job State Change"
+#: Every labeling job the workflow starts is named with this prefix (IAM scopes use it too).
+WORKFLOW_JOB_PREFIX: Final = "labelloop-"
+#: Tag naming the dataset of a Ground Truth job started outside the workflow.
+DATASET_TAG: Final = "labelloop:dataset"
+
+# -- bucket layout -----------------------------------------------------------------------------------
+DEFAULT_INCOMING_PREFIX: Final = "incoming/"
+DEFAULT_WORK_PREFIX: Final = "work/"
+DEFAULT_EXPORTS_PREFIX: Final = "exports/"
+#: Folders under the work prefix.
+BATCHES_DIR: Final = "batches/"
+CALIBRATION_DIR: Final = "calibration/"
+LABELING_JOBS_DIR: Final = "labeling-jobs/"
+EXPORTS_INDEX_DIR: Final = "exports-index/"
+DERIVED_DIR: Final = "derived/"  # orientation-normalised copies, mirroring the incoming keys
+INTAKE_CLAIMS_DIR: Final = "intake/claims/"  # one claim per object version (no double intake)
+#: Task tokens of waiting workflows, under the labeling-jobs folder.
+TOKENS_DIR: Final = "tokens/"
+
+#: File and folder names inside one batch folder.
+OBJECTS_FILE: Final = "objects.jsonl"
+BATCH_FILE: Final = "batch.json"
+BUILD_FILE: Final = "build.json"
+BUILD_PARTS_DIR: Final = "build/parts/"
+INPUT_MANIFEST: Final = "input.manifest"
+REJECTED_FILE: Final = "rejected.jsonl"
+SHARDS_DIR: Final = "shards/"
+PRELABELED_DIR: Final = "prelabeled/"
+ACCEPTED_MANIFEST: Final = "accepted.manifest"
+REVIEW_MANIFEST: Final = "review.manifest"
+ROUTE_FILE: Final = "route.json"
+REVIEW_FILE: Final = "review.json"
+OUTPUT_MANIFEST: Final = "output.manifest"
+REPORT_FILE: Final = "report.json"
+
+#: Calibration files under ``<calibration prefix><dataset>/``.
+PAIRS_DIR: Final = "pairs/"
+STATE_DIR: Final = "state/"
+THRESHOLD_FILE: Final = "threshold.json"
+
+
+def batch_prefix(work_prefix: str, dataset: str, batch_id: str) -> str:
+    """``<work prefix>batches/<dataset>/<batch_id>/``: the folder holding everything of one batch."""
+    return f"{work_prefix}{BATCHES_DIR}{dataset}/{batch_id}/"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLayout:
+    """The keys of one batch folder (``prefix`` ends with ``/``)."""
+
+    prefix: str
+
+    @classmethod
+    def of(cls, work_prefix: str, dataset: str, batch_id: str) -> BatchLayout:
+        return cls(batch_prefix(work_prefix, dataset, batch_id))
+
+    @property
+    def objects(self) -> str:
+        return self.prefix + OBJECTS_FILE
+
+    @property
+    def batch(self) -> str:
+        return self.prefix + BATCH_FILE
+
+    @property
+    def build(self) -> str:
+        return self.prefix + BUILD_FILE
+
+    @property
+    def build_parts(self) -> str:
+        return self.prefix + BUILD_PARTS_DIR
+
+    @property
+    def input_manifest(self) -> str:
+        return self.prefix + INPUT_MANIFEST
+
+    @property
+    def rejected(self) -> str:
+        return self.prefix + REJECTED_FILE
+
+    @property
+    def shards(self) -> str:
+        return self.prefix + SHARDS_DIR
+
+    @property
+    def prelabeled(self) -> str:
+        return self.prefix + PRELABELED_DIR
+
+    @property
+    def accepted_manifest(self) -> str:
+        return self.prefix + ACCEPTED_MANIFEST
+
+    @property
+    def review_manifest(self) -> str:
+        return self.prefix + REVIEW_MANIFEST
+
+    @property
+    def route(self) -> str:
+        return self.prefix + ROUTE_FILE
+
+    @property
+    def review(self) -> str:
+        return self.prefix + REVIEW_FILE
+
+    @property
+    def output_manifest(self) -> str:
+        return self.prefix + OUTPUT_MANIFEST
+
+    @property
+    def report(self) -> str:
+        return self.prefix + REPORT_FILE
+
+    def shard(self, number: int) -> str:
+        return f"{self.prefix}{SHARDS_DIR}{number:05d}.jsonl"
+
+
+def calibration_prefix(work_prefix: str) -> str:
+    """``<work prefix>calibration/``: pairs and thresholds of every dataset."""
+    return work_prefix + CALIBRATION_DIR
+
+
+def pairs_key(calibration_root: str, dataset: str, batch_id: str) -> str:
+    """Calibration pairs of one batch (a rerun overwrites, never doubles)."""
+    return f"{calibration_root}{dataset}/{PAIRS_DIR}{batch_id}.jsonl"
+
+
+def pairs_prefix(calibration_root: str, dataset: str) -> str:
+    return f"{calibration_root}{dataset}/{PAIRS_DIR}"
+
+
+def calibration_state_key(calibration_root: str, dataset: str, digest: str) -> str:
+    """The dataset's calibration state for one design (model and settings digest)."""
+    return f"{calibration_root}{dataset}/{STATE_DIR}{digest}.json"
+
+
+def threshold_key(calibration_root: str, dataset: str) -> str:
+    """The dataset's current threshold document."""
+    return f"{calibration_root}{dataset}/{THRESHOLD_FILE}"
+
+
+def labeling_jobs_prefix(work_prefix: str) -> str:
+    """Where Ground Truth jobs write (outputs, templates, label categories, task tokens)."""
+    return work_prefix + LABELING_JOBS_DIR
+
+
+def exports_index_key(work_prefix: str, dataset: str) -> str:
+    """The list of every manifest that feeds a dataset's exports."""
+    return f"{work_prefix}{EXPORTS_INDEX_DIR}{dataset}.json"
+
+
+# -- environment variable names (set by infra, read by the handlers) ---------------------------------
+class Env:
+    """Environment variable names; infra sets them, handlers read them, nothing else spells them."""
+
+    DATA_BUCKET: Final = "DATA_BUCKET"
+    INCOMING_PREFIX: Final = "INCOMING_PREFIX"
+    WORK_PREFIX: Final = "WORK_PREFIX"
+    EXPORTS_PREFIX: Final = "EXPORTS_PREFIX"
+    CALIBRATION_PREFIX: Final = "CALIBRATION_PREFIX"
+    LABELS: Final = "LABELS"
+    STATE_MACHINE_ARN: Final = "STATE_MACHINE_ARN"
+    MAX_BATCH_SIZE: Final = "MAX_BATCH_SIZE"
+    REVIEW_WAIT_SECONDS: Final = "REVIEW_WAIT_SECONDS"
+    REVIEW_TIMEOUT_SECONDS: Final = "REVIEW_TIMEOUT_SECONDS"
+    MAX_IMAGE_BYTES: Final = "MAX_IMAGE_BYTES"
+    MAX_IMAGE_PIXELS: Final = "MAX_IMAGE_PIXELS"
+    SHARD_SIZE: Final = "SHARD_SIZE"
+    BUILD_CHUNK: Final = "BUILD_CHUNK"
+    MODEL_KIND: Final = "MODEL_KIND"
+    MODEL_ARN: Final = "MODEL_ARN"
+    ENDPOINT_NAME: Final = "ENDPOINT_NAME"
+    ENDPOINT_FORMAT: Final = "ENDPOINT_FORMAT"
+    MIN_CONFIDENCE: Final = "MIN_CONFIDENCE"
+    AUTO_ACCEPT_THRESHOLD: Final = "AUTO_ACCEPT_THRESHOLD"
+    TARGET_QUALITY: Final = "TARGET_QUALITY"
+    CONFIDENCE_LEVEL: Final = "CONFIDENCE_LEVEL"
+    CALIBRATION_BOUND: Final = "CALIBRATION_BOUND"
+    MIN_PAIRS: Final = "MIN_PAIRS"
+    AUDIT_FRACTION: Final = "AUDIT_FRACTION"
+    TASK_MODE: Final = "TASK_MODE"
+    PRELABEL_ATTRIBUTE: Final = "PRELABEL_ATTRIBUTE"
+    ELEMENT_NAME: Final = "ELEMENT_NAME"
+    WORKTEAM_ARN: Final = "WORKTEAM_ARN"
+    WORKERS_PER_OBJECT: Final = "WORKERS_PER_OBJECT"
+    TASK_TIME_LIMIT_SECONDS: Final = "TASK_TIME_LIMIT_SECONDS"
+    TASK_AVAILABILITY_SECONDS: Final = "TASK_AVAILABILITY_SECONDS"
+    PRE_ANNOTATION_ARN: Final = "PRE_ANNOTATION_ARN"
+    POST_ANNOTATION_ARN: Final = "POST_ANNOTATION_ARN"
+    GROUND_TRUTH_ROLE_ARN: Final = "GROUND_TRUTH_ROLE_ARN"
+    VAL_FRACTION: Final = "VAL_FRACTION"
+    COPY_THREADS: Final = "COPY_THREADS"
+    REVIEW_BACKEND: Final = "REVIEW_BACKEND"
+
+
+# -- typed shapes of the batch documents --------------------------------------------------------------
+class BatchDoc(TypedDict):
+    """``batch.json``, written by the batch starter."""
+
+    dataset: str
+    batch_id: str
+    execution_name: str
+    objects: int
+    duplicates: list[Any]
+    created: str
+
+
+class RouteSummary(TypedDict):
+    """The route step's output in the workflow state (also the head of ``route.json``)."""
+
+    images: int
+    accepted: int
+    review: int
+    audit: int
+    threshold: float | None
+    threshold_source: str
+    reasons: dict[str, int]
+
+
+class RouteDoc(RouteSummary):
+    """``route.json``, written by the route step."""
+
+    dataset: str
+    batch_id: str
+    threshold_note: str
+    threshold_used: Any
+    audit_fraction: float
+    model: str | None
+
+
+class ReportCounts(TypedDict, total=False):
+    """The accounting of a labeled batch: ``received == rejected + accepted + reviewed + unlabeled``."""
+
+    received: int
+    rejected: int
+    valid: int
+    accepted: int
+    reviewed: int
+    audited: int
+    unlabeled: int
+    duplicate_events_dropped: int
+    duplicate_lines_dropped: int
+    foreign_lines_dropped: int
+
+
+class ReportDoc(TypedDict, total=False):
+    """``report.json``: written by merge (``status: labeled``) or record-failure (``status: failed``);
+    calibrate adds the ``calibration`` and ``prelabel`` sections."""
+
+    status: str
+    dataset: str
+    batch_id: str
+    execution: str | None
+    counts: ReportCounts
+    accounted_for: bool
+    output_manifest: str
+    input_manifest: str
+    rejected_file: str
+    objects_file: str
+    rejected: list[Any]
+    unlabeled: list[Any]
+    dropped_lines: list[Any]
+    lists_truncated: bool
+    jobs: list[str]
+    review: dict[str, Any]
+    label_attributes: dict[str, str]
+    threshold: dict[str, Any]
+    timings: dict[str, Any]
+    cost_estimate: dict[str, Any]
+    calibration: dict[str, Any]
+    prelabel: dict[str, Any]
+    error: str
+    cause: Any
+    advice: str
+    failed_at: str

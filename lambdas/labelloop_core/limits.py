@@ -1,0 +1,116 @@
+"""Bounds on LabelLoop's settings, defined once: `infra.config` validates ``cdk.json`` through them
+at synth, and the Lambda adapters validate their environment and requests through the same values.
+
+Where a bound is AWS's, the comment names the API field it comes from.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Final
+
+
+class LimitError(ValueError):
+    """A value outside its bound; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntRange:
+    """An integer setting: its default and inclusive bounds."""
+
+    default: int
+    lo: int
+    hi: int
+
+    def check(self, value: object, name: str) -> int:
+        """``value`` when it is an integer within bounds, else a `LimitError` naming ``name``."""
+        if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
+            raise LimitError(f"{name} must be an integer in [{self.lo}, {self.hi}], got {value!r}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class FloatRange:
+    """A number setting: its default and inclusive bounds."""
+
+    default: float
+    lo: float
+    hi: float
+
+    def check(self, value: object, name: str) -> float:
+        """``value`` as a float when it is a number within bounds, else a `LimitError` naming ``name``."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self.lo <= value <= self.hi:
+            raise LimitError(f"{name} must be a number in [{self.lo}, {self.hi}], got {value!r}")
+        return float(value)
+
+
+# -- Ground Truth (CreateLabelingJob HumanTaskConfig) ------------------------------------------------
+#: NumberOfHumanWorkersPerDataObject.
+WORKERS_PER_OBJECT: Final = IntRange(1, 1, 9)
+#: TaskTimeLimitInSeconds (up to 8 hours).
+TASK_TIME_LIMIT_SECONDS: Final = IntRange(600, 30, 28800)
+#: TaskAvailabilityLifetimeInSeconds for private and vendor work teams (up to 10 days).
+TASK_AVAILABILITY_SECONDS: Final = IntRange(864000, 60, 864000)
+#: TaskAvailabilityLifetimeInSeconds for the public crowd (up to 12 hours).
+PUBLIC_TASK_AVAILABILITY_SECONDS: Final = IntRange(43200, 60, 43200)
+#: MaxConcurrentTaskCount.
+MAX_CONCURRENT_TASKS: Final = IntRange(1000, 1, 5000)
+#: Bounding-box jobs accept at most this many label categories.
+MAX_LABELS: Final = 50
+#: The public crowd (Amazon Mechanical Turk) work team: ``...:394669845002:workteam/public-crowd/default``.
+PUBLIC_WORKTEAM: Final = re.compile(r":394669845002:workteam/public-crowd/")
+
+
+def is_public_workteam(arn: str | None) -> bool:
+    """Whether ``arn`` names the public crowd (which needs a task price and a shorter availability)."""
+    return bool(arn) and bool(PUBLIC_WORKTEAM.search(arn or ""))
+
+
+def task_availability(workteam_arn: str | None) -> IntRange:
+    """The availability bound that applies to this work team."""
+    return PUBLIC_TASK_AVAILABILITY_SECONDS if is_public_workteam(workteam_arn) else TASK_AVAILABILITY_SECONDS
+
+
+# -- reviewer time model (the report's time estimate) ----------------------------------------------
+VERIFY_SECONDS_PER_BOX: Final = FloatRange(1.6, 0.1, 600.0)
+DRAW_SECONDS_PER_BOX: Final = FloatRange(34.5, 0.1, 3600.0)
+
+# -- review wait -------------------------------------------------------------------------------------
+#: How long a batch waits for its review job before it is stopped and the batch fails.
+REVIEW_TIMEOUT_HOURS: Final = IntRange(240, 1, 24 * 30)
+
+# -- Label Studio review backend ---------------------------------------------------------------------
+#: Minutes between reconcile sweeps of open Label Studio projects.
+LABEL_STUDIO_SYNC_MINUTES: Final = IntRange(5, 1, 60)
+#: Lifetime of the presigned image URLs handed to Label Studio (up to 7 days, SigV4's limit).
+LABEL_STUDIO_PRESIGN_TTL_MINUTES: Final = IntRange(60, 1, 10080)
+
+# -- export ------------------------------------------------------------------------------------------
+#: Share of images in the validation split (a 100% validation split leaves nothing to train on).
+VAL_FRACTION: Final = FloatRange(0.2, 0.0, 0.9)
+#: Threads copying images and writing labels in one export invocation.
+COPY_THREADS: Final = IntRange(48, 1, 256)
+
+# -- model and calibration ---------------------------------------------------------------------------
+MIN_CONFIDENCE: Final = FloatRange(0.05, 0.0, 1.0)
+AUTO_ACCEPT_THRESHOLD: Final = FloatRange(0.0, 0.0, 1.0)
+TARGET_QUALITY: Final = FloatRange(0.6, 0.0, 1.0)
+CONFIDENCE_LEVEL: Final = FloatRange(0.95, 0.5, 0.999)
+MIN_PAIRS: Final = IntRange(30, 5, 1_000_000)
+AUDIT_FRACTION: Final = FloatRange(0.05, 0.0, 1.0)
+
+# -- intake and batches ------------------------------------------------------------------------------
+BATCH_WINDOW_SECONDS: Final = IntRange(60, 0, 300)  # SQS event source MaximumBatchingWindowInSeconds
+MAX_BATCH_SIZE: Final = IntRange(1000, 1, 100_000)
+PRELABEL_SHARD_SIZE: Final = IntRange(200, 1, 10_000)
+PRELABEL_MAX_CONCURRENCY: Final = IntRange(4, 1, 1000)
+MAX_IMAGE_BYTES: Final = IntRange(40 * 1024 * 1024, 1024, 100 * 1024 * 1024)
+MAX_IMAGE_PIXELS: Final = IntRange(100_000_000, 64 * 64, 500_000_000)
+
+# -- logs --------------------------------------------------------------------------------------------
+LOG_RETENTION_DAYS_DEFAULT: Final = 30
+#: Retention values CloudWatch Logs accepts (PutRetentionPolicy retentionInDays).
+LOG_RETENTION_DAYS: Final = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+)
