@@ -27,7 +27,7 @@ from .calibration import (
     route,
 )
 from .classes import ClassMapError, ClassRegistry
-from .consolidation import ConsolidationError, ConsolidationResult, consolidate, parse_worker_answer
+from .consolidation import ConsolidationError, ConsolidationResult, consolidate
 from .hashing import unit_hash
 from .manifest import (
     ImageSize,
@@ -80,7 +80,6 @@ __all__ = [
     "label_stem",
     "match_boxes",
     "parse_bbox_label",
-    "parse_worker_answer",
     "read_labeled_images",
     "route",
     "select_label_attribute",

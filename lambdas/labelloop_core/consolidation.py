@@ -13,22 +13,18 @@ Rejected (minority) clusters are returned too, so callers can report them.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from .boxes import Box, BoxError
+from .boxes import Box
 from .matching import assign_max_weight, iou
 
 __all__ = [
     "Cluster",
     "ConsolidationError",
     "ConsolidationResult",
-    "WorkerAnswer",
     "consolidate",
-    "parse_worker_answer",
 ]
 
 
@@ -63,15 +59,6 @@ class ConsolidationResult:
     def support(self) -> list[int]:
         """Number of supporting workers per kept box (aligned with `boxes`)."""
         return [cluster.support for cluster in self.kept]
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerAnswer:
-    """One worker's bounding-box answer parsed from a crowd-bounding-box ``annotationData`` content."""
-
-    boxes: tuple[Box, ...]
-    image_width: int | None
-    image_height: int | None
 
 
 def _mean_box(label: str, members: Sequence[Box]) -> Box:
@@ -175,66 +162,3 @@ def _cluster(
                     members.append([box])
                     centres.append(_mean_box(label, [box]))
     return clusters, means
-
-
-def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConsolidationError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def parse_worker_answer(content: str | Mapping[str, Any], element_name: str | None = None) -> WorkerAnswer:
-    """Parse one worker's ``annotationData.content`` of a ``crowd-bounding-box`` task.
-
-    ``content`` is the JSON string (or the decoded object)
-    ``{"<element name>": {"boundingBoxes": [{"label","left","top","width","height"}],
-    "inputImageProperties": {"width","height"}}}``. When ``element_name`` is None the single
-    key holding ``boundingBoxes`` is used; several candidates without a name is an error.
-    """
-    if isinstance(content, str):
-        try:
-            data = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise ConsolidationError(f"worker content is not JSON: {exc}") from None
-    else:
-        data = content
-    if not isinstance(data, Mapping):
-        raise ConsolidationError("worker content must be a JSON object")
-    if element_name is None:
-        candidates = [k for k, v in data.items() if isinstance(v, Mapping) and "boundingBoxes" in v]
-        if len(candidates) != 1:
-            raise ConsolidationError(f"cannot tell which element holds the boxes: {sorted(candidates) or sorted(data)}")
-        element_name = candidates[0]
-    element = data.get(element_name)
-    if not isinstance(element, Mapping):
-        raise ConsolidationError(f"worker content has no element {element_name!r}")
-    raw_boxes = element.get("boundingBoxes")
-    if not isinstance(raw_boxes, list):
-        raise ConsolidationError(f"element {element_name!r} has no boundingBoxes list")
-    boxes = []
-    for index, raw in enumerate(raw_boxes):
-        if not isinstance(raw, Mapping):
-            raise ConsolidationError(f"boundingBoxes[{index}] is not an object")
-        label = raw.get("label")
-        if not isinstance(label, str) or not label:
-            raise ConsolidationError(f"boundingBoxes[{index}] has no label")
-        try:
-            boxes.append(
-                Box(
-                    label,
-                    _number(raw.get("left"), f"boundingBoxes[{index}].left"),
-                    _number(raw.get("top"), f"boundingBoxes[{index}].top"),
-                    _number(raw.get("width"), f"boundingBoxes[{index}].width"),
-                    _number(raw.get("height"), f"boundingBoxes[{index}].height"),
-                )
-            )
-        except BoxError as exc:
-            raise ConsolidationError(str(exc)) from None
-    props = element.get("inputImageProperties") or {}
-    width = props.get("width") if isinstance(props, Mapping) else None
-    height = props.get("height") if isinstance(props, Mapping) else None
-    return WorkerAnswer(
-        tuple(boxes),
-        int(width) if isinstance(width, (int, float)) and not isinstance(width, bool) else None,
-        int(height) if isinstance(height, (int, float)) and not isinstance(height, bool) else None,
-    )

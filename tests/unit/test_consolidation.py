@@ -8,14 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from labelloop_core.answers import parse_box_answer
 from labelloop_core.boxes import Box
-from labelloop_core.consolidation import ConsolidationError, consolidate, parse_worker_answer
+from labelloop_core.consolidation import ConsolidationError, consolidate
 from tests.conftest import FIXTURES
 
 
 def test_three_worker_fixture():
     payload = json.loads((FIXTURES / "post_annotation_payload_3_workers.json").read_text())
-    answers = [parse_worker_answer(a["annotationData"]["content"]) for a in payload[0]["annotations"]]
+    answers = [
+        parse_box_answer(a["annotationData"]["content"], element_name="annotatedResult", labels=("Car",))
+        for a in payload[0]["annotations"]
+    ]
     assert all((a.image_width, a.image_height) == (1600, 1200) for a in answers)
     result = consolidate([a.boxes for a in answers])
     assert result.n_workers == 3
@@ -85,26 +89,6 @@ def test_bad_input():
         consolidate([[]], cluster_iou=0)
     with pytest.raises(ConsolidationError, match="non-finite"):
         consolidate([[Box("a", 0, 0, 10, 10)], [Box("a", float("nan"), 0, 10, 10)]])
-
-
-def test_parse_worker_answer_errors():
-    good = {"crowd": {"boundingBoxes": [{"label": "a", "left": 1, "top": 2, "width": 3, "height": 4}]}}
-    answer = parse_worker_answer(json.dumps(good))
-    assert answer.boxes == (Box("a", 1, 2, 3, 4),) and answer.image_width is None
-    assert parse_worker_answer(good, "crowd") == answer
-    with pytest.raises(ConsolidationError, match="JSON"):
-        parse_worker_answer("{")
-    with pytest.raises(ConsolidationError, match="which element"):
-        parse_worker_answer({"x": {"boundingBoxes": []}, "y": {"boundingBoxes": []}})
-    with pytest.raises(ConsolidationError, match="no element"):
-        parse_worker_answer(good, "other")
-    with pytest.raises(ConsolidationError, match="label"):
-        parse_worker_answer({"c": {"boundingBoxes": [{"left": 1, "top": 2, "width": 3, "height": 4}]}})
-    nan_box = {"label": "a", "left": float("nan"), "top": 2, "width": 3, "height": 4}
-    with pytest.raises(ConsolidationError, match="finite"):
-        parse_worker_answer({"c": {"boundingBoxes": [nan_box]}})
-    with pytest.raises(ConsolidationError, match="width"):
-        parse_worker_answer({"c": {"boundingBoxes": [{"label": "a", "left": 1, "top": 2, "height": 4}]}})
 
 
 coord = st.integers(min_value=0, max_value=1000).map(float)
