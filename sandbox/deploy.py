@@ -109,7 +109,8 @@ GAPS: tuple[Gap, ...] = (
         "Lambda code",
         "runs only in Docker; the asset holds Linux arm64 wheels",
         "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "
-        "packages from the zip and third-party packages from the host venv",
+        "packages and the bundled pure-Python ones (Powertools) from the zip and the compiled ones "
+        "(arm64 builds) from the host venv at the same pinned version",
     ),
     Gap(
         "AWS::Lambda::Function LoggingConfig.LogGroup",

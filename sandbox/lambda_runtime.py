@@ -9,8 +9,11 @@ Isolation model (documented gap, see ``GAPS`` in ``sandbox/deploy.py``):
 - the zip is extracted once per code digest; its *own* top-level modules (everything not claimed by
   a bundled ``*.dist-info``) are imported fresh per function and kept warm between invocations, so
   two functions that both ship ``handlers``/``labelloop_core`` never share module objects;
-- bundled third-party dependencies are taken from the host venv first, and only from the zip when
-  the host lacks them: the asset carries Linux arm64 wheels (pillow) that cannot load on this host;
+- bundled pure-Python dependencies (Powertools and what it needs) are imported from the zip, ahead
+  of the host's copies and isolated per function like our own code, so the code that runs locally is
+  the code that deploys; compiled ones (pillow, orjson: Linux arm64 builds for the runtime's CPython)
+  cannot load on this host and come from the host venv instead, which must hold the same version
+  (checked once per code digest; the emulation says so once per run);
 - invocations are serialised under one re-entrant lock because environment variables,
   ``sys.modules`` and ``sys.path`` are process-global (a Lambda may synchronously trigger another).
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import importlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -46,15 +50,28 @@ _LOCK = threading.RLock()
 _EXTRACT_ROOT: Path | None = None
 _EXTRACTED: dict[str, _Extracted] = {}
 _PATCH_STATE: dict[str, Any] = {}
+_NOTES_SAID: set[str] = set()
 
 
 @dataclass(frozen=True)
 class _Extracted:
-    """One unpacked code zip: own code and bundled dependencies in separate directories."""
+    """One unpacked code zip: own code, pure-Python and compiled dependencies in separate directories."""
 
     own_dir: Path
-    deps_dir: Path
-    own_names: frozenset[str]
+    pure_dir: Path
+    compiled_dir: Path
+    own_names: frozenset[str]  # imported fresh per function: our code and the zip's pure-Python packages
+    note: str  # where the bundled dependencies come from, said once per run
+    problem: str | None  # a compiled dependency the host cannot stand in for (the invocation fails)
+
+
+@dataclass(frozen=True)
+class _Dist:
+    """A distribution bundled in the zip (from its ``*.dist-info``)."""
+
+    name: str
+    version: str
+    pure: bool
 
 
 @dataclass
@@ -183,50 +200,103 @@ def cleanup_extracted() -> None:
             shutil.rmtree(_EXTRACT_ROOT, ignore_errors=True)
         _EXTRACT_ROOT = None
         _EXTRACTED.clear()
+        _NOTES_SAID.clear()
 
 
-def _dependency_top_levels(zf: zipfile.ZipFile) -> set[str]:
-    """Top-level names owned by bundled distributions (from their dist-info RECORD/top_level)."""
-    owned: set[str] = set()
-    for name in zf.namelist():
-        parts = name.split("/")
-        if len(parts) != 2 or not parts[0].endswith((".dist-info", ".egg-info")):
-            continue
-        owned.add(parts[0])
-        if parts[1] == "RECORD":
-            for line in zf.read(name).decode("utf-8", "replace").splitlines():
-                path = line.split(",", 1)[0]
-                top = path.split("/", 1)[0]
-                if top and not top.startswith(".."):
-                    owned.add(top)
-        elif parts[1] == "top_level.txt":
-            owned.update(t.strip() for t in zf.read(name).decode().splitlines() if t.strip())
-    # Compiled extension modules and their .libs folders belong to dependencies too.
-    return owned
+def _dependency_owners(zf: zipfile.ZipFile) -> dict[str, _Dist]:
+    """Top-level entries owned by bundled distributions (from each dist-info's RECORD/top_level)."""
+    owners: dict[str, _Dist] = {}
+    names = zf.namelist()
+    for info_dir in sorted({n.split("/", 1)[0] for n in names if n.split("/", 1)[0].endswith(".dist-info")}):
+
+        def read(member: str, info_dir: str = info_dir) -> str:
+            path = f"{info_dir}/{member}"
+            return zf.read(path).decode("utf-8", "replace") if path in names else ""
+
+        meta = dict(line.split(": ", 1) for line in read("METADATA").split("\n\n", 1)[0].splitlines() if ": " in line)
+        tags = [line.split(":", 1)[1].strip() for line in read("WHEEL").splitlines() if line.startswith("Tag:")]
+        dir_name, _, dir_version = info_dir.removesuffix(".dist-info").partition("-")
+        dist = _Dist(
+            meta.get("Name", dir_name),
+            meta.get("Version", dir_version or "?"),
+            bool(tags) and all(t.endswith("-none-any") for t in tags),
+        )
+        owners[info_dir] = dist
+        tops = {line.split(",", 1)[0].split("/", 1)[0] for line in read("RECORD").splitlines()}
+        tops |= {t.strip() for t in read("top_level.txt").splitlines()}
+        for top in tops:
+            if top and not top.startswith(".."):
+                owners.setdefault(top, dist)
+    return owners
+
+
+def _host_mismatches(compiled: set[_Dist]) -> list[str]:
+    """Compiled distributions whose host copy is missing or at another version than the zip's."""
+    problems = []
+    for dist in sorted(compiled, key=lambda d: d.name):
+        try:
+            host = importlib.metadata.version(dist.name)
+        except importlib.metadata.PackageNotFoundError:
+            host = "missing"
+        if host != dist.version:
+            problems.append(f"{dist.name} {dist.version} in the zip, {host} on the host")
+    return problems
 
 
 def _extract(code_bytes: bytes, digest: str) -> _Extracted:
-    """Unpack a code zip once per digest into own-code and dependency directories."""
+    """Unpack a code zip once per digest into own-code, pure- and compiled-dependency directories."""
     cached = _EXTRACTED.get(digest)
     if cached is not None:
         return cached
     root = _extract_root() / (digest.replace(":", "_") or uuid.uuid4().hex)
-    own_dir, deps_dir = root / "own", root / "deps"
-    own_dir.mkdir(parents=True, exist_ok=True)
-    deps_dir.mkdir(parents=True, exist_ok=True)
+    dirs = {kind: root / kind for kind in ("own", "pure", "compiled")}
+    for directory in dirs.values():
+        directory.mkdir(parents=True, exist_ok=True)
     own_names: set[str] = set()
+    pure: set[_Dist] = set()
+    compiled: set[_Dist] = set()
     with zipfile.ZipFile(io.BytesIO(code_bytes)) as zf:
-        dep_tops = _dependency_top_levels(zf)
+        owners = _dependency_owners(zf)
         for info in zf.infolist():
             top = info.filename.split("/", 1)[0]
-            is_dep = top in dep_tops or top.removesuffix(".py") in dep_tops or top.endswith(".libs")
-            target = deps_dir if is_dep else own_dir
-            zf.extract(info, target)
-            if not is_dep:
+            dist = owners.get(top) or owners.get(top.removesuffix(".py"))
+            if dist is None and top.endswith(".libs"):
+                dist = _Dist(top, "?", pure=False)
+            kind = "own" if dist is None else "pure" if dist.pure else "compiled"
+            zf.extract(info, dirs[kind])
+            if dist is not None:
+                (pure if dist.pure else compiled).add(dist)
+            if kind != "compiled" and not top.endswith(".dist-info"):
                 own_names.add(top.removesuffix(".py"))
-    result = _Extracted(own_dir, deps_dir, frozenset(own_names))
+    compiled = {d for d in compiled if d.version != "?"}
+    mismatches = _host_mismatches(compiled)
+    listed = ", ".join(f"{d.name} {d.version}" for d in sorted(pure, key=lambda d: d.name)) or "none"
+    note = (
+        f"Lambda emulation: bundled pure-Python packages run from the deployed zip ({listed}); compiled "
+        f"ones are built for the function's runtime and CPU and come from this machine's venv at the same "
+        f"version ({', '.join(f'{d.name} {d.version}' for d in sorted(compiled, key=lambda d: d.name)) or 'none'})"
+    )
+    problem = None
+    if mismatches:
+        problem = (
+            "the emulation takes compiled packages from this machine's venv, which must hold the version "
+            f"the zip bundles: {'; '.join(mismatches)} (reinstall with `make setup`)"
+        )
+    result = _Extracted(dirs["own"], dirs["pure"], dirs["compiled"], frozenset(own_names), note, problem)
     _EXTRACTED[digest] = result
     return result
+
+
+def notes() -> list[str]:
+    """What the emulation said about bundled dependencies in this run."""
+    return sorted(_NOTES_SAID)
+
+
+def _say_once(note: str) -> None:
+    """Log where bundled dependencies come from, once per run (``cleanup_extracted`` resets it)."""
+    if note not in _NOTES_SAID:
+        _NOTES_SAID.add(note)
+        logging.getLogger("labelloop.emulation").warning(note)
 
 
 def _is_own(module_name: str, own_names: frozenset[str]) -> bool:
@@ -248,7 +318,7 @@ def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[Non
         sys.modules.pop(name, None)
     sys.modules.update(warm)
     saved_path = list(sys.path)
-    sys.path[:] = [str(extracted.own_dir), *saved_path, str(extracted.deps_dir)]
+    sys.path[:] = [str(extracted.own_dir), str(extracted.pure_dir), *saved_path, str(extracted.compiled_dir)]
     saved_env = _environ_snapshot()
     os.environ.update(_lambda_environment(fn))
     importlib.invalidate_caches()
@@ -360,6 +430,7 @@ def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] |
     result: Any = None
     with _LOCK:
         extracted = _extract(fn.code_bytes, fn.code_digest or fn.code_sha_256)
+        _say_once(extracted.note)
         handler_path = str(fn.handler)
         module_name, _, func_name = handler_path.rpartition(".")
         log_handler = _BufferHandler()
@@ -373,6 +444,8 @@ def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] |
         try:
             with _function_context(fn, extracted):
                 try:
+                    if extracted.problem:
+                        raise ImportError(extracted.problem)
                     module = importlib.import_module(module_name)
                     handler = getattr(module, func_name)
                     result = handler(event, LambdaContext(fn, request_id))

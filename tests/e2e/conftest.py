@@ -134,6 +134,12 @@ def handler(event, context):
 '''
 
 
+def _host_version(distribution: str) -> str:
+    from importlib.metadata import version
+
+    return version(distribution)
+
+
 def _write_mini_asset(root: Path) -> Path:
     """The mini app's Lambda asset: our handlers, a fake bundled dep, and a broken bundled PIL."""
     asset = root / "asset"
@@ -150,10 +156,14 @@ def _write_mini_asset(root: Path) -> Path:
         # A pure-Python dependency the host lacks: must load from the zip.
         "fakedep/__init__.py": "WHERE = 'zip'\n",
         "fakedep-1.0.dist-info/RECORD": "fakedep/__init__.py,,\nfakedep-1.0.dist-info/RECORD,,\n",
-        # A platform build the host must NOT load (stands in for the arm64 pillow wheel).
+        "fakedep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        # A platform build the host must NOT load (stands in for the arm64 pillow wheel); the host
+        # stands in for it at the same version.
         "PIL/__init__.py": "raise ImportError('arm64 build of PIL loaded on the host')\n",
         "pillow-12.3.0.dist-info/RECORD": "PIL/__init__.py,,\npillow-12.3.0.dist-info/RECORD,,\n",
         "pillow-12.3.0.dist-info/top_level.txt": "PIL\n",
+        "pillow-12.3.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: pillow\nVersion: {_host_version('pillow')}",
+        "pillow-12.3.0.dist-info/WHEEL": "Wheel-Version: 1.0\nTag: cp314-cp314-manylinux_2_28_aarch64\n",
     }
     for relative, text in files.items():
         path = asset / relative

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from moto.awslambda.models import lambda_backends
 from moto.events.models import events_backends
 from moto.s3.models import s3_backends
 
+from sandbox import lambda_runtime
 from sandbox.deploy import GAPS
 from sandbox.events import encode_s3_key
 from sandbox.harness import LocalCloud
@@ -35,6 +37,13 @@ def _matching_rules(cloud: LocalCloud, event: dict[str, Any]) -> list[Any]:
     """Rules on the default bus whose pattern matches ``event`` (judged by moto's own matcher)."""
     bus = events_backends[cloud.deployment.account][cloud.region].event_buses["default"]
     return [rule for rule in bus.rules.values() if rule.event_pattern.matches_event(cast(Any, event))]
+
+
+def _warm_modules(cloud: LocalCloud, logical_prefix: str) -> dict[str, Any]:
+    """Top-level modules a deployed function imported, as the emulation keeps them warm."""
+    fn = lambda_backends[cloud.deployment.account][cloud.region].get_function(cloud.function_name(logical_prefix))
+    _, modules = fn._labelloop_modules
+    return {k: v for k, v in modules.items() if "." not in k}
 
 
 def test_real_stack_deploys_with_every_gap_accounted_for(cloud: LocalCloud) -> None:
@@ -61,6 +70,12 @@ def test_real_stack_deploys_with_every_gap_accounted_for(cloud: LocalCloud) -> N
     # A function logs into the log group its LoggingConfig names.
     payload, error = cloud.invoke("LabelingPreAnnotation", {"version": "2018-10-16"})
     assert error == "Unhandled" and payload["errorMessage"]
+    # Powertools (pure Python) ran from the zip; pillow (an arm64 build) from the host at the pinned version.
+    warm = _warm_modules(cloud, "LabelingPreAnnotation")
+    assert "/pure/aws_lambda_powertools/" in str(warm["aws_lambda_powertools"].__file__)
+    assert str(warm["handlers"].__path__[0]).endswith("/own/handlers")
+    [note] = lambda_runtime.notes()
+    assert "aws_lambda_powertools 3.37.0" in note and "pillow 12.3.0" in note and "orjson" in note
     group = cloud.deployment.physical_id("AWS::Logs::LogGroup", "LabelingPreAnnotationLogs")
     streams = cloud.client("logs").describe_log_streams(logGroupName=group)["logStreams"]
     assert len(streams) == 1
@@ -146,6 +161,8 @@ def test_deployed_lambda_runs_in_process_from_its_zip(mini_cloud: LocalCloud) ->
     assert "/own/handlers/echo.py" in payload["module_file"]  # our code comes from the zip...
     assert "site-packages" in payload["pil_file"]  # ...third-party platform builds from the host
     assert payload["fakedep"] == "zip"  # a bundled dependency the host lacks still loads
+    [note] = lambda_runtime.notes()  # said once per run
+    assert "run from the deployed zip (fakedep 1.0)" in note and "(pillow " in note
 
     twin, error = mini_cloud.invoke("EchoTwin", {})
     assert error is None and twin["role"] == "second" and twin["function"] == mini_cloud.outputs["EchoTwinName"]

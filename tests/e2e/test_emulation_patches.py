@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -559,3 +560,39 @@ def test_stop_executions_aborts_a_waiting_workflow(mini_cloud: LocalCloud) -> No
         return status if status != "RUNNING" else None
 
     assert mini_cloud.wait_for(ended, timeout=120, message="the aborted execution") == "ABORTED"
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+    return buffer.getvalue()
+
+
+def test_a_compiled_dependency_at_another_version_than_the_host_fails_the_invocation() -> None:
+    from sandbox import lambda_runtime
+
+    code = _zip(
+        {
+            "handlers/__init__.py": "",
+            "handlers/h.py": "def handler(event, context):\n    return 1\n",
+            "PIL/__init__.py": "",
+            "pillow-0.0.1.dist-info/WHEEL": "Tag: cp314-cp314-manylinux_2_28_aarch64\n",
+            "pillow-0.0.1.dist-info/METADATA": "Metadata-Version: 2.1\nName: pillow\nVersion: 0.0.1\n",
+            "pillow-0.0.1.dist-info/RECORD": "PIL/__init__.py,,\n",
+            "jmespath-9.9.dist-info/WHEEL": "Tag: py3-none-any\n",
+            "jmespath-9.9.dist-info/RECORD": "jmespath/__init__.py,,\n",
+            "jmespath/__init__.py": "",
+        }
+    )
+    try:
+        extracted = lambda_runtime._extract(code, "sha256:version-drift-test")
+        assert extracted.problem is not None
+        assert "pillow 0.0.1 in the zip, " in extracted.problem and "make setup" in extracted.problem
+        # Pure-Python packages are imported fresh from the zip, like our own code; compiled ones are not.
+        assert {"handlers", "jmespath"} <= extracted.own_names and "PIL" not in extracted.own_names
+        assert (extracted.pure_dir / "jmespath" / "__init__.py").exists()
+        assert (extracted.compiled_dir / "PIL" / "__init__.py").exists()
+    finally:
+        lambda_runtime.cleanup_extracted()
