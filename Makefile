@@ -9,6 +9,8 @@ REQ_HASH := $(shell cat requirements.txt requirements-dev.txt pyproject.toml | s
 NODE_HASH := $(shell cat package.json package-lock.json 2>/dev/null | sha256sum | cut -c1-12)
 VENV_STAMP := $(VENV)/.stamp-$(REQ_HASH)
 NODE_STAMP := node_modules/.stamp-$(NODE_HASH)
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.stamp-$(shell cat requirements-checkov.txt | sha256sum | cut -c1-12)
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -37,7 +39,14 @@ $(NODE_STAMP): package.json
 	@rm -f node_modules/.stamp-*
 	@touch $@
 
-setup: $(VENV_STAMP) $(NODE_STAMP)
+# checkov pins boto3/packaging against requirements.txt: it gets a virtual environment of its own.
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/pip || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	@rm -f $(CHECKOV_VENV)/.stamp-*
+	@touch $@
+
+setup: $(VENV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
 test: setup
 	$(PY) -m pytest -q

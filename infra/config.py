@@ -26,6 +26,9 @@ ModelKind = Literal["none", "rekognition", "sagemaker"]
 EndpointFormat = Literal["builtin", "ultralytics"]
 TaskMode = Literal["adjust", "verify"]
 ReviewBackend = Literal["groundtruth", "labelstudio"]
+# "aws-managed": SSE-S3 buckets, service-managed log encryption; "kms": the stack's own KMS key for both.
+# Queues and the alarm topic use the stack's key either way.
+Encryption = Literal["aws-managed", "kms"]
 
 _LABEL_RE = re.compile(r"^[^\s].{0,62}$")
 _WORKTEAM_RE = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-]+/[\w\-]+$")
@@ -101,6 +104,7 @@ class LabelLoopConfig:
     log_retention_days: int = limits.LOG_RETENTION_DAYS_DEFAULT
     alarm_email: str | None = None
     review_backend: ReviewBackend = "groundtruth"
+    encryption: Encryption = "aws-managed"
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
     verify_seconds_per_box: float = 1.6
@@ -139,6 +143,7 @@ _TOP_KEYS = {
     "logRetentionDays": "log_retention_days",
     "alarmEmail": "alarm_email",
     "reviewBackend": "review_backend",
+    "encryption": "encryption",
     "labelStudio": "label_studio",
 }
 _MODEL_KEYS = {
@@ -402,6 +407,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         log_retention_days=retention,
         alarm_email=_opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
         review_backend=cast(ReviewBackend, backend),
+        encryption=cast(Encryption, _choice(raw, "encryption", where, "aws-managed", ("aws-managed", "kms"))),
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
     )
     if backend == "labelstudio" and config.task_mode == "verify":

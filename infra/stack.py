@@ -7,7 +7,9 @@ from typing import Any
 from aws_cdk import Annotations, CfnOutput, Stack
 from constructs import Construct
 
+from infra.checkov import add_checkov_suppressions
 from infra.config import LabelLoopConfig
+from infra.constructs.encryption import Encryption
 from infra.constructs.export import Export
 from infra.constructs.intake import Intake
 from infra.constructs.labeling import Labeling
@@ -27,12 +29,14 @@ class LabelLoopStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.config = config
         self.storage = Storage(self, "Storage", config=config)
+        self.encryption = Encryption(self, "Encryption", config=config, data_bucket=self.storage.data)
         self.monitoring = Monitoring(self, "Monitoring", config=config)
         self.functions = LambdaFactory(
             self,
             "Functions",
             log_retention_days=config.log_retention_days,
             common_env={Env.DATA_BUCKET: self.storage.data.bucket_name},
+            async_failures=self.monitoring.failed_invocations,
         )
         self.labeling = Labeling(self, "Labeling", config=config, storage=self.storage, functions=self.functions)
         self.prelabeling = Prelabeling(
@@ -89,3 +93,5 @@ class LabelLoopStack(Stack):
         CfnOutput(self, "ExportsPrefix", value=config.exports_prefix)
         CfnOutput(self, "WorkPrefix", value=config.work_prefix)
         CfnOutput(self, "AlarmTopicArn", value=self.monitoring.topic.topic_arn)
+        CfnOutput(self, "FailedInvocationsQueueUrl", value=self.monitoring.failed_invocations.queue_url)
+        add_checkov_suppressions(self)

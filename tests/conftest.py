@@ -30,6 +30,14 @@ def assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def kms_assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The app synthesized with ``encryption: kms`` (the stack's key on buckets and log groups too)."""
+    from infra.synth import synthesize
+
+    return synthesize(tmp_path_factory.mktemp("cdk.out.kms"), {"encryption": "kms"})
+
+
+@pytest.fixture(scope="session")
 def template_json(assembly_dir: Path) -> dict[str, Any]:
     """The synthesized CloudFormation template as a dict."""
     return json.loads((assembly_dir / "LabelLoop.template.json").read_text())

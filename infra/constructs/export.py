@@ -42,6 +42,8 @@ BATCH_LABELED = contract.BATCH_LABELED
 JOB_STATE_CHANGE = contract.JOB_STATE_CHANGE
 CONTINUATION_SOURCE = contract.EXPORT_EVENT_SOURCE
 CONTINUATION = contract.EXPORT_CONTINUATION
+# Exports running at once (one per dataset being exported, plus continuations).
+EXPORT_RESERVED_CONCURRENCY = 5
 
 
 class Export(Construct):
@@ -84,6 +86,9 @@ class Export(Construct):
             },
             timeout=Duration.minutes(15),
             memory_size=2048,
+            # The export re-triggers itself through EventBridge: a bug there must not fan out
+            # without bound. Throttled events wait (Lambda retries them for up to 6 hours).
+            reserved_concurrency=EXPORT_RESERVED_CONCURRENCY,
         )
         # Failed asynchronous invocations (after 2 retries) land in the DLQ with the error message.
         self.function.configure_async_invoke(

@@ -17,7 +17,9 @@ import jsii
 from aws_cdk import Aspects, BundlingOptions, DockerImage, Duration, IAspect, ILocalBundling, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.nag import acknowledge
@@ -105,13 +107,23 @@ class LambdaFactory(Construct):
     """Creates LabelLoop functions with one set of defaults; callers pass only what differs."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, log_retention_days: int, common_env: dict[str, str] | None = None
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        log_retention_days: int,
+        common_env: dict[str, str] | None = None,
+        async_failures: sqs.IQueue | None = None,
     ) -> None:
+        """``async_failures``: the on-failure destination of every function invoked asynchronously
+        (an EventBridge target) that does not configure its own."""
         super().__init__(scope, construct_id)
         self._retention = retention(log_retention_days)
         self._common_env = dict(common_env or {})
         self._code = lambda_code()
         self._functions: list[lambda_.Function] = []
+        if async_failures is not None:
+            Aspects.of(Stack.of(self)).add(_AsyncFailuresToQueue(self._functions, async_failures))
         Aspects.of(Stack.of(self)).add(_RoleDependencyOnlyViaPolicy(self._functions))
 
     def function(
@@ -174,6 +186,28 @@ class LambdaFactory(Construct):
             "Active X-Ray tracing: xray:PutTraceSegments/PutTelemetryRecords support no resource-level scoping.",
         )
         return function
+
+
+@jsii.implements(IAspect)
+class _AsyncFailuresToQueue:
+    """Give every asynchronously invoked function (an EventBridge target: its resource policy names
+    events.amazonaws.com) an on-failure destination, unless it configured its own. Runs once every
+    rule target exists, so no construct has to remember it."""
+
+    def __init__(self, functions: list[lambda_.Function], queue: sqs.IQueue) -> None:
+        self._functions = functions
+        self._queue = queue
+
+    def visit(self, node: IConstruct) -> None:
+        if not isinstance(node, lambda_.Function) or node not in self._functions:
+            return
+        if node.node.try_find_child("EventInvokeConfig") is not None:
+            return
+        if any(
+            isinstance(child, lambda_.CfnPermission) and child.principal == "events.amazonaws.com"
+            for child in node.node.children
+        ):
+            node.configure_async_invoke(on_failure=destinations.SqsDestination(self._queue))
 
 
 @jsii.implements(IAspect)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
@@ -11,6 +12,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
+from infra.nag import acknowledge
 
 
 class Monitoring(Construct):
@@ -29,6 +31,23 @@ class Monitoring(Construct):
         )
         if config.alarm_email:
             self.topic.add_subscription(subs.EmailSubscription(config.alarm_email))
+        # Where asynchronous invocations that failed every retry land (the Lambda factory's default
+        # on-failure destination), with the error and the event.
+        self.failed_invocations = sqs.Queue(
+            self,
+            "FailedInvocations",
+            enforce_ssl=True,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            retention_period=Duration.days(14),
+        )
+        acknowledge(
+            self.failed_invocations,
+            "AwsSolutions-SQS3",
+            "This queue IS a dead-letter destination: the on-failure destination of asynchronous invocations.",
+        )
+        self.alarm_on_dead_letters(
+            "FailedInvocationsAlarm", self.failed_invocations, "an asynchronous invocation that failed every retry"
+        )
 
     def alarm_on_dead_letters(self, construct_id: str, queue: sqs.IQueue, what: str) -> cloudwatch.Alarm:
         """Alarm as soon as one message sits in ``queue``: something was not processed."""

@@ -13,6 +13,8 @@ def test_defaults_are_safe_for_a_first_deploy() -> None:
     assert config.workteam_arn is None
     assert config.model.kind == "none"
     assert config.auto_accept_threshold is None
+    assert config.encryption == "aws-managed"
+    assert parse_config({"encryption": "kms"}).encryption == "kms"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +35,7 @@ def test_defaults_are_safe_for_a_first_deploy() -> None:
         ({"logRetentionDays": 2}, "labelloop.logRetentionDays"),
         ({"calibration": {"auditFraction": 2}}, "labelloop.calibration.auditFraction"),
         ({"labelz": ["a"]}, "labelloop.labelz"),
+        ({"encryption": "sse-kms"}, "labelloop.encryption"),
     ],
 )
 def test_invalid_context_names_the_key(raw: dict[str, object], key: str) -> None:
