@@ -43,16 +43,26 @@ def _function(node: IConstruct) -> lambda_.Function | None:
     return scope if isinstance(scope, lambda_.Function) else None
 
 
+def _invoked_by_eventbridge(fn: lambda_.Function) -> bool:
+    """Whether a Lambda permission lets EventBridge invoke ``fn`` (it lives under the rule, not the function)."""
+    return any(
+        isinstance(child, lambda_.CfnPermission)
+        and child.principal == "events.amazonaws.com"
+        and child.function_name == fn.function_arn
+        for child in Stack.of(fn).node.find_all()
+    )
+
+
 def _no_dlq_reason(node: IConstruct) -> str | None:
     """Why a function needs no Lambda DLQ: who invokes it decides where failures go."""
     fn = _function(node)
     if fn is None:
         return None
-    config = fn.node.try_find_child("EventInvokeConfig")
-    if isinstance(config, lambda_.EventInvokeConfig):
+    if _invoked_by_eventbridge(fn):
         return (
             "Invoked asynchronously by EventBridge: failures go to the alarmed SQS on-failure destination of its "
-            "EventInvokeConfig (with the error, unlike a DLQ), and its rules have their own dead-letter queue."
+            "EventInvokeConfig (the Lambda factory gives every such function one), which records the error as "
+            "well as the event, unlike a DLQ."
         )
     if any(isinstance(child, lambda_.EventSourceMapping) for child in fn.node.children):
         return (

@@ -25,6 +25,7 @@ from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
 from moto.cloudformation.models import Stack as CfnStack
 from moto.cloudformation.parsing import clean_json
+from moto.logs.models import logs_backends
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
 
@@ -51,6 +52,14 @@ GAPS: tuple[Gap, ...] = (
         "apply them through PutBucketNotificationConfiguration (EventBridge, Lambda, SQS, SNS "
         "configurations translated from CloudFormation's shape), PutBucketVersioning and PutBucketCors; "
         "LifecycleConfiguration is not applied (nothing expires during a local run)",
+    ),
+    Gap(
+        "KMS encryption (AWS::S3::Bucket SSE-KMS, AWS::Logs::LogGroup KmsKeyId)",
+        "moto's CloudFormation keeps SSE-S3 for an SSE-KMS bucket and drops a log group's KmsKeyId; "
+        "nothing is actually encrypted and key policies are not evaluated",
+        "apply SSE-KMS with PutBucketEncryption and record the log group's key in moto's backend (no "
+        "AssociateKmsKey in moto), so the configuration reads back as deployed; queues and topics keep "
+        "their KmsMasterKeyId as moto stores it",
     ),
     Gap(
         "Custom::S3BucketNotifications (CDK's bucket notification handler)",
@@ -412,6 +421,17 @@ def _apply_bucket_properties(
     if status:
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
         done.append(f"bucket {logical_id} versioning {status}")
+    encryption = (props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration", [])
+    if any("KMSMasterKeyID" in rule.get("ServerSideEncryptionByDefault", {}) for rule in encryption):
+        api = [
+            {
+                "ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
+                "BucketKeyEnabled": bool(r.get("BucketKeyEnabled")),
+            }
+            for r in encryption
+        ]
+        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": api})
+        done.append(f"bucket {logical_id} SSE-KMS")
     rules = (props.get("CorsConfiguration") or {}).get("CorsRules", [])
     if rules:
         renames = {"ExposedHeaders": "ExposeHeaders", "Id": "ID", "MaxAge": "MaxAgeSeconds"}
@@ -545,6 +565,13 @@ def _apply_resource(
         return [f"state machine {logical_id} re-created for the interpreter ({arn})"]
     if resource_type == "AWS::Lambda::Function" and logical_id in resources:
         return _apply_log_group(stack, logical_id, template, resources[logical_id], region, account)
+    if resource_type == "AWS::Logs::LogGroup" and logical_id in resources:
+        key = _resolved(stack, logical_id, template).get("KmsKeyId")
+        if not key:
+            return []
+        # moto has no AssociateKmsKey: the key is recorded on the group as DescribeLogGroups shows it.
+        logs_backends[account][region].groups[resources[logical_id]].kms_key_id = key
+        return [f"log group {logical_id} KMS key"]
     if resource_type == "AWS::Lambda::EventInvokeConfig":
         props = _resolved(stack, logical_id, template)
         lam = boto3.client("lambda", region_name=region)

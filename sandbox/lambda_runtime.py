@@ -9,11 +9,13 @@ Isolation model (documented gap, see ``GAPS`` in ``sandbox/deploy.py``):
 - the zip is extracted once per code digest; its *own* top-level modules (everything not claimed by
   a bundled ``*.dist-info``) are imported fresh per function and kept warm between invocations, so
   two functions that both ship ``handlers``/``labelloop_core`` never share module objects;
-- bundled pure-Python dependencies (Powertools and what it needs) are imported from the zip, ahead
-  of the host's copies and isolated per function like our own code, so the code that runs locally is
-  the code that deploys; compiled ones (pillow, orjson: Linux arm64 builds for the runtime's CPython)
-  cannot load on this host and come from the host venv instead, which must hold the same version
-  (checked once per code digest; the emulation says so once per run);
+- bundled pure-Python dependencies (Powertools) are imported from the zip, ahead of the host's
+  copies and isolated per function like our own code, so the code that runs locally is the code that
+  deploys — except those the host's own libraries share (jmespath, typing_extensions) when the host
+  has the zip's version: one module object for both keeps other threads' libraries intact; compiled
+  ones (pillow, orjson: Linux arm64 builds for the runtime's CPython) cannot load on this host and
+  come from the host venv instead, which must hold the same version (checked once per code digest;
+  the emulation says so once per run);
 - invocations are serialised under one re-entrant lock because environment variables,
   ``sys.modules`` and ``sys.path`` are process-global (a Lambda may synchronously trigger another).
 """
@@ -28,6 +30,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -243,8 +246,31 @@ def _host_mismatches(compiled: set[_Dist]) -> list[str]:
     return problems
 
 
+def _shared_with_host(pure: set[_Dist]) -> set[_Dist]:
+    """Pure-Python dependencies the host's own libraries also use, installed here at the zip's version
+    (jmespath for botocore, typing_extensions for pydantic): one module object for both, since a
+    second copy swapped in while other threads run would break identity checks in those libraries."""
+    required: set[str] = set()
+    for installed in importlib.metadata.distributions():
+        for requirement in installed.requires or []:
+            required.add(_normal(re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0]))
+    shared = set()
+    for dist in pure:
+        try:
+            same = importlib.metadata.version(dist.name) == dist.version
+        except importlib.metadata.PackageNotFoundError:
+            same = False
+        if same and _normal(dist.name) in required:
+            shared.add(dist)
+    return shared
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _extract(code_bytes: bytes, digest: str) -> _Extracted:
-    """Unpack a code zip once per digest into own-code, pure- and compiled-dependency directories."""
+    """Unpack a code zip once per digest into own-code, pure- and host-provided-dependency directories."""
     cached = _EXTRACTED.get(digest)
     if cached is not None:
         return cached
@@ -253,28 +279,31 @@ def _extract(code_bytes: bytes, digest: str) -> _Extracted:
     for directory in dirs.values():
         directory.mkdir(parents=True, exist_ok=True)
     own_names: set[str] = set()
-    pure: set[_Dist] = set()
-    compiled: set[_Dist] = set()
     with zipfile.ZipFile(io.BytesIO(code_bytes)) as zf:
         owners = _dependency_owners(zf)
+        pure = {d for d in owners.values() if d.pure}
+        shared = _shared_with_host(pure)
+        compiled = {d for d in owners.values() if not d.pure}
         for info in zf.infolist():
             top = info.filename.split("/", 1)[0]
             dist = owners.get(top) or owners.get(top.removesuffix(".py"))
             if dist is None and top.endswith(".libs"):
                 dist = _Dist(top, "?", pure=False)
-            kind = "own" if dist is None else "pure" if dist.pure else "compiled"
+            kind = "own" if dist is None else "pure" if dist.pure and dist not in shared else "compiled"
             zf.extract(info, dirs[kind])
-            if dist is not None:
-                (pure if dist.pure else compiled).add(dist)
             if kind != "compiled" and not top.endswith(".dist-info"):
                 own_names.add(top.removesuffix(".py"))
     compiled = {d for d in compiled if d.version != "?"}
     mismatches = _host_mismatches(compiled)
-    listed = ", ".join(f"{d.name} {d.version}" for d in sorted(pure, key=lambda d: d.name)) or "none"
+
+    def listed(dists: set[_Dist]) -> str:
+        return ", ".join(f"{d.name} {d.version}" for d in sorted(dists, key=lambda d: d.name)) or "none"
+
     note = (
-        f"Lambda emulation: bundled pure-Python packages run from the deployed zip ({listed}); compiled "
-        f"ones are built for the function's runtime and CPU and come from this machine's venv at the same "
-        f"version ({', '.join(f'{d.name} {d.version}' for d in sorted(compiled, key=lambda d: d.name)) or 'none'})"
+        f"Lambda emulation: bundled pure-Python packages run from the deployed zip ({listed(pure - shared)}); "
+        f"those this machine's libraries share come from its venv at the zip's version ({listed(shared)}); "
+        f"compiled ones are built for the function's runtime and CPU and come from this machine's venv at "
+        f"the same version ({listed(compiled)})"
     )
     problem = None
     if mismatches:

@@ -6,9 +6,9 @@ bucket key, so KMS is called once per bucket key, not per object) and every log 
 bucket keeps SSE-S3: S3 server access logging cannot deliver into an SSE-KMS bucket.
 
 The key is applied by an aspect, so a queue, topic or log group added anywhere in the stack is
-covered without each construct knowing about it; every role of the stack may use the key only
-through the services holding encrypted data (``kms:ViaService``), and the services that write
-without a role of ours (EventBridge, CloudWatch alarms, CloudWatch Logs) are named in the key policy.
+covered without each construct knowing about it. The key policy lets every role of the stack use the
+key only through the services holding encrypted data (``kms:ViaService``), and names the services
+that write without a role of ours (EventBridge, CloudWatch alarms, CloudWatch Logs).
 """
 
 from __future__ import annotations
@@ -79,12 +79,19 @@ class Encryption(Construct):
 @jsii.implements(IAspect)
 class _ApplyKey:
     """Point queues, topics (and, with encryption=kms, the data bucket and log groups) at the key;
-    let every role of the stack use it through those services only."""
+    let every role of the stack use it through those services only (one key-policy statement)."""
 
     def __init__(self, encryption: Encryption, data_bucket: s3.IBucket) -> None:
         self._encryption = encryption
-        self._data_bucket = data_bucket.node.default_child
+        default_child = data_bucket.node.default_child
+        self._data_bucket_path = default_child.node.path if default_child is not None else ""
         self._granted: set[str] = set()
+        self._roles_statement = iam.PolicyStatement(
+            sid="StackRolesUseKeyThroughItsServices",
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=["*"],  # in a key policy, "*" is this key
+            conditions={"StringEquals": {"kms:ViaService": encryption.via_services}},
+        )
 
     def visit(self, node: IConstruct) -> None:
         key = self._encryption.key
@@ -94,20 +101,16 @@ class _ApplyKey:
         elif isinstance(node, sns.CfnTopic):
             node.kms_master_key_id = key.key_arn
         elif isinstance(node, iam.Role) and node.node.path not in self._granted:
+            # In the key policy, not the roles' policies: each role's own policy stays exactly its task.
+            if not self._granted:
+                key.add_to_resource_policy(self._roles_statement)
             self._granted.add(node.node.path)
-            node.add_to_principal_policy(
-                iam.PolicyStatement(
-                    sid="UseStackKeyThroughItsServices",
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                    resources=[key.key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": self._encryption.via_services}},
-                )
-            )
+            self._roles_statement.add_arn_principal(node.role_arn)
         elif not self._encryption.kms_everywhere:
             return
         elif isinstance(node, logs.CfnLogGroup):
             node.kms_key_id = key.key_arn
-        elif isinstance(node, s3.CfnBucket) and node is self._data_bucket:
+        elif isinstance(node, s3.CfnBucket) and node.node.path == self._data_bucket_path:
             node.bucket_encryption = s3.CfnBucket.BucketEncryptionProperty(
                 server_side_encryption_configuration=[
                     s3.CfnBucket.ServerSideEncryptionRuleProperty(

@@ -190,24 +190,20 @@ class LambdaFactory(Construct):
 
 @jsii.implements(IAspect)
 class _AsyncFailuresToQueue:
-    """Give every asynchronously invoked function (an EventBridge target: its resource policy names
-    events.amazonaws.com) an on-failure destination, unless it configured its own. Runs once every
-    rule target exists, so no construct has to remember it."""
+    """Give every asynchronously invoked function (an EventBridge target: a Lambda permission for
+    events.amazonaws.com names it) an on-failure destination, unless it configured its own. Runs
+    once every rule target exists, so no construct has to remember it."""
 
     def __init__(self, functions: list[lambda_.Function], queue: sqs.IQueue) -> None:
         self._functions = functions
         self._queue = queue
 
     def visit(self, node: IConstruct) -> None:
-        if not isinstance(node, lambda_.Function) or node not in self._functions:
+        if not isinstance(node, lambda_.CfnPermission) or node.principal != "events.amazonaws.com":
             return
-        if node.node.try_find_child("EventInvokeConfig") is not None:
-            return
-        if any(
-            isinstance(child, lambda_.CfnPermission) and child.principal == "events.amazonaws.com"
-            for child in node.node.children
-        ):
-            node.configure_async_invoke(on_failure=destinations.SqsDestination(self._queue))
+        for function in self._functions:
+            if node.function_name == function.function_arn and not function.node.try_find_child("EventInvokeConfig"):
+                function.configure_async_invoke(on_failure=destinations.SqsDestination(self._queue))
 
 
 @jsii.implements(IAspect)

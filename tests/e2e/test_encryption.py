@@ -26,6 +26,8 @@ def test_kms_stack_deploys_and_an_upload_reaches_the_workflow(kms_assembly_dir: 
         for url in sqs.list_queues()["QueueUrls"]:
             attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["KmsMasterKeyId"])["Attributes"]
             assert attributes.get("KmsMasterKeyId"), url
+        groups = cloud.client("logs").describe_log_groups()["logGroups"]
+        assert groups and all(key_id in group.get("kmsKeyId", "") for group in groups)
 
         cloud.put_bytes("incoming/street/a.jpg", gen.jpeg(64, 48))
         assert cloud.flush_event_sources() >= 1

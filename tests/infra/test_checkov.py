@@ -135,18 +135,14 @@ def test_kms_configuration_encrypts_data_bucket_and_every_log_group(kms_template
                 assert rule["ServerSideEncryptionByDefault"]["KMSMasterKeyID"] == arn
     # S3 server access logging cannot deliver into an SSE-KMS bucket: the log bucket keeps SSE-S3.
     assert algorithms == {"Data": "aws:kms", "Acce": "AES256"}
-    # Every role may use the key, but only through S3/SQS/SNS.
-    policies = [r for r in resources.values() if r["Type"] == "AWS::IAM::Policy"]
-    roles = {k for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
-    covered = set()
-    for policy in policies:
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-            if statement.get("Sid") == "UseStackKeyThroughItsServices":
-                assert statement["Resource"] == arn
-                via = statement["Condition"]["StringEquals"]["kms:ViaService"]
-                assert len(via) == 3 and any("s3." in json.dumps(v) for v in via)
-                covered |= {r["Ref"] for r in policy["Properties"]["Roles"]}
-    assert covered == roles
+    # Every role may use the key (key policy), but only through S3/SQS/SNS; the roles' own policies are untouched.
+    key = resources[_key_id(kms_template_json)]
+    [statement] = [
+        s for s in key["Properties"]["KeyPolicy"]["Statement"] if s.get("Sid") == "StackRolesUseKeyThroughItsServices"
+    ]
+    assert len(statement["Condition"]["StringEquals"]["kms:ViaService"]) == 3
+    principals = {p["Fn::GetAtt"][0] for p in statement["Principal"]["AWS"]}
+    assert principals == {k for k, r in resources.items() if r["Type"] == "AWS::IAM::Role"}
 
 
 def test_asynchronously_invoked_functions_have_an_on_failure_destination(template_json: dict[str, Any]) -> None:

@@ -109,7 +109,7 @@ def test_failed_async_invocations_go_to_the_same_alarmed_dlq(template: Template,
 
 def test_dead_letter_queue_enforces_tls_and_is_encrypted(template_json: dict[str, Any]) -> None:
     dlq_id = _logical_id(template_json, "ExportDeadLetters", "AWS::SQS::Queue")
-    assert template_json["Resources"][dlq_id]["Properties"].get("SqsManagedSseEnabled") is True
+    assert "Fn::GetAtt" in template_json["Resources"][dlq_id]["Properties"]["KmsMasterKeyId"]  # the stack's key
     policies = [
         v["Properties"]["PolicyDocument"]["Statement"]
         for v in template_json["Resources"].values()

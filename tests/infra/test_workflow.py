@@ -159,7 +159,7 @@ def test_intake_rule_queue_dlq_and_event_source(template: Template, template_jso
     queues = _resources(template_json, "AWS::SQS::Queue", "Intake")
     main = next(q for q in queues.values() if "RedrivePolicy" in q["Properties"])
     assert main["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 5
-    assert main["Properties"]["SqsManagedSseEnabled"] is True
+    assert "Fn::GetAtt" in main["Properties"]["KmsMasterKeyId"]  # the stack's key
     for policy in _resources(template_json, "AWS::SQS::QueuePolicy", "Intake").values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(
