@@ -25,6 +25,7 @@ from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
 from moto.cloudformation.models import Stack as CfnStack
 from moto.cloudformation.parsing import clean_json
+from moto.kms.models import kms_backends
 from moto.logs.models import logs_backends
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
@@ -54,12 +55,13 @@ GAPS: tuple[Gap, ...] = (
         "LifecycleConfiguration is not applied (nothing expires during a local run)",
     ),
     Gap(
-        "KMS encryption (AWS::S3::Bucket SSE-KMS, AWS::Logs::LogGroup KmsKeyId)",
-        "moto's CloudFormation keeps SSE-S3 for an SSE-KMS bucket and drops a log group's KmsKeyId; "
-        "nothing is actually encrypted and key policies are not evaluated",
-        "apply SSE-KMS with PutBucketEncryption and record the log group's key in moto's backend (no "
-        "AssociateKmsKey in moto), so the configuration reads back as deployed; queues and topics keep "
-        "their KmsMasterKeyId as moto stores it",
+        "KMS encryption (AWS::KMS::Key, AWS::S3::Bucket SSE-KMS, AWS::Logs::LogGroup KmsKeyId)",
+        "moto's CloudFormation stores a key's policy as an object its KMS API cannot read, keeps SSE-S3 "
+        "for an SSE-KMS bucket and drops a log group's KmsKeyId; nothing is actually encrypted and key "
+        "policies are not evaluated",
+        "store the key policy as JSON, apply SSE-KMS with PutBucketEncryption and record the log group's "
+        "key in moto's backend (no AssociateKmsKey in moto), so the configuration reads back as deployed; "
+        "queues and topics keep their KmsMasterKeyId as moto stores it",
     ),
     Gap(
         "Custom::S3BucketNotifications (CDK's bucket notification handler)",
@@ -565,6 +567,11 @@ def _apply_resource(
         return [f"state machine {logical_id} re-created for the interpreter ({arn})"]
     if resource_type == "AWS::Lambda::Function" and logical_id in resources:
         return _apply_log_group(stack, logical_id, template, resources[logical_id], region, account)
+    if resource_type == "AWS::KMS::Key" and logical_id in resources:
+        kms_key = kms_backends[account][region].keys[resources[logical_id]]
+        if isinstance(kms_key.policy, dict):  # moto's CloudFormation keeps the template's object; its API wants JSON
+            kms_key.policy = json.dumps(kms_key.policy)
+        return [f"KMS key {logical_id} policy as JSON"]
     if resource_type == "AWS::Logs::LogGroup" and logical_id in resources:
         key = _resolved(stack, logical_id, template).get("KmsKeyId")
         if not key:
