@@ -25,8 +25,8 @@ from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
 from moto.cloudformation.models import Stack as CfnStack
 from moto.cloudformation.parsing import clean_json
-from moto.kms.models import kms_backends
-from moto.logs.models import logs_backends
+
+from sandbox import kms_emulation
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
 
@@ -56,12 +56,8 @@ GAPS: tuple[Gap, ...] = (
     ),
     Gap(
         "KMS encryption (AWS::KMS::Key, AWS::S3::Bucket SSE-KMS, AWS::Logs::LogGroup KmsKeyId)",
-        "moto's CloudFormation stores a key's policy as an object its KMS API cannot read, keeps SSE-S3 "
-        "for an SSE-KMS bucket and drops a log group's KmsKeyId; nothing is actually encrypted and key "
-        "policies are not evaluated",
-        "store the key policy as JSON, apply SSE-KMS with PutBucketEncryption and record the log group's "
-        "key in moto's backend (no AssociateKmsKey in moto), so the configuration reads back as deployed; "
-        "queues and topics keep their KmsMasterKeyId as moto stores it",
+        "moto keeps a key policy its KMS API cannot read, SSE-S3 on an SSE-KMS bucket, no log-group key",
+        "sandbox.kms_emulation fixes all three so they read back as deployed (nothing is encrypted)",
     ),
     Gap(
         "Custom::S3BucketNotifications (CDK's bucket notification handler)",
@@ -423,17 +419,7 @@ def _apply_bucket_properties(
     if status:
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": status})
         done.append(f"bucket {logical_id} versioning {status}")
-    encryption = (props.get("BucketEncryption") or {}).get("ServerSideEncryptionConfiguration", [])
-    if any("KMSMasterKeyID" in rule.get("ServerSideEncryptionByDefault", {}) for rule in encryption):
-        api = [
-            {
-                "ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
-                "BucketKeyEnabled": bool(r.get("BucketKeyEnabled")),
-            }
-            for r in encryption
-        ]
-        s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": api})
-        done.append(f"bucket {logical_id} SSE-KMS")
+    done += kms_emulation.bucket_encryption(s3, logical_id, props, bucket)
     rules = (props.get("CorsConfiguration") or {}).get("CorsRules", [])
     if rules:
         renames = {"ExposedHeaders": "ExposeHeaders", "Id": "ID", "MaxAge": "MaxAgeSeconds"}
@@ -568,17 +554,10 @@ def _apply_resource(
     if resource_type == "AWS::Lambda::Function" and logical_id in resources:
         return _apply_log_group(stack, logical_id, template, resources[logical_id], region, account)
     if resource_type == "AWS::KMS::Key" and logical_id in resources:
-        kms_key = kms_backends[account][region].keys[resources[logical_id]]
-        if isinstance(kms_key.policy, dict):  # moto's CloudFormation keeps the template's object; its API wants JSON
-            kms_key.policy = json.dumps(kms_key.policy)
-        return [f"KMS key {logical_id} policy as JSON"]
+        return kms_emulation.key_policy_as_json(logical_id, resources[logical_id], account, region)
     if resource_type == "AWS::Logs::LogGroup" and logical_id in resources:
-        key = _resolved(stack, logical_id, template).get("KmsKeyId")
-        if not key:
-            return []
-        # moto has no AssociateKmsKey: the key is recorded on the group as DescribeLogGroups shows it.
-        logs_backends[account][region].groups[resources[logical_id]].kms_key_id = key
-        return [f"log group {logical_id} KMS key"]
+        props = _resolved(stack, logical_id, template)
+        return kms_emulation.log_group_key(logical_id, props, resources[logical_id], account, region)
     if resource_type == "AWS::Lambda::EventInvokeConfig":
         props = _resolved(stack, logical_id, template)
         lam = boto3.client("lambda", region_name=region)
