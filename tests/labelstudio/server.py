@@ -27,6 +27,9 @@ from pathlib import Path
 VERSION = "1.23.2"
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-labelstudio"
+#: Every distribution of the server's environment pinned (pip freeze of a resolved install): installing
+#: it with --no-deps skips pip's dependency resolution, which alone took ~20 min on a loaded machine.
+LOCK = Path(__file__).with_name("requirements.lock")
 STAMP = VENV / f".installed-label-studio-{VERSION}"
 #: A data directory migrated once after install: a copy starts in seconds instead of minutes.
 TEMPLATE = VENV / f"data-template-{VERSION}"
@@ -88,7 +91,7 @@ def _install() -> None:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
     subprocess.run(
         [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         f"label-studio=={VERSION}"],
+         "--no-deps", "-r", str(LOCK)],
         check=True,
         timeout=INSTALL_TIMEOUT,
     )  # fmt: skip
