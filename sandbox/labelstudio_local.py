@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from adapters.labelstudio import LabelStudioApiError, LabelStudioClient
 from labelloop_core.boxes import Box
+from labelloop_core.contract import META_KEY
 from labelloop_core.labelstudio import KEY_FIELD, boxes_from_result, region_from_box
 from sandbox.imagerefs import ImageRef
 from sandbox.workforce import Task, Workforce
@@ -171,7 +172,7 @@ class LocalLabelStudio:
         sizes = {}
         for raw in body["Body"].read().decode().splitlines():
             if raw.strip():
-                meta = json.loads(raw).get("labelloop-meta") or {}
+                meta = json.loads(raw).get(META_KEY) or {}
                 sizes[str(meta.get("key"))] = (int(meta.get("width") or 0), int(meta.get("height") or 0))
         return sizes
 
@@ -187,7 +188,7 @@ class LocalLabelStudio:
         offered = Task(
             job_name=str(data.get("labelloop_batch")),
             dataset_object_id=str(task["id"]),
-            data_object={"source-ref": data["image"], "labelloop-meta": {"key": key}},
+            data_object={"source-ref": data["image"], META_KEY: {"key": key}},
             task_input={"initialValue": [_pixel(b) for b in shown]},
             image=ImageRef(bucket=bucket, key=object_key),
             image_width=width,

@@ -26,6 +26,7 @@ from adapters.aws import client
 from adapters.labelstudio import LabelStudioClient, S3Access
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, iter_lines, put_json, uri
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE
 from labelloop_core.labelstudio import (
     KEY_FIELD,
     LabelStudioError,
@@ -39,7 +40,6 @@ from labelloop_core.manifest import dumps_line, iter_manifest
 
 #: Header carrying the webhook's shared secret (Label Studio sends static custom headers only).
 WEBHOOK_HEADER = "X-LabelLoop-Webhook-Secret"
-PRELABEL_ATTRIBUTE = "labelloop-prelabel"
 #: Seconds a secret value is reused before Secrets Manager is asked again (rotation is picked up).
 SECRET_TTL = 300.0
 
@@ -159,7 +159,7 @@ class LabelStudioReview:
                     )
                 )
             except LabelStudioError as exc:
-                key = (line.get("labelloop-meta") or {}).get("key")
+                key = (line.get(META_KEY) or {}).get("key")
                 problems.append({"key": str(key), "reason": str(exc)})
         return tasks, problems
 
@@ -223,7 +223,7 @@ class LabelStudioReview:
         found = ls.batch_tasks(project_id, batch.batch_id)
         chosen = _best_by_key(found)
         lines = list(self._lines(batch))
-        expected = {object_key(batch.batch_id, str(line["labelloop-meta"]["key"])) for line in lines}
+        expected = {object_key(batch.batch_id, str(line[META_KEY]["key"])) for line in lines}
         tasks, _ = self._tasks(batch)
         importable = {str(t["data"][KEY_FIELD]) for t in tasks}
         missing = [t for t in tasks if t["data"][KEY_FIELD] not in chosen]
@@ -250,7 +250,7 @@ class LabelStudioReview:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         rows = []
         for line in lines:
-            task = chosen.get(object_key(batch.batch_id, str(line["labelloop-meta"]["key"])))
+            task = chosen.get(object_key(batch.batch_id, str(line[META_KEY]["key"])))
             rows.append(
                 output_line(
                     line,

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from adapters import review
 from adapters.aws import client
+from labelloop_core.contract import REVIEW_MANIFEST
 
 BACKENDS = ("groundtruth", "labelstudio")
 
@@ -34,7 +35,7 @@ class ReviewBatch:
     job_name: str
     work_prefix: str
     #: The manifest under review (verify-then-adjust: each stage's own) and the task it is shown as.
-    manifest: str = "review.manifest"
+    manifest: str = REVIEW_MANIFEST
     task_mode: str = "adjust"
 
     @property

@@ -49,6 +49,7 @@ from labelloop_core.batch_report import (
 from labelloop_core.batching import batch_fields, workflow_cost
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
+    AUTO_ATTRIBUTE,
     BATCH_FILE,
     BUILD_PARTS_DIR,
     DEFAULT_WORK_PREFIX,
@@ -72,8 +73,6 @@ from labelloop_core.verification import (
 )
 
 logger = Logger()
-
-AUTO_ATTRIBUTE = "labelloop-auto"
 
 
 class MergeError(ValueError):
@@ -206,7 +205,7 @@ def _merge_accepted(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tal
     if not exists(bucket, batch_prefix + ACCEPTED_MANIFEST):
         return
     for line in _lines(bucket, batch_prefix + ACCEPTED_MANIFEST):
-        key = writer.admit(line, "accepted.manifest")
+        key = writer.admit(line, ACCEPTED_MANIFEST)
         if key is None:
             continue
         meta = dict(line[META_KEY])
@@ -349,7 +348,7 @@ def _write_output(
 ) -> _Writer:
     """Stream accepted, verified and reviewed lines into ``output.manifest``; the rest end unlabeled."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "output.manifest")
+        path = os.path.join(tmp, OUTPUT_MANIFEST)
         writer = _Writer(path, valid)
         try:
             _merge_accepted(bucket, batch_prefix, writer, tally)

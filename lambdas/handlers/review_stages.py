@@ -32,6 +32,7 @@ from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, parse_uri, put_json
 from labelloop_core.batching import batch_fields
+from labelloop_core.contract import META_KEY
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.verification import (
     ADJUST,
@@ -76,7 +77,7 @@ def _lines(bucket: str, key: str) -> Iterator[dict[str, Any]]:
 
 
 def _key_of(line: Mapping[str, Any]) -> str:
-    meta = line.get("labelloop-meta")
+    meta = line.get(META_KEY)
     key = meta.get("key") if isinstance(meta, Mapping) else None
     return str(key or line.get("source-ref"))
 

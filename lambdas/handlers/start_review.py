@@ -33,7 +33,7 @@ from adapters.review_backends import BACKENDS, GroundTruthReview, ReviewBatch
 from adapters.s3 import put_json, uri
 from labelloop_core import limits
 from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
-from labelloop_core.contract import DATASET_TAG, DEFAULT_WORK_PREFIX, Env, labeling_jobs_prefix
+from labelloop_core.contract import DATASET_TAG, DEFAULT_WORK_PREFIX, REVIEW_MANIFEST, Env, labeling_jobs_prefix
 from labelloop_core.verification import STAGE_MANIFESTS
 
 logger = Logger()
@@ -97,7 +97,7 @@ def stage_of(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str]:
     if stage not in review.STAGES:
         raise ReviewError(f"event field 'stage' must be one of {review.STAGES}, got {stage!r}")
     if not stage:
-        return "", cfg.task_mode, "review.manifest"
+        return "", cfg.task_mode, REVIEW_MANIFEST
     return stage, stage, STAGE_MANIFESTS[stage]
 
 

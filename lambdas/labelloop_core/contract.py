@@ -25,6 +25,8 @@ STATUS_KEY: Final = "labelloop-status"
 ISSUES_KEY: Final = "labelloop-issues"
 #: The ``<crowd-bounding-box name=...>`` of LabelLoop's templates (the key of each worker answer).
 ELEMENT_NAME: Final = "annotatedResult"
+#: The final-label attribute of an image whose model boxes people verified as correct.
+VERIFIED_ATTRIBUTE: Final = "labelloop-verified"
 #: S3 object metadata of a normalised image copy.
 SOURCE_ETAG_METADATA: Final = "labelloop-source-etag"
 ORIENTATION_METADATA: Final = "labelloop-orientation"
@@ -47,6 +49,7 @@ class Meta:
     SKIP_REVIEW: Final = "skip_review"
     LABEL_ATTRIBUTE: Final = "label_attribute"  # the attribute holding the final label
     REVIEW_JOB: Final = "review_job"
+    TASK: Final = "task"  # the task (adjust/verify) a line is shown as; the pre/post Lambdas read it
 
 
 # -- events ------------------------------------------------------------------------------------------
@@ -90,6 +93,10 @@ ROUTE_FILE: Final = "route.json"
 REVIEW_FILE: Final = "review.json"
 OUTPUT_MANIFEST: Final = "output.manifest"
 REPORT_FILE: Final = "report.json"
+#: Verify-then-adjust: the manifest each stage's job labels, and the lines people verified correct.
+VERIFY_MANIFEST: Final = "verify.manifest"
+ADJUST_MANIFEST: Final = "adjust.manifest"
+VERIFIED_MANIFEST: Final = "verified.manifest"
 
 #: Calibration files under ``<calibration prefix><dataset>/``.
 PAIRS_DIR: Final = "pairs/"

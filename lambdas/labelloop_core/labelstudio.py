@@ -20,6 +20,7 @@ from .answers import Prelabels, adjustment_status, clean_boxes, line_image_size,
 from .boxes import Box
 from .classes import ClassRegistry
 from .consolidation import consolidate
+from .contract import META_KEY, TASK_KEY
 from .manifest import bbox_label_line
 
 __all__ = [
@@ -116,7 +117,7 @@ def prediction_result(prelabels: Prelabels, width: int, height: int) -> list[dic
 
 
 def _meta(line: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = line.get("labelloop-meta")
+    meta = line.get(META_KEY)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("key"), str):
         raise LabelStudioError("review manifest line has no labelloop-meta.key")
     return meta
@@ -329,7 +330,7 @@ def output_line(
         extra_metadata={
             "worker-count": len(answers),
             "rejected-box-count": len(result.rejected),
-            "labelloop-task": "adjust",
+            TASK_KEY: "adjust",
             "labelloop-status": "repaired" if issues else "ok",
             "labelloop-issues": issues[:20],
             "labelloop-review-backend": "labelstudio",

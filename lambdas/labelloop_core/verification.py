@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .answers import VERDICTS
+from .contract import ADJUST_MANIFEST, VERIFIED_ATTRIBUTE, VERIFIED_MANIFEST, VERIFY_MANIFEST, Meta
 from .manifest import BBOX_TYPE, find_verification_attributes
 from .prelabels import META_KEY, PRELABEL_ATTRIBUTE, prelabel_summary
 
@@ -50,13 +51,11 @@ VERIFY = "verify"
 ADJUST = "adjust"
 TASK_MODES = (ADJUST, VERIFY)
 #: The final-label attribute of an image whose model boxes people verified as correct.
-VERIFIED_ATTRIBUTE = "labelloop-verified"
 #: The manifest each stage's labeling job labels, under the batch prefix.
-STAGE_MANIFESTS = {VERIFY: "verify.manifest", ADJUST: "adjust.manifest"}
+STAGE_MANIFESTS = {VERIFY: VERIFY_MANIFEST, ADJUST: ADJUST_MANIFEST}
 #: Final lines of the images people verified correct (written between the two jobs, read by merge).
-VERIFIED_MANIFEST = "verified.manifest"
 #: ``labelloop-meta`` key naming the task a line is shown as (the pre/post Lambdas read it).
-TASK_KEY = "task"
+TASK_KEY = Meta.TASK
 
 PROVENANCE_AUTO = "auto"
 PROVENANCE_VERIFIED = "verified"

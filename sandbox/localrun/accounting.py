@@ -12,12 +12,10 @@ import json
 from collections import Counter
 from typing import Any, NamedTuple
 
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE
 from sandbox.localrun.records import BatchRecords, RunRecords
 from sandbox.localrun.spec import ReviewerChoice, RunSpec
 from sandbox.localrun.stages import StageTotals
-
-AUTO_ATTRIBUTE = "labelloop-auto"
-PRELABEL_ATTRIBUTE = "labelloop-prelabel"
 
 
 class Accounting(NamedTuple):
@@ -119,7 +117,7 @@ class _Ledger:
             entry["calibration"] = batch_report["calibration"].get("next_threshold")
 
     def _add_output_line(self, line: dict[str, Any], batch: str) -> None:
-        meta = line.get("labelloop-meta") or {}
+        meta = line.get(META_KEY) or {}
         key = str(meta.get("key"))
         self.outcome[key] = "auto_accepted" if meta.get("label_attribute") == AUTO_ATTRIBUTE else "human_reviewed"
         error = (line.get(f"{PRELABEL_ATTRIBUTE}-metadata") or {}).get("error")

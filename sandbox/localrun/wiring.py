@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from labelloop_core.contract import META_KEY
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun.spec import LocalRunError, ModelChoice, ReviewerChoice, RunSpec, sha256_hex
 from sandbox.models import NoPredictor, Predictor, ReplayPredictions, SyntheticDetector
@@ -93,7 +94,7 @@ class NamedWorkforce:
     def answer(self, task: Task) -> list[WorkerAnswer]:
         relative = self.names.resolve(task.image)
         if relative is None:
-            meta = task.data_object.get("labelloop-meta")
+            meta = task.data_object.get(META_KEY)
             if isinstance(meta, dict) and isinstance(meta.get("key"), str):
                 relative = self.names.resolve(ImageRef(key=meta["key"]))
         if relative is None:
