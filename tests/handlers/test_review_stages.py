@@ -15,6 +15,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.prelabel_lines import prelabel_attributes
+
 BUCKET = "data-bucket"
 PREFIX = "work/batches/street/b1/"
 BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
@@ -48,19 +50,7 @@ def _line(name: str, boxes: list[dict[str, Any]] | None, **meta: Any) -> dict[st
         "labelloop-meta": {"dataset": "street", "batch_id": "b1", "key": key, "width": 200, "height": 100, **meta},
     }
     if boxes is not None:
-        line["labelloop-prelabel"] = {
-            "image_size": [{"width": 200, "height": 100, "depth": 3}],
-            "annotations": [{"class_id": 0, **b} for b in boxes],
-        }
-        line["labelloop-prelabel-metadata"] = {
-            "objects": [{"confidence": 0.6} for _ in boxes],
-            "class-map": {"0": "car"},
-            "type": "groundtruth/object-detection",
-            "human-annotated": "no",
-            "image-confidence": 0.6 if boxes else None,
-            "model": "m1",
-            "error": None,
-        }
+        line.update(prelabel_attributes(boxes))
     return line
 
 

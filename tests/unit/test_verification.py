@@ -25,6 +25,7 @@ from labelloop_core.verification import (
     verified_line,
     with_task,
 )
+from tests.prelabel_lines import prelabel_attributes
 
 REGISTRY = ClassRegistry(["car", "person"])
 
@@ -37,21 +38,7 @@ def prelabeled(boxes: list[dict[str, Any]] | None, *, error: str | None = None, 
     }
     if boxes is None:
         return line
-    line["labelloop-prelabel"] = {
-        "image_size": [{"width": 200, "height": 100, "depth": 3}],
-        "annotations": [{"class_id": 0, **b} for b in boxes],
-    }
-    line["labelloop-prelabel-metadata"] = {
-        "objects": [{"confidence": 0.6} for _ in boxes],
-        "class-map": {"0": "car"},
-        "type": "groundtruth/object-detection",
-        "human-annotated": "no",
-        "creation-date": "2026-11-23T10:00:00.000000",
-        "job-name": "labelloop-prelabel",
-        "image-confidence": 0.6 if boxes else None,
-        "model": "m1",
-        "error": error,
-    }
+    line.update(prelabel_attributes(boxes, error))
     return line
 
 
