@@ -78,6 +78,17 @@ class LabelStudioConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The YOLO export: above ``distributed_above`` images it fans out over shards of ``shard_size``
+    images, ``max_concurrency`` shard workers at once (a Step Functions Distributed Map); smaller
+    exports run in one function."""
+
+    distributed_above: int = limits.EXPORT_DISTRIBUTED_ABOVE.default
+    shard_size: int = limits.EXPORT_SHARD_SIZE.default
+    max_concurrency: int = limits.EXPORT_MAX_CONCURRENCY.default
+
+
+@dataclass(frozen=True)
 class LabelLoopConfig:
     """Everything the stack needs to know; the only place context is read."""
 
@@ -106,6 +117,7 @@ class LabelLoopConfig:
     review_backend: ReviewBackend = "groundtruth"
     encryption: Encryption = "aws-managed"
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
     verify_seconds_per_box: float = 1.6
     draw_seconds_per_box: float = 34.5
@@ -145,6 +157,7 @@ _TOP_KEYS = {
     "reviewBackend": "review_backend",
     "encryption": "encryption",
     "labelStudio": "label_studio",
+    "export": "export",
 }
 _MODEL_KEYS = {
     "kind": "kind",
@@ -169,6 +182,12 @@ _LABEL_STUDIO_KEYS = {
     "presignTtlMinutes": "presign_ttl_minutes",
 }
 
+_EXPORT_KEYS = {
+    "distributedAbove": "distributed_above",
+    "shardSize": "shard_size",
+    "maxConcurrency": "max_concurrency",
+}
+
 
 def _parse_scalar(value: Any) -> Any:
     """Context given with ``-c k=v`` arrives as a string; accept JSON there too."""
@@ -185,6 +204,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "model": _MODEL_KEYS,
     "calibration": _CALIBRATION_KEYS,
     "labelStudio": _LABEL_STUDIO_KEYS,
+    "export": _EXPORT_KEYS,
 }
 
 
@@ -346,6 +366,19 @@ def _label_studio(data: Any, where: str, backend: str) -> LabelStudioConfig:
     )
 
 
+def _export(data: Any, where: str) -> ExportConfig:
+    if data is None:
+        return ExportConfig()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: must be an object")
+    _check_unknown(data, _EXPORT_KEYS, where)
+    return ExportConfig(
+        distributed_above=_int(data, "distributedAbove", where, limits.EXPORT_DISTRIBUTED_ABOVE),
+        shard_size=_int(data, "shardSize", where, limits.EXPORT_SHARD_SIZE),
+        max_concurrency=_int(data, "maxConcurrency", where, limits.EXPORT_MAX_CONCURRENCY),
+    )
+
+
 def parse_config(raw: Any) -> LabelLoopConfig:
     """Validate a context dict (camelCase keys) into a `LabelLoopConfig`."""
     where = CONTEXT_KEY
@@ -409,6 +442,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         review_backend=cast(ReviewBackend, backend),
         encryption=cast(Encryption, _choice(raw, "encryption", where, "aws-managed", ("aws-managed", "kms"))),
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
+        export=_export(raw.get("export"), f"{where}.export"),
     )
     if backend == "labelstudio" and config.task_mode == "verify":
         raise ConfigError(

@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from adapters import env
 from adapters.aws import client
+from adapters.export_shards import start_execution, write_plan
 from adapters.export_writer import (
     ExportIncomplete,
     S3Destination,
@@ -54,6 +55,7 @@ from labelloop_core.contract import (
     DEFAULT_WORK_PREFIX,
     EXPORT_CONTINUATION,
     EXPORT_EVENT_SOURCE,
+    EXPORT_FILE,
     JOB_STATE_CHANGE,
     OUTPUT_MANIFEST,
     SAGEMAKER_EVENT_SOURCE,
@@ -62,7 +64,8 @@ from labelloop_core.contract import (
     Env,
     exports_index_key,
 )
-from labelloop_core.export import ExportPlanner
+from labelloop_core.export import ExportPlan, ExportPlanner
+from labelloop_core.export_shards import use_distributed
 from labelloop_core.lines import CHUNK_BYTES, OverlongLine, bounded_lines
 from labelloop_core.manifest import ManifestError, find_verification_attributes, select_label_attribute
 
@@ -97,6 +100,10 @@ class Settings:
     work_prefix: str
     exports_prefix: str
     threads: int
+    #: The distributed path (None: this stack exports in this function only).
+    state_machine_arn: str | None = None
+    distributed_above: int = limits.EXPORT_DISTRIBUTED_ABOVE.default
+    shard_size: int = limits.EXPORT_SHARD_SIZE.default
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -118,7 +125,17 @@ class Settings:
             if not value.endswith("/"):
                 raise env.EnvError(f"environment variable {name} must end with '/', got {value!r}")
             prefixes.append(value)
-        return cls(bucket, tuple(labels), val_fraction, prefixes[0], prefixes[1], threads)
+        return cls(
+            bucket,
+            tuple(labels),
+            val_fraction,
+            prefixes[0],
+            prefixes[1],
+            threads,
+            env.optional(Env.EXPORT_STATE_MACHINE_ARN),
+            env.bounded(Env.EXPORT_DISTRIBUTED_ABOVE, limits.EXPORT_DISTRIBUTED_ABOVE),
+            env.bounded(Env.EXPORT_SHARD_SIZE, limits.EXPORT_SHARD_SIZE),
+        )
 
 
 @functools.cache
@@ -278,13 +295,16 @@ def export_dataset(
         "exporting",
         extra={"dataset": dataset, "version": version, "manifests": len(inputs), "images": len(plan.records)},
     )
+    extra = {"trigger": trigger, "calibration": calibration_certificate(dataset)}
+    if use_distributed(len(plan.records), cfg.distributed_above if cfg.state_machine_arn else None):
+        return _distribute(plan, dest, S3Destination(cfg.bucket, dataset_prefix, _s3()), dataset, version, extra)
     document = write_export(
         plan,
         dest,
         version,
         dataset=dataset,
         threads=cfg.threads,
-        extra={"trigger": trigger, "calibration": calibration_certificate(dataset)},
+        extra=extra,
         should_stop=should_stop,
     )
     moved = publish_latest(S3Destination(cfg.bucket, dataset_prefix, _s3()), version, document, dest.uri)
@@ -298,6 +318,25 @@ def export_dataset(
         "counts": document.get("counts"),
     }
     logger.info("export done", extra=result)
+    return result
+
+
+def _distribute(
+    plan: ExportPlan, dest: S3Destination, root: S3Destination, dataset: str, version: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the plan's shards and start the export state machine for this version (or find it running)."""
+    cfg = settings()
+    assert cfg.state_machine_arn is not None
+    result: dict[str, Any] = {"dataset": dataset, "version": version, "uri": dest.uri, "images": len(plan.records)}
+    current = dest.read_json(EXPORT_FILE)
+    if current is not None and current.get("version") == version:  # published: only latest.json may move
+        moved = publish_latest(root, version, current, dest.uri)
+        return result | {"status": "already_exported", "latest_updated": moved, "counts": current.get("counts")}
+    plan_doc = write_plan(plan, dest, version, dataset=dataset, shard_size=cfg.shard_size, extra=extra)
+    payload = {"bucket": cfg.bucket, "version_prefix": dest.prefix, "dataset_prefix": root.prefix}
+    started = start_execution(client("stepfunctions"), cfg.state_machine_arn, dataset, version, payload)
+    result |= {"status": "distributed", "shards": len(plan_doc["shards"]), **started}
+    logger.info("export distributed over shards", extra=result)
     return result
 
 

@@ -98,6 +98,30 @@ VERIFY_MANIFEST: Final = "verify.manifest"
 ADJUST_MANIFEST: Final = "adjust.manifest"
 VERIFIED_MANIFEST: Final = "verified.manifest"
 
+#: Inside one export version (``<exports prefix><dataset>/<version>/``): the distributed export's
+#: plan (its shard files, one done marker per finished shard) and the report of a failed export.
+EXPORT_FILE: Final = "export.json"
+EXPORT_PLAN_DIR: Final = "plan/"
+EXPORT_PLAN_FILE: Final = "plan/plan.json"
+EXPORT_SHARDS_DIR: Final = "plan/shards/"
+EXPORT_SHARD_DONE_DIR: Final = "plan/done/"
+EXPORT_FAILED_FILE: Final = "failed.json"
+#: What the export state machine's tasks ask the shard function to do.
+EXPORT_ACTION_SHARD: Final = "shard"
+EXPORT_ACTION_PUBLISH: Final = "publish"
+EXPORT_ACTION_FAIL: Final = "fail"
+
+
+def export_shard_path(index: int) -> str:
+    """A shard file of a distributed export, relative to the version folder."""
+    return f"{EXPORT_SHARDS_DIR}{index:05d}.jsonl"
+
+
+def export_shard_done_path(index: int) -> str:
+    """The marker a shard worker writes when every image of shard ``index`` is in place."""
+    return f"{EXPORT_SHARD_DONE_DIR}{index:05d}.json"
+
+
 #: Calibration files under ``<calibration prefix><dataset>/``.
 PAIRS_DIR: Final = "pairs/"
 STATE_DIR: Final = "state/"
@@ -254,6 +278,9 @@ class Env:
     GROUND_TRUTH_ROLE_ARN: Final = "GROUND_TRUTH_ROLE_ARN"
     VAL_FRACTION: Final = "VAL_FRACTION"
     COPY_THREADS: Final = "COPY_THREADS"
+    EXPORT_STATE_MACHINE_ARN: Final = "EXPORT_STATE_MACHINE_ARN"
+    EXPORT_DISTRIBUTED_ABOVE: Final = "EXPORT_DISTRIBUTED_ABOVE"
+    EXPORT_SHARD_SIZE: Final = "EXPORT_SHARD_SIZE"
     REVIEW_BACKEND: Final = "REVIEW_BACKEND"
 
 

@@ -29,14 +29,35 @@ def export_document(
     created: str,
 ) -> dict[str, Any]:
     """``export.json`` for ``plan`` written as ``version``: counts, histogram and warnings of what was written."""
-    document: dict[str, Any] = {"version": version, "dataset": dataset, **plan.summary()}
-    counts = document["counts"]
+    gone = {m["image"] for m in missing}
+    lost = [(r.split, r.label_text) for r in plan.records if r.key in gone] if gone else []
+    return document_from_summary(plan.summary(), version, dataset, missing, lost, resumed, created)
+
+
+def document_from_summary(
+    summary: dict[str, Any],
+    version: str,
+    dataset: str | None,
+    missing: list[dict[str, Any]],
+    lost: list[tuple[str, str]],
+    resumed: int,
+    created: str,
+    shards: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``export.json`` from a plan's summary (`ExportPlan.summary`) and what was not written.
+
+    ``lost`` holds ``(split, label text)`` of each missing image, so a distributed export (whose
+    publish step never holds the whole plan) corrects the counts exactly as the single function does.
+    ``shards`` lists the distributed export's shards (empty for the single-function path).
+    """
+    document: dict[str, Any] = {"version": version, "dataset": dataset, **summary}
+    counts = document["counts"] = dict(document["counts"])
     counts["images_planned"] = counts["images"]
     counts["images_missing"] = len(missing)
     counts["images"] = counts["images"] - len(missing)
     counts["images_resumed"] = resumed
-    if missing:
-        _recount_without(plan, {m["image"] for m in missing}, document)
+    if lost:
+        _subtract(lost, document)
     document["missing_images"] = {
         "count": len(missing),
         "by_reason": dict(sorted(Counter(m["reason"] for m in missing).items())),
@@ -48,21 +69,23 @@ def export_document(
         if counts[split] == 0
     ]
     document["files"] = dict(EXPORT_FILES)
+    document["shards"] = list(shards or [])
     document["created"] = created
     return document
 
 
-def _recount_without(plan: ExportPlan, gone: set[str], document: dict[str, Any]) -> None:
+def _subtract(lost: list[tuple[str, str]], document: dict[str, Any]) -> None:
     """Splits, background ratio, class histogram and boxes over the images actually written."""
     counts = document["counts"]
-    kept = [r for r in plan.records if r.key not in gone]
-    counts["train"] = sum(1 for r in kept if r.split == "train")
-    counts["val"] = len(kept) - counts["train"]
-    counts["background_images"] = sum(1 for r in kept if r.is_background)
-    document["background_ratio"] = round(counts["background_images"] / len(kept), 6) if kept else 0.0
-    histogram: Counter[str] = Counter()
-    for record in kept:
-        for row in record.label_text.splitlines():
-            histogram[plan.class_names[int(row.split(" ", 1)[0])]] += 1
-    document["class_histogram"] = {name: histogram.get(name, 0) for name in plan.class_names}
-    counts["boxes"] = sum(histogram.values())
+    names = list(document["class_histogram"])
+    counts["train"] -= sum(1 for split, _ in lost if split == "train")
+    counts["val"] = counts["images"] - counts["train"]
+    counts["background_images"] -= sum(1 for _, text in lost if not text)
+    images = counts["images"]
+    document["background_ratio"] = round(counts["background_images"] / images, 6) if images else 0.0
+    histogram = Counter(document["class_histogram"])
+    for _, text in lost:
+        for row in text.splitlines():
+            histogram[names[int(row.split(" ", 1)[0])]] -= 1
+    document["class_histogram"] = {name: histogram.get(name, 0) for name in names}
+    counts["boxes"] = sum(document["class_histogram"].values())

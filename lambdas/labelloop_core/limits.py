@@ -91,6 +91,13 @@ LABEL_STUDIO_PRESIGN_TTL_MINUTES: Final = IntRange(60, 1, 10080)
 VAL_FRACTION: Final = FloatRange(0.2, 0.0, 0.9)
 #: Threads copying images and writing labels in one export invocation.
 COPY_THREADS: Final = IntRange(48, 1, 256)
+#: Exports of more images than this fan out over a Step Functions Distributed Map of shard workers
+#: (sized from the measured per-image cost: bench/README.md, "Distributed export").
+EXPORT_DISTRIBUTED_ABOVE: Final = IntRange(10_000, 0, 10_000_000)
+#: Images per shard of a distributed export (one shard worker invocation each; S3 lists 1,000 keys a page).
+EXPORT_SHARD_SIZE: Final = IntRange(2_000, 1, 100_000)
+#: Shard workers running at once (Distributed Map MaxConcurrency; AWS allows up to 10,000).
+EXPORT_MAX_CONCURRENCY: Final = IntRange(10, 1, 10_000)
 
 # -- model and calibration ---------------------------------------------------------------------------
 MIN_CONFIDENCE: Final = FloatRange(0.05, 0.0, 1.0)

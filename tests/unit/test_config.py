@@ -36,6 +36,11 @@ def test_defaults_are_safe_for_a_first_deploy() -> None:
         ({"calibration": {"auditFraction": 2}}, "labelloop.calibration.auditFraction"),
         ({"labelz": ["a"]}, "labelloop.labelz"),
         ({"encryption": "sse-kms"}, "labelloop.encryption"),
+        ({"export": {"distributedAbove": -1}}, "labelloop.export.distributedAbove"),
+        ({"export": {"shardSize": 0}}, "labelloop.export.shardSize"),
+        ({"export": {"maxConcurrency": 10_001}}, "labelloop.export.maxConcurrency"),
+        ({"export": {"shardsize": 10}}, "labelloop.export.shardsize"),
+        ({"export": 5}, "labelloop.export"),
     ],
 )
 def test_invalid_context_names_the_key(raw: dict[str, object], key: str) -> None:
@@ -120,3 +125,15 @@ def test_config_and_lambda_adapters_share_one_set_of_limits() -> None:
             categories_uri="s3://b/c.json",
             workers_per_object=limits.WORKERS_PER_OBJECT.hi + 1,
         )
+
+
+def test_export_fan_out_keys_default_from_limits_and_override_one_by_one() -> None:
+    from labelloop_core import limits
+
+    config = parse_config({})
+    assert config.export.distributed_above == limits.EXPORT_DISTRIBUTED_ABOVE.default
+    assert config.export.shard_size == limits.EXPORT_SHARD_SIZE.default
+    assert config.export.max_concurrency == limits.EXPORT_MAX_CONCURRENCY.default
+    context = {"labelloop": {"export": {"shardSize": 500}}, "labelloop.export.distributedAbove": "0"}
+    export = config_from_context(context.get).export
+    assert (export.distributed_above, export.shard_size) == (0, 500)
