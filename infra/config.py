@@ -414,7 +414,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
             f"{where}.incomingPrefix: incoming, work and exports prefixes must not overlap, got {prefixes}"
         )
     backend = _choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
-    config = LabelLoopConfig(
+    return LabelLoopConfig(
         labels=_labels(raw, where),
         workteam_arn=workteam,
         model=_model(raw.get("model"), f"{where}.model"),
@@ -444,12 +444,6 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
         export=_export(raw.get("export"), f"{where}.export"),
     )
-    if backend == "labelstudio" and config.task_mode == "verify":
-        raise ConfigError(
-            f"{where}.taskMode: 'verify' is not available with reviewBackend 'labelstudio' yet; use 'adjust' "
-            "(reviewers correct the model's boxes in Label Studio) or reviewBackend 'groundtruth'"
-        )
-    return config
 
 
 def context_object(get_context: Any) -> dict[str, Any]:

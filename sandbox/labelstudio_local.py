@@ -28,6 +28,7 @@ from adapters.labelstudio import LabelStudioApiError, LabelStudioClient
 from labelloop_core.boxes import Box
 from labelloop_core.contract import META_KEY
 from labelloop_core.labelstudio import KEY_FIELD, boxes_from_result, region_from_box
+from labelloop_core.labelstudio_verify import verify_result
 from sandbox.imagerefs import ImageRef
 from sandbox.workforce import Task, Workforce
 
@@ -88,7 +89,7 @@ class LocalLabelStudio:
     _server: Any = None
     _sync_function: str | None = None
     _last_tick: float = 0.0
-    _announced: set[int] = field(default_factory=set)
+    _announced: set[tuple[int, str]] = field(default_factory=set)
     _answered: set[int] = field(default_factory=set)
     _unanswerable: set[int] = field(default_factory=set)
 
@@ -131,7 +132,8 @@ class LocalLabelStudio:
             return
         self._last_tick = now
         for state_key in self.cloud.list_keys(f"{self.work_prefix}batches/{self.dataset}/"):
-            if state_key.endswith("/labelstudio.json"):
+            name = state_key.rsplit("/", 1)[-1]
+            if name.startswith("labelstudio") and name.endswith(".json"):  # one per review (stage)
                 self._review(state_key)
         self.sweep()
 
@@ -151,13 +153,16 @@ class LocalLabelStudio:
         body = self.cloud.client("s3").get_object(Bucket=self.cloud.bucket, Key=state_key)["Body"].read()
         state = json.loads(body)
         project_id = int(state["project_id"])
-        if project_id not in self._announced:
-            self._announced.add(project_id)
+        verify = state.get("task_mode") == "verify"
+        announced = (project_id, str(state.get("job_name")))
+        if announced not in self._announced:
+            self._announced.add(announced)
             who = "waiting for people to review" if self.workforce is None else "answering through the API"
-            self.say(f"Label Studio project {state.get('project_url')} ({state.get('tasks')} task(s)); {who}")
+            what = "verify task(s): correct/incorrect" if verify else "task(s)"
+            self.say(f"Label Studio project {state.get('project_url')} ({state.get('tasks')} {what}); {who}")
         if self.workforce is None:
             return
-        batch_prefix = state_key[: -len("labelstudio.json")]
+        batch_prefix = state_key.rsplit("/", 1)[0] + "/"
         batch_id = batch_prefix.rstrip("/").rsplit("/", 1)[-1]
         sizes = self._sizes(batch_prefix)
         ls = self._client()
@@ -165,7 +170,7 @@ class LocalLabelStudio:
             task_id = int(task["id"])
             if task.get("annotations") or task_id in self._answered or task_id in self._unanswerable:
                 continue
-            self._answer(ls, task, sizes)
+            self._answer(ls, task, sizes, verify=verify)
 
     def _sizes(self, batch_prefix: str) -> dict[str, tuple[int, int]]:
         body = self.cloud.client("s3").get_object(Bucket=self.cloud.bucket, Key=f"{batch_prefix}review.manifest")
@@ -176,20 +181,25 @@ class LocalLabelStudio:
                 sizes[str(meta.get("key"))] = (int(meta.get("width") or 0), int(meta.get("height") or 0))
         return sizes
 
-    def _answer(self, ls: LabelStudioClient, task: dict[str, Any], sizes: dict[str, tuple[int, int]]) -> None:
+    def _answer(
+        self, ls: LabelStudioClient, task: dict[str, Any], sizes: dict[str, tuple[int, int]], *, verify: bool = False
+    ) -> None:
+        """Answer one task as an annotator in the UI would: draw boxes, or judge the predicted ones."""
         assert self.workforce is not None
         data = task["data"]
         key = str(data[KEY_FIELD]).split("/", 1)[1]
         width, height = sizes.get(key, (0, 0))
         shown: list[Box] = []
+        predicted: list[dict[str, Any]] = []
         for prediction in task.get("predictions") or []:
-            shown, _ = boxes_from_result(prediction.get("result"), self.labels, width, height)
+            predicted = list(prediction.get("result") or [])
+            shown, _ = boxes_from_result(predicted, self.labels, width, height)
         bucket, _, object_key = str(data["image"])[len("s3://") :].partition("/")
         offered = Task(
             job_name=str(data.get("labelloop_batch")),
             dataset_object_id=str(task["id"]),
             data_object={"source-ref": data["image"], META_KEY: {"key": key}},
-            task_input={"initialValue": [_pixel(b) for b in shown]},
+            task_input={"initialValue": [_pixel(b) for b in shown], **({"mode": "verify"} if verify else {})},
             image=ImageRef(bucket=bucket, key=object_key),
             image_width=width,
             image_height=height,
@@ -201,10 +211,14 @@ class LocalLabelStudio:
             self._unanswerable.add(int(task["id"]))
             self.say(f"no answer for {key}: its task waits for a person in Label Studio")
             return
-        regions = [
-            region_from_box(Box(b["label"], b["left"], b["top"], b["width"], b["height"]), width, height, f"a{i}")
-            for i, b in enumerate(answers[0].boxes)
-        ]
+        if verify:  # the UI pre-fills the predicted boxes; the reviewer picks a verdict
+            shown_regions = [{k: v for k, v in r.items() if k != "score"} for r in predicted]
+            regions = verify_result(str(answers[0].verdict), answers[0].comment, shown_regions)
+        else:
+            regions = [
+                region_from_box(Box(b["label"], b["left"], b["top"], b["width"], b["height"]), width, height, f"a{i}")
+                for i, b in enumerate(answers[0].boxes)
+            ]
         ls.annotate(int(task["id"]), regions)
         self._answered.add(int(task["id"]))
 

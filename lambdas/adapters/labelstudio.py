@@ -153,11 +153,21 @@ class LabelStudioClient:
         return sorted(found, key=lambda p: int(p["id"]))
 
     def ensure_project(
-        self, key: str, *, title: str, labels: Sequence[str], model_version: str, overlap: int = 1
+        self,
+        key: str,
+        *,
+        title: str,
+        labels: Sequence[str],
+        model_version: str,
+        overlap: int = 1,
+        task_mode: str = "adjust",
     ) -> dict[str, Any]:
-        """The project for ``key``: found, else created (once: a lost response is found by the lookup after)."""
+        """The project for ``key``: found, else created (once: a lost response is found by the lookup after).
+
+        ``task_mode`` picks the labeling interface: boxes (``adjust``) or boxes plus a verdict (``verify``).
+        """
         settings = {
-            "label_config": label_config(labels),
+            "label_config": label_config(labels, task_mode),
             "show_collab_predictions": True,
             "model_version": model_version,
             "maximum_annotations": overlap,

@@ -36,6 +36,7 @@ from labelloop_core.labelstudio import (
     project_key,
     task_for_line,
 )
+from labelloop_core.labelstudio_verify import verify_output_line
 from labelloop_core.manifest import dumps_line, iter_manifest
 
 #: Header carrying the webhook's shared secret (Label Studio sends static custom headers only).
@@ -130,7 +131,8 @@ class LabelStudioReview:
 
     @staticmethod
     def state_key(batch: ReviewBatch) -> str:
-        return f"{batch.batch_prefix}labelstudio.json"
+        """The review's state beside the batch's files; each verify-then-adjust stage has its own."""
+        return state_key(batch.batch_prefix, batch.stage)
 
     def _state(self, batch: ReviewBatch) -> dict[str, Any] | None:
         try:
@@ -167,12 +169,14 @@ class LabelStudioReview:
     def ensure_project(self, ls: LabelStudioClient, batch: ReviewBatch) -> dict[str, Any]:
         """The dataset's project with the bucket's storage and the webhook in place."""
         cfg = self.settings
+        verify = batch.task_mode == "verify"
         project = ls.ensure_project(
-            project_key(cfg.namespace, batch.dataset),
-            title=f"LabelLoop {batch.dataset}",
+            project_key(cfg.namespace, batch.dataset, batch.task_mode),
+            title=f"LabelLoop {batch.dataset}" + (" (verify)" if verify else ""),
             labels=cfg.labels,
             model_version=cfg.model_version,
             overlap=cfg.workers_per_object,
+            task_mode=batch.task_mode,
         )
         project_id = int(project["id"])
         ls.ensure_s3_storage(
@@ -192,6 +196,9 @@ class LabelStudioReview:
             {
                 "backend": self.name,
                 "job_name": batch.job_name,
+                "stage": batch.stage,
+                "task_mode": batch.task_mode,
+                "manifest": batch.manifest,
                 "project_id": project_id,
                 "project_url": ls.project_url(project_id),
                 "tasks": len(tasks),
@@ -249,10 +256,11 @@ class LabelStudioReview:
     def _write_output(self, batch: ReviewBatch, lines: list[dict[str, Any]], chosen: Mapping[str, Any]) -> None:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
         rows = []
+        convert = verify_output_line if batch.task_mode == "verify" else output_line
         for line in lines:
             task = chosen.get(object_key(batch.batch_id, str(line[META_KEY]["key"])))
             rows.append(
-                output_line(
+                convert(
                     line,
                     task,
                     attribute=batch.job_name,
@@ -320,6 +328,11 @@ def settings_from_env() -> LabelStudioSettings:
         webhook_secret_arn=env.text("LABEL_STUDIO_WEBHOOK_SECRET_ARN", "") or None,
         presign_ttl_minutes=env.integer("LABEL_STUDIO_PRESIGN_TTL_MINUTES", 60, lo=1, hi=10080),
     )
+
+
+def state_key(batch_prefix: str, stage: str = "") -> str:
+    """``labelstudio.json`` (adjust mode), ``labelstudio-verify.json`` / ``labelstudio-adjust.json`` (stages)."""
+    return f"{batch_prefix}labelstudio{'-' + stage if stage else ''}.json"
 
 
 def open_key(work_prefix: str, job_name: str) -> str:

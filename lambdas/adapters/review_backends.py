@@ -20,6 +20,7 @@ from botocore.exceptions import ClientError
 from adapters import review
 from adapters.aws import client
 from labelloop_core.contract import REVIEW_MANIFEST
+from labelloop_core.verification import ADJUST, STAGE_MANIFESTS
 
 BACKENDS = ("groundtruth", "labelstudio")
 
@@ -37,6 +38,22 @@ class ReviewBatch:
     #: The manifest under review (verify-then-adjust: each stage's own) and the task it is shown as.
     manifest: str = REVIEW_MANIFEST
     task_mode: str = "adjust"
+
+    @classmethod
+    def for_stage(
+        cls, bucket: str, dataset: str, batch_id: str, batch_prefix: str, job_name: str, work_prefix: str, stage: str
+    ) -> ReviewBatch:
+        """The batch as one review stage sees it: ``""`` is adjust mode's single review of ``review.manifest``;
+        ``verify``/``adjust`` are verify-then-adjust's stages, each on its own manifest and task mode."""
+        if stage not in ("", *STAGE_MANIFESTS):
+            raise ValueError(f"review stage must be '', 'verify' or 'adjust', got {stage!r}")
+        manifest = STAGE_MANIFESTS[stage] if stage else REVIEW_MANIFEST
+        return cls(bucket, dataset, batch_id, batch_prefix, job_name, work_prefix, manifest, stage or ADJUST)
+
+    @property
+    def stage(self) -> str:
+        """The verify-then-adjust stage this review is (``""`` for adjust mode's single review)."""
+        return "" if self.manifest == REVIEW_MANIFEST else self.task_mode
 
     @property
     def manifest_key(self) -> str:

@@ -121,7 +121,7 @@ def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     except ClientError:
         job_name = labeling_job_name(dataset, batch_id, stage=stage)
     backend = _backend(record)
-    batch = ReviewBatch(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix)
+    batch = ReviewBatch.for_stage(bucket, dataset, batch_id, batch_prefix, job_name, cfg.work_prefix, stage)
     result = review.with_stage(backend.outcome(batch), record)
     if result["status"] not in review.TERMINAL and (hours := _overdue(backend.started_at(batch), cfg)) is not None:
         # Past the configured review timeout: stop the review (answers so far stay where the backend

@@ -71,13 +71,14 @@ def reconcile_one(token_doc: dict[str, Any], cfg: Settings, backend: LabelStudio
     if token_doc.get("resolved"):
         close(cfg.bucket, cfg.work_prefix, job_name)
         return "already-resolved"
-    batch = ReviewBatch(
-        bucket=str(token_doc["bucket"]),
-        dataset=str(token_doc["dataset"]),
-        batch_id=str(token_doc["batch_id"]),
-        batch_prefix=str(token_doc["batch_prefix"]),
-        job_name=job_name,
-        work_prefix=cfg.work_prefix,
+    batch = ReviewBatch.for_stage(
+        str(token_doc["bucket"]),
+        str(token_doc["dataset"]),
+        str(token_doc["batch_id"]),
+        str(token_doc["batch_prefix"]),
+        job_name,
+        cfg.work_prefix,
+        str(token_doc.get("stage") or ""),
     )
     result = backend.outcome(batch)
     if result["status"] != "Completed":

@@ -25,9 +25,11 @@ from .manifest import bbox_label_line
 
 __all__ = [
     "BATCH_FIELD",
+    "COMMENT_CONTROL",
     "CONTROL",
     "IMAGE_FIELD",
     "KEY_FIELD",
+    "VERDICT_CONTROL",
     "LabelStudioError",
     "TaskState",
     "batch_state",
@@ -40,6 +42,7 @@ __all__ = [
     "project_key",
     "project_marker",
     "region_from_box",
+    "submitted_answers",
     "task_for_line",
 ]
 
@@ -50,6 +53,9 @@ BATCH_FIELD = "labelloop_batch"
 #: Names of the controls in the label config (``from_name`` / ``to_name`` of every result).
 CONTROL = "label"
 IMAGE_TAG = "image"
+#: The verify stage's extra controls: the correct/incorrect verdict and an optional comment.
+VERDICT_CONTROL = "verdict"
+COMMENT_CONTROL = "comment"
 #: Rotation (degrees) below which a rectangle counts as unrotated (UI rounding).
 ROTATION_TOLERANCE = 0.5
 PREDICTION_PREFIX = "labelloop-"
@@ -59,9 +65,10 @@ class LabelStudioError(ValueError):
     """A Label Studio document does not have the shape LabelLoop needs; the message says what and where."""
 
 
-def project_key(namespace: str, dataset: str) -> str:
-    """The LabelLoop key of a dataset's project (one project per stack and dataset)."""
-    return f"{namespace}/{dataset}"
+def project_key(namespace: str, dataset: str, task_mode: str = "adjust") -> str:
+    """The LabelLoop key of a dataset's project: one per stack and dataset, plus one for verify tasks
+    (a project has one labeling interface; verify-then-adjust's adjust stage uses the dataset's)."""
+    return f"{namespace}/{dataset}" + ("#verify" if task_mode == "verify" else "")
 
 
 def project_marker(key: str) -> str:
@@ -74,14 +81,30 @@ def object_key(batch_id: str, key: str) -> str:
     return f"{batch_id}/{key}"
 
 
-def label_config(labels: Sequence[str]) -> str:
-    """The project's labeling interface: the image and one RectangleLabels control, rotation disabled."""
+def label_config(labels: Sequence[str], task_mode: str = "adjust") -> str:
+    """The project's labeling interface: the image and one RectangleLabels control, rotation disabled.
+
+    ``verify`` adds a required ``Choices`` correct/incorrect control (and an optional comment)
+    beside the boxes: reviewers see the model's boxes as predictions and judge them as a whole.
+    """
     if not labels:
         raise LabelStudioError("a Label Studio project needs at least one label")
+    if task_mode not in ("adjust", "verify"):
+        raise LabelStudioError(f"task mode must be 'adjust' or 'verify', got {task_mode!r}")
     items = "".join(f"<Label value={quoteattr(name)}/>" for name in labels)
+    verify = ""
+    if task_mode == "verify":
+        verify = (
+            '<Header value="Are the boxes correct: every object boxed, tightly, with the right label?"/>'
+            f'<Choices name="{VERDICT_CONTROL}" toName="{IMAGE_TAG}" choice="single-radio" required="true" '
+            'showInline="true"><Choice value="correct"/><Choice value="incorrect"/></Choices>'
+            f'<TextArea name="{COMMENT_CONTROL}" toName="{IMAGE_TAG}" maxSubmissions="1" editable="true" '
+            'placeholder="What is wrong? (optional)"/>'
+        )
     return (
         f'<View><Image name="{IMAGE_TAG}" value="${IMAGE_FIELD}" zoom="true"/>'
-        f'<RectangleLabels name="{CONTROL}" toName="{IMAGE_TAG}" canRotate="false">{items}</RectangleLabels></View>'
+        f'<RectangleLabels name="{CONTROL}" toName="{IMAGE_TAG}" canRotate="false">{items}</RectangleLabels>'
+        f"{verify}</View>"
     )
 
 
@@ -247,7 +270,7 @@ class TaskState:
     skipped: int
 
 
-def _answers(task: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+def submitted_answers(task: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The task's submitted (not skipped) annotations, the latest per annotator."""
     latest: dict[Any, Mapping[str, Any]] = {}
     for annotation in task.get("annotations") or []:
@@ -277,7 +300,7 @@ def batch_state(tasks: Iterable[Mapping[str, Any]]) -> list[TaskState]:
                 task_id=int(task.get("id") or 0),
                 key=key,
                 labeled=bool(task.get("is_labeled")),
-                answers=len(_answers(task)),
+                answers=len(submitted_answers(task)),
                 skipped=skipped,
             )
         )
@@ -306,7 +329,7 @@ def output_line(
     width, height = size
     issues: list[str] = []
     answers: list[list[Box]] = []
-    for index, annotation in enumerate(_answers(task)):
+    for index, annotation in enumerate(submitted_answers(task)):
         boxes, notes = boxes_from_result(annotation.get("result"), labels, width, height, where=f"annotator {index}")
         issues.extend(notes)
         answers.append(boxes)

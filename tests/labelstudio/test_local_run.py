@@ -21,6 +21,10 @@ from adapters.labelstudio import LabelStudioClient
 from cli.main import main
 from labelloop_core.labelstudio import KEY_FIELD
 from tests.e2e.test_local_run import assert_accounted, write_images
+from tests.e2e.test_local_run_verify import CASES as VERIFY_CASES
+from tests.e2e.test_local_run_verify import _as_tuples as verify_tuples
+from tests.e2e.test_local_run_verify import _exported_boxes as verify_exported
+from tests.e2e.test_local_run_verify import _write as verify_inputs
 from tests.labelstudio.server import Server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -158,3 +162,35 @@ def test_human_review_waits_for_people_and_exports_exactly_what_they_drew(
     assert "waiting for people to review" in stderr
     for name, boxes in TRUTH.items():
         assert yolo_rows(out / "dataset", name) == pytest.approx(expected_rows(boxes, ["car", "person"]), abs=1e-5)
+
+
+def test_verify_then_adjust_in_label_studio_keeps_right_boxes_and_takes_people_s_elsewhere(
+    tmp_path: Path, label_studio: Server, token_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--task-mode verify``: a correct/incorrect project first, then the ordinary one for the rejected images."""
+    images, model, truth = verify_inputs(tmp_path)
+    out = tmp_path / "out"
+    argv = ["local", "run", "--images", str(images), "--out", str(out), "--labels", "car",
+            "--model", f"replay:{model}", "--threshold", "0.9", "--task-mode", "verify",
+            "--review-backend", "labelstudio", "--labelstudio-url", label_studio.url,
+            "--reviewer", f"oracle:{truth}", "--oracle-noise", "0", "--timeout", "600"]  # fmt: skip
+    code = main(argv)
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr[-3000:]
+    assert token_env not in stdout + stderr
+    report = json.loads((out / "report.json").read_text())
+    assert_accounted(report)
+    assert report["verification"] == {"verified_correct": 1, "judged_incorrect": 2,
+                                      "sent_to_adjust_without_detections": 1, "no_verdict": 0}  # fmt: skip
+    assert sorted(j["task_mode"] for j in report["labeling_jobs"]) == ["adjust", "verify"]
+    assert "verify task(s): correct/incorrect" in stderr
+    ls = LabelStudioClient(label_studio.url, label_studio.token)
+    (verify_project,) = ls.find_projects("LabelLoop/local#verify")
+    (adjust_project,) = ls.find_projects("LabelLoop/local")
+    verify_tasks = ls.get(f"/api/tasks/?project={verify_project['id']}&fields=all&page_size=100")["tasks"]
+    adjust_tasks = ls.get(f"/api/tasks/?project={adjust_project['id']}&fields=all&page_size=100")["tasks"]
+    assert len(verify_tasks) == 3 and len(adjust_tasks) == 3  # right/wrong/partly judged; wrong/partly/empty adjusted
+    dataset = out / "dataset"
+    assert verify_exported(dataset, "right.jpg") == verify_tuples(VERIFY_CASES["right.jpg"][0])  # the model's
+    for name in ("wrong.jpg", "partly.jpg", "empty.jpg"):
+        assert verify_exported(dataset, name) == verify_tuples(VERIFY_CASES[name][1]), name  # people's truth

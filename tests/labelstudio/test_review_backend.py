@@ -26,6 +26,7 @@ from adapters.review_backends import ReviewBatch
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.labelstudio import KEY_FIELD
+from labelloop_core.labelstudio_verify import verify_result
 from labelloop_core.manifest import bbox_label_line, dumps_line, parse_bbox_label
 from tests.labelstudio.server import Server, free_port
 
@@ -257,3 +258,61 @@ def test_the_reconcile_sweep_completes_the_batch_once(cloud: Cloud, label_studio
     assert review_sync.sweep(cfg, review) == {"reviews": {}}  # closed: nothing left to sweep
     record = json.loads(cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}review.json")["Body"].read())
     assert record["status"] == "Completed" and record["output_manifest"] == f"s3://{BUCKET}/{batch.output_key}"
+
+
+def test_verify_stage_judged_in_label_studio_splits_into_verified_and_adjust(
+    cloud: Cloud, label_studio: Server, unique: str
+) -> None:
+    """Verify-then-adjust's first stage: a correct/incorrect project, answers -> the split the workflow runs next."""
+    from handlers import review_stages, review_sync
+
+    review = backend(cloud, label_studio, unique)
+    base = make_batch(cloud, "verify", ["a.jpg", "b.jpg", "c.jpg"])
+    assert review_stages.plan(BUCKET, base.batch_prefix)["verify"] == 3
+    batch = ReviewBatch.for_stage(
+        BUCKET, "verify", "b1", base.batch_prefix, f"{base.job_name}-verify", "work/", "verify"
+    )
+    token_doc = {"token": "never-issued", "job_name": batch.job_name, "bucket": BUCKET, "dataset": batch.dataset,
+                 "batch_id": batch.batch_id, "batch_prefix": batch.batch_prefix, "backend": "labelstudio",
+                 "stage": "verify", "task_mode": "verify"}  # fmt: skip
+    for key in (token_key("work/", batch.job_name), open_key("work/", batch.job_name)):
+        cloud.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(token_doc).encode())
+    project_id = review.start(batch)["project_id"]
+    ls = review.client()
+    (project,) = ls.find_projects(f"{unique}/verify#verify")
+    assert project["id"] == project_id and '<Choices name="verdict"' in project["label_config"]
+    assert ls.find_projects(f"{unique}/verify") == []  # the adjust stage's project is made when it starts
+    tasks = tasks_by_name(ls, project_id, batch)
+    assert sorted(tasks) == ["a.jpg", "b.jpg", "c.jpg"] and all(t["predictions"] for t in tasks.values())
+    shown = [{k: v for k, v in r.items() if k != "score"} for r in tasks["a.jpg"]["predictions"][0]["result"]]
+    ls.annotate(tasks["a.jpg"]["id"], verify_result("correct", shown=shown))
+    ls.annotate(tasks["b.jpg"]["id"], verify_result("incorrect", "misses the second car", shown))
+    ls.annotate(tasks["c.jpg"]["id"], [], skip=True)
+    cfg = review_sync.Settings(bucket=BUCKET, work_prefix="work/", labelstudio=review.settings)
+    assert review_sync.sweep(cfg, review) == {"reviews": {batch.job_name: "waiting"}}  # c was only skipped
+    ls.annotate(tasks["c.jpg"]["id"], shown)  # submitted without picking a verdict (the API does not force it)
+    assert review_sync.sweep(cfg, review)["reviews"][batch.job_name].startswith("completed (")
+    record = json.loads(
+        cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}review-verify.json")["Body"].read()
+    )
+    assert record["status"] == "Completed" and record["stage"] == "verify"
+    split = review_stages.split(BUCKET, batch.batch_prefix, record)
+    assert (split["verified_correct"], split["judged_incorrect"], split["no_verdict"], split["adjust"]) == (1, 1, 1, 2)
+    verified = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}verified.manifest")["Body"].read()
+    (line,) = [json.loads(raw) for raw in verified.decode().splitlines()]
+    assert (
+        line["labelloop-meta"]["key"] == "incoming/verify/a.jpg" and line["labelloop-meta"]["provenance"] == "verified"
+    )
+    adjust = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}adjust.manifest")["Body"].read().decode()
+    reasons = {
+        json.loads(raw)["labelloop-meta"]["key"]: json.loads(raw)["labelloop-meta"] for raw in adjust.splitlines()
+    }
+    assert reasons["incoming/verify/b.jpg"]["verification"]["comments"] == ["misses the second car"]
+    assert reasons["incoming/verify/c.jpg"]["adjust_reason"] == "no_verdict"
+    # The adjust stage is the dataset's ordinary boxes project, with the rejected images' predictions.
+    adjust_batch = ReviewBatch.for_stage(
+        BUCKET, "verify", "b1", batch.batch_prefix, f"{base.job_name}-adjust", "work/", "adjust"
+    )
+    adjust_project = review.start(adjust_batch)["project_id"]
+    assert adjust_project != project_id and "<Choices" not in ls.find_projects(f"{unique}/verify")[0]["label_config"]
+    assert sorted(tasks_by_name(ls, adjust_project, adjust_batch)) == ["b.jpg", "c.jpg"]
