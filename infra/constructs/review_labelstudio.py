@@ -5,7 +5,8 @@ stay as they are; their functions get the Label Studio settings (URL, the ARN of
 — never the token), and `handlers.review_sync` completes waiting batches every ``syncMinutes``
 (the source of truth) and, when ``labelStudio.webhook`` is on, at once on Label Studio's
 annotation webhooks through a function URL that only answers callers presenting a generated
-shared secret (Label Studio sends static headers, no signatures).
+shared secret (Label Studio sends static headers, no signatures) and queues the sweep as an
+asynchronous invocation of itself, so the webhook is answered well within Label Studio's 1 s.
 """
 
 from __future__ import annotations
@@ -105,6 +106,15 @@ class LabelStudioReview(Construct):
                 ),
             )
             self.function_url = self.sync_function.add_function_url(auth_type=lambda_.FunctionUrlAuthType.NONE)
+            # The URL request only queues a sweep of this same function (Label Studio waits 1 s at most).
+            # A policy of its own, not the role's default one the function depends on: no dependency cycle.
+            iam.Policy(
+                self,
+                "WebhookQueuesSweep",
+                statements=[
+                    iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[self.sync_function.function_arn])
+                ],
+            ).attach_to_role(self._role(self.sync_function))
             for function in (workflow.start_review_function, self.sync_function):
                 webhook_secret.grant_read(function)
                 function.add_environment("LABEL_STUDIO_WEBHOOK_SECRET_ARN", webhook_secret.secret_arn)
@@ -121,6 +131,11 @@ class LabelStudioReview(Construct):
             for key, value in environment.items():
                 function.add_environment(key, value)
         self._grant(config, storage, workflow)
+
+    @staticmethod
+    def _role(function: lambda_.Function) -> iam.IRole:
+        assert function.role is not None, "every LabelLoop function has its own role"
+        return function.role
 
     def _grant(self, config: LabelLoopConfig, storage: Storage, workflow: Workflow) -> None:
         work = config.work_prefix

@@ -4,8 +4,10 @@ Three callers, one function (`sweep`):
 
 - a schedule (EventBridge, every few minutes): the source of truth;
 - Label Studio's project webhook (``ANNOTATION_CREATED/UPDATED``) through this function's URL,
-  accepted only with the shared-secret header: a fast path, nothing more (Label Studio sends each
-  event once, with a 1 s timeout and no signature);
+  accepted only with the shared-secret header: a fast path, nothing more. Label Studio sends each
+  event once, with a 1 s timeout, no retry and no signature, from inside the annotator's submit
+  request, so the URL request only checks the secret, queues ``{"action": "sweep"}`` as an
+  asynchronous invocation of this same function and answers 202 at once; the sweep runs after;
 - ``{"action": "sweep"}`` invoked directly (local runs play the schedule this way).
 
 Every open review (``<work>labelstudio/open/<job>.json``) is asked for its outcome; a completed
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from botocore.exceptions import ClientError
 
 from adapters import env, review
 from adapters.aws import client
@@ -115,22 +118,39 @@ def _header(event: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def on_webhook(event: dict[str, Any], cfg: Settings) -> dict[str, Any]:
-    """Function URL request: 403 without the right secret header, else sweep and 200 (202 if nothing open)."""
+def queue_sweep(function_name: str) -> bool:
+    """Ask Lambda to run ``{"action": "sweep"}`` on this function later (asynchronous: returns in milliseconds).
+
+    False when it could not be queued: the schedule then completes the batch on its next tick.
+    """
+    try:
+        client("lambda").invoke(
+            FunctionName=function_name, InvocationType="Event", Payload=json.dumps({"action": "sweep"}).encode()
+        )
+        return True
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        logger.warning("webhook: sweep not queued; the schedule will reconcile", extra={"error": code})
+        return False
+
+
+def on_webhook(event: dict[str, Any], cfg: Settings, function_name: str) -> dict[str, Any]:
+    """Function URL request: 403 without the right secret header, else queue a sweep and answer 202 at once."""
     secret_arn = cfg.labelstudio.webhook_secret_arn
     given = _header(event, WEBHOOK_HEADER)
     if not secret_arn or given is None or not hmac.compare_digest(given, secret_value(secret_arn)):
         logger.warning("webhook call refused: missing or wrong secret header")
         return {"statusCode": 403, "body": json.dumps({"error": "forbidden"})}
-    result = sweep(cfg)
-    return {"statusCode": 200, "body": json.dumps({"reviews": len(result["reviews"])})}
+    queued = queue_sweep(function_name)
+    return {"statusCode": 202, "body": json.dumps({"sweep": "queued" if queued else "left to the schedule"})}
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point: a schedule tick, a function URL (webhook) request, or ``{"action": "sweep"}``."""
     cfg = settings()
     if isinstance(event.get("requestContext"), dict) and "headers" in event:
-        return on_webhook(event, cfg)
+        name = getattr(context, "function_name", None) or env.text("AWS_LAMBDA_FUNCTION_NAME")
+        return on_webhook(event, cfg, str(name))
     if event.get("action") == "sweep" or event.get("detail-type") == "Scheduled Event":
         return sweep(cfg)
     raise ValueError(

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections.abc import Iterator
+from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
 from adapters import labelstudio_review
-from adapters.aws import reset_clients
+from adapters.aws import client, reset_clients
 from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioSettings, parse_credentials
 from handlers import review_sync
 from labelloop_core.labelstudio import LabelStudioError
@@ -20,7 +23,7 @@ BUCKET = "data"
 
 @pytest.fixture
 def cfg() -> Iterator[review_sync.Settings]:
-    with mock_aws():
+    with mock_aws(config={"lambda": {"use_docker": False}}):
         reset_clients()
         labelstudio_review._SECRETS.clear()
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
@@ -43,11 +46,64 @@ def url_event(headers: dict[str, str]) -> dict[str, object]:
     return {"requestContext": {"http": {"method": "POST"}}, "headers": headers, "body": "{}"}
 
 
+def sync_function() -> str:
+    """The reconcile function as moto knows it (moto runs no code for an asynchronous invocation)."""
+    role = boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName="sync", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+    )["Role"]["Arn"]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("index.py", "def handler(event, context):\n    return event\n")
+    return str(
+        boto3.client("lambda", region_name="us-east-1").create_function(
+            FunctionName="review-sync", Runtime="python3.12", Role=role, Handler="index.handler",
+            Code={"ZipFile": buffer.getvalue()},
+        )["FunctionName"]
+    )  # fmt: skip
+
+
+def invocations() -> list[dict[str, Any]]:
+    """The Invoke calls the handler makes through its (lazily created, cached) Lambda client."""
+    calls: list[dict[str, Any]] = []
+    client("lambda").meta.events.register(
+        "provide-client-params.lambda.Invoke", lambda params, **_: calls.append(params)
+    )
+    return calls
+
+
 def test_webhook_without_the_shared_secret_is_refused(cfg: review_sync.Settings) -> None:
-    assert review_sync.on_webhook(url_event({}), cfg)["statusCode"] == 403
-    assert review_sync.on_webhook(url_event({WEBHOOK_HEADER: "guess"}), cfg)["statusCode"] == 403
-    ok = review_sync.on_webhook(url_event({WEBHOOK_HEADER.lower(): "s3cr3t-value"}), cfg)
-    assert ok["statusCode"] == 200 and json.loads(ok["body"]) == {"reviews": 0}
+    calls = invocations()
+    assert review_sync.on_webhook(url_event({}), cfg, "review-sync")["statusCode"] == 403
+    assert review_sync.on_webhook(url_event({WEBHOOK_HEADER: "guess"}), cfg, "review-sync")["statusCode"] == 403
+    assert calls == []  # nothing queued for a caller without the secret
+
+
+def test_webhook_queues_the_sweep_and_answers_at_once_without_calling_label_studio(
+    cfg: review_sync.Settings,
+) -> None:
+    name = sync_function()
+    s3 = boto3.client("s3", region_name="us-east-1")
+    doc = {"job_name": "labelloop-a-1", "bucket": BUCKET, "dataset": "a", "batch_id": "1",
+           "batch_prefix": "work/batches/a/1/", "token": "t"}  # fmt: skip
+    s3.put_object(Bucket=BUCKET, Key="work/labelstudio/open/labelloop-a-1.json", Body=json.dumps(doc).encode())
+    calls = invocations()
+    # An open review whose sweep would have to call the (unreachable) server: the webhook must not wait for it.
+    ok = review_sync.on_webhook(url_event({WEBHOOK_HEADER.lower(): "s3cr3t-value"}), cfg, name)
+    assert ok["statusCode"] == 202 and json.loads(ok["body"]) == {"sweep": "queued"}
+    (call,) = calls
+    assert call["FunctionName"] == name and call["InvocationType"] == "Event"
+    assert json.loads(call["Payload"]) == {"action": "sweep"}
+
+
+def test_the_function_url_request_is_routed_to_the_webhook_with_the_function_s_own_name(
+    cfg: review_sync.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = sync_function()
+    monkeypatch.setattr(review_sync, "settings", lambda: cfg)
+    calls = invocations()
+    context = type("Context", (), {"function_name": name})()
+    answer = review_sync.handler(url_event({WEBHOOK_HEADER: "s3cr3t-value"}), context)
+    assert answer["statusCode"] == 202 and [c["FunctionName"] for c in calls] == [name]
 
 
 def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sync.Settings) -> None:

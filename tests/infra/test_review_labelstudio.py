@@ -100,7 +100,6 @@ def test_ground_truth_stays_the_default_without_label_studio_resources(template_
     ("context", "message"),
     [
         ({"reviewBackend": "labelstudio"}, "labelStudio.url: required"),
-        ({**CONTEXT, "taskMode": "verify"}, "'verify' is not available with reviewBackend 'labelstudio'"),
         ({**CONTEXT, "labelStudio": {"url": "https://x", "tokenSecretArn": "my-secret-token"}}, "never the token"),
     ],
 )
@@ -110,3 +109,23 @@ def test_misconfiguration_fails_synth_with_the_key_and_never_echoes_a_token(
     with pytest.raises(ConfigError, match=message) as info:
         build_app(context=context)
     assert "my-secret-token" not in str(info.value)
+
+
+def test_the_webhook_may_only_queue_a_sweep_of_its_own_function(template: Template) -> None:
+    (sync_id,) = _functions(template, "handlers.review_sync.handler")
+    statement = {"Action": "lambda:InvokeFunction", "Effect": "Allow", "Resource": {"Fn::GetAtt": [sync_id, "Arn"]}}
+    policies = template.find_resources(
+        "AWS::IAM::Policy", {"Properties": {"PolicyDocument": {"Statement": [statement]}}}
+    )
+    (policy,) = policies.values()
+    assert [role["Ref"] for role in policy["Properties"]["Roles"]] == [
+        template.to_json()["Resources"][sync_id]["Properties"]["Role"]["Fn::GetAtt"][0]
+    ]
+
+
+def test_verify_mode_with_label_studio_synthesizes_the_verify_then_adjust_chain() -> None:
+    _, stack = build_app(context={**CONTEXT, "taskMode": "verify"})
+    verify = Template.from_stack(stack)
+    assert _functions(verify, "handlers.review_stages.handler")
+    (start,) = _functions(verify, "handlers.start_review.handler").values()
+    assert start["Properties"]["Environment"]["Variables"]["REVIEW_BACKEND"] == "labelstudio"
