@@ -29,7 +29,7 @@ _HIDE_LOCK = threading.RLock()
 
 
 @dataclass
-class Batch:
+class PolledBatch:
     """One delivery of records to a function."""
 
     function_arn: str
@@ -116,7 +116,7 @@ class SqsPoller:
         self.account = account
         self.region = region
         self.settings = settings or PollerSettings()
-        self.batches: list[Batch] = []
+        self.batches: list[PolledBatch] = []
         #: Deliveries a ``flush()`` left undone (messages still visible after ``max_flush_rounds``).
         self.warnings: list[str] = []
         self._stop = threading.Event()
@@ -200,7 +200,7 @@ class SqsPoller:
         if "x-amz-function-error" in headers:
             # Left in flight: visible again after the visibility timeout, then redriven to the DLQ.
             self._retry(queue, messages, set(ids))
-            self.batches.append(Batch(esm.function_arn, queue.queue_arn, ids, f"function error: {text[:500]}"))
+            self.batches.append(PolledBatch(esm.function_arn, queue.queue_arn, ids, f"function error: {text[:500]}"))
             return
         reported = _reported_failures(text, ids)
         partial = "ReportBatchItemFailures" in (esm.function_response_types or [])
@@ -211,7 +211,7 @@ class SqsPoller:
                 backend.delete_message(queue.name, message.receipt_handle)
         self._retry(queue, messages, set(failed))
         ignored = [] if partial else [i for i in reported if i in ids]
-        self.batches.append(Batch(esm.function_arn, queue.queue_arn, ids, None, failed, ignored))
+        self.batches.append(PolledBatch(esm.function_arn, queue.queue_arn, ids, None, failed, ignored))
 
     def _retry(self, queue: Queue, messages: list[Any], failed: set[str]) -> None:
         """With ``retry="immediate"``, make the failed messages visible again now."""

@@ -56,7 +56,7 @@ PUBLIC_WORKTEAM_ACCOUNT = "394669845002"
 
 
 @dataclass
-class Settings:
+class GroundTruthEmulationSettings:
     """How the emulated Ground Truth behaves; the harness sets these per LocalCloud."""
 
     workforce: Workforce = field(default_factory=AcceptPrelabels)
@@ -65,7 +65,7 @@ class Settings:
     duplicate_events: bool = False
 
 
-SETTINGS = Settings()
+SETTINGS = GroundTruthEmulationSettings()
 _PATCH_STATE: dict[str, Any] = {}
 _THREADS: list[threading.Thread] = []
 _THREADS_LOCK = threading.Lock()
@@ -356,7 +356,7 @@ OPERATIONS: dict[str, Callable[[SageMakerResponse], Any]] = {
 }
 
 
-def install(settings: Settings | None = None) -> None:
+def install(settings: GroundTruthEmulationSettings | None = None) -> None:
     """Add the labeling-job and workteam operations to moto's SageMaker dispatch (idempotent)."""
     global SETTINGS
     if settings is not None:

@@ -24,10 +24,10 @@ import boto3
 from moto import mock_aws
 
 from sandbox import deploy as deploy_mod
-from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, models
+from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, model_emulation
 from sandbox.deploy import Deployment
 from sandbox.event_sources import PollerSettings, SqsPoller
-from sandbox.models import ModelSettings, NoPredictor, Predictor
+from sandbox.model_emulation import ModelEmulationSettings, NoPredictor, Predictor
 from sandbox.workforce import AcceptPrelabels, Workforce
 
 T = TypeVar("T")
@@ -46,8 +46,8 @@ class LocalCloud:
 
     deployment: Deployment
     region: str
-    gt_settings: groundtruth.Settings
-    model_settings: ModelSettings
+    gt_settings: groundtruth.GroundTruthEmulationSettings
+    model_settings: ModelEmulationSettings
     poller: SqsPoller
     _clients: dict[str, Any] = field(default_factory=dict)
 
@@ -88,10 +88,10 @@ class LocalCloud:
         poller_settings = PollerSettings(mode=esm_mode, window_scale=batch_window_scale, retry=esm_retry)
         if gt_mode not in ("thread", "manual"):
             raise ValueError(f"gt_mode must be 'thread' or 'manual', not {gt_mode!r}")
-        gt_settings = groundtruth.Settings(
+        gt_settings = groundtruth.GroundTruthEmulationSettings(
             workforce=workforce or AcceptPrelabels(), mode=gt_mode, duplicate_events=duplicate_gt_events
         )
-        model_settings = ModelSettings(
+        model_settings = ModelEmulationSettings(
             predictor=predictor or NoPredictor(), labels=list(labels or []), faults=dict(model_faults or {})
         )
         if not _ACTIVE.acquire(blocking=False):
@@ -112,8 +112,8 @@ class LocalCloud:
     def _run(
         cls,
         assembly_dir: str | Path,
-        gt_settings: groundtruth.Settings,
-        model_settings: ModelSettings,
+        gt_settings: groundtruth.GroundTruthEmulationSettings,
+        model_settings: ModelEmulationSettings,
         poller_settings: PollerSettings,
         workteams: Iterable[str],
         region: str,
@@ -123,7 +123,7 @@ class LocalCloud:
             lambda_runtime.install()
             events.install()
             groundtruth.install(gt_settings)
-            models.install(model_settings)
+            model_emulation.install(model_settings)
             event_sources.install()
             cloud: LocalCloud | None = None
             poller: SqsPoller | None = None
@@ -142,7 +142,7 @@ class LocalCloud:
                     cloud.stop_executions()
                 groundtruth.join_threads()
                 event_sources.uninstall()
-                models.uninstall()
+                model_emulation.uninstall()
                 groundtruth.uninstall()
                 events.uninstall()
                 lambda_runtime.uninstall()
@@ -286,7 +286,7 @@ class LocalCloud:
         return self.poller.flush()
 
     @property
-    def esm_batches(self) -> list[event_sources.Batch]:
+    def esm_batches(self) -> list[event_sources.PolledBatch]:
         """Every batch the SQS poller delivered (function, queue, message ids, error)."""
         return list(self.poller.batches)
 

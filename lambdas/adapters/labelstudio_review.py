@@ -306,6 +306,7 @@ def _best_by_key(tasks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def settings_from_env() -> LabelStudioSettings:
     """The backend's settings from a function's environment (call once per container)."""
     from adapters import env
+    from labelloop_core import limits
 
     raw_labels = env.text("LABELS")
     try:
@@ -323,10 +324,10 @@ def settings_from_env() -> LabelStudioSettings:
         namespace=env.text("LABEL_STUDIO_NAMESPACE", "labelloop"),
         labels=tuple(labels),
         model_version=env.text("MODEL_VERSION", "labelloop-model"),
-        workers_per_object=env.integer("WORKERS_PER_OBJECT", 1, lo=1, hi=9),
+        workers_per_object=env.bounded("WORKERS_PER_OBJECT", limits.WORKERS_PER_OBJECT),
         webhook_url=env.text("LABEL_STUDIO_WEBHOOK_URL", "") or None,
         webhook_secret_arn=env.text("LABEL_STUDIO_WEBHOOK_SECRET_ARN", "") or None,
-        presign_ttl_minutes=env.integer("LABEL_STUDIO_PRESIGN_TTL_MINUTES", 60, lo=1, hi=10080),
+        presign_ttl_minutes=env.bounded("LABEL_STUDIO_PRESIGN_TTL_MINUTES", limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
     )
 
 

@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import event_key, put_json, put_jsonl
-from labelloop_core import contract
+from labelloop_core import contract, limits
 from labelloop_core.batching import (
     EventError,
     ObjectRef,
@@ -51,7 +51,7 @@ _CLAIM_THREADS = 16
 
 
 @dataclass(frozen=True)
-class Settings:
+class BatchStarterSettings:
     """Environment of the batch starter, validated once per container."""
 
     bucket: str
@@ -71,17 +71,23 @@ class Settings:
     def execution_arn(self, name: str) -> str:
         return self.state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BatchStarterSettings:
+        """Read and validate the environment; every error names its variable."""
+        e = environ
+        return cls(
+            bucket=env.text(Env.DATA_BUCKET, environ=e),
+            state_machine_arn=env.text(Env.STATE_MACHINE_ARN, environ=e),
+            incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX, environ=e),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=e),
+            max_batch_size=env.bounded(Env.MAX_BATCH_SIZE, limits.MAX_BATCH_SIZE, environ=e),
+            review_wait_seconds=env.bounded(Env.REVIEW_WAIT_SECONDS, limits.REVIEW_WAIT_SECONDS, environ=e),
+        )
+
 
 @functools.cache
-def settings() -> Settings:
-    return Settings(
-        bucket=env.text(Env.DATA_BUCKET),
-        state_machine_arn=env.text(Env.STATE_MACHINE_ARN),
-        incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX),
-        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
-        max_batch_size=env.integer(Env.MAX_BATCH_SIZE, 1000, lo=1, hi=100_000),
-        review_wait_seconds=env.integer(Env.REVIEW_WAIT_SECONDS, 240 * 3600, lo=1, hi=365 * 86400),
-    )
+def settings() -> BatchStarterSettings:
+    return BatchStarterSettings.from_env()
 
 
 @dataclass(frozen=True)
@@ -91,13 +97,13 @@ class _Entry:
     ref: ObjectRef
 
 
-def claim_key(cfg: Settings, ref: ObjectRef) -> str:
+def claim_key(cfg: BatchStarterSettings, ref: ObjectRef) -> str:
     """Where the claim for one object VERSION lives (a re-upload with new content is a new object)."""
     digest = hashlib.sha256(f"{ref.key}\x00{ref.etag}\x00{ref.version_id or ''}".encode()).hexdigest()[:40]
     return f"{cfg.claims_prefix}{digest}.json"
 
 
-def _parse_record(cfg: Settings, record: Mapping[str, Any]) -> _Entry | None:
+def _parse_record(cfg: BatchStarterSettings, record: Mapping[str, Any]) -> _Entry | None:
     """One SQS record -> an entry, None for a folder marker; raises EventError/ValueError on bad input."""
     message_id = str(record.get("messageId") or "")
     try:
@@ -119,7 +125,7 @@ def _parse_record(cfg: Settings, record: Mapping[str, Any]) -> _Entry | None:
 class _Claims:
     """Cross-batch duplicate detection through per-object claims naming an execution."""
 
-    def __init__(self, cfg: Settings) -> None:
+    def __init__(self, cfg: BatchStarterSettings) -> None:
         self.cfg = cfg
         self.s3 = client("s3")
         self.sfn = client("stepfunctions")
@@ -166,7 +172,9 @@ class _Claims:
             list(pool.map(put, refs))
 
 
-def _start(cfg: Settings, dataset: str, batch_id: str, name: str, refs: list[ObjectRef], dropped: list[Any]) -> str:
+def _start(
+    cfg: BatchStarterSettings, dataset: str, batch_id: str, name: str, refs: list[ObjectRef], dropped: list[Any]
+) -> str:
     """Write the batch's object list and start (or find) its execution; returns 'started'/'exists'."""
     prefix = cfg.batch_prefix(dataset, batch_id)
     put_jsonl(cfg.bucket, prefix + OBJECTS_FILE, (ref.to_json() for ref in refs))
@@ -200,7 +208,7 @@ def _start(cfg: Settings, dataset: str, batch_id: str, name: str, refs: list[Obj
     return "started"
 
 
-def process(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def process(event: Mapping[str, Any], cfg: BatchStarterSettings) -> dict[str, Any]:
     """Handle one SQS batch; returns the partial-batch response."""
     records = event.get("Records") or []
     failures: set[str] = set()

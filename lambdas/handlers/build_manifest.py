@@ -65,7 +65,7 @@ class BuildError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class BuildSettings:
     """Environment of the build step, validated once per container."""
 
     bucket: str
@@ -76,21 +76,27 @@ class Settings:
     shard_size: int
     chunk: int
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> BuildSettings:
+        """Read and validate the environment; every error names its variable."""
+        e = environ
+        return cls(
+            bucket=env.text(Env.DATA_BUCKET, environ=e),
+            incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX, environ=e),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=e),
+            max_image_bytes=env.bounded(Env.MAX_IMAGE_BYTES, limits.MAX_IMAGE_BYTES, environ=e),
+            max_image_pixels=env.bounded(Env.MAX_IMAGE_PIXELS, limits.MAX_IMAGE_PIXELS, environ=e),
+            shard_size=env.bounded(Env.SHARD_SIZE, limits.PRELABEL_SHARD_SIZE, environ=e),
+            chunk=env.bounded(Env.BUILD_CHUNK, limits.BUILD_CHUNK, environ=e),
+        )
+
 
 @functools.cache
-def settings() -> Settings:
-    return Settings(
-        bucket=env.text(Env.DATA_BUCKET),
-        incoming_prefix=env.prefix(Env.INCOMING_PREFIX, DEFAULT_INCOMING_PREFIX),
-        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
-        max_image_bytes=env.bounded(Env.MAX_IMAGE_BYTES, limits.MAX_IMAGE_BYTES),
-        max_image_pixels=env.bounded(Env.MAX_IMAGE_PIXELS, limits.MAX_IMAGE_PIXELS),
-        shard_size=env.bounded(Env.SHARD_SIZE, limits.PRELABEL_SHARD_SIZE),
-        chunk=env.integer(Env.BUILD_CHUNK, 2000, lo=1, hi=100_000),
-    )
+def settings() -> BuildSettings:
+    return BuildSettings.from_env()
 
 
-def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str, int]:
+def _fields(event: Mapping[str, Any], cfg: BuildSettings) -> tuple[str, str, str, str, int]:
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, BuildError)
     cursor = event.get("cursor", 0)
     if cursor is None:
@@ -100,12 +106,12 @@ def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str
     return bucket, dataset, batch_id, batch_prefix, cursor
 
 
-def derived_key(cfg: Settings, dataset: str, relative: str) -> str:
+def derived_key(cfg: BuildSettings, dataset: str, relative: str) -> str:
     """Where the EXIF-normalised copy of ``incoming/<dataset>/<relative>`` is written."""
     return f"{cfg.work_prefix}{DERIVED_DIR}{dataset}/{relative}"
 
 
-def check_object(cfg: Settings, dataset: str, batch_id: str, ref: ObjectRef) -> tuple[str, dict[str, Any]]:
+def check_object(cfg: BuildSettings, dataset: str, batch_id: str, ref: ObjectRef) -> tuple[str, dict[str, Any]]:
     """Validate one object -> ("valid", manifest line) or ("rejected", {key, reason, ...})."""
     s3 = client("s3")
 
@@ -174,7 +180,7 @@ def _part_prefix(batch_prefix: str) -> str:
 
 
 def _scan(
-    cfg: Settings,
+    cfg: BuildSettings,
     bucket: str,
     dataset: str,
     batch_id: str,
@@ -239,7 +245,7 @@ def _upload(path: str, bucket: str, key: str, content_type: str) -> None:
     client("s3").upload_file(path, bucket, key, ExtraArgs={"ContentType": content_type})
 
 
-def _finalize(cfg: Settings, bucket: str, batch_prefix: str, total: int) -> dict[str, int]:
+def _finalize(cfg: BuildSettings, bucket: str, batch_prefix: str, total: int) -> dict[str, int]:
     """Concatenate the parts into input.manifest, rejected.jsonl and shards (streamed through /tmp)."""
     parts = _parts(bucket, batch_prefix, total)
     valid = rejected = shard_count = 0
@@ -296,7 +302,7 @@ def _count_objects(bucket: str, batch_prefix: str) -> int:
     return sum(1 for raw in iter_lines(bucket, batch_prefix + OBJECTS_FILE) if raw.strip())
 
 
-def build(event: Mapping[str, Any], cfg: Settings, time_left: Callable[[], float]) -> dict[str, Any]:
+def build(event: Mapping[str, Any], cfg: BuildSettings, time_left: Callable[[], float]) -> dict[str, Any]:
     """One build invocation (see the module doc)."""
     bucket, dataset, batch_id, batch_prefix, cursor = _fields(event, cfg)
     cursor, at_end = _scan(cfg, bucket, dataset, batch_id, batch_prefix, cursor, time_left)

@@ -26,7 +26,7 @@ import functools
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -91,7 +91,7 @@ class ExportEventError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ExportSettings:
     """Environment of the export function, validated once per container."""
 
     bucket: str
@@ -106,10 +106,12 @@ class Settings:
     shard_size: int = limits.EXPORT_SHARD_SIZE.default
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ExportSettings:
         """Read and validate the environment; every error names its variable."""
-        bucket = env.text(Env.DATA_BUCKET)
-        raw_labels = env.text(Env.LABELS, "[]")  # may be empty: an export's classes also come from its manifests
+        e = environ
+        bucket = env.text(Env.DATA_BUCKET, environ=e)
+        # may be empty: an export's classes also come from its manifests
+        raw_labels = env.text(Env.LABELS, "[]", environ=e)
         try:
             labels = json.loads(raw_labels)
             ClassRegistry(labels)
@@ -117,11 +119,11 @@ class Settings:
             raise env.EnvError(f"environment variable LABELS must be a JSON list of unique names: {exc}") from None
         if not isinstance(labels, list):
             raise env.EnvError("environment variable LABELS must be a JSON list of class names")
-        val_fraction = env.number(Env.VAL_FRACTION, limits.VAL_FRACTION)
-        threads = env.bounded(Env.COPY_THREADS, limits.COPY_THREADS)
+        val_fraction = env.number(Env.VAL_FRACTION, limits.VAL_FRACTION, environ=e)
+        threads = env.bounded(Env.COPY_THREADS, limits.COPY_THREADS, environ=e)
         prefixes = []
         for name, default in ((Env.WORK_PREFIX, DEFAULT_WORK_PREFIX), (Env.EXPORTS_PREFIX, DEFAULT_EXPORTS_PREFIX)):
-            value = env.text(name, default)
+            value = env.text(name, default, environ=e)
             if not value.endswith("/"):
                 raise env.EnvError(f"environment variable {name} must end with '/', got {value!r}")
             prefixes.append(value)
@@ -139,9 +141,9 @@ class Settings:
 
 
 @functools.cache
-def settings() -> Settings:
+def settings() -> ExportSettings:
     """The validated environment (cold start only)."""
-    return Settings.from_env()
+    return ExportSettings.from_env()
 
 
 @functools.cache

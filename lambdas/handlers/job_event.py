@@ -34,6 +34,7 @@ from adapters.groundtruth import job_name_from_arn
 from adapters.labelstudio_review import LabelStudioReview, open_key, settings_from_env
 from adapters.review_backends import GroundTruthReview, ReviewBackend, ReviewBatch
 from adapters.s3 import get_json
+from labelloop_core import limits
 from labelloop_core.batching import batch_fields, labeling_job_name
 from labelloop_core.contract import (
     DEFAULT_WORK_PREFIX,
@@ -51,22 +52,31 @@ JOB_PREFIX = WORKFLOW_JOB_PREFIX
 
 
 @dataclass(frozen=True)
-class Settings:
+class JobEventSettings:
+    """Environment of the job-event function, validated once per container."""
+
     bucket: str
     work_prefix: str
     review_timeout_seconds: int
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> JobEventSettings:
+        """Read and validate the environment; every error names its variable."""
+        return cls(
+            bucket=env.text(Env.DATA_BUCKET, environ=environ),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=environ),
+            review_timeout_seconds=env.bounded(
+                Env.REVIEW_TIMEOUT_SECONDS, limits.REVIEW_TIMEOUT_SECONDS, environ=environ
+            ),
+        )
+
 
 @functools.cache
-def settings() -> Settings:
-    return Settings(
-        bucket=env.text(Env.DATA_BUCKET),
-        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
-        review_timeout_seconds=env.integer(Env.REVIEW_TIMEOUT_SECONDS, 240 * 3600, lo=60),
-    )
+def settings() -> JobEventSettings:
+    return JobEventSettings.from_env()
 
 
-def _overdue(created: datetime | None, cfg: Settings) -> float | None:
+def _overdue(created: datetime | None, cfg: JobEventSettings) -> float | None:
     """Hours the review has run beyond the review timeout, None when within it (or unknown)."""
     if not isinstance(created, datetime):
         return None
@@ -74,7 +84,7 @@ def _overdue(created: datetime | None, cfg: Settings) -> float | None:
     return age / 3600.0 if age > cfg.review_timeout_seconds else None
 
 
-def on_state_change(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def on_state_change(event: Mapping[str, Any], cfg: JobEventSettings) -> dict[str, Any]:
     """Handle one state-change event; returns what was done (for logs and tests)."""
     resources = event.get("resources") or []
     status = (event.get("detail") or {}).get("LabelingJobStatus")
@@ -108,7 +118,7 @@ def _backend(record: dict[str, Any]) -> ReviewBackend:
     return GroundTruthReview()
 
 
-def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def reconcile(event: Mapping[str, Any], cfg: JobEventSettings) -> dict[str, Any]:
     """After the wait timed out: the review's real state, or an exception when it did not complete."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, ValueError)
     stage = event.get("stage") or ""
@@ -146,7 +156,7 @@ def reconcile(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     return result
 
 
-def _close(bucket: str, cfg: Settings, job_name: str, record: dict[str, Any]) -> None:
+def _close(bucket: str, cfg: JobEventSettings, job_name: str, record: dict[str, Any]) -> None:
     """A Label Studio review that ended is no longer swept."""
     if record.get("backend") == "labelstudio":
         client("s3").delete_object(Bucket=bucket, Key=open_key(cfg.work_prefix, job_name))

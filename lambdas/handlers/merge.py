@@ -80,12 +80,31 @@ class MergeError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class MergeSettings:
+    """Environment of the merge step, validated once per container."""
+
     bucket: str
     work_prefix: str
     task_mode: str = "adjust"
     workers_per_object: int = 1
     time_constants: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MergeSettings:
+        """Read and validate the environment; every error names its variable."""
+        e = environ
+        return cls(
+            bucket=env.text(Env.DATA_BUCKET, environ=e),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=e),
+            task_mode=env.choice(Env.TASK_MODE, "adjust", TASK_MODES, environ=e),
+            workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT, environ=e),
+            time_constants={
+                "verify_seconds_per_box": env.number(
+                    Env.VERIFY_SECONDS_PER_BOX, limits.VERIFY_SECONDS_PER_BOX, environ=e
+                ),
+                "draw_seconds_per_box": env.number(Env.DRAW_SECONDS_PER_BOX, limits.DRAW_SECONDS_PER_BOX, environ=e),
+            },
+        )
 
 
 def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> dict[str, Any]:
@@ -95,30 +114,8 @@ def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> di
 
 
 @functools.cache
-def settings() -> Settings:
-    constants = {}
-    for name, variable in (
-        ("verify_seconds_per_box", "VERIFY_SECONDS_PER_BOX"),
-        ("draw_seconds_per_box", "DRAW_SECONDS_PER_BOX"),
-    ):
-        raw = env.text(variable, "")
-        if raw:
-            try:
-                constants[name] = float(raw)
-            except ValueError:
-                raise env.EnvError(
-                    f"environment variable {variable} must be a number of seconds, got {raw!r}"
-                ) from None
-            if not constants[name] > 0:
-                raise env.EnvError(f"environment variable {variable} must be > 0, got {raw!r}")
-    task_mode = env.choice(Env.TASK_MODE, "adjust", TASK_MODES)
-    return Settings(
-        bucket=env.text(Env.DATA_BUCKET),
-        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
-        task_mode=task_mode,
-        workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT),
-        time_constants=constants,
-    )
+def settings() -> MergeSettings:
+    return MergeSettings.from_env()
 
 
 def _lines(bucket: str, key: str) -> Iterator[dict[str, Any]]:
@@ -259,7 +256,7 @@ def _merge_job(review: Mapping[str, Any], writer: _Writer, tally: _Tally) -> Non
         tally.reviewed_line(out, attribute, provenance, verified=False)
 
 
-def _jobs(review: Mapping[str, Any], verify: Mapping[str, Any] | None, cfg: Settings) -> list[dict[str, Any]]:
+def _jobs(review: Mapping[str, Any], verify: Mapping[str, Any] | None, cfg: MergeSettings) -> list[dict[str, Any]]:
     """The batch's labeling jobs, each with the task mode it ran (verify stage first)."""
     jobs = []
     for summary, default_mode in ((verify or {}, "verify"), (review, cfg.task_mode if not verify else "adjust")):
@@ -276,7 +273,7 @@ def _jobs(review: Mapping[str, Any], verify: Mapping[str, Any] | None, cfg: Sett
     return jobs
 
 
-def merge(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
     """Merge and report (see the module doc)."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, MergeError)
     review = _section(event, "review", {"status": "skipped"})

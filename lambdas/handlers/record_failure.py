@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,9 +34,21 @@ def _section(event: Mapping[str, Any], name: str, default: dict[str, Any]) -> di
     return dict(value) if isinstance(value, dict) else default
 
 
+@dataclass(frozen=True)
+class RecordFailureSettings:
+    """Environment of the record-failure step, validated once per container."""
+
+    bucket: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> RecordFailureSettings:
+        """Read and validate the environment; every error names its variable."""
+        return cls(bucket=env.text(Env.DATA_BUCKET, environ=environ))
+
+
 @functools.cache
-def data_bucket() -> str:
-    return env.text(Env.DATA_BUCKET)
+def settings() -> RecordFailureSettings:
+    return RecordFailureSettings.from_env()
 
 
 def _optional_json(bucket: str, key: str) -> Any:
@@ -122,4 +135,4 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (Catch target)."""
-    return record(event, data_bucket())
+    return record(event, settings().bucket)

@@ -32,7 +32,7 @@ from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, parse_uri, put_json
 from labelloop_core.batching import batch_fields
-from labelloop_core.contract import META_KEY
+from labelloop_core.contract import META_KEY, Env
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.verification import (
     ADJUST,
@@ -59,13 +59,20 @@ class StageError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ReviewStageSettings:
+    """Environment of the review-stage steps, validated once per container."""
+
     bucket: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReviewStageSettings:
+        """Read and validate the environment; every error names its variable."""
+        return cls(bucket=env.text(Env.DATA_BUCKET, environ=environ))
 
 
 @functools.cache
-def settings() -> Settings:
-    return Settings(bucket=env.text("DATA_BUCKET"))
+def settings() -> ReviewStageSettings:
+    return ReviewStageSettings.from_env()
 
 
 def _lines(bucket: str, key: str) -> Iterator[dict[str, Any]]:
@@ -158,7 +165,7 @@ def split(bucket: str, batch_prefix: str, verify: Mapping[str, Any]) -> dict[str
     return result
 
 
-def handle(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def handle(event: Mapping[str, Any], cfg: ReviewStageSettings) -> dict[str, Any]:
     """Dispatch on ``action`` (see the module doc)."""
     bucket, dataset, batch_id, batch_prefix = batch_fields(event, cfg.bucket, StageError)
     action = event.get("action")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,27 +40,35 @@ from adapters.labelstudio_review import (
 )
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, list_objects
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env
 
 logger = Logger()
 
 
 @dataclass(frozen=True)
-class Settings:
+class ReviewSyncSettings:
+    """Environment of the Label Studio sync function, validated once per container."""
+
     bucket: str
     work_prefix: str
     labelstudio: LabelStudioSettings
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ReviewSyncSettings:
+        """Read and validate the environment; every error names its variable."""
+        return cls(
+            bucket=env.text(Env.DATA_BUCKET, environ=environ),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=environ),
+            labelstudio=settings_from_env(),  # the Label Studio adapter reads its own variables
+        )
+
 
 @functools.cache
-def settings() -> Settings:
-    return Settings(
-        bucket=env.text("DATA_BUCKET"),
-        work_prefix=env.prefix("WORK_PREFIX", "work/"),
-        labelstudio=settings_from_env(),
-    )
+def settings() -> ReviewSyncSettings:
+    return ReviewSyncSettings.from_env()
 
 
-def _open_reviews(cfg: Settings) -> list[str]:
+def _open_reviews(cfg: ReviewSyncSettings) -> list[str]:
     prefix = f"{cfg.work_prefix}labelstudio/open/"
     return [item["Key"] for item in list_objects(cfg.bucket, prefix) if item["Key"].endswith(".json")]
 
@@ -68,7 +77,7 @@ def close(bucket: str, work_prefix: str, job_name: str) -> None:
     client("s3").delete_object(Bucket=bucket, Key=open_key(work_prefix, job_name))
 
 
-def reconcile_one(token_doc: dict[str, Any], cfg: Settings, backend: LabelStudioReview) -> str:
+def reconcile_one(token_doc: dict[str, Any], cfg: ReviewSyncSettings, backend: LabelStudioReview) -> str:
     """Outcome of one open review; resolves its token when complete. Returns what happened."""
     job_name = str(token_doc["job_name"])
     if token_doc.get("resolved"):
@@ -91,7 +100,7 @@ def reconcile_one(token_doc: dict[str, Any], cfg: Settings, backend: LabelStudio
     return f"completed ({state})"
 
 
-def sweep(cfg: Settings, backend: LabelStudioReview | None = None) -> dict[str, Any]:
+def sweep(cfg: ReviewSyncSettings, backend: LabelStudioReview | None = None) -> dict[str, Any]:
     """Reconcile every open Label Studio review (see the module doc)."""
     backend = backend or LabelStudioReview(cfg.labelstudio)
     done: dict[str, str] = {}
@@ -134,7 +143,7 @@ def queue_sweep(function_name: str) -> bool:
         return False
 
 
-def on_webhook(event: dict[str, Any], cfg: Settings, function_name: str) -> dict[str, Any]:
+def on_webhook(event: dict[str, Any], cfg: ReviewSyncSettings, function_name: str) -> dict[str, Any]:
     """Function URL request: 403 without the right secret header, else queue a sweep and answer 202 at once."""
     secret_arn = cfg.labelstudio.webhook_secret_arn
     given = _header(event, WEBHOOK_HEADER)

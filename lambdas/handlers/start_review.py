@@ -44,7 +44,7 @@ class ReviewError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class StartReviewSettings:
     """Environment of the start-review step, validated once per container."""
 
     bucket: str
@@ -60,37 +60,47 @@ class Settings:
     task_availability_seconds: int
     backend: str = "groundtruth"
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> StartReviewSettings:
+        """Read and validate the environment; every error names its variable."""
+        e = environ
+        backend = env.choice(Env.REVIEW_BACKEND, "groundtruth", BACKENDS, environ=e)
+        ground_truth = backend == "groundtruth"
+        if not ground_truth:
+            settings_from_env()  # the Label Studio adapter's own variables, validated at cold start too
+        # required for Ground Truth, unused by Label Studio
+        gt_only = None if ground_truth else ""
+        return cls(
+            backend=backend,
+            bucket=env.text(Env.DATA_BUCKET, environ=e),
+            work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX, environ=e),
+            labels=env.labels(Env.LABELS, environ=e),
+            task_mode=env.text(Env.TASK_MODE, "adjust", environ=e),
+            workteam_arn=env.text(Env.WORKTEAM_ARN, "", environ=e),
+            role_arn=env.text(Env.GROUND_TRUTH_ROLE_ARN, gt_only, environ=e),
+            pre_lambda_arn=env.text(Env.PRE_ANNOTATION_ARN, gt_only, environ=e),
+            post_lambda_arn=env.text(Env.POST_ANNOTATION_ARN, gt_only, environ=e),
+            workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT, environ=e),
+            task_time_limit_seconds=env.bounded(Env.TASK_TIME_LIMIT_SECONDS, limits.TASK_TIME_LIMIT_SECONDS, environ=e),
+            task_availability_seconds=env.bounded(
+                Env.TASK_AVAILABILITY_SECONDS, limits.TASK_AVAILABILITY_SECONDS, environ=e
+            ),
+        )
+
 
 @functools.cache
-def settings() -> Settings:
-    backend = env.choice(Env.REVIEW_BACKEND, "groundtruth", BACKENDS)
-    ground_truth = backend == "groundtruth"
-    if not ground_truth:
-        settings_from_env()  # validated at cold start, like the rest
-    return Settings(
-        backend=backend,
-        bucket=env.text(Env.DATA_BUCKET),
-        work_prefix=env.prefix(Env.WORK_PREFIX, DEFAULT_WORK_PREFIX),
-        labels=env.labels(Env.LABELS),
-        task_mode=env.text(Env.TASK_MODE, "adjust"),
-        workteam_arn=env.text(Env.WORKTEAM_ARN, ""),
-        role_arn=env.text(Env.GROUND_TRUTH_ROLE_ARN, None if ground_truth else ""),
-        pre_lambda_arn=env.text(Env.PRE_ANNOTATION_ARN, None if ground_truth else ""),
-        post_lambda_arn=env.text(Env.POST_ANNOTATION_ARN, None if ground_truth else ""),
-        workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT),
-        task_time_limit_seconds=env.bounded(Env.TASK_TIME_LIMIT_SECONDS, limits.TASK_TIME_LIMIT_SECONDS),
-        task_availability_seconds=env.bounded(Env.TASK_AVAILABILITY_SECONDS, limits.TASK_AVAILABILITY_SECONDS),
-    )
+def settings() -> StartReviewSettings:
+    return StartReviewSettings.from_env()
 
 
-def _fields(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str, str, str]:
+def _fields(event: Mapping[str, Any], cfg: StartReviewSettings) -> tuple[str, str, str, str, str]:
     token = event.get("token")
     if not isinstance(token, str) or not token:
         raise ReviewError("event field 'token' must be a non-empty string")
     return (token, *batch_fields(event, cfg.bucket, ReviewError))
 
 
-def stage_of(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str]:
+def stage_of(event: Mapping[str, Any], cfg: StartReviewSettings) -> tuple[str, str, str]:
     """``(stage, task mode, manifest name)``: no stage is adjust mode's single review job on
     ``review.manifest``; ``verify``/``adjust`` are verify-then-adjust's two chained jobs."""
     stage = event.get("stage") or ""
@@ -101,7 +111,7 @@ def stage_of(event: Mapping[str, Any], cfg: Settings) -> tuple[str, str, str]:
     return stage, stage, STAGE_MANIFESTS[stage]
 
 
-def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
+def start(event: Mapping[str, Any], cfg: StartReviewSettings) -> dict[str, Any]:
     """Start (or find) the batch's review and store the token; see the module doc."""
     token, bucket, dataset, batch_id, batch_prefix = _fields(event, cfg)
     stage, task_mode, manifest = stage_of(event, cfg)
@@ -156,7 +166,7 @@ def start(event: Mapping[str, Any], cfg: Settings) -> dict[str, Any]:
     return {**started, "status": result["status"]}
 
 
-def _job_request(cfg: Settings, batch: ReviewBatch, dataset: str, batch_id: str) -> dict[str, Any]:
+def _job_request(cfg: StartReviewSettings, batch: ReviewBatch, dataset: str, batch_id: str) -> dict[str, Any]:
     files = ensure_task_files(batch.bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, batch.task_mode)
     return labeling_job_request(
         job_name=batch.job_name,

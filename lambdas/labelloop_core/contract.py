@@ -282,6 +282,8 @@ class Env:
     EXPORT_DISTRIBUTED_ABOVE: Final = "EXPORT_DISTRIBUTED_ABOVE"
     EXPORT_SHARD_SIZE: Final = "EXPORT_SHARD_SIZE"
     REVIEW_BACKEND: Final = "REVIEW_BACKEND"
+    VERIFY_SECONDS_PER_BOX: Final = "VERIFY_SECONDS_PER_BOX"
+    DRAW_SECONDS_PER_BOX: Final = "DRAW_SECONDS_PER_BOX"
 
 
 # -- typed shapes of the batch documents --------------------------------------------------------------

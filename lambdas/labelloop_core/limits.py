@@ -79,6 +79,10 @@ DRAW_SECONDS_PER_BOX: Final = FloatRange(34.5, 0.1, 3600.0)
 # -- review wait -------------------------------------------------------------------------------------
 #: How long a batch waits for its review job before it is stopped and the batch fails.
 REVIEW_TIMEOUT_HOURS: Final = IntRange(240, 1, 24 * 30)
+#: The same bound in seconds, as the job-event function reads it (at least a minute).
+REVIEW_TIMEOUT_SECONDS: Final = IntRange(REVIEW_TIMEOUT_HOURS.default * 3600, 60, REVIEW_TIMEOUT_HOURS.hi * 3600)
+#: How long one wait for a review's task token lasts before the workflow checks again.
+REVIEW_WAIT_SECONDS: Final = IntRange(3600, 1, 365 * 86400)
 
 # -- Label Studio review backend ---------------------------------------------------------------------
 #: Minutes between reconcile sweeps of open Label Studio projects.
@@ -110,6 +114,8 @@ AUDIT_FRACTION: Final = FloatRange(0.05, 0.0, 1.0)
 # -- intake and batches ------------------------------------------------------------------------------
 BATCH_WINDOW_SECONDS: Final = IntRange(60, 0, 300)  # SQS event source MaximumBatchingWindowInSeconds
 MAX_BATCH_SIZE: Final = IntRange(1000, 1, 100_000)
+#: Objects one build invocation validates before handing over to the next (continuation loop).
+BUILD_CHUNK: Final = IntRange(2000, 1, 100_000)
 PRELABEL_SHARD_SIZE: Final = IntRange(200, 1, 10_000)
 PRELABEL_MAX_CONCURRENCY: Final = IntRange(4, 1, 1000)
 MAX_IMAGE_BYTES: Final = IntRange(40 * 1024 * 1024, 1024, 100 * 1024 * 1024)

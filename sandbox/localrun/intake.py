@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sandbox.event_sources import Batch
+from sandbox.event_sources import PolledBatch
 
 
 def sqs_mappings(cloud: Any) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def _queue_url(cloud: Any, arn: str) -> str:
     return str(cloud.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"])
 
 
-def delivery_problems(batches: list[Batch], warnings: list[str]) -> list[str]:
+def delivery_problems(batches: list[PolledBatch], warnings: list[str]) -> list[str]:
     """What went wrong delivering upload events to the batch starter, one line each."""
     problems: list[str] = []
     for batch in batches:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sandbox.faults import FaultSpecError, injector_from_options
 from sandbox.imagerefs import load_records
-from sandbox.models import FAULTS as FAULT_KINDS
+from sandbox.model_emulation import FAULTS as FAULT_KINDS
 
 LOCAL_ENDPOINT = "labelloop-local"
 LOCAL_WORKTEAM = "labelloop-local"

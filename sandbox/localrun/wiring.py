@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 from labelloop_core.contract import META_KEY
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun.spec import LocalRunError, ModelChoice, ReviewerChoice, RunSpec, sha256_hex
-from sandbox.models import NoPredictor, Predictor, ReplayPredictions, SyntheticDetector
+from sandbox.model_emulation import NoPredictor, Predictor, ReplayPredictions, SyntheticDetector
 from sandbox.workforce import AcceptPrelabels, FailingWorkforce, Oracle, ReplayAnswers, Task, WorkerAnswer, Workforce
 
 

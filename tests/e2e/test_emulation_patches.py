@@ -17,7 +17,7 @@ from sandbox.deploy import DeployError, bucket_notification_configuration, deplo
 from sandbox.events import apply_input_transformer, target_payload
 from sandbox.harness import LocalCloud
 from sandbox.imagerefs import ImageLookupError, ImageRef
-from sandbox.models import ReplayPredictions, SyntheticDetector
+from sandbox.model_emulation import ReplayPredictions, SyntheticDetector
 from sandbox.workforce import AcceptPrelabels, FailingWorkforce, Oracle, ReplayAnswers, Task
 
 from .test_emulation import _labeling_setup, _png

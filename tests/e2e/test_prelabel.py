@@ -4,7 +4,7 @@ The synthesized stack is deployed into the in-process emulation. Images are drop
 ``incoming/street/``; intake starts one workflow execution per batch: build, pre-label (the
 Distributed Map calling the deployed pre-label function per shard), route, the Ground Truth review
 through the deployed pre/post-annotation functions, merge, calibrate, announce. The assisting model
-is emulated by ``sandbox.models`` (Rekognition ``DetectCustomLabels`` / SageMaker ``InvokeEndpoint``
+is emulated by ``sandbox.model_emulation`` (Rekognition ``DetectCustomLabels`` / SageMaker ``InvokeEndpoint``
 answered by a local predictor), so the deployed functions call the real APIs through boto3, and
 faults are injected there: a throttle that clears after two calls, a garbage answer.
 """
@@ -96,7 +96,7 @@ class ScenePredictor:
 class TransientFaults(dict):  # type: ignore[type-arg]
     """Emulated model faults that clear after ``count`` lookups (a throttle that a retry outlives).
 
-    ``sandbox.models`` consults ``name in faults`` then ``faults[name]`` once per model call.
+    ``sandbox.model_emulation`` consults ``name in faults`` then ``faults[name]`` once per model call.
     """
 
     faults: dict[str, tuple[str, int]] = field(default_factory=dict)

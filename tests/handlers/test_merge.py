@@ -27,7 +27,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
         reset_clients()
         merge.settings.cache_clear()
-        record_failure.data_bucket.cache_clear()
+        record_failure.settings.cache_clear()
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)
         monkeypatch.setenv("DATA_BUCKET", BUCKET)

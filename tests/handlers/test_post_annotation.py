@@ -162,7 +162,7 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[GroundTruthWorld]:
     from sandbox import groundtruth as gt_emulator
 
     with mock_aws():
-        gt_emulator.install(gt_emulator.Settings(mode="manual"))
+        gt_emulator.install(gt_emulator.GroundTruthEmulationSettings(mode="manual"))
         from adapters.aws import reset_clients
         from handlers import post_annotation
 

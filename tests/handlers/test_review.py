@@ -30,7 +30,7 @@ EVENT = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix"
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[arg-type]
-        groundtruth.install(groundtruth.Settings(mode="manual"))
+        groundtruth.install(groundtruth.GroundTruthEmulationSettings(mode="manual"))
         from adapters.aws import reset_clients
         from handlers import job_event, start_review
 

@@ -32,7 +32,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         from handlers import merge, record_failure, review_stages
 
         reset_clients()
-        for cached in (merge.settings, review_stages.settings, record_failure.data_bucket):
+        for cached in (merge.settings, review_stages.settings, record_failure.settings):
             cached.cache_clear()
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket=BUCKET)

@@ -22,7 +22,7 @@ BUCKET = "data"
 
 
 @pytest.fixture
-def cfg() -> Iterator[review_sync.Settings]:
+def cfg() -> Iterator[review_sync.ReviewSyncSettings]:
     with mock_aws(config={"lambda": {"use_docker": False}}):
         reset_clients()
         labelstudio_review._SECRETS.clear()
@@ -38,7 +38,7 @@ def cfg() -> Iterator[review_sync.Settings]:
             model_version="none:none",
             webhook_secret_arn=hook,
         )
-        yield review_sync.Settings(bucket=BUCKET, work_prefix="work/", labelstudio=settings)
+        yield review_sync.ReviewSyncSettings(bucket=BUCKET, work_prefix="work/", labelstudio=settings)
         reset_clients()
 
 
@@ -71,7 +71,7 @@ def invocations() -> list[dict[str, Any]]:
     return calls
 
 
-def test_webhook_without_the_shared_secret_is_refused(cfg: review_sync.Settings) -> None:
+def test_webhook_without_the_shared_secret_is_refused(cfg: review_sync.ReviewSyncSettings) -> None:
     calls = invocations()
     assert review_sync.on_webhook(url_event({}), cfg, "review-sync")["statusCode"] == 403
     assert review_sync.on_webhook(url_event({WEBHOOK_HEADER: "guess"}), cfg, "review-sync")["statusCode"] == 403
@@ -79,7 +79,7 @@ def test_webhook_without_the_shared_secret_is_refused(cfg: review_sync.Settings)
 
 
 def test_webhook_queues_the_sweep_and_answers_at_once_without_calling_label_studio(
-    cfg: review_sync.Settings,
+    cfg: review_sync.ReviewSyncSettings,
 ) -> None:
     name = sync_function()
     s3 = boto3.client("s3", region_name="us-east-1")
@@ -96,7 +96,7 @@ def test_webhook_queues_the_sweep_and_answers_at_once_without_calling_label_stud
 
 
 def test_the_function_url_request_is_routed_to_the_webhook_with_the_function_s_own_name(
-    cfg: review_sync.Settings, monkeypatch: pytest.MonkeyPatch
+    cfg: review_sync.ReviewSyncSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     name = sync_function()
     monkeypatch.setattr(review_sync, "settings", lambda: cfg)
@@ -106,7 +106,7 @@ def test_the_function_url_request_is_routed_to_the_webhook_with_the_function_s_o
     assert answer["statusCode"] == 202 and [c["FunctionName"] for c in calls] == [name]
 
 
-def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sync.Settings) -> None:
+def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sync.ReviewSyncSettings) -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     doc = {"job_name": "labelloop-a-1", "bucket": BUCKET, "dataset": "a", "batch_id": "1",
            "batch_prefix": "work/batches/a/1/", "token": "t"}  # fmt: skip
@@ -129,7 +129,7 @@ def test_the_secret_is_a_bare_token_or_json_and_errors_never_echo_it() -> None:
 
 
 def test_unexpected_events_are_refused_with_what_was_expected(
-    cfg: review_sync.Settings, monkeypatch: pytest.MonkeyPatch
+    cfg: review_sync.ReviewSyncSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(review_sync, "settings", lambda: cfg)
     with pytest.raises(ValueError, match="scheduled event"):

@@ -246,7 +246,7 @@ def test_the_reconcile_sweep_completes_the_batch_once(cloud: Cloud, label_studio
     for key in (token_key("work/", batch.job_name), open_key("work/", batch.job_name)):
         cloud.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(token_doc).encode())
     project_id = review.start(batch)["project_id"]
-    cfg = review_sync.Settings(bucket=BUCKET, work_prefix="work/", labelstudio=review.settings)
+    cfg = review_sync.ReviewSyncSettings(bucket=BUCKET, work_prefix="work/", labelstudio=review.settings)
     assert review_sync.sweep(cfg, review) == {"reviews": {batch.job_name: "waiting"}}
     ls = review.client()
     (task,) = ls.batch_tasks(project_id, batch.batch_id)

@@ -79,7 +79,7 @@ class SyntheticDetector:
 
 
 @dataclass
-class ModelSettings:
+class ModelEmulationSettings:
     """The active predictor, its label set, and per-image faults (image name → fault kind)."""
 
     predictor: Predictor = field(default_factory=NoPredictor)
@@ -88,7 +88,7 @@ class ModelSettings:
     calls: list[dict[str, Any]] = field(default_factory=list)
 
 
-SETTINGS = ModelSettings()
+SETTINGS = ModelEmulationSettings()
 _PATCH_STATE: dict[str, Any] = {}
 
 
@@ -261,7 +261,7 @@ def invoke_endpoint(self: SageMakerRuntimeResponse) -> Any:
     return 200, {"Content-Type": "application/json"}, json.dumps({"prediction": prediction})
 
 
-def install(settings: ModelSettings | None = None) -> None:
+def install(settings: ModelEmulationSettings | None = None) -> None:
     """Route the two model APIs to the local predictor (idempotent)."""
     global SETTINGS
     if settings is not None:
