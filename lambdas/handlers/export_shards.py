@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +47,7 @@ class ExportShardEventError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ExportShardSettings:
     """Environment of the shard function, validated once per container."""
 
     bucket: str
@@ -54,19 +55,19 @@ class Settings:
     threads: int
 
     @classmethod
-    def from_env(cls) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ExportShardSettings:
         """Read and validate the environment; every error names its variable."""
         return cls(
-            env.text(Env.DATA_BUCKET),
-            env.prefix(Env.EXPORTS_PREFIX, DEFAULT_EXPORTS_PREFIX),
-            env.bounded(Env.COPY_THREADS, limits.COPY_THREADS),
+            env.text(Env.DATA_BUCKET, environ=environ),
+            env.prefix(Env.EXPORTS_PREFIX, DEFAULT_EXPORTS_PREFIX, environ=environ),
+            env.bounded(Env.COPY_THREADS, limits.COPY_THREADS, environ=environ),
         )
 
 
 @functools.cache
-def settings() -> Settings:
+def settings() -> ExportShardSettings:
     """The validated environment (cold start only)."""
-    return Settings.from_env()
+    return ExportShardSettings.from_env()
 
 
 @functools.cache

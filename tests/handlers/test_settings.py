@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -76,6 +77,7 @@ CASES: dict[str, tuple[str, dict[str, str], tuple[str, ...], tuple[str, str]]] =
         ("LABEL_STUDIO_URL", "ftp://x"),
     ),
     "export_yolo": ("ExportSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.VAL_FRACTION, "0.95")),
+    "export_shards": ("ExportShardSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.COPY_THREADS, "0")),
 }
 EVERY_VARIABLE = {name for _, environ, _, (bad, _) in CASES.values() for name in (*environ, bad)}
 
@@ -119,6 +121,12 @@ def test_a_bad_value_fails_at_cold_start_naming_it(module_name: str, monkeypatch
     _, environ, _, (variable, value) = CASES[module_name]
     with pytest.raises(EnvError, match=rf"\b{variable}\b"):
         _cold_start(monkeypatch, module_name, {**environ, variable: value})
+
+
+def test_every_handler_with_settings_is_covered_here() -> None:
+    handlers = Path(importlib.import_module("handlers").__file__ or "").parent
+    with_settings = {p.stem for p in handlers.glob("*.py") if "\ndef settings()" in p.read_text()}
+    assert with_settings == set(CASES)
 
 
 def test_settings_class_names_are_distinct() -> None:

@@ -288,7 +288,7 @@ def test_verify_stage_judged_in_label_studio_splits_into_verified_and_adjust(
     ls.annotate(tasks["a.jpg"]["id"], verify_result("correct", shown=shown))
     ls.annotate(tasks["b.jpg"]["id"], verify_result("incorrect", "misses the second car", shown))
     ls.annotate(tasks["c.jpg"]["id"], [], skip=True)
-    cfg = review_sync.Settings(bucket=BUCKET, work_prefix="work/", labelstudio=review.settings)
+    cfg = review_sync.ReviewSyncSettings(bucket=BUCKET, work_prefix="work/", labelstudio=review.settings)
     assert review_sync.sweep(cfg, review) == {"reviews": {batch.job_name: "waiting"}}  # c was only skipped
     ls.annotate(tasks["c.jpg"]["id"], shown)  # submitted without picking a verdict (the API does not force it)
     assert review_sync.sweep(cfg, review)["reviews"][batch.job_name].startswith("completed (")
