@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cli.errors import CliError
+from labelloop_core import limits
 
 
 def _error(message: str) -> Exception:
@@ -45,7 +46,12 @@ def register(sub: Any) -> None:
     yolo.add_argument("manifest", nargs="+", help="output manifest(s): local path or s3://bucket/key")
     yolo.add_argument("--out", required=True, help="destination: a local folder or s3://bucket/prefix/")
     yolo.add_argument("--label-attribute", help="label attribute to export (default: found per line)")
-    yolo.add_argument("--val-fraction", type=float, default=0.2, help="share of images in val (default 0.2)")
+    yolo.add_argument(
+        "--val-fraction",
+        type=float,
+        default=limits.VAL_FRACTION.default,
+        help=f"share of images in val ({limits.VAL_FRACTION.span}; default {limits.VAL_FRACTION.default})",
+    )
     yolo.add_argument(
         "--classes",
         help="comma-separated class names fixing the ids (0, 1, ...); boxes of other classes are dropped "
@@ -142,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
     from labelloop_core.export import ExportPlanner
     from labelloop_core.manifest import ManifestError
 
-    if not 0.0 <= args.val_fraction <= 1.0:
-        raise _error(f"--val-fraction must be within [0, 1], got {args.val_fraction}")
-    if not 1 <= args.threads <= 256:
-        raise _error(f"--threads must be within 1-256, got {args.threads}")
+    if args.val_fraction not in limits.VAL_FRACTION:
+        raise _error(f"--val-fraction must be within {limits.VAL_FRACTION.span}, got {args.val_fraction}")
+    if args.threads not in limits.COPY_THREADS:
+        raise _error(f"--threads must be within {limits.COPY_THREADS.span}, got {args.threads}")
     classes = _parse_classes(args.classes)
     try:
         s3 = s3_client(args.threads, profile=args.profile)

@@ -19,6 +19,7 @@ from typing import Any
 
 from cli.context import ContextError, add_context_argument, context_from_args
 from cli.errors import CliError
+from labelloop_core import limits
 from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, plan_run, run_local, summary_lines
 
 
@@ -84,7 +85,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "LABEL_STUDIO_API_KEY environment variable); default groundtruth",
     )
     parser.add_argument("--labelstudio-url", help="Label Studio server URL for --review-backend labelstudio")
-    parser.add_argument("--workers", type=int, default=1, help="workers per object (1-9); default 1")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=limits.WORKERS_PER_OBJECT.default,
+        help=f"workers per object ({limits.WORKERS_PER_OBJECT.span}); default {limits.WORKERS_PER_OBJECT.default}",
+    )
     parser.add_argument(
         "--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated from reviews)"
     )

@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 from cli.context import ContextError, add_context_argument, context_from_args
 from cli.errors import CliError
 from cli.local_run import _labels
+from labelloop_core import limits
 from sandbox.localup import DEFAULT_DRAIN_S, Endpoint, LocalUpError, UpSpec, banner_lines, serve
 
 #: A stop request ends the process within this many seconds, whatever is still running.
@@ -57,7 +58,12 @@ def register(local_sub: Any) -> None:
         type=Path,
         help="folder the replay/answers/oracle files' image paths are relative to (default: the file's folder)",
     )
-    parser.add_argument("--workers", type=int, default=1, help="workers per object (1-9); default 1")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=limits.WORKERS_PER_OBJECT.default,
+        help=f"workers per object ({limits.WORKERS_PER_OBJECT.span}); default {limits.WORKERS_PER_OBJECT.default}",
+    )
     parser.add_argument("--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated)")
     parser.add_argument("--target-quality", type=float, help="calibration target mIoU (default: the stack's 0.6)")
     parser.add_argument("--min-pairs", type=int, help="calibration pairs needed before theta is tested")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal, cast
 
 from labelloop_core import limits
+from labelloop_core.contract import DEFAULT_EXPORTS_PREFIX, DEFAULT_INCOMING_PREFIX, DEFAULT_WORK_PREFIX
 
 CONTEXT_KEY = "labelloop"
 CDK_JSON = Path(__file__).resolve().parents[1] / "cdk.json"
@@ -52,17 +53,17 @@ class ModelConfig:
     project_version_arn: str | None = None
     endpoint_name: str | None = None
     endpoint_format: EndpointFormat = "builtin"
-    min_confidence: float = 0.05
+    min_confidence: float = limits.MIN_CONFIDENCE.default
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
     """Calibrated auto-accept (docs/calibration.md): target quality, bound level and kind, and the unbiased audit."""
 
-    target_quality: float = 0.6
-    confidence_level: float = 0.95
-    min_pairs: int = 30
-    audit_fraction: float = 0.05
+    target_quality: float = limits.TARGET_QUALITY.default
+    confidence_level: float = limits.CONFIDENCE_LEVEL.default
+    min_pairs: int = limits.MIN_PAIRS.default
+    audit_fraction: float = limits.AUDIT_FRACTION.default
     bound: str = "betting"
 
 
@@ -73,8 +74,8 @@ class LabelStudioConfig:
     url: str | None = None
     token_secret_arn: str | None = None
     webhook: bool = True
-    sync_minutes: int = 5
-    presign_ttl_minutes: int = 60
+    sync_minutes: int = limits.LABEL_STUDIO_SYNC_MINUTES.default
+    presign_ttl_minutes: int = limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES.default
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,17 @@ class LabelLoopConfig:
     workers_per_object: int = limits.WORKERS_PER_OBJECT.default
     task_time_limit_seconds: int = limits.TASK_TIME_LIMIT_SECONDS.default
     task_availability_seconds: int = limits.TASK_AVAILABILITY_SECONDS.default
-    incoming_prefix: str = "incoming/"
-    work_prefix: str = "work/"
-    exports_prefix: str = "exports/"
-    batch_window_seconds: int = 60
-    max_batch_size: int = 1000
-    prelabel_shard_size: int = 200
-    prelabel_max_concurrency: int = 4
+    incoming_prefix: str = DEFAULT_INCOMING_PREFIX
+    work_prefix: str = DEFAULT_WORK_PREFIX
+    exports_prefix: str = DEFAULT_EXPORTS_PREFIX
+    batch_window_seconds: int = limits.BATCH_WINDOW_SECONDS.default
+    max_batch_size: int = limits.MAX_BATCH_SIZE.default
+    prelabel_shard_size: int = limits.PRELABEL_SHARD_SIZE.default
+    prelabel_max_concurrency: int = limits.PRELABEL_MAX_CONCURRENCY.default
     auto_accept_threshold: float | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    max_image_bytes: int = 40 * 1024 * 1024
-    max_image_pixels: int = 100_000_000
+    max_image_bytes: int = limits.MAX_IMAGE_BYTES.default
+    max_image_pixels: int = limits.MAX_IMAGE_PIXELS.default
     review_timeout_hours: int = limits.REVIEW_TIMEOUT_HOURS.default
     val_fraction: float = limits.VAL_FRACTION.default
     log_retention_days: int = limits.LOG_RETENTION_DAYS_DEFAULT
@@ -119,13 +120,8 @@ class LabelLoopConfig:
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
-    verify_seconds_per_box: float = 1.6
-    draw_seconds_per_box: float = 34.5
-
-    @property
-    def category_names(self) -> list[str]:
-        """Label names in registry order (class id = position)."""
-        return list(self.labels)
+    verify_seconds_per_box: float = limits.VERIFY_SECONDS_PER_BOX.default
+    draw_seconds_per_box: float = limits.DRAW_SECONDS_PER_BOX.default
 
 
 # camelCase context key -> dataclass field, per section; the context speaks camelCase like CDK.

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from labelloop_core import limits
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     ImageNames,
@@ -211,10 +212,10 @@ def _default_root(spec: UpSpec) -> tuple[Path, list[str]]:
 
 def prepare(spec: UpSpec) -> Prepared:
     """Validate the options and build the model/workforce emulation; raises `LocalUpError`."""
-    if spec.workers < 1 or spec.workers > 9:
-        raise LocalUpError(f"--workers must be within 1-9, got {spec.workers}")
-    if spec.threshold is not None and not 0.0 <= spec.threshold <= 1.0:
-        raise LocalUpError(f"--threshold must be within [0, 1], got {spec.threshold}")
+    if spec.workers not in limits.WORKERS_PER_OBJECT:
+        raise LocalUpError(f"--workers must be within {limits.WORKERS_PER_OBJECT.span}, got {spec.workers}")
+    if spec.threshold is not None and spec.threshold not in limits.AUTO_ACCEPT_THRESHOLD:
+        raise LocalUpError(f"--threshold must be within {limits.AUTO_ACCEPT_THRESHOLD.span}, got {spec.threshold}")
     if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
         raise LocalUpError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
     root, notes = _default_root(spec)

@@ -23,6 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct, IConstruct
 
 from infra.nag import acknowledge
+from labelloop_core import limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LAMBDA_SRC = REPO_ROOT / "lambdas"
@@ -252,8 +253,12 @@ _RETENTION_NAMES = {
 }
 
 
+if set(_RETENTION_NAMES) != limits.LOG_RETENTION_DAYS:
+    raise RuntimeError("every retention in labelloop_core.limits.LOG_RETENTION_DAYS needs its CDK name here")
+
+
 def retention(days: int) -> logs.RetentionDays:
     """Map a validated day count onto the CDK enum (config.py checks the allowed values)."""
-    if days not in _RETENTION_NAMES:
+    if days not in limits.LOG_RETENTION_DAYS:
         raise ValueError(f"unsupported log retention: {days} days")
     return getattr(logs.RetentionDays, _RETENTION_NAMES[days])

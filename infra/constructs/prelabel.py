@@ -42,10 +42,10 @@ def model_environment(config: LabelLoopConfig) -> dict[str, str]:
         Env.CALIBRATION_PREFIX: contract.calibration_prefix(config.work_prefix),
     }
     if model.kind == "rekognition" and model.project_version_arn:
-        env["MODEL_ARN"] = model.project_version_arn
+        env[Env.MODEL_ARN] = model.project_version_arn
     if model.kind == "sagemaker" and model.endpoint_name:
-        env["ENDPOINT_NAME"] = model.endpoint_name
-        env["ENDPOINT_FORMAT"] = model.endpoint_format
+        env[Env.ENDPOINT_NAME] = model.endpoint_name
+        env[Env.ENDPOINT_FORMAT] = model.endpoint_format
     return env
 
 

@@ -246,8 +246,10 @@ def labeling_job_request(
         "AnnotationConsolidationConfig": {"AnnotationConsolidationLambdaArn": post_lambda_arn},
     }
     if max_concurrent_tasks is not None:
-        if not limits.MAX_CONCURRENT_TASKS.lo <= max_concurrent_tasks <= limits.MAX_CONCURRENT_TASKS.hi:
-            raise LabelingRequestError(f"max_concurrent_tasks must be within 1-5000, got {max_concurrent_tasks}")
+        if max_concurrent_tasks not in limits.MAX_CONCURRENT_TASKS:
+            raise LabelingRequestError(
+                f"max_concurrent_tasks must be within {limits.MAX_CONCURRENT_TASKS.span}, got {max_concurrent_tasks}"
+            )
         human["MaxConcurrentTaskCount"] = max_concurrent_tasks
     if public_price_usd is not None:
         human["PublicWorkforceTaskPrice"] = {"AmountInUsd": dict(public_price_usd)}

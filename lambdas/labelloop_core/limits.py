@@ -23,6 +23,14 @@ class IntRange:
     lo: int
     hi: int
 
+    def __contains__(self, value: object) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and self.lo <= value <= self.hi
+
+    @property
+    def span(self) -> str:
+        """``lo-hi``, as option errors print it."""
+        return f"{self.lo}-{self.hi}"
+
     def check(self, value: object, name: str) -> int:
         """``value`` when it is an integer within bounds, else a `LimitError` naming ``name``."""
         if isinstance(value, bool) or not isinstance(value, int) or not self.lo <= value <= self.hi:
@@ -37,6 +45,14 @@ class FloatRange:
     default: float
     lo: float
     hi: float
+
+    def __contains__(self, value: object) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int | float) and self.lo <= value <= self.hi
+
+    @property
+    def span(self) -> str:
+        """``[lo, hi]``, as option errors print it."""
+        return f"[{self.lo:g}, {self.hi:g}]"
 
     def check(self, value: object, name: str) -> float:
         """``value`` as a float when it is a number within bounds, else a `LimitError` naming ``name``."""

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import limits
 from .answers import VERDICTS
 from .contract import ADJUST_MANIFEST, VERIFIED_ATTRIBUTE, VERIFIED_MANIFEST, VERIFY_MANIFEST, Meta
 from .manifest import BBOX_TYPE, find_verification_attributes
@@ -224,10 +225,10 @@ def outside_verdicts(line: Mapping[str, Any]) -> list[str]:
 # -- reviewer time ------------------------------------------------------------------------------
 #: Seconds a person takes to answer a yes/no verification of one shown box. Source: Papadopoulos,
 #: Uijlings, Keller, Ferrari, "We don't need no bounding-boxes", CVPR 2016 (1.6 s per verification).
-VERIFY_SECONDS_PER_BOX = 1.6
+VERIFY_SECONDS_PER_BOX = limits.VERIFY_SECONDS_PER_BOX.default
 #: Seconds to draw one box from scratch, quality checks included. Source: Papadopoulos et al.,
 #: "Extreme clicking for efficient object annotation", ICCV 2017 (34.5 s, after Su et al. 2012).
-DRAW_SECONDS_PER_BOX = 34.5
+DRAW_SECONDS_PER_BOX = limits.DRAW_SECONDS_PER_BOX.default
 #: Seconds to decide that an image shows no object at all (one look, as long as one verification).
 EMPTY_IMAGE_SECONDS = VERIFY_SECONDS_PER_BOX
 TIME_SOURCE = (

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from labelloop_core import limits
 from sandbox.faults import FaultSpecError, injector_from_options
 from sandbox.imagerefs import load_records
 from sandbox.model_emulation import FAULTS as FAULT_KINDS
@@ -235,10 +236,10 @@ def check_options(spec: RunSpec) -> None:
     """Refuse options out of range before any file is read."""
     if not spec.dataset or "/" in spec.dataset:
         raise LocalRunError(f"--dataset must be a non-empty name without '/', got {spec.dataset!r}")
-    if spec.workers < 1 or spec.workers > 9:
-        raise LocalRunError(f"--workers must be within 1-9, got {spec.workers}")
-    if spec.threshold is not None and not 0.0 <= spec.threshold <= 1.0:
-        raise LocalRunError(f"--threshold must be within [0, 1], got {spec.threshold}")
+    if spec.workers not in limits.WORKERS_PER_OBJECT:
+        raise LocalRunError(f"--workers must be within {limits.WORKERS_PER_OBJECT.span}, got {spec.workers}")
+    if spec.threshold is not None and spec.threshold not in limits.AUTO_ACCEPT_THRESHOLD:
+        raise LocalRunError(f"--threshold must be within {limits.AUTO_ACCEPT_THRESHOLD.span}, got {spec.threshold}")
     if not 0.0 < spec.first_wave <= 1.0:
         raise LocalRunError(f"--first-wave must be within (0, 1], got {spec.first_wave}")
     if spec.task_mode not in (None, "adjust", "verify"):

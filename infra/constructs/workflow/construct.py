@@ -18,10 +18,10 @@ from infra.constructs.storage import Storage
 from infra.constructs.workflow.definition import WorkflowDefinition
 from infra.constructs.workflow.functions import build_functions
 from infra.constructs.workflow.grants import acknowledge_functions, acknowledge_state_machine, grant
-from labelloop_core import contract
+from labelloop_core import contract, limits
 
 #: How long one wait for the review job lasts before DescribeLabelingJob reconciles (seconds).
-REVIEW_WAIT_SECONDS = 3600
+REVIEW_WAIT_SECONDS = limits.REVIEW_WAIT_SECONDS.default
 
 
 class Workflow(Construct):

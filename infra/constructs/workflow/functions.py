@@ -11,10 +11,11 @@ from constructs import Construct
 from infra.config import LabelLoopConfig
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
+from labelloop_core import limits
 from labelloop_core.contract import Env
 
 #: Objects one build invocation validates before handing over to the next (continuation loop).
-BUILD_CHUNK = 2000
+BUILD_CHUNK = limits.BUILD_CHUNK.default
 
 
 @dataclass(frozen=True)
