@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from labelloop_core.calibration import (
     BOUNDS,
     CalibrationError,
     CalibrationPair,
+    Design,
     ThresholdResult,
     calibrate_state,
     pair_from_row,
@@ -43,9 +43,22 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("pairs", nargs="+", type=Path, metavar="PAIRS.jsonl", help="one file = one calibration")
-    parser.add_argument("--target", type=float, default=0.6, help="required mean quality (mIoU) above theta; 0.6")
-    parser.add_argument("--confidence-level", type=float, default=0.95, help="probability the certificate holds; 0.95")
-    parser.add_argument("--min-pairs", type=int, default=30, help="pairs above a threshold before it is tested; 30")
+    design = Design()  # the defaults the deployed calibrate function uses
+    parser.add_argument(
+        "--target", type=float, default=design.target, help=f"required mean quality (mIoU) above theta; {design.target}"
+    )
+    parser.add_argument(
+        "--confidence-level",
+        type=float,
+        default=design.confidence_level,
+        help=f"probability the certificate holds; {design.confidence_level}",
+    )
+    parser.add_argument(
+        "--min-pairs",
+        type=int,
+        default=design.min_pairs,
+        help=f"pairs above a threshold before it is tested; {design.min_pairs}",
+    )
     parser.add_argument("--bound", choices=BOUNDS, default=BETTING, help="test per threshold; default betting")
     parser.add_argument("--json", action="store_true", help="one JSON object per input file, in order")
     parser.add_argument(
@@ -109,15 +122,13 @@ def _plot_path(base: Path, path: Path, index: int, count: int) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop calibrate``."""
-    if not 0.0 < args.target <= 1.0 or not math.isfinite(args.target):
-        raise CliError(f"--target must be within (0, 1], got {args.target}")
-    if not 0.0 < args.confidence_level < 1.0:
-        raise CliError(f"--confidence-level must be within (0, 1), got {args.confidence_level}")
-    if args.min_pairs < 1:
-        raise CliError(f"--min-pairs must be >= 1, got {args.min_pairs}")
+    try:
+        design = Design(args.target, args.confidence_level, args.min_pairs, args.bound)
+    except CalibrationError as exc:
+        raise CliError(f"calibrate: {exc} (--target, --confidence-level, --min-pairs, --bound)") from None
     inputs = [(path, read_pairs(path)) for path in args.pairs]  # every file checked before any output
     for index, (path, pairs) in enumerate(inputs):
-        state = calibrate_state(pairs, args.target, args.confidence_level, args.min_pairs, args.bound)
+        state = calibrate_state(pairs, design)
         result = result_of(state, args.bound)
         if args.json:
             print(json.dumps({"file": str(path), **result.as_dict()}))

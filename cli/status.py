@@ -19,6 +19,7 @@ from typing import Any
 
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
+from labelloop_core.batch_report import failure_reason
 
 #: Batch states in pipeline order (a failed or interrupted batch stops anywhere).
 STATES = ("building", "pre-labeling", "routing", "in review", "merging", "merged", "failed", "interrupted")
@@ -83,20 +84,6 @@ def _labeling_job(target: Target, dataset: str, batch_id: str, known: list[str])
         if job.get("FailureReason"):
             found["failure_reason"] = job["FailureReason"]
     return found
-
-
-def failure_reason(report: dict[str, Any]) -> str:
-    """One line: the workflow's error and cause, and the labeling job's reason."""
-    cause = report.get("cause")
-    if isinstance(cause, dict):
-        cause = cause.get("errorMessage") or cause.get("message") or json.dumps(cause)
-    parts = [str(report.get("error") or "unknown error")]
-    if cause:
-        parts.append(str(cause)[:300])
-    review = report.get("review") if isinstance(report.get("review"), dict) else {}
-    if review and review.get("failure_reason"):
-        parts.append(f"labeling job {review.get('job_name')}: {review['failure_reason']}")
-    return ": ".join(parts)
 
 
 def _running_state(names: set[str], prefix: str) -> str:

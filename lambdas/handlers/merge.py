@@ -58,6 +58,9 @@ from labelloop_core.contract import (
     OUTPUT_MANIFEST,
     REJECTED_FILE,
     Env,
+    ReportCounts,
+    ReportIdentity,
+    ReportSummary,
 )
 from labelloop_core.manifest import dumps_line, iter_manifest
 from labelloop_core.prelabels import PRELABEL_ATTRIBUTE
@@ -297,13 +300,13 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
         uri(bucket, f"{batch_prefix}input.manifest"),
         uri(bucket, f"{batch_prefix}rejected.jsonl"),
     )
-    identity = {
+    identity: ReportIdentity = {
         "dataset": dataset,
         "batch_id": batch_id,
         "execution": execution.get("name"),
         "task_mode": "verify" if verify is not None else cfg.task_mode,
     }
-    extra = {
+    summary: ReportSummary = {
         "threshold": threshold_summary(route),
         "reviewer_time_estimate": tally.time.as_dict(),
         "timings": {
@@ -318,7 +321,7 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
     attributes = {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute} | (
         {"verified": VERIFIED_ATTRIBUTE} if verify is not None else {}
     )
-    report = labeled_report(identity, merged, files, review, jobs, attributes, extra)
+    report = labeled_report(identity, merged, files, review, jobs, attributes, summary)
     if verify is not None:
         report["verification"] = verification_summary(stages, verify)
     if not merged.accounted_for:
@@ -372,7 +375,7 @@ def _merged(
     writer: _Writer,
     tally: _Tally,
 ) -> MergedBatch:
-    counts = {
+    counts: ReportCounts = {
         "received": len(valid) + len(rejected_rows),
         "rejected": len(rejected_rows),
         "valid": len(valid),

@@ -5,10 +5,13 @@ Pure: the merge handler streams the manifests and writes the files; this builds 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from .contract import ReportCounts, ReportDoc, ReportIdentity, ReportSummary
 
 #: Lists in report.json are capped; the full lists are the files they point to.
 REPORT_LIST_LIMIT = 1000
@@ -27,7 +30,7 @@ class BatchFiles:
 class MergedBatch:
     """What the merge wrote and left out: counts, provenance and the per-object lists."""
 
-    counts: dict[str, int]
+    counts: ReportCounts
     provenance: dict[str, int]
     rejected: list[dict[str, Any]]
     unlabeled: list[dict[str, str]]
@@ -80,22 +83,21 @@ def threshold_summary(route: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def labeled_report(
-    identity: Mapping[str, Any],
+    identity: ReportIdentity,
     merged: MergedBatch,
     files: BatchFiles,
     review: Mapping[str, Any],
     jobs: list[dict[str, Any]],
     label_attributes: dict[str, Any],
-    extra: Mapping[str, Any],
-) -> dict[str, Any]:
-    """``report.json`` of a labeled batch.
-
-    ``identity``: dataset, batch_id, execution, task_mode; ``extra``: the keys that follow the
-    lists (threshold, reviewer_time_estimate, timings, cost_estimate), in that order.
-    """
+    summary: ReportSummary,
+) -> ReportDoc:
+    """``report.json`` of a labeled batch (`contract.ReportDoc`, keys in the order the file shows them)."""
     return {
         "status": "labeled",
-        **identity,
+        "dataset": identity["dataset"],
+        "batch_id": identity["batch_id"],
+        "execution": identity["execution"],
+        "task_mode": identity["task_mode"],
         "counts": merged.counts,
         "provenance": merged.provenance,
         "accounted_for": merged.accounted_for,
@@ -110,5 +112,26 @@ def labeled_report(
         "labeling_jobs": jobs,
         "review": {k: review.get(k) for k in ("status", "job_name", "label_attribute", "counters") if k in review},
         "label_attributes": label_attributes,
-        **extra,
+        "threshold": summary["threshold"],
+        "reviewer_time_estimate": summary["reviewer_time_estimate"],
+        "timings": summary["timings"],
+        "cost_estimate": summary["cost_estimate"],
     }
+
+
+def failure_reason(report: Mapping[str, Any], *, job_status: bool = False) -> str:
+    """One line from a failed batch's report: the workflow's error and cause, then the labeling job's
+    reason (with the job's status when ``job_status``)."""
+    cause = report.get("cause")
+    if isinstance(cause, dict):
+        cause = cause.get("errorMessage") or cause.get("message") or json.dumps(cause)
+    parts = [str(report.get("error") or "unknown error")]
+    if cause:
+        parts.append(str(cause)[:300])
+    review = report.get("review")
+    if isinstance(review, Mapping) and review.get("failure_reason"):
+        job = f"labeling job {review.get('job_name')}"
+        if job_status:
+            job += f" {review.get('status', 'failed')}"
+        parts.append(f"{job}: {review['failure_reason']}")
+    return ": ".join(parts)

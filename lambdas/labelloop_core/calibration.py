@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import limits
 from .betting import BETTING, BOUNDS, HOEFFDING, hoeffding_lower_bound
 from .eprocess import (
     REASON_CALIBRATED,
@@ -27,6 +28,7 @@ from .eprocess import (
     CalibrationState,
     Decision,
     FoldPair,
+    check_design,
 )
 from .hashing import unit_hash
 
@@ -42,6 +44,7 @@ __all__ = [
     "REVIEW",
     "CalibrationError",
     "CalibrationPair",
+    "Design",
     "ThresholdResult",
     "calibrate",
     "calibrate_state",
@@ -126,14 +129,26 @@ class ThresholdResult:
 
 
 def _check(target: float, confidence_level: float, min_pairs: int, bound: str) -> None:
-    if not 0.0 < target <= 1.0:
-        raise CalibrationError(f"target must be within (0, 1], got {target}")
-    if not 0.0 < confidence_level < 1.0:
-        raise CalibrationError(f"confidence_level must be within (0, 1), got {confidence_level}")
-    if min_pairs < 1:
-        raise CalibrationError(f"min_pairs must be >= 1, got {min_pairs}")
+    try:
+        check_design(target, confidence_level, min_pairs)
+    except ValueError as exc:
+        raise CalibrationError(str(exc)) from None
     if bound not in BOUNDS:
         raise CalibrationError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Design:
+    """What a calibration certifies: the target quality at a confidence level, from at least
+    ``min_pairs`` pairs, with this bound (validated on construction)."""
+
+    target: float = limits.TARGET_QUALITY.default
+    confidence_level: float = limits.CONFIDENCE_LEVEL.default
+    min_pairs: int = limits.MIN_PAIRS.default
+    bound: str = BETTING
+
+    def __post_init__(self) -> None:
+        _check(self.target, self.confidence_level, self.min_pairs, self.bound)
 
 
 def calibration_state(target: float, confidence_level: float, min_pairs: int, model: str = "") -> CalibrationState:
@@ -163,9 +178,9 @@ def result_of(state: CalibrationState, bound: str = BETTING) -> ThresholdResult:
 
 def calibrate(
     pairs: Iterable[CalibrationPair],
-    target: float = 0.6,
-    confidence_level: float = 0.95,
-    min_pairs: int = 30,
+    target: float = limits.TARGET_QUALITY.default,
+    confidence_level: float = limits.CONFIDENCE_LEVEL.default,
+    min_pairs: int = limits.MIN_PAIRS.default,
     bound: str = BETTING,
     *,
     report_levels: bool = True,
@@ -176,23 +191,17 @@ def calibrate(
     probability per threshold by their weights. ``report_levels=False`` skips the extra tests that
     only sharpen the reported betting lower bound (theta is the same; simulations use it).
     """
-    state = calibrate_state(pairs, target, confidence_level, min_pairs, bound, report_levels=report_levels)
+    state = calibrate_state(pairs, Design(target, confidence_level, min_pairs, bound), report_levels=report_levels)
     return result_of(state, bound)
 
 
 def calibrate_state(
-    pairs: Iterable[CalibrationPair],
-    target: float = 0.6,
-    confidence_level: float = 0.95,
-    min_pairs: int = 30,
-    bound: str = BETTING,
-    *,
-    report_levels: bool = True,
+    pairs: Iterable[CalibrationPair], design: Design | None = None, *, report_levels: bool = True
 ) -> CalibrationState:
     """The state after folding ``pairs`` as one batch (for `calibrate`, curves and plots)."""
-    _check(target, confidence_level, min_pairs, bound)
-    levels = REPORT_LEVELS if report_levels and bound == BETTING else ()
-    state = CalibrationState(target, confidence_level, min_pairs, levels=levels)
+    d = design or Design()
+    levels = REPORT_LEVELS if report_levels and d.bound == BETTING else ()
+    state = CalibrationState(d.target, d.confidence_level, d.min_pairs, levels=levels)
     state.fold([pair.for_fold(i) for i, pair in enumerate(pairs)])
     return state
 

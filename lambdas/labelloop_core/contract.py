@@ -336,6 +336,24 @@ class ReportCounts(TypedDict, total=False):
     foreign_lines_dropped: int
 
 
+class ReportIdentity(TypedDict):
+    """Which batch a report is about (the head of ``report.json``)."""
+
+    dataset: str
+    batch_id: str
+    execution: str | None
+    task_mode: str
+
+
+class ReportSummary(TypedDict):
+    """The sections of a labeled batch's report that follow its lists, in this order."""
+
+    threshold: dict[str, Any]
+    reviewer_time_estimate: dict[str, Any]
+    timings: dict[str, Any]
+    cost_estimate: dict[str, Any]
+
+
 class ReportDoc(TypedDict, total=False):
     """``report.json``: written by merge (``status: labeled``) or record-failure (``status: failed``);
     calibrate adds the ``calibration`` and ``prelabel`` sections."""
@@ -344,7 +362,9 @@ class ReportDoc(TypedDict, total=False):
     dataset: str
     batch_id: str
     execution: str | None
+    task_mode: str
     counts: ReportCounts
+    provenance: dict[str, int]
     accounted_for: bool
     output_manifest: str
     input_manifest: str
@@ -355,9 +375,12 @@ class ReportDoc(TypedDict, total=False):
     dropped_lines: list[Any]
     lists_truncated: bool
     jobs: list[str]
+    labeling_jobs: list[dict[str, Any]]
     review: dict[str, Any]
-    label_attributes: dict[str, str]
+    label_attributes: dict[str, Any]
+    verification: dict[str, Any]
     threshold: dict[str, Any]
+    reviewer_time_estimate: dict[str, Any]
     timings: dict[str, Any]
     cost_estimate: dict[str, Any]
     calibration: dict[str, Any]

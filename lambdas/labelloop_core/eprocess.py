@@ -38,7 +38,16 @@ from typing import Any
 from .betting import BETTING, BOUNDS, HOEFFDING, Wealth, hoeffding_lower_bound, star_feed
 from .hashing import unit_hash
 
-__all__ = ["GRID", "REPORT_LEVELS", "STATE_VERSION", "CalibrationState", "GridPoint", "ordered", "thinned"]
+__all__ = [
+    "GRID",
+    "REPORT_LEVELS",
+    "STATE_VERSION",
+    "CalibrationState",
+    "GridPoint",
+    "check_design",
+    "ordered",
+    "thinned",
+]
 
 #: The candidate thresholds, highest first (fixed before any data is seen).
 GRID: tuple[float, ...] = tuple(round(0.99 - 0.01 * i, 2) for i in range(100))
@@ -125,6 +134,16 @@ class Decision:
     reason: str
 
 
+def check_design(target: float, confidence_level: float, min_pairs: int) -> None:
+    """A `ValueError` naming the parameter when a calibration design is out of range."""
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target must be within (0, 1], got {target}")
+    if not 0.0 < confidence_level < 1.0:
+        raise ValueError(f"confidence_level must be within (0, 1), got {confidence_level}")
+    if min_pairs < 1:
+        raise ValueError(f"min_pairs must be >= 1, got {min_pairs}")
+
+
 class CalibrationState:
     """Per-threshold e-processes of one model version at one target and level (module doc)."""
 
@@ -136,12 +155,7 @@ class CalibrationState:
         model: str = "",
         levels: Sequence[float] = REPORT_LEVELS,
     ) -> None:
-        if not 0.0 < target <= 1.0:
-            raise ValueError(f"target must be within (0, 1], got {target}")
-        if not 0.0 < confidence_level < 1.0:
-            raise ValueError(f"confidence_level must be within (0, 1), got {confidence_level}")
-        if min_pairs < 1:
-            raise ValueError(f"min_pairs must be >= 1, got {min_pairs}")
+        check_design(target, confidence_level, min_pairs)
         self.target = float(target)
         self.confidence_level = float(confidence_level)
         self.min_pairs = int(min_pairs)

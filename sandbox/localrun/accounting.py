@@ -8,10 +8,10 @@ lost or doubly counted image breaks an invariant. Rendering for people lives in 
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any, NamedTuple
 
+from labelloop_core.batch_report import failure_reason
 from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE
 from sandbox.localrun.records import BatchRecords, RunRecords
 from sandbox.localrun.spec import ReviewerChoice, RunSpec
@@ -212,19 +212,7 @@ def aggregate(records: RunRecords, spec: RunSpec, labels: tuple[str, ...], revie
 
 def _failure_reason(report: dict[str, Any]) -> str:
     """One line saying why a batch failed: the workflow's error and cause, and the labeling job's reason."""
-    cause = report.get("cause")
-    if isinstance(cause, dict):
-        cause = cause.get("errorMessage") or cause.get("message") or json.dumps(cause)
-    parts = [str(report.get("error") or "unknown error")]
-    if cause:
-        parts.append(str(cause)[:300])
-    raw_review = report.get("review")
-    review: dict[str, Any] = raw_review if isinstance(raw_review, dict) else {}
-    if review.get("failure_reason"):
-        parts.append(
-            f"labeling job {review.get('job_name')} {review.get('status', 'failed')}: {review['failure_reason']}"
-        )
-    return "batch failed: " + ": ".join(parts)
+    return "batch failed: " + failure_reason(report, job_status=True)
 
 
 def _export_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
