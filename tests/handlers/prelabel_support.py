@@ -10,19 +10,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
-from moto import mock_aws
 
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env, batch_prefix
+from tests.handlers.aws import BUCKET, REGION, data_bucket, forget, moto_world, set_env
 from tests.intake_images import jpeg
 
-BUCKET = "data-bucket"
-REGION = "us-east-1"
 DATASET = "street"
 BATCH_ID = "b-0001"
-BATCH_PREFIX = f"work/batches/{DATASET}/{BATCH_ID}/"
+BATCH_PREFIX = batch_prefix(DEFAULT_WORK_PREFIX, DATASET, BATCH_ID)
 LABELS = ["MyLogo", "person"]
 REK_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/logos/version/logos.2026-01-01T00.00.00/1700000000000"
 ENDPOINT = "detector"
@@ -30,14 +28,11 @@ ENDPOINT = "detector"
 
 def reset_modules() -> None:
     """Forget cached clients and settings of every module under test."""
-    from adapters.aws import reset_clients
     from adapters.models import reset_model_clients
     from handlers import calibrate, prelabel, route
 
-    reset_clients()
+    forget(prelabel, route, calibrate)
     reset_model_clients()
-    for module in (prelabel, route, calibrate):
-        module.settings.cache_clear()
 
 
 def binary_safe_sagemaker_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,16 +58,12 @@ def binary_safe_sagemaker_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """moto with the data bucket and the base environment (model kind none)."""
     binary_safe_sagemaker_runtime(monkeypatch)
-    with mock_aws():
+    with moto_world():
         reset_modules()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("LABELS", json.dumps(LABELS))
-        monkeypatch.setenv("MODEL_KIND", "none")
-        for name in ("MODEL_ARN", "ENDPOINT_NAME", "ENDPOINT_FORMAT", "AUTO_ACCEPT_THRESHOLD", "MIN_PAIRS"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AUDIT_FRACTION", "0")
+        s3 = data_bucket()
+        env = {Env.DATA_BUCKET: BUCKET, Env.LABELS: json.dumps(LABELS), Env.MODEL_KIND: "none", Env.AUDIT_FRACTION: "0"}
+        unset = (Env.MODEL_ARN, Env.ENDPOINT_NAME, Env.ENDPOINT_FORMAT, Env.AUTO_ACCEPT_THRESHOLD, Env.MIN_PAIRS)
+        set_env(monkeypatch, env, unset=unset)
         yield s3
         reset_modules()
 

@@ -9,41 +9,31 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
 
-import boto3
 import pytest
-from moto import mock_aws
+
+from labelloop_core.contract import Env
+from tests.handlers.aws import BUCKET, data_bucket, moto_world, set_env, state_machine
 
 EXECUTION_INPUT_KEYS = {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
-
-BUCKET = "data-bucket"
-REGION = "us-east-1"
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        from adapters.aws import reset_clients
-        from handlers import batch_starter
+    from handlers import batch_starter
 
-        reset_clients()
-        batch_starter.settings.cache_clear()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        iam = boto3.client("iam", region_name=REGION)
-        role = iam.create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        definition = {"StartAt": "Done", "States": {"Done": {"Type": "Pass", "End": True}}}
-        arn = sfn.create_state_machine(name="Workflow", definition=json.dumps(definition), roleArn=role)[
-            "stateMachineArn"
-        ]
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("STATE_MACHINE_ARN", arn)
-        monkeypatch.setenv("MAX_BATCH_SIZE", "3")
-        monkeypatch.setenv("REVIEW_WAIT_SECONDS", "7")
+    with moto_world(batch_starter):
+        s3 = data_bucket(versioned=True)
+        sfn, arn = state_machine()
+        set_env(
+            monkeypatch,
+            {
+                Env.DATA_BUCKET: BUCKET,
+                Env.STATE_MACHINE_ARN: arn,
+                Env.MAX_BATCH_SIZE: "3",
+                Env.REVIEW_WAIT_SECONDS: "7",
+            },
+        )
         yield {"s3": s3, "sfn": sfn, "arn": arn, "module": batch_starter}
-        reset_clients()
-        batch_starter.settings.cache_clear()
 
 
 def _event_for(s3: Any, key: str, body: bytes = b"img", template: dict[str, Any] | None = None) -> dict[str, Any]:

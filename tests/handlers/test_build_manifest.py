@@ -7,35 +7,23 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from PIL import Image
 
+from labelloop_core.contract import Env
 from tests import intake_images as gen
-
-BUCKET = "data-bucket"
-PREFIX = "work/batches/street/b1/"
+from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        from adapters.aws import reset_clients
-        from handlers import build_manifest
+    from handlers import build_manifest
 
-        reset_clients()
-        build_manifest.settings.cache_clear()
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("SHARD_SIZE", "2")
-        monkeypatch.setenv("MAX_IMAGE_BYTES", str(200_000))
-        monkeypatch.setenv("MAX_IMAGE_PIXELS", str(1_000_000))
+    with moto_world(build_manifest):
+        s3 = data_bucket(versioned=True)
+        env = {Env.DATA_BUCKET: BUCKET, Env.SHARD_SIZE: "2", Env.MAX_IMAGE_BYTES: "200000"}
+        set_env(monkeypatch, {**env, Env.MAX_IMAGE_PIXELS: "1000000"})
         yield {"s3": s3, "module": build_manifest}
-        reset_clients()
-        build_manifest.settings.cache_clear()
 
 
 def _drop(s3: Any, objects: dict[str, bytes]) -> None:

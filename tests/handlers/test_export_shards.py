@@ -10,57 +10,44 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from adapters.aws import reset_clients
 from adapters.export_shards import ShardsIncomplete
 from adapters.export_writer import S3Destination, write_export
 from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import Env
 from labelloop_core.manifest import bbox_label_line
+from tests.handlers.aws import BUCKET, data_bucket, moto_world, set_env, state_machine
 
-REGION = "us-east-1"
-BUCKET = "data-bucket"
 LABELS = ["car", "person"]
 SHARD_SIZE = 4
-ROLE = "arn:aws:iam::123456789012:role/sfn"
 
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    with mock_aws():
-        for name, value in {
-            "DATA_BUCKET": BUCKET,
-            "LABELS": json.dumps(LABELS),
-            "VAL_FRACTION": "0.3",
-            "COPY_THREADS": "4",
-            "EXPORT_DISTRIBUTED_ABOVE": "5",
-            "EXPORT_SHARD_SIZE": str(SHARD_SIZE),
-        }.items():
-            monkeypatch.setenv(name, value)
-        reset_clients()
-        from handlers import export_shards, export_yolo
+    from handlers import export_shards, export_yolo
 
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        machine = sfn.create_state_machine(
-            name="export",
-            definition=json.dumps({"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}),
-            roleArn=ROLE,
-        )["stateMachineArn"]
-        monkeypatch.setenv("EXPORT_STATE_MACHINE_ARN", machine)
+    with moto_world(export_shards, export_yolo):
+        set_env(
+            monkeypatch,
+            {
+                Env.DATA_BUCKET: BUCKET,
+                Env.LABELS: json.dumps(LABELS),
+                Env.VAL_FRACTION: "0.3",
+                Env.COPY_THREADS: "4",
+                Env.EXPORT_DISTRIBUTED_ABOVE: "5",
+                Env.EXPORT_SHARD_SIZE: str(SHARD_SIZE),
+            },
+        )
+        sfn, machine = state_machine(name="export")
+        monkeypatch.setenv(Env.EXPORT_STATE_MACHINE_ARN, machine)
         for module in (export_shards, export_yolo):
-            module.settings.cache_clear()
             module._s3.cache_clear()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        yield World(s3, sfn, machine, export_yolo, export_shards)
+        yield World(data_bucket(), sfn, machine, export_yolo, export_shards)
         for module in (export_shards, export_yolo):
-            module.settings.cache_clear()
             module._s3.cache_clear()
-        reset_clients()
 
 
 class World:

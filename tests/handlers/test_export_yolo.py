@@ -16,9 +16,7 @@ from typing import Any
 import boto3
 import pytest
 from botocore.stub import Stubber
-from moto import mock_aws
 
-from adapters.aws import reset_clients
 from adapters.export_writer import (
     ExportConflict,
     ExportEmpty,
@@ -29,35 +27,27 @@ from adapters.export_writer import (
 )
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import Env
 from labelloop_core.export import plan_export
 from labelloop_core.lines import MAX_LINE_BYTES
 from labelloop_core.manifest import bbox_label_line
+from tests.handlers.aws import BUCKET, REGION, data_bucket, moto_world, set_env
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
-REGION = "us-east-1"
-BUCKET = "data-bucket"
 LABELS = ["car", "person"]
 JOB_ARN = "arn:aws:sagemaker:us-east-1:123456789012:labeling-job/{}"
 
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
-    with mock_aws():
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("LABELS", json.dumps(LABELS))
-        monkeypatch.setenv("VAL_FRACTION", "0.5")
-        monkeypatch.setenv("COPY_THREADS", "8")
-        reset_clients()
-        from handlers import export_yolo
+    from handlers import export_yolo
 
-        export_yolo.settings.cache_clear()
+    with moto_world(export_yolo):
+        env = {Env.DATA_BUCKET: BUCKET, Env.LABELS: json.dumps(LABELS), Env.VAL_FRACTION: "0.5", Env.COPY_THREADS: "8"}
+        set_env(monkeypatch, env)
         export_yolo._s3.cache_clear()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
-        yield World(s3, export_yolo, monkeypatch)
-        export_yolo.settings.cache_clear()
+        yield World(data_bucket(), export_yolo, monkeypatch)
         export_yolo._s3.cache_clear()
-        reset_clients()
 
 
 class World:

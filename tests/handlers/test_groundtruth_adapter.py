@@ -8,12 +8,10 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import botocore.session
 import pytest
 from botocore.model import Shape
 from botocore.validate import ParamValidator
-from moto import mock_aws
 
 from adapters.groundtruth import (
     LabelingRequestError,
@@ -23,17 +21,13 @@ from adapters.groundtruth import (
     template_text,
 )
 from labelloop_core.classes import ClassRegistry
-
-BUCKET = "data-bucket"
-ACCOUNT = "123456789012"
+from tests.handlers.aws import ACCOUNT, BUCKET, data_bucket, moto_world
 
 
 @pytest.fixture
 def s3() -> Iterator[Any]:
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+    with moto_world():
+        yield data_bucket()
 
 
 def _objects(s3: Any) -> dict[str, str]:

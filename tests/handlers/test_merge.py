@@ -6,14 +6,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
 from labelloop_core.batching import workflow_cost
+from labelloop_core.contract import Env
+from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 
-BUCKET = "data-bucket"
-PREFIX = "work/batches/street/b1/"
 JOB = "labelloop-street-0123456789"
 OUTPUT = f"work/labeling-jobs/{JOB}/manifests/output/output.manifest"
 BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
@@ -21,18 +19,12 @@ BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix":
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        from adapters.aws import reset_clients
-        from handlers import merge, record_failure
+    from handlers import merge, record_failure
 
-        reset_clients()
-        merge.settings.cache_clear()
-        record_failure.settings.cache_clear()
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
+    with moto_world(merge, record_failure):
+        s3 = data_bucket()
+        set_env(monkeypatch, {Env.DATA_BUCKET: BUCKET})
         yield {"s3": s3, "merge": merge, "record_failure": record_failure}
-        reset_clients()
 
 
 def _meta(name: str, **extra: Any) -> dict[str, Any]:

@@ -17,21 +17,20 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import ELEMENT_NAME, PRELABEL_ATTRIBUTE, Env
 from labelloop_core.manifest import (
     find_verification_attributes,
     parse_bbox_label,
     parse_verification,
     read_labeled_images,
 )
+from tests.handlers.aws import BUCKET, REGION, data_bucket, moto_world, set_env
 
-REGION = "us-east-1"
-BUCKET = "data-bucket"
 LABELS = ["Car", "Person"]
-ELEMENT = "annotatedResult"
-PRE_ATTR = "labelloop-prelabel"
+ELEMENT = ELEMENT_NAME
+PRE_ATTR = PRELABEL_ATTRIBUTE
 W, H = 1280, 960
 
 
@@ -159,28 +158,19 @@ def _item(object_id: str, key: str, contents: list[Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[GroundTruthWorld]:
+    from handlers import post_annotation
     from sandbox import groundtruth as gt_emulator
 
-    with mock_aws():
+    with moto_world(post_annotation):
         gt_emulator.install(gt_emulator.GroundTruthEmulationSettings(mode="manual"))
-        from adapters.aws import reset_clients
-        from handlers import post_annotation
-
-        reset_clients()
         post_annotation._JOB_LINES.clear()
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("LABELS", json.dumps(LABELS))
-        monkeypatch.setenv("TASK_MODE", "adjust")
-        monkeypatch.delenv("PRELABEL_ATTRIBUTE", raising=False)
-        monkeypatch.delenv("ELEMENT_NAME", raising=False)
-        post_annotation.settings.cache_clear()
-        boto3.client("s3", region_name=REGION).create_bucket(Bucket=BUCKET)
+        env = {Env.DATA_BUCKET: BUCKET, Env.LABELS: json.dumps(LABELS), Env.TASK_MODE: "adjust"}
+        set_env(monkeypatch, env, unset=(Env.PRELABEL_ATTRIBUTE, Env.ELEMENT_NAME))
+        data_bucket()
         try:
             yield GroundTruthWorld(monkeypatch, post_annotation)
         finally:
             gt_emulator.uninstall()
-            reset_clients()
-            post_annotation.settings.cache_clear()
             post_annotation._JOB_LINES.clear()
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
+
+from labelloop_core.contract import Env
+from tests.handlers.aws import moto_world, set_env
 
 BUCKET = "amzn-s3-demo-bucket"  # the bucket the documented request samples name
 LABELS = ["Car", "Person"]
@@ -17,17 +19,12 @@ ARN = "arn:aws:sagemaker:us-east-1:444455556666:labeling-job/lot-cars-review-07"
 
 @pytest.fixture
 def pre(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    with mock_aws():
-        from handlers import pre_annotation
+    from handlers import pre_annotation
 
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("LABELS", json.dumps(LABELS))
-        monkeypatch.setenv("TASK_MODE", "adjust")
-        monkeypatch.delenv("PRELABEL_ATTRIBUTE", raising=False)
-        monkeypatch.delenv("ELEMENT_NAME", raising=False)
-        pre_annotation.settings.cache_clear()
+    with moto_world(pre_annotation):
+        env = {Env.DATA_BUCKET: BUCKET, Env.LABELS: json.dumps(LABELS), Env.TASK_MODE: "adjust"}
+        set_env(monkeypatch, env, unset=(Env.PRELABEL_ATTRIBUTE, Env.ELEMENT_NAME))
         yield pre_annotation
-        pre_annotation.settings.cache_clear()
 
 
 def _run(module: Any, data_object: dict[str, Any]) -> dict[str, Any]:

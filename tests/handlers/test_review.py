@@ -16,32 +16,24 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
+from labelloop_core.contract import REVIEW_MANIFEST, Env
 from sandbox import groundtruth
+from tests.handlers.aws import ACCOUNT, BUCKET, PREFIX, REGION, data_bucket, moto_world, set_env, state_machine
 
-BUCKET = "data-bucket"
-REGION = "us-east-1"
-ACCOUNT = "123456789012"
-PREFIX = "work/batches/street/b1/"
 EVENT = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
 
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):  # type: ignore[arg-type]
-        groundtruth.install(groundtruth.GroundTruthEmulationSettings(mode="manual"))
-        from adapters.aws import reset_clients
-        from handlers import job_event, start_review
+    from handlers import job_event, start_review
 
-        reset_clients()
-        start_review.settings.cache_clear()
-        job_event.settings.cache_clear()
-        s3 = boto3.client("s3", region_name=REGION)
-        s3.create_bucket(Bucket=BUCKET)
+    with moto_world(start_review, job_event, config={"stepfunctions": {"execute_state_machine": True}}):
+        groundtruth.install(groundtruth.GroundTruthEmulationSettings(mode="manual"))
+        s3 = data_bucket()
         s3.put_object(
             Bucket=BUCKET,
-            Key=f"{PREFIX}review.manifest",
+            Key=f"{PREFIX}{REVIEW_MANIFEST}",
             Body=b'{"source-ref":"s3://data-bucket/incoming/street/a.jpg","labelloop-meta":{"key":"incoming/street/a.jpg"}}\n',
         )
         sagemaker = boto3.client("sagemaker", region_name=REGION)
@@ -58,18 +50,19 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                 }
             ],
         )["WorkteamArn"]
-        for name, value in {
-            "DATA_BUCKET": BUCKET,
-            "LABELS": '["car", "person"]',
-            "TASK_MODE": "adjust",
-            "WORKTEAM_ARN": team,
-            "GROUND_TRUTH_ROLE_ARN": f"arn:aws:iam::{ACCOUNT}:role/gt",
-            "PRE_ANNOTATION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pre",
-            "POST_ANNOTATION_ARN": f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:post",
-        }.items():
-            monkeypatch.setenv(name, value)
+        set_env(
+            monkeypatch,
+            {
+                Env.DATA_BUCKET: BUCKET,
+                Env.LABELS: '["car", "person"]',
+                Env.TASK_MODE: "adjust",
+                Env.WORKTEAM_ARN: team,
+                Env.GROUND_TRUTH_ROLE_ARN: f"arn:aws:iam::{ACCOUNT}:role/gt",
+                Env.PRE_ANNOTATION_ARN: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:pre",
+                Env.POST_ANNOTATION_ARN: f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:post",
+            },
+        )
         sqs = boto3.client("sqs", region_name=REGION)
-        role = boto3.client("iam", region_name=REGION).create_role(RoleName="sfn", AssumeRolePolicyDocument="{}")
         definition = {
             "StartAt": "Wait",
             "States": {
@@ -81,10 +74,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                 }
             },
         }
-        sfn = boto3.client("stepfunctions", region_name=REGION)
-        machine = sfn.create_state_machine(
-            name="waiter", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
-        )["stateMachineArn"]
+        sfn, machine = state_machine(definition, name="waiter")
         yield {
             "s3": s3,
             "sfn": sfn,
@@ -94,7 +84,6 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
             "job_event": job_event,
         }
         groundtruth.uninstall()
-        reset_clients()
 
 
 def _waiting_execution(aws: dict[str, Any]) -> tuple[str, str]:

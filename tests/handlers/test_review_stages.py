@@ -11,14 +11,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from labelloop_core.contract import Env
+from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 from tests.prelabel_lines import prelabel_attributes
 
-BUCKET = "data-bucket"
-PREFIX = "work/batches/street/b1/"
 BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
 VJOB = "labelloop-street-0123456789-verify"
 AJOB = "labelloop-street-9876543210-adjust"
@@ -27,20 +25,12 @@ BOX = {"left": 10, "top": 10, "width": 50, "height": 40}
 
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    with mock_aws():
-        from adapters.aws import reset_clients
-        from handlers import merge, record_failure, review_stages
+    from handlers import merge, record_failure, review_stages
 
-        reset_clients()
-        for cached in (merge.settings, review_stages.settings, record_failure.settings):
-            cached.cache_clear()
-        s3 = boto3.client("s3", region_name="us-east-1")
-        s3.create_bucket(Bucket=BUCKET)
-        monkeypatch.setenv("DATA_BUCKET", BUCKET)
-        monkeypatch.setenv("TASK_MODE", "verify")
-        monkeypatch.setenv("WORKERS_PER_OBJECT", "3")
+    with moto_world(merge, review_stages, record_failure):
+        s3 = data_bucket()
+        set_env(monkeypatch, {Env.DATA_BUCKET: BUCKET, Env.TASK_MODE: "verify", Env.WORKERS_PER_OBJECT: "3"})
         yield {"s3": s3, "merge": merge, "stages": review_stages, "record_failure": record_failure}
-        reset_clients()
 
 
 def _line(name: str, boxes: list[dict[str, Any]] | None, **meta: Any) -> dict[str, Any]:

@@ -10,23 +10,23 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from adapters import labelstudio_review
-from adapters.aws import client, reset_clients
+from adapters.aws import client
 from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioSettings, parse_credentials
 from handlers import review_sync
+from labelloop_core.contract import DEFAULT_WORK_PREFIX
 from labelloop_core.labelstudio import LabelStudioError
+from tests.handlers.aws import data_bucket, moto_world, role
 
 BUCKET = "data"
 
 
 @pytest.fixture
 def cfg() -> Iterator[review_sync.ReviewSyncSettings]:
-    with mock_aws(config={"lambda": {"use_docker": False}}):
-        reset_clients()
+    with moto_world(config={"lambda": {"use_docker": False}}):
         labelstudio_review._SECRETS.clear()
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        data_bucket(BUCKET)
         sm = boto3.client("secretsmanager", region_name="us-east-1")
         token = sm.create_secret(Name="ls-token", SecretString="tok-123456")["ARN"]
         hook = sm.create_secret(Name="ls-hook", SecretString="s3cr3t-value")["ARN"]
@@ -38,8 +38,7 @@ def cfg() -> Iterator[review_sync.ReviewSyncSettings]:
             model_version="none:none",
             webhook_secret_arn=hook,
         )
-        yield review_sync.ReviewSyncSettings(bucket=BUCKET, work_prefix="work/", labelstudio=settings)
-        reset_clients()
+        yield review_sync.ReviewSyncSettings(bucket=BUCKET, work_prefix=DEFAULT_WORK_PREFIX, labelstudio=settings)
 
 
 def url_event(headers: dict[str, str]) -> dict[str, object]:
@@ -48,15 +47,13 @@ def url_event(headers: dict[str, str]) -> dict[str, object]:
 
 def sync_function() -> str:
     """The reconcile function as moto knows it (moto runs no code for an asynchronous invocation)."""
-    role = boto3.client("iam", region_name="us-east-1").create_role(
-        RoleName="sync", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
-    )["Role"]["Arn"]
+    lambda_role = role("sync")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("index.py", "def handler(event, context):\n    return event\n")
     return str(
         boto3.client("lambda", region_name="us-east-1").create_function(
-            FunctionName="review-sync", Runtime="python3.12", Role=role, Handler="index.handler",
+            FunctionName="review-sync", Runtime="python3.12", Role=lambda_role, Handler="index.handler",
             Code={"ZipFile": buffer.getvalue()},
         )["FunctionName"]
     )  # fmt: skip
