@@ -71,9 +71,12 @@ class _Ledger:
             self.jobs.setdefault(job, {"name": job, "batch_id": batch})
         for job in batch_report.get("labeling_jobs") or []:  # each with the task mode it ran
             if isinstance(job, dict) and job.get("name"):
-                self.jobs.setdefault(job["name"], {"name": job["name"], "batch_id": batch})["task_mode"] = job.get(
-                    "task_mode"
-                )
+                known = self.jobs.setdefault(job["name"], {"name": job["name"], "batch_id": batch})
+                known["task_mode"] = job.get("task_mode")
+                # A review outside Ground Truth (Label Studio) has no emulated job: the batch report says how it ended.
+                for field in ("status", "counters"):
+                    if job.get(field) is not None:
+                        known.setdefault(field, job[field])
         for row in records.rejected:
             self.reject(str(row.get("key")), row.get("reason"), batch)
         if batch_report.get("status") != "labeled":
