@@ -1,8 +1,10 @@
 """A real Label Studio server for tests: installed once into .venv-labelstudio/, started on 127.0.0.1.
 
 `prepare_in_background()` (called by the root conftest when Label Studio tests are collected)
-installs the pinned server into its own virtual environment (it pins Django, pandas, boto3 ... that
-would clash with ours) and starts it while the other tests run; `server()` waits for it. The
+installs the pinned server into its own virtual environment with uv (it pins Django, pandas,
+boto3 ... that would clash with ours) and starts it while the other tests run; `server()` waits
+for it. The very first start migrates an empty database (minutes); that migrated data directory
+is kept as a template, and every later session starts on a copy of it (seconds). The
 server runs with a fixed legacy token, no analytics, no version check, no Sentry, signup closed,
 and SSRF protection off so it may reach the loopback S3 emulation and webhook receiver of the
 tests. It is stopped by its PID at the end of the session.
@@ -11,16 +13,20 @@ tests. It is stopped by its PID at the end of the session.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +39,7 @@ LOCK = Path(__file__).with_name("requirements.lock")
 STAMP = VENV / f".installed-label-studio-{VERSION}"
 #: A data directory migrated once after install: a copy starts in seconds instead of minutes.
 TEMPLATE = VENV / f"data-template-{VERSION}"
+DATABASE = "label_studio.sqlite3"
 TOKEN = "labelloop-test-token-0123456789"
 USERNAME = "reviewer@labelloop.test"
 PASSWORD = "labelloop-test-password"
@@ -46,55 +53,57 @@ def _log(text: str) -> None:
     print(f"[label-studio] {text}", file=sys.stderr, flush=True)
 
 
-def ensure_installed() -> Path:
-    """The ``label-studio`` executable of the pinned install and its migrated data template (idempotent, locked)."""
+def _installed() -> Path:
+    """The ``label-studio`` executable of the pinned install (installs it once; call under `_locked`)."""
     executable = VENV / "bin" / "label-studio"
-    lock_path = ROOT / ".venv-labelstudio.lock"
-    with open(lock_path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (STAMP.exists() and executable.exists()):
-            _install()
-        if not (TEMPLATE / ".complete").exists():
-            _make_template(executable)
-        return executable
+    if not (STAMP.exists() and executable.exists()):
+        _install()
+    return executable
 
 
-def _make_template(executable: Path) -> None:
-    """Start once on an empty data directory (database migrations, the test user), stop, keep the copy."""
-    started = time.monotonic()
-    _log("migrating a data directory once (a cold start takes minutes; later starts copy it)")
+@contextmanager
+def _locked() -> Iterator[None]:
+    """An exclusive lock on the install and the template (pytest processes of one checkout share them)."""
+    with open(ROOT / ".venv-labelstudio.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def save_template(data_dir: Path) -> None:
+    """Keep a just-started server's migrated data directory as the template (a consistent SQLite copy).
+
+    Called while that server runs idle, before any test touched it: the online backup API copies
+    the database consistently, so the first session needs no second start to make the template.
+    """
     staging = TEMPLATE.with_name(TEMPLATE.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    server = Server(executable, staging)
-    try:
-        server.start()
-    finally:
-        server.stop()
+    shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(f"{DATABASE}*"))
+    with closing(sqlite3.connect(data_dir / DATABASE)) as source, closing(sqlite3.connect(staging / DATABASE)) as copy:
+        source.backup(copy)
     (staging / ".complete").write_text(VERSION)
     shutil.rmtree(TEMPLATE, ignore_errors=True)
     staging.rename(TEMPLATE)
-    _log(f"data template ready in {time.monotonic() - started:.0f} s")
-
-
-def fresh_data_dir() -> Path:
-    """A private copy of the migrated template."""
-    target = Path(tempfile.mkdtemp(prefix="labelloop-ls-data-"))
-    shutil.copytree(TEMPLATE, target, dirs_exist_ok=True)
-    return target
 
 
 def _install() -> None:
+    """A fresh virtual environment with every pinned distribution, no dependency resolution.
+
+    uv (installed by ``make setup``) downloads in parallel and skips byte-compiling (the server
+    writes the bytecode of what it imports on its first start): about a minute where pip took
+    several. pip is the fallback when uv is not there.
+    """
     started = time.monotonic()
-    _log(f"installing label-studio=={VERSION} into {VENV} (once; a few minutes)")
-    if not (VENV / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-    subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--no-deps", "-r", str(LOCK)],
-        check=True,
-        timeout=INSTALL_TIMEOUT,
-    )  # fmt: skip
+    uv = importlib.util.find_spec("uv") is not None
+    _log(f"installing label-studio=={VERSION} into {VENV} with {'uv' if uv else 'pip'} (once)")
+    shutil.rmtree(VENV / "lib", ignore_errors=True)  # a half-finished earlier install
+    venv = [sys.executable, "-m", "venv", *(["--without-pip"] if uv else []), str(VENV)]
+    subprocess.run(venv, check=True)
+    python = str(VENV / "bin" / "python")
+    if uv:
+        command = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--no-deps", "--python", python]
+    else:
+        command = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
+    subprocess.run([*command, "-r", str(LOCK)], check=True, timeout=INSTALL_TIMEOUT)
     STAMP.write_text(f"label-studio=={VERSION}\n")
     _log(f"installed in {time.monotonic() - started:.0f} s")
 
@@ -106,7 +115,12 @@ def free_port() -> int:
 
 
 def child_environment(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _BARE and not k.startswith("AWS_")}
+    # Bytecode is written on the first start (the install does not compile), later starts reuse it.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _BARE and not k.startswith("AWS_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(
         {
             "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
@@ -221,11 +235,18 @@ class _Preparation:
 
     def _run(self) -> None:
         try:
-            executable = ensure_installed()
-            self.data_dir = fresh_data_dir()
-            server = Server(executable, self.data_dir)
-            self.result = server
-            server.start()
+            self.data_dir = Path(tempfile.mkdtemp(prefix="labelloop-ls-data-"))
+            with _locked():
+                executable = _installed()
+                self.result = Server(executable, self.data_dir)
+                if not (TEMPLATE / ".complete").exists():
+                    # First start on an empty directory: migrations (minutes). Its result becomes the template.
+                    _log("first start: migrating the database once; later sessions copy the result")
+                    self.result.start()
+                    save_template(self.data_dir)
+                    return
+            shutil.copytree(TEMPLATE, self.data_dir, dirs_exist_ok=True)
+            self.result.start()
         except BaseException as exc:
             self.error = exc
 
