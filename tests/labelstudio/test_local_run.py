@@ -108,6 +108,7 @@ def test_oracle_answers_through_label_studio_and_the_export_has_its_boxes(
     assert_accounted(report)
     assert report["auto_accepted"] + report["human_reviewed"] == 4 and report["human_reviewed"] >= 2
     assert "Label Studio project http://127.0.0.1:" in stderr
+    assert "labeling jobs: 1 adjust Completed" in stdout
     ls = LabelStudioClient(label_studio.url, label_studio.token)
     (project,) = [p for p in ls.find_projects("LabelLoop/lsoracle")]
     tasks = ls.get(f"/api/tasks/?project={project['id']}&fields=all&page_size=100")["tasks"]
@@ -183,6 +184,7 @@ def test_verify_then_adjust_in_label_studio_keeps_right_boxes_and_takes_people_s
     assert report["verification"] == {"verified_correct": 1, "judged_incorrect": 2,
                                       "sent_to_adjust_without_detections": 1, "no_verdict": 0}  # fmt: skip
     assert sorted(j["task_mode"] for j in report["labeling_jobs"]) == ["adjust", "verify"]
+    assert {j["status"] for j in report["labeling_jobs"]} == {"Completed"}  # from the batch report, no GT job
     assert "verify task(s): correct/incorrect" in stderr
     ls = LabelStudioClient(label_studio.url, label_studio.token)
     (verify_project,) = ls.find_projects("LabelLoop/local#verify")
