@@ -14,7 +14,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.stamp-$(shell cat requirements-checkov.txt | s
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help setup test test-fast demo synth lint bench clean
+.PHONY: help setup test test-fast demo synth lint bench load clean
 
 help:
 	@echo "make demo   - run the whole pipeline on generated images in the in-process emulation"
@@ -22,6 +22,7 @@ help:
 	@echo "make synth  - cdk synth with the pinned CDK CLI (writes cdk.out/)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (JSON)"
+	@echo "make load   - the 5,000-image load test (10 datasets dropped at once; not in make test)"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LabelLoop needs Python 3.11+")'
@@ -65,6 +66,9 @@ lint: setup
 
 bench: setup
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+load: setup
+	LABELLOOP_LOAD_FULL=1 $(PY) -m pytest -q -x --durations=1 "tests/e2e/test_load.py::test_ten_datasets_dropped_at_once_each_image_ends_in_exactly_one_outcome[10x500]"
 
 clean:
 	rm -rf cdk.out .build .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,8 @@ from typing import Any
 
 from moto.sqs.models import Queue, sqs_backends
 
+from sandbox.moto_speedups import delete_messages
+
 _PATCH_STATE: dict[str, Any] = {}
 _HIDE_LOCK = threading.RLock()
 
@@ -190,7 +192,6 @@ class SqsPoller:
     def _invoke(self, esm: Any, queue: Queue, messages: list[Any]) -> None:
         from moto.awslambda.utils import get_backend
 
-        backend = sqs_backends[self.account][self.region]
         fn = get_backend(self.account, self.region).get_function(esm.function_arn)
         event = {"Records": [_record(m, queue, self.region) for m in messages]}
         headers: dict[str, Any] = {}
@@ -206,9 +207,7 @@ class SqsPoller:
         partial = "ReportBatchItemFailures" in (esm.function_response_types or [])
         # Like Lambda: the answer only counts when the mapping enables partial batch responses.
         failed = reported if partial else []
-        for message in messages:
-            if message.id not in failed:
-                backend.delete_message(queue.name, message.receipt_handle)
+        delete_messages(queue, [m.receipt_handle for m in messages if m.id not in failed])
         self._retry(queue, messages, set(failed))
         ignored = [] if partial else [i for i in reported if i in ids]
         self.batches.append(PolledBatch(esm.function_arn, queue.queue_arn, ids, None, failed, ignored))

@@ -24,7 +24,7 @@ import boto3
 from moto import mock_aws
 
 from sandbox import deploy as deploy_mod
-from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, model_emulation
+from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, model_emulation, moto_speedups
 from sandbox.deploy import Deployment
 from sandbox.event_sources import PollerSettings, SqsPoller
 from sandbox.model_emulation import ModelEmulationSettings, NoPredictor, Predictor
@@ -120,6 +120,7 @@ class LocalCloud:
         stack_name: str,
     ) -> Iterator[LocalCloud]:
         with mock_aws(config=cast(Any, MOTO_CONFIG)):
+            moto_speedups.install()
             lambda_runtime.install()
             events.install()
             groundtruth.install(gt_settings)
@@ -147,6 +148,7 @@ class LocalCloud:
                 events.uninstall()
                 lambda_runtime.uninstall()
                 lambda_runtime.cleanup_extracted()
+                moto_speedups.uninstall()
 
     def stop_executions(self) -> None:
         """Stop running workflow executions so no interpreter thread outlives the mock.
