@@ -52,12 +52,18 @@ def _waves(files: list[tuple[Path, str]], first_wave: float) -> list[list[tuple[
     return [[f for f in files if f[1] in first], [f for f in files if f[1] not in first]]
 
 
-def run_local(plan: RunPlan, progress: Progress | None = None, assembly: Path | None = None) -> RunResult:
+def run_local(
+    plan: RunPlan,
+    progress: Progress | None = None,
+    assembly: Path | None = None,
+    inspect: Callable[[Any], None] | None = None,
+) -> RunResult:
     """Run the pipeline on the planned images (see the package doc). Raises `LocalRunError` for bad input.
 
     ``plan`` comes from `plan_run` (the CLI boundary). ``assembly`` is a stack already synthesized
     with `synthesize_stack` for the same spec (the demo synthesizes while it generates images);
-    without it the stack is synthesized here.
+    without it the stack is synthesized here. ``inspect`` is called with the `LocalCloud` after the
+    run, before the emulation stops (benchmarks read its counters).
     """
     from sandbox.harness import LocalCloud
 
@@ -97,6 +103,8 @@ def run_local(plan: RunPlan, progress: Progress | None = None, assembly: Path | 
             else:
                 result = _run_with_label_studio(plan, cloud, names, clock, workforce)
             alarms_and_faults(result, cloud, plan.fault_injector, clock.say)
+            if inspect is not None:
+                inspect(cloud)
     text = json.dumps(result.report, indent=1, ensure_ascii=False) + "\n"
     (spec.out / REPORT_FILE).write_text(text, encoding="utf-8")
     return result
