@@ -12,9 +12,8 @@ import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import boto3
-
 from labelloop_core import contract
+from sandbox.host_clients import host_client
 from sandbox.imagerefs import ImageRef, image_size, parse_s3_uri
 
 if TYPE_CHECKING:
@@ -32,8 +31,8 @@ class JobRuntime:
 
     def __init__(self, job: LabelingJob) -> None:
         self.job = job
-        self.s3 = boto3.client("s3", region_name=job.region)
-        self.lam = boto3.client("lambda", region_name=job.region)
+        self.s3 = host_client("s3", job.region)
+        self.lam = host_client("lambda", job.region)
         self.hc = job.request["HumanTaskConfig"]
         self.attr = job.request["LabelAttributeName"]
         out_bucket, out_prefix = parse_s3_uri(job.request["OutputConfig"]["S3OutputPath"].rstrip("/") + "/x")

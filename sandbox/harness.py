@@ -20,11 +20,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import boto3
 from moto import mock_aws
 
 from sandbox import deploy as deploy_mod
-from sandbox import event_sources, events, faults, groundtruth, lambda_runtime, model_emulation, moto_speedups
+from sandbox import (
+    event_sources,
+    events,
+    faults,
+    groundtruth,
+    host_clients,
+    lambda_runtime,
+    model_emulation,
+    moto_speedups,
+)
 from sandbox.deploy import Deployment
 from sandbox.event_sources import PollerSettings, SqsPoller
 from sandbox.model_emulation import ModelEmulationSettings, NoPredictor, Predictor
@@ -121,6 +129,7 @@ class LocalCloud:
     ) -> Iterator[LocalCloud]:
         with mock_aws(config=cast(Any, MOTO_CONFIG)):
             moto_speedups.install()
+            host_clients.install()
             lambda_runtime.install()
             events.install()
             groundtruth.install(gt_settings)
@@ -148,6 +157,7 @@ class LocalCloud:
                 events.uninstall()
                 lambda_runtime.uninstall()
                 lambda_runtime.cleanup_extracted()
+                host_clients.uninstall()
                 moto_speedups.uninstall()
 
     def stop_executions(self) -> None:
@@ -173,7 +183,7 @@ class LocalCloud:
     def client(self, service: str) -> Any:
         """A boto3 client for ``service`` in the emulated region (cached)."""
         if service not in self._clients:
-            self._clients[service] = cast(Any, boto3).client(service, region_name=self.region)
+            self._clients[service] = host_clients.host_client(service, self.region)
         return self._clients[service]
 
     @property

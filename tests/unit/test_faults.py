@@ -131,3 +131,58 @@ def test_bucket_policy_denials_and_crashes(aws: None, monkeypatch: pytest.Monkey
     client.get_object(Bucket="data", Key="in/a.jpg")  # once only
     assert injector.summary()["crashed"] == ["LabelLoop-Worker-ABC at s3:GetObject (AWS call 3)"]
     assert injector.summary()["injected"] == {"s3:CopyObject:AccessDenied": 1}
+
+
+def test_emulator_clients_made_while_a_function_runs_are_never_faulted(aws: None) -> None:
+    """Regression: a faulted two-batch run hung until its timeout.
+
+    While a function runs, the process environment and boto3's default session are the function's,
+    so clients the emulator created then (moto's Step Functions interpreter makes one per Lambda
+    task) carried the function's User-Agent: the injector failed or "crashed" the interpreter's own
+    calls, ending its thread and leaving the execution waiting forever. Host clients are created
+    once no function runs, and the interpreter uses them.
+    """
+    import os
+    import threading
+
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import lambda_eval_utils
+
+    from sandbox import host_clients, lambda_runtime
+
+    injector = FaultInjector([parse_fault("s3:*:1.0")], crash=parse_crash("Shard:1"))
+    faults.install(injector)
+    host_clients.install()
+    running, release, made = threading.Event(), threading.Event(), {}
+
+    def function_run() -> None:  # what `lambda_runtime` does around a handler, without a handler
+        with lambda_runtime._LOCK:
+            saved_session, saved_env = boto3.DEFAULT_SESSION, dict(os.environ)
+            os.environ.update({"AWS_EXECUTION_ENV": "AWS_Lambda_python3.14", "AWS_LAMBDA_FUNCTION_NAME": "Shard"})
+            boto3.DEFAULT_SESSION = None
+            running.set()
+            release.wait(30)
+            boto3.DEFAULT_SESSION = saved_session
+            os.environ.clear()
+            os.environ.update(saved_env)
+
+    def emulator() -> None:
+        made["host"] = host_clients.host_client("s3", "us-east-1")
+        made["interpreter"] = lambda_eval_utils.boto_client_for("us-east-1", "s3")
+
+    try:
+        function = threading.Thread(target=function_run)
+        function.start()
+        running.wait(30)
+        creator = threading.Thread(target=emulator)
+        creator.start()
+        creator.join(2)  # a host client waits for the function to end; a function's would be made now
+        release.set()
+        function.join()
+        creator.join()
+        for client in (made["host"], made["interpreter"]):
+            client.create_bucket(Bucket="host-bucket")
+            client.put_object(Bucket="host-bucket", Key="k", Body=b"x")  # neither failed nor crashed
+        assert injector.summary()["calls"] == {} and not injector.crashed
+    finally:
+        host_clients.uninstall()
+        faults.uninstall()
