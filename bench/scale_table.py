@@ -119,18 +119,24 @@ def markdown(counters: dict[str, Any], shards: dict[str, Any]) -> str:
             f"{row['lambda_requests']:,} | {row['gb_seconds']:,} | {row['s3_tier1']:,} | {row['s3_tier2']:,} | "
             f"{d['step_functions']:,.2f} | {d['lambda']:,.2f} | {d['s3']:,.2f} | **{d['total']:,.2f}** |"
         )
+    p = {k: _money(v) for k, v in PRICES.items() if isinstance(v, float)}
     lines += [
         "",
         f"Prices: {PRICES['region']} public list prices of {PRICES['date']} (Step Functions standard "
-        f"${PRICES['sfn_per_1000_transitions']} per 1,000 transitions; Lambda arm64 "
-        f"${PRICES['lambda_arm64_per_gb_second']} per GB-s and ${PRICES['lambda_per_million_requests']} per "
-        f"million requests; S3 ${PRICES['s3_put_copy_post_list_per_1000']} per 1,000 PUT/COPY/POST/LIST and "
-        f"${PRICES['s3_get_head_per_1000']} per 1,000 GET/HEAD), free tiers ignored. Export wall time: "
+        f"{p['sfn_per_1000_transitions']} per 1,000 transitions; Lambda arm64 "
+        f"{p['lambda_arm64_per_gb_second']} per GB-s and {p['lambda_per_million_requests']} per "
+        f"million requests; S3 {p['s3_put_copy_post_list_per_1000']} per 1,000 PUT/COPY/POST/LIST and "
+        f"{p['s3_get_head_per_1000']} per 1,000 GET/HEAD), free tiers ignored. Export wall time: "
         f"{config.max_concurrency} shard workers (`export.maxConcurrency`) at {export['per_worker']} images/s "
         f"each (`bench_export_shards.py`, keep-alive stub), capped at {S3_PREFIX_WRITES_PER_SECOND:,} images/s "
         "by S3's 3,500 PUT/COPY per second per prefix.",
     ]
     return "\n".join(lines)
+
+
+def _money(value: float) -> str:
+    text = f"{value:.10f}".rstrip("0")
+    return "$" + (text + "0" if len(text.split(".")[1]) < 2 else text)
 
 
 def _duration(seconds: float) -> str:
