@@ -4,7 +4,8 @@
 installs the pinned server into its own virtual environment with uv (it pins Django, pandas,
 boto3 ... that would clash with ours) and starts it while the other tests run; `server()` waits
 for it. The very first start migrates an empty database (minutes); that migrated data directory
-is kept as a template, and every later session starts on a copy of it (seconds). The
+is kept as a template in the machine's cache, and every later session starts on a copy of it
+(seconds). The
 server runs with a fixed legacy token, no analytics, no version check, no Sentry, signup closed,
 and SSRF protection off so it may reach the loopback S3 emulation and webhook receiver of the
 tests. It is stopped by its PID at the end of the session.
@@ -13,6 +14,7 @@ tests. It is stopped by its PID at the end of the session.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -37,12 +39,25 @@ VENV = ROOT / ".venv-labelstudio"
 #: it with --no-deps skips pip's dependency resolution, which alone took ~20 min on a loaded machine.
 LOCK = Path(__file__).with_name("requirements.lock")
 STAMP = VENV / f".installed-label-studio-{VERSION}"
-#: A data directory migrated once after install: a copy starts in seconds instead of minutes.
-TEMPLATE = VENV / f"data-template-{VERSION}"
 DATABASE = "label_studio.sqlite3"
 TOKEN = "labelloop-test-token-0123456789"
 USERNAME = "reviewer@labelloop.test"
 PASSWORD = "labelloop-test-password"
+
+
+def _template_dir() -> Path:
+    """Where the migrated data directory is kept: the machine's cache, keyed by all it depends on.
+
+    It outlives a checkout (like pip's and uv's caches), so a fresh clone on the same machine, e.g.
+    CI right after a session, skips the migrations; any change of version, lock or user makes a new one.
+    """
+    key = hashlib.sha256("\n".join((VERSION, LOCK.read_text(), USERNAME, PASSWORD, TOKEN)).encode()).hexdigest()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "labelloop" / f"label-studio-{VERSION}-{key[:16]}"
+
+
+#: A data directory migrated once: a copy starts in seconds instead of minutes.
+TEMPLATE = _template_dir()
 INSTALL_TIMEOUT = 1200.0
 START_TIMEOUT = 420.0
 #: Variables Label Studio reads under bare names; a developer's shell must not steer the child.
@@ -75,14 +90,18 @@ def save_template(data_dir: Path) -> None:
     Called while that server runs idle, before any test touched it: the online backup API copies
     the database consistently, so the first session needs no second start to make the template.
     """
-    staging = TEMPLATE.with_name(TEMPLATE.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(f"{DATABASE}*"))
+    TEMPLATE.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{TEMPLATE.name}.partial-", dir=TEMPLATE.parent))
+    shutil.copytree(data_dir, staging, ignore=shutil.ignore_patterns(f"{DATABASE}*"), dirs_exist_ok=True)
     with closing(sqlite3.connect(data_dir / DATABASE)) as source, closing(sqlite3.connect(staging / DATABASE)) as copy:
         source.backup(copy)
     (staging / ".complete").write_text(VERSION)
-    shutil.rmtree(TEMPLATE, ignore_errors=True)
-    staging.rename(TEMPLATE)
+    if TEMPLATE.exists() and not (TEMPLATE / ".complete").exists():
+        shutil.rmtree(TEMPLATE, ignore_errors=True)
+    try:
+        staging.rename(TEMPLATE)  # atomic: a template either is complete or is not there
+    except OSError:  # another checkout on this machine made it meanwhile: keep theirs
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _install() -> None:
