@@ -13,7 +13,8 @@ import pytest
 
 from adapters import labelstudio_review
 from adapters.aws import client
-from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioSettings, parse_credentials
+from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioReview, LabelStudioSettings, parse_credentials
+from adapters.review_backends import ReviewBatch
 from handlers import review_sync
 from labelloop_core.contract import DEFAULT_WORK_PREFIX
 from labelloop_core.labelstudio import LabelStudioError
@@ -132,3 +133,24 @@ def test_unexpected_events_are_refused_with_what_was_expected(
     with pytest.raises(ValueError, match="scheduled event"):
         review_sync.handler({"source": "aws.s3"}, None)
     assert review_sync.handler({"detail-type": "Scheduled Event", "source": "aws.events"}, None) == {"reviews": {}}
+
+
+def test_each_verify_then_adjust_stage_is_reconciled_from_its_own_state_and_manifest(
+    cfg: review_sync.Settings,
+) -> None:
+    s3 = boto3.client("s3", region_name="us-east-1")
+    prefix = "work/batches/a/1/"
+    doc = {"job_name": "labelloop-a-1-verify", "bucket": BUCKET, "dataset": "a", "batch_id": "1",
+           "batch_prefix": prefix, "token": "t", "stage": "verify", "task_mode": "verify"}  # fmt: skip
+    s3.put_object(Bucket=BUCKET, Key="work/labelstudio/open/labelloop-a-1-verify.json", Body=json.dumps(doc).encode())
+    # Another stage's state (adjust mode's single review) must not be mistaken for the verify stage's.
+    s3.put_object(Bucket=BUCKET, Key=f"{prefix}labelstudio.json", Body=b'{"project_id": 1}')
+    assert review_sync.sweep(cfg) == {"reviews": {"labelloop-a-1-verify": "waiting"}}  # its import has not run
+    batch = ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "labelloop-a-1-verify", "work/", "verify")
+    assert (batch.manifest_key, batch.task_mode, batch.stage) == (f"{prefix}verify.manifest", "verify", "verify")
+    assert LabelStudioReview.state_key(batch) == f"{prefix}labelstudio-verify.json"
+    single = ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "labelloop-a-1", "work/", "")
+    assert (single.manifest_key, single.task_mode, LabelStudioReview.state_key(single)) == (
+        f"{prefix}review.manifest", "adjust", f"{prefix}labelstudio.json")  # fmt: skip
+    with pytest.raises(ValueError, match="review stage"):
+        ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "j", "work/", "review")
