@@ -226,7 +226,7 @@ class FaultInjector:
         crash = self.crash
         if crash is None or self.crashed:
             return
-        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")  # invocations run one at a time
+        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "")  # one function's context at a time
         if crash.function not in function:
             return
         self.calls[f"crash:{function}"] += 1

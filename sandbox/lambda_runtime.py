@@ -16,8 +16,11 @@ Isolation model (documented gap, see ``GAPS`` in ``sandbox/deploy.py``):
   ones (pillow, orjson: Linux arm64 builds for the runtime's CPython) cannot load on this host and
   come from the host venv instead, which must hold the same version (checked once per code digest;
   the emulation says so once per run);
-- invocations are serialised under one re-entrant lock because environment variables,
-  ``sys.modules`` and ``sys.path`` are process-global (a Lambda may synchronously trigger another).
+- environment variables, ``sys.modules`` and ``sys.path`` are process-global, so they hold ONE
+  function's context at a time (`_Gate`): invocations of the same function and code overlap in that
+  context (a Distributed Map's items run their workers concurrently, as on AWS), an invocation of
+  another function waits until the context is free, and a synchronous invocation made from inside a
+  handler (a Lambda triggering another) waits until it is the only one running, then swaps contexts.
 """
 
 from __future__ import annotations
@@ -48,8 +51,11 @@ import boto3
 from moto.awslambda.models import LambdaFunction
 
 from sandbox.faults import InjectedCrash
+from sandbox.lambda_gate import STDERR as _STDERR
+from sandbox.lambda_gate import STDOUT as _STDOUT
+from sandbox.lambda_gate import Gate
 
-_LOCK = threading.RLock()
+_LOCK = threading.RLock()  # extraction and cleanup of code zips
 _EXTRACT_ROOT: Path | None = None
 _EXTRACTED: dict[str, _Extracted] = {}
 _PATCH_STATE: dict[str, Any] = {}
@@ -114,6 +120,7 @@ class InvocationLog:
 
 INVOCATIONS = InvocationLog()
 _DEFERRED = threading.local()
+_IMPORT_LOCK = threading.RLock()
 
 
 def in_invocation() -> bool:
@@ -137,55 +144,6 @@ def _drain_deferred() -> None:
     queue: list[Callable[[], object]] = getattr(_DEFERRED, "queue", [])
     while queue and not in_invocation():
         queue.pop(0)()
-
-
-class _ThreadCapture(io.TextIOBase):
-    """A stdout/stderr stand-in writing to the current thread's capture buffer, else the original.
-
-    Loggers (e.g. Powertools) keep a reference to the stream they saw at construction; routing
-    through this object keeps later invocations' output attributed to the right invocation.
-    """
-
-    def __init__(self, fallback: Any) -> None:
-        self._fallback = fallback
-        self._local = threading.local()
-
-    def push(self, buffer: io.StringIO) -> None:
-        stack = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        stack.append(buffer)
-
-    def pop(self) -> None:
-        self._local.stack.pop()
-
-    def write(self, text: str) -> int:
-        stack = getattr(self._local, "stack", None)
-        if stack:
-            return stack[-1].write(text)
-        return int(self._fallback.write(text) or 0)
-
-    def flush(self) -> None:
-        stack = getattr(self._local, "stack", None)
-        if not stack:
-            self._fallback.flush()
-
-    def writable(self) -> bool:
-        return True
-
-
-_STDOUT = _ThreadCapture(sys.__stdout__)
-_STDERR = _ThreadCapture(sys.__stderr__)
-
-
-class _BufferHandler(logging.Handler):
-    """Routes ``logging`` records emitted during an invocation into its log buffer."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            _STDOUT.write(f"[{record.levelname}]\t{record.name}\t{self.format(record)}\n")
-        except Exception:  # logging must never break the invocation
-            self.handleError(record)
 
 
 def _extract_root() -> Path:
@@ -434,6 +392,14 @@ def _error_payload(exc: BaseException) -> dict[str, Any]:
     }
 
 
+_GATE = Gate(lambda fn, extracted: _function_context(fn, extracted))
+
+
+def peak_concurrency(reset: bool = False) -> int:
+    """Most function invocations that ran at the same time since the last reset."""
+    return _GATE.take_peak(reset)
+
+
 def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | None, str]:
     """Invoke ``fn`` in-process; return (payload JSON, error dict or None, captured logs)."""
     if not fn.code_bytes:
@@ -460,41 +426,34 @@ def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] |
     with _LOCK:
         extracted = _extract(fn.code_bytes, fn.code_digest or fn.code_sha_256)
         _say_once(extracted.note)
-        handler_path = str(fn.handler)
-        module_name, _, func_name = handler_path.rpartition(".")
-        log_handler = _BufferHandler()
-        root_logger = logging.getLogger()
-        real_out, real_err = sys.stdout, sys.stderr
-        _STDOUT.push(buffer)
-        _STDERR.push(buffer)
-        sys.stdout, sys.stderr = _STDOUT, _STDERR
-        root_logger.addHandler(log_handler)
-        buffer.write(f"START RequestId: {request_id} Version: {fn.version}\n")
-        try:
-            with _function_context(fn, extracted):
-                try:
-                    if extracted.problem:
-                        raise ImportError(extracted.problem)
+    module_name, _, func_name = str(fn.handler).rpartition(".")
+    _STDOUT.push(buffer)
+    _STDERR.push(buffer)
+    buffer.write(f"START RequestId: {request_id} Version: {fn.version}\n")
+    try:
+        with _GATE.hold(fn, extracted, nested=int(getattr(_DEFERRED, "depth", 0)) > 1):
+            try:
+                if extracted.problem:
+                    raise ImportError(extracted.problem)
+                with _IMPORT_LOCK:  # concurrent first imports of one module must not see it half-initialised
                     module = importlib.import_module(module_name)
-                    handler = getattr(module, func_name)
-                    result = handler(event, LambdaContext(fn, request_id))
-                    payload = json.dumps(result)
-                except (Exception, InjectedCrash) as exc:  # an unhandled error, reported the way Lambda does
-                    error = _error_payload(exc)
-                    if isinstance(exc, InjectedCrash):  # the process died: Lambda's own error type
-                        error["errorType"] = "Runtime.ExitError"
-                    error["requestId"] = request_id
-                    payload = json.dumps(error)
-                    buffer.write(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n")
-                    buffer.write("".join(traceback.format_exception(exc)))
-        finally:
-            root_logger.removeHandler(log_handler)
-            sys.stdout, sys.stderr = real_out, real_err
-            _STDOUT.pop()
-            _STDERR.pop()
-        duration = time.time() - started
-        buffer.write(f"END RequestId: {request_id}\n")
-        buffer.write(f"REPORT RequestId: {request_id}\tDuration: {duration * 1000:.2f} ms\n")
+                handler = getattr(module, func_name)
+                result = handler(event, LambdaContext(fn, request_id))
+                payload = json.dumps(result)
+            except (Exception, InjectedCrash) as exc:  # an unhandled error, reported the way Lambda does
+                error = _error_payload(exc)
+                if isinstance(exc, InjectedCrash):  # the process died: Lambda's own error type
+                    error["errorType"] = "Runtime.ExitError"
+                error["requestId"] = request_id
+                payload = json.dumps(error)
+                buffer.write(f"[ERROR] {error['errorType']}: {error['errorMessage']}\n")
+                buffer.write("".join(traceback.format_exception(exc)))
+    finally:
+        _STDOUT.pop()
+        _STDERR.pop()
+    duration = time.time() - started
+    buffer.write(f"END RequestId: {request_id}\n")
+    buffer.write(f"REPORT RequestId: {request_id}\tDuration: {duration * 1000:.2f} ms\n")
     logs = buffer.getvalue()
     INVOCATIONS.add(
         Invocation(

@@ -6,6 +6,10 @@
 - "Export Continuation" from ``labelloop.export``: an export about to run out of time puts the
   original event back on the default bus and the next invocation resumes the same version.
 
+An export of more than ``export.distributedAbove`` images is planned by the function and written by
+the export state machine's shard workers (`infra.constructs.export_distributed`), which the
+function starts; smaller ones are written by the function itself.
+
 Both rules retry delivery and fall back to one SQS dead-letter queue, which also receives the
 function's failed asynchronous invocations (after Lambda's own retries); an alarm fires on the
 first message. Permissions: read the work/, incoming/ and exports/ prefixes, list the data bucket (so missing
@@ -27,10 +31,11 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
+from infra.constructs.export_distributed import DistributedExport
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.storage import Storage
-from infra.iam import bucket_prefix_finding, regional_finding
+from infra.iam import bucket_prefix_finding, logical_id, regional_arn, regional_finding, resource_finding
 from infra.nag import acknowledge
 from labelloop_core import contract, limits
 from labelloop_core.contract import Env
@@ -72,6 +77,10 @@ class Export(Construct):
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             retention_period=Duration.days(14),
         )
+        # Exports above export.distributedAbove images: planned here, written by shard workers in parallel.
+        self.distributed = DistributedExport(
+            self, "Distributed", config=config, storage=storage, functions=functions, dead_letters=self.dead_letters
+        )
         self.function: lambda_.Function = functions.function(
             self,
             "ExportYolo",
@@ -83,6 +92,9 @@ class Export(Construct):
                 Env.WORK_PREFIX: work,
                 Env.EXPORTS_PREFIX: exports,
                 Env.COPY_THREADS: str(COPY_THREADS),
+                Env.EXPORT_STATE_MACHINE_ARN: self.distributed.state_machine.state_machine_arn,
+                Env.EXPORT_DISTRIBUTED_ABOVE: str(config.export.distributed_above),
+                Env.EXPORT_SHARD_SIZE: str(config.export.shard_size),
             },
             timeout=Duration.minutes(15),
             memory_size=2048,
@@ -98,6 +110,9 @@ class Export(Construct):
         )
 
         self._grant(bucket, work, incoming, exports)
+        # Start the version's execution (deterministic name), and find it again on a re-delivered event.
+        self.distributed.state_machine.grant_start_execution(self.function)
+        self.distributed.state_machine.grant_execution(self.function, "states:DescribeExecution")
         self.rules = self._build_rules()
         monitoring.alarm_on_dead_letters("ExportDeadLetters", self.dead_letters, "a YOLO export event")
         self._acknowledge_findings(stack, bucket, config)
@@ -205,6 +220,10 @@ class Export(Construct):
                 "Outside labeling jobs are only known from their completion event; the export describes them."
             ),
         }
+        machine = '{"Fn::Select":[6,{"Fn::Split":[":",{"Ref":"' + logical_id(self.distributed.state_machine) + '"}]}]}'
+        reasons[resource_finding(regional_arn("states", f"execution:{machine}:*"))] = (
+            "The export looks up its own execution of the export state machine (named per version at run time)."
+        )
         for rule_id, reason in reasons.items():
             acknowledge(fn, rule_id, reason)
         acknowledge(
