@@ -118,4 +118,7 @@ def dead_letter_reason(body: str) -> str:
     if isinstance(response, dict) and response.get("errorMessage"):
         function = str((record.get("requestContext") or {}).get("functionArn", "")).split(":function:")[-1]
         return f"{function} failed: {response.get('errorType')}: {str(response['errorMessage'])[:500]}"
+    error = record.get("error")
+    if isinstance(record.get("reason"), str) and isinstance(error, dict):  # a state machine's failure message
+        return f"{record['reason']}: {error.get('Error')}: {str(error.get('Cause'))[:500]}"
     return f"undelivered event {record.get('detail-type') or record.get('source') or body[:200]}"

@@ -293,10 +293,11 @@ def _is_own(module_name: str, own_names: frozenset[str]) -> bool:
 @contextlib.contextmanager
 def _function_context(fn: LambdaFunction, extracted: _Extracted) -> Iterator[None]:
     """Swap in the function's modules, import path and environment; restore all on exit."""
-    digest = str(extracted.own_dir.parent.name)
+    # New code (UpdateFunctionCode) or configuration (UpdateFunctionConfiguration): a cold start.
+    digest = f"{extracted.own_dir.parent.name}:{json.dumps(_lambda_environment(fn), sort_keys=True)}"
     cached_digest, warm = getattr(fn, "_labelloop_modules", ("", {}))
     if cached_digest != digest:
-        warm = {}  # new code (UpdateFunctionCode): a cold start
+        warm = {}
     # Threads outside the lock (the test, the Step Functions interpreter, Ground Truth jobs) import
     # modules and create clients while a handler runs, so sys.modules and os.environ are copied
     # atomically before filtering: iterating them live can raise "dictionary changed during iteration".

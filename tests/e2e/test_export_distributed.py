@@ -179,3 +179,56 @@ def test_twenty_thousand_images_export_through_parallel_shards_like_the_single_f
         reference_document = json.loads(reference.files["export.json"])
         assert document["counts"] == reference_document["counts"] | {"images_resumed": 0}
         assert document["class_histogram"] == reference_document["class_histogram"]
+
+
+def test_a_shard_that_fails_for_good_reports_why_alarms_and_keeps_latest(assembly_dir: Path) -> None:
+    """A bucket policy denies label writes: the shard fails after its retries, nothing is published."""
+    from sandbox.alarms import dead_letter_reason, evaluate_alarms
+    from sandbox.faults import FaultInjector
+
+    with LocalCloud.start(assembly_dir, fault_injector=FaultInjector(bucket_policies=True)) as cloud:
+        bucket, s3, sqs = cloud.bucket, cloud.client("s3"), cloud.client("sqs")
+        export_fn = cloud.function_name("ExportExportYolo")
+        lambda_client = cloud.client("lambda")
+        variables = lambda_client.get_function_configuration(FunctionName=export_fn)["Environment"]["Variables"]
+        # What `cdk deploy -c labelloop.export.distributedAbove=0 -c labelloop.export.shardSize=5` deploys.
+        variables |= {contract.Env.EXPORT_DISTRIBUTED_ABOVE: "0", contract.Env.EXPORT_SHARD_SIZE: "5"}
+        lambda_client.update_function_configuration(FunctionName=export_fn, Environment={"Variables": variables})
+        deny = {
+            "Sid": "NoLabels",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": f"arn:aws:s3:::{bucket}/exports/frozen/*/labels/*",
+        }
+        s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [deny]}))
+        for i in range(SOURCES):
+            s3.put_object(Bucket=bucket, Key=f"work/e2e-big/src-{i:03d}.png", Body=_source(i))
+        body = b"".join(line + b"\n" for line in _manifest(bucket).splitlines()[:12])
+        manifest_key = "work/batches/frozen/b1/output.manifest"
+        s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
+        detail = {"dataset": "frozen", "batch_id": "b1", "output_manifest": f"s3://{bucket}/{manifest_key}"}
+        cloud.client("events").put_events(
+            Entries=[
+                {
+                    "Source": contract.WORKFLOW_EVENT_SOURCE,
+                    "DetailType": contract.BATCH_LABELED,
+                    "Detail": json.dumps(detail),
+                }
+            ]
+        )
+        dlq = cloud.queue_url("ExportDeadLetters")
+        message = cloud.wait_for(
+            lambda: sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0).get("Messages"),
+            timeout=300,
+            message="the failed distributed export in its dead-letter queue",
+        )[0]
+        reason = dead_letter_reason(message["Body"])
+        assert "distributed export failed" in reason and "AccessDenied" in reason, reason
+        failed = [k for k in cloud.list_keys("exports/frozen/") if k.endswith("/failed.json")]
+        assert len(failed) == 1, cloud.list_keys("exports/frozen/")
+        report = cloud.read_json(failed[0])
+        assert report["shards_total"] == 3 and report["shards_done"] < 3 and "AccessDenied" in report["cause"]
+        assert not any(k.endswith(("latest.json", "export.json")) for k in cloud.list_keys("exports/frozen/"))
+        alarm = next(a for a in evaluate_alarms(cloud.deployment, sqs) if "ExportDeadLetters" in a.logical_id)
+        assert alarm.state == "ALARM", alarm
