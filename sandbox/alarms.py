@@ -120,5 +120,8 @@ def dead_letter_reason(body: str) -> str:
         return f"{function} failed: {response.get('errorType')}: {str(response['errorMessage'])[:500]}"
     error = record.get("error")
     if isinstance(record.get("reason"), str) and isinstance(error, dict):  # a state machine's failure message
+        failure = record.get("failure")
+        if isinstance(failure, dict) and isinstance(failure.get("reason"), str):
+            return f"{record['reason']}: {failure['reason'][:500]}"
         return f"{record['reason']}: {error.get('Error')}: {str(error.get('Cause'))[:500]}"
     return f"undelivered event {record.get('detail-type') or record.get('source') or body[:200]}"

@@ -159,12 +159,13 @@ class DistributedExport(Construct):
                     "execution": sfn.JsonPath.string_at("$$.Execution.Id"),
                     "version_prefix": _path("version_prefix"),
                     "error": sfn.JsonPath.object_at("$.error"),
+                    "failure": sfn.JsonPath.object_at("$.failure"),
                 }
             ),
             result_path=sfn.JsonPath.DISCARD,
         )
         failed = sfn.Fail(self, "ExportFailed", error="ExportFailed", cause="A shard failed: failed.json says why")
-        record.add_catch(notify, errors=["States.ALL"], result_path="$.record_error")
+        record.add_catch(notify, errors=["States.ALL"], result_path="$.failure")
         record.next(notify).next(failed)
         for step in (shards, publish):
             step.add_catch(record, errors=["States.ALL"], result_path="$.error")

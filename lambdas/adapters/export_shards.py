@@ -251,11 +251,26 @@ def _publish_version(dest: S3Destination, plan_doc: dict[str, Any]) -> dict[str,
     return document
 
 
+def record_shard_error(dest: S3Destination, index: int, exc: BaseException) -> None:
+    """Best effort: keep why shard ``index`` failed for `record_failure` (a denied write is only logged)."""
+    document = {"index": index, "error": type(exc).__name__, "message": str(exc)[:2000], "at": _now()}
+    try:
+        _put_json(dest, contract.export_shard_error_path(index), document)
+    except Exception:  # the destination may be what fails; the state machine still has the error
+        return
+
+
 def record_failure(dest: S3Destination, error: str, cause: str) -> dict[str, Any]:
     """``failed.json``: why the distributed export stopped and which shards were done (``latest.json`` untouched)."""
     plan_doc = dest.read_json(contract.EXPORT_PLAN_FILE) or {}
     shards = plan_doc.get("shards", [])
     done = [s["index"] for s in shards if dest.read_json(contract.export_shard_done_path(s["index"])) is not None]
+    listing = dest.s3.list_objects_v2(Bucket=dest.bucket, Prefix=dest.prefix + contract.EXPORT_SHARD_ERRORS_DIR)
+    errors = [dest.read_json(item["Key"][len(dest.prefix) :]) or {} for item in listing.get("Contents", [])[:20]]
+    errors = [e for e in errors if e.get("index") not in done]
+    if errors:  # the shards' own errors say more than the Map's "tolerated failure threshold exceeded"
+        first = errors[0]
+        cause = f"shard {first.get('index')}: {first.get('error')}: {first.get('message')}; then {error}: {cause}"
     report = {
         "version": plan_doc.get("version"),
         "dataset": plan_doc.get("dataset"),
@@ -265,6 +280,7 @@ def record_failure(dest: S3Destination, error: str, cause: str) -> dict[str, Any
         "shards_total": len(shards),
         "shards_done": len(done),
         "shards_not_done": sorted(set(s["index"] for s in shards) - set(done))[:100],
+        "shard_errors": errors,
         "failed": _now(),
         "note": "latest.json was not moved; fix the cause and deliver the triggering event again to resume",
     }

@@ -24,7 +24,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from adapters import env
-from adapters.export_shards import publish, record_failure, run_shard
+from adapters.export_shards import publish, record_failure, record_shard_error, run_shard
 from adapters.export_writer import S3Destination, s3_client
 from labelloop_core import limits
 from labelloop_core.contract import (
@@ -100,7 +100,12 @@ def _shard(event: dict[str, Any]) -> dict[str, Any]:
     match = _SHARD_FILE.match(key[len(shards) :]) if key.startswith(shards) else None
     if match is None:
         raise ExportShardEventError(f"shard_key {key!r} is not a shard file under {shards!r}")
-    marker = run_shard(dest, int(match.group(1)), settings().threads)
+    index = int(match.group(1))
+    try:
+        marker = run_shard(dest, index, settings().threads)
+    except Exception as exc:  # say why where the failure record looks, then let Step Functions retry
+        record_shard_error(dest, index, exc)
+        raise
     result = {k: marker[k] for k in ("index", "images", "labels", "boxes", "seconds", "resumed")}
     result |= {"images_missing": len(marker["missing"]), "already_done": bool(marker.get("already_done"))}
     logger.info("shard written", extra=result)

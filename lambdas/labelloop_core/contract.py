@@ -105,6 +105,7 @@ EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
 EXPORT_SHARD_DONE_DIR: Final = "plan/done/"
+EXPORT_SHARD_ERRORS_DIR: Final = "plan/errors/"
 EXPORT_FAILED_FILE: Final = "failed.json"
 #: What the export state machine's tasks ask the shard function to do.
 EXPORT_ACTION_SHARD: Final = "shard"
@@ -115,6 +116,11 @@ EXPORT_ACTION_FAIL: Final = "fail"
 def export_shard_path(index: int) -> str:
     """A shard file of a distributed export, relative to the version folder."""
     return f"{EXPORT_SHARDS_DIR}{index:05d}.jsonl"
+
+
+def export_shard_error_path(index: int) -> str:
+    """Why the last attempt at shard ``index`` failed (read into ``failed.json``)."""
+    return f"{EXPORT_SHARD_ERRORS_DIR}{index:05d}.json"
 
 
 def export_shard_done_path(index: int) -> str:
