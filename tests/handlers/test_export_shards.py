@@ -244,3 +244,24 @@ def test_small_exports_keep_the_single_function_path(world: World) -> None:
     document = json.loads(world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
     assert document["shards"] == []
     assert world.sfn.list_executions(stateMachineArn=world.machine)["executions"] == []
+
+
+def test_a_failing_shard_leaves_its_error_for_the_failure_record(world: World) -> None:
+    event = world.batch("street", 9)
+    started = world.export_yolo.handler(event, None)
+    version_prefix = started["uri"].split(f"s3://{BUCKET}/", 1)[1]
+    world.s3.delete_object(Bucket=BUCKET, Key=version_prefix + contract.export_shard_path(2))  # shard file lost
+    shard = {"action": "shard", "bucket": BUCKET, "version_prefix": version_prefix}
+    with pytest.raises(Exception, match="NoSuchKey"):
+        world.export_shards.handler(shard | {"shard_key": version_prefix + contract.export_shard_path(2)}, None)
+    error = json.loads(
+        world.s3.get_object(Bucket=BUCKET, Key=version_prefix + contract.export_shard_error_path(2))["Body"].read()
+    )
+    assert error["index"] == 2 and "NoSuchKey" in error["message"]
+    payload = {"bucket": BUCKET, "version_prefix": version_prefix}
+    failed = world.export_shards.handler(
+        {"action": "fail", **payload, "error": {"Error": "States.ExceedToleratedFailureThreshold", "Cause": "x"}},
+        None,
+    )
+    assert failed["reason"].startswith("States.ExceedToleratedFailureThreshold: shard 2: ")
+    assert "NoSuchKey" in failed["reason"]
