@@ -64,8 +64,17 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy lambdas infra sandbox cli
 
+# Each benchmark's JSON goes to stdout and to bench-out/; the README's scale table is computed from two of them.
 bench: setup
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+	@mkdir -p bench-out
+	@set -o pipefail; for b in bench/bench_*.py; do \
+		n=$$(basename $$b .py); args=""; \
+		[ $$n = bench_counters ] && args="200"; \
+		[ $$n = bench_export_shards ] && args="--images 10000 --moto-shard-size 0"; \
+		echo "== $$b $$args"; PYTHONPATH=.:lambdas $(PY) $$b $$args | tee bench-out/$$n.json || exit 1; \
+	done
+	@echo "== bench/scale_table.py (the README's scale and cost table)"
+	@$(PY) bench/scale_table.py bench-out/bench_counters.json bench-out/bench_export_shards.json > bench-out/scale_table.json
 
 load: setup
 	LABELLOOP_LOAD_FULL=1 $(PY) -m pytest -q -x --durations=1 "tests/e2e/test_load.py::test_ten_datasets_dropped_at_once_each_image_ends_in_exactly_one_outcome[10x500]"
