@@ -292,12 +292,19 @@ def _labels(data: dict[str, Any], where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _model(data: Any, where: str) -> ModelConfig:
+def _section(data: Any, where: str, known: dict[str, str]) -> dict[str, Any] | None:
+    """A nested context object: None when absent, else the object, refusing keys nobody reads."""
     if data is None:
-        return ModelConfig()
+        return None
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: must be an object")
-    _check_unknown(data, _MODEL_KEYS, where)
+    _check_unknown(data, known, where)
+    return data
+
+
+def _model(raw: Any, where: str) -> ModelConfig:
+    if (data := _section(raw, where, _MODEL_KEYS)) is None:
+        return ModelConfig()
     kind = _choice(data, "kind", where, "none", ("none", "rekognition", "sagemaker"))
     arn = _opt_str(
         data, "projectVersionArn", where, _REKOGNITION_RE, "must be a Rekognition Custom Labels project version ARN"
@@ -318,12 +325,9 @@ def _model(data: Any, where: str) -> ModelConfig:
     )
 
 
-def _calibration(data: Any, where: str) -> CalibrationConfig:
-    if data is None:
+def _calibration(raw: Any, where: str) -> CalibrationConfig:
+    if (data := _section(raw, where, _CALIBRATION_KEYS)) is None:
         return CalibrationConfig()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be an object")
-    _check_unknown(data, _CALIBRATION_KEYS, where)
     return CalibrationConfig(
         target_quality=_float(data, "targetQuality", where, limits.TARGET_QUALITY),
         confidence_level=_float(data, "confidenceLevel", where, limits.CONFIDENCE_LEVEL),
@@ -333,12 +337,8 @@ def _calibration(data: Any, where: str) -> CalibrationConfig:
     )
 
 
-def _label_studio(data: Any, where: str, backend: str) -> LabelStudioConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be an object")
-    _check_unknown(data, _LABEL_STUDIO_KEYS, where)
+def _label_studio(raw: Any, where: str, backend: str) -> LabelStudioConfig:
+    data = _section(raw, where, _LABEL_STUDIO_KEYS) or {}
     url = _opt_str(data, "url", where, _HTTP_URL_RE, "must be the http(s) URL of the Label Studio server")
     arn = data.get("tokenSecretArn") or None
     if arn is not None and (not isinstance(arn, str) or not _SECRET_ARN_RE.match(arn)):
@@ -362,12 +362,9 @@ def _label_studio(data: Any, where: str, backend: str) -> LabelStudioConfig:
     )
 
 
-def _export(data: Any, where: str) -> ExportConfig:
-    if data is None:
+def _export(raw: Any, where: str) -> ExportConfig:
+    if (data := _section(raw, where, _EXPORT_KEYS)) is None:
         return ExportConfig()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be an object")
-    _check_unknown(data, _EXPORT_KEYS, where)
     return ExportConfig(
         distributed_above=_int(data, "distributedAbove", where, limits.EXPORT_DISTRIBUTED_ABOVE),
         shard_size=_int(data, "shardSize", where, limits.EXPORT_SHARD_SIZE),
