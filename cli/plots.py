@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import CliError
+from labelloop_core.contract import OUTPUT_MANIFEST
 
 
 def plot_calibration(
@@ -85,7 +86,7 @@ def run_pairs(out: Path, labels: Sequence[str], model: str | None) -> list[tuple
 
     registry = ClassRegistry(list(labels))
     rows: list[tuple[float, float, bool]] = []
-    for manifest in sorted((out / "batches").glob("*/output.manifest")):
+    for manifest in sorted((out / "batches").glob(f"*/{OUTPUT_MANIFEST}")):
         try:
             with manifest.open(encoding="utf-8") as handle:
                 for line_no, line in iter_manifest(handle):

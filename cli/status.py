@@ -20,6 +20,14 @@ from typing import Any
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
 from labelloop_core.batch_report import failure_reason
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    BATCH_FILE,
+    INPUT_MANIFEST,
+    OUTPUT_MANIFEST,
+    REPORT_FILE,
+    REVIEW_MANIFEST,
+)
 
 #: Batch states in pipeline order (a failed or interrupted batch stops anywhere).
 STATES = ("building", "pre-labeling", "routing", "in review", "merging", "merged", "failed", "interrupted")
@@ -88,24 +96,24 @@ def _labeling_job(target: Target, dataset: str, batch_id: str, known: list[str])
 
 def _running_state(names: set[str], prefix: str) -> str:
     """Where a running batch is, from the files its steps have written so far."""
-    if f"{prefix}input.manifest" not in names:
+    if f"{prefix}{INPUT_MANIFEST}" not in names:
         return "building"
     shards = {n for n in names if n.startswith(f"{prefix}shards/")}
     done = {n for n in names if n.startswith(f"{prefix}prelabeled/")}
     if len(done) < len(shards):
         return "pre-labeling"
-    if f"{prefix}accepted.manifest" not in names and f"{prefix}review.manifest" not in names:
+    if f"{prefix}{ACCEPTED_MANIFEST}" not in names and f"{prefix}{REVIEW_MANIFEST}" not in names:
         return "routing" if shards else "building"
-    if f"{prefix}review.manifest" in names and f"{prefix}output.manifest" not in names:
+    if f"{prefix}{REVIEW_MANIFEST}" in names and f"{prefix}{OUTPUT_MANIFEST}" not in names:
         return "in review"
     return "merging"
 
 
 def _batch(target: Target, dataset: str, batch_id: str, names: set[str], prefix: str, machine: str | None) -> dict:
     """One batch's state, counts, job and reason."""
-    doc = read_json(target, f"{prefix}batch.json") or {}
+    doc = read_json(target, f"{prefix}{BATCH_FILE}") or {}
     entry: dict[str, Any] = {"batch_id": batch_id, "images": doc.get("objects"), "created": doc.get("created")}
-    report = read_json(target, f"{prefix}report.json") if f"{prefix}report.json" in names else None
+    report = read_json(target, f"{prefix}{REPORT_FILE}") if f"{prefix}{REPORT_FILE}" in names else None
     if isinstance(report, dict):
         entry["counts"] = report.get("counts") or {}
         jobs = [str(j) for j in report.get("jobs") or []]

@@ -46,6 +46,7 @@ from moto.sagemaker.models import sagemaker_backends
 from moto.sagemaker.responses import SageMakerResponse
 
 from labelloop_core import contract
+from labelloop_core.contract import OUTPUT_MANIFEST
 from sandbox.gt_runtime import JobFailure, JobRuntime, consolidated_contents, output_manifest, task_input_of
 from sandbox.service_model import validate_request
 from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, answer_content
@@ -447,7 +448,7 @@ def _run(job: LabelingJob) -> None:
     consolidated = _consolidate(job, rt, payload, labels)
     sent = {p["datasetObjectId"] for p in payload}
     output_lines, counters = output_manifest(lines, consolidated, sent, rt.attr, job.name, list(job.counters))
-    output_uri = rt.put_json("manifests/output/output.manifest", output_lines, lines=True)
+    output_uri = rt.put_json(f"manifests/output/{OUTPUT_MANIFEST}", output_lines, lines=True)
     with job.lock:
         job.counters = counters
         job.output_uri = output_uri

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from adapters.labelstudio import LabelStudioApiError, LabelStudioClient
 from labelloop_core.boxes import Box
-from labelloop_core.contract import META_KEY
+from labelloop_core.contract import META_KEY, REVIEW_MANIFEST
 from labelloop_core.labelstudio import KEY_FIELD, boxes_from_result, region_from_box
 from labelloop_core.labelstudio_verify import verify_result
 from sandbox.imagerefs import ImageRef
@@ -173,7 +173,7 @@ class LocalLabelStudio:
             self._answer(ls, task, sizes, verify=verify)
 
     def _sizes(self, batch_prefix: str) -> dict[str, tuple[int, int]]:
-        body = self.cloud.client("s3").get_object(Bucket=self.cloud.bucket, Key=f"{batch_prefix}review.manifest")
+        body = self.cloud.client("s3").get_object(Bucket=self.cloud.bucket, Key=f"{batch_prefix}{REVIEW_MANIFEST}")
         sizes = {}
         for raw in body["Body"].read().decode().splitlines():
             if raw.strip():

@@ -214,7 +214,7 @@ def _scan(
         at_end = next(source, None) is None
     part = f"{_part_prefix(batch_prefix)}{cursor:09d}"
     put_jsonl(bucket, f"{part}.valid.jsonl", valid)
-    put_jsonl(bucket, f"{part}.rejected.jsonl", rejected)
+    put_jsonl(bucket, f"{part}.{REJECTED_FILE}", rejected)
     put_json(
         bucket, f"{part}.json", {"start": cursor, "count": processed, "valid": len(valid), "rejected": len(rejected)}
     )
@@ -284,7 +284,7 @@ def _finalize(cfg: BuildSettings, bucket: str, batch_prefix: str, total: int) ->
                         valid += 1
                         if shard_lines >= cfg.shard_size:
                             flush_shard()
-                    for raw in iter_lines(bucket, f"{part}.rejected.jsonl"):
+                    for raw in iter_lines(bucket, f"{part}.{REJECTED_FILE}"):
                         if raw.strip():
                             rejects.write(raw.strip() + "\n")
                             rejected += 1
@@ -310,7 +310,7 @@ def build(event: Mapping[str, Any], cfg: BuildSettings, time_left: Callable[[], 
         return {"done": False, "cursor": cursor, "received": None, "valid": None, "rejected": None, "shard_count": None}
     total = _count_objects(bucket, batch_prefix)
     if cursor != total:
-        raise BuildError(f"scan ended at object {cursor} but objects.jsonl lists {total}")
+        raise BuildError(f"scan ended at object {cursor} but {OBJECTS_FILE} lists {total}")
     counts = _finalize(cfg, bucket, batch_prefix, total)
     put_json(bucket, batch_prefix + BUILD_FILE, counts)
     logger.info("input manifest written", extra=counts)

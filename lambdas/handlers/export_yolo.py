@@ -399,7 +399,7 @@ def _batch_labeled(event: dict[str, Any], should_stop: StopFn | None) -> dict[st
         raise ExportEventError(f"output manifest {manifest} of batch {detail.get('batch_id')!r} does not exist")
     conventional = f"{settings().work_prefix}{BATCHES_DIR}{dataset}/"
     rest = key[len(conventional) :] if key.startswith(conventional) else ""
-    if rest.count("/") != 1 or not rest.endswith("/output.manifest"):
+    if rest.count("/") != 1 or not rest.endswith(f"/{OUTPUT_MANIFEST}"):
         # Not where later exports look for batches: remember it, so every later version keeps it.
         _record_in_index(dataset, f"batch:{detail.get('batch_id')}", str(manifest), None, None)
     trigger = {"type": BATCH_LABELED, "event_id": event.get("id"), "batch_id": detail.get("batch_id")}

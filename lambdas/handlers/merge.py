@@ -57,6 +57,7 @@ from labelloop_core.contract import (
     META_KEY,
     OUTPUT_MANIFEST,
     REJECTED_FILE,
+    REPORT_FILE,
     Env,
     ReportCounts,
     ReportIdentity,
@@ -296,9 +297,9 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
     started = execution.get("start_time")
     jobs = _jobs(review, verify, cfg)
     files = BatchFiles(
-        uri(bucket, f"{batch_prefix}output.manifest"),
-        uri(bucket, f"{batch_prefix}input.manifest"),
-        uri(bucket, f"{batch_prefix}rejected.jsonl"),
+        uri(bucket, f"{batch_prefix}{OUTPUT_MANIFEST}"),
+        uri(bucket, f"{batch_prefix}{INPUT_MANIFEST}"),
+        uri(bucket, f"{batch_prefix}{REJECTED_FILE}"),
     )
     identity: ReportIdentity = {
         "dataset": dataset,
@@ -326,11 +327,11 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
         report["verification"] = verification_summary(stages, verify)
     if not merged.accounted_for:
         raise MergeError(f"objects not accounted for exactly once: {merged.counts}")
-    put_json(bucket, f"{batch_prefix}report.json", report)
+    put_json(bucket, f"{batch_prefix}{REPORT_FILE}", report)
     logger.info("batch merged", extra={"counts": merged.counts, "jobs": [j["name"] for j in jobs]})
     return {
         "output_manifest": files.output_manifest,
-        "report": uri(bucket, f"{batch_prefix}report.json"),
+        "report": uri(bucket, f"{batch_prefix}{REPORT_FILE}"),
         "accepted": tally.accepted,
         "reviewed": tally.reviewed,
         "unlabeled": len(tally.unlabeled),

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from aws_lambda_powertools import Logger
 
@@ -37,9 +37,7 @@ from adapters.groundtruth import TaskSettings, job_input_manifest, job_name_from
 from adapters.s3 import S3UriError, get_json, iter_lines, parse_uri
 from labelloop_core.answers import (
     AnswerError,
-    BoxAnswer,
     Prelabels,
-    VerifyAnswer,
     adjustment_status,
     clean_boxes,
     line_image_size,
@@ -228,30 +226,50 @@ def _capped(issues: list[str]) -> list[str]:
     return [*issues[:_MAX_ISSUES], f"... and {len(issues) - _MAX_ISSUES} more"]
 
 
-def consolidate_boxes(
-    item: Mapping[str, Any], ctx: ObjectContext, attribute: str, job_name: str, cfg: TaskSettings, created: str
-) -> dict[str, Any]:
-    """Adjust mode: consolidated bounding-box content for one object."""
+class _Answer(Protocol):
+    @property
+    def issues(self) -> tuple[str, ...]: ...
+
+
+_A = TypeVar("_A", bound=_Answer)
+
+
+def _parsed_answers(
+    item: Mapping[str, Any], ctx: ObjectContext, parse: Callable[[Any], _A]
+) -> tuple[list[_A], list[str]]:
+    """Each worker's answer parsed by ``parse``; the issues so far, unusable answers named by worker."""
     issues = list(ctx.issues)
     pairs, notes = _answers(item)
     issues.extend(notes)
-    parsed: list[BoxAnswer] = []
+    parsed: list[_A] = []
     for worker, content in pairs:
         try:
-            answer = parse_box_answer(
-                content, element_name=cfg.element_name, labels=cfg.labels, image_size=ctx.known_size
-            )
+            answer = parse(content)
         except AnswerError as exc:
             issues.append(f"{worker}: answer unusable: {exc}")
             continue
         issues.extend(f"{worker}: {note}" for note in answer.issues)
         parsed.append(answer)
+    return parsed, issues
+
+
+def consolidate_boxes(
+    item: Mapping[str, Any], ctx: ObjectContext, attribute: str, job_name: str, cfg: TaskSettings, created: str
+) -> dict[str, Any]:
+    """Adjust mode: consolidated bounding-box content for one object."""
+    parsed, issues = _parsed_answers(
+        item,
+        ctx,
+        lambda content: parse_box_answer(
+            content, element_name=cfg.element_name, labels=cfg.labels, image_size=ctx.known_size
+        ),
+    )
     size = next(((a.image_width, a.image_height) for a in parsed if a.image_width and a.image_height), None)
     size = size or ctx.known_size
     if size is None and ctx.source_ref:
         size = image_size_from_s3(ctx.source_ref, cfg)
     if size is None:
-        issues.append("image size unknown (no inputImageProperties, labelloop-meta or readable image)")
+        issues.append(f"image size unknown (no inputImageProperties, {META_KEY} or readable image)")
         return _flagged_failure(attribute, job_name, created, "; ".join(_capped(issues)), "adjust")
     rejected = 0
     if not parsed:
@@ -294,18 +312,9 @@ def consolidate_verdicts(
     item: Mapping[str, Any], ctx: ObjectContext, attribute: str, job_name: str, cfg: TaskSettings, created: str
 ) -> dict[str, Any]:
     """Verify mode: the majority verdict, its confidence and the workers' comments for one object."""
-    issues = list(ctx.issues)
-    pairs, notes = _answers(item)
-    issues.extend(notes)
-    parsed: list[VerifyAnswer] = []
-    for worker, content in pairs:
-        try:
-            answer = parse_verify_answer(content, element_name=cfg.element_name)
-        except AnswerError as exc:
-            issues.append(f"{worker}: answer unusable: {exc}")
-            continue
-        issues.extend(f"{worker}: {note}" for note in answer.issues)
-        parsed.append(answer)
+    parsed, issues = _parsed_answers(
+        item, ctx, lambda content: parse_verify_answer(content, element_name=cfg.element_name)
+    )
     metadata: dict[str, Any] = {
         "type": VERIFICATION_TYPE,
         "human-annotated": "yes",

@@ -32,7 +32,7 @@ from adapters import env
 from adapters.aws import client
 from adapters.s3 import iter_lines, parse_uri, put_json
 from labelloop_core.batching import batch_fields
-from labelloop_core.contract import META_KEY, Env
+from labelloop_core.contract import META_KEY, REVIEW_MANIFEST, Env
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.verification import (
     ADJUST,
@@ -98,7 +98,7 @@ def plan(bucket: str, batch_prefix: str) -> dict[str, int]:
     """Split ``review.manifest`` by stage (see the module doc)."""
     counts = {VERIFY: 0, ADJUST: 0}
     with tempfile.TemporaryFile() as verify, tempfile.TemporaryFile() as adjust:
-        for line in _lines(bucket, f"{batch_prefix}review.manifest"):
+        for line in _lines(bucket, f"{batch_prefix}{REVIEW_MANIFEST}"):
             if split_stage(line) == VERIFY:
                 verify.write(dumps_line(with_task(line, VERIFY)).encode() + b"\n")
                 counts[VERIFY] += 1
@@ -132,7 +132,7 @@ def split(bucket: str, batch_prefix: str, verify: Mapping[str, Any]) -> dict[str
         def to_adjust(line: Mapping[str, Any]) -> None:
             adjust.write(dumps_line(line).encode() + b"\n")
 
-        for line in _lines(bucket, f"{batch_prefix}review.manifest"):
+        for line in _lines(bucket, f"{batch_prefix}{REVIEW_MANIFEST}"):
             if split_stage(line) == ADJUST:
                 to_adjust(adjust_line(line, REASON_NO_DETECTIONS))
                 counts["sent_to_adjust_without_detections"] += 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .contract import ReportCounts, ReportDoc, ReportIdentity, ReportSummary
+from .contract import ACCEPTED_MANIFEST, VERIFIED_MANIFEST, ReportCounts, ReportDoc, ReportIdentity, ReportSummary
 
 #: Lists in report.json are capped; the full lists are the files they point to.
 REPORT_LIST_LIMIT = 1000
@@ -56,9 +56,9 @@ def elapsed_seconds(started: Any, now: datetime) -> float | None:
 def missing_reason(job_name: str | None, verifying: bool, review_status: str) -> str:
     """Why a valid object that no source delivered ends unlabeled."""
     if job_name and not verifying:
-        return "in neither accepted.manifest nor the review job's output"
+        return f"in neither {ACCEPTED_MANIFEST} nor the review job's output"
     if verifying:
-        return "in neither accepted.manifest, verified.manifest nor the adjustment job's output"
+        return f"in neither {ACCEPTED_MANIFEST}, {VERIFIED_MANIFEST} nor the adjustment job's output"
     return f"not auto-accepted and no review job completed (review {review_status})"
 
 

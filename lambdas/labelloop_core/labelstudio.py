@@ -20,7 +20,7 @@ from .answers import Prelabels, adjustment_status, clean_boxes, line_image_size,
 from .boxes import Box
 from .classes import ClassRegistry
 from .consolidation import consolidate
-from .contract import META_KEY, TASK_KEY
+from .contract import ISSUES_KEY, META_KEY, STATUS_KEY, TASK_KEY
 from .manifest import bbox_label_line
 
 __all__ = [
@@ -142,7 +142,7 @@ def prediction_result(prelabels: Prelabels, width: int, height: int) -> list[dic
 def _meta(line: Mapping[str, Any]) -> Mapping[str, Any]:
     meta = line.get(META_KEY)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("key"), str):
-        raise LabelStudioError("review manifest line has no labelloop-meta.key")
+        raise LabelStudioError(f"review manifest line has no {META_KEY}.key")
     return meta
 
 
@@ -354,8 +354,8 @@ def output_line(
             "worker-count": len(answers),
             "rejected-box-count": len(result.rejected),
             TASK_KEY: "adjust",
-            "labelloop-status": "repaired" if issues else "ok",
-            "labelloop-issues": issues[:20],
+            STATUS_KEY: "repaired" if issues else "ok",
+            ISSUES_KEY: issues[:20],
             "labelloop-review-backend": "labelstudio",
             "labelstudio-task-id": task.get("id"),
         },

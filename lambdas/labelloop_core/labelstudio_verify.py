@@ -88,7 +88,7 @@ def verify_output_line(
     """
     meta = line.get(META_KEY)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("key"), str):
-        raise LabelStudioError("review manifest line has no labelloop-meta.key")
+        raise LabelStudioError(f"review manifest line has no {META_KEY}.key")
     issues: list[str] = []
     verdicts: list[str] = []
     comments: list[str] = []

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import limits
 from .answers import VERDICTS
-from .contract import ADJUST_MANIFEST, VERIFIED_ATTRIBUTE, VERIFIED_MANIFEST, VERIFY_MANIFEST, Meta
+from .contract import ADJUST_MANIFEST, ISSUES_KEY, VERIFIED_ATTRIBUTE, VERIFIED_MANIFEST, VERIFY_MANIFEST, Meta
 from .manifest import BBOX_TYPE, find_verification_attributes
 from .prelabels import META_KEY, PRELABEL_ATTRIBUTE, prelabel_summary
 
@@ -51,12 +51,8 @@ __all__ = [
 VERIFY = "verify"
 ADJUST = "adjust"
 TASK_MODES = (ADJUST, VERIFY)
-#: The final-label attribute of an image whose model boxes people verified as correct.
 #: The manifest each stage's labeling job labels, under the batch prefix.
 STAGE_MANIFESTS = {VERIFY: VERIFY_MANIFEST, ADJUST: ADJUST_MANIFEST}
-#: Final lines of the images people verified correct (written between the two jobs, read by merge).
-#: ``labelloop-meta`` key naming the task a line is shown as (the pre/post Lambdas read it).
-TASK_KEY = Meta.TASK
 
 PROVENANCE_AUTO = "auto"
 PROVENANCE_VERIFIED = "verified"
@@ -81,13 +77,13 @@ def with_task(line: Mapping[str, Any], task: str, **meta_updates: Any) -> dict[s
     if task not in TASK_MODES:
         raise ValueError(f"task must be one of {TASK_MODES}, got {task!r}")
     out = dict(line)
-    out[META_KEY] = {**_meta(line), TASK_KEY: task, **meta_updates}
+    out[META_KEY] = {**_meta(line), Meta.TASK: task, **meta_updates}
     return out
 
 
 def line_task_mode(line: Mapping[str, Any] | None, default: str) -> str:
     """The task a line is shown as: its ``labelloop-meta.task`` when valid, else ``default``."""
-    task = _meta(line or {}).get(TASK_KEY)
+    task = _meta(line or {}).get(Meta.TASK)
     return task if task in TASK_MODES else default
 
 
@@ -148,7 +144,7 @@ def read_verdict(line: Mapping[str, Any], attribute: str) -> Verdict:
     confidence = meta.get("confidence")
     confidence = float(confidence) if isinstance(confidence, int | float) and not isinstance(confidence, bool) else None
     if name not in VERDICTS:
-        issues = meta.get("labelloop-issues")
+        issues = meta.get(ISSUES_KEY)
         detail = "; ".join(map(str, issues)) if isinstance(issues, list) and issues else "no usable worker answers"
         return Verdict(None, confidence, votes, comments, reason=f"no usable verdict ({detail})")
     return Verdict(str(name), confidence, votes, comments)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from labelloop_core.contract import OBJECTS_FILE, OUTPUT_MANIFEST, REJECTED_FILE, REPORT_FILE
 from sandbox.localrun.watch import Watcher, read_json, read_jsonl
 
 
@@ -46,14 +47,14 @@ class IntakeRecords:
 
 
 def _batch_records(cloud: Any, prefix: str, batch: str) -> BatchRecords:
-    objects = [o["key"] for o in read_jsonl(cloud, f"{prefix}objects.jsonl") if isinstance(o, dict) and "key" in o]
-    report = read_json(cloud, f"{prefix}report.json")
+    objects = [o["key"] for o in read_jsonl(cloud, f"{prefix}{OBJECTS_FILE}") if isinstance(o, dict) and "key" in o]
+    report = read_json(cloud, f"{prefix}{REPORT_FILE}")
     return BatchRecords(
         batch_id=batch,
         objects=objects,
         report=report if isinstance(report, dict) else None,
-        rejected=read_jsonl(cloud, f"{prefix}rejected.jsonl"),
-        output_lines=read_jsonl(cloud, f"{prefix}output.manifest"),
+        rejected=read_jsonl(cloud, f"{prefix}{REJECTED_FILE}"),
+        output_lines=read_jsonl(cloud, f"{prefix}{OUTPUT_MANIFEST}"),
     )
 
 

@@ -7,6 +7,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    INPUT_MANIFEST,
+    OBJECTS_FILE,
+    REJECTED_FILE,
+    REPORT_FILE,
+    REVIEW_MANIFEST,
+)
+
 TERMINAL_EXECUTION = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
 Progress = Callable[[str], None]
@@ -92,23 +101,23 @@ class Watcher:
     def _poll_batch(self, batch: str) -> None:
         prefix = f"{self.batches_prefix}{batch}/"
         keys = set(self.cloud.list_keys(prefix))
-        if f"{prefix}objects.jsonl" in keys:
-            count = len(read_jsonl(self.cloud, f"{prefix}objects.jsonl"))
+        if f"{prefix}{OBJECTS_FILE}" in keys:
+            count = len(read_jsonl(self.cloud, f"{prefix}{OBJECTS_FILE}"))
             self._say_once(batch, "started", f"started with {count} image(s)")
-        if f"{prefix}input.manifest" in keys:
-            valid = len(read_jsonl(self.cloud, f"{prefix}input.manifest"))
-            rejected = len(read_jsonl(self.cloud, f"{prefix}rejected.jsonl"))
+        if f"{prefix}{INPUT_MANIFEST}" in keys:
+            valid = len(read_jsonl(self.cloud, f"{prefix}{INPUT_MANIFEST}"))
+            rejected = len(read_jsonl(self.cloud, f"{prefix}{REJECTED_FILE}"))
             self._say_once(batch, "validated", f"validated: {valid} valid, {rejected} rejected")
         shards = [k for k in keys if k.startswith(f"{prefix}shards/")]
         done = [k for k in keys if k.startswith(f"{prefix}prelabeled/")]
         if shards and len(done) >= len(shards):
             self._say_once(batch, "prelabeled", f"pre-labeled ({len(done)} shard(s))")
-        if f"{prefix}accepted.manifest" in keys or f"{prefix}review.manifest" in keys:
-            accepted = len(read_jsonl(self.cloud, f"{prefix}accepted.manifest"))
-            review = len(read_jsonl(self.cloud, f"{prefix}review.manifest"))
+        if f"{prefix}{ACCEPTED_MANIFEST}" in keys or f"{prefix}{REVIEW_MANIFEST}" in keys:
+            accepted = len(read_jsonl(self.cloud, f"{prefix}{ACCEPTED_MANIFEST}"))
+            review = len(read_jsonl(self.cloud, f"{prefix}{REVIEW_MANIFEST}"))
             self._say_once(batch, "routed", f"routed: {accepted} auto-accepted, {review} to human review")
-        if f"{prefix}report.json" in keys:
-            self._say_report(batch, read_json(self.cloud, f"{prefix}report.json") or {})
+        if f"{prefix}{REPORT_FILE}" in keys:
+            self._say_report(batch, read_json(self.cloud, f"{prefix}{REPORT_FILE}") or {})
 
     def _say_report(self, batch: str, report: dict[str, Any]) -> None:
         if report.get("status") == "failed":

@@ -14,6 +14,7 @@ from moto import mock_aws
 from cli.main import main
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import OUTPUT_MANIFEST, VERIFIED_MANIFEST
 from labelloop_core.manifest import bbox_label_line
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
@@ -39,7 +40,7 @@ def _manifest(s3: Any, tmp_path: Path, count: int = 10) -> Path:
     lines = [_line(s3, f"photos/cat {i}.jpg", [Box("cat", 2 * i, 3, 20, 10)]) for i in range(count)]
     lines.append(_line(s3, "photos/dog.PNG", [Box("dog", 0, 0, 64, 48), Box("cat", 10, 10, 5, 5)]))
     lines.append(_line(s3, "photos/nothing.jpg", []))
-    path = tmp_path / "output.manifest"
+    path = tmp_path / OUTPUT_MANIFEST
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -226,7 +227,7 @@ def _verdict(line: str, name: str) -> str:
 def test_outside_chained_verification_exports_only_verified_images(s3: Any, tmp_path: Path) -> None:
     good = _verdict(_line(s3, "photos/good.jpg", [Box("cat", 2, 3, 20, 10)]), "good")
     bad = _verdict(_line(s3, "photos/bad.jpg", [Box("cat", 4, 3, 20, 10)]), "bad")
-    manifest = tmp_path / "verified.manifest"
+    manifest = tmp_path / VERIFIED_MANIFEST
     manifest.write_text(f"{good}\n{bad}\n", encoding="utf-8")
     out = tmp_path / "dataset"
     assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0

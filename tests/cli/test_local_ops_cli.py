@@ -17,6 +17,7 @@ from cli import pull, status
 from cli.aws_target import connect
 from cli.errors import CliError
 from cli.main import main
+from labelloop_core.contract import ACCEPTED_MANIFEST, INPUT_MANIFEST, REVIEW_MANIFEST
 from sandbox.imagerefs import ImageRef
 from sandbox.localstate import StateDir, StateError
 from sandbox.localup import Endpoint, LocalUpError, RootNames, UpSpec, banner_lines, copy_command, prepare
@@ -180,10 +181,10 @@ def test_pull_refuses_a_folder_that_is_not_an_earlier_pull(tmp_path: Path) -> No
     ("files", "state"),
     [
         ([], "building"),
-        (["input.manifest", "shards/0.jsonl"], "pre-labeling"),
-        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl"], "routing"),
-        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl", "review.manifest"], "in review"),
-        (["input.manifest", "shards/0.jsonl", "prelabeled/0.jsonl", "accepted.manifest"], "merging"),
+        ([INPUT_MANIFEST, "shards/0.jsonl"], "pre-labeling"),
+        ([INPUT_MANIFEST, "shards/0.jsonl", "prelabeled/0.jsonl"], "routing"),
+        ([INPUT_MANIFEST, "shards/0.jsonl", "prelabeled/0.jsonl", REVIEW_MANIFEST], "in review"),
+        ([INPUT_MANIFEST, "shards/0.jsonl", "prelabeled/0.jsonl", ACCEPTED_MANIFEST], "merging"),
     ],
 )
 def test_a_running_batch_state_follows_its_files(files: list[str], state: str) -> None:

@@ -15,6 +15,7 @@ import pytest
 from cli.demo import check_dataset
 from cli.local_run import print_outcome
 from cli.main import main
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE, REPORT_FILE
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     Accounting,
@@ -222,7 +223,7 @@ def test_oracle_finds_its_record_by_path_even_when_file_names_repeat(images: Pat
     task = Task(
         job_name="job",
         dataset_object_id="0",
-        data_object={"labelloop-meta": {"key": "incoming/ds/other/b.jpg"}},
+        data_object={META_KEY: {"key": "incoming/ds/other/b.jpg"}},
         task_input={},
         image=ImageRef(data=derived, bucket="bkt", key="work/derived/ds/other/b.jpg"),
         image_width=32,
@@ -307,8 +308,8 @@ INCOMING = "incoming/ds/"
 def _line(name: str, attribute: str, error: str | None = None) -> dict[str, Any]:
     return {
         "source-ref": f"s3://bkt/{INCOMING}{name}",
-        "labelloop-meta": {"key": f"{INCOMING}{name}", "label_attribute": attribute},
-        "labelloop-prelabel-metadata": {"error": error},
+        META_KEY: {"key": f"{INCOMING}{name}", "label_attribute": attribute},
+        f"{PRELABEL_ATTRIBUTE}-metadata": {"error": error},
     }
 
 
@@ -327,7 +328,7 @@ def _labeled_batch() -> BatchRecords:
         },
         rejected=[{"key": f"{INCOMING}bad.jpg", "reason": "corrupt JPEG: header cannot be parsed"}],
         output_lines=[
-            _line("a.jpg", "labelloop-auto"),
+            _line("a.jpg", AUTO_ATTRIBUTE),
             _line("b.jpg", "labelloop-ds-1"),
             _line("c.jpg", "labelloop-ds-1", error="ModelError: boom"),
         ],
@@ -420,7 +421,7 @@ def test_failed_and_unfinished_batches_list_every_object_with_a_reason() -> None
     assert reasons["x.jpg"] == "batch failed: LabelingJobFailed: labeling job labelloop-ds-2 Failed: gone"
     assert reasons["y.jpg"] == "its batch did not finish"
     assert report["images_received"] == 7 and all(report["invariants"].values())
-    assert problems == ["batch b3 has no report.json (executions: )"]  # unfinished is a problem, failed is not
+    assert problems == [f"batch b3 has no {REPORT_FILE} (executions: )"]  # unfinished is a problem, failed is not
     assert [b["status"] for b in report["batches"]] == ["labeled", "failed", "unfinished"]
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE
 from sandbox.harness import LocalCloud
 
 BOX_FIELDS = ("left", "top", "width", "height")
@@ -45,7 +46,7 @@ def prelabeled_line(
     cloud.put_bytes(key, image, "image/png")
     line: dict[str, Any] = {
         "source-ref": f"s3://{cloud.bucket}/{key}",
-        "labelloop-meta": {
+        META_KEY: {
             "dataset": "street",
             "batch_id": batch_id,
             "key": key,
@@ -57,17 +58,17 @@ def prelabeled_line(
     }
     if prelabels is None:
         return line
-    line["labelloop-prelabel"] = {
+    line[PRELABEL_ATTRIBUTE] = {
         "image_size": [{"width": width, "height": height, "depth": 3}],
         "annotations": [{"class_id": model_ids[b["label"]], **{k: b[k] for k in BOX_FIELDS}} for b in prelabels],
     }
-    line["labelloop-prelabel-metadata"] = {
+    line[f"{PRELABEL_ATTRIBUTE}-metadata"] = {
         "objects": [{"confidence": 0.7} for _ in prelabels],
         "class-map": {str(i): name for name, i in model_ids.items()},
         "type": "groundtruth/object-detection",
         "human-annotated": "no",
         "creation-date": "2026-11-23T10:00:00.000000",
-        "job-name": "labelloop-prelabel",
+        "job-name": PRELABEL_ATTRIBUTE,
         "image-confidence": 0.7 if prelabels else None,
         "model": "synthetic",
         "error": None,

@@ -14,6 +14,7 @@ from moto.awslambda.models import lambda_backends
 from moto.events.models import events_backends
 from moto.s3.models import s3_backends
 
+from labelloop_core.contract import INPUT_MANIFEST, OUTPUT_MANIFEST
 from sandbox import lambda_runtime
 from sandbox.deploy import GAPS
 from sandbox.events import encode_s3_key
@@ -190,7 +191,7 @@ def _labeling_setup(cloud: LocalCloud, images: dict[str, bytes], lines: list[dic
     for key, data in images.items():
         cloud.put_bytes(key, data, "image/png")
     manifest = "".join(json.dumps(line) + "\n" for line in lines)
-    cloud.put_bytes("jobs/in/input.manifest", manifest.encode())
+    cloud.put_bytes(f"jobs/in/{INPUT_MANIFEST}", manifest.encode())
     cloud.put_bytes(
         "jobs/in/categories.json",
         json.dumps({"document-version": "2018-11-28", "labels": [{"label": "car"}, {"label": "person"}]}).encode(),
@@ -212,7 +213,7 @@ def _labeling_setup(cloud: LocalCloud, images: dict[str, bytes], lines: list[dic
     return {
         "LabelingJobName": "street-review-1",
         "LabelAttributeName": "review-1",
-        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"s3://{bucket}/jobs/in/input.manifest"}}},
+        "InputConfig": {"DataSource": {"S3DataSource": {"ManifestS3Uri": f"s3://{bucket}/jobs/in/{INPUT_MANIFEST}"}}},
         "OutputConfig": {"S3OutputPath": f"s3://{bucket}/jobs/out/"},
         "RoleArn": role,
         "LabelCategoryConfigS3Uri": f"s3://{bucket}/jobs/in/categories.json",
@@ -257,9 +258,9 @@ def test_labeling_job_runs_end_to_end_through_the_ground_truth_emulator(
     assert described["LabelCounters"]["HumanLabeled"] == 2
     assert described["LabelCounters"]["Unlabeled"] == 1
     output_uri = described["LabelingJobOutput"]["OutputDatasetS3Uri"]
-    assert output_uri == f"s3://{bucket}/jobs/out/street-review-1/manifests/output/output.manifest"
+    assert output_uri == f"s3://{bucket}/jobs/out/street-review-1/manifests/output/{OUTPUT_MANIFEST}"
 
-    output = cloud.read_jsonl("jobs/out/street-review-1/manifests/output/output.manifest")
+    output = cloud.read_jsonl(f"jobs/out/street-review-1/manifests/output/{OUTPUT_MANIFEST}")
     assert [line["source-ref"] for line in output] == [line["source-ref"] for line in lines]
     first = output[0]
     assert first["review-1"]["annotations"] == [{"class_id": 0, "left": 5, "top": 6, "width": 20, "height": 10}]
@@ -321,7 +322,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     bucket = cloud.bucket
     keys = [cloud.put_bytes(f"{cloud.incoming_prefix}street/{n}.png", _png(96, 64), "image/png") for n in "ab"]
     manifest = "".join(json.dumps({"source-ref": f"s3://{bucket}/{k}"}) + "\n" for k in keys)
-    cloud.put_bytes("work/labeling-jobs/outside-1/input.manifest", manifest.encode())
+    cloud.put_bytes(f"work/labeling-jobs/outside-1/{INPUT_MANIFEST}", manifest.encode())
     files = ensure_task_files(bucket, "work/labeling-jobs/", ["object"], "adjust", s3=cloud.client("s3"))
     team = cloud.client("sagemaker").create_workteam(
         WorkteamName="labelers",
@@ -332,7 +333,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     )["WorkteamArn"]
     request = labeling_job_request(
         job_name="outside-1",
-        manifest_uri=f"s3://{bucket}/work/labeling-jobs/outside-1/input.manifest",
+        manifest_uri=f"s3://{bucket}/work/labeling-jobs/outside-1/{INPUT_MANIFEST}",
         output_uri=f"s3://{bucket}/work/labeling-jobs/",
         role_arn=cloud.outputs["GroundTruthRoleArn"],
         workteam_arn=team,
@@ -353,7 +354,7 @@ def test_labelloop_annotation_lambdas_run_a_job_and_the_export_rule_fires(
     described = cloud.wait_for(done, timeout=120, message="LabelLoop labeling job")
     assert described["LabelingJobStatus"] == "Completed", (described.get("FailureReason"), cloud.diagnostics())
     assert described["LabelCounters"]["HumanLabeled"] == 2
-    output = cloud.read_jsonl("work/labeling-jobs/outside-1/manifests/output/output.manifest")
+    output = cloud.read_jsonl(f"work/labeling-jobs/outside-1/manifests/output/{OUTPUT_MANIFEST}")
     first = output[0]["outside-1"]
     assert first["image_size"][0]["width"] == 96 and first["image_size"][0]["height"] == 64
     assert [(a["left"], a["top"], a["width"], a["height"]) for a in first["annotations"]] == [(4, 5, 30, 20)]

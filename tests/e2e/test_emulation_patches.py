@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
+from labelloop_core.contract import OUTPUT_MANIFEST
 from sandbox.deploy import DeployError, bucket_notification_configuration, deploy, gaps_table
 from sandbox.events import apply_input_transformer, target_payload
 from sandbox.harness import LocalCloud
@@ -126,7 +127,7 @@ def test_accept_prelabels_workforce_returns_the_pre_drawn_boxes(
     cloud = start_cloud(assembly=mini_assembly, workforce=AcceptPrelabels())
     cloud.client("sagemaker").create_labeling_job(**_simple_job(cloud))
     assert _job_status(cloud, "street-review-1")["LabelingJobStatus"] == "Completed"
-    [line] = cloud.read_jsonl("jobs/out/street-review-1/manifests/output/output.manifest")
+    [line] = cloud.read_jsonl(f"jobs/out/street-review-1/manifests/output/{OUTPUT_MANIFEST}")
     assert line["review-1"]["annotations"] == [{"class_id": 0, "left": 1, "top": 2, "width": 30, "height": 20}]
 
 
@@ -511,7 +512,7 @@ def test_stopping_conditions_stop_the_job_after_the_human_limit(
     described = sm.describe_labeling_job(LabelingJobName="street-review-1")
     assert described["LabelingJobStatus"] == "Stopped"
     assert described["LabelCounters"]["HumanLabeled"] == 2 and described["LabelCounters"]["Unlabeled"] == 1
-    output = cloud.read_jsonl("jobs/out/street-review-1/manifests/output/output.manifest")
+    output = cloud.read_jsonl(f"jobs/out/street-review-1/manifests/output/{OUTPUT_MANIFEST}")
     assert ["review-1" in line for line in output] == [True, True, False]
 
 

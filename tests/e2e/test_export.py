@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from labelloop_core.contract import INPUT_MANIFEST, OUTPUT_MANIFEST
 from sandbox.harness import LocalCloud
 from tests.e2e.gt_jobs import create_workteam, job_request, png, prelabeled_line
 from tests.yolo_checker import check_yolo_dataset, download_prefix
@@ -60,7 +61,7 @@ def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCl
     request = job_request(
         cloud,
         job_name=JOB,
-        manifest_key=f"work/outside-jobs/{JOB}/input.manifest",
+        manifest_key=f"work/outside-jobs/{JOB}/{INPUT_MANIFEST}",
         lines=lines,
         labels=LABELS,
         workteam_arn=create_workteam(cloud, "outside-labelers"),
@@ -82,7 +83,7 @@ def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCl
     assert doc["counts"]["images"] == 11 and doc["counts"]["boxes"] == 20
     assert doc["class_histogram"] == {"car": 10, "person": 10}
     assert doc["counts"]["background_images"] == 1
-    assert doc["label_attribute"] is None and doc["inputs"][0].endswith("/manifests/output/output.manifest")
+    assert doc["label_attribute"] is None and doc["inputs"][0].endswith(f"/manifests/output/{OUTPUT_MANIFEST}")
 
     download_prefix(cloud.client("s3"), bucket, f"exports/street/{version}/", tmp_path)
     report = check_yolo_dataset(tmp_path, allow_empty_splits=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from labelloop_core.contract import OUTPUT_MANIFEST, PRELABEL_ATTRIBUTE, REVIEW_MANIFEST, STATUS_KEY
 from labelloop_core.manifest import LabeledImage, read_labeled_images
 from labelloop_core.matching import iou
 from sandbox.harness import LocalCloud
@@ -62,7 +63,7 @@ def _run_job(cloud: LocalCloud, lines: list[dict[str, Any]], workers: int) -> tu
     request = job_request(
         cloud,
         job_name=name,
-        manifest_key=f"work/batches/street/{name}/review.manifest",
+        manifest_key=f"work/batches/street/{name}/{REVIEW_MANIFEST}",
         lines=lines,
         labels=LABELS,
         workteam_arn=create_workteam(cloud, f"labelers-{name}"),
@@ -78,7 +79,7 @@ def _run_job(cloud: LocalCloud, lines: list[dict[str, Any]], workers: int) -> tu
     described = cloud.wait_for(done, timeout=60, message=f"labeling job {name}")
     assert described["LabelingJobStatus"] == "Completed", (described.get("FailureReason"), cloud.diagnostics())
     output_uri = described["LabelingJobOutput"]["OutputDatasetS3Uri"]
-    assert output_uri == f"s3://{bucket}/work/labeling-jobs/{name}/manifests/output/output.manifest"
+    assert output_uri == f"s3://{bucket}/work/labeling-jobs/{name}/manifests/output/{OUTPUT_MANIFEST}"
     body = cloud.client("s3").get_object(Bucket=bucket, Key=output_uri.split("/", 3)[3])["Body"].read()
     return described, request["LabelAttributeName"], body.decode("utf-8").splitlines()
 
@@ -117,9 +118,9 @@ def test_one_worker_job_through_the_deployed_functions(start: Callable[..., Loca
     meta = a_line[f"{attribute}-metadata"]
     assert meta["type"] == "groundTruth/custom"  # Ground Truth's custom-workflow stamp
     assert meta["class-map"] == {"0": "car", "1": "person"}
-    assert meta["worker-count"] == 1 and meta["labelloop-status"] == "ok"
+    assert meta["worker-count"] == 1 and meta[STATUS_KEY] == "ok"
     assert b.boxes == () and b.adjustment_status == "unadjusted"
-    assert c is None and attribute not in c_line and "labelloop-prelabel" in c_line
+    assert c is None and attribute not in c_line and PRELABEL_ATTRIBUTE in c_line
     assert d.boxes == ()
 
     # The deployed functions did the work: the pre function built taskInput from the line...

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from labelloop_core.contract import REVIEW_MANIFEST
 from labelloop_core.manifest import find_verification_attributes, parse_verification
 from sandbox.harness import LocalCloud
 from sandbox.workforce import AcceptPrelabels, Oracle, ReplayAnswers
@@ -67,7 +68,7 @@ def _run_job(cloud: LocalCloud, lines: list[dict[str, Any]], workers: int) -> tu
     request = job_request(
         cloud,
         job_name=name,
-        manifest_key=f"work/batches/street/{name}/review.manifest",
+        manifest_key=f"work/batches/street/{name}/{REVIEW_MANIFEST}",
         lines=lines,
         labels=LABELS,
         workteam_arn=LOCAL_WORKTEAM_ARN,

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from labelloop_core.boxes import box_from_yolo
+from labelloop_core.contract import META_KEY, REPORT_FILE, VERIFIED_ATTRIBUTE
 from labelloop_core.yolo import label_stem
 from tests.e2e.test_local_run import assembly_cache, assert_accounted, image_bytes, run_cli
 
@@ -70,7 +71,7 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tup
     if "--reviewer" not in extra_list:
         args += ["--reviewer", f"oracle:{truth}", "--oracle-noise", "0", "--workers", "1"]
     code, stdout, stderr = run_cli(args, capsys)
-    return code, json.loads((out / "report.json").read_text()), stdout + stderr
+    return code, json.loads((out / REPORT_FILE).read_text()), stdout + stderr
 
 
 def test_verify_then_adjust_exports_model_boxes_where_right_and_true_boxes_elsewhere(
@@ -100,8 +101,8 @@ def test_verify_then_adjust_exports_model_boxes_where_right_and_true_boxes_elsew
     # Every verified or adjusted image gave a calibration pair (quality 1.0 for the verified one).
     (batch,) = report["batches"]
     lines = [json.loads(x) for x in Path(batch["output_manifest"]).read_text().splitlines()]
-    final = {line["labelloop-meta"]["key"].rsplit("/", 1)[1]: line["labelloop-meta"] for line in lines}
-    assert final["right.jpg"]["label_attribute"] == "labelloop-verified"
+    final = {line[META_KEY]["key"].rsplit("/", 1)[1]: line[META_KEY] for line in lines}
+    assert final["right.jpg"]["label_attribute"] == VERIFIED_ATTRIBUTE
     batch_report = json.loads(Path(batch["report"]).read_text())
     assert batch_report["calibration"]["pairs_written"] == 3  # right (quality 1.0), wrong, partly
 

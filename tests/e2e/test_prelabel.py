@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, PRELABEL_ATTRIBUTE, REPORT_FILE
 from sandbox.harness import LocalCloud
 from sandbox.imagerefs import ImageRef
 from sandbox.workforce import Task, WorkerAnswer, worker_id
@@ -30,10 +31,10 @@ pytestmark = pytest.mark.e2e
 
 LABELS = ["car", "person"]
 DATASET = "street"
-TEAM_NAME = "labelloop-prelabel-e2e"
+TEAM_NAME = f"{PRELABEL_ATTRIBUTE}-e2e"
 TEAM_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/{TEAM_NAME}"
 REK_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/cars/version/cars.2026-01-01T00.00.00/1700000000000"
-ATTR = "labelloop-prelabel"
+ATTR = PRELABEL_ATTRIBUTE
 
 
 # -- a scene set with known model answers and known truth -----------------------------------------
@@ -277,13 +278,13 @@ def run_batch(cloud: LocalCloud, batch: list[Scene], folder: str) -> BatchRun:
     assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
     data = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     prefix = data["batch_prefix"]
-    report = cloud.read_json(f"{prefix}report.json")
-    output = by_name(cloud.read_jsonl(f"{prefix}output.manifest"))
+    report = cloud.read_json(f"{prefix}{REPORT_FILE}")
+    output = by_name(cloud.read_jsonl(f"{prefix}{OUTPUT_MANIFEST}"))
     return BatchRun(prefix, report, output, execution)
 
 
 def by_name(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {line["labelloop-meta"]["key"].rsplit("/", 1)[-1]: line for line in lines}
+    return {line[META_KEY]["key"].rsplit("/", 1)[-1]: line for line in lines}
 
 
 def prelabels(line: dict[str, Any]) -> list[dict[str, Any]]:
@@ -299,7 +300,7 @@ def prelabels(line: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def final_attribute(line: dict[str, Any]) -> str:
-    return str(line["labelloop-meta"]["label_attribute"])
+    return str(line[META_KEY]["label_attribute"])
 
 
 # -- tests ------------------------------------------------------------------------------------------
@@ -322,10 +323,10 @@ def test_rekognition_backend_through_the_workflow_with_a_fixed_threshold(rekogni
         assert meta["empty.jpg"]["error"] is None and meta["empty.jpg"]["image-confidence"] is None
 
         # the split at theta = 0.8: confident images accepted, the rest reviewed
-        accepted = {n for n, line in out.items() if final_attribute(line) == "labelloop-auto"}
+        accepted = {n for n, line in out.items() if final_attribute(line) == AUTO_ATTRIBUTE}
         assert accepted == {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
         for name in accepted:
-            auto = out[name]["labelloop-auto-metadata"]
+            auto = out[name][f"{AUTO_ATTRIBUTE}-metadata"]
             assert auto["human-annotated"] == "no" and auto["objects"] == meta[name]["objects"]
         counts = run.report["counts"]
         assert (counts["accepted"], counts["reviewed"]) == (5, 3), run.report
@@ -342,9 +343,7 @@ def test_rekognition_backend_through_the_workflow_with_a_fixed_threshold(rekogni
             assert out[name][f"{final_attribute(out[name])}-metadata"]["human-annotated"] == "yes"
 
         # calibration: one usable pair (unsure: the human halved the box), theta stays off
-        (pair,) = cloud.read_jsonl(
-            f"work/calibration/{DATASET}/pairs/{out['unsure.jpg']['labelloop-meta']['batch_id']}.jsonl"
-        )
+        (pair,) = cloud.read_jsonl(f"work/calibration/{DATASET}/pairs/{out['unsure.jpg'][META_KEY]['batch_id']}.jsonl")
         assert pair["confidence"] == 0.4 and pair["quality"] == pytest.approx(0.5)
         section = run.report["calibration"]
         assert section["pairs_written"] == 1
@@ -385,7 +384,7 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         # The calibrate function folds each batch into the carried e-processes: replay that here.
         state = calibration_state(0.6, 0.95, 10)
         for day in (first, second):
-            batch_id = day.output["sure-car.jpg"]["labelloop-meta"]["batch_id"]
+            batch_id = day.output["sure-car.jpg"][META_KEY]["batch_id"]
             rows = cloud.read_jsonl(f"work/calibration/{DATASET}/pairs/{batch_id}.jsonl")
             state.fold([pair_from_row(r).for_fold(i) for i, r in enumerate(rows)], floor=1.0, batch_id=batch_id)
         expected = result_of(state)
@@ -400,13 +399,13 @@ def test_sagemaker_backend_calibrates_then_auto_accepts_through_the_workflow(sag
         image_conf = {sc.name: min(d["confidence"] for d in sc.detections) for sc in batches[2] if sc.detections}
         confident = {n for n, c in image_conf.items() if c >= expected.theta and n != "garbage.jpg"}
         assert {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"} <= confident
-        audited = {n for n in confident if unit_hash(third.output[n]["labelloop-meta"]["key"], "labelloop-audit") < 0.3}
-        accepted = {n for n, line in third.output.items() if final_attribute(line) == "labelloop-auto"}
+        audited = {n for n in confident if unit_hash(third.output[n][META_KEY]["key"], "labelloop-audit") < 0.3}
+        accepted = {n for n, line in third.output.items() if final_attribute(line) == AUTO_ATTRIBUTE}
         assert accepted == confident - audited
         counts = third.report["counts"]
         assert (counts["accepted"], counts["reviewed"]) == (len(confident - audited), 8 - len(confident - audited))
         for name in audited:
-            assert third.output[name]["labelloop-meta"]["audit"] is True
+            assert third.output[name][META_KEY]["audit"] is True
         assert third.report["calibration"]["audit_pairs"] == len(audited)
         # the report states the threshold the batch was routed with and the evidence behind it
         used = third.report["calibration"]["threshold_used"]
@@ -431,6 +430,6 @@ def test_ultralytics_endpoint_through_the_workflow(ultralytics_assembly: Path) -
                     key=lambda b: (b["left"], b["top"]),
                 )
                 assert prelabels(out[sc.name]) == expected, sc.name
-        accepted = {n for n, line in out.items() if final_attribute(line) == "labelloop-auto"}
+        accepted = {n for n, line in out.items() if final_attribute(line) == AUTO_ATTRIBUTE}
         assert accepted == {"sure-car.jpg", "sure-two.jpg", "throttled.jpg", "ok-1.jpg", "ok-2.jpg"}
         assert len(workforce.shown) == 3

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from labelloop_core.batching import workflow_cost
+from labelloop_core.contract import META_KEY, OBJECTS_FILE, OUTPUT_MANIFEST, REPORT_FILE
 from sandbox.harness import LocalCloud
 from sandbox.workforce import FailingWorkforce
 from tests import intake_images as gen
@@ -164,8 +165,8 @@ def _assert_announced_once(cloud: LocalCloud, batch_id: str, prefix: str) -> Non
     assert detail == {
         "dataset": DATASET,
         "batch_id": batch_id,
-        "output_manifest": f"s3://{cloud.bucket}/{prefix}output.manifest",
-        "report": f"s3://{cloud.bucket}/{prefix}report.json",
+        "output_manifest": f"s3://{cloud.bucket}/{prefix}{OUTPUT_MANIFEST}",
+        "report": f"s3://{cloud.bucket}/{prefix}{REPORT_FILE}",
     }
     assert announced[0]["source"] == "labelloop.workflow"
 
@@ -179,7 +180,7 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     assert set(data) == EXECUTION_INPUT_KEYS
     prefix = data["batch_prefix"]
 
-    report = cloud.read_json(f"{prefix}report.json")
+    report = cloud.read_json(f"{prefix}{REPORT_FILE}")
     counts = report["counts"]
     assert report["status"] == "labeled" and report["accounted_for"], report
     assert (counts["received"], counts["valid"], counts["rejected"]) == (10, 4, 6)
@@ -187,15 +188,15 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     _assert_mixed_rejections(report)
 
     (job_name,) = report["jobs"]
-    lines = cloud.read_jsonl(f"{prefix}output.manifest")
-    metas = {line["labelloop-meta"]["key"]: line for line in lines}
+    lines = cloud.read_jsonl(f"{prefix}{OUTPUT_MANIFEST}")
+    metas = {line[META_KEY]["key"]: line for line in lines}
     assert set(metas) == {f"incoming/{DATASET}/{name}" for name in VALID}  # decoded keys, each once
     assert set(metas) | {r["key"] for r in report["rejected"]} == set(keys)
     for line in lines:
-        meta = line["labelloop-meta"]
+        meta = line[META_KEY]
         assert meta["label_attribute"] == job_name and meta["review_job"] == job_name
         assert line[f"{job_name}-metadata"]["human-annotated"] == "yes"
-    rotated = metas[f"incoming/{DATASET}/rotated.jpg"]["labelloop-meta"]
+    rotated = metas[f"incoming/{DATASET}/rotated.jpg"][META_KEY]
     assert rotated["labeled_key"] == f"work/derived/{DATASET}/rotated.jpg"
     assert (rotated["width"], rotated["height"]) == (40, 80)
 
@@ -242,7 +243,7 @@ def test_duplicate_s3_event_in_a_batch_labels_the_image_once(cloud: LocalCloud) 
     assert cloud.flush_event_sources() == 1
     (execution,) = _finished(cloud)
     assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
-    report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}report.json")
+    report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{REPORT_FILE}")
     assert report["counts"]["received"] == 1 and report["counts"]["reviewed"] == 1
     # The same event arriving again later, alone, starts nothing new.
     sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])
@@ -258,7 +259,7 @@ def test_failed_labeling_job_ends_the_batch_with_the_reason_recorded(workflow_as
         cloud.flush_event_sources()
         (execution,) = _finished(cloud)
         assert execution["status"] == "FAILED"
-        report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}report.json")
+        report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{REPORT_FILE}")
         assert report["status"] == "failed" and report["error"] == "LabelingJobFailed"
         assert reason in report["review"]["failure_reason"]
         assert report["counts"] == {"received": 2, "rejected": 1, "valid": 1}
@@ -277,7 +278,7 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
         head = cloud.client("s3").head_object(Bucket=cloud.bucket, Key=key)
         prefix = f"work/batches/{DATASET}/manual-1/"
         row = {"key": key, "size": head["ContentLength"], "etag": head["ETag"].strip('"'), "version_id": None}
-        cloud.put_bytes(f"{prefix}objects.jsonl", (json.dumps(row) + "\n").encode())
+        cloud.put_bytes(f"{prefix}{OBJECTS_FILE}", (json.dumps(row) + "\n").encode())
         data = {
             "dataset": DATASET,
             "batch_id": "manual-1",
@@ -309,7 +310,7 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
             message="the reconciled execution to finish",
         )
         assert final["status"] == "SUCCEEDED", cloud.diagnostics()
-        report = cloud.read_json(f"{data['batch_prefix']}report.json")
+        report = cloud.read_json(f"{data['batch_prefix']}{REPORT_FILE}")
         assert report["counts"]["reviewed"] == 1 and report["accounted_for"]
 
 
@@ -323,6 +324,6 @@ def test_one_sqs_batch_with_two_datasets_starts_one_execution_per_dataset(cloud:
     for execution in executions:
         data = _input(cloud, execution)
         assert execution["name"].endswith(data["batch_id"])
-        reports[data["dataset"]] = cloud.read_json(f"{data['batch_prefix']}report.json")
+        reports[data["dataset"]] = cloud.read_json(f"{data['batch_prefix']}{REPORT_FILE}")
     assert {d: r["counts"]["reviewed"] for d, r in reports.items()} == {"cats": 2, "dogs and cats": 1}
     assert all(r["accounted_for"] and len(r["jobs"]) == 1 for r in reports.values())

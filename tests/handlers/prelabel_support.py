@@ -14,7 +14,7 @@ import pytest
 import requests
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env, batch_prefix
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, META_KEY, Env, batch_prefix
 from tests.handlers.aws import BUCKET, REGION, data_bucket, forget, moto_world, set_env
 from tests.intake_images import jpeg
 
@@ -83,7 +83,7 @@ def meta_line(key: str, width: int = 64, height: int = 48, batch_id: str = BATCH
     """An input-manifest line as build_manifest writes it."""
     return {
         "source-ref": f"s3://{BUCKET}/{key}",
-        "labelloop-meta": {
+        META_KEY: {
             "dataset": DATASET,
             "batch_id": batch_id,
             "key": key,

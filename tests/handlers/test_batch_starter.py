@@ -11,7 +11,7 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from labelloop_core.contract import Env
+from labelloop_core.contract import BATCH_FILE, OBJECTS_FILE, Env
 from tests.handlers.aws import BUCKET, data_bucket, moto_world, set_env, state_machine
 
 EXECUTION_INPUT_KEYS = {"dataset", "batch_id", "bucket", "batch_prefix", "review_wait_seconds"}
@@ -67,7 +67,7 @@ def _executions(aws: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _objects(aws: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    body = aws["s3"].get_object(Bucket=BUCKET, Key=f"{prefix}objects.jsonl")["Body"].read().decode()
+    body = aws["s3"].get_object(Bucket=BUCKET, Key=f"{prefix}{OBJECTS_FILE}")["Body"].read().decode()
     return [json.loads(line) for line in body.splitlines()]
 
 
@@ -142,9 +142,7 @@ def test_reupload_within_a_batch_keeps_the_newest(aws: dict[str, Any]) -> None:
     (execution,) = _executions(aws)
     (obj,) = _objects(aws, execution["input"]["batch_prefix"])
     assert obj["etag"] == new["detail"]["object"]["etag"]
-    batch = json.loads(
-        s3.get_object(Bucket=BUCKET, Key=execution["input"]["batch_prefix"] + "batch.json")["Body"].read()
-    )
+    batch = json.loads(s3.get_object(Bucket=BUCKET, Key=execution["input"]["batch_prefix"] + BATCH_FILE)["Body"].read())
     assert [d["reason"][:10] for d in batch["duplicates"]] == ["superseded"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from labelloop_core.contract import Env
+from labelloop_core.contract import INPUT_MANIFEST, META_KEY, OBJECTS_FILE, REJECTED_FILE, Env
 from tests import intake_images as gen
 from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 
@@ -32,7 +32,7 @@ def _drop(s3: Any, objects: dict[str, bytes]) -> None:
         put = s3.put_object(Bucket=BUCKET, Key=key, Body=body)
         rows.append({"key": key, "size": len(body), "etag": put["ETag"].strip('"'), "version_id": put.get("VersionId")})
     s3.put_object(
-        Bucket=BUCKET, Key=f"{PREFIX}objects.jsonl", Body="".join(json.dumps(r) + "\n" for r in rows).encode()
+        Bucket=BUCKET, Key=f"{PREFIX}{OBJECTS_FILE}", Body="".join(json.dumps(r) + "\n" for r in rows).encode()
     )
 
 
@@ -74,9 +74,9 @@ def test_every_object_is_valid_or_rejected_with_a_reason(aws: dict[str, Any]) ->
     _drop(s3, MIXED)
     result, _ = _run_to_end(aws["module"])
     assert result == {"done": True, "cursor": 10, "received": 10, "valid": 3, "rejected": 7, "shard_count": 2}
-    lines = _jsonl(s3, f"{PREFIX}input.manifest")
-    rejected = {r["key"]: r["reason"] for r in _jsonl(s3, f"{PREFIX}rejected.jsonl")}
-    metas = {line["labelloop-meta"]["key"]: line["labelloop-meta"] for line in lines}
+    lines = _jsonl(s3, f"{PREFIX}{INPUT_MANIFEST}")
+    rejected = {r["key"]: r["reason"] for r in _jsonl(s3, f"{PREFIX}{REJECTED_FILE}")}
+    metas = {line[META_KEY]["key"]: line[META_KEY] for line in lines}
     assert set(metas) | set(rejected) == set(MIXED) and not set(metas) & set(rejected)
     assert rejected["incoming/street/empty.jpg"] == "empty object (0 bytes)"
     assert rejected["incoming/street/invoice.jpg"].startswith("unsupported type PDF document")
@@ -97,8 +97,8 @@ def test_exif_rotated_image_is_labeled_through_a_normalised_copy(aws: dict[str, 
     s3 = aws["s3"]
     _drop(s3, {"incoming/street/a/rotated.jpg": gen.jpeg(80, 40, orientation=6)})
     _run_to_end(aws["module"])
-    (line,) = _jsonl(s3, f"{PREFIX}input.manifest")
-    meta = line["labelloop-meta"]
+    (line,) = _jsonl(s3, f"{PREFIX}{INPUT_MANIFEST}")
+    meta = line[META_KEY]
     assert meta["labeled_key"] == "work/derived/street/a/rotated.jpg"
     assert line["source-ref"] == f"s3://{BUCKET}/work/derived/street/a/rotated.jpg"
     assert (meta["width"], meta["height"], meta["orientation"]) == (40, 80, 6)
@@ -119,7 +119,7 @@ def test_large_batch_continues_across_invocations(aws: dict[str, Any], monkeypat
     result, calls = _run_to_end(aws["module"])
     assert calls == 3  # 4 + 4 + 3 objects; the call that reaches the end also finalizes
     assert (result["received"], result["valid"], result["rejected"], result["shard_count"]) == (11, 10, 1, 5)
-    keys = [line["labelloop-meta"]["key"] for line in _jsonl(s3, f"{PREFIX}input.manifest")]
+    keys = [line[META_KEY]["key"] for line in _jsonl(s3, f"{PREFIX}{INPUT_MANIFEST}")]
     assert keys == sorted(k for k in objects if k != "incoming/street/bad.png")
 
 
@@ -133,7 +133,7 @@ def test_retried_invocation_overwrites_its_part(aws: dict[str, Any], monkeypatch
     assert first == again == {**first, "done": False, "cursor": 2}
     result = aws["module"].handler(_event(2), None)
     assert (result["done"], result["received"], result["valid"]) == (True, 3, 3)
-    assert len(_jsonl(s3, f"{PREFIX}input.manifest")) == 3
+    assert len(_jsonl(s3, f"{PREFIX}{INPUT_MANIFEST}")) == 3
 
 
 def test_object_deleted_before_build_is_rejected(aws: dict[str, Any]) -> None:
@@ -143,7 +143,7 @@ def test_object_deleted_before_build_is_rejected(aws: dict[str, Any]) -> None:
     s3.delete_object(Bucket=BUCKET, Key="incoming/street/gone.jpg", VersionId=versions[0]["VersionId"])
     result, _ = _run_to_end(aws["module"])
     assert (result["valid"], result["rejected"], result["shard_count"]) == (0, 1, 0)
-    (row,) = _jsonl(s3, f"{PREFIX}rejected.jsonl")
+    (row,) = _jsonl(s3, f"{PREFIX}{REJECTED_FILE}")
     assert row["reason"].startswith("object no longer exists")
 
 

@@ -11,6 +11,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.calibration import CalibrationPair
 from labelloop_core.calibration import calibrate as calibrate_theta
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import META_KEY, OUTPUT_MANIFEST, REPORT_FILE, ROUTE_FILE
 from labelloop_core.manifest import bbox_label_line
 from labelloop_core.prelabels import Detections, accepted_line, prelabel_line
 from tests.handlers import prelabel_support
@@ -39,7 +40,7 @@ def pre(name: str, boxes: list[Box], error: str | None = None, model: str = MODE
     line = meta_line(f"incoming/{DATASET}/{name}", width=100, height=100)
     out = prelabel_line(line, LABELS, 100, 100, model, Detections(tuple(boxes)), error)
     if audit:
-        out["labelloop-meta"]["audit"] = True
+        out[META_KEY]["audit"] = True
     return out
 
 
@@ -48,7 +49,7 @@ def human(line: dict, boxes: list[Box]) -> dict:
     final = bbox_label_line(line["source-ref"], JOB_ATTR, (100, 100, 3), boxes, ClassRegistry(LABELS), True, JOB_ATTR)
     out = {**line, **{k: v for k, v in final.items() if k != "source-ref"}}
     out[JOB_ATTR + "-metadata"]["type"] = "groundTruth/custom"
-    out["labelloop-meta"] = {**line["labelloop-meta"], "label_attribute": JOB_ATTR}
+    out[META_KEY] = {**line[META_KEY], "label_attribute": JOB_ATTR}
     return out
 
 
@@ -75,13 +76,13 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
         # auto-accepted: not human-annotated, no pair
         accepted_line(pre("auto.jpg", [Box("MyLogo", 5, 5, 10, 10, 0.99)]), 0.9),
     ]
-    write_jsonl(aws, f"{prefix}output.manifest", lines)
-    aws.put_object(Bucket=BUCKET, Key=f"{prefix}report.json", Body=json.dumps({"status": "succeeded"}).encode())
+    write_jsonl(aws, f"{prefix}{OUTPUT_MANIFEST}", lines)
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}", Body=json.dumps({"status": "succeeded"}).encode())
     used = {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
 
     aws.put_object(
         Bucket=BUCKET,
-        Key=f"{prefix}route.json",
+        Key=f"{prefix}{ROUTE_FILE}",
         Body=json.dumps({"threshold_used": used, "audit_fraction": 0.05}).encode(),
     )
 
@@ -101,7 +102,7 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     assert threshold["target"] == 0.6 and threshold["confidence_level"] == 0.95 and threshold["pairs_used"] == 2
     assert "computed_at" in threshold and "lower_bound" in threshold
 
-    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}")["Body"].read())
     assert report["status"] == "succeeded"  # merge's report is extended, not replaced
     section = report["calibration"]
     assert section["pairs_written"] == 2 and section["audit_pairs"] == 1 and section["audit_mean_quality"] == 1.0
@@ -129,7 +130,7 @@ def read_json(aws, key: str) -> dict:
 def routed_with(aws, prefix: str, theta: float | None, fraction: float = 0.05) -> None:
     used = {"theta": theta, "source": "calibrated" if theta is not None else "off", "note": "test", "bound": "betting"}
     body = {"threshold_used": used, "audit_fraction": fraction}
-    aws.put_object(Bucket=BUCKET, Key=f"{prefix}route.json", Body=json.dumps(body).encode())
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}{ROUTE_FILE}", Body=json.dumps(body).encode())
 
 
 def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
@@ -141,7 +142,7 @@ def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
     poor = [
         human(pre(f"p{i}.jpg", [Box("MyLogo", 0, 0, 10, 10, 0.3)]), [Box("MyLogo", 50, 50, 10, 10)]) for i in range(40)
     ]
-    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9) + poor)
+    write_jsonl(aws, f"{p1}{OUTPUT_MANIFEST}", good_pair_lines(40, 0.9) + poor)
     first = calibrate.handler(e1, None)
     assert first["pairs_used"] == 80 and first["theta"] == 0.31 and first["reason"] == "calibrated"
     assert first["lower_bound"] >= 0.6
@@ -156,10 +157,10 @@ def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
         human(pre(f"a{i}.jpg", [Box("MyLogo", 0, 0, 10, 10, 0.95)], audit=True), [Box("MyLogo", 60, 60, 10, 10)])
         for i in range(5)
     ]
-    write_jsonl(aws, f"{p2}output.manifest", bad_audits)
+    write_jsonl(aws, f"{p2}{OUTPUT_MANIFEST}", bad_audits)
     second = calibrate.handler(e2, None)
     assert second["theta"] == 0.31 and second["pairs_used"] == 85  # certified stays certified
-    report = read_json(aws, f"{p2}report.json")
+    report = read_json(aws, f"{p2}{REPORT_FILE}")
     cert = report["calibration"]["certificate"]
     assert cert["theta"] == 0.31 and cert["bound"] == "betting" and cert["model"] == MODEL
     assert cert["audit_fraction"] == 0.05 and cert["target"] == 0.6 and cert["confidence_level"] == 0.95
@@ -173,7 +174,7 @@ def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
 
     # pairs of another model are kept on file but never enter this model's state
     e3, p3 = batch("b3")
-    write_jsonl(aws, f"{p3}output.manifest", good_pair_lines(50, 0.1, start=100, model="sagemaker:old:builtin"))
+    write_jsonl(aws, f"{p3}{OUTPUT_MANIFEST}", good_pair_lines(50, 0.1, start=100, model="sagemaker:old:builtin"))
     third = calibrate.handler(e3, None)
     assert third["pairs_used"] == 85 and third["pairs_written"] == 50
     threshold = read_json(aws, f"work/calibration/{DATASET}/threshold.json")
@@ -185,7 +186,7 @@ def test_hoeffding_is_selectable(aws, monkeypatch):
     monkeypatch.setenv("CALIBRATION_BOUND", "hoeffding")
     calibrate.settings.cache_clear()
     e1, p1 = batch("b1")
-    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(40, 0.9))
+    write_jsonl(aws, f"{p1}{OUTPUT_MANIFEST}", good_pair_lines(40, 0.9))
     out = calibrate.handler(e1, None)
     expected = calibrate_theta([CalibrationPair(0.9, 1.0)] * 40, 0.6, 0.95, bound="hoeffding")
     assert out["theta"] == expected.theta == 0.0 and out["lower_bound"] == pytest.approx(expected.lower_bound)
@@ -195,14 +196,14 @@ def test_hoeffding_is_selectable(aws, monkeypatch):
 def test_concurrent_writer_is_detected_and_the_fold_retried(aws, monkeypatch):
     use_model(monkeypatch, "rekognition")
     e1, p1 = batch("b1")
-    write_jsonl(aws, f"{p1}output.manifest", good_pair_lines(10, 0.9))
+    write_jsonl(aws, f"{p1}{OUTPUT_MANIFEST}", good_pair_lines(10, 0.9))
     calibrate.handler(e1, None)
     key = calibrate.state_key(DATASET, MODEL)
     cfg = calibrate.settings()
     state, etag, _ = calibrate._load_state(BUCKET, key, cfg, aws)
     # someone else folds batch b2 after we read: our conditional write must fail, not overwrite
     e2, p2 = batch("b2")
-    write_jsonl(aws, f"{p2}output.manifest", good_pair_lines(10, 0.8, start=50))
+    write_jsonl(aws, f"{p2}{OUTPUT_MANIFEST}", good_pair_lines(10, 0.8, start=50))
     calibrate.handler(e2, None)
     state.fold([], batch_id="b3")
     assert not calibrate._store_state(BUCKET, key, state, etag, aws)
@@ -218,10 +219,10 @@ def test_missing_output_manifest_is_a_clear_error(aws, monkeypatch):
 
 def test_kind_none_writes_no_pairs_and_keeps_auto_accept_off(aws):
     event, prefix = batch("b1")
-    write_jsonl(aws, f"{prefix}output.manifest", [human(meta_line("incoming/street/a.jpg"), [])])
+    write_jsonl(aws, f"{prefix}{OUTPUT_MANIFEST}", [human(meta_line("incoming/street/a.jpg"), [])])
     out = calibrate.handler(event, None)
     assert out["pairs_written"] == 0 and out["theta"] is None
-    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}report.json")["Body"].read())
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}")["Body"].read())
     assert report["calibration"]["skipped"] == {"no_prelabel": 1}
     assert report["calibration"]["threshold_used"] is None  # this batch was never routed
     assert report["prelabel"] == {"model": "none"}

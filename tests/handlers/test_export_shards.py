@@ -17,7 +17,7 @@ from adapters.export_writer import S3Destination, write_export
 from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import Env
+from labelloop_core.contract import META_KEY, OUTPUT_MANIFEST, Env
 from labelloop_core.manifest import bbox_label_line
 from tests.handlers.aws import BUCKET, data_bucket, moto_world, set_env, state_machine
 
@@ -66,10 +66,10 @@ class World:
                 self.s3.put_object(Bucket=BUCKET, Key=key, Body=f"pixels {i}".encode())
             boxes = [Box(LABELS[j % 2], 10 + j, 10, 30, 20) for j in range(i % 3)]
             line = bbox_label_line(f"s3://{BUCKET}/{key}", "lab", (200, 100, 3), boxes, registry, i % 2 == 0, "j")
-            line["labelloop-meta"] = {"key": key, "label_attribute": "lab"}
+            line[META_KEY] = {"key": key, "label_attribute": "lab"}
             lines.append(json.dumps(line))
         lines.append('{"source-ref": "s3://other-bucket/x.jpg"}')  # skipped: outside the data bucket
-        manifest = f"work/batches/{dataset}/b1/output.manifest"
+        manifest = f"work/batches/{dataset}/b1/{OUTPUT_MANIFEST}"
         self.s3.put_object(Bucket=BUCKET, Key=manifest, Body=("\n".join(lines) + "\n").encode())
         return {
             "id": "e1",
@@ -112,7 +112,7 @@ def _single_path(world: World, started: dict[str, Any], dataset: str) -> dict[st
 
     cfg = settings()
     planner = ExportPlanner(ClassRegistry(cfg.labels), val_fraction=cfg.val_fraction, allowed_buckets={BUCKET})
-    manifest = f"work/batches/{dataset}/b1/output.manifest"
+    manifest = f"work/batches/{dataset}/b1/{OUTPUT_MANIFEST}"
     body = world.s3.get_object(Bucket=BUCKET, Key=manifest)["Body"].read()
     planner.add_manifest(f"s3://{BUCKET}/{manifest}", body.splitlines())
     write_export(planner.plan(), S3Destination(BUCKET, "single/", world.s3), "v", dataset=dataset, threads=2)

@@ -27,7 +27,7 @@ from adapters.export_writer import (
 )
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import Env
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, Env
 from labelloop_core.export import plan_export
 from labelloop_core.lines import MAX_LINE_BYTES
 from labelloop_core.manifest import bbox_label_line
@@ -66,7 +66,7 @@ class World:
         key: str,
         boxes: list[Box],
         *,
-        attr: str = "labelloop-auto",
+        attr: str = AUTO_ATTRIBUTE,
         batch: str = "b1",
         human: bool = False,
         put_image: bool = True,
@@ -76,7 +76,7 @@ class World:
         out = bbox_label_line(
             f"s3://{BUCKET}/{key}", attr, (200, 100, 3), boxes, ClassRegistry(LABELS), human, "labelloop-x"
         )
-        out["labelloop-meta"] = {
+        out[META_KEY] = {
             "dataset": "street",
             "batch_id": batch,
             "key": key,
@@ -93,7 +93,7 @@ class World:
         return f"s3://{BUCKET}/{key}"
 
     def batch(self, dataset: str, batch_id: str, lines: list[dict[str, Any] | str]) -> dict[str, Any]:
-        uri = self.manifest(f"work/batches/{dataset}/{batch_id}/output.manifest", lines)
+        uri = self.manifest(f"work/batches/{dataset}/{batch_id}/{OUTPUT_MANIFEST}", lines)
         return {
             "version": "0",
             "id": f"event-{batch_id}",
@@ -112,7 +112,7 @@ class World:
             "detail": {
                 "dataset": dataset,
                 "batch_id": batch_id,
-                "output_manifest": f"s3://{BUCKET}/work/batches/{dataset}/{batch_id}/output.manifest",
+                "output_manifest": f"s3://{BUCKET}/work/batches/{dataset}/{batch_id}/{OUTPUT_MANIFEST}",
             },
         }
 
@@ -229,7 +229,7 @@ def test_batch_event_errors_name_the_problem(world: World) -> None:
     from handlers.export_yolo import ExportEventError
 
     event = world.batch("street", "b1", _street_lines(world))
-    event["detail"]["output_manifest"] = f"s3://{BUCKET}/work/batches/street/nope/output.manifest"
+    event["detail"]["output_manifest"] = f"s3://{BUCKET}/work/batches/street/nope/{OUTPUT_MANIFEST}"
     with pytest.raises(ExportEventError, match="does not exist"):
         world.module.handler(event, None)
     event["detail"]["output_manifest"] = "s3://other-bucket/x.manifest"
@@ -303,7 +303,7 @@ def _custom_job_manifest(world: World, contract_fixtures: Path) -> str:
     line = json.loads((contract_fixtures / "output_manifest_custom_workflow.jsonl").read_text())
     line["source-ref"] = f"s3://{BUCKET}/incoming/street/lot-0002.jpg"
     world.image("incoming/street/lot-0002.jpg")
-    return world.manifest("work/labeling-jobs/lot-review/manifests/output/output.manifest", [line])
+    return world.manifest(f"work/labeling-jobs/lot-review/manifests/output/{OUTPUT_MANIFEST}", [line])
 
 
 def test_outside_job_completed_is_exported_with_its_categories_and_tag(
@@ -353,7 +353,7 @@ def test_job_events_skip_workflow_jobs_failures_and_other_task_types(world: Worl
     assert result["status"] == "skipped" and "workflow" in result["reason"]
     assert world.module.handler(_job_event("other", status="Failed"), None)["status"] == "skipped"
     stubber.assert_no_pending_responses()
-    manifest = world.manifest("work/labeling-jobs/cls/output.manifest", [{"source-ref": "s3://x/y.jpg"}])
+    manifest = world.manifest(f"work/labeling-jobs/cls/{OUTPUT_MANIFEST}", [{"source-ref": "s3://x/y.jpg"}])
     describe = _describe("classify", manifest)
     describe["HumanTaskConfig"]["PreHumanTaskLambdaArn"] = (
         "arn:aws:lambda:us-east-1:432418664414:function:PRE-ImageMultiClass"
@@ -377,7 +377,7 @@ def test_builtin_job_named_by_job_name_when_untagged(world: World, contract_fixt
     line = json.loads((contract_fixtures / "output_manifest_builtin.jsonl").read_text())
     line["source-ref"] = f"s3://{BUCKET}/incoming/demo/lot-0001.jpg"
     world.image("incoming/demo/lot-0001.jpg")
-    manifest = world.manifest("work/labeling-jobs/parking-lot-boxes/manifests/output/output.manifest", [line])
+    manifest = world.manifest(f"work/labeling-jobs/parking-lot-boxes/manifests/output/{OUTPUT_MANIFEST}", [line])
     world.stub_sagemaker(_describe("parking-lot-boxes", manifest, LabelAttributeName="parking-lot-boxes"))
     result = world.module.handler(_job_event("parking-lot-boxes"), None)
     assert result["dataset"] == "parking-lot-boxes"
@@ -527,7 +527,7 @@ def test_announced_manifest_outside_the_batch_layout_is_part_of_the_union(world:
 
 def test_custom_job_without_bounding_boxes_is_skipped_and_not_indexed(world: World) -> None:
     manifest = world.manifest(
-        "work/labeling-jobs/texts/output.manifest",
+        f"work/labeling-jobs/texts/{OUTPUT_MANIFEST}",
         [{"source-ref": f"s3://{BUCKET}/a.jpg", "sentiment": 1, "sentiment-metadata": {"type": "groundTruth/custom"}}],
     )
     describe = _describe("texts", manifest, LabelAttributeName="sentiment")
@@ -554,9 +554,9 @@ def test_hostile_lines_are_skipped_with_reasons_and_the_rest_exported(world: Wor
     huge = '{"source-ref": "' + "x" * (MAX_LINE_BYTES + 10) + '"}'
     nested = "[" * 50_000 + "]" * 50_000
     event = world.batch("street", "b1", [*good, foreign, dotted, control, huge, nested])
-    body = world.s3.get_object(Bucket=BUCKET, Key="work/batches/street/b1/output.manifest")["Body"].read()
+    body = world.s3.get_object(Bucket=BUCKET, Key=f"work/batches/street/b1/{OUTPUT_MANIFEST}")["Body"].read()
     world.s3.put_object(  # invalid UTF-8 in the middle of a line
-        Bucket=BUCKET, Key="work/batches/street/b1/output.manifest", Body=body + b'{"source-ref": "s3://\xff"}\n'
+        Bucket=BUCKET, Key=f"work/batches/street/b1/{OUTPUT_MANIFEST}", Body=body + b'{"source-ref": "s3://\xff"}\n'
     )
     result = world.module.handler(event, None)
     doc = world.json(f"exports/street/{result['version']}/export.json")
@@ -622,7 +622,7 @@ def test_outside_chained_verification_job_exports_only_verified_images(world: Wo
         line["source-ref"] = f"s3://{BUCKET}/incoming/lots/{name}"
         line["parking-lot-verified-metadata"]["class-name"] = verdict
         lines.append(line)
-    manifest = world.manifest("work/labeling-jobs/lot-check/manifests/output/output.manifest", lines)
+    manifest = world.manifest(f"work/labeling-jobs/lot-check/manifests/output/{OUTPUT_MANIFEST}", lines)
     describe = _describe(
         "lot-check",
         manifest,

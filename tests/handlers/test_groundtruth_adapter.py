@@ -21,6 +21,7 @@ from adapters.groundtruth import (
     template_text,
 )
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import REVIEW_MANIFEST
 from tests.handlers.aws import ACCOUNT, BUCKET, data_bucket, moto_world
 
 
@@ -78,7 +79,7 @@ def test_bad_label_sets_are_refused(labels: list[str]) -> None:
 def _request(**overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "job_name": "street-b1-adjust",
-        "manifest_uri": f"s3://{BUCKET}/work/batches/street/b1/review.manifest",
+        "manifest_uri": f"s3://{BUCKET}/work/batches/street/b1/{REVIEW_MANIFEST}",
         "output_uri": f"s3://{BUCKET}/work/labeling-jobs/",
         "role_arn": f"arn:aws:iam::{ACCOUNT}:role/LabelLoop-GroundTruthRole",
         "workteam_arn": f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:workteam/private-crowd/labelers",
@@ -146,7 +147,7 @@ def test_request_is_valid_for_the_sagemaker_api(mode: str) -> None:
     assert human["NumberOfHumanWorkersPerDataObject"] == 3
     assert request["LabelAttributeName"] == "street-b1-adjust"
     assert request["LabelCategoryConfigS3Uri"].endswith(".json")
-    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith("review.manifest")
+    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith(REVIEW_MANIFEST)
     assert ("Check" in human["TaskTitle"]) == (mode == "verify")
 
 

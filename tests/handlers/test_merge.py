@@ -9,11 +9,25 @@ from typing import Any
 import pytest
 
 from labelloop_core.batching import workflow_cost
-from labelloop_core.contract import Env
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    AUTO_ATTRIBUTE,
+    BUILD_FILE,
+    BUILD_PARTS_DIR,
+    INPUT_MANIFEST,
+    META_KEY,
+    OBJECTS_FILE,
+    OUTPUT_MANIFEST,
+    PRELABEL_ATTRIBUTE,
+    REJECTED_FILE,
+    REPORT_FILE,
+    REVIEW_FILE,
+    Env,
+)
 from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 
 JOB = "labelloop-street-0123456789"
-OUTPUT = f"work/labeling-jobs/{JOB}/manifests/output/output.manifest"
+OUTPUT = f"work/labeling-jobs/{JOB}/manifests/output/{OUTPUT_MANIFEST}"
 BASE = {"bucket": BUCKET, "dataset": "street", "batch_id": "b1", "batch_prefix": PREFIX}
 
 
@@ -35,10 +49,10 @@ def _meta(name: str, **extra: Any) -> dict[str, Any]:
 def _line(name: str, attribute: str | None = None, human: str = "yes", **meta: Any) -> dict[str, Any]:
     line: dict[str, Any] = {
         "source-ref": f"s3://{BUCKET}/incoming/street/{name}",
-        "labelloop-meta": _meta(name, **meta),
+        META_KEY: _meta(name, **meta),
     }
-    line["labelloop-prelabel"] = {"image_size": [{"width": 10, "height": 10, "depth": 3}], "annotations": []}
-    line["labelloop-prelabel-metadata"] = {"objects": [], "human-annotated": "no", "error": None}
+    line[PRELABEL_ATTRIBUTE] = {"image_size": [{"width": 10, "height": 10, "depth": 3}], "annotations": []}
+    line[f"{PRELABEL_ATTRIBUTE}-metadata"] = {"objects": [], "human-annotated": "no", "error": None}
     if attribute:
         line[attribute] = {
             "image_size": [{"width": 10, "height": 10, "depth": 3}],
@@ -64,13 +78,13 @@ def _jsonl(s3: Any, key: str) -> list[dict[str, Any]]:
 
 
 def _batch(s3: Any, names: list[str], rejected: list[str]) -> None:
-    _put_lines(s3, f"{PREFIX}input.manifest", [_line(n) for n in names])
+    _put_lines(s3, f"{PREFIX}{INPUT_MANIFEST}", [_line(n) for n in names])
     _put_lines(
         s3,
-        f"{PREFIX}rejected.jsonl",
+        f"{PREFIX}{REJECTED_FILE}",
         [{"key": f"incoming/street/{r}", "reason": "empty object (0 bytes)"} for r in rejected],
     )
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}build/parts/000000000.json", Body=b"{}")
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}{BUILD_PARTS_DIR}000000000.json", Body=b"{}")
 
 
 def _review(status: str = "Completed") -> dict[str, Any]:
@@ -82,8 +96,8 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
     _batch(s3, ["a.jpg", "b c.jpg", "ü+.png", "d.jpg", "e.jpg"], ["empty.jpg"])
     _put_lines(
         s3,
-        f"{PREFIX}accepted.manifest",
-        [_line("a.jpg", "labelloop-auto", human="no", label_attribute="labelloop-auto")],
+        f"{PREFIX}{ACCEPTED_MANIFEST}",
+        [_line("a.jpg", AUTO_ATTRIBUTE, human="no", label_attribute=AUTO_ATTRIBUTE)],
     )
     _put_lines(
         s3,
@@ -105,20 +119,20 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
     }
     out = aws["merge"].handler(event, None)
     assert out == {
-        "output_manifest": f"s3://{BUCKET}/{PREFIX}output.manifest",
-        "report": f"s3://{BUCKET}/{PREFIX}report.json",
+        "output_manifest": f"s3://{BUCKET}/{PREFIX}{OUTPUT_MANIFEST}",
+        "report": f"s3://{BUCKET}/{PREFIX}{REPORT_FILE}",
         "accepted": 1,
         "reviewed": 2,
         "unlabeled": 2,
     }
-    lines = _jsonl(s3, f"{PREFIX}output.manifest")
-    keys = [line["labelloop-meta"]["key"] for line in lines]
+    lines = _jsonl(s3, f"{PREFIX}{OUTPUT_MANIFEST}")
+    keys = [line[META_KEY]["key"] for line in lines]
     assert sorted(keys) == ["incoming/street/a.jpg", "incoming/street/b c.jpg", "incoming/street/ü+.png"]
     for line in lines:
-        attribute = line["labelloop-meta"]["label_attribute"]
-        assert attribute in line and f"{attribute}-metadata" in line and "labelloop-prelabel" in line
-    assert {line["labelloop-meta"]["label_attribute"] for line in lines} == {"labelloop-auto", JOB}
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+        attribute = line[META_KEY]["label_attribute"]
+        assert attribute in line and f"{attribute}-metadata" in line and PRELABEL_ATTRIBUTE in line
+    assert {line[META_KEY]["label_attribute"] for line in lines} == {AUTO_ATTRIBUTE, JOB}
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["status"] == "labeled" and report["accounted_for"]
     counts = report["counts"]
     assert (counts["received"], counts["rejected"], counts["accepted"], counts["reviewed"], counts["audited"]) == (
@@ -131,7 +145,7 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
     assert counts["unlabeled"] == 2 and counts["duplicate_lines_dropped"] == 1 and counts["foreign_lines_dropped"] == 1
     reasons = {u["key"]: u["reason"] for u in report["unlabeled"]}
     assert reasons["incoming/street/d.jpg"] == f"labeling job {JOB} returned no label"
-    assert reasons["incoming/street/e.jpg"] == "in neither accepted.manifest nor the review job's output"
+    assert reasons["incoming/street/e.jpg"] == f"in neither {ACCEPTED_MANIFEST} nor the review job's output"
     assert report["jobs"] == [JOB] and report["threshold"]["value"] == 0.7
     assert report["rejected"] == [{"key": "incoming/street/empty.jpg", "reason": "empty object (0 bytes)"}]
     assert (
@@ -145,11 +159,11 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
 def test_all_accepted_batch_needs_no_review(aws: dict[str, Any]) -> None:
     s3 = aws["s3"]
     _batch(s3, ["a.jpg"], [])
-    _put_lines(s3, f"{PREFIX}accepted.manifest", [_line("a.jpg", "labelloop-auto", human="no")])
+    _put_lines(s3, f"{PREFIX}{ACCEPTED_MANIFEST}", [_line("a.jpg", AUTO_ATTRIBUTE, human="no")])
     out = aws["merge"].handler({**BASE, "review": {"status": "skipped"}}, None)
     assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (1, 0, 0)
-    (line,) = _jsonl(s3, f"{PREFIX}output.manifest")
-    assert line["labelloop-meta"]["label_attribute"] == "labelloop-auto"
+    (line,) = _jsonl(s3, f"{PREFIX}{OUTPUT_MANIFEST}")
+    assert line[META_KEY]["label_attribute"] == AUTO_ATTRIBUTE
 
 
 def test_all_rejected_batch_still_gets_a_report(aws: dict[str, Any]) -> None:
@@ -157,24 +171,24 @@ def test_all_rejected_batch_still_gets_a_report(aws: dict[str, Any]) -> None:
     _batch(s3, [], ["x.jpg", "y.jpg"])
     out = aws["merge"].handler({**BASE, "review": {"status": "skipped"}}, None)
     assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (0, 0, 0)
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["counts"]["received"] == 2 and report["accounted_for"]
-    assert _jsonl(s3, f"{PREFIX}output.manifest") == []
+    assert _jsonl(s3, f"{PREFIX}{OUTPUT_MANIFEST}") == []
 
 
 def test_record_failure_writes_a_failed_report(aws: dict[str, Any]) -> None:
     s3 = aws["s3"]
     _batch(s3, ["a.jpg"], ["bad.jpg"])
-    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}build.json", Body=b'{"received": 2, "rejected": 1, "valid": 1}')
+    s3.put_object(Bucket=BUCKET, Key=f"{PREFIX}{BUILD_FILE}", Body=b'{"received": 2, "rejected": 1, "valid": 1}')
     s3.put_object(
         Bucket=BUCKET,
-        Key=f"{PREFIX}review.json",
+        Key=f"{PREFIX}{REVIEW_FILE}",
         Body=json.dumps({"job_name": JOB, "status": "Failed", "failure_reason": "workers quit"}).encode(),
     )
     cause = json.dumps({"job_name": JOB, "status": "Failed", "reason": "workers quit"})
     out = aws["record_failure"].handler({**BASE, "error": {"Error": "LabelingJobFailed", "Cause": cause}}, None)
-    assert out == {"status": "failed", "report": f"s3://{BUCKET}/{PREFIX}report.json"}
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert out == {"status": "failed", "report": f"s3://{BUCKET}/{PREFIX}{REPORT_FILE}"}
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["status"] == "failed" and report["error"] == "LabelingJobFailed"
     assert report["cause"]["reason"] == "workers quit" and report["review"]["failure_reason"] == "workers quit"
     assert report["counts"] == {"received": 2, "rejected": 1, "valid": 1} and report["jobs"] == [JOB]
@@ -197,8 +211,8 @@ def test_workflow_cost_per_thousand_images() -> None:
 
 def test_record_failure_before_the_build_finished_counts_received_objects(aws: dict[str, Any]) -> None:
     s3 = aws["s3"]
-    _put_lines(s3, f"{PREFIX}objects.jsonl", [{"key": "incoming/street/a.jpg"}, {"key": "incoming/street/b.jpg"}])
+    _put_lines(s3, f"{PREFIX}{OBJECTS_FILE}", [{"key": "incoming/street/a.jpg"}, {"key": "incoming/street/b.jpg"}])
     aws["record_failure"].handler({**BASE, "error": {"Error": "States.Timeout", "Cause": "build took too long"}}, None)
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["counts"] == {"received": 2, "rejected": None, "valid": None}
     assert (report["error"], report["cause"]) == ("States.Timeout", "build took too long")

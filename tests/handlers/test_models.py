@@ -26,6 +26,7 @@ from adapters.models import (
     register_endpoint_adapter,
     sniff_content_type,
 )
+from labelloop_core.contract import META_KEY
 from labelloop_core.prelabels import ModelOutputError
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
@@ -57,7 +58,7 @@ class Sleeps:
 
 def images(s3, n: int) -> list[ImageInput]:
     _, lines = put_images_and_shard(s3, [f"img{i}.jpg" for i in range(n)])
-    return [ImageInput(BUCKET, line["labelloop-meta"]["key"], 64, 48, s3=s3) for line in lines]
+    return [ImageInput(BUCKET, line[META_KEY]["key"], 64, 48, s3=s3) for line in lines]
 
 
 def rekognition(client=None) -> RekognitionBackend:

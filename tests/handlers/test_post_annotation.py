@@ -19,7 +19,16 @@ import boto3
 import pytest
 
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import ELEMENT_NAME, PRELABEL_ATTRIBUTE, Env
+from labelloop_core.contract import (
+    ELEMENT_NAME,
+    ISSUES_KEY,
+    META_KEY,
+    PRELABEL_ATTRIBUTE,
+    REVIEW_MANIFEST,
+    STATUS_KEY,
+    TASK_KEY,
+    Env,
+)
 from labelloop_core.manifest import (
     find_verification_attributes,
     parse_bbox_label,
@@ -63,12 +72,12 @@ def _prelabel_line(key: str, boxes: list[dict[str, Any]], class_map: dict[str, s
             "type": "groundtruth/object-detection",
             "human-annotated": "no",
             "creation-date": "2026-11-23T10:00:00.000000",
-            "job-name": "labelloop-prelabel",
+            "job-name": PRELABEL_ATTRIBUTE,
             "image-confidence": 0.8,
             "model": "test-model",
             "error": None,
         },
-        "labelloop-meta": {
+        META_KEY: {
             "dataset": "street",
             "batch_id": "b1",
             "key": key,
@@ -104,7 +113,7 @@ class GroundTruthWorld:
         from adapters.groundtruth import ensure_task_files, labeling_job_request
 
         name = name or f"job-{uuid.uuid4().hex[:10]}"
-        manifest_key = f"work/batches/street/{name}/review.manifest"
+        manifest_key = f"work/batches/street/{name}/{REVIEW_MANIFEST}"
         self.s3.put_object(Bucket=bucket, Key=manifest_key, Body="".join(json.dumps(x) + "\n" for x in lines).encode())
         files = ensure_task_files(bucket, "work/groundtruth/", LABELS, "adjust", s3=self.s3)
         request = labeling_job_request(
@@ -218,7 +227,7 @@ def test_documented_request_and_three_worker_payload(world: GroundTruthWorld, co
     first, second = (o["confidence"] for o in meta["objects"])
     assert 0.9 < first <= 1.0
     assert 0.6 < second <= 2 / 3 + 1e-9
-    assert meta["labelloop-status"] == "ok" and meta["labelloop-issues"] == []
+    assert meta[STATUS_KEY] == "ok" and meta[ISSUES_KEY] == []
 
 
 # -- 1/3/5 workers ------------------------------------------------------------------------------
@@ -234,8 +243,8 @@ def test_one_worker_accepting_prelabels_is_unadjusted(world: GroundTruthWorld) -
     assert meta["adjustment-status"] == "unadjusted"
     assert [o["confidence"] for o in meta["objects"]] == [1.0, 1.0]
     assert meta["worker-count"] == 1
-    assert meta["labelloop-status"] == "ok"
-    assert meta["labelloop-task"] == "adjust"
+    assert meta[STATUS_KEY] == "ok"
+    assert meta[TASK_KEY] == "adjust"
 
 
 def test_one_worker_moving_a_box_is_adjusted(world: GroundTruthWorld) -> None:
@@ -307,7 +316,7 @@ def test_five_workers_majority_sees_nothing(world: GroundTruthWorld) -> None:
     body, meta = _label(result)
     assert body["annotations"] == [] and meta["objects"] == []
     assert meta["adjustment-status"] == "adjusted"
-    assert meta["labelloop-status"] == "ok"  # an agreed "nothing here" is a real answer
+    assert meta[STATUS_KEY] == "ok"  # an agreed "nothing here" is a real answer
 
 
 @pytest.mark.parametrize("workers", [1, 3, 5])
@@ -319,7 +328,7 @@ def test_empty_answers_are_explicit_background(world: GroundTruthWorld, workers:
     assert body["image_size"] == [{"width": W, "height": H, "depth": 3}]
     assert meta["adjustment-status"] == "unadjusted"
     assert meta["worker-count"] == workers
-    assert meta["labelloop-status"] == "ok"
+    assert meta[STATUS_KEY] == "ok"
 
 
 def test_several_objects_in_one_payload(world: GroundTruthWorld) -> None:
@@ -332,7 +341,7 @@ def test_several_objects_in_one_payload(world: GroundTruthWorld) -> None:
     ]
     results = world.run(job, items)
     assert [r["datasetObjectId"] for r in results] == ["0", "1", "2"]
-    statuses = [_label(r)[1]["labelloop-status"] for r in results]
+    statuses = [_label(r)[1][STATUS_KEY] for r in results]
     assert statuses == ["ok", "no-usable-answers", "ok"]
     assert [_label(r)[1]["adjustment-status"] for r in (results[0], results[2])] == ["unadjusted", "adjusted"]
 
@@ -362,8 +371,8 @@ def test_unusable_answer_is_recorded_and_the_other_workers_still_count(world: Gr
     body, meta = _label(result)
     assert _as_boxes(body) == [(0, 100, 200, 50, 120)]
     assert meta["worker-count"] == 2
-    assert meta["labelloop-status"] == "repaired"
-    (issue,) = meta["labelloop-issues"]
+    assert meta[STATUS_KEY] == "repaired"
+    (issue,) = meta[ISSUES_KEY]
     assert issue.startswith("private.us-east-1.W1: answer unusable") and reason in issue
 
 
@@ -374,7 +383,7 @@ def test_missing_annotation_data_is_recorded(world: GroundTruthWorld) -> None:
     (result,) = world.run(job, [item])
     meta = _label(result)[1]
     assert meta["worker-count"] == 1
-    assert meta["labelloop-issues"] == ["private.us-east-1.W9: answer unusable: no annotationData.content"]
+    assert meta[ISSUES_KEY] == ["private.us-east-1.W9: answer unusable: no annotationData.content"]
 
 
 REPAIRS: dict[str, tuple[dict[str, Any], tuple[int, int, int, int, int] | None, str]] = {
@@ -411,10 +420,10 @@ def test_bad_boxes_are_repaired_or_dropped_with_a_reason(world: GroundTruthWorld
     assert boxes[1:] == ([expected] if expected else [])
     assert meta["worker-count"] == 1
     if reason:
-        assert meta["labelloop-status"] == "repaired"
-        assert any(reason in issue for issue in meta["labelloop-issues"]), meta["labelloop-issues"]
+        assert meta[STATUS_KEY] == "repaired"
+        assert any(reason in issue for issue in meta[ISSUES_KEY]), meta[ISSUES_KEY]
     else:
-        assert meta["labelloop-issues"] == []
+        assert meta[ISSUES_KEY] == []
 
 
 def test_renamed_element_is_found(world: GroundTruthWorld) -> None:
@@ -422,7 +431,7 @@ def test_renamed_element_is_found(world: GroundTruthWorld) -> None:
     (result,) = world.run(job, [_item("0", "incoming/street/a.jpg", [_content([CAR], element="boxes")])])
     body, meta = _label(result)
     assert _as_boxes(body) == [(0, 100, 200, 50, 120)]
-    assert meta["labelloop-issues"] == ["private.us-east-1.W0: element 'annotatedResult' missing; used 'boxes'"]
+    assert meta[ISSUES_KEY] == ["private.us-east-1.W0: element 'annotatedResult' missing; used 'boxes'"]
 
 
 def test_all_answers_unusable_gives_flagged_empty_label(world: GroundTruthWorld) -> None:
@@ -432,10 +441,10 @@ def test_all_answers_unusable_gives_flagged_empty_label(world: GroundTruthWorld)
     assert body["annotations"] == [] and body["image_size"][0]["width"] == W
     assert meta["human-annotated"] == "yes"
     assert meta["worker-count"] == 0
-    assert meta["labelloop-status"] == "no-usable-answers"
+    assert meta[STATUS_KEY] == "no-usable-answers"
     assert "adjustment-status" not in meta
-    assert len(meta["labelloop-issues"]) == 4
-    assert "must not be taken as background" in meta["labelloop-issues"][-1]
+    assert len(meta[ISSUES_KEY]) == 4
+    assert "must not be taken as background" in meta[ISSUES_KEY][-1]
 
 
 def test_annotations_not_a_list_is_flagged(world: GroundTruthWorld) -> None:
@@ -447,8 +456,8 @@ def test_annotations_not_a_list_is_flagged(world: GroundTruthWorld) -> None:
     }
     (result,) = world.run(job, [item])
     meta = _label(result)[1]
-    assert meta["labelloop-status"] == "no-usable-answers"
-    assert "annotations is not a list" in meta["labelloop-issues"][0]
+    assert meta[STATUS_KEY] == "no-usable-answers"
+    assert "annotations is not a list" in meta[ISSUES_KEY][0]
 
 
 # -- image size ---------------------------------------------------------------------------------
@@ -457,7 +466,7 @@ def test_image_size_from_labelloop_meta_when_answers_lack_it(world: GroundTruthW
     (result,) = world.run(job, [_item("0", "incoming/street/a.jpg", [_content([CAR], width=None)])])
     body, meta = _label(result)
     assert body["image_size"] == [{"width": W, "height": H, "depth": 3}]
-    assert meta["labelloop-issues"] == []
+    assert meta[ISSUES_KEY] == []
 
 
 def test_zero_size_from_answers_is_ignored_for_the_manifest_size(world: GroundTruthWorld) -> None:
@@ -465,7 +474,7 @@ def test_zero_size_from_answers_is_ignored_for_the_manifest_size(world: GroundTr
     (result,) = world.run(job, [_item("0", "incoming/street/a.jpg", [_content([CAR], width=0, height=0)])])
     body, meta = _label(result)
     assert body["image_size"][0]["width"] == W
-    assert any("inputImageProperties" in issue for issue in meta["labelloop-issues"])
+    assert any("inputImageProperties" in issue for issue in meta[ISSUES_KEY])
 
 
 def test_image_size_read_from_the_image_as_last_resort(world: GroundTruthWorld) -> None:
@@ -481,7 +490,7 @@ def test_image_size_read_from_the_image_as_last_resort(world: GroundTruthWorld) 
     body, meta = _label(result)
     assert body["image_size"] == [{"width": 320, "height": 240, "depth": 3}]
     assert _as_boxes(body) == [(0, 300, 10, 20, 50)]  # clipped to the real image
-    assert meta["labelloop-issues"] == ["consolidated box[0] (Car) clipped to the image"]
+    assert meta[ISSUES_KEY] == ["consolidated box[0] (Car) clipped to the image"]
 
 
 def test_unknown_image_size_gives_flagged_result_without_a_label(world: GroundTruthWorld) -> None:
@@ -490,8 +499,8 @@ def test_unknown_image_size_gives_flagged_result_without_a_label(world: GroundTr
     (result,) = world.run(job, [_item("0", "incoming/street/broken.jpg", [_content([CAR], width=None)])])
     content = result["consolidatedAnnotation"]["content"]
     assert "boxes" not in content
-    assert content["boxes-metadata"]["labelloop-status"] == "no-usable-answers"
-    assert "image size unknown" in content["boxes-metadata"]["labelloop-issues"][0]
+    assert content["boxes-metadata"][STATUS_KEY] == "no-usable-answers"
+    assert "image size unknown" in content["boxes-metadata"][ISSUES_KEY][0]
 
 
 def test_unknown_job_still_consolidates_and_says_what_is_missing(world: GroundTruthWorld) -> None:
@@ -500,8 +509,8 @@ def test_unknown_job_still_consolidates_and_says_what_is_missing(world: GroundTr
     body, meta = _label(result)
     assert _as_boxes(body) == [(0, 100, 200, 50, 120)]
     assert "adjustment-status" not in meta
-    assert meta["labelloop-status"] == "repaired"
-    assert "input manifest unavailable" in meta["labelloop-issues"][0]
+    assert meta[STATUS_KEY] == "repaired"
+    assert "input manifest unavailable" in meta[ISSUES_KEY][0]
 
 
 def test_a_failed_manifest_lookup_is_not_cached(world: GroundTruthWorld) -> None:
@@ -612,8 +621,8 @@ def test_verify_one_worker(verify_world: GroundTruthWorld) -> None:
     assert meta["type"] == "groundtruth/label-verification"
     assert meta["class-name"] == "correct" and meta["confidence"] == 1.0
     assert meta["worker-feedback"] == [] and meta["human-annotated"] == "yes"
-    assert meta["labelloop-task"] == "verify"
-    assert meta["labelloop-status"] == "ok"
+    assert meta[TASK_KEY] == "verify"
+    assert meta[STATUS_KEY] == "ok"
 
 
 def test_verify_three_workers_majority_and_feedback(verify_world: GroundTruthWorld) -> None:
@@ -643,8 +652,8 @@ def test_verify_tie_resolves_to_incorrect(verify_world: GroundTruthWorld) -> Non
     (result,) = verify_world.run(job, [_item("0", "incoming/street/a.jpg", answers)], attribute="check")
     value, meta = _label(result, "check")
     assert value["label"] == "incorrect" and meta["confidence"] == 0.5
-    assert any("no verdict chosen" in i for i in meta["labelloop-issues"])
-    assert any("split evenly" in i for i in meta["labelloop-issues"])
+    assert any("no verdict chosen" in i for i in meta[ISSUES_KEY])
+    assert any("split evenly" in i for i in meta[ISSUES_KEY])
 
 
 def test_verify_five_workers(verify_world: GroundTruthWorld) -> None:
@@ -672,10 +681,10 @@ def test_verify_bad_answers_never_fail_the_batch(verify_world: GroundTruthWorld,
     ]
     first, second = verify_world.run(job, items, attribute="check")
     value, meta = _label(first, "check")
-    assert value["label"] == "correct" and meta["labelloop-status"] == "repaired"
-    assert reason in meta["labelloop-issues"][0]
+    assert value["label"] == "correct" and meta[STATUS_KEY] == "repaired"
+    assert reason in meta[ISSUES_KEY][0]
     value, meta = _label(second, "check")
-    assert value["label"] is None and meta["labelloop-status"] == "no-usable-answers"
+    assert value["label"] is None and meta[STATUS_KEY] == "no-usable-answers"
     assert meta["class-name"] is None and meta["confidence"] == 0.0
 
 
@@ -694,15 +703,15 @@ def test_verify_accepts_a_named_verdict_and_wrapped_output(verify_world: GroundT
 def test_each_stage_s_lines_choose_the_task_whatever_the_deployment_mode(world: GroundTruthWorld) -> None:
     """Verify-then-adjust marks each stage's lines (labelloop-meta.task): one deployment runs both jobs."""
     verify_line = _prelabel_line("incoming/street/a.jpg", [CAR])
-    verify_line["labelloop-meta"]["task"] = "verify"
+    verify_line[META_KEY]["task"] = "verify"
     job = world.create_job([verify_line])  # the deployment says adjust (TASK_MODE), the line says verify
     (result,) = world.run(job, [_item("0", "incoming/street/a.jpg", [_verdict("correct")])], attribute="check")
     value, meta = _label(result, "check")
-    assert (value["label"], meta["labelloop-task"]) == ("correct", "verify")
+    assert (value["label"], meta[TASK_KEY]) == ("correct", "verify")
     world.set_env(TASK_MODE="verify")
     adjust_line = _prelabel_line("incoming/street/b.jpg", [CAR])
-    adjust_line["labelloop-meta"]["task"] = "adjust"
+    adjust_line[META_KEY]["task"] = "adjust"
     job = world.create_job([adjust_line])
     (result,) = world.run(job, [_item("0", "incoming/street/b.jpg", [_content([CAR])])], attribute="fix")
     _, meta = _label(result, "fix")
-    assert meta["labelloop-task"] == "adjust" and meta["adjustment-status"] == "unadjusted"
+    assert meta[TASK_KEY] == "adjust" and meta["adjustment-status"] == "unadjusted"

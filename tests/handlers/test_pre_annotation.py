@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from labelloop_core.contract import Env
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env
 from tests.handlers.aws import moto_world, set_env
 
 BUCKET = "amzn-s3-demo-bucket"  # the bucket the documented request samples name
@@ -47,17 +47,17 @@ def _prelabel(
     **meta: Any,
 ) -> dict[str, Any]:
     return {
-        "labelloop-prelabel": {
+        PRELABEL_ATTRIBUTE: {
             "image_size": [{"width": size[0], "height": size[1], "depth": 3}],
             "annotations": annotations,
         },
-        "labelloop-prelabel-metadata": {
+        f"{PRELABEL_ATTRIBUTE}-metadata": {
             "objects": [{"confidence": c} for c in (confidences or [0.9] * len(annotations))],
             "class-map": class_map,
             "type": "groundtruth/object-detection",
             "human-annotated": "no",
             "creation-date": "2026-11-23T10:00:00.000000",
-            "job-name": "labelloop-prelabel",
+            "job-name": PRELABEL_ATTRIBUTE,
             "image-confidence": meta.get("image_confidence", 0.72),
             "model": meta.get("model", "rekognition:v1"),
             "error": meta.get("error"),
@@ -108,14 +108,14 @@ def test_prelabels_are_named_through_their_own_class_map(pre: Any) -> None:
 
 def test_labelloop_meta_gives_the_image_size_and_can_skip_review(pre: Any) -> None:
     meta = {"dataset": "street", "batch_id": "b1", "key": "incoming/street/a.jpg", "width": 640, "height": 480}
-    task = _run(pre, _line(**{"labelloop-meta": meta}))
+    task = _run(pre, _line(**{META_KEY: meta}))
     assert (task["taskInput"]["imageWidth"], task["taskInput"]["imageHeight"]) == (640, 480)
     assert task["isHumanAnnotationRequired"] is True
-    skipped = _run(pre, _line(**{"labelloop-meta": {**meta, "skip_review": True}}))
+    skipped = _run(pre, _line(**{META_KEY: {**meta, "skip_review": True}}))
     assert skipped["isHumanAnnotationRequired"] is False
     # Only an explicit boolean true skips: anything else still goes to a human.
     for value in ("true", 1, None, False):
-        assert _run(pre, _line(**{"labelloop-meta": {**meta, "skip_review": value}}))["isHumanAnnotationRequired"]
+        assert _run(pre, _line(**{META_KEY: {**meta, "skip_review": value}}))["isHumanAnnotationRequired"]
 
 
 def test_bad_prelabel_boxes_are_left_out_not_fatal(pre: Any) -> None:
@@ -201,7 +201,7 @@ def test_invalid_environment_names_the_variable(
 
 def test_the_line_s_task_wins_over_the_deployment_mode(pre: Any) -> None:
     line = _line(**_prelabel([_ann(0, 10, 20, 30, 40)], {"0": "Car"}))
-    line["labelloop-meta"] = {**line.get("labelloop-meta", {}), "task": "verify"}
+    line[META_KEY] = {**line.get(META_KEY, {}), "task": "verify"}
     assert _run(pre, line)["taskInput"]["mode"] == "verify"
-    line["labelloop-meta"]["task"] = "bogus"  # not a task: the deployment's mode (adjust) applies
+    line[META_KEY]["task"] = "bogus"  # not a task: the deployment's mode (adjust) applies
     assert _run(pre, line)["taskInput"]["mode"] == "adjust"

@@ -9,6 +9,7 @@ import pytest
 
 from adapters.models import ModelSettings, RetryPolicy
 from handlers import prelabel
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
     BATCH_PREFIX,
@@ -25,7 +26,7 @@ from tests.handlers.prelabel_support import (
 )
 
 aws = prelabel_support.aws  # the moto fixture
-ATTR = "labelloop-prelabel"
+ATTR = PRELABEL_ATTRIBUTE
 
 
 def event(shard_key: str) -> dict:
@@ -55,7 +56,7 @@ def test_rekognition_backend_through_the_handler(aws, monkeypatch):
     written = read_jsonl(aws, out["prelabeled_key"])
     assert [w["source-ref"] for w in written] == [line["source-ref"] for line in lines]
     for line, w in zip(lines, written, strict=True):
-        assert w["labelloop-meta"] == line["labelloop-meta"]
+        assert w[META_KEY] == line[META_KEY]
         meta = w[ATTR + "-metadata"]
         assert meta["error"] is None and meta["model"].startswith("rekognition:arn:aws:rekognition")
         assert meta["class-map"] == {"0": "MyLogo", "1": "person"}
@@ -168,7 +169,7 @@ def test_contract_violations_fail_clearly(aws, monkeypatch, bad, message):
 def test_line_without_size_is_a_contract_violation(aws, monkeypatch):
     use_model(monkeypatch, "rekognition")
     key = f"{BATCH_PREFIX}shards/00000.jsonl"
-    write_jsonl(aws, key, [{"source-ref": f"s3://{BUCKET}/incoming/street/a.jpg", "labelloop-meta": {}}])
+    write_jsonl(aws, key, [{"source-ref": f"s3://{BUCKET}/incoming/street/a.jpg", META_KEY: {}}])
     with pytest.raises(prelabel.PrelabelEventError, match="width/height"):
         prelabel.handler(event(key), None)
 

@@ -17,7 +17,15 @@ from typing import Any
 import boto3
 import pytest
 
-from labelloop_core.contract import REVIEW_MANIFEST, Env
+from labelloop_core.contract import (
+    ADJUST_MANIFEST,
+    META_KEY,
+    OUTPUT_MANIFEST,
+    REVIEW_FILE,
+    REVIEW_MANIFEST,
+    VERIFY_MANIFEST,
+    Env,
+)
 from sandbox import groundtruth
 from tests.handlers.aws import ACCOUNT, BUCKET, PREFIX, REGION, data_bucket, moto_world, set_env, state_machine
 
@@ -34,7 +42,10 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         s3.put_object(
             Bucket=BUCKET,
             Key=f"{PREFIX}{REVIEW_MANIFEST}",
-            Body=b'{"source-ref":"s3://data-bucket/incoming/street/a.jpg","labelloop-meta":{"key":"incoming/street/a.jpg"}}\n',
+            Body=json.dumps(
+                {"source-ref": f"s3://{BUCKET}/incoming/street/a.jpg", META_KEY: {"key": "incoming/street/a.jpg"}}
+            ).encode()
+            + b"\n",
         )
         sagemaker = boto3.client("sagemaker", region_name=REGION)
         team = sagemaker.create_workteam(
@@ -123,7 +134,7 @@ def _end_job(name: str, status: str, reason: str | None = None) -> dict[str, Any
     job = _job(name)
     job.status = status
     job.failure_reason = reason
-    job.output_uri = f"s3://{BUCKET}/work/labeling-jobs/{name}/manifests/output/output.manifest"
+    job.output_uri = f"s3://{BUCKET}/work/labeling-jobs/{name}/manifests/output/{OUTPUT_MANIFEST}"
     return {
         "version": "0",
         "id": "e1",
@@ -143,7 +154,7 @@ def test_job_created_token_stored_and_completion_resumes_the_workflow(aws: dict[
     assert request["LabelAttributeName"] == name
     assert (
         request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"]
-        == f"s3://{BUCKET}/{PREFIX}review.manifest"
+        == f"s3://{BUCKET}/{PREFIX}{REVIEW_MANIFEST}"
     )
     assert request["OutputConfig"]["S3OutputPath"] == f"s3://{BUCKET}/work/labeling-jobs/"
     stored = json.loads(
@@ -156,7 +167,7 @@ def test_job_created_token_stored_and_completion_resumes_the_workflow(aws: dict[
     assert final["status"] == "SUCCEEDED"
     output = json.loads(final["output"])
     assert (output["job_name"], output["status"], output["label_attribute"]) == (name, "Completed", name)
-    assert output["output_manifest"].endswith(f"{name}/manifests/output/output.manifest")
+    assert output["output_manifest"].endswith(f"{name}/manifests/output/{OUTPUT_MANIFEST}")
     # SageMaker may deliver the same event again: harmless.
     assert aws["job_event"].handler(event, None) == {"action": "duplicate", "job_name": name}
 
@@ -189,7 +200,7 @@ def test_failed_job_fails_the_waiting_task_with_the_reason(aws: dict[str, Any]) 
     history = aws["sfn"].get_execution_history(executionArn=arn)["events"]
     failed = next(e for e in history if e["type"] == "ExecutionFailed")["executionFailedEventDetails"]
     assert failed["error"] == "LabelingJobFailed"  # (moto 5.2.5 drops the cause of SendTaskFailure)
-    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}review.json")["Body"].read())
+    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REVIEW_FILE}")["Body"].read())
     assert (recorded["job_name"], recorded["status"]) == (name, "Failed")
     assert recorded["failure_reason"] == "ClientError: the post-annotation Lambda failed"
 
@@ -244,18 +255,20 @@ def test_reconcile_stops_a_job_past_the_review_timeout(aws: dict[str, Any], monk
     with pytest.raises(ReviewTimedOut, match=r"review timed out after 2\.0 h"):
         aws["job_event"].handler({**EVENT, "action": "reconcile"}, None)
     assert _job(name).stop_requested or _job(name).status in ("Stopping", "Stopped")
-    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}review.json")["Body"].read())
+    recorded = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REVIEW_FILE}")["Body"].read())
     assert recorded["status"] == "Stopped" and "timed out" in recorded["failure_reason"]
 
 
 def test_verify_then_adjust_stages_get_their_own_jobs_records_and_tokens(aws: dict[str, Any]) -> None:
-    for manifest in ("verify.manifest", "adjust.manifest"):
-        aws["s3"].copy_object(Bucket=BUCKET, Key=f"{PREFIX}{manifest}", CopySource=f"{BUCKET}/{PREFIX}review.manifest")
+    for manifest in (VERIFY_MANIFEST, ADJUST_MANIFEST):
+        aws["s3"].copy_object(
+            Bucket=BUCKET, Key=f"{PREFIX}{manifest}", CopySource=f"{BUCKET}/{PREFIX}{REVIEW_MANIFEST}"
+        )
     arn, token = _waiting_execution(aws)
     verify = aws["start_review"].handler({**EVENT, "token": token, "stage": "verify"}, None)
     assert verify["job_name"].endswith("-verify")
     request = _job(verify["job_name"]).request
-    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith("/verify.manifest")
+    assert request["InputConfig"]["DataSource"]["S3DataSource"]["ManifestS3Uri"].endswith(f"/{VERIFY_MANIFEST}")
     assert "/templates/verify-" in request["HumanTaskConfig"]["UiConfig"]["UiTemplateS3Uri"]
     event = _end_job(verify["job_name"], "Completed")
     assert aws["job_event"].handler(event, None)["action"] == "sent"

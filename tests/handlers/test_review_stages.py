@@ -13,7 +13,24 @@ from typing import Any
 
 import pytest
 
-from labelloop_core.contract import Env
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    ADJUST_MANIFEST,
+    AUTO_ATTRIBUTE,
+    INPUT_MANIFEST,
+    META_KEY,
+    OUTPUT_MANIFEST,
+    PRELABEL_ATTRIBUTE,
+    REJECTED_FILE,
+    REPORT_FILE,
+    REVIEW_MANIFEST,
+    STATUS_KEY,
+    TASK_KEY,
+    VERIFIED_ATTRIBUTE,
+    VERIFIED_MANIFEST,
+    VERIFY_MANIFEST,
+    Env,
+)
 from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 from tests.prelabel_lines import prelabel_attributes
 
@@ -37,7 +54,7 @@ def _line(name: str, boxes: list[dict[str, Any]] | None, **meta: Any) -> dict[st
     key = f"incoming/street/{name}"
     line: dict[str, Any] = {
         "source-ref": f"s3://{BUCKET}/{key}",
-        "labelloop-meta": {"dataset": "street", "batch_id": "b1", "key": key, "width": 200, "height": 100, **meta},
+        META_KEY: {"dataset": "street", "batch_id": "b1", "key": key, "width": 200, "height": 100, **meta},
     }
     if boxes is not None:
         line.update(prelabel_attributes(boxes))
@@ -59,11 +76,11 @@ def _verdict(line: dict[str, Any], label: str | None, votes: dict[str, int]) -> 
         VJOB: {"label": label, "votes": votes},
         f"{VJOB}-metadata": {
             "type": "groundTruth/custom",
-            "labelloop-task": "verify",
+            TASK_KEY: "verify",
             "class-name": label,
             "confidence": (votes.get(label, 0) / total) if label else 0.0,
             "human-annotated": "yes",
-            "labelloop-status": "ok" if label else "no-usable-answers",
+            STATUS_KEY: "ok" if label else "no-usable-answers",
         },
     }
 
@@ -80,7 +97,7 @@ def _adjusted(line: dict[str, Any], boxes: list[dict[str, Any]]) -> dict[str, An
             "class-map": {"0": "car"},
             "type": "groundTruth/custom",
             "human-annotated": "yes",
-            "labelloop-task": "adjust",
+            TASK_KEY: "adjust",
         },
     }
 
@@ -104,15 +121,15 @@ def batch(aws: dict[str, Any]) -> dict[str, Any]:
     right, wrong, silent = _line("right.jpg", [BOX]), _line("wrong.jpg", [BOX]), _line("silent.jpg", [BOX])
     empty, audit = _line("empty.jpg", []), _line("audit.jpg", [BOX], audit=True)
     auto = {
-        **_line("auto.jpg", [BOX], label_attribute="labelloop-auto"),
-        "labelloop-auto": {"image_size": [{"width": 200, "height": 100, "depth": 3}], "annotations": []},
-        "labelloop-auto-metadata": {"human-annotated": "no", "type": "groundtruth/object-detection"},
+        **_line("auto.jpg", [BOX], label_attribute=AUTO_ATTRIBUTE),
+        AUTO_ATTRIBUTE: {"image_size": [{"width": 200, "height": 100, "depth": 3}], "annotations": []},
+        f"{AUTO_ATTRIBUTE}-metadata": {"human-annotated": "no", "type": "groundtruth/object-detection"},
     }
     review = [right, wrong, silent, empty, audit]
-    _put(s3, f"{PREFIX}input.manifest", [*review, auto])
-    _put(s3, f"{PREFIX}rejected.jsonl", [{"key": "incoming/street/bad.txt", "reason": "not an image"}])
-    _put(s3, f"{PREFIX}accepted.manifest", [auto])
-    _put(s3, f"{PREFIX}review.manifest", review)
+    _put(s3, f"{PREFIX}{INPUT_MANIFEST}", [*review, auto])
+    _put(s3, f"{PREFIX}{REJECTED_FILE}", [{"key": "incoming/street/bad.txt", "reason": "not an image"}])
+    _put(s3, f"{PREFIX}{ACCEPTED_MANIFEST}", [auto])
+    _put(s3, f"{PREFIX}{REVIEW_MANIFEST}", review)
     return {"right": right, "wrong": wrong, "silent": silent, "empty": empty, "audit": audit}
 
 
@@ -121,11 +138,11 @@ def test_plan_sends_lines_with_boxes_to_verification_and_the_rest_to_adjustment(
 ) -> None:
     out = aws["stages"].handler({**BASE, "action": "plan"}, None)
     assert out == {"verify": 4, "adjust": 1, "sent_to_adjust_without_detections": 1}
-    verify = _read(aws["s3"], f"{PREFIX}verify.manifest")
-    assert {line["labelloop-meta"]["task"] for line in verify} == {"verify"}
-    adjust = _read(aws["s3"], f"{PREFIX}adjust.manifest")
-    assert [line["labelloop-meta"]["adjust_reason"] for line in adjust] == ["no_detections"]
-    assert adjust[0]["labelloop-meta"]["task"] == "adjust"
+    verify = _read(aws["s3"], f"{PREFIX}{VERIFY_MANIFEST}")
+    assert {line[META_KEY]["task"] for line in verify} == {"verify"}
+    adjust = _read(aws["s3"], f"{PREFIX}{ADJUST_MANIFEST}")
+    assert [line[META_KEY]["adjust_reason"] for line in adjust] == ["no_detections"]
+    assert adjust[0][META_KEY]["task"] == "adjust"
     # Idempotent: a retry rewrites the same files.
     assert aws["stages"].handler({**BASE, "action": "plan"}, None) == out
 
@@ -133,8 +150,8 @@ def test_plan_sends_lines_with_boxes_to_verification_and_the_rest_to_adjustment(
 def _verify_and_adjust(aws: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
     s3 = aws["s3"]
     aws["stages"].handler({**BASE, "action": "plan"}, None)
-    shown = {line["labelloop-meta"]["key"]: line for line in _read(s3, f"{PREFIX}verify.manifest")}
-    vout = f"work/labeling-jobs/{VJOB}/manifests/output/output.manifest"
+    shown = {line[META_KEY]["key"]: line for line in _read(s3, f"{PREFIX}{VERIFY_MANIFEST}")}
+    vout = f"work/labeling-jobs/{VJOB}/manifests/output/{OUTPUT_MANIFEST}"
     _put(
         s3,
         vout,
@@ -147,12 +164,12 @@ def _verify_and_adjust(aws: dict[str, Any], batch: dict[str, Any]) -> dict[str, 
     )
     verify = _summary(VJOB, vout, "verify")
     stages = aws["stages"].handler({**BASE, "action": "split", "verify": verify}, None)
-    adjust_lines = _read(s3, f"{PREFIX}adjust.manifest")
-    aout = f"work/labeling-jobs/{AJOB}/manifests/output/output.manifest"
+    adjust_lines = _read(s3, f"{PREFIX}{ADJUST_MANIFEST}")
+    aout = f"work/labeling-jobs/{AJOB}/manifests/output/{OUTPUT_MANIFEST}"
     _put(
         s3,
         aout,
-        [_adjusted(line, [{**BOX, "left": 100}] if line.get("labelloop-prelabel") else []) for line in adjust_lines],
+        [_adjusted(line, [{**BOX, "left": 100}] if line.get(PRELABEL_ATTRIBUTE) else []) for line in adjust_lines],
     )
     return {"verify": verify, "stages": stages, "review": _summary(AJOB, aout, "adjust"), "adjust_lines": adjust_lines}
 
@@ -168,19 +185,19 @@ def test_split_keeps_correct_boxes_and_sends_the_rest_to_adjustment(aws: dict[st
         "adjust": 3,
         "verify_job": VJOB,
     }
-    reasons = sorted(line["labelloop-meta"]["adjust_reason"] for line in run["adjust_lines"])
+    reasons = sorted(line[META_KEY]["adjust_reason"] for line in run["adjust_lines"])
     assert reasons == ["judged_incorrect", "no_detections", "no_verdict"]
     assert all(VJOB not in line for line in run["adjust_lines"])
-    verified = _read(aws["s3"], f"{PREFIX}verified.manifest")
-    assert sorted(line["labelloop-meta"]["provenance"] for line in verified) == ["audit", "verified"]
-    assert all(line["labelloop-verified"] == batch["right"]["labelloop-prelabel"] for line in verified)
+    verified = _read(aws["s3"], f"{PREFIX}{VERIFIED_MANIFEST}")
+    assert sorted(line[META_KEY]["provenance"] for line in verified) == ["audit", "verified"]
+    assert all(line[VERIFIED_ATTRIBUTE] == batch["right"][PRELABEL_ATTRIBUTE] for line in verified)
 
 
 def test_a_skipped_verify_stage_sends_everything_planned_to_adjustment(
     aws: dict[str, Any], batch: dict[str, Any]
 ) -> None:
     aws["s3"].put_object(
-        Bucket=BUCKET, Key=f"{PREFIX}review.manifest", Body=json.dumps(batch["empty"]).encode() + b"\n"
+        Bucket=BUCKET, Key=f"{PREFIX}{REVIEW_MANIFEST}", Body=json.dumps(batch["empty"]).encode() + b"\n"
     )
     aws["stages"].handler({**BASE, "action": "plan"}, None)
     out = aws["stages"].handler({**BASE, "action": "split", "verify": {"status": "skipped"}}, None)
@@ -210,11 +227,9 @@ def test_merge_writes_one_line_per_image_with_provenance_and_verification_counts
     }
     out = aws["merge"].handler(event, None)
     assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (1, 5, 0)
-    lines = {
-        line["labelloop-meta"]["key"].rsplit("/", 1)[1]: line for line in _read(aws["s3"], f"{PREFIX}output.manifest")
-    }
+    lines = {line[META_KEY]["key"].rsplit("/", 1)[1]: line for line in _read(aws["s3"], f"{PREFIX}{OUTPUT_MANIFEST}")}
     assert len(lines) == 6
-    provenance = {name: line["labelloop-meta"]["provenance"] for name, line in lines.items()}
+    provenance = {name: line[META_KEY]["provenance"] for name, line in lines.items()}
     assert provenance == {
         "auto.jpg": "auto",
         "right.jpg": "verified",
@@ -223,9 +238,9 @@ def test_merge_writes_one_line_per_image_with_provenance_and_verification_counts
         "silent.jpg": "adjusted",
         "empty.jpg": "drawn",
     }
-    assert lines["right.jpg"]["labelloop-meta"]["label_attribute"] == "labelloop-verified"
-    assert lines["wrong.jpg"]["labelloop-meta"]["label_attribute"] == AJOB
-    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    assert lines["right.jpg"][META_KEY]["label_attribute"] == VERIFIED_ATTRIBUTE
+    assert lines["wrong.jpg"][META_KEY]["label_attribute"] == AJOB
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["verification"] == {
         "verified_correct": 2,
         "judged_incorrect": 1,
@@ -262,7 +277,7 @@ def test_failed_adjustment_after_verification_names_both_jobs(aws: dict[str, Any
     aws["record_failure"].handler(
         {**BASE, "error": {"Error": "LabelingJobFailed", "Cause": "{}"}, "execution": {"name": "x"}}, None
     )
-    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}report.json")["Body"].read())
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
     assert report["status"] == "failed"
     assert report["jobs"] == [VJOB, AJOB]
     assert [(j["task_mode"], j["status"]) for j in report["labeling_jobs"]] == [

@@ -16,7 +16,7 @@ from adapters.aws import client
 from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioReview, LabelStudioSettings, parse_credentials
 from adapters.review_backends import ReviewBatch
 from handlers import review_sync
-from labelloop_core.contract import DEFAULT_WORK_PREFIX
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, REVIEW_MANIFEST
 from labelloop_core.labelstudio import LabelStudioError
 from tests.handlers.aws import data_bucket, moto_world, role
 
@@ -110,7 +110,7 @@ def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sy
            "batch_prefix": "work/batches/a/1/", "token": "t"}  # fmt: skip
     s3.put_object(Bucket=BUCKET, Key="work/labelstudio/open/labelloop-a-1.json", Body=json.dumps(doc).encode())
     s3.put_object(Bucket=BUCKET, Key="work/batches/a/1/labelstudio.json", Body=b'{"project_id": 1}')
-    s3.put_object(Bucket=BUCKET, Key="work/batches/a/1/review.manifest", Body=b"")
+    s3.put_object(Bucket=BUCKET, Key=f"work/batches/a/1/{REVIEW_MANIFEST}", Body=b"")
     result = review_sync.sweep(cfg)
     assert result["reviews"]["labelloop-a-1"].startswith("error: LabelStudioApiError")
     assert "tok-123456" not in json.dumps(result)  # never the token, even in an error

@@ -8,6 +8,14 @@ import pytest
 
 from handlers import route
 from labelloop_core.boxes import Box
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    AUTO_ATTRIBUTE,
+    META_KEY,
+    PRELABEL_ATTRIBUTE,
+    REVIEW_MANIFEST,
+    ROUTE_FILE,
+)
 from labelloop_core.prelabels import Detections, prelabel_line
 from tests.handlers import prelabel_support
 from tests.handlers.prelabel_support import (
@@ -55,11 +63,11 @@ def standard_batch(s3) -> None:
 
 
 def manifests(s3) -> tuple[list[dict], list[dict]]:
-    return read_jsonl(s3, f"{BATCH_PREFIX}accepted.manifest"), read_jsonl(s3, f"{BATCH_PREFIX}review.manifest")
+    return read_jsonl(s3, f"{BATCH_PREFIX}{ACCEPTED_MANIFEST}"), read_jsonl(s3, f"{BATCH_PREFIX}{REVIEW_MANIFEST}")
 
 
 def names(lines: list[dict]) -> list[str]:
-    return [line["labelloop-meta"]["key"].rsplit("/", 1)[-1] for line in lines]
+    return [line[META_KEY]["key"].rsplit("/", 1)[-1] for line in lines]
 
 
 def test_threshold_off_sends_everything_to_review(aws, monkeypatch):
@@ -71,7 +79,7 @@ def test_threshold_off_sends_everything_to_review(aws, monkeypatch):
     assert out["reasons"] == {"model_error": 1, "no_detections": 1, "threshold_off": 3}
     accepted, review = manifests(aws)
     assert accepted == [] and names(review) == ["hi.jpg", "mid.jpg", "low.jpg", "empty.jpg", "err.jpg"]
-    summary = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{BATCH_PREFIX}route.json")["Body"].read())
+    summary = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{BATCH_PREFIX}{ROUTE_FILE}")["Body"].read())
     assert summary["threshold_note"].startswith("not calibrated yet") and summary["model"] == MODEL
 
 
@@ -87,11 +95,11 @@ def test_fixed_threshold(aws, monkeypatch):
     assert names(accepted) == ["hi.jpg", "mid.jpg"]
     assert names(review) == ["low.jpg", "empty.jpg", "err.jpg"]
     hi = accepted[0]
-    assert hi["labelloop-meta"]["label_attribute"] == "labelloop-auto"
-    assert hi["labelloop-auto-metadata"]["human-annotated"] == "no"
-    assert hi["labelloop-auto-metadata"]["objects"] == [{"confidence": 0.95}] * 2
-    assert hi["labelloop-auto"] == hi["labelloop-prelabel"]
-    assert [r["labelloop-meta"]["route_reason"] for r in review] == ["below_threshold", "no_detections", "model_error"]
+    assert hi[META_KEY]["label_attribute"] == AUTO_ATTRIBUTE
+    assert hi[f"{AUTO_ATTRIBUTE}-metadata"]["human-annotated"] == "no"
+    assert hi[f"{AUTO_ATTRIBUTE}-metadata"]["objects"] == [{"confidence": 0.95}] * 2
+    assert hi[AUTO_ATTRIBUTE] == hi[PRELABEL_ATTRIBUTE]
+    assert [r[META_KEY]["route_reason"] for r in review] == ["below_threshold", "no_detections", "model_error"]
 
 
 def test_no_detection_images_are_never_accepted_even_at_threshold_zero(aws, monkeypatch):
@@ -110,7 +118,7 @@ def test_calibrated_threshold_file(aws, monkeypatch):
     aws.put_object(Bucket=BUCKET, Key=THRESHOLD_KEY, Body=json.dumps(document).encode())
     out = route.handler(event(), None)
     assert out["threshold"] == 0.5 and out["threshold_source"] == "calibrated" and out["accepted"] == 2
-    used = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{BATCH_PREFIX}route.json")["Body"].read())["threshold_used"]
+    used = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{BATCH_PREFIX}{ROUTE_FILE}")["Body"].read())["threshold_used"]
     assert used["theta"] == 0.5 and used["lower_bound"] == 0.62 and used["pairs_used"] == 140
     assert used["source"] == "calibrated" and used["note"] == THRESHOLD_KEY
 
@@ -142,7 +150,7 @@ def test_audit_fraction_draw_is_deterministic(aws, monkeypatch):
     assert first == second and names(review_first) == names(review_second)
     assert 40 <= first["audit"] <= 80 and first["review"] == first["audit"]
     assert first["accepted"] + first["audit"] == 300
-    assert all(r["labelloop-meta"]["audit"] is True for r in review_first)
+    assert all(r[META_KEY]["audit"] is True for r in review_first)
 
 
 def test_model_kind_none_routes_everything_to_review(aws, monkeypatch):

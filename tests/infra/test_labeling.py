@@ -9,6 +9,8 @@ import pytest
 from aws_cdk import aws_iam as iam
 from aws_cdk.assertions import Template
 
+from labelloop_core.contract import PRELABEL_ATTRIBUTE
+
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
@@ -53,7 +55,7 @@ def test_both_functions_exist_with_the_task_environment(template_json: dict[str,
         env = fn["Properties"]["Environment"]["Variables"]
         assert json.loads(env["LABELS"]) == ["object"]  # cdk.json default
         assert env["TASK_MODE"] == "adjust"
-        assert env["PRELABEL_ATTRIBUTE"] == "labelloop-prelabel"
+        assert env["PRELABEL_ATTRIBUTE"] == PRELABEL_ATTRIBUTE
         assert env["ELEMENT_NAME"] == "annotatedResult"
         assert "Ref" in env["DATA_BUCKET"]
         assert "FunctionName" not in fn["Properties"]  # CDK names; invoke is granted explicitly

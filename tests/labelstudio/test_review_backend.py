@@ -25,6 +25,15 @@ from adapters.review import token_key
 from adapters.review_backends import ReviewBatch
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import (
+    ADJUST_MANIFEST,
+    ISSUES_KEY,
+    META_KEY,
+    PRELABEL_ATTRIBUTE,
+    REVIEW_FILE,
+    REVIEW_MANIFEST,
+    VERIFIED_MANIFEST,
+)
 from labelloop_core.labelstudio import KEY_FIELD
 from labelloop_core.labelstudio_verify import verify_result
 from labelloop_core.manifest import bbox_label_line, dumps_line, parse_bbox_label
@@ -32,7 +41,7 @@ from tests.labelstudio.server import Server, free_port
 
 BUCKET = "labelloop-data"
 LABELS = ("car", "person")
-PRE = "labelloop-prelabel"
+PRE = PRELABEL_ATTRIBUTE
 WIDTH, HEIGHT = 200, 100
 
 
@@ -91,10 +100,10 @@ def make_batch(cloud: Cloud, dataset: str, names: list[str], batch_id: str = "b1
             job_name=PRE,
             extra_metadata={"image-confidence": 0.42, "model": "replay"},
         )
-        line["labelloop-meta"] = {"key": key, "width": WIDTH, "height": HEIGHT, "route": "review"}
+        line[META_KEY] = {"key": key, "width": WIDTH, "height": HEIGHT, "route": "review"}
         rows.append(dumps_line(line))
     prefix = f"work/batches/{dataset}/{batch_id}/"
-    cloud.s3.put_object(Bucket=BUCKET, Key=f"{prefix}review.manifest", Body="\n".join(rows).encode())
+    cloud.s3.put_object(Bucket=BUCKET, Key=f"{prefix}{REVIEW_MANIFEST}", Body="\n".join(rows).encode())
     return ReviewBatch(BUCKET, dataset, batch_id, prefix, f"labelloop-{dataset}-{batch_id}", "work/")
 
 
@@ -200,7 +209,7 @@ def test_skip_keeps_the_batch_open_and_a_late_edit_is_what_is_collected(
     outcome = review.outcome(batch)
     assert outcome["status"] == "Completed" and outcome["counters"]["TotalLabeled"] == 2
     body = cloud.s3.get_object(Bucket=BUCKET, Key=batch.output_key)["Body"].read().decode()
-    lines = {json.loads(raw)["labelloop-meta"]["key"]: json.loads(raw) for raw in body.splitlines()}
+    lines = {json.loads(raw)[META_KEY]["key"]: json.loads(raw) for raw in body.splitlines()}
     b = parse_bbox_label(lines["incoming/skips/b.jpg"], batch.job_name)
     assert [(x.label, x.left, x.top, x.width, x.height) for x in b.boxes] == [("person", 100, 0, 50, 50)]
     a = lines["incoming/skips/a.jpg"]
@@ -208,7 +217,7 @@ def test_skip_keeps_the_batch_open_and_a_late_edit_is_what_is_collected(
         (0, 90, 30, 10),  # clipped to the image
         (60, 30, 20, 10),  # negative size normalised
     ]
-    issues = a[f"{batch.job_name}-metadata"]["labelloop-issues"]
+    issues = a[f"{batch.job_name}-metadata"][ISSUES_KEY]
     assert any("negative" in note for note in issues) and any("clipped" in note for note in issues)
 
 
@@ -256,7 +265,7 @@ def test_the_reconcile_sweep_completes_the_batch_once(cloud: Cloud, label_studio
     token = json.loads(cloud.s3.get_object(Bucket=BUCKET, Key=token_key("work/", batch.job_name))["Body"].read())
     assert token["resolved"] in ("sent", "stale") and token["status"] == "Completed"
     assert review_sync.sweep(cfg, review) == {"reviews": {}}  # closed: nothing left to sweep
-    record = json.loads(cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}review.json")["Body"].read())
+    record = json.loads(cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}{REVIEW_FILE}")["Body"].read())
     assert record["status"] == "Completed" and record["output_manifest"] == f"s3://{BUCKET}/{batch.output_key}"
 
 
@@ -298,15 +307,11 @@ def test_verify_stage_judged_in_label_studio_splits_into_verified_and_adjust(
     assert record["status"] == "Completed" and record["stage"] == "verify"
     split = review_stages.split(BUCKET, batch.batch_prefix, record)
     assert (split["verified_correct"], split["judged_incorrect"], split["no_verdict"], split["adjust"]) == (1, 1, 1, 2)
-    verified = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}verified.manifest")["Body"].read()
+    verified = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}{VERIFIED_MANIFEST}")["Body"].read()
     (line,) = [json.loads(raw) for raw in verified.decode().splitlines()]
-    assert (
-        line["labelloop-meta"]["key"] == "incoming/verify/a.jpg" and line["labelloop-meta"]["provenance"] == "verified"
-    )
-    adjust = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}adjust.manifest")["Body"].read().decode()
-    reasons = {
-        json.loads(raw)["labelloop-meta"]["key"]: json.loads(raw)["labelloop-meta"] for raw in adjust.splitlines()
-    }
+    assert line[META_KEY]["key"] == "incoming/verify/a.jpg" and line[META_KEY]["provenance"] == "verified"
+    adjust = cloud.s3.get_object(Bucket=BUCKET, Key=f"{batch.batch_prefix}{ADJUST_MANIFEST}")["Body"].read().decode()
+    reasons = {json.loads(raw)[META_KEY]["key"]: json.loads(raw)[META_KEY] for raw in adjust.splitlines()}
     assert reasons["incoming/verify/b.jpg"]["verification"]["comments"] == ["misses the second car"]
     assert reasons["incoming/verify/c.jpg"]["adjust_reason"] == "no_verdict"
     # The adjust stage is the dataset's ordinary boxes project, with the rejected images' predictions.

@@ -21,6 +21,7 @@ from labelloop_core.answers import (
     resolve_label,
 )
 from labelloop_core.boxes import Box
+from labelloop_core.contract import PRELABEL_ATTRIBUTE
 
 LABELS = ("car", "person")
 W, H = 640, 480
@@ -108,12 +109,12 @@ def test_adjustment_status() -> None:
 
 
 def test_prelabels_from_a_line_without_the_attribute_or_with_a_broken_one() -> None:
-    assert prelabels_from_line({"source-ref": "s3://b/k"}, "labelloop-prelabel", LABELS).boxes == ()
+    assert prelabels_from_line({"source-ref": "s3://b/k"}, PRELABEL_ATTRIBUTE, LABELS).boxes == ()
     broken = {
         "source-ref": "s3://b/k",
-        "labelloop-prelabel": {"image_size": "big", "annotations": []},
-        "labelloop-prelabel-metadata": {"image-confidence": 0.5},
+        PRELABEL_ATTRIBUTE: {"image_size": "big", "annotations": []},
+        f"{PRELABEL_ATTRIBUTE}-metadata": {"image-confidence": 0.5},
     }
-    pre = prelabels_from_line(broken, "labelloop-prelabel", LABELS)
+    pre = prelabels_from_line(broken, PRELABEL_ATTRIBUTE, LABELS)
     assert pre.boxes == () and pre.error is not None and "image_size" in pre.error
     assert pre.image_confidence == 0.5

@@ -4,13 +4,23 @@ and deployed environments, so renaming one is a data migration, never a refactor
 from __future__ import annotations
 
 from labelloop_core import contract, limits
-from labelloop_core.contract import BatchLayout, Env, Meta
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    INPUT_MANIFEST,
+    OBJECTS_FILE,
+    OUTPUT_MANIFEST,
+    REJECTED_FILE,
+    REPORT_FILE,
+    REVIEW_MANIFEST,
+    ROUTE_FILE,
+    BatchLayout,
+    Env,
+    Meta,
+)
 
 
-def test_manifest_attribute_names_are_stable() -> None:
-    assert contract.PRELABEL_ATTRIBUTE == "labelloop-prelabel"
-    assert contract.AUTO_ATTRIBUTE == "labelloop-auto"
-    assert contract.META_KEY == "labelloop-meta"
+def test_meta_keys_are_stable() -> None:
+    # the manifest attribute and batch file names are pinned by docs/contracts.md (test_contract_names)
     assert (Meta.KEY, Meta.LABELED_KEY, Meta.LABEL_ATTRIBUTE) == ("key", "labeled_key", "label_attribute")
 
 
@@ -29,16 +39,16 @@ def test_batch_layout_keys() -> None:
         layout.output_manifest,
         layout.report,
     ] == [
-        "work/batches/street/b1/objects.jsonl",
-        "work/batches/street/b1/input.manifest",
-        "work/batches/street/b1/rejected.jsonl",
+        f"work/batches/street/b1/{OBJECTS_FILE}",
+        f"work/batches/street/b1/{INPUT_MANIFEST}",
+        f"work/batches/street/b1/{REJECTED_FILE}",
         "work/batches/street/b1/shards/",
         "work/batches/street/b1/prelabeled/",
-        "work/batches/street/b1/accepted.manifest",
-        "work/batches/street/b1/review.manifest",
-        "work/batches/street/b1/route.json",
-        "work/batches/street/b1/output.manifest",
-        "work/batches/street/b1/report.json",
+        f"work/batches/street/b1/{ACCEPTED_MANIFEST}",
+        f"work/batches/street/b1/{REVIEW_MANIFEST}",
+        f"work/batches/street/b1/{ROUTE_FILE}",
+        f"work/batches/street/b1/{OUTPUT_MANIFEST}",
+        f"work/batches/street/b1/{REPORT_FILE}",
     ]
     assert layout.shard(7) == "work/batches/street/b1/shards/00007.jsonl"
 

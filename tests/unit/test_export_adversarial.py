@@ -12,6 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labelloop_core.contract import META_KEY
 from labelloop_core.export import (
     SKIP_INVALID,
     SKIP_OTHER_BUCKET,
@@ -172,7 +173,7 @@ def test_double_slashes_are_a_real_key_and_stay_one() -> None:
 @given(st.text(min_size=1, max_size=80))
 def test_no_key_escapes_its_folder(key: str) -> None:
     record = line(f"s3://bucket/{key}")
-    record["labelloop-meta"] = {"key": key}
+    record[META_KEY] = {"key": key}
     result = plan(record)
     for r in result.records:
         for path in (r.image_path, r.label_path):

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import AUTO_ATTRIBUTE, ISSUES_KEY, META_KEY, STATUS_KEY
 from labelloop_core.export import (
     PRELABEL_ATTRIBUTE,
     SKIP_INVALID,
@@ -31,7 +32,7 @@ def line(
     key: str,
     boxes: list[Box],
     *,
-    attr: str = "labelloop-auto",
+    attr: str = AUTO_ATTRIBUTE,
     size: tuple[int, int] = (100, 50),
     classes: tuple[str, ...] = REGISTRY,
     labeled_key: str | None = None,
@@ -48,7 +49,7 @@ def line(
     meta: dict[str, Any] = {"dataset": "ds", "batch_id": "b1", "key": key, "labeled_key": labeled_key or key}
     if name_attribute:
         meta["label_attribute"] = attr
-    out["labelloop-meta"] = meta
+    out[META_KEY] = meta
     return out
 
 
@@ -98,7 +99,7 @@ def test_later_manifest_wins_and_its_drops_replace_the_earlier_ones() -> None:
 
 def test_unlabeled_or_broken_later_line_does_not_erase_a_label() -> None:
     good = line("incoming/ds/a.jpg", [Box("car", 0, 0, 10, 10)])
-    unlabeled = {"source-ref": "s3://data/incoming/ds/a.jpg", "labelloop-meta": {"key": "incoming/ds/a.jpg"}}
+    unlabeled = {"source-ref": "s3://data/incoming/ds/a.jpg", META_KEY: {"key": "incoming/ds/a.jpg"}}
     plan = plan_export([("m", jl(good, unlabeled, "{not json"))], REGISTRY)
     assert len(plan.records) == 1 and plan.records[0].line_no == 1
     assert [(s.line_no, s.reason) for s in plan.skipped] == [(2, SKIP_NO_LABEL), (3, SKIP_INVALID)]
@@ -106,7 +107,7 @@ def test_unlabeled_or_broken_later_line_does_not_erase_a_label() -> None:
 
 def test_prelabels_are_never_the_final_label() -> None:
     only_pre = line("incoming/ds/a.jpg", [], prelabel=[Box("car", 0, 0, 10, 10, 0.9)], name_attribute=False)
-    del only_pre["labelloop-auto"], only_pre["labelloop-auto-metadata"]
+    del only_pre[AUTO_ATTRIBUTE], only_pre[f"{AUTO_ATTRIBUTE}-metadata"]
     both = line(
         "incoming/ds/b.jpg",
         [Box("person", 1, 1, 30, 30)],
@@ -128,8 +129,8 @@ def test_meta_names_the_attribute_and_identity_is_the_original_key() -> None:
         [Box("car", 0, 0, 10, 10)],
         labeled_key="work/derived/ds/sub dir/Photo +1.png",
     )
-    ln["other-attr"] = ln["labelloop-auto"]
-    ln["other-attr-metadata"] = dict(ln["labelloop-auto-metadata"], **{"creation-date": "2999-01-01T00:00:00"})
+    ln["other-attr"] = ln[AUTO_ATTRIBUTE]
+    ln["other-attr-metadata"] = dict(ln[f"{AUTO_ATTRIBUTE}-metadata"], **{"creation-date": "2999-01-01T00:00:00"})
     (record,) = plan_export([("m", jl(ln))], REGISTRY).records
     assert record.key == "incoming/ds/sub dir/Photo +1.JPEG"
     assert record.source_ref == "s3://data/work/derived/ds/sub dir/Photo +1.png"
@@ -142,7 +143,7 @@ def test_meta_names_the_attribute_and_identity_is_the_original_key() -> None:
 def test_flagged_no_answer_objects_are_reported_not_background() -> None:
     ln = line("incoming/ds/a.jpg", [], attr="labelloop-job")
     del ln["labelloop-job"]
-    ln["labelloop-job-metadata"] = {"labelloop-status": "no-usable-answers", "labelloop-issues": ["worker gave up"]}
+    ln["labelloop-job-metadata"] = {STATUS_KEY: "no-usable-answers", ISSUES_KEY: ["worker gave up"]}
     plan = plan_export([("m", jl(ln))], REGISTRY)
     assert plan.records == []
     (skip,) = plan.skipped
@@ -270,7 +271,7 @@ def test_every_line_is_accounted_for_and_the_last_label_wins(
             if kind == "broken":
                 lines.append('{"source-ref": ')
             elif kind == "unlabeled":
-                lines.append(json.dumps({"source-ref": f"s3://data/{key}", "labelloop-meta": {"key": key}}))
+                lines.append(json.dumps({"source-ref": f"s3://data/{key}", META_KEY: {"key": key}}))
             else:
                 boxes = [Box("car", left, 0, 20, 20)] if kind == "label" else []
                 lines.append(json.dumps(line(key, boxes)))

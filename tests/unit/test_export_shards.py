@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import META_KEY
 from labelloop_core.export import ExportPlan, ImageRecord, plan_export
 from labelloop_core.export_report import export_document
 from labelloop_core.export_shards import (
@@ -37,7 +38,7 @@ def _lines(count: int, boxes_of: list[int]) -> list[str]:
     for i in range(count):
         boxes = [Box(LABELS[(i + b) % 3], 5 + b, 5, 20, 10) for b in range(boxes_of[i % len(boxes_of)])]
         line = bbox_label_line(f"s3://{BUCKET}/in/f{i:04d}.jpg", "lab", (100, 80, 3), boxes, registry, True, "j")
-        line["labelloop-meta"] = {"key": f"in/d{i % 3}/f{i:04d}.jpg", "label_attribute": "lab"}
+        line[META_KEY] = {"key": f"in/d{i % 3}/f{i:04d}.jpg", "label_attribute": "lab"}
         out.append(json.dumps(line))
     return out
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE
 from labelloop_core.labelstudio import (
     KEY_FIELD,
     LabelStudioError,
@@ -25,7 +26,7 @@ from labelloop_core.labelstudio import (
 from labelloop_core.manifest import bbox_label_line, parse_bbox_label
 
 LABELS = ("car", "person")
-PRE = "labelloop-prelabel"
+PRE = PRELABEL_ATTRIBUTE
 
 
 def review_line(boxes: list[Box], width: int = 640, height: int = 480, key: str = "incoming/d/a.jpg") -> dict[str, Any]:
@@ -36,10 +37,10 @@ def review_line(boxes: list[Box], width: int = 640, height: int = 480, key: str 
         boxes,
         ClassRegistry(LABELS),
         human_annotated=False,
-        job_name="labelloop-prelabel",
+        job_name=PRELABEL_ATTRIBUTE,
         extra_metadata={"image-confidence": 0.4, "model": "m1"},
     )
-    line["labelloop-meta"] = {"key": key, "width": width, "height": height, "route": "review"}
+    line[META_KEY] = {"key": key, "width": width, "height": height, "route": "review"}
     return line
 
 
@@ -134,7 +135,7 @@ def test_task_carries_the_s3_uri_keys_and_the_models_boxes_as_a_prediction() -> 
     }  # fmt: skip
     empty = task_for_line(review_line([]), batch_id="b1", labels=LABELS, prelabel_attribute=PRE, model_version="m")
     assert "predictions" not in empty
-    with pytest.raises(LabelStudioError, match=r"labelloop-meta\.key"):
+    with pytest.raises(LabelStudioError, match=rf"{META_KEY}\.key"):
         task_for_line(
             {"source-ref": "s3://b/k"}, batch_id="b", labels=LABELS, prelabel_attribute=PRE, model_version="m"
         )
@@ -169,7 +170,7 @@ def test_output_line_is_a_gt_label_merge_and_export_can_read() -> None:
     out = output_line(
         line, task, attribute="labelloop-d-b1", labels=LABELS, prelabel_attribute=PRE, created="2026-01-03"
     )
-    assert out["labelloop-meta"] == line["labelloop-meta"] and out[PRE] == line[PRE]
+    assert out[META_KEY] == line[META_KEY] and out[PRE] == line[PRE]
     parsed = parse_bbox_label(out, "labelloop-d-b1")
     assert [(b.label, b.left, b.top, b.width, b.height) for b in parsed.boxes] == [("person", 320, 240, 64, 48)]
     meta = out["labelloop-d-b1-metadata"]

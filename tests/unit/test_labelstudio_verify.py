@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
+from labelloop_core.contract import ISSUES_KEY, META_KEY, STATUS_KEY, TASK_KEY
 from labelloop_core.labelstudio import LabelStudioError, label_config, project_key, task_for_line
 from labelloop_core.labelstudio_verify import MAX_COMMENT, verdict_from_result, verify_output_line, verify_result
 from labelloop_core.verification import read_verdict
@@ -63,8 +64,8 @@ def test_one_answer_becomes_the_verdict_split_verdicts_reads(verdict: str) -> No
     votes = {"correct": int(verdict == "correct"), "incorrect": int(verdict == "incorrect")}
     assert written[ATTR] == {"label": verdict, "votes": votes, "boxes-shown": 1}
     meta = written[f"{ATTR}-metadata"]
-    assert meta["labelloop-task"] == "verify" and meta["labelloop-status"] == "ok" and meta["labelstudio-task-id"] == 7
-    assert written["source-ref"] == line["source-ref"] and written["labelloop-meta"] == line["labelloop-meta"]
+    assert meta[TASK_KEY] == "verify" and meta[STATUS_KEY] == "ok" and meta["labelstudio-task-id"] == 7
+    assert written["source-ref"] == line["source-ref"] and written[META_KEY] == line[META_KEY]
 
 
 def test_several_reviewers_majority_ties_incorrect_and_an_edit_replaces_the_earlier_answer() -> None:
@@ -72,7 +73,7 @@ def test_several_reviewers_majority_ties_incorrect_and_an_edit_replaces_the_earl
     votes = task((verify_result("correct"), False, 1), (verify_result("incorrect"), False, 2))
     read = read_verdict(out(line, votes), ATTR)
     assert read.verdict == "incorrect" and read.votes == {"correct": 1, "incorrect": 1}
-    assert "split evenly" in " ".join(out(line, votes)[f"{ATTR}-metadata"]["labelloop-issues"])
+    assert "split evenly" in " ".join(out(line, votes)[f"{ATTR}-metadata"][ISSUES_KEY])
     edited = task((verify_result("incorrect"), False, 1), (verify_result("correct"), False, 1))
     assert read_verdict(out(line, edited), ATTR).verdict == "correct"  # the same person's later answer
     skipped = task(([], True, 1), (verify_result("correct"), False, 2), (verify_result("correct"), False, 3))
@@ -85,7 +86,7 @@ def test_an_answer_without_a_usable_choice_is_no_verdict_with_the_reason() -> No
     written = out(line, boxes_only)
     read = read_verdict(written, ATTR)
     assert read.verdict is None and "no correct/incorrect choice" in str(read.reason)
-    assert written[f"{ATTR}-metadata"]["labelloop-status"] == "no-usable-answers"
+    assert written[f"{ATTR}-metadata"][STATUS_KEY] == "no-usable-answers"
     both = [{"type": "choices", "from_name": "verdict", "value": {"choices": ["correct", "incorrect"]}}]
     assert verdict_from_result(both)[0] is None
     assert verdict_from_result("nope")[2] == ["answer: result is not a list"]

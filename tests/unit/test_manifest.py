@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import TASK_KEY
 from labelloop_core.manifest import (
     BBOX_TYPE,
     CUSTOM_TYPE,
@@ -115,15 +116,15 @@ def test_labelloop_verdict_restamped_by_ground_truth_is_a_verification():
     line = {
         "source-ref": "s3://b/a.jpg",
         "check": {"label": "incorrect", "votes": {"correct": 1, "incorrect": 3}},
-        "check-metadata": {**meta, "labelloop-task": "verify", "class-name": "incorrect", "worker-feedback": []},
+        "check-metadata": {**meta, TASK_KEY: "verify", "class-name": "incorrect", "worker-feedback": []},
         "boxes": {"annotations": [], "image_size": [{"width": 4, "height": 4}]},
-        "boxes-metadata": {**meta, "labelloop-task": "adjust"},
+        "boxes-metadata": {**meta, TASK_KEY: "adjust"},
     }
     assert find_verification_attributes(line) == ["check"]
     verdict = parse_verification(line, "check", 1)
     assert verdict.class_name == "incorrect" and verdict.confidence == 0.75 and verdict.job_name == "labeling-job/v"
     # A custom answer without LabelLoop's tag is not claimed to be a verdict.
-    del line["check-metadata"]["labelloop-task"]
+    del line["check-metadata"][TASK_KEY]
     assert find_verification_attributes(line) == []
     with pytest.raises(ManifestError, match="not a label-verification answer"):
         parse_verification(line, "check", 1)

@@ -188,9 +188,7 @@ def test_prelabel_line_shape_and_round_trip():
     assert meta["objects"] == [{"confidence": 0.812346}, {"confidence": 0.95}]
     assert meta["image-confidence"] == 0.812346
     assert meta["type"] == "groundtruth/object-detection" and meta["human-annotated"] == "no"
-    assert (
-        meta["job-name"] == "labelloop-prelabel" and meta["error"] is None and meta["model"] == "sagemaker:ep:builtin"
-    )
+    assert meta["job-name"] == PRELABEL_ATTRIBUTE and meta["error"] is None and meta["model"] == "sagemaker:ep:builtin"
     assert meta["dropped"] == [{"label": "x", "reason": "y"}] and meta["attempts"] == 2
     assert line[META_KEY] == base_line()[META_KEY]
     parsed = parse_bbox_label(line, PRELABEL_ATTRIBUTE)

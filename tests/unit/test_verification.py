@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.answers import AnswerError, majority_verdict
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, TASK_KEY
 from labelloop_core.prelabels import calibration_pair
 from labelloop_core.verification import (
     ADJUST,
@@ -34,7 +35,7 @@ def prelabeled(boxes: list[dict[str, Any]] | None, *, error: str | None = None, 
     """A review-manifest line; ``None`` boxes = no model at all."""
     line: dict[str, Any] = {
         "source-ref": "s3://bucket/work/derived/street/a.jpg",
-        "labelloop-meta": {"key": "incoming/street/a.jpg", "batch_id": "b1", "audit": audit, "route": "review"},
+        META_KEY: {"key": "incoming/street/a.jpg", "batch_id": "b1", "audit": audit, "route": "review"},
     }
     if boxes is None:
         return line
@@ -51,7 +52,7 @@ def verdict_line(line: dict[str, Any], label: str | None, votes: dict[str, int],
         "job-v": {"label": label, "votes": votes},
         "job-v-metadata": {
             "type": "groundTruth/custom",
-            "labelloop-task": "verify",
+            TASK_KEY: "verify",
             "class-name": label,
             "confidence": confidence,
             "worker-feedback": [{"comment": "box too wide"}],
@@ -122,7 +123,7 @@ def test_read_verdict_of_labelloops_own_job() -> None:
 def test_missing_or_empty_verdicts_say_why() -> None:
     assert read_verdict(prelabeled([BOX]), "job-v").reason == "no verdict under 'job-v' (no worker answered)"
     empty = verdict_line(prelabeled([BOX]), None, {"correct": 0, "incorrect": 0}, 0.0)
-    empty["job-v-metadata"]["labelloop-issues"] = ["no usable worker answers: no verdict"]
+    empty["job-v-metadata"][ISSUES_KEY] = ["no usable worker answers: no verdict"]
     verdict = read_verdict(empty, "job-v")
     assert verdict.verdict is None and "no usable worker answers" in str(verdict.reason)
 
@@ -130,11 +131,11 @@ def test_missing_or_empty_verdicts_say_why() -> None:
 def test_a_verified_line_keeps_the_model_boxes_exactly_and_pairs_at_quality_one() -> None:
     line = verdict_line(prelabeled([BOX, {**BOX, "left": 120}]), "correct", {"correct": 3, "incorrect": 0}, 1.0)
     out = verified_line(line, "job-v", read_verdict(line, "job-v"), "job-v", "2026-12-01T10:00:00.000000")
-    assert out[VERIFIED_ATTRIBUTE] == line["labelloop-prelabel"]
+    assert out[VERIFIED_ATTRIBUTE] == line[PRELABEL_ATTRIBUTE]
     assert out[f"{VERIFIED_ATTRIBUTE}-metadata"]["human-annotated"] == "yes"
     assert out[f"{VERIFIED_ATTRIBUTE}-metadata"]["job-name"] == "labeling-job/job-v"
     assert "job-v" not in out and "job-v-metadata" not in out
-    meta = out["labelloop-meta"]
+    meta = out[META_KEY]
     assert meta["label_attribute"] == VERIFIED_ATTRIBUTE and meta["provenance"] == "verified"
     assert meta["verification"]["verdict"] == "correct"
     pair = calibration_pair(out, REGISTRY).pair
@@ -150,15 +151,15 @@ def test_an_incorrect_verdict_never_keeps_the_model_boxes() -> None:
 def test_an_audit_image_verified_correct_is_provenance_audit() -> None:
     line = verdict_line(prelabeled([BOX], audit=True), "correct", {"correct": 1}, 1.0)
     out = verified_line(line, "job-v", read_verdict(line, "job-v"), "job-v", "2026-12-01T10:00:00")
-    assert out["labelloop-meta"]["provenance"] == "audit"
+    assert out[META_KEY]["provenance"] == "audit"
 
 
 def test_adjust_lines_carry_the_reason_and_the_verdict_without_the_verify_attribute() -> None:
     line = verdict_line(prelabeled([BOX]), "incorrect", {"incorrect": 1}, 1.0)
     out = adjust_line(line, "judged_incorrect", "job-v", read_verdict(line, "job-v"))
-    assert out["labelloop-meta"]["task"] == "adjust"
-    assert out["labelloop-meta"]["adjust_reason"] == "judged_incorrect"
-    assert out["labelloop-meta"]["verification"]["verdict"] == "incorrect"
+    assert out[META_KEY]["task"] == "adjust"
+    assert out[META_KEY]["adjust_reason"] == "judged_incorrect"
+    assert out[META_KEY]["verification"]["verdict"] == "incorrect"
     assert "job-v" not in out
 
 

@@ -18,6 +18,7 @@ from markupsafe import Markup
 
 from adapters.groundtruth import DEFAULT_ELEMENT_NAME, TaskSettings, template_text
 from handlers.pre_annotation import build_task_input
+from labelloop_core.contract import PRELABEL_ATTRIBUTE
 
 BUCKET = "data-bucket"
 
@@ -74,20 +75,20 @@ def _task_input(mode: str, labels: tuple[str, ...] = ("Car", "Person"), boxes: i
     ]
     line = {
         "source-ref": f"s3://{BUCKET}/incoming/street/red flower +1.jpg",
-        "labelloop-prelabel": {"image_size": [{"width": 800, "height": 600, "depth": 3}], "annotations": annotations},
-        "labelloop-prelabel-metadata": {
+        PRELABEL_ATTRIBUTE: {"image_size": [{"width": 800, "height": 600, "depth": 3}], "annotations": annotations},
+        f"{PRELABEL_ATTRIBUTE}-metadata": {
             "objects": [{"confidence": 0.8}] * boxes,
             "class-map": {str(i): name for i, name in enumerate(labels)},
             "type": "groundtruth/object-detection",
             "human-annotated": "no",
             "creation-date": "2026-11-23T10:00:00.000000",
-            "job-name": "labelloop-prelabel",
+            "job-name": PRELABEL_ATTRIBUTE,
             "image-confidence": 0.64,
             "model": "m",
             "error": None,
         },
     }
-    settings = TaskSettings(BUCKET, labels, mode, "labelloop-prelabel", DEFAULT_ELEMENT_NAME)
+    settings = TaskSettings(BUCKET, labels, mode, PRELABEL_ATTRIBUTE, DEFAULT_ELEMENT_NAME)
     task_input, notes = build_task_input(line, settings)
     assert notes == []
     return task_input
