@@ -30,6 +30,7 @@ import pytest
 from labelloop_core import contract, limits
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST
 from labelloop_core.manifest import bbox_label_line
 from sandbox import lambda_runtime
 from sandbox.harness import LocalCloud
@@ -87,10 +88,10 @@ def _manifest(bucket: str) -> bytes:
     for i in range(IMAGES):
         boxes = [Box("object", 1 + (i + b) % 50, 2 + b, 10 + i % 7, 12) for b in range(i % 3)]
         source = f"s3://{bucket}/work/e2e-big/src-{i % SOURCES:03d}.png"
-        line = bbox_label_line(source, "labelloop-auto", (64, 64, 3), boxes, registry, i % 4 == 0, "labelloop-x")
-        line["labelloop-meta"] = {
+        line = bbox_label_line(source, AUTO_ATTRIBUTE, (64, 64, 3), boxes, registry, i % 4 == 0, "labelloop-x")
+        line[META_KEY] = {
             "key": f"incoming/{DATASET}/cam{i % 5}/img-{i:05d}.png",
-            "label_attribute": "labelloop-auto",
+            "label_attribute": AUTO_ATTRIBUTE,
         }
         rows.append(json.dumps(line))
     rows.append('{"source-ref": "s3://somebody-else/x.png"}')  # skipped with its reason, in both paths
@@ -139,7 +140,7 @@ def test_twenty_thousand_images_export_through_parallel_shards_like_the_single_f
             etags[f"s3://{bucket}/work/e2e-big/src-{i:03d}.png"] = hashlib.md5(_source(i)).hexdigest()
         if limits.EXPORT_DISTRIBUTED_ABOVE.default >= IMAGES:
             _configure_export(cloud, distributed_above=0, shard_size=IMAGES // 10)
-        manifest_key = f"work/batches/{DATASET}/b1/output.manifest"
+        manifest_key = f"work/batches/{DATASET}/b1/{OUTPUT_MANIFEST}"
         body = _manifest(bucket)
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
         lambda_runtime.peak_concurrency(reset=True)
@@ -219,7 +220,7 @@ def test_a_shard_that_fails_for_good_reports_why_alarms_and_keeps_latest(assembl
         for i in range(SOURCES):
             s3.put_object(Bucket=bucket, Key=f"work/e2e-big/src-{i:03d}.png", Body=_source(i))
         body = b"".join(line + b"\n" for line in _manifest(bucket).splitlines()[:12])
-        manifest_key = "work/batches/frozen/b1/output.manifest"
+        manifest_key = f"work/batches/frozen/b1/{OUTPUT_MANIFEST}"
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
         detail = {"dataset": "frozen", "batch_id": "b1", "output_manifest": f"s3://{bucket}/{manifest_key}"}
         cloud.client("events").put_events(

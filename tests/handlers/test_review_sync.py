@@ -16,7 +16,7 @@ from adapters.aws import client
 from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioReview, LabelStudioSettings, parse_credentials
 from adapters.review_backends import ReviewBatch
 from handlers import review_sync
-from labelloop_core.contract import DEFAULT_WORK_PREFIX, REVIEW_MANIFEST
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, REVIEW_MANIFEST, VERIFY_MANIFEST
 from labelloop_core.labelstudio import LabelStudioError
 from tests.handlers.aws import data_bucket, moto_world, role
 
@@ -136,7 +136,7 @@ def test_unexpected_events_are_refused_with_what_was_expected(
 
 
 def test_each_verify_then_adjust_stage_is_reconciled_from_its_own_state_and_manifest(
-    cfg: review_sync.Settings,
+    cfg: review_sync.ReviewSyncSettings,
 ) -> None:
     s3 = boto3.client("s3", region_name="us-east-1")
     prefix = "work/batches/a/1/"
@@ -147,10 +147,10 @@ def test_each_verify_then_adjust_stage_is_reconciled_from_its_own_state_and_mani
     s3.put_object(Bucket=BUCKET, Key=f"{prefix}labelstudio.json", Body=b'{"project_id": 1}')
     assert review_sync.sweep(cfg) == {"reviews": {"labelloop-a-1-verify": "waiting"}}  # its import has not run
     batch = ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "labelloop-a-1-verify", "work/", "verify")
-    assert (batch.manifest_key, batch.task_mode, batch.stage) == (f"{prefix}verify.manifest", "verify", "verify")
+    assert (batch.manifest_key, batch.task_mode, batch.stage) == (f"{prefix}{VERIFY_MANIFEST}", "verify", "verify")
     assert LabelStudioReview.state_key(batch) == f"{prefix}labelstudio-verify.json"
     single = ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "labelloop-a-1", "work/", "")
     assert (single.manifest_key, single.task_mode, LabelStudioReview.state_key(single)) == (
-        f"{prefix}review.manifest", "adjust", f"{prefix}labelstudio.json")  # fmt: skip
+        f"{prefix}{REVIEW_MANIFEST}", "adjust", f"{prefix}labelstudio.json")  # fmt: skip
     with pytest.raises(ValueError, match="review stage"):
         ReviewBatch.for_stage(BUCKET, "a", "1", prefix, "j", "work/", "review")
