@@ -28,6 +28,7 @@ from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
 from infra.nag import acknowledge
+from labelloop_core.contract import Env
 
 _COMPLETE_SECRET_ARN = re.compile(r"-[A-Za-z0-9]{6}$")
 
@@ -68,21 +69,21 @@ class LabelStudioReview(Construct):
             else secretsmanager.Secret.from_secret_partial_arn(self, "TokenSecret", ls.token_secret_arn)
         )
         environment = {
-            "REVIEW_BACKEND": "labelstudio",
-            "LABEL_STUDIO_URL": ls.url,
-            "LABEL_STUDIO_TOKEN_SECRET_ARN": ls.token_secret_arn,
-            "LABEL_STUDIO_NAMESPACE": stack.stack_name,
-            "LABEL_STUDIO_PRESIGN_TTL_MINUTES": str(ls.presign_ttl_minutes),
+            Env.REVIEW_BACKEND: "labelstudio",
+            Env.LABEL_STUDIO_URL: ls.url,
+            Env.LABEL_STUDIO_TOKEN_SECRET_ARN: ls.token_secret_arn,
+            Env.LABEL_STUDIO_NAMESPACE: stack.stack_name,
+            Env.LABEL_STUDIO_PRESIGN_TTL_MINUTES: str(ls.presign_ttl_minutes),
             "LABELS": json.dumps(list(config.labels)),
-            "MODEL_VERSION": model_version(config),
-            "WORKERS_PER_OBJECT": str(config.workers_per_object),
+            Env.MODEL_VERSION: model_version(config),
+            Env.WORKERS_PER_OBJECT: str(config.workers_per_object),
         }
         self.sync_function = functions.function(
             self,
             "ReviewSyncFunction",
             handler="handlers.review_sync.handler",
             description="LabelLoop: complete batches whose Label Studio tasks are all labeled (schedule + webhook)",
-            environment={"WORK_PREFIX": work, **environment},
+            environment={Env.WORK_PREFIX: work, **environment},
             timeout=Duration.minutes(5),
             memory_size=512,
             reserved_concurrency=2,
@@ -117,8 +118,8 @@ class LabelStudioReview(Construct):
             ).attach_to_role(self._role(self.sync_function))
             for function in (workflow.start_review_function, self.sync_function):
                 webhook_secret.grant_read(function)
-                function.add_environment("LABEL_STUDIO_WEBHOOK_SECRET_ARN", webhook_secret.secret_arn)
-            workflow.start_review_function.add_environment("LABEL_STUDIO_WEBHOOK_URL", self.function_url.url)
+                function.add_environment(Env.LABEL_STUDIO_WEBHOOK_SECRET_ARN, webhook_secret.secret_arn)
+            workflow.start_review_function.add_environment(Env.LABEL_STUDIO_WEBHOOK_URL, self.function_url.url)
             acknowledge(
                 webhook_secret,
                 "AwsSolutions-SMG4",

@@ -26,7 +26,7 @@ from adapters.aws import client
 from adapters.labelstudio import LabelStudioClient, S3Access
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, iter_lines, put_json, uri
-from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env
 from labelloop_core.labelstudio import (
     KEY_FIELD,
     LabelStudioError,
@@ -315,19 +315,19 @@ def settings_from_env() -> LabelStudioSettings:
         raise env.EnvError(f"environment variable LABELS must be a JSON list, got {raw_labels!r}") from None
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
         raise env.EnvError(f"environment variable LABELS must be a non-empty JSON list of names, got {labels!r}")
-    url = env.text("LABEL_STUDIO_URL")
+    url = env.text(Env.LABEL_STUDIO_URL)
     if not url.startswith(("http://", "https://")):
         raise env.EnvError(f"environment variable LABEL_STUDIO_URL must be an http(s) URL, got {url!r}")
     return LabelStudioSettings(
         url=url.rstrip("/"),
-        token_secret_arn=env.text("LABEL_STUDIO_TOKEN_SECRET_ARN"),
-        namespace=env.text("LABEL_STUDIO_NAMESPACE", "labelloop"),
+        token_secret_arn=env.text(Env.LABEL_STUDIO_TOKEN_SECRET_ARN),
+        namespace=env.text(Env.LABEL_STUDIO_NAMESPACE, "labelloop"),
         labels=tuple(labels),
-        model_version=env.text("MODEL_VERSION", "labelloop-model"),
-        workers_per_object=env.bounded("WORKERS_PER_OBJECT", limits.WORKERS_PER_OBJECT),
-        webhook_url=env.text("LABEL_STUDIO_WEBHOOK_URL", "") or None,
-        webhook_secret_arn=env.text("LABEL_STUDIO_WEBHOOK_SECRET_ARN", "") or None,
-        presign_ttl_minutes=env.bounded("LABEL_STUDIO_PRESIGN_TTL_MINUTES", limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
+        model_version=env.text(Env.MODEL_VERSION, "labelloop-model"),
+        workers_per_object=env.bounded(Env.WORKERS_PER_OBJECT, limits.WORKERS_PER_OBJECT),
+        webhook_url=env.text(Env.LABEL_STUDIO_WEBHOOK_URL, "") or None,
+        webhook_secret_arn=env.text(Env.LABEL_STUDIO_WEBHOOK_SECRET_ARN, "") or None,
+        presign_ttl_minutes=env.bounded(Env.LABEL_STUDIO_PRESIGN_TTL_MINUTES, limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
     )
 
 
