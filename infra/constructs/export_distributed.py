@@ -15,17 +15,17 @@ what an export copies (work/ and incoming/), read and write exports/ only.
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, CfnOutput, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
-from infra.constructs.lambda_factory import LambdaFactory, retention
+from infra.constructs.lambda_factory import LambdaFactory
+from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
 from infra.constructs.workflow.definition import LAMBDA_TRANSIENT
 from infra.constructs.workflow.grants import acknowledge_state_machine
@@ -74,7 +74,14 @@ class DistributedExport(Construct):
             resource_name=self.state_machine_name,
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
-        self.state_machine = self._build_state_machine(self._definition(config, dead_letters), config)
+        self.state_machine = logged_state_machine(
+            self,
+            self.state_machine_name,
+            self._definition(config, dead_letters),
+            log_retention_days=config.log_retention_days,
+            timeout=Duration.hours(24),
+            comment="LabelLoop: one execution per large export version (shards in parallel, then publish)",
+        )
         dead_letters.grant_send_messages(self.state_machine)
         acknowledge_state_machine(self.state_machine, [self.function])
         CfnOutput(stack, "ExportStateMachineArn", value=self.state_machine.state_machine_arn)
@@ -170,30 +177,3 @@ class DistributedExport(Construct):
         for step in (shards, publish):
             step.add_catch(record, errors=["States.ALL"], result_path="$.error")
         return shards.next(publish).next(sfn.Succeed(self, "Exported"))
-
-    def _build_state_machine(self, definition: sfn.IChainable, config: LabelLoopConfig) -> sfn.StateMachine:
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{self.state_machine_name}",
-            retention=retention(config.log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=self.state_machine_name,
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-            tracing_enabled=True,
-            timeout=Duration.hours(24),
-            comment="LabelLoop: one execution per large export version (shards in parallel, then publish)",
-        )
-        policy = machine.role.node.try_find_child("DefaultPolicy")
-        if isinstance(policy, iam.Policy):  # already referenced by GetAtt: depend on the policy only (W3005)
-            cfn_policy = policy.node.default_child
-            assert isinstance(cfn_policy, iam.CfnPolicy)
-            cfn_machine = machine.node.default_child
-            assert isinstance(cfn_machine, sfn.CfnStateMachine)
-            cfn_machine.add_override("DependsOn", [Stack.of(self).get_logical_id(cfn_policy)])
-        return machine

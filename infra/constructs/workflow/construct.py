@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_logs as logs
-from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
 from infra.constructs.labeling import Labeling
-from infra.constructs.lambda_factory import LambdaFactory, retention
+from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.prelabel import Prelabeling
+from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
 from infra.constructs.workflow.definition import WorkflowDefinition
 from infra.constructs.workflow.functions import build_functions
@@ -62,40 +60,18 @@ class Workflow(Construct):
         grant(fns, storage.data, config, state_machine_arn, labeling)
 
         definition = WorkflowDefinition(self, fns, prelabeling, config.prelabel_max_concurrency, config.task_mode)
-        self.state_machine = self._build_state_machine(definition.build(), config)
-        self.job_event_rule = self._build_job_event_rule()
-        acknowledge_functions(fns, storage.data, config)
-        acknowledge_state_machine(self.state_machine, definition.invoked)
-
-    def _build_state_machine(self, definition: sfn.IChainable, config: LabelLoopConfig) -> sfn.StateMachine:
-        """The state machine (fixed name, full logging, tracing) and its log group."""
-        self.log_group = logs.LogGroup(
+        self.state_machine = logged_state_machine(
             self,
-            "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{self.state_machine_name}",
-            retention=retention(config.log_retention_days),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
-        state_machine = sfn.StateMachine(
-            self,
-            "StateMachine",
-            state_machine_name=self.state_machine_name,
-            definition_body=sfn.DefinitionBody.from_chainable(definition),
-            logs=sfn.LogOptions(destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True),
-            tracing_enabled=True,
+            self.state_machine_name,
+            definition.build(),
+            log_retention_days=config.log_retention_days,
             # Backstop only: the review loop itself ends the batch at reviewTimeoutHours.
             timeout=Duration.hours(config.review_timeout_hours + 48),
             comment="LabelLoop: one execution per intake batch (build, pre-label, route, review, merge)",
         )
-        # The role is already referenced by GetAtt; depending on its policy is enough (cfn-lint W3005).
-        machine_role_policy = state_machine.role.node.try_find_child("DefaultPolicy")
-        if isinstance(machine_role_policy, iam.Policy):
-            cfn_policy = machine_role_policy.node.default_child
-            assert isinstance(cfn_policy, iam.CfnPolicy)
-            cfn_machine = state_machine.node.default_child
-            assert isinstance(cfn_machine, sfn.CfnStateMachine)
-            cfn_machine.add_override("DependsOn", [Stack.of(self).get_logical_id(cfn_policy)])
-        return state_machine
+        self.job_event_rule = self._build_job_event_rule()
+        acknowledge_functions(fns, storage.data, config)
+        acknowledge_state_machine(self.state_machine, definition.invoked)
 
     def _build_job_event_rule(self) -> events.Rule:
         """Ground Truth job state changes (Completed/Failed/Stopped) go to the job-event function."""
