@@ -11,6 +11,8 @@ execution RUNNING, waiting forever (seen as a faulted two-batch run hanging unti
 `host_client` creates clients under the lock every function run holds, from a session of the
 host's own; `install` makes the Step Functions interpreter use them (cached per region and
 service: creating a client per task was also one of the emulation's larger per-image costs).
+Clients come from one host session per region: a new session per client re-read and re-parsed
+botocore's JSON service models each time (its loader caches them per session).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sandbox.lambda_runtime import _LOCK
 _PATCH: dict[str, Any] = {}
 _CACHE: dict[tuple[str, str], Any] = {}
 _CACHE_LOCK = threading.Lock()
+_SESSIONS: dict[str, boto3.session.Session] = {}
 #: The moto modules that imported the interpreter's client factory by name.
 _INTERPRETER_MODULES = (
     "moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils",
@@ -42,7 +45,10 @@ _INTERPRETER_MODULES = (
 def host_client(service: str, region: str, config: Config | None = None) -> Any:
     """A new client of the host (not of any function), created while no function runs."""
     with _LOCK:
-        session = boto3.session.Session(aws_access_key_id="ak", aws_secret_access_key="sk", region_name=region)
+        session = _SESSIONS.get(region)
+        if session is None:
+            session = boto3.session.Session(aws_access_key_id="ak", aws_secret_access_key="sk", region_name=region)
+            _SESSIONS[region] = session
         return session.client(service, config=config)
 
 
@@ -84,3 +90,5 @@ def uninstall() -> None:
         del _PATCH[name]
     with _CACHE_LOCK:
         _CACHE.clear()
+    with _LOCK:
+        _SESSIONS.clear()
