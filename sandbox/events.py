@@ -17,7 +17,6 @@ import copy
 import json
 import re
 import threading
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -217,7 +216,7 @@ def invoke_async(fn: Any, payload: Any) -> str | None:
             "version": "1.0",
             "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "requestContext": {
-                "requestId": str(uuid.uuid4()),
+                "requestId": str(lambda_runtime.new_uuid()),
                 "functionArn": f"{fn.function_arn}:$LATEST",
                 "condition": "RetriesExhausted" if error else "Success",
                 "approximateInvokeCount": attempt,
@@ -273,7 +272,7 @@ def _deliver_state_machine(arn: Any, target_arn: str, payload: Any) -> str | Non
     from moto.stepfunctions.responses import get_backend
 
     backend = get_backend(arn.account, arn.region)
-    backend.start_execution(target_arn, name=str(uuid.uuid4()), execution_input=json.dumps(payload))
+    backend.start_execution(target_arn, name=str(lambda_runtime.new_uuid()), execution_input=json.dumps(payload))
     return None
 
 
@@ -296,7 +295,7 @@ def _deliver_logs(arn: Any, payload: Any) -> str | None:
     from moto.logs import logs_backends
 
     backend = logs_backends[arn.account][arn.region]
-    stream = str(uuid.uuid4())
+    stream = str(lambda_runtime.new_uuid())
     backend.create_log_stream(arn.resource_id, stream)
     message = payload if isinstance(payload, str) else json.dumps(payload)
     backend.put_log_events(arn.resource_id, stream, [{"timestamp": unix_time_millis(), "message": message}])
@@ -425,7 +424,7 @@ def s3_event(account_id: str, bucket: Any, event_name: str, key: Any) -> dict[st
         "key": encode_s3_key(key.name),
         "size": key.size,
         "etag": key.etag.replace('"', ""),
-        "sequencer": f"{uuid.uuid4().int % 10**18:018X}",
+        "sequencer": f"{lambda_runtime.new_uuid().int % 10**18:018X}",
     }
     if getattr(key, "version_id", None) and key.version_id != "null":
         detail_object["version-id"] = key.version_id
@@ -435,7 +434,7 @@ def s3_event(account_id: str, bucket: Any, event_name: str, key: Any) -> dict[st
     )
     return {
         "version": "0",
-        "id": str(uuid.uuid4()),
+        "id": str(lambda_runtime.new_uuid()),
         "detail-type": detail_type,
         "source": "aws.s3",
         "account": account_id,
@@ -446,7 +445,7 @@ def s3_event(account_id: str, bucket: Any, event_name: str, key: Any) -> dict[st
             "version": "0",
             "bucket": {"name": bucket.name},
             "object": detail_object,
-            "request-id": uuid.uuid4().hex[:16].upper(),
+            "request-id": lambda_runtime.new_uuid().hex[:16].upper(),
             "requester": account_id,
             "source-ip-address": "127.0.0.1",
             "reason": _S3_REASONS.get(event_name, kind),

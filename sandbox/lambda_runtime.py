@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import sys
@@ -60,6 +61,17 @@ _EXTRACT_ROOT: Path | None = None
 _EXTRACTED: dict[str, _Extracted] = {}
 _PATCH_STATE: dict[str, Any] = {}
 _NOTES_SAID: set[str] = set()
+_IDS = random.Random()  # seeded from os.urandom once
+
+
+def new_uuid() -> uuid.UUID:
+    """A random (version 4) UUID for request and event ids, without a syscall per id.
+
+    ``uuid.uuid4()`` reads ``os.urandom``, which releases the GIL: on a loaded machine the invocation
+    holding the runtime lock then waits a thread switch interval to get it back, several times per S3
+    write (each write's event carries three ids). The ids need to be unique, not unpredictable.
+    """
+    return uuid.UUID(int=_IDS.getrandbits(128), version=4)
 
 
 @dataclass(frozen=True)
@@ -419,7 +431,7 @@ def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | 
 
 
 def _run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | None, str]:
-    request_id = str(uuid.uuid4())
+    request_id = str(new_uuid())
     buffer = io.StringIO()
     started = time.time()
     error: dict[str, Any] | None = None
