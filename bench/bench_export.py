@@ -241,15 +241,20 @@ def bench_full_export(images: int, threads: int) -> dict[str, Any]:
     }
 
 
-def _serve_keepalive_stub(port: int) -> None:
+def _serve_keepalive_stub(port: int, keep: str | None = None) -> None:
     """Child process: the smallest S3-shaped endpoint (HTTP/1.1 keep-alive, answers without work).
 
     PUT answers 200 (CopyObject gets its XML result), GET/HEAD answer 404 NoSuchKey, listings are
     empty. It measures what the EXPORTER costs per image when the endpoint keeps connections open,
-    as S3 does (moto's server closes every connection, which inflates the client's CPU).
+    as S3 does (moto's server closes every connection, which inflates the client's CPU). With
+    ``keep``, PUT bodies whose path contains it are stored and served back by GET (what a shard
+    worker reads back: its shard file and done markers).
     """
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote, urlsplit
 
+    store: dict[str, bytes] = {}
+    lock = threading.Lock()
     copy_result = (
         b'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>"e"</ETag>'
         b"<LastModified>2026-11-23T00:00:00.000Z</LastModified></CopyObjectResult>"
@@ -275,12 +280,22 @@ def _serve_keepalive_stub(port: int) -> None:
                 self.wfile.write(body)
 
         def do_PUT(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(length)
-            self._reply(200, copy_result if self.headers.get("x-amz-copy-source") else b"")
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.headers.get("x-amz-copy-source"):
+                self._reply(200, copy_result)
+                return
+            if keep is not None and keep in self.path:
+                with lock:
+                    store[unquote(urlsplit(self.path).path)] = body
+            self._reply(200, b"")
 
         def do_GET(self) -> None:
-            self._reply(200, listing) if "list-type=2" in self.path else self._reply(404, missing)
+            if "list-type=2" in self.path:
+                self._reply(200, listing)
+                return
+            with lock:
+                body = store.get(unquote(urlsplit(self.path).path))
+            self._reply(404, missing) if body is None else self._reply(200, body)
 
         def do_HEAD(self) -> None:
             self._reply(404, b"")

@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_export import LABELS, _free_port, _serve, workflow_lines
+from bench_export import LABELS, _free_port, _serve, _serve_keepalive_stub, workflow_lines
 
 from labelloop_core.export import ExportPlanner
 
@@ -41,62 +41,8 @@ TINY_IMAGE = b"\x89PNG\r\n\x1a\n" + b"\x00" * 59  # 67 bytes: the copy's cost is
 
 
 def _serve_storing_stub(port: int) -> None:
-    """Child process: an S3-shaped HTTP/1.1 keep-alive endpoint that stores PUT bodies and serves them back.
-
-    CopyObject answers its XML result without copying; GET of a stored key returns it, else
-    404 NoSuchKey; ListObjectsV2 is always empty (a fresh shard has nothing to resume).
-    """
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import unquote, urlsplit
-
-    store: dict[str, bytes] = {}
-    lock = threading.Lock()
-    copy_result = (
-        b'<?xml version="1.0" encoding="UTF-8"?><CopyObjectResult><ETag>"e"</ETag>'
-        b"<LastModified>2026-12-01T00:00:00.000Z</LastModified></CopyObjectResult>"
-    )
-    missing = b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchKey</Code><Message>no</Message></Error>'
-    listing = (
-        b'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult><Name>b</Name><KeyCount>0</KeyCount>'
-        b"<IsTruncated>false</IsTruncated></ListBucketResult>"
-    )
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *_: Any) -> None:
-            return None
-
-        def _reply(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", '"e"')
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-        def do_PUT(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            if self.headers.get("x-amz-copy-source"):
-                self._reply(200, copy_result)
-                return
-            if "/plan/" in self.path:  # keep only what the worker reads back (shard files, markers)
-                with lock:
-                    store[unquote(urlsplit(self.path).path)] = body
-            self._reply(200, b"")
-
-        def do_GET(self) -> None:
-            if "list-type=2" in self.path:
-                self._reply(200, listing)
-                return
-            with lock:
-                body = store.get(unquote(urlsplit(self.path).path))
-            self._reply(404, missing) if body is None else self._reply(200, body)
-
-        def do_HEAD(self) -> None:
-            self._reply(404, b"")
-
-    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+    """Child process: the keep-alive stub of ``bench_export``, keeping what a worker reads back (``/plan/``)."""
+    _serve_keepalive_stub(port, keep="/plan/")
 
 
 def _plan(images: int) -> Any:
