@@ -36,6 +36,7 @@ from typing import Any
 
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, PRELABEL_ATTRIBUTE
 from labelloop_core.export import ExportPlanner
 from labelloop_core.manifest import bbox_label_line
 
@@ -49,17 +50,17 @@ def workflow_lines(count: int, dataset: str = "bench", bucket: str = "bench-data
     for i in range(count):
         key = f"incoming/{dataset}/cam{i % 7}/frame_{i:07d}.jpg"
         boxes = [Box("car", 10 + i % 50, 20, 100, 80, 0.91), Box("person", 200, 100, 50, 120, 0.83)]
-        line = bbox_label_line(f"s3://{bucket}/{key}", "labelloop-auto", (640, 480, 3), boxes, registry, False, "x")
-        pre = bbox_label_line(f"s3://{bucket}/{key}", "labelloop-prelabel", (640, 480, 3), boxes, registry, False, "p")
+        line = bbox_label_line(f"s3://{bucket}/{key}", AUTO_ATTRIBUTE, (640, 480, 3), boxes, registry, False, "x")
+        pre = bbox_label_line(f"s3://{bucket}/{key}", PRELABEL_ATTRIBUTE, (640, 480, 3), boxes, registry, False, "p")
         line.update({k: v for k, v in pre.items() if k != "source-ref"})
-        line["labelloop-meta"] = {
+        line[META_KEY] = {
             "dataset": dataset,
             "batch_id": "b1",
             "key": key,
             "labeled_key": key,
             "width": 640,
             "height": 480,
-            "label_attribute": "labelloop-auto",
+            "label_attribute": AUTO_ATTRIBUTE,
         }
         lines.append(json.dumps(line).encode() + b"\n")
     return lines
@@ -188,7 +189,7 @@ def bench_full_export(images: int, threads: int) -> dict[str, Any]:
                     range(images),
                 )
             )
-        setup.put_object(Bucket="bench-data", Key="work/batches/bench/b1/output.manifest", Body=b"".join(lines))
+        setup.put_object(Bucket="bench-data", Key=f"work/batches/bench/b1/{OUTPUT_MANIFEST}", Body=b"".join(lines))
         setup_seconds = time.perf_counter() - t0
 
         from handlers import export_yolo
@@ -208,7 +209,7 @@ def bench_full_export(images: int, threads: int) -> dict[str, Any]:
             "detail": {
                 "dataset": "bench",
                 "batch_id": "b1",
-                "output_manifest": "s3://bench-data/work/batches/bench/b1/output.manifest",
+                "output_manifest": f"s3://bench-data/work/batches/bench/b1/{OUTPUT_MANIFEST}",
             },
         }
         del lines

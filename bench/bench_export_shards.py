@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_export import LABELS, _free_port, _serve, _serve_keepalive_stub, workflow_lines
 
+from labelloop_core.contract import OUTPUT_MANIFEST
 from labelloop_core.export import ExportPlanner
 
 BUCKET = "bench-data"
@@ -47,7 +48,9 @@ def _serve_storing_stub(port: int) -> None:
 
 def _plan(images: int) -> Any:
     planner = ExportPlanner(LABELS, val_fraction=0.2, allowed_buckets={BUCKET})
-    planner.add_manifest(f"s3://{BUCKET}/work/batches/bench/b1/output.manifest", workflow_lines(images, bucket=BUCKET))
+    planner.add_manifest(
+        f"s3://{BUCKET}/work/batches/bench/b1/{OUTPUT_MANIFEST}", workflow_lines(images, bucket=BUCKET)
+    )
     return planner.plan()
 
 

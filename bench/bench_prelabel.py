@@ -25,6 +25,7 @@ from typing import Any
 from labelloop_core.boxes import Box
 from labelloop_core.calibration import CalibrationPair, calibrate
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import META_KEY
 from labelloop_core.manifest import bbox_label_line, dumps_line
 from labelloop_core.prelabels import (
     accepted_line,
@@ -45,7 +46,7 @@ W, H = 1280, 960
 def _line(i: int) -> dict[str, Any]:
     key = f"incoming/street/img{i:06d}.jpg"
     meta = {"dataset": "street", "batch_id": "b", "key": key, "labeled_key": key, "width": W, "height": H}
-    return {"source-ref": f"s3://bucket/{key}", "labelloop-meta": meta}
+    return {"source-ref": f"s3://bucket/{key}", META_KEY: meta}
 
 
 def _answers(rnd: random.Random) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def main() -> None:
             {
                 **line,
                 **{k: v for k, v in final.items() if k != "source-ref"},
-                "labelloop-meta": {**line["labelloop-meta"], "label_attribute": "job"},
+                META_KEY: {**line[META_KEY], "label_attribute": "job"},
             }
         )
 

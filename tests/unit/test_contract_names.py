@@ -11,8 +11,8 @@ from pathlib import Path
 from labelloop_core import contract
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Where code lives (bench/ and the docs are outside this rule).
-CODE = ("app.py", "lambdas", "infra", "sandbox", "cli", "tests")
+#: Where code lives (the docs are outside this rule).
+CODE = ("app.py", "lambdas", "infra", "sandbox", "cli", "tests", "bench")
 CONTRACT = ROOT / "lambdas" / "labelloop_core" / "contract.py"
 
 #: The names that must be spelled only in contract.py (taken from it, so this file spells none).
