@@ -175,7 +175,7 @@ def test_twenty_thousand_images_export_through_parallel_shards_like_the_single_f
         overlapping = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
         with capsys.disabled():
             print(
-                f"\n20k distributed export: {seconds:.1f} s, {len(shard_runs)} shard invocations, "
+                f"\ndistributed export of {IMAGES:,} images: {seconds:.1f} s, {len(shard_runs)} shard invocations, "
                 f"{overlapping} running at once at most (gate peak {peak})"
             )
 
