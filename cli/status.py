@@ -27,6 +27,7 @@ from labelloop_core.contract import (
     OUTPUT_MANIFEST,
     REPORT_FILE,
     REVIEW_MANIFEST,
+    WORKFLOW_STATE_MACHINE_SUFFIX,
 )
 
 #: Batch states in pipeline order (a failed or interrupted batch stops anywhere).
@@ -53,11 +54,15 @@ def register(sub: Any) -> None:
 
 
 def _state_machine_arn(target: Target) -> str | None:
+    """The per-batch workflow's ARN (the stack also holds the distributed export's state machine)."""
     cfn = target.client("cloudformation")
     for page in cfn.get_paginator("list_stack_resources").paginate(StackName=target.stack):
         for resource in page["StackResourceSummaries"]:
-            if resource["ResourceType"] == "AWS::StepFunctions::StateMachine":
-                return str(resource["PhysicalResourceId"])
+            arn = str(resource.get("PhysicalResourceId", ""))
+            if resource["ResourceType"] == "AWS::StepFunctions::StateMachine" and arn.endswith(
+                WORKFLOW_STATE_MACHINE_SUFFIX
+            ):
+                return arn
     return None
 
 

@@ -67,7 +67,7 @@ class DistributedExport(Construct):
             memory_size=2048,
         )
         self._grant(storage, config)
-        self.state_machine_name = f"{stack.stack_name}-export"
+        self.state_machine_name = stack.stack_name + contract.EXPORT_STATE_MACHINE_SUFFIX
         self.state_machine_arn = stack.format_arn(
             service="states",
             resource="stateMachine",

@@ -164,7 +164,7 @@ class Intake(Construct):
             acknowledge(function, prefix(value), reason)
         acknowledge(
             function,
-            regional_finding("states", f"execution:{stack.stack_name}-batch-workflow:*"),
+            regional_finding("states", f"execution:{stack.stack_name}{contract.WORKFLOW_STATE_MACHINE_SUFFIX}:*"),
             "Execution names derive from batch content at run time; DescribeExecution is limited to this workflow.",
         )
         acknowledge(

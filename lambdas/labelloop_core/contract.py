@@ -61,6 +61,10 @@ SAGEMAKER_EVENT_SOURCE: Final = "aws.sagemaker"
 JOB_STATE_CHANGE: Final = "SageMaker Ground Truth Labeling Job State Change"
 #: Every labeling job the workflow starts is named with this prefix (IAM scopes use it too).
 WORKFLOW_JOB_PREFIX: Final = "labelloop-"
+#: State machine names are ``<stack name><suffix>``: fixed, so functions can be granted on the ARN and
+#: tools can tell the per-batch workflow from the distributed export.
+WORKFLOW_STATE_MACHINE_SUFFIX: Final = "-batch-workflow"
+EXPORT_STATE_MACHINE_SUFFIX: Final = "-export"
 #: Tag naming the dataset of a Ground Truth job started outside the workflow.
 DATASET_TAG: Final = "labelloop:dataset"
 

@@ -39,7 +39,7 @@ def test_dropped_images_flow_through_the_workflow_and_ground_truth_to_an_export(
     sfn = cloud.client("stepfunctions")
 
     def finished() -> list[str] | None:
-        runs = sfn.list_executions(stateMachineArn=cloud.state_machine_arn())["executions"]
+        runs = sfn.list_executions(stateMachineArn=cloud.state_machine_arn("Workflow"))["executions"]
         statuses = [sfn.describe_execution(executionArn=r["executionArn"])["status"] for r in runs]
         return statuses if statuses and "RUNNING" not in statuses else None
 

@@ -140,7 +140,7 @@ def test_ten_datasets_dropped_at_once_each_image_ends_in_exactly_one_outcome(
         message="a latest export for every dataset",
     )
     work = "work/"
-    machine = cloud.state_machine_arn()
+    machine = cloud.state_machine_arn("Workflow")
     executions = cloud.client("stepfunctions").list_executions(stateMachineArn=machine)["executions"]
     assert Counter(e["status"] for e in executions) == {"SUCCEEDED": DATASETS}, cloud.diagnostics()
     jobs = cloud.labeling_jobs()

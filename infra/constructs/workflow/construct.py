@@ -44,7 +44,7 @@ class Workflow(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         self.review_wait_seconds = min(REVIEW_WAIT_SECONDS, config.review_timeout_hours * 3600)
-        self.state_machine_name = f"{stack.stack_name}-batch-workflow"
+        self.state_machine_name = stack.stack_name + contract.WORKFLOW_STATE_MACHINE_SUFFIX
         state_machine_arn = stack.format_arn(
             service="states",
             resource="stateMachine",
