@@ -149,10 +149,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def bench_full_export(images: int, threads: int) -> dict[str, Any]:
-    """Export ``images`` images through the handler against a moto server on 127.0.0.1."""
-    port = _free_port()
-    server = multiprocessing.Process(target=_serve, args=(port,), daemon=True)
+def start_endpoint(target: Any, port: int) -> multiprocessing.Process:
+    """Start an S3-shaped endpoint process on ``port`` and point this process's AWS clients at it."""
+    server = multiprocessing.Process(target=target, args=(port,), daemon=True)
     server.start()
     os.environ.update(
         {
@@ -160,6 +159,16 @@ def bench_full_export(images: int, threads: int) -> dict[str, Any]:
             "AWS_ACCESS_KEY_ID": "bench",
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    return server
+
+
+def bench_full_export(images: int, threads: int) -> dict[str, Any]:
+    """Export ``images`` images through the handler against a moto server on 127.0.0.1."""
+    server = start_endpoint(_serve, _free_port())
+    os.environ.update(
+        {
             "DATA_BUCKET": "bench-data",
             "LABELS": json.dumps(LABELS),
             "COPY_THREADS": str(threads),

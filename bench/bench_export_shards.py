@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import threading
@@ -32,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_export import LABELS, _free_port, _serve, _serve_keepalive_stub, workflow_lines
+from bench_export import LABELS, _free_port, _serve, _serve_keepalive_stub, start_endpoint, workflow_lines
 
 from labelloop_core.contract import OUTPUT_MANIFEST
 from labelloop_core.export import ExportPlanner
@@ -52,20 +51,6 @@ def _plan(images: int) -> Any:
         f"s3://{BUCKET}/work/batches/bench/b1/{OUTPUT_MANIFEST}", workflow_lines(images, bucket=BUCKET)
     )
     return planner.plan()
-
-
-def _endpoint(target: Any, port: int) -> multiprocessing.Process:
-    server = multiprocessing.Process(target=target, args=(port,), daemon=True)
-    server.start()
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": "bench",
-            "AWS_SECRET_ACCESS_KEY": "bench",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    )
-    return server
 
 
 def _counting_client(threads: int) -> tuple[Any, Counter[str]]:
@@ -125,7 +110,7 @@ def bench_stub(images: int, shard_size: int, threads: int) -> dict[str, Any]:
     plan_cpu0 = time.process_time()
     plan = _plan(images)
     planning_cpu = time.process_time() - plan_cpu0
-    server = _endpoint(_serve_storing_stub, _free_port())
+    server = start_endpoint(_serve_storing_stub, _free_port())
     try:
         s3, requests = _counting_client(threads)
         result = _one_worker(s3, requests, plan, shard_size, threads)
@@ -151,7 +136,7 @@ def bench_moto(shard_size: int, threads: int) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     plan = _plan(shard_size)
-    server = _endpoint(_serve, _free_port())
+    server = start_endpoint(_serve, _free_port())
     try:
         s3, requests = _counting_client(threads)
         t0 = time.perf_counter()
