@@ -216,5 +216,8 @@ def _summary(doc: dict[str, Any], where: str, out: TextIO) -> None:
         if section["count"]:
             reasons = ", ".join(f"{k} {v}" for k, v in section["by_reason"].items())
             out.write(f"  {title}: {section['count']} ({reasons})\n")
+    note = (doc.get("split") or {}).get("note")
+    if note:
+        out.write(f"  split: {note}\n")
     for warning in doc.get("warnings", []):
         out.write(f"  warning: {warning}\n")

@@ -5,6 +5,8 @@ what Ultralytics' ``YOLODataset`` does with a folder — list image files by suf
 path to its label path by replacing the last ``/images/`` with ``/labels/`` and the suffix with
 ``.txt``, read rows ``class cx cy w h`` — plus LabelLoop's stricter format promises (6 decimals,
 no duplicate rows, a label file for every image including background images, unique stems).
+Like Ultralytics' loader (``check_det_dataset``, ``YOLODataset.get_img_files``), it requires the
+``train`` and ``val`` folders data.yaml names to exist and to hold at least one image each.
 
 Use `check_yolo_dataset(root)`; it raises `YoloCheckError` listing every problem found, or returns
 a `YoloReport` with what the dataset contains. `download_prefix` fetches an S3 export first.
@@ -64,7 +66,29 @@ def _label_path_for(image: Path) -> Path:
     return Path((head + "/labels/" + tail).rsplit(".", 1)[0] + ".txt")
 
 
-def _check_yaml(root: Path, problems: list[str], allow_empty_splits: bool) -> dict[int, str]:
+def _images_in(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively, as Ultralytics lists them (by suffix)."""
+    return [p for p in folder.rglob("*") if p.is_file() and p.suffix[1:].lower() in IMG_FORMATS]
+
+
+def _check_split_path(root: Path, split: str, value: Any, problems: list[str]) -> str | None:
+    """data.yaml's ``train``/``val``: a folder inside the dataset that holds images (its path, relative)."""
+    if not isinstance(value, str) or not value:
+        problems.append(f"data.yaml {split}: must be a path string, got {value!r}")
+        return None
+    folder = (root / value).resolve()
+    if not folder.is_relative_to(root.resolve()):
+        problems.append(f"data.yaml {split}: {value!r} leaves the dataset folder")
+        return None
+    if not folder.is_dir():
+        problems.append(f"data.yaml {split}: {value!r} is not a folder beside data.yaml (Ultralytics cannot load it)")
+        return None
+    if not _images_in(folder):
+        problems.append(f"data.yaml {split}: {value!r} holds no image (Ultralytics cannot load it)")
+    return folder.relative_to(root.resolve()).as_posix()
+
+
+def _check_yaml(root: Path, problems: list[str], named: set[str]) -> dict[int, str]:
     path = root / "data.yaml"
     if not path.is_file():
         problems.append("data.yaml is missing")
@@ -82,11 +106,9 @@ def _check_yaml(root: Path, problems: list[str], allow_empty_splits: bool) -> di
     if "path" in doc and str(doc["path"]).strip() in {".", "./"}:
         problems.append("data.yaml has path: ./ (resolved against the CWD, not the yaml's folder)")
     for split in SPLITS:
-        value = doc.get(split)
-        if not isinstance(value, str):
-            problems.append(f"data.yaml {split}: must be a path string, got {value!r}")
-        elif not (root / value).is_dir() and not allow_empty_splits:
-            problems.append(f"data.yaml {split}: {value!r} is not a folder beside data.yaml")
+        folder = _check_split_path(root, split, doc.get(split), problems)
+        if folder is not None:
+            named.add(folder)
     names = doc.get("names")
     if not isinstance(names, dict):
         problems.append(f"data.yaml names: must be a dict id -> name, got {type(names).__name__}")
@@ -147,21 +169,23 @@ def _check_label(path: Path, nc: int, problems: list[str], report: YoloReport) -
     return rows
 
 
-def check_yolo_dataset(root: Path | str, *, allow_empty_splits: bool = False) -> YoloReport:
+def check_yolo_dataset(root: Path | str) -> YoloReport:
     """Check the dataset at ``root`` (the folder holding data.yaml); raise `YoloCheckError` if invalid.
 
-    Ultralytics refuses a dataset whose train or val folder is missing or empty; S3 has no empty
-    folders, so a tiny export may lack one split: ``allow_empty_splits`` accepts exactly that.
+    Ultralytics refuses a dataset whose train or val folder is missing or holds no image, so both
+    folders data.yaml names must hold images. A split folder data.yaml does not name may be absent
+    (a one-image dataset's val reads images/train), but must then hold no image: nothing would read it.
     """
     root = Path(root)
     problems: list[str] = []
-    names = _check_yaml(root, problems, allow_empty_splits)
+    named: set[str] = set()
+    names = _check_yaml(root, problems, named)
     report = YoloReport(names=names)
     for cache in root.rglob("*.cache"):
         problems.append(f"{cache.relative_to(root)}: *.cache files must not be shipped (stale label caches)")
     stem_owner: dict[str, str] = {}
     for split in SPLITS:
-        _check_split(root, split, names, problems, report, stem_owner, allow_empty_splits)
+        _check_split(root, split, names, problems, report, stem_owner, f"images/{split}" in named)
     if problems:
         raise YoloCheckError(problems)
     return report
@@ -174,16 +198,18 @@ def _check_split(
     problems: list[str],
     report: YoloReport,
     stem_owner: dict[str, str],
-    allow_empty_splits: bool,
+    named: bool,
 ) -> None:
     """One split: every image has its own label file, every label file an image, both folders exist."""
     images_dir = root / "images" / split
     labels_dir = root / "labels" / split
-    for folder in (images_dir, labels_dir):
-        if not folder.is_dir() and not allow_empty_splits:
-            problems.append(f"{folder.relative_to(root)}/ is missing")
+    if named or (images_dir.is_dir() and _images_in(images_dir)):
+        for folder in (images_dir, labels_dir):
+            if not folder.is_dir():
+                problems.append(f"{folder.relative_to(root)}/ is missing")
     if not images_dir.is_dir():
         report.images[split] = report.background[split] = 0
+        _check_orphan_labels(root, labels_dir, set(), problems)
         return
     paired: set[Path] = set()
     count = background = 0
@@ -217,8 +243,8 @@ def _check_split(
     report.images[split] = count
     report.background[split] = background
     report.stems[split] = split_stems
-    if count == 0 and not allow_empty_splits:
-        problems.append(f"images/{split}/ holds no image (Ultralytics needs both splits)")
+    if count and not named:
+        problems.append(f"images/{split}/ holds {count} image(s) that nothing reads: data.yaml names other folders")
 
 
 def _check_orphan_labels(root: Path, labels_dir: Path, paired: set[Path], problems: list[str]) -> None:

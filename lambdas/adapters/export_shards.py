@@ -36,7 +36,7 @@ from adapters.export_writer import (
 )
 from labelloop_core import contract
 from labelloop_core.export import ExportPlan, ImageRecord
-from labelloop_core.export_report import document_from_summary
+from labelloop_core.export_report import document_from_summary, export_data_yaml
 from labelloop_core.export_shards import (
     execution_name,
     label_ranges,
@@ -45,7 +45,6 @@ from labelloop_core.export_shards import (
     shard_checksum,
     split_records,
 )
-from labelloop_core.yolo import data_yaml
 
 __all__ = ["ShardsIncomplete", "publish", "record_failure", "run_shard", "start_execution", "write_plan"]
 
@@ -224,7 +223,6 @@ def _publish_version(dest: S3Destination, plan_doc: dict[str, Any]) -> dict[str,
     planned = sum(s["images"] for s in plan_doc["shards"])
     if planned and len(public) == planned:
         raise ExportEmpty(public)
-    dest.put("data.yaml", data_yaml(dict(enumerate(plan_doc["class_names"]))).encode("utf-8"), "application/yaml")
     dest.put("missing.jsonl", _jsonl(public), "application/jsonlines")
     shards = [
         {k: marker[k] for k in ("index", "images", "labels", "boxes", "seconds", "sha256")}
@@ -241,6 +239,8 @@ def _publish_version(dest: S3Destination, plan_doc: dict[str, Any]) -> dict[str,
         _now(),
         shards,
     )
+    data_yaml = export_data_yaml(plan_doc["class_names"], document)  # the single-function export's text
+    dest.put("data.yaml", data_yaml.encode("utf-8"), "application/yaml")
     document.update(plan_doc.get("extra") or {})
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
     if not dest.create(contract.EXPORT_FILE, body, "application/json"):

@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 from adapters.s3 import list_objects, parse_uri
 from labelloop_core import limits
 from labelloop_core.export import ExportPlan, ImageRecord
-from labelloop_core.export_report import export_document
+from labelloop_core.export_report import export_data_yaml, export_document
 
 __all__ = [
     "DEFAULT_THREADS",
@@ -362,10 +362,12 @@ def write_export(
             f"{dest.uri} already holds export version {current.get('version')!r}; "
             f"exports are immutable, write version {version!r} elsewhere"
         )
-    dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in ("train", "val"))
+    splits = sorted({r.split for r in plan.records}) or ["train", "val"]  # no empty split folder
+    dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in splits)
     # First: a destination that refuses writes (a bucket policy, a read-only disk) fails here with its
     # own error, before any copy could be mistaken for an unreadable source image.
-    dest.put("data.yaml", plan.data_yaml().encode("utf-8"), "application/yaml")
+    planned_yaml = plan.data_yaml()
+    dest.put("data.yaml", planned_yaml.encode("utf-8"), "application/yaml")
     copy = _ImageCopy(plan, dest, progress, should_stop)
     copy.run(threads)
     missing = copy.missing
@@ -380,6 +382,9 @@ def write_export(
     dest.put("missing.jsonl", _jsonl(missing), "application/jsonlines")
     created = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     document = export_document(plan, version, dataset, missing, copy.resumed, created)
+    written_yaml = export_data_yaml(plan.class_names, document)
+    if written_yaml != planned_yaml:  # missing images emptied a split: data.yaml names the other one
+        dest.put("data.yaml", written_yaml.encode("utf-8"), "application/yaml")
     if extra:
         document.update(extra)
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")

@@ -132,6 +132,24 @@ def export_shard_done_path(index: int) -> str:
     return f"{EXPORT_SHARD_DONE_DIR}{index:05d}.json"
 
 
+class ExportSplit(TypedDict):
+    """``export.json`` -> ``split``: how the images were split and which folders data.yaml names.
+
+    The split is a hash of each image key; an export moves the fewest images needed so train and
+    val each hold one (``moved_to_val`` / ``moved_to_train`` list their keys). ``train_path`` and
+    ``val_path`` are data.yaml's ``train`` and ``val``; a split without images reads the other
+    split's folder (one image: ``val_path`` is ``images/train``), and ``note`` says why.
+    """
+
+    train: int
+    val: int
+    moved_to_val: list[str]
+    moved_to_train: list[str]
+    train_path: str
+    val_path: str
+    note: str | None
+
+
 #: Calibration files under ``<calibration prefix><dataset>/``.
 PAIRS_DIR: Final = "pairs/"
 STATE_DIR: Final = "state/"

@@ -27,15 +27,25 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
-from .contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY
+from .contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY, ExportSplit
 from .lines import OverlongLine
 from .manifest import ManifestError, creation_date, find_verification_attributes, select_label_attribute
-from .yolo import Dropped, data_yaml, label_stem, split_for, yolo_text_from_line
+from .yolo import (
+    TRAIN_DIR,
+    VAL_DIR,
+    Dropped,
+    balance_splits,
+    data_yaml,
+    label_stem,
+    split_for,
+    split_paths,
+    yolo_text_from_line,
+)
 
 try:  # orjson parses manifest lines ~4x faster; the stdlib keeps the code working without it.
     import orjson as _orjson
@@ -67,6 +77,7 @@ __all__ = [
     "SkippedLine",
     "plan_export",
     "source_ref_problem",
+    "split_report",
 ]
 
 #: Bumped when the export's layout or rules change, so the same inputs give a new version.
@@ -232,6 +243,8 @@ class ExportPlan:
     fingerprint: str
     class_boxes: dict[str, int] = field(default_factory=dict)
     class_images: dict[str, int] = field(default_factory=dict)
+    #: Images moved off their hash split so both splits hold one (`balance_splits`): key -> split.
+    moved: dict[str, str] = field(default_factory=dict)
 
     @property
     def nc(self) -> int:
@@ -240,7 +253,15 @@ class ExportPlan:
 
     def data_yaml(self) -> str:
         """The ``data.yaml`` text (train/val relative to the file, ``names`` dict, no path/download)."""
-        return data_yaml(dict(enumerate(self.class_names)))
+        counts = self.counts()
+        return data_yaml(dict(enumerate(self.class_names)), *split_paths(counts["train"], counts["val"]))
+
+    def split(self) -> ExportSplit:
+        """The ``split`` section of ``export.json`` for the planned images (`split_report`)."""
+        counts = self.counts()
+        moved_to_val = sorted(k for k, split in self.moved.items() if split == "val")
+        moved_to_train = sorted(k for k, split in self.moved.items() if split == "train")
+        return split_report(counts["train"], counts["val"], moved_to_val, moved_to_train)
 
     def counts(self) -> dict[str, int]:
         """Image, box, line and drop counts for the report."""
@@ -285,6 +306,7 @@ class ExportPlan:
             "nc": self.nc,
             "names": dict(enumerate(self.class_names)),
             "counts": self.counts(),
+            "split": self.split(),
             "background_ratio": self.background_ratio(),
             "class_histogram": {name: self.class_boxes.get(name, 0) for name in self.class_names},
             "images_per_class": {name: self.class_images.get(name, 0) for name in self.class_names},
@@ -511,7 +533,11 @@ class ExportPlanner:
         paths, source and label text, every skipped line), so the same inputs give the same
         version whatever the order they were listed in by S3 or how often an event is delivered.
         """
-        records = sorted(self._records.values(), key=lambda r: r.image_path)
+        moved = self._moves()
+        records = sorted(
+            (replace(r, split=moved[r.key]) if r.key in moved else r for r in self._records.values()),
+            key=lambda r: r.image_path,
+        )
         names = self.registry.names
         boxes = [0] * len(names)
         images = [0] * len(names)
@@ -532,6 +558,10 @@ class ExportPlanner:
             for reason, box in record.dropped:
                 dropped.append(DroppedBox(record.key, record.manifest, record.line_no, reason, box))
             digest.update(f"\x00{record.image_path}\x00{record.source_ref}\x00{record.label_text}".encode())
+        val = sum(1 for r in records if r.split == "val")
+        paths = split_paths(len(records) - val, val)
+        if paths != (TRAIN_DIR, VAL_DIR):  # data.yaml differs: so does the version (unchanged otherwise)
+            digest.update(f"\x02{paths[0]}\x00{paths[1]}".encode())
         position = {name: index for index, name in enumerate(self._inputs)}  # not the path: it may move
         for skip in self._skipped:
             digest.update(f"\x01{position.get(skip.manifest)}\x00{skip.line_no}\x00{skip.reason}".encode())
@@ -548,7 +578,64 @@ class ExportPlanner:
             fingerprint=digest.hexdigest(),
             class_boxes={name: boxes[i] for i, name in enumerate(names)},
             class_images={name: images[i] for i, name in enumerate(names)},
+            moved=moved,
         )
+
+    def _moves(self) -> dict[str, str]:
+        """The fewest images to move off their hash split so both splits hold one (`balance_splits`)."""
+        records = self._records
+        val = sum(1 for r in records.values() if r.split == "val")
+        if 0 < val < len(records):
+            return {}  # the usual case: both splits already hold images
+        return balance_splits({key: r.split for key, r in records.items()})
+
+
+def split_report(
+    train: int,
+    val: int,
+    moved_to_val: list[str],
+    moved_to_train: list[str],
+    *,
+    planned: int | None = None,
+) -> ExportSplit:
+    """``export.json``'s ``split``: the images per split, those moved, data.yaml's folders, and why.
+
+    ``train``/``val`` count the images written; ``planned`` the images planned (default their sum),
+    so a split that missing images emptied is told apart from a single-image export.
+    """
+    images = train + val if planned is None else planned
+    train_path, val_path = split_paths(train, val)
+    notes = []
+    if moved_to_val:
+        notes.append(
+            f"the split hash put all {images} images in train; {moved_to_val[0]!r} (the smallest split hash) "
+            "moved to val so that both splits hold an image"
+        )
+    if moved_to_train and images > 1:
+        notes.append(
+            f"the split hash put all {images} images in val; {moved_to_train[0]!r} (the largest split hash) "
+            "moved to train so that both splits hold an image"
+        )
+    if images == 1:
+        moved = " (the split hash put it in val)" if moved_to_train else ""
+        notes.append(
+            f"a single image: it is in train{moved}, and data.yaml's val names {train_path} too "
+            "(Ultralytics needs a val set; validation then measures the training image)"
+        )
+    elif train_path == val_path:
+        empty = "val" if val == 0 else "train"
+        notes.append(
+            f"no {empty} image could be written (see missing_images): data.yaml's {empty} names {train_path}"
+        )
+    return ExportSplit(
+        train=train,
+        val=val,
+        moved_to_val=list(moved_to_val),
+        moved_to_train=list(moved_to_train),
+        train_path=train_path,
+        val_path=val_path,
+        note="; ".join(notes) or None,
+    )
 
 
 def plan_export(

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .export import ExportPlan
+from .contract import ExportSplit
+from .export import ExportPlan, split_report
+from .yolo import data_yaml
 
 #: The export's side files, by the name ``export.json`` gives them.
 EXPORT_FILES = {
@@ -58,20 +60,46 @@ def document_from_summary(
     counts["images_resumed"] = resumed
     if lost:
         _subtract(lost, document)
+    planned = document.get("split") or {}
+    split = document["split"] = split_report(
+        counts["train"],
+        counts["val"],
+        list(planned.get("moved_to_val") or []),
+        list(planned.get("moved_to_train") or []),
+        planned=counts["images_planned"],
+    )
     document["missing_images"] = {
         "count": len(missing),
         "by_reason": dict(sorted(Counter(m["reason"] for m in missing).items())),
         "examples": missing[:100],
     }
-    document["warnings"] = [
-        f"the {split} split is empty: Ultralytics needs images in both train and val"
-        for split in ("train", "val")
-        if counts[split] == 0
-    ]
+    document["warnings"] = _split_warnings(counts, split)
     document["files"] = dict(EXPORT_FILES)
     document["shards"] = list(shards or [])
     document["created"] = created
     return document
+
+
+def _split_warnings(counts: dict[str, Any], split: ExportSplit) -> list[str]:
+    """A warning per split without images, saying which folder data.yaml names instead."""
+    warnings = []
+    for name, path, reads in (("train", split["train_path"], "val"), ("val", split["val_path"], "train")):
+        if counts[name] != 0:
+            continue
+        if path.endswith("/" + name):
+            warnings.append(f"the {name} split is empty: Ultralytics needs images in both train and val")
+        else:
+            warnings.append(f"the {name} split is empty: data.yaml's {name} names {path} (the {reads} images)")
+    return warnings
+
+
+def export_data_yaml(class_names: list[str], document: dict[str, Any]) -> str:
+    """The ``data.yaml`` of a written export: its class names and the folders its ``split`` names.
+
+    The single-function and the distributed export both write this, so their files are identical.
+    """
+    split = document["split"]
+    return data_yaml(dict(enumerate(class_names)), split["train_path"], split["val_path"])
 
 
 def _subtract(lost: list[tuple[str, str]], document: dict[str, Any]) -> None:

@@ -34,11 +34,14 @@ from .manifest import LabeledImage, ManifestError, class_names_for, read_image_s
 __all__ = [
     "DROPPED_DUPLICATE",
     "DROPPED_UNKNOWN_CLASS",
+    "SPLIT_SALT",
     "Dropped",
+    "balance_splits",
     "data_yaml",
     "export_file_names",
     "label_stem",
     "split_for",
+    "split_paths",
     "unit_hash",
     "yolo_label_text",
     "yolo_text_from_line",
@@ -261,11 +264,62 @@ def export_file_names(key: str) -> tuple[str, str]:
     return f"{stem}{ext}", f"{stem}.txt"
 
 
+#: Salt of the split hash (independent of the audit draw's).
+SPLIT_SALT = "labelloop-split"
+
+
 def split_for(key: str, val_fraction: float = 0.2) -> str:
-    """``"val"`` or ``"train"`` for an image key, stable as images are added (a hash of the key)."""
+    """``"val"`` or ``"train"`` for an image key, stable as images are added (a hash of the key).
+
+    This is the hash split alone; an export then applies `balance_splits` so neither split is empty.
+    """
     if not 0.0 <= val_fraction <= 1.0 or not math.isfinite(val_fraction):
         raise ValueError(f"val_fraction must be within [0, 1], got {val_fraction}")
-    return "val" if unit_hash(key, "labelloop-split") < val_fraction else "train"
+    return "val" if unit_hash(key, SPLIT_SALT) < val_fraction else "train"
+
+
+def balance_splits(splits: Mapping[str, str]) -> dict[str, str]:
+    """The images to move (``key -> new split``) so that Ultralytics finds images in train and val.
+
+    ``splits`` maps every image key of the export to its hash split (`split_for`). The rule moves
+    the fewest images and depends only on the set of keys (not their order):
+
+    - two or more images, none in val: the train image with the SMALLEST split hash (the one nearest
+      to the val threshold) moves to val;
+    - two or more images, none in train: the val image with the LARGEST split hash moves to train;
+    - a single image: it goes to train (data.yaml's val then names the train folder, `split_paths`);
+    - otherwise nothing moves.
+
+    Ties of the 64-bit hash (never seen in practice) fall to the smaller key.
+    """
+    if not splits:
+        return {}
+    if len(splits) == 1:
+        ((key, split),) = splits.items()
+        return {} if split == "train" else {key: "train"}
+    val = sum(1 for split in splits.values() if split == "val")
+    if val == 0:
+        return {min(splits, key=lambda k: (unit_hash(k, SPLIT_SALT), k)): "val"}
+    if val == len(splits):
+        return {min(splits, key=lambda k: (-unit_hash(k, SPLIT_SALT), k)): "train"}
+    return {}
+
+
+TRAIN_DIR = "images/train"
+VAL_DIR = "images/val"
+
+
+def split_paths(train_images: int, val_images: int) -> tuple[str, str]:
+    """``(train, val)`` folders for data.yaml: each names a folder that holds images.
+
+    Ultralytics stops on an empty or absent split folder, so a split without images reads the
+    other split's folder (one image: ``val: images/train``); with neither, the usual folders.
+    """
+    if val_images == 0 and train_images > 0:
+        return TRAIN_DIR, TRAIN_DIR
+    if train_images == 0 and val_images > 0:
+        return VAL_DIR, VAL_DIR
+    return TRAIN_DIR, VAL_DIR
 
 
 def _yaml_quote(text: str) -> str:
@@ -284,9 +338,10 @@ def _yaml_quote(text: str) -> str:
     return "".join(out)
 
 
-def data_yaml(names: Mapping[int, str]) -> str:
+def data_yaml(names: Mapping[int, str], train: str = TRAIN_DIR, val: str = VAL_DIR) -> str:
     """The ``data.yaml`` of an export: ``train``/``val`` relative to the file, ``nc`` and ``names``.
 
+    ``train``/``val`` are the folders `split_paths` chooses (each holds images).
     No ``path:`` (Ultralytics then resolves relative to the yaml file), never ``download:``.
     Names are emitted as double-quoted scalars so ``yes``, ``1``, ``a: b`` stay strings.
     Ids must be exactly ``0..n-1``.
@@ -294,7 +349,9 @@ def data_yaml(names: Mapping[int, str]) -> str:
     ids = sorted(names)
     if ids != list(range(len(ids))):
         raise ClassMapError(f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
-    lines = ["train: images/train", "val: images/val", f"nc: {len(ids)}", "names:"]
+    if {train, val} - {TRAIN_DIR, VAL_DIR}:
+        raise ValueError(f"data.yaml folders must be {TRAIN_DIR} or {VAL_DIR}, got {train!r}, {val!r}")
+    lines = [f"train: {train}", f"val: {val}", f"nc: {len(ids)}", "names:"]
     for class_id in ids:
         name = names[class_id]
         if not isinstance(name, str) or not name:

@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from moto import mock_aws
 
 from cli.main import main
@@ -16,6 +17,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import OUTPUT_MANIFEST, VERIFIED_MANIFEST
 from labelloop_core.manifest import bbox_label_line
+from labelloop_core.yolo import split_for
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
 BUCKET = "images"
@@ -79,7 +81,7 @@ def test_s3_manifest_and_s3_destination_use_server_side_copies(s3: Any, tmp_path
     )
     assert code == 0
     download_prefix(s3, BUCKET, "exports/v1/", tmp_path / "copy")
-    report = check_yolo_dataset(tmp_path / "copy", allow_empty_splits=True)
+    report = check_yolo_dataset(tmp_path / "copy")
     assert report.total_images == 6
 
 
@@ -231,7 +233,36 @@ def test_outside_chained_verification_exports_only_verified_images(s3: Any, tmp_
     manifest.write_text(f"{good}\n{bad}\n", encoding="utf-8")
     out = tmp_path / "dataset"
     assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0
-    assert check_yolo_dataset(out, allow_empty_splits=True).total_images == 1
+    assert check_yolo_dataset(out).total_images == 1
     skipped = json.loads((out / "export.json").read_text())["skipped_lines"]
     assert skipped["by_reason"] == {"rejected_by_verification": 1}
     assert "the cat is a fox" in skipped["examples"][0]["detail"]
+
+
+def _train_hashed(count: int) -> list[str]:
+    """Keys whose source-ref the split hash alone puts in train at the default val fraction (0.2)."""
+    keys = (f"photos/tiny {i}.jpg" for i in range(1000))
+    return [k for k in keys if split_for(f"s3://{BUCKET}/{k}", 0.2) == "train"][:count]
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_a_tiny_export_names_train_and_val_folders_that_hold_images(
+    s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], count: int
+) -> None:
+    lines = [_line(s3, key, [Box("cat", 2, 3, 20, 10)]) for key in _train_hashed(count)]
+    manifest = tmp_path / OUTPUT_MANIFEST
+    manifest.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "dataset"
+    assert main(["export", "yolo", str(manifest), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    report = check_yolo_dataset(out)  # data.yaml's train and val exist and hold an image each
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    split = json.loads((out / "export.json").read_text())["split"]
+    if count == 1:
+        assert data["val"] == "images/train" and report.images == {"train": 1, "val": 0}
+        assert not (out / "images" / "val").exists()  # no empty folder beside the one data.yaml names
+        assert "single image" in split["note"] and "data.yaml's val names images/train" in printed
+    else:
+        assert data["val"] == "images/val" and report.images == {"train": 3, "val": 1}
+        assert len(split["moved_to_val"]) == 1 and split["moved_to_train"] == []
+        assert "val 1" in printed

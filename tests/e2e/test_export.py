@@ -86,7 +86,7 @@ def test_outside_job_completion_exports_through_the_deployed_rule(cloud: LocalCl
     assert doc["label_attribute"] is None and doc["inputs"][0].endswith(f"/manifests/output/{OUTPUT_MANIFEST}")
 
     download_prefix(cloud.client("s3"), bucket, f"exports/street/{version}/", tmp_path)
-    report = check_yolo_dataset(tmp_path, allow_empty_splits=True)
+    report = check_yolo_dataset(tmp_path)
     assert report.total_images == 11 and report.names == {0: "car", 1: "person"}
     copied = next(p for p in tmp_path.rglob("frame 03+x-*.png"))
     assert copied.read_bytes() == png(W, H, 30)

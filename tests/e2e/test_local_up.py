@@ -204,7 +204,7 @@ def test_the_aws_cli_uploads_a_folder_and_pull_writes_a_trainable_dataset(
     out = tmp_path / "street"
     assert main(["pull", "street", "--out", str(out), "--endpoint-url", server.url]) == 0
     assert "6 image(s)" in capsys.readouterr().out
-    report = check_yolo_dataset(out, allow_empty_splits=True)
+    report = check_yolo_dataset(out)
     assert report.total_images == 6
     stems = sorted(p.stem.rsplit("-", 1)[0] for p in out.glob("images/*/*"))
     assert stems == sorted(f"frame {i:02d}" for i in range(6))
@@ -214,7 +214,7 @@ def test_the_aws_cli_uploads_a_folder_and_pull_writes_a_trainable_dataset(
     damaged.write_text("garbage\n")
     assert main(["pull", "street", "--out", str(out), "--endpoint-url", server.url]) == 0
     assert "1 file(s) downloaded" in capsys.readouterr().out
-    check_yolo_dataset(out, allow_empty_splits=True)
+    check_yolo_dataset(out)
 
     # The human table names the dataset, its export and its batches.
     assert main(["status", "--endpoint-url", server.url]) == 0
@@ -295,7 +295,7 @@ def test_sigterm_during_a_batch_then_a_restart_on_the_same_state(
         assert names["fleet"]["latest_export"]["images"] == 3
         out = tmp_path / "again"
         assert main(["pull", "street", "--out", str(out), "--endpoint-url", restarted.url]) == 0
-        assert check_yolo_dataset(out, allow_empty_splits=True).total_images == 6
+        assert check_yolo_dataset(out).total_images == 6
     finally:
         restarted.process.send_signal(signal.SIGINT)
         assert restarted.process.wait(timeout=STOP_BUDGET_S + 2) == 0

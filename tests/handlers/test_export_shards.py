@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.export_shards import ShardsIncomplete
 from adapters.export_writer import S3Destination, write_export
@@ -18,7 +19,9 @@ from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import META_KEY, OUTPUT_MANIFEST, Env
+from labelloop_core.hashing import unit_hash
 from labelloop_core.manifest import bbox_label_line
+from labelloop_core.yolo import SPLIT_SALT
 from tests.handlers.aws import BUCKET, data_bucket, moto_world, set_env, state_machine
 
 LABELS = ["car", "person"]
@@ -137,6 +140,32 @@ def test_a_large_export_is_planned_sharded_published_and_equals_the_single_funct
     assert document["trigger"]["type"] == contract.BATCH_LABELED
     latest = json.loads(world.s3.get_object(Bucket=BUCKET, Key="exports/street/latest.json")["Body"].read())
     assert latest["version"] == started["version"] and latest["images"] == 11
+
+
+@pytest.mark.parametrize(("count", "val_fraction", "skip"), [(1, "0.3", None), (4, "0.0", None), (4, "0.0", "moved")])
+def test_a_tiny_distributed_export_splits_and_names_folders_as_the_single_function_does(
+    world: World, monkeypatch: pytest.MonkeyPatch, count: int, val_fraction: str, skip: str | None
+) -> None:
+    """valFraction 0 hashes every image to train: one moves to val; if that image is missing, val reads train."""
+    monkeypatch.setenv(Env.EXPORT_DISTRIBUTED_ABOVE, "0")
+    monkeypatch.setenv(Env.VAL_FRACTION, val_fraction)
+    keys = [f"incoming/tiny/cam/f{i:03d}.jpg" for i in range(count)]
+    nearest = min(range(count), key=lambda i: unit_hash(keys[i], SPLIT_SALT))  # the image the rule moves to val
+    started = world.export_yolo.handler(world.batch("tiny", count, skip_images=frozenset({nearest} if skip else ())), None)
+    assert started["status"] == "distributed"
+    world.run_machine(started)
+    files = world.files(started["uri"].split(f"s3://{BUCKET}/", 1)[1])
+    assert _yolo(files) == _single_path(world, started, "tiny")  # data.yaml included, byte for byte
+    split = json.loads(files["export.json"])["split"]
+    data = yaml.safe_load(files["data.yaml"])
+    images = {folder: sum(1 for k in files if k.startswith(folder + "/")) for folder in (data["train"], data["val"])}
+    assert all(images.values()), (data, images)  # both folders Ultralytics loads hold an image
+    assert (split["train_path"], split["val_path"]) == (data["train"], data["val"])
+    if count == 1:
+        assert data["val"] == "images/train" and "single image" in split["note"]
+    else:
+        assert split["moved_to_val"] == [keys[nearest]]
+        assert data["val"] == ("images/train" if skip else "images/val")
 
 
 def test_every_step_is_idempotent(world: World) -> None:

@@ -31,6 +31,8 @@ from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, E
 from labelloop_core.export import plan_export
 from labelloop_core.lines import MAX_LINE_BYTES
 from labelloop_core.manifest import bbox_label_line
+from labelloop_core.hashing import unit_hash
+from labelloop_core.yolo import SPLIT_SALT, split_for
 from tests.handlers.aws import BUCKET, REGION, data_bucket, moto_world, set_env
 from tests.yolo_checker import check_yolo_dataset, download_prefix
 
@@ -126,10 +128,10 @@ class World:
     def json(self, key: str) -> Any:
         return json.loads(self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
 
-    def check(self, uri: str, tmp: Path, *, allow_empty_splits: bool = False) -> Any:
+    def check(self, uri: str, tmp: Path) -> Any:
         prefix = uri.split(f"s3://{BUCKET}/", 1)[1]
         download_prefix(self.s3, BUCKET, prefix, tmp)
-        return check_yolo_dataset(tmp, allow_empty_splits=allow_empty_splits)
+        return check_yolo_dataset(tmp)
 
     def stub_sagemaker(self, describe: dict[str, Any] | None) -> Stubber:
         client = boto3.client("sagemaker", region_name=REGION)
@@ -223,6 +225,32 @@ def test_missing_images_and_bad_lines_are_reported_not_fatal(world: World, tmp_p
     assert len(skipped["Body"].read().splitlines()) == 2
     report = world.check(result["uri"], tmp_path)  # no label without its image
     assert report.total_images == 14
+
+
+def _train_hashed_keys(count: int) -> list[str]:
+    """Image keys the split hash alone puts in train (at the fixture's val fraction 0.5)."""
+    candidates = (f"incoming/tiny/photo{i}.jpg" for i in range(1000))
+    return [k for k in candidates if split_for(k, 0.5) == "train"][:count]
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_a_tiny_batch_exports_a_dataset_ultralytics_can_load(world: World, tmp_path: Path, count: int) -> None:
+    keys = _train_hashed_keys(count)
+    lines = [world.line(key, [Box("car", 10, 10, 50, 40)] if i else []) for i, key in enumerate(keys)]
+    result = world.module.handler(world.batch("tiny", "b1", lines), None)
+    report = world.check(result["uri"], tmp_path)  # data.yaml's train and val each name a folder with images
+    doc = world.json(result["uri"].split(f"s3://{BUCKET}/", 1)[1] + "export.json")
+    data = (tmp_path / "data.yaml").read_text()
+    split = doc["split"]
+    if count == 1:
+        assert report.images == {"train": 1, "val": 0} and "val: images/train\n" in data
+        assert split["val_path"] == "images/train" and "single image" in split["note"]
+        assert split["moved_to_val"] == [] and split["moved_to_train"] == []
+    else:
+        assert report.images == {"train": 3, "val": 1} and "val: images/val\n" in data
+        assert split["moved_to_val"] == [min(keys, key=lambda k: unit_hash(k, SPLIT_SALT))]
+        assert "moved to val" in split["note"] and doc["warnings"] == []
+    assert (doc["counts"]["train"], doc["counts"]["val"]) == (split["train"], split["val"])
 
 
 def test_batch_event_errors_name_the_problem(world: World) -> None:
@@ -326,7 +354,7 @@ def test_outside_job_completed_is_exported_with_its_categories_and_tag(
     result = world.module.handler(_job_event("lot-cars-review-07"), None)
     stubber.assert_no_pending_responses()
     assert result["status"] == "exported" and result["dataset"] == "street"
-    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)  # one image: one split
+    report = world.check(result["uri"], tmp_path)  # one image: one split
     doc = world.json(result["uri"].split(f"s3://{BUCKET}/")[1] + "export.json")
     assert len(doc["warnings"]) == 1 and "split is empty" in doc["warnings"][0]
     assert report.names == {0: "car", 1: "person", 2: "Car", 3: "Person"}
@@ -381,7 +409,7 @@ def test_builtin_job_named_by_job_name_when_untagged(world: World, contract_fixt
     world.stub_sagemaker(_describe("parking-lot-boxes", manifest, LabelAttributeName="parking-lot-boxes"))
     result = world.module.handler(_job_event("parking-lot-boxes"), None)
     assert result["dataset"] == "parking-lot-boxes"
-    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)
+    report = world.check(result["uri"], tmp_path)
     assert report.names == {0: "car", 1: "person", 2: "Car"}
     assert report.boxes == 5 and report.class_boxes == {2: 5}
 
@@ -571,7 +599,7 @@ def test_hostile_lines_are_skipped_with_reasons_and_the_rest_exported(world: Wor
     assert "someone-elses" in by_line[4]["detail"]
     keys = {o["Key"] for o in world.s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
     assert not any("calibration" in k or "secret" in k for k in keys if k.startswith("exports/"))
-    report = world.check(result["uri"], tmp_path, allow_empty_splits=True)
+    report = world.check(result["uri"], tmp_path)
     assert report.total_images == 3 and report.names == {0: "car", 1: "person"}
 
 

@@ -213,7 +213,9 @@ def test_same_name_different_suffix_gets_distinct_stems_and_unknown_suffix_is_re
     raw = next(r for r in plan.records if r.key.endswith("raw"))
     assert raw.suffix == ".jpg" and raw.suffix_replaced
     assert plan.counts()["suffix_replaced"] == 1
-    assert {r.split for r in plan.records} == {"train"}
+    # valFraction 0 hashes every image to train; the one nearest to val moves there (both splits hold one)
+    assert sorted(r.split for r in plan.records) == ["train", "train", "train", "val"]
+    assert plan.moved == {next(r.key for r in plan.records if r.split == "val"): "val"}
     assert [r.image_path for r in plan.records] == sorted(r.image_path for r in plan.records)
 
 

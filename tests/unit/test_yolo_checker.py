@@ -76,8 +76,23 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "unlisted suffix": (lambda root: (root / "images/train/d.gif").write_bytes(b"x"), "suffix"),
     "empty val": (
         lambda root: ((root / "images/val/c-3.jpeg").unlink(), (root / "labels/val/c-3.txt").unlink()),
-        "holds no image",
+        "'images/val' holds no image",
     ),
+    "val folder absent": (
+        lambda root: (
+            (root / "images/val/c-3.jpeg").unlink(),
+            (root / "labels/val/c-3.txt").unlink(),
+            (root / "images/val").rmdir(),
+            (root / "labels/val").rmdir(),
+        ),
+        "'images/val' is not a folder",
+    ),
+    "val holds only non-images": (
+        lambda root: ((root / "images/val/c-3.jpeg").rename(root / "images/val/c-3.gif")),
+        "'images/val' holds no image",
+    ),
+    "val outside the dataset": (_write("data.yaml", GOOD_YAML.replace("val: images/val", "val: ../elsewhere")), "leaves"),
+    "val not named": (_write("data.yaml", GOOD_YAML.replace("val: images/val", "val: images/train")), "nothing reads"),
     "missing folder": (
         lambda root: (root / "labels/val/c-3.txt").unlink() or (root / "labels/val").rmdir(),
         "labels/val",
@@ -95,12 +110,13 @@ def test_each_violation_fails_the_check(tmp_path: Path, case: str) -> None:
     assert any(expected in problem for problem in info.value.problems), info.value.problems
 
 
-def test_empty_splits_are_accepted_only_on_request(tmp_path: Path) -> None:
+def test_val_may_read_the_train_folder_when_there_is_no_val_folder(tmp_path: Path) -> None:
     root = build(tmp_path)
     (root / "images/val/c-3.jpeg").unlink()
     (root / "labels/val/c-3.txt").unlink()
     (root / "images/val").rmdir()
     (root / "labels/val").rmdir()
-    with pytest.raises(YoloCheckError):
+    with pytest.raises(YoloCheckError, match="'images/val' is not a folder"):
         check_yolo_dataset(root)
-    assert check_yolo_dataset(root, allow_empty_splits=True).images == {"train": 2, "val": 0}
+    (root / "data.yaml").write_text(GOOD_YAML.replace("val: images/val", "val: images/train"))
+    assert check_yolo_dataset(root).images == {"train": 2, "val": 0}
