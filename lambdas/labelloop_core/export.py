@@ -7,8 +7,11 @@ with the number of distinct images (a few hundred bytes each), never with the ma
 
 Image identity is ``labelloop-meta.key`` (the original incoming key) when the line carries it,
 else the ``source-ref`` URI; the split and the file stem derive from that identity, so they are
-stable as datasets grow and identical between the Lambda and the CLI. The pixels exported are
-those of ``source-ref`` (the labeled, EXIF-normalised copy): the boxes were drawn on them.
+stable as datasets grow and identical between the Lambda and the CLI. The one exception keeps both
+splits non-empty for Ultralytics: when the hash puts every image in one split, `balance_splits`
+moves the fewest (one) across, and the plan records it (``moved``; ``export.json`` -> ``split``).
+The pixels exported are those of ``source-ref`` (the labeled, EXIF-normalised copy): the boxes
+were drawn on them.
 
 Which label a line contributes: the attribute the caller names, else the one named by
 ``labelloop-meta.label_attribute``, else the bounding-box attribute found by content
@@ -624,9 +627,7 @@ def split_report(
         )
     elif train_path == val_path:
         empty = "val" if val == 0 else "train"
-        notes.append(
-            f"no {empty} image could be written (see missing_images): data.yaml's {empty} names {train_path}"
-        )
+        notes.append(f"no {empty} image could be written (see missing_images): data.yaml's {empty} names {train_path}")
     return ExportSplit(
         train=train,
         val=val,

@@ -221,5 +221,14 @@ def _failure_reason(report: dict[str, Any]) -> str:
 def _export_summary(document: dict[str, Any] | None) -> dict[str, Any] | None:
     if not document:
         return None
-    keep = ("version", "counts", "class_histogram", "background_ratio", "warnings", "missing_images", "dropped_boxes")
+    keep = (
+        "version",
+        "counts",
+        "split",
+        "class_histogram",
+        "background_ratio",
+        "warnings",
+        "missing_images",
+        "dropped_boxes",
+    )
     return {k: document[k] for k in keep if k in document}

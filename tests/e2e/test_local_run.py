@@ -112,6 +112,23 @@ def test_accept_run_labels_and_exports_every_tricky_name(tmp_path: Path, capsys:
     assert export["version"] == report["export_version"]
 
 
+def test_a_single_image_run_exports_a_dataset_ultralytics_can_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One image is one split: data.yaml's val names the train folder (the options above: same assembly)."""
+    images, out = tmp_path / "images", tmp_path / "out"
+    write_images(images, ["only.jpg"])
+
+    code, _, stderr = run_cli(["local", "run", "--images", str(images), "--out", str(out)], capsys)
+
+    assert code == 0, stderr
+    checked = check_yolo_dataset(out / "dataset")  # train and val each name a folder holding the image
+    assert checked.images == {"train": 1, "val": 0}
+    assert "val: images/train\n" in (out / "dataset" / "data.yaml").read_text()
+    export = json.loads((out / "dataset" / "export.json").read_text())
+    assert export["split"]["val_path"] == "images/train" and "single image" in export["split"]["note"]
+
+
 def test_replay_model_fixed_threshold_and_answers_from_two_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

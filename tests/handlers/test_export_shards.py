@@ -151,7 +151,8 @@ def test_a_tiny_distributed_export_splits_and_names_folders_as_the_single_functi
     monkeypatch.setenv(Env.VAL_FRACTION, val_fraction)
     keys = [f"incoming/tiny/cam/f{i:03d}.jpg" for i in range(count)]
     nearest = min(range(count), key=lambda i: unit_hash(keys[i], SPLIT_SALT))  # the image the rule moves to val
-    started = world.export_yolo.handler(world.batch("tiny", count, skip_images=frozenset({nearest} if skip else ())), None)
+    event = world.batch("tiny", count, skip_images=frozenset({nearest} if skip else ()))
+    started = world.export_yolo.handler(event, None)
     assert started["status"] == "distributed"
     world.run_machine(started)
     files = world.files(started["uri"].split(f"s3://{BUCKET}/", 1)[1])

@@ -29,9 +29,9 @@ from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, Env
 from labelloop_core.export import plan_export
+from labelloop_core.hashing import unit_hash
 from labelloop_core.lines import MAX_LINE_BYTES
 from labelloop_core.manifest import bbox_label_line
-from labelloop_core.hashing import unit_hash
 from labelloop_core.yolo import SPLIT_SALT, split_for
 from tests.handlers.aws import BUCKET, REGION, data_bucket, moto_world, set_env
 from tests.yolo_checker import check_yolo_dataset, download_prefix

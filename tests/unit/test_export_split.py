@@ -166,5 +166,5 @@ def test_missing_images_that_empty_val_make_data_yaml_read_the_train_folder() ->
 
 def test_data_yaml_folders_are_only_the_split_folders() -> None:
     assert data_yaml({0: "a"}, "images/train", "images/train").startswith("train: images/train\nval: images/train\n")
-    with pytest.raises(ValueError, match="data.yaml folders"):
+    with pytest.raises(ValueError, match=r"data\.yaml folders"):
         data_yaml({0: "a"}, "images/train", "../x")

@@ -88,10 +88,13 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
         "'images/val' is not a folder",
     ),
     "val holds only non-images": (
-        lambda root: ((root / "images/val/c-3.jpeg").rename(root / "images/val/c-3.gif")),
+        lambda root: (root / "images/val/c-3.jpeg").rename(root / "images/val/c-3.gif"),
         "'images/val' holds no image",
     ),
-    "val outside the dataset": (_write("data.yaml", GOOD_YAML.replace("val: images/val", "val: ../elsewhere")), "leaves"),
+    "val outside the dataset": (
+        _write("data.yaml", GOOD_YAML.replace("val: images/val", "val: ../elsewhere")),
+        "leaves",
+    ),
     "val not named": (_write("data.yaml", GOOD_YAML.replace("val: images/val", "val: images/train")), "nothing reads"),
     "missing folder": (
         lambda root: (root / "labels/val/c-3.txt").unlink() or (root / "labels/val").rmdir(),
