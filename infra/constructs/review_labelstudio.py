@@ -19,7 +19,6 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
@@ -27,6 +26,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
+from infra.iam import allow, allow_list, bucket_prefix_finding
 from infra.nag import acknowledge
 from labelloop_core.contract import Env
 
@@ -153,38 +153,20 @@ class LabelStudioReview(Construct):
             arn_format=ArnFormat.COLON_RESOURCE_NAME,
         )
 
-        def allow(function: lambda_.Function, actions: list[str], resources: list[str]) -> None:
-            function.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
-
-        def allow_list(function: lambda_.Function, prefixes: list[str]) -> None:
-            function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["s3:ListBucket"],
-                    resources=[arn],
-                    conditions={"StringLike": {"s3:prefix": [f"{p}*" for p in prefixes]}},
-                )
-            )
-
         start, job_event, sync = workflow.start_review_function, workflow.job_event_function, self.sync_function
         # The batch's review manifest and labelstudio.json; the GT-shaped output manifest.
         for function in (start, job_event, sync):
             allow(function, ["s3:GetObject", "s3:PutObject"], [batches])
             allow(function, ["s3:PutObject"], [outputs])
-        allow_list(start, [f"{work}batches/"])
+        allow_list(start, arn, [f"{work}batches/"])
         allow(start, ["s3:PutObject"], [open_reviews])
         allow(job_event, ["s3:DeleteObject"], [open_reviews])
         allow(sync, ["s3:GetObject", "s3:DeleteObject"], [open_reviews])
         allow(sync, ["s3:GetObject", "s3:PutObject"], [tokens])
-        allow_list(sync, [f"{work}labelstudio/open/", f"{work}batches/", f"{work}labeling-jobs/tokens/"])
+        allow_list(sync, arn, [f"{work}labelstudio/open/", f"{work}batches/", f"{work}labeling-jobs/tokens/"])
         allow(sync, ["states:SendTaskSuccess", "states:SendTaskFailure"], [machine])
 
-        cfn_bucket = storage.data.node.default_child
-        assert isinstance(cfn_bucket, s3.CfnBucket)
-        bucket_id = stack.resolve(stack.get_logical_id(cfn_bucket))
-
-        def prefix(value: str) -> str:
-            return f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/{value}*]"
-
+        prefix = bucket_prefix_finding(storage.data)
         reasons = {
             f"{work}batches/": "Batch files (review manifest, labelstudio.json) are per batch under work/batches/.",
             f"{work}labeling-jobs/": "One GT-shaped output manifest per review, named after the review at run time.",
