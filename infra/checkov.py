@@ -76,12 +76,16 @@ def _no_dlq_reason(node: IConstruct) -> str | None:
 
 
 def _concurrency_reason(node: IConstruct) -> str | None:
+    """Why a function has no reservation (``labelloop.reservedConcurrency`` is off by default)."""
     if isinstance(node, lambda_.CfnFunction) and node.reserved_concurrent_executions is not None:
-        return None  # fixed: it has a reservation
+        return None  # fixed: labelloop.reservedConcurrency reserved it
     return (
-        "Bounded by its caller (Step Functions Map maxConcurrency per batch, the SQS event source mapping, "
-        "Ground Truth's task rate) and cannot run away on its own; a reservation would take capacity from "
-        "the account's pool and fails deploys on accounts with the default concurrency quota."
+        "Bounded by its caller (Step Functions Map maxConcurrency, the SQS event source mapping, Ground Truth's "
+        "task rate, a schedule or EventBridge rule), and throttled invocations are retried (state machine Retry "
+        "with backoff, Lambda's asynchronous queue for up to 6 hours). A reservation takes capacity out of the "
+        "account's pool and Lambda refuses it unless min(100, quota) stays unreserved, so it fails the deploy on "
+        "a new account (quota 10); labelloop.reservedConcurrency reserves the export and Label Studio sync "
+        "functions where the quota allows."
     )
 
 

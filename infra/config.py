@@ -90,6 +90,23 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class ReservedConcurrencyConfig:
+    """Lambda reserved concurrency per function (None: no reservation, the default).
+
+    A reservation caps the function and takes its share out of the account's pool; Lambda refuses it
+    unless min(100, quota) stays unreserved, so a new account (quota 10) cannot deploy any.
+    """
+
+    export: int | None = None
+    label_studio_sync: int | None = None
+
+    @property
+    def total(self) -> int:
+        """Concurrency the stack reserves (for the account-quota check in the README)."""
+        return (self.export or 0) + (self.label_studio_sync or 0)
+
+
+@dataclass(frozen=True)
 class LabelLoopConfig:
     """Everything the stack needs to know; the only place context is read."""
 
@@ -119,6 +136,7 @@ class LabelLoopConfig:
     encryption: Encryption = "aws-managed"
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    reserved_concurrency: ReservedConcurrencyConfig = field(default_factory=ReservedConcurrencyConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
     verify_seconds_per_box: float = limits.VERIFY_SECONDS_PER_BOX.default
     draw_seconds_per_box: float = limits.DRAW_SECONDS_PER_BOX.default
@@ -154,6 +172,7 @@ _TOP_KEYS = {
     "encryption": "encryption",
     "labelStudio": "label_studio",
     "export": "export",
+    "reservedConcurrency": "reserved_concurrency",
 }
 _MODEL_KEYS = {
     "kind": "kind",
@@ -182,6 +201,12 @@ _EXPORT_KEYS = {
     "distributedAbove": "distributed_above",
     "shardSize": "shard_size",
     "maxConcurrency": "max_concurrency",
+}
+
+_RESERVED_CONCURRENCY_KEYS = {"export": "export", "labelStudioSync": "label_studio_sync"}
+_RESERVED_DEFAULTS = {
+    "export": limits.EXPORT_RESERVED_CONCURRENCY,
+    "labelStudioSync": limits.LABEL_STUDIO_SYNC_RESERVED_CONCURRENCY,
 }
 
 
@@ -372,6 +397,25 @@ def _export(raw: Any, where: str) -> ExportConfig:
     )
 
 
+def _reserved_concurrency(raw: Any, where: str) -> ReservedConcurrencyConfig:
+    """``false``/absent: none; ``true``: every function's default; an object: per function (``false``: none)."""
+    if raw is None or raw is False:
+        return ReservedConcurrencyConfig()
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f'{where}: must be true, false or an object such as {{"export": 5, "labelStudioSync": 2}}, got {raw!r}'
+        )
+    _check_unknown(raw, _RESERVED_CONCURRENCY_KEYS, where)
+    values: dict[str, int | None] = {}
+    for key, name in _RESERVED_CONCURRENCY_KEYS.items():
+        value = raw.get(key, True)
+        bound = _RESERVED_DEFAULTS[key]
+        values[name] = None if value is False else bound.default if value is True else _int(raw, key, where, bound)
+    return ReservedConcurrencyConfig(**values)
+
+
 def parse_config(raw: Any) -> LabelLoopConfig:
     """Validate a context dict (camelCase keys) into a `LabelLoopConfig`."""
     where = CONTEXT_KEY
@@ -436,6 +480,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         encryption=cast(Encryption, _choice(raw, "encryption", where, "aws-managed", ("aws-managed", "kms"))),
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
         export=_export(raw.get("export"), f"{where}.export"),
+        reserved_concurrency=_reserved_concurrency(raw.get("reservedConcurrency"), f"{where}.reservedConcurrency"),
     )
 
 

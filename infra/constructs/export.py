@@ -47,8 +47,6 @@ BATCH_LABELED = contract.BATCH_LABELED
 JOB_STATE_CHANGE = contract.JOB_STATE_CHANGE
 CONTINUATION_SOURCE = contract.EXPORT_EVENT_SOURCE
 CONTINUATION = contract.EXPORT_CONTINUATION
-# Exports running at once (one per dataset being exported, plus continuations).
-EXPORT_RESERVED_CONCURRENCY = 5
 
 
 class Export(Construct):
@@ -98,9 +96,10 @@ class Export(Construct):
             },
             timeout=Duration.minutes(15),
             memory_size=2048,
-            # The export re-triggers itself through EventBridge: a bug there must not fan out
-            # without bound. Throttled events wait (Lambda retries them for up to 6 hours).
-            reserved_concurrency=EXPORT_RESERVED_CONCURRENCY,
+            # Optional (labelloop.reservedConcurrency): the export re-triggers itself through EventBridge, and
+            # a cap bounds a bug there and the S3 request rate of concurrent exports. Throttled events wait
+            # (Lambda retries them for up to 6 hours). Off by default: new accounts cannot reserve any.
+            reserved_concurrency=config.reserved_concurrency.export,
         )
         # Failed asynchronous invocations (after 2 retries) land in the DLQ with the error message.
         self.function.configure_async_invoke(

@@ -86,7 +86,8 @@ class LabelStudioReview(Construct):
             environment={Env.WORK_PREFIX: work, **environment},
             timeout=Duration.minutes(5),
             memory_size=512,
-            reserved_concurrency=2,
+            # Optional (labelloop.reservedConcurrency): caps the sweeps hitting the Label Studio API at once.
+            reserved_concurrency=config.reserved_concurrency.label_studio_sync,
         )
         self.schedule = events.Rule(
             self,

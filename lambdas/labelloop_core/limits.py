@@ -119,6 +119,14 @@ EXPORT_SHARD_SIZE: Final = IntRange(2_000, 1, 100_000)
 #: Shard workers running at once (Distributed Map MaxConcurrency; AWS allows up to 10,000).
 EXPORT_MAX_CONCURRENCY: Final = IntRange(10, 1, 10_000)
 
+# -- reserved concurrency (labelloop.reservedConcurrency, off unless set) ----------------------------
+#: Exports running at once when reserved (one per dataset being exported, plus continuations).
+EXPORT_RESERVED_CONCURRENCY: Final = IntRange(5, 1, 1000)
+#: Label Studio sync sweeps running at once when reserved (the schedule plus webhook-queued sweeps).
+LABEL_STUDIO_SYNC_RESERVED_CONCURRENCY: Final = IntRange(2, 1, 1000)
+#: Lambda keeps this much of the account's concurrency unreserved (all of it below 100: new accounts).
+LAMBDA_MIN_UNRESERVED_CONCURRENCY: Final = 100
+
 # -- model and calibration ---------------------------------------------------------------------------
 MIN_CONFIDENCE: Final = FloatRange(0.05, 0.0, 1.0)
 AUTO_ACCEPT_THRESHOLD: Final = FloatRange(0.0, 0.0, 1.0)

@@ -12,7 +12,7 @@ import pytest
 from aws_cdk.assertions import Match, Template
 
 from infra.checkov import SUPPRESSIONS
-from infra.constructs.export import EXPORT_RESERVED_CONCURRENCY
+from labelloop_core import limits
 
 REPO = Path(__file__).resolve().parents[2]
 CHECKOV = REPO / ".venv-checkov" / "bin" / "checkov"
@@ -167,11 +167,50 @@ def test_asynchronously_invoked_functions_have_an_on_failure_destination(templat
         assert destination["Fn::GetAtt"][0] in alarmed, f"{function}: its on-failure queue has no alarm"
 
 
-def test_the_self_retriggering_export_has_a_concurrency_reservation(template: Template) -> None:
-    template.has_resource_properties(
-        "AWS::Lambda::Function",
-        {"Handler": "handlers.export_yolo.handler", "ReservedConcurrentExecutions": EXPORT_RESERVED_CONCURRENCY},
-    )
+def _concurrency_skip(resource: dict[str, Any]) -> str | None:
+    skips = resource.get("Metadata", {}).get("checkov", {}).get("skip", [])
+    return next((s["comment"] for s in skips if s["id"] == "CKV_AWS_115"), None)
+
+
+def test_no_function_reserves_concurrency_by_default_and_checkov_is_told_why(template_json: dict[str, Any]) -> None:
+    functions = [r for r in template_json["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert functions and all("ReservedConcurrentExecutions" not in f["Properties"] for f in functions)
+    for function in functions:
+        reason = _concurrency_skip(function)
+        assert reason is not None and "labelloop.reservedConcurrency" in reason and "quota 10" in reason
+
+
+def test_reserved_concurrency_on_reserves_the_export_and_sync_functions(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from infra.synth import synthesize
+
+    context = {
+        "reservedConcurrency": True,
+        "reviewBackend": "labelstudio",
+        "labelStudio": {
+            "url": "https://labelstudio.example.com",
+            "tokenSecretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:labelloop/ls-token-AbC123",
+        },
+    }
+    assembly = synthesize(tmp_path_factory.mktemp("cdk.out.reserved"), context)  # cdk-nag runs: no finding
+    resources = json.loads((assembly / "LabelLoop.template.json").read_text())["Resources"]
+    reserved = {
+        r["Properties"]["Handler"]: r["Properties"]["ReservedConcurrentExecutions"]
+        for r in resources.values()
+        if r["Type"] == "AWS::Lambda::Function" and "ReservedConcurrentExecutions" in r["Properties"]
+    }
+    assert reserved == {
+        "handlers.export_yolo.handler": limits.EXPORT_RESERVED_CONCURRENCY.default,
+        "handlers.review_sync.handler": limits.LABEL_STUDIO_SYNC_RESERVED_CONCURRENCY.default,
+    }
+    for resource in resources.values():  # fixed where reserved, answered elsewhere
+        if resource["Type"] == "AWS::Lambda::Function":
+            has_reservation = "ReservedConcurrentExecutions" in resource["Properties"]
+            assert (_concurrency_skip(resource) is None) == has_reservation
+
+
+def test_the_data_bucket_logs_its_access(template: Template) -> None:
     template.has_resource_properties(
         "AWS::S3::Bucket", {"LoggingConfiguration": Match.object_like({"LogFilePrefix": "data/"})}
     )

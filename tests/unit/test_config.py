@@ -41,6 +41,11 @@ def test_defaults_are_safe_for_a_first_deploy() -> None:
         ({"export": {"maxConcurrency": 10_001}}, "labelloop.export.maxConcurrency"),
         ({"export": {"shardsize": 10}}, "labelloop.export.shardsize"),
         ({"export": 5}, "labelloop.export"),
+        ({"reservedConcurrency": "yes"}, "labelloop.reservedConcurrency"),
+        ({"reservedConcurrency": 5}, "labelloop.reservedConcurrency"),
+        ({"reservedConcurrency": {"export": 0}}, "labelloop.reservedConcurrency.export"),
+        ({"reservedConcurrency": {"labelStudioSync": 1001}}, "labelloop.reservedConcurrency.labelStudioSync"),
+        ({"reservedConcurrency": {"sync": 2}}, "labelloop.reservedConcurrency.sync"),
     ],
 )
 def test_invalid_context_names_the_key(raw: dict[str, object], key: str) -> None:
@@ -137,3 +142,19 @@ def test_export_fan_out_keys_default_from_limits_and_override_one_by_one() -> No
     context = {"labelloop": {"export": {"shardSize": 500}}, "labelloop.export.distributedAbove": "0"}
     export = config_from_context(context.get).export
     assert (export.distributed_above, export.shard_size) == (0, 500)
+
+
+def test_reserved_concurrency_is_off_by_default_and_on_per_function_or_all() -> None:
+    from labelloop_core import limits
+
+    assert parse_config({}).reserved_concurrency.total == 0
+    assert parse_config({"reservedConcurrency": False}).reserved_concurrency.total == 0
+    on = parse_config({"reservedConcurrency": True}).reserved_concurrency
+    assert (on.export, on.label_studio_sync) == (
+        limits.EXPORT_RESERVED_CONCURRENCY.default,
+        limits.LABEL_STUDIO_SYNC_RESERVED_CONCURRENCY.default,
+    )
+    some = parse_config({"reservedConcurrency": {"export": 3, "labelStudioSync": False}}).reserved_concurrency
+    assert (some.export, some.label_studio_sync, some.total) == (3, None, 3)
+    # `cdk deploy -c labelloop.reservedConcurrency=true` arrives as a string.
+    assert config_from_context({"labelloop.reservedConcurrency": "true"}.get).reserved_concurrency == on
