@@ -27,7 +27,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
-from infra.constructs.workflow.definition import LAMBDA_TRANSIENT
+from infra.constructs.workflow.definition import add_lambda_retries
 from infra.constructs.workflow.grants import acknowledge_state_machine
 from infra.iam import allow, bucket_prefix_finding
 from infra.nag import acknowledge
@@ -115,9 +115,10 @@ class DistributedExport(Construct):
             retry_on_service_exceptions=False,
             result_path=result_path,
         )
-        task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
-        # Every action is idempotent: a failed attempt (throttling past the client's retries, a crash)
-        # is retried with backoff, and the re-run skips what the failed one completed.
+        add_lambda_retries(task)
+        # Lambda throttling (a low account quota below export.maxConcurrency) waits for a free slot; every
+        # action is idempotent: a failed attempt (S3 throttling past the client's retries, a crash) is
+        # retried with backoff, and the re-run skips what the failed one completed.
         task.add_retry(
             errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=attempts, backoff_rate=2
         )

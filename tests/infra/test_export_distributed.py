@@ -8,7 +8,17 @@ from typing import Any
 import pytest
 
 from infra.config import parse_config
+from infra.constructs.workflow.definition import THROTTLE_ATTEMPTS
 from labelloop_core import contract
+
+THROTTLE_RETRY = {
+    "ErrorEquals": ["Lambda.TooManyRequestsException"],
+    "IntervalSeconds": 2,
+    "MaxAttempts": THROTTLE_ATTEMPTS,
+    "BackoffRate": 2,
+    "MaxDelaySeconds": 60,
+    "JitterStrategy": "FULL",
+}
 
 
 def _resources(template_json: dict[str, Any], kind: str, prefix: str) -> dict[str, Any]:
@@ -50,6 +60,9 @@ def test_shards_fan_out_over_the_plans_shard_files_then_publish(definition: dict
     retried = {error for retry in worker["Retry"] for error in retry["ErrorEquals"]}
     assert "States.TaskFailed" in retried and "Lambda.TooManyRequestsException" in retried
     assert all(retry.get("BackoffRate", 1) >= 2 for retry in worker["Retry"])
+    # A low account quota (new accounts: 10) below maxConcurrency throttles shard workers: the first
+    # retrier waits them out with capped, jittered backoff instead of failing the export.
+    assert worker["Retry"][0] == THROTTLE_RETRY
     assert shards["Next"] == "Publish" and states["Publish"]["Next"] == "Exported"
     assert states["Publish"]["Parameters"]["action"] == contract.EXPORT_ACTION_PUBLISH
 

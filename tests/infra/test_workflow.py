@@ -10,6 +10,7 @@ from aws_cdk.assertions import Match, Template
 
 from infra.config import parse_config
 from infra.constructs.intake import event_source_batch_size
+from infra.constructs.workflow.definition import THROTTLE_ATTEMPTS
 
 REVIEW_WAIT_PATH = "$.review_wait_seconds"
 
@@ -94,6 +95,14 @@ def test_every_task_retries_transient_errors_and_is_caught(template_json: dict[s
                 "Lambda.TooManyRequestsException",
                 "Lambda.SdkClientException",
             } <= retried, name
+            # Throttling first (Step Functions applies the first matching retrier), waited out patiently.
+            throttle = state["Retry"][0]
+            assert throttle["ErrorEquals"] == ["Lambda.TooManyRequestsException"], name
+            assert (throttle["MaxAttempts"], throttle["MaxDelaySeconds"], throttle["JitterStrategy"]) == (
+                THROTTLE_ATTEMPTS,
+                60,
+                "FULL",
+            ), name
     assert states["Failed"]["Type"] == "Fail"
 
 

@@ -18,14 +18,38 @@ from labelloop_core.contract import REPORT_FILE
 
 _Guardable = TypeVar("_Guardable", tasks.LambdaInvoke, tasks.EventBridgePutEvents, sfn.DistributedMap)
 
-#: Errors worth retrying on any Lambda task (the service or the SDK, not our code).
+#: Lambda refusing to start the function: the account's (or a reservation's) concurrency is in use.
+LAMBDA_THROTTLED = ["Lambda.TooManyRequestsException"]
+#: Errors worth retrying on any Lambda task (the service or the SDK, not our code), throttling included.
 LAMBDA_TRANSIENT = [
     "Lambda.ServiceException",
     "Lambda.AWSLambdaException",
     "Lambda.SdkClientException",
-    "Lambda.TooManyRequestsException",
+    *LAMBDA_THROTTLED,
     "Lambda.ClientExecutionTimeoutException",
 ]
+#: Throttled attempts: 2 s doubling up to 60 s, full jitter (about 50 minutes on average), so a task
+#: waits out other invocations holding a low concurrency quota (new accounts: 10; a shard worker may
+#: run 15 minutes) instead of failing the execution.
+THROTTLE_ATTEMPTS = 100
+THROTTLE_MAX_DELAY = Duration.seconds(60)
+
+
+def add_lambda_retries(task: tasks.LambdaInvoke) -> None:
+    """Retry throttling patiently (capped, jittered backoff) and the other transient Lambda errors 6 times.
+
+    Step Functions applies the first retrier whose errors match, so throttling gets its own, first.
+    """
+    task.add_retry(
+        errors=LAMBDA_THROTTLED,
+        interval=Duration.seconds(2),
+        max_attempts=THROTTLE_ATTEMPTS,
+        backoff_rate=2,
+        max_delay=THROTTLE_MAX_DELAY,
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+    others = [error for error in LAMBDA_TRANSIENT if error not in LAMBDA_THROTTLED]
+    task.add_retry(errors=others, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
 
 
 def _batch_fields() -> dict[str, str]:
@@ -129,7 +153,7 @@ class WorkflowDefinition:
             retry_on_service_exceptions=False,
             result_path=result_path,
         )
-        task.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
+        add_lambda_retries(task)
         if idempotent:
             # Our handlers are safe to re-run (they overwrite the same outputs); one more try
             # rides out a transient S3/API error surfacing as a function error.
@@ -220,7 +244,7 @@ class WorkflowDefinition:
             result_path=result_path,
             task_timeout=sfn.Timeout.at("$.review_wait_seconds"),
         )
-        start.add_retry(errors=LAMBDA_TRANSIENT, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
+        add_lambda_retries(start)
         reconcile = self._guarded(
             self._invoke(f"Reconcile{name}", self._fns.job_event, {**fields, "action": "reconcile"}, result_path)
         )
