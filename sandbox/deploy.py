@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import time
+import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import boto3
+from moto.awslambda.exceptions import InvalidParameterValueException
+from moto.awslambda.models import LambdaFunction
 from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
 from moto.cloudformation.models import Stack as CfnStack
 from moto.cloudformation.parsing import clean_json
 
-from sandbox import kms_emulation
+from sandbox import kms_emulation, lambda_quota
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
 
@@ -123,6 +126,15 @@ GAPS: tuple[Gap, ...] = (
         "AWS::Lambda::Function LoggingConfig.LogGroup",
         "ignored: logs always go to /aws/lambda/<function name>",
         "point the function's log output at the configured log group",
+    ),
+    Gap(
+        "Lambda concurrency (the account's quota, AWS::Lambda::Function ReservedConcurrentExecutions)",
+        "reservations are stored, checked only by PutFunctionConcurrency and only with "
+        "MOTO_LAMBDA_CONCURRENCY_QUOTA set (against a fixed minimum of 100); invocations are never throttled",
+        "sandbox.lambda_quota: an account quota (LocalCloud.start lambda_concurrency_quota, default 1000); a "
+        "reservation leaving less than min(100, quota) unreserved fails the deploy (or PutFunctionConcurrency) "
+        "with Lambda's message; a synchronous Invoke beyond the free concurrency gets HTTP 429 "
+        "TooManyRequestsException, events Lambda delivers itself wait for a slot",
     ),
     Gap(
         "AWS::Lambda::EventInvokeConfig",
@@ -499,14 +511,48 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
     )
 
 
+class _ResourceFailed(Exception):
+    """A resource CloudFormation could not create: its logical id and the handler's message."""
+
+    def __init__(self, logical_id: str, message: str) -> None:
+        super().__init__(f"{logical_id}: {message}")
+        self.logical_id = logical_id
+        self.message = message
+
+
+def _checked_function_factory(original: Any) -> Any:
+    """moto's AWS::Lambda::Function factory, refusing a reservation the account's quota cannot spare."""
+
+    def create(
+        cls: type, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **kw: Any
+    ) -> Any:
+        reserved = cloudformation_json.get("Properties", {}).get("ReservedConcurrentExecutions")
+        if reserved is not None:
+            try:
+                lambda_quota.check_reservation(account_id, region_name, resource_name, int(reserved))
+            except InvalidParameterValueException as exc:
+                # What CloudFormation reports for the resource (then the stack rolls back).
+                raise _ResourceFailed(
+                    str(kw.get("LogicalId", resource_name)),
+                    f'Resource handler returned message: "{exc.message} (Service: Lambda, Status Code: 400, '
+                    f'Request ID: {uuid.uuid4()})" (HandlerErrorCode: InvalidRequest)',
+                ) from None
+        return original.__func__(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
+
+    return classmethod(create)
+
+
 def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[str, list[str]]:
     """CreateStack with our custom-resource applier and JSON-first template parsing patched in.
 
-    Returns the stack id and the custom resources applied; a failed custom resource is a `DeployError`.
+    Returns the stack id and the custom resources applied; a failed custom resource, or a function
+    whose reserved concurrency the account cannot spare, is a `DeployError`.
     """
     applier = _CustomResourceApplier()
     original = CustomModel.__dict__["create_from_cloudformation_json"]
+    original_function = LambdaFunction.__dict__["create_from_cloudformation_json"]
     CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
+    LambdaFunction.create_from_cloudformation_json = _checked_function_factory(original_function)  # type: ignore[method-assign]
     CfnStack.parse_template = staticmethod(_parse_json_first)  # type: ignore[method-assign]
     try:
         stack_id = cfn.create_stack(
@@ -514,8 +560,14 @@ def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[
             TemplateBody=json.dumps(template),
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )["StackId"]
+    except _ResourceFailed as failed:
+        raise DeployError(
+            f"stack {stack_name} failed to create and rolls back: The following resource(s) failed to create: "
+            f"[{failed.logical_id}]. {failed.logical_id}: {failed.message}"
+        ) from None
     finally:
         CustomModel.create_from_cloudformation_json = original  # type: ignore[method-assign]
+        LambdaFunction.create_from_cloudformation_json = original_function  # type: ignore[method-assign]
         CfnStack.parse_template = staticmethod(_ORIGINAL_PARSE)  # type: ignore[method-assign]
     if applier.errors:
         raise DeployError("custom resources failed:\n  " + "\n  ".join(applier.errors))

@@ -29,6 +29,7 @@ from sandbox import (
     faults,
     groundtruth,
     host_clients,
+    lambda_quota,
     lambda_runtime,
     model_emulation,
     moto_speedups,
@@ -80,6 +81,7 @@ class LocalCloud:
         region: str = "us-east-1",
         stack_name: str = "LabelLoop",
         fault_injector: faults.FaultInjector | None = None,
+        lambda_concurrency_quota: int = lambda_quota.DEFAULT_QUOTA,
     ) -> Iterator[LocalCloud]:
         """Enter moto, install the emulation patches, deploy the assembly; undo all on exit.
 
@@ -90,6 +92,9 @@ class LocalCloud:
         workteams that exist in the account before the stack does (on AWS the user creates them;
         the stack's config only names one). ``fault_injector``: AWS calls made
         by the deployed functions fail at its rules' rates (`sandbox.faults`).
+        ``lambda_concurrency_quota``: the account's concurrent-executions quota (AWS's default 1,000; a
+        new account's 10): reservations beyond it fail the deploy, invocations beyond it are throttled
+        (`sandbox.lambda_quota`).
         """
         if esm_mode not in ("poll", "manual"):
             raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
@@ -109,10 +114,12 @@ class LocalCloud:
             events.EVENT_LOG.clear()
             if fault_injector is not None:
                 faults.install(fault_injector)
+            lambda_quota.install(lambda_concurrency_quota)
             yield from cls._run(
                 assembly_dir, gt_settings, model_settings, poller_settings, workteams, region, stack_name
             )
         finally:
+            lambda_quota.uninstall()
             faults.uninstall()
             _ACTIVE.release()
 

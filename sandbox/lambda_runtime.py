@@ -51,6 +51,7 @@ from typing import Any
 import boto3
 from moto.awslambda.models import LambdaFunction
 
+from sandbox import lambda_quota
 from sandbox.faults import InjectedCrash
 from sandbox.lambda_gate import STDERR as _STDERR
 from sandbox.lambda_gate import STDOUT as _STDOUT
@@ -413,20 +414,28 @@ def peak_concurrency(reset: bool = False) -> int:
     return _GATE.take_peak(reset)
 
 
-def run_function(fn: LambdaFunction, event: Any) -> tuple[str, dict[str, Any] | None, str]:
-    """Invoke ``fn`` in-process; return (payload JSON, error dict or None, captured logs)."""
+def run_function(
+    fn: LambdaFunction, event: Any, *, wait_for_slot: bool = True
+) -> tuple[str, dict[str, Any] | None, str]:
+    """Invoke ``fn`` in-process; return (payload JSON, error dict or None, captured logs).
+
+    The invocation holds one of the account's concurrency slots (`sandbox.lambda_quota`): without a
+    free one it waits (``wait_for_slot``: an event Lambda delivers itself) or raises Lambda's
+    ``TooManyRequestsException`` (a synchronous Invoke).
+    """
     if not fn.code_bytes:
         raise RuntimeError(f"function {fn.function_name} has no zip code to run in-process")
     depth = int(getattr(_DEFERRED, "depth", 0))
+    with lambda_quota.admitted(fn, wait=wait_for_slot):
+        if depth == 0:
+            _DEFERRED.queue = []
+        _DEFERRED.depth = depth + 1
+        try:
+            payload, error, logs = _run_function(fn, event)
+        finally:
+            _DEFERRED.depth = depth
     if depth == 0:
-        _DEFERRED.queue = []
-    _DEFERRED.depth = depth + 1
-    try:
-        payload, error, logs = _run_function(fn, event)
-    finally:
-        _DEFERRED.depth = depth
-    if depth == 0:
-        _drain_deferred()
+        _drain_deferred()  # asynchronous invocations it caused start once its slot is free again
     return payload, error, logs
 
 
@@ -499,7 +508,8 @@ def _patched_invoke(self: LambdaFunction, body: str, request_headers: Any, respo
         # An asynchronous invoke from inside a handler starts after that handler returns.
         defer(lambda: _patched_invoke_lambda(self, event))
         return ""
-    payload, error, logs = run_function(self, event)
+    # A synchronous Invoke is throttled when no slot is free; an accepted event waits in Lambda's queue.
+    payload, error, logs = run_function(self, event, wait_for_slot=inv_type == "Event")
     self.logs_backend.ensure_log_group(self.logs_group_name)
     self.save_logs(logs)
     if error is not None:

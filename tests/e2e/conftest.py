@@ -133,6 +133,24 @@ def handler(event, context):
     return {"marker": body.decode(), "detail": event["detail"]}
 '''
 
+HOLD = '''
+"""Run until the test releases it (an object under event["release"]), so the test decides how long it runs."""
+import os
+import time
+
+import boto3
+
+
+def handler(event, context):
+    s3 = boto3.client("s3")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if s3.list_objects_v2(Bucket=os.environ["BUCKET"], Prefix=event["release"]).get("KeyCount"):
+            return {"released": True}
+        time.sleep(0.02)
+    return {"released": False}
+'''
+
 
 def _host_version(distribution: str) -> str:
     from importlib.metadata import version
@@ -151,6 +169,7 @@ def _write_mini_asset(root: Path) -> Path:
         "handlers/post.py": POST,
         "handlers/produce.py": PRODUCE,
         "handlers/consume.py": CONSUME,
+        "handlers/hold.py": HOLD,
         "labelloop_mini/__init__.py": "",
         "labelloop_mini/marker.py": "VALUE = 'from-the-zip'\n",
         # A pure-Python dependency the host lacks: must load from the zip.
@@ -260,7 +279,8 @@ def synthesize_mini(outdir: Path) -> Path:
     custom_rule.add_target(targets.LambdaFunction(fail))
     producer = function("Producer", "handlers.produce.handler", "producer")
     consumer = function("Consumer", "handlers.consume.handler", "consumer")
-    for fn in (producer, consumer):
+    hold = function("Hold", "handlers.hold.handler", "hold")
+    for fn in (producer, consumer, hold):
         fn.add_environment("BUCKET", bucket.bucket_name)
     order_rule = events.Rule(stack, "Order", event_pattern=events.EventPattern(source=["test.order"]))
     order_rule.add_target(targets.LambdaFunction(consumer))
@@ -271,6 +291,7 @@ def synthesize_mini(outdir: Path) -> Path:
         "EchoTwinName": echo_twin.function_name,
         "FailName": fail.function_name,
         "ConsumerName": consumer.function_name,
+        "HoldName": hold.function_name,
         "PreArn": pre.function_arn,
         "PostArn": post.function_arn,
         "FlowArn": machine.state_machine_arn,
