@@ -163,7 +163,7 @@ def install(account_quota: int = DEFAULT_QUOTA) -> None:
         _ACCOUNT = _Account(account_quota)
     if "put" not in _PATCH:
         _PATCH["put"] = LambdaBackend.put_function_concurrency
-        LambdaBackend.put_function_concurrency = _put_function_concurrency  # type: ignore[assignment]
+        LambdaBackend.put_function_concurrency = _put_function_concurrency  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
