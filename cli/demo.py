@@ -335,7 +335,8 @@ def _print_stages(report: dict[str, Any]) -> None:
         f" {verification['judged_incorrect']} judged incorrect; adjust stage:"
         f" {verification['judged_incorrect'] + verification['no_verdict']} rejected +"
         f" {verification['sent_to_adjust_without_detections']} without detections; reviewer time (estimate)"
-        f" {estimate.get('total_seconds')}s instead of {estimate.get('adjust_everything_seconds')}s"
+        f" {estimate.get(contract.Estimate.TOTAL_SECONDS)}s instead of"
+        f" {estimate.get(contract.Estimate.ADJUST_EVERYTHING_SECONDS)}s"
     )
 
 

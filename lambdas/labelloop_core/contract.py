@@ -321,6 +321,18 @@ class Env:
     LABEL_STUDIO_WEBHOOK_SECRET_ARN: Final = "LABEL_STUDIO_WEBHOOK_SECRET_ARN"
 
 
+# -- reviewer-time estimate (``reviewer_time_estimate`` in the batch and run reports) -----------------
+class Estimate:
+    """Keys of ``reviewer_time_estimate``: computed from per-box constants (``limits.py`` cites them), never
+    measured, so every duration is named ``estimated_*``. Each stage (``verify``, ``adjust``) has ``tasks``
+    and ``estimated_seconds``."""
+
+    SECONDS: Final = "estimated_seconds"
+    TOTAL_SECONDS: Final = "estimated_total_seconds"
+    ADJUST_EVERYTHING_SECONDS: Final = "estimated_adjust_everything_seconds"
+    SAVED_SECONDS: Final = "estimated_saved_seconds"
+
+
 # -- typed shapes of the batch documents --------------------------------------------------------------
 class BatchDoc(TypedDict):
     """``batch.json``, written by the batch starter."""

@@ -88,8 +88,13 @@ def task_availability(workteam_arn: str | None) -> IntRange:
     return PUBLIC_TASK_AVAILABILITY_SECONDS if is_public_workteam(workteam_arn) else TASK_AVAILABILITY_SECONDS
 
 
-# -- reviewer time model (the report's time estimate) ----------------------------------------------
+# -- reviewer time model (the report's time estimate: estimates from these constants, not measurements) -
+#: Seconds to verify one shown box (yes/no): 1.6 s, Papadopoulos, Uijlings, Keller, Ferrari, "We don't need
+#: no bounding-boxes: Training object class detectors using only human verification", CVPR 2016.
 VERIFY_SECONDS_PER_BOX: Final = FloatRange(1.6, 0.1, 600.0)
+#: Seconds to draw one box, quality checks included: 34.5 s, Papadopoulos, Uijlings, Keller, Ferrari,
+#: "Extreme clicking for efficient object annotation", ICCV 2017, citing Su, Deng, Fei-Fei, "Crowdsourcing
+#: annotations for visual object detection", AAAI 2012 Workshop on Human Computation.
 DRAW_SECONDS_PER_BOX: Final = FloatRange(34.5, 0.1, 3600.0)
 
 # -- review wait -------------------------------------------------------------------------------------

@@ -21,7 +21,15 @@ from typing import Any
 
 from . import limits
 from .answers import VERDICTS
-from .contract import ADJUST_MANIFEST, ISSUES_KEY, VERIFIED_ATTRIBUTE, VERIFIED_MANIFEST, VERIFY_MANIFEST, Meta
+from .contract import (
+    ADJUST_MANIFEST,
+    ISSUES_KEY,
+    VERIFIED_ATTRIBUTE,
+    VERIFIED_MANIFEST,
+    VERIFY_MANIFEST,
+    Estimate,
+    Meta,
+)
 from .manifest import BBOX_TYPE, find_verification_attributes
 from .prelabels import META_KEY, PRELABEL_ATTRIBUTE, prelabel_summary
 
@@ -219,17 +227,23 @@ def outside_verdicts(line: Mapping[str, Any]) -> list[str]:
 
 
 # -- reviewer time ------------------------------------------------------------------------------
-#: Seconds a person takes to answer a yes/no verification of one shown box. Source: Papadopoulos,
-#: Uijlings, Keller, Ferrari, "We don't need no bounding-boxes", CVPR 2016 (1.6 s per verification).
+# Estimates, not measurements: reviewer time is counted from the constants below (defaults and bounds
+# in ``limits.py``), so every duration in the report is named ``estimated_*`` (``contract.Estimate``).
+#: Seconds a person takes to answer a yes/no verification of one shown box: 1.6 s, from D. P. Papadopoulos,
+#: J. R. R. Uijlings, F. Keller, V. Ferrari, "We don't need no bounding-boxes: Training object class
+#: detectors using only human verification", CVPR 2016.
 VERIFY_SECONDS_PER_BOX = limits.VERIFY_SECONDS_PER_BOX.default
-#: Seconds to draw one box from scratch, quality checks included. Source: Papadopoulos et al.,
-#: "Extreme clicking for efficient object annotation", ICCV 2017 (34.5 s, after Su et al. 2012).
+#: Seconds to draw one box from scratch, quality checks included: 34.5 s, as D. P. Papadopoulos,
+#: J. R. R. Uijlings, F. Keller, V. Ferrari, "Extreme clicking for efficient object annotation", ICCV 2017,
+#: report it for the standard box-drawing protocol of H. Su, J. Deng, L. Fei-Fei, "Crowdsourcing
+#: annotations for visual object detection", AAAI 2012 Workshop on Human Computation.
 DRAW_SECONDS_PER_BOX = limits.DRAW_SECONDS_PER_BOX.default
 #: Seconds to decide that an image shows no object at all (one look, as long as one verification).
 EMPTY_IMAGE_SECONDS = VERIFY_SECONDS_PER_BOX
 TIME_SOURCE = (
-    "verify: 1.6 s per box (Papadopoulos et al., CVPR 2016); draw: 34.5 s per box (Papadopoulos et al., "
-    "ICCV 2017, after Su et al. 2012); an empty image costs one look"
+    "estimates, not measurements: verify 1.6 s per box (Papadopoulos et al., \"We don't need no "
+    "bounding-boxes\", CVPR 2016); draw 34.5 s per box (Papadopoulos et al., \"Extreme clicking for "
+    "efficient object annotation\", ICCV 2017, citing Su et al., AAAI 2012 HCOMP); an empty image costs one look"
 )
 
 
@@ -264,14 +278,14 @@ class ReviewerTime:
         return self.draw_seconds_per_box * boxes if boxes else self.verify_seconds_per_box
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready estimate with its constants and their source."""
+        """JSON-ready estimate (``contract.Estimate`` keys) with its constants and their source."""
         total = self.verify_seconds + self.adjust_seconds
         return {
-            "verify": {"tasks": self.verify_tasks, "seconds": round(self.verify_seconds, 1)},
-            "adjust": {"tasks": self.adjust_tasks, "seconds": round(self.adjust_seconds, 1)},
-            "total_seconds": round(total, 1),
-            "adjust_everything_seconds": round(self.adjust_everything_seconds, 1),
-            "saved_seconds": round(self.adjust_everything_seconds - total, 1),
+            "verify": {"tasks": self.verify_tasks, Estimate.SECONDS: round(self.verify_seconds, 1)},
+            "adjust": {"tasks": self.adjust_tasks, Estimate.SECONDS: round(self.adjust_seconds, 1)},
+            Estimate.TOTAL_SECONDS: round(total, 1),
+            Estimate.ADJUST_EVERYTHING_SECONDS: round(self.adjust_everything_seconds, 1),
+            Estimate.SAVED_SECONDS: round(self.adjust_everything_seconds - total, 1),
             "workers_per_object": self.workers,
             "constants": {
                 "verify_seconds_per_box": self.verify_seconds_per_box,

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from labelloop_core.contract import Estimate
+
 VERIFICATION = ("verified_correct", "judged_incorrect", "sent_to_adjust_without_detections", "no_verdict")
+#: The run-wide sums of the estimate (the per-stage seconds are summed apart).
+_TOTALS = (Estimate.TOTAL_SECONDS, Estimate.ADJUST_EVERYTHING_SECONDS, Estimate.SAVED_SECONDS)
 
 
 class StageTotals:
@@ -31,10 +35,10 @@ class StageTotals:
         estimate = report.get("reviewer_time_estimate")
         if isinstance(estimate, dict):
             for stage in ("verify", "adjust"):
-                for name in ("tasks", "seconds"):
+                for name, field in (("tasks", "tasks"), ("seconds", Estimate.SECONDS)):
                     key = f"{stage}_{name}"
-                    self.time[key] = self.time.get(key, 0.0) + float((estimate.get(stage) or {}).get(name) or 0)
-            for key in ("total_seconds", "adjust_everything_seconds", "saved_seconds"):
+                    self.time[key] = self.time.get(key, 0.0) + float((estimate.get(stage) or {}).get(field) or 0)
+            for key in _TOTALS:
                 self.time[key] = self.time.get(key, 0.0) + float(estimate.get(key) or 0)
             self.constants = estimate.get("constants")
 
@@ -51,10 +55,10 @@ class StageTotals:
         if not self.time:
             return None
         out: dict[str, Any] = {
-            "verify": {"tasks": int(self.time["verify_tasks"]), "seconds": round(self.time["verify_seconds"], 1)},
-            "adjust": {"tasks": int(self.time["adjust_tasks"]), "seconds": round(self.time["adjust_seconds"], 1)},
+            s: {"tasks": int(self.time[f"{s}_tasks"]), Estimate.SECONDS: round(self.time[f"{s}_seconds"], 1)}
+            for s in ("verify", "adjust")
         }
-        out.update({k: round(self.time[k], 1) for k in ("total_seconds", "adjust_everything_seconds", "saved_seconds")})
+        out.update({k: round(self.time[k], 1) for k in _TOTALS})
         out["constants"] = self.constants
         return out
 
@@ -76,8 +80,8 @@ class StageTotals:
         if estimate:
             lines.append(
                 f"reviewer time (estimate): verify {estimate['verify']['tasks']} task(s)"
-                f" {estimate['verify']['seconds']:.0f}s + adjust {estimate['adjust']['tasks']} task(s)"
-                f" {estimate['adjust']['seconds']:.0f}s = {estimate['total_seconds']:.0f}s"
-                f" (adjusting everything: {estimate['adjust_everything_seconds']:.0f}s)"
+                f" {estimate['verify'][Estimate.SECONDS]:.0f}s + adjust {estimate['adjust']['tasks']} task(s)"
+                f" {estimate['adjust'][Estimate.SECONDS]:.0f}s = {estimate[Estimate.TOTAL_SECONDS]:.0f}s"
+                f" (adjusting everything: {estimate[Estimate.ADJUST_EVERYTHING_SECONDS]:.0f}s)"
             )
         return lines

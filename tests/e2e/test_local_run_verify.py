@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from labelloop_core.boxes import box_from_yolo
-from labelloop_core.contract import META_KEY, REPORT_FILE, VERIFIED_ATTRIBUTE
+from labelloop_core.contract import META_KEY, REPORT_FILE, VERIFIED_ATTRIBUTE, Estimate
 from labelloop_core.yolo import label_stem
 from tests.e2e.test_local_run import assembly_cache, assert_accounted, image_bytes, run_cli
 
@@ -97,6 +97,7 @@ def test_verify_then_adjust_exports_model_boxes_where_right_and_true_boxes_elsew
         assert _exported_boxes(dataset, name) == _as_tuples(CASES[name][1]), name  # people's truth
     time = report["reviewer_time_estimate"]
     assert time["verify"]["tasks"] == 3 and time["adjust"]["tasks"] == 3
+    assert set(time["verify"]) == {"tasks", Estimate.SECONDS} and Estimate.SAVED_SECONDS in time
     assert "verify stage: 1 verified correct" in output
     # Every verified or adjusted image gave a calibration pair (quality 1.0 for the verified one).
     (batch,) = report["batches"]

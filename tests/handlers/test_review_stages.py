@@ -30,6 +30,7 @@ from labelloop_core.contract import (
     VERIFIED_MANIFEST,
     VERIFY_MANIFEST,
     Env,
+    Estimate,
 )
 from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 from tests.prelabel_lines import prelabel_attributes
@@ -256,7 +257,18 @@ def test_merge_writes_one_line_per_image_with_provenance_and_verification_counts
     time = report["reviewer_time_estimate"]
     assert time["verify"]["tasks"] == 4 and time["adjust"]["tasks"] == 3
     assert time["workers_per_object"] == 3
-    assert time["saved_seconds"] > 0  # verifying two images is cheaper than redrawing them
+    assert time[Estimate.SAVED_SECONDS] > 0  # verifying two images is cheaper than redrawing them
+    # Estimates, named so: no duration in the section reads like a measurement.
+    assert set(time) == {
+        "verify",
+        "adjust",
+        Estimate.TOTAL_SECONDS,
+        Estimate.ADJUST_EVERYTHING_SECONDS,
+        Estimate.SAVED_SECONDS,
+        "workers_per_object",
+        "constants",
+    }
+    assert set(time["verify"]) == set(time["adjust"]) == {"tasks", Estimate.SECONDS}
 
 
 def test_failed_adjustment_after_verification_names_both_jobs(aws: dict[str, Any], batch: dict[str, Any]) -> None:

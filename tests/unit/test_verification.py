@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from labelloop_core.answers import AnswerError, majority_verdict
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, TASK_KEY
+from labelloop_core.contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, TASK_KEY, Estimate
 from labelloop_core.prelabels import calibration_pair
 from labelloop_core.verification import (
     ADJUST,
@@ -186,17 +186,30 @@ def test_reviewer_time_by_stage_shows_the_saving_of_verify_first() -> None:
     estimate.add_adjust(2)
     estimate.add_reviewed(2)
     out = estimate.as_dict()
-    assert out["verify"] == {"tasks": 2, "seconds": round(3 * 1.6 * 3, 1)}
-    assert out["adjust"] == {"tasks": 1, "seconds": round(3 * 34.5 * 2, 1)}
-    assert out["adjust_everything_seconds"] == round(3 * 34.5 * 4, 1)
-    assert out["saved_seconds"] == pytest.approx(out["adjust_everything_seconds"] - out["total_seconds"], abs=0.11)
-    assert "Papadopoulos" in out["constants"]["source"]
+    assert out["verify"] == {"tasks": 2, Estimate.SECONDS: round(3 * 1.6 * 3, 1)}
+    assert out["adjust"] == {"tasks": 1, Estimate.SECONDS: round(3 * 34.5 * 2, 1)}
+    assert out[Estimate.ADJUST_EVERYTHING_SECONDS] == round(3 * 34.5 * 4, 1)
+    saved = out[Estimate.ADJUST_EVERYTHING_SECONDS] - out[Estimate.TOTAL_SECONDS]
+    assert out[Estimate.SAVED_SECONDS] == pytest.approx(saved, abs=0.11)
+    assert "Papadopoulos" in out["constants"]["source"] and "not measurements" in out["constants"]["source"]
+
+
+def test_reviewer_time_durations_are_named_as_estimates() -> None:
+    """Every duration is computed from constants, so none may read like a measured ``seconds``."""
+    estimate = reviewer_time()
+    estimate.add_verify(1)
+    estimate.add_adjust(1)
+    out = estimate.as_dict()
+    durations = {Estimate.TOTAL_SECONDS, Estimate.ADJUST_EVERYTHING_SECONDS, Estimate.SAVED_SECONDS}
+    assert set(out) == {"verify", "adjust", "workers_per_object", "constants"} | durations
+    assert set(out["verify"]) == set(out["adjust"]) == {"tasks", Estimate.SECONDS}
+    assert all(k.startswith("estimated_") for k in durations | {Estimate.SECONDS})
 
 
 def test_reviewer_time_constants_are_configurable_and_checked() -> None:
     estimate = reviewer_time(verify_seconds_per_box=2.0, draw_seconds_per_box=10.0)
     estimate.add_verify(0)  # an empty image still costs one look
-    assert estimate.as_dict()["verify"]["seconds"] == 2.0
+    assert estimate.as_dict()["verify"][Estimate.SECONDS] == 2.0
     with pytest.raises(ValueError, match="unknown"):
         reviewer_time(blink=1.0)
     with pytest.raises(ValueError, match="> 0"):
