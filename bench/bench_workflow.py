@@ -23,7 +23,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 from PIL import Image  # noqa: E402
 
-from labelloop_core.contract import REPORT_FILE  # noqa: E402
+from labelloop_core.contract import BATCH_REPORT_FILE  # noqa: E402
 
 TEAM = "bench-team"
 TEAM_ARN = f"arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/{TEAM}"
@@ -91,7 +91,7 @@ def main(images: int = 1000, shard_size: int = 200) -> dict[str, object]:
                 per_function[logical] = per_function.get(logical, 0) + 1
             report = cloud.read_json(
                 json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])["batch_prefix"]
-                + REPORT_FILE
+                + BATCH_REPORT_FILE
             )
     shards = math.ceil(images / shard_size)
     own = {k: v for k, v in per_function.items() if not k.startswith(("LabelingPre", "LabelingPost", "Export"))}

@@ -28,7 +28,7 @@ from typing import Any
 
 from cli.errors import CliError
 from labelloop_core import contract
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE
 
 DEMO_LABELS = ("bicycle", "car", "person")
 #: Above the stack's 0.6: the synthetic detector's pre-labels score about 0.87 overall, so at 0.75 the
@@ -268,7 +268,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_ok = _print_dataset_check(result.dataset_dir, report.get("export_version"))
     summary = demo_summary(time.perf_counter() - started, generated, judged, dataset_ok)
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    print(f"  finished in {summary['seconds']}s; details in {out / REPORT_FILE} and {out / 'demo.json'}")
+    print(f"  finished in {summary['seconds']}s; details in {out / RUN_REPORT_FILE} and {out / 'demo.json'}")
     if result.dataset_dir is not None and not dataset_ok:
         return 1
     return code

@@ -20,7 +20,7 @@ from typing import Any
 from cli.context import ContextError, add_context_argument, context_from_args
 from cli.errors import CliError
 from labelloop_core import limits
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE
 from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, plan_run, run_local, summary_lines
 
 
@@ -58,7 +58,7 @@ def _fault(value: str) -> tuple[str, str]:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``local run``."""
     parser.add_argument("--images", type=Path, required=True, help="folder of images (uploaded with relative paths)")
-    parser.add_argument("--out", type=Path, required=True, help=f"output folder: dataset/ and {REPORT_FILE}")
+    parser.add_argument("--out", type=Path, required=True, help=f"output folder: dataset/ and {RUN_REPORT_FILE}")
     parser.add_argument("--dataset", default="local", help="dataset name (incoming/<dataset>/); default: local")
     parser.add_argument(
         "--labels", type=_labels, help="comma-separated label names (default: from the files, or 'object')"
@@ -193,7 +193,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
     print("LabelLoop local run")
     for line in summary_lines(result):
         print(f"  {line}")
-    print(f"  report: {out / REPORT_FILE}")
+    print(f"  report: {out / RUN_REPORT_FILE}")
     _calibration_outputs(result, out)
     if result.problems:
         print("", file=sys.stderr)
@@ -206,7 +206,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
     if result.failed_batches:
         print(
             f"labelloop: {len(result.failed_batches)} batch(es) failed; their images are listed as rejected with"
-            f" the cause in {REPORT_FILE} (exit 3)",
+            f" the cause in {RUN_REPORT_FILE} (exit 3)",
             file=sys.stderr,
         )
         return 3

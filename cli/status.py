@@ -23,9 +23,9 @@ from labelloop_core.batch_report import failure_reason
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     BATCH_FILE,
+    BATCH_REPORT_FILE,
     INPUT_MANIFEST,
     OUTPUT_MANIFEST,
-    REPORT_FILE,
     REVIEW_MANIFEST,
     WORKFLOW_STATE_MACHINE_SUFFIX,
 )
@@ -118,7 +118,7 @@ def _batch(target: Target, dataset: str, batch_id: str, names: set[str], prefix:
     """One batch's state, counts, job and reason."""
     doc = read_json(target, f"{prefix}{BATCH_FILE}") or {}
     entry: dict[str, Any] = {"batch_id": batch_id, "images": doc.get("objects"), "created": doc.get("created")}
-    report = read_json(target, f"{prefix}{REPORT_FILE}") if f"{prefix}{REPORT_FILE}" in names else None
+    report = read_json(target, f"{prefix}{BATCH_REPORT_FILE}") if f"{prefix}{BATCH_REPORT_FILE}" in names else None
     if isinstance(report, dict):
         entry["counts"] = report.get("counts") or {}
         jobs = [str(j) for j in report.get("jobs") or []]

@@ -19,7 +19,7 @@ from infra.constructs.prelabel import Prelabeling
 from infra.constructs.review_labelstudio import LabelStudioReview
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
-from labelloop_core.contract import REPORT_FILE, Env
+from labelloop_core.contract import BATCH_REPORT_FILE, Env
 
 
 class LabelLoopStack(Stack):
@@ -80,7 +80,7 @@ class LabelLoopStack(Stack):
             Annotations.of(self).add_warning_v2(
                 "labelloop:no-workteam",
                 "labelloop.workteamArn is not set: batches that need human review will fail at StartReview "
-                f"(with the reason in their {REPORT_FILE}) until a Ground Truth work team is configured.",
+                f"(with the reason in their {BATCH_REPORT_FILE}) until a Ground Truth work team is configured.",
             )
 
         CfnOutput(

@@ -42,7 +42,14 @@ from labelloop_core.batching import (
     parse_s3_event,
     split_batches,
 )
-from labelloop_core.contract import BATCH_FILE, DEFAULT_INCOMING_PREFIX, DEFAULT_WORK_PREFIX, OBJECTS_FILE, Env
+from labelloop_core.contract import (
+    BATCH_FILE,
+    DEFAULT_INCOMING_PREFIX,
+    DEFAULT_WORK_PREFIX,
+    OBJECTS_FILE,
+    BatchDoc,
+    Env,
+)
 
 logger = Logger()
 
@@ -178,18 +185,15 @@ def _start(
     """Write the batch's object list and start (or find) its execution; returns 'started'/'exists'."""
     prefix = cfg.batch_prefix(dataset, batch_id)
     put_jsonl(cfg.bucket, prefix + OBJECTS_FILE, (ref.to_json() for ref in refs))
-    put_json(
-        cfg.bucket,
-        prefix + BATCH_FILE,
-        {
-            "dataset": dataset,
-            "batch_id": batch_id,
-            "execution_name": name,
-            "objects": len(refs),
-            "duplicates": dropped,
-            "created": datetime.now(UTC).isoformat(),
-        },
-    )
+    document: BatchDoc = {
+        "dataset": dataset,
+        "batch_id": batch_id,
+        "execution_name": name,
+        "objects": len(refs),
+        "duplicates": dropped,
+        "created": datetime.now(UTC).isoformat(),
+    }
+    put_json(cfg.bucket, prefix + BATCH_FILE, document)
     execution_input = {
         "dataset": dataset,
         "batch_id": batch_id,

@@ -48,6 +48,7 @@ from labelloop_core.contract import (
     SHARDS_DIR,
     SOURCE_ETAG_METADATA,
     Env,
+    Meta,
 )
 from labelloop_core.images import ImageRejected, normalise_orientation, validate_image
 from labelloop_core.manifest import dumps_line
@@ -155,14 +156,14 @@ def check_object(cfg: BuildSettings, dataset: str, batch_id: str, ref: ObjectRef
     line = {
         "source-ref": uri(cfg.bucket, labeled_key),
         META_KEY: {
-            "dataset": dataset,
-            "batch_id": batch_id,
-            "key": ref.key,
-            "labeled_key": labeled_key,
-            "width": info.width,
-            "height": info.height,
-            "depth": info.depth,
-            "orientation": info.orientation,
+            Meta.DATASET: dataset,
+            Meta.BATCH_ID: batch_id,
+            Meta.KEY: ref.key,
+            Meta.LABELED_KEY: labeled_key,
+            Meta.WIDTH: info.width,
+            Meta.HEIGHT: info.height,
+            Meta.DEPTH: info.depth,
+            Meta.ORIENTATION: info.orientation,
         },
     }
     return "valid", line

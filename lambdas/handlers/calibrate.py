@@ -36,7 +36,7 @@ from handlers.route import calibration_prefix, event_fields, threshold_key
 from labelloop_core import contract
 from labelloop_core.calibration import calibration_state, result_of
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import OUTPUT_MANIFEST, REPORT_FILE, ROUTE_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, OUTPUT_MANIFEST, ROUTE_FILE
 from labelloop_core.eprocess import CalibrationState, FoldPair, StateError
 from labelloop_core.manifest import ManifestError, iter_manifest
 from labelloop_core.prelabels import META_KEY, PRELABEL_ATTRIBUTE, calibration_pair
@@ -293,7 +293,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "fixed_threshold_in_use": cfg.auto_accept_threshold,
     }
     prelabel_section = tally.section(cfg.model_id) if cfg.kind != "none" else {"model": "none"}
-    _update_report(bucket, batch_prefix + REPORT_FILE, {"calibration": section, "prelabel": prelabel_section}, s3)
+    _update_report(bucket, batch_prefix + BATCH_REPORT_FILE, {"calibration": section, "prelabel": prelabel_section}, s3)
     summary = {
         "pairs_written": len(pairs),
         "pairs_used": result.pairs_used,

@@ -51,14 +51,15 @@ from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     AUTO_ATTRIBUTE,
     BATCH_FILE,
+    BATCH_REPORT_FILE,
     BUILD_PARTS_DIR,
     DEFAULT_WORK_PREFIX,
     INPUT_MANIFEST,
     META_KEY,
     OUTPUT_MANIFEST,
     REJECTED_FILE,
-    REPORT_FILE,
     Env,
+    Meta,
     ReportCounts,
     ReportIdentity,
     ReportSummary,
@@ -192,7 +193,7 @@ class _Tally:
 
     def reviewed_line(self, line: dict[str, Any], attribute: str, provenance: str, verified: bool) -> None:
         self.reviewed += 1
-        self.audited += 1 if line[META_KEY].get("audit") else 0
+        self.audited += 1 if line[META_KEY].get(Meta.AUDIT) else 0
         self.provenance[provenance] += 1
         boxes = _boxes(line, attribute)
         self.time.add_reviewed(boxes)
@@ -212,7 +213,7 @@ def _merge_accepted(bucket: str, batch_prefix: str, writer: _Writer, tally: _Tal
         meta = dict(line[META_KEY])
         meta.setdefault("label_attribute", AUTO_ATTRIBUTE)
         meta.setdefault("provenance", PROVENANCE_AUTO)
-        if not _has_label(line, meta["label_attribute"]):
+        if not _has_label(line, meta[Meta.LABEL_ATTRIBUTE]):
             tally.unlabeled.append({"key": key, "reason": "accepted line carries no label"})
             writer.seen.add(key)
             continue
@@ -253,7 +254,7 @@ def _merge_job(review: Mapping[str, Any], writer: _Writer, tally: _Tally) -> Non
             writer.seen.add(key)
             continue
         provenance = adjusted_provenance(line)
-        meta = {**line[META_KEY], "label_attribute": attribute, "review_job": job_name}
+        meta = {**line[META_KEY], Meta.LABEL_ATTRIBUTE: attribute, Meta.REVIEW_JOB: job_name}
         meta["provenance"] = provenance
         out = {**line, META_KEY: meta}
         writer.write(key, out)
@@ -327,11 +328,11 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
         report["verification"] = verification_summary(stages, verify)
     if not merged.accounted_for:
         raise MergeError(f"objects not accounted for exactly once: {merged.counts}")
-    put_json(bucket, f"{batch_prefix}{REPORT_FILE}", report)
+    put_json(bucket, f"{batch_prefix}{BATCH_REPORT_FILE}", report)
     logger.info("batch merged", extra={"counts": merged.counts, "jobs": [j["name"] for j in jobs]})
     return {
         "output_manifest": files.output_manifest,
-        "report": uri(bucket, f"{batch_prefix}{REPORT_FILE}"),
+        "report": uri(bucket, f"{batch_prefix}{BATCH_REPORT_FILE}"),
         "accepted": tally.accepted,
         "reviewed": tally.reviewed,
         "unlabeled": len(tally.unlabeled),

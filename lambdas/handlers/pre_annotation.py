@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger
 from adapters.groundtruth import TaskSettings
 from adapters.s3 import S3UriError, parse_uri
 from labelloop_core.answers import line_image_size, prelabels_from_line
-from labelloop_core.contract import META_KEY
+from labelloop_core.contract import META_KEY, Meta
 from labelloop_core.verification import line_task_mode
 
 logger = Logger()
@@ -85,7 +85,7 @@ def build_task_input(line: Mapping[str, Any], cfg: TaskSettings) -> tuple[dict[s
 def human_required(line: Mapping[str, Any]) -> bool:
     """False only when the line is explicitly marked ``labelloop-meta.skip_review: true``."""
     meta = line.get(META_KEY)
-    return not (isinstance(meta, Mapping) and meta.get("skip_review") is True)
+    return not (isinstance(meta, Mapping) and meta.get(Meta.SKIP_REVIEW) is True)
 
 
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from adapters import env
 from adapters.review import stage_records
 from adapters.s3 import get_json, iter_lines, put_json, uri
-from labelloop_core.contract import BUILD_FILE, OBJECTS_FILE, REJECTED_FILE, REPORT_FILE, Env
+from labelloop_core.contract import BATCH_REPORT_FILE, BUILD_FILE, OBJECTS_FILE, REJECTED_FILE, Env
 
 logger = Logger()
 REPORT_LIST_LIMIT = 1000
@@ -127,8 +127,8 @@ def record(event: Mapping[str, Any], bucket_name: str) -> dict[str, Any]:
         "failed_at": datetime.now(UTC).isoformat(),
         "timings": {"execution_started": execution.get("start_time")},
     }
-    report_uri = uri(bucket, batch_prefix + REPORT_FILE)
-    put_json(bucket, batch_prefix + REPORT_FILE, report)
+    report_uri = uri(bucket, batch_prefix + BATCH_REPORT_FILE)
+    put_json(bucket, batch_prefix + BATCH_REPORT_FILE, report)
     logger.error("batch failed", extra={"batch_prefix": batch_prefix, "error": report["error"]})
     return {"status": "failed", "report": report_uri}
 

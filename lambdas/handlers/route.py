@@ -20,7 +20,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from aws_lambda_powertools import Logger
 
@@ -31,7 +31,16 @@ from adapters.s3 import get_json, iter_lines, list_objects, put_json
 from labelloop_core import contract
 from labelloop_core.batching import batch_fields
 from labelloop_core.calibration import ACCEPT, AUDIT
-from labelloop_core.contract import ACCEPTED_MANIFEST, PRELABELED_DIR, REVIEW_MANIFEST, ROUTE_FILE, SHARDS_DIR, Env
+from labelloop_core.contract import (
+    ACCEPTED_MANIFEST,
+    PRELABELED_DIR,
+    REVIEW_MANIFEST,
+    ROUTE_FILE,
+    SHARDS_DIR,
+    Env,
+    RouteDoc,
+    RouteSummary,
+)
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import accepted_line, decide_route, review_line
 
@@ -180,7 +189,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
             handle.write(dumps_line(out).encode() + b"\n")
         _upload(accepted, bucket, batch_prefix + ACCEPTED_MANIFEST, s3)
         _upload(review, bucket, batch_prefix + REVIEW_MANIFEST, s3)
-    summary: dict[str, Any] = {
+    summary: RouteSummary = {
         "images": sum(counts.values()),
         "accepted": counts[ACCEPT],
         "review": counts["review"] + counts[AUDIT],
@@ -189,22 +198,18 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "threshold_source": threshold.source,
         "reasons": dict(sorted(reasons.items())),
     }
-    put_json(
-        bucket,
-        batch_prefix + ROUTE_FILE,
-        {
-            **summary,
-            "dataset": dataset,
-            "batch_id": batch_id,
-            "threshold_note": threshold.note,
-            "threshold_used": threshold.describe(),
-            "audit_fraction": cfg.audit_fraction,
-            "model": cfg.model_id,
-        },
-        s3,
-    )
+    document: RouteDoc = {
+        **summary,
+        "dataset": dataset,
+        "batch_id": batch_id,
+        "threshold_note": threshold.note,
+        "threshold_used": threshold.describe(),
+        "audit_fraction": cfg.audit_fraction,
+        "model": cfg.model_id,
+    }
+    put_json(bucket, batch_prefix + ROUTE_FILE, document, s3)
     logger.info("batch routed", extra={**summary, "dataset": dataset, "batch_id": batch_id, "note": threshold.note})
-    return summary
+    return cast(dict[str, Any], summary)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

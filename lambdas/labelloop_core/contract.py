@@ -8,7 +8,6 @@ folder layout, calibration keys, event names, environment variable names, and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final, TypedDict
 
 # -- manifest attributes -----------------------------------------------------------------------------
@@ -96,7 +95,11 @@ REVIEW_MANIFEST: Final = "review.manifest"
 ROUTE_FILE: Final = "route.json"
 REVIEW_FILE: Final = "review.json"
 OUTPUT_MANIFEST: Final = "output.manifest"
-REPORT_FILE: Final = "report.json"
+#: The batch report (``ReportDoc``): merge, calibrate and record-failure write it into the batch folder.
+BATCH_REPORT_FILE: Final = "report.json"
+#: The run report ``labelloop local run`` writes into its ``--out`` folder: another schema (the run's
+#: accounting over every batch), so another name, though the file is also called ``report.json``.
+RUN_REPORT_FILE: Final = "report.json"
 #: Verify-then-adjust: the manifest each stage's job labels, and the lines people verified correct.
 VERIFY_MANIFEST: Final = "verify.manifest"
 ADJUST_MANIFEST: Final = "adjust.manifest"
@@ -159,76 +162,6 @@ THRESHOLD_FILE: Final = "threshold.json"
 def batch_prefix(work_prefix: str, dataset: str, batch_id: str) -> str:
     """``<work prefix>batches/<dataset>/<batch_id>/``: the folder holding everything of one batch."""
     return f"{work_prefix}{BATCHES_DIR}{dataset}/{batch_id}/"
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLayout:
-    """The keys of one batch folder (``prefix`` ends with ``/``)."""
-
-    prefix: str
-
-    @classmethod
-    def of(cls, work_prefix: str, dataset: str, batch_id: str) -> BatchLayout:
-        return cls(batch_prefix(work_prefix, dataset, batch_id))
-
-    @property
-    def objects(self) -> str:
-        return self.prefix + OBJECTS_FILE
-
-    @property
-    def batch(self) -> str:
-        return self.prefix + BATCH_FILE
-
-    @property
-    def build(self) -> str:
-        return self.prefix + BUILD_FILE
-
-    @property
-    def build_parts(self) -> str:
-        return self.prefix + BUILD_PARTS_DIR
-
-    @property
-    def input_manifest(self) -> str:
-        return self.prefix + INPUT_MANIFEST
-
-    @property
-    def rejected(self) -> str:
-        return self.prefix + REJECTED_FILE
-
-    @property
-    def shards(self) -> str:
-        return self.prefix + SHARDS_DIR
-
-    @property
-    def prelabeled(self) -> str:
-        return self.prefix + PRELABELED_DIR
-
-    @property
-    def accepted_manifest(self) -> str:
-        return self.prefix + ACCEPTED_MANIFEST
-
-    @property
-    def review_manifest(self) -> str:
-        return self.prefix + REVIEW_MANIFEST
-
-    @property
-    def route(self) -> str:
-        return self.prefix + ROUTE_FILE
-
-    @property
-    def review(self) -> str:
-        return self.prefix + REVIEW_FILE
-
-    @property
-    def output_manifest(self) -> str:
-        return self.prefix + OUTPUT_MANIFEST
-
-    @property
-    def report(self) -> str:
-        return self.prefix + REPORT_FILE
-
-    def shard(self, number: int) -> str:
-        return f"{self.prefix}{SHARDS_DIR}{number:05d}.jsonl"
 
 
 def calibration_prefix(work_prefix: str) -> str:

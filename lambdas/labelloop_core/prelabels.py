@@ -41,7 +41,7 @@ from typing import Any
 from .boxes import Box, BoxError, box_from_rekognition, boxes_from_sagemaker_detector, clip_box, degenerate_reason
 from .calibration import ACCEPT, AUDIT, REVIEW, image_confidence, route
 from .classes import ClassRegistry
-from .contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE
+from .contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE, Meta
 from .manifest import BBOX_TYPE, ManifestError, bbox_label_line, parse_bbox_label, select_label_attribute
 from .matching import image_quality
 
@@ -406,7 +406,7 @@ def decide_route(line: Mapping[str, Any], theta: float | None, audit_fraction: f
     """
     problem, count, confidence = prelabel_summary(line)
     meta = line.get(META_KEY)
-    key = meta.get("key") if isinstance(meta, Mapping) else None
+    key = meta.get(Meta.KEY) if isinstance(meta, Mapping) else None
     if not isinstance(key, str) or not key:
         key = str(line.get("source-ref", ""))
     if problem is not None:
@@ -454,7 +454,8 @@ def accepted_line(line: Mapping[str, Any], theta: float, creation_date: str | No
         "model": meta.get("model"),
         "auto-accept-threshold": theta,
     }
-    out = _with_meta(line, label_attribute=AUTO_ATTRIBUTE, route="accept", route_reason=REASON_ACCEPTED)
+    routed = {Meta.LABEL_ATTRIBUTE: AUTO_ATTRIBUTE, Meta.ROUTE: ACCEPT, Meta.ROUTE_REASON: REASON_ACCEPTED}
+    out = _with_meta(line, **routed)
     out[AUTO_ATTRIBUTE] = copy.deepcopy(dict(label))
     out[AUTO_ATTRIBUTE + "-metadata"] = auto_meta
     return out
@@ -464,7 +465,10 @@ def review_line(line: Mapping[str, Any], decision: RouteDecision) -> dict[str, A
     """A line for the review manifest: ``labelloop-meta`` gains ``route``, ``route_reason`` and ``audit``."""
     if decision.accepted:
         raise ValueError("an accepted decision does not go to review")
-    return _with_meta(line, route=decision.decision, route_reason=decision.reason, audit=decision.decision == AUDIT)
+    return _with_meta(
+        line,
+        **{Meta.ROUTE: decision.decision, Meta.ROUTE_REASON: decision.reason, Meta.AUDIT: decision.decision == AUDIT},
+    )
 
 
 # -- calibration pairs ------------------------------------------------------------------------------
@@ -479,7 +483,7 @@ class PairOutcome:
 
 def _final_attribute(line: Mapping[str, Any], line_no: int | None) -> str | None:
     meta = line.get(META_KEY)
-    named = meta.get("label_attribute") if isinstance(meta, Mapping) else None
+    named = meta.get(Meta.LABEL_ATTRIBUTE) if isinstance(meta, Mapping) else None
     if isinstance(named, str) and named:
         return select_label_attribute(line, named, line_no)
     others = {k: v for k, v in line.items() if not k.startswith((PRELABEL_ATTRIBUTE, AUTO_ATTRIBUTE))}
@@ -528,13 +532,13 @@ def calibration_pair(
     assert isinstance(meta, Mapping)
     quality = image_quality(list(pre.boxes), list(final.boxes))
     pair = {
-        "key": meta.get("key") or final.source_ref,
+        "key": meta.get(Meta.KEY) or final.source_ref,
         "source_ref": final.source_ref,
-        "batch_id": batch_id or meta.get("batch_id"),
+        "batch_id": batch_id or meta.get(Meta.BATCH_ID),
         "confidence": float(confidence),
         "quality": quality,
         "model": pre_meta.get("model"),
-        "audit": bool(meta.get("audit", False)),
+        "audit": bool(meta.get(Meta.AUDIT, False)),
         "provenance": meta.get("provenance"),
         "label_attribute": attr,
         "predicted": len(pre.boxes),

@@ -179,10 +179,10 @@ def verified_line(
         raise ValueError(f"line has no {PRELABEL_ATTRIBUTE} label to keep")
     out = _strip_verification(line, attribute)
     meta = _meta(line)
-    provenance = PROVENANCE_AUDIT if meta.get("audit") else PROVENANCE_VERIFIED
+    provenance = PROVENANCE_AUDIT if meta.get(Meta.AUDIT) else PROVENANCE_VERIFIED
     out[META_KEY] = {
         **meta,
-        "label_attribute": VERIFIED_ATTRIBUTE,
+        Meta.LABEL_ATTRIBUTE: VERIFIED_ATTRIBUTE,
         "provenance": provenance,
         "verify_job": job_name,
         "verification": {**verdict.as_dict(), "attribute": attribute},
@@ -216,7 +216,7 @@ def adjust_line(
 
 def adjusted_provenance(line: Mapping[str, Any]) -> str:
     """Provenance of a label people drew in an adjustment job: audit, adjusted (pre-labels shown) or drawn."""
-    if _meta(line).get("audit"):
+    if _meta(line).get(Meta.AUDIT):
         return PROVENANCE_AUDIT
     return PROVENANCE_ADJUSTED if has_detections(line) else PROVENANCE_DRAWN
 
@@ -242,8 +242,8 @@ DRAW_SECONDS_PER_BOX = limits.DRAW_SECONDS_PER_BOX.default
 EMPTY_IMAGE_SECONDS = VERIFY_SECONDS_PER_BOX
 TIME_SOURCE = (
     "estimates, not measurements: verify 1.6 s per box (Papadopoulos et al., \"We don't need no "
-    "bounding-boxes\", CVPR 2016); draw 34.5 s per box (Papadopoulos et al., \"Extreme clicking for "
-    "efficient object annotation\", ICCV 2017, citing Su et al., AAAI 2012 HCOMP); an empty image costs one look"
+    'bounding-boxes", CVPR 2016); draw 34.5 s per box (Papadopoulos et al., "Extreme clicking for '
+    'efficient object annotation", ICCV 2017, citing Su et al., AAAI 2012 HCOMP); an empty image costs one look'
 )
 
 

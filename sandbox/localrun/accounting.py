@@ -12,7 +12,7 @@ from collections import Counter
 from typing import Any, NamedTuple
 
 from labelloop_core.batch_report import failure_reason
-from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE, REJECTED_FILE, REPORT_FILE
+from labelloop_core.contract import AUTO_ATTRIBUTE, BATCH_REPORT_FILE, META_KEY, PRELABEL_ATTRIBUTE, REJECTED_FILE
 from sandbox.localrun.records import BatchRecords, RunRecords
 from sandbox.localrun.spec import ReviewerChoice, RunSpec
 from sandbox.localrun.stages import StageTotals
@@ -60,7 +60,7 @@ class _Ledger:
         self.batches.append(entry)
         if batch_report is None:
             entry["status"] = "unfinished"
-            self.problems.append(f"batch {batch} has no {REPORT_FILE} (executions: {self.execution_states})")
+            self.problems.append(f"batch {batch} has no {BATCH_REPORT_FILE} (executions: {self.execution_states})")
             self.received += len(objects)
             for key in objects:
                 self.reject(key, "its batch did not finish", batch)
@@ -111,7 +111,9 @@ class _Ledger:
         for row in batch_report.get("unlabeled", []):
             self.reject(str(row.get("key")), row.get("reason"), batch)
         if batch_report.get("lists_truncated"):
-            self.problems.append(f"batch {batch}: the report's unlabeled list is truncated; see its {REPORT_FILE}")
+            self.problems.append(
+                f"batch {batch}: the report's unlabeled list is truncated; see its {BATCH_REPORT_FILE}"
+            )
         entry["threshold"] = batch_report.get("threshold") or {}
         self.thresholds.append({"batch_id": batch, **entry["threshold"]})
         for line in records.output_lines:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
-from labelloop_core.contract import OBJECTS_FILE, OUTPUT_MANIFEST, REJECTED_FILE, REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, OBJECTS_FILE, OUTPUT_MANIFEST, REJECTED_FILE
 from sandbox.localrun.watch import Watcher, read_json, read_jsonl
 
 
@@ -48,7 +48,7 @@ class IntakeRecords:
 
 def _batch_records(cloud: Any, prefix: str, batch: str) -> BatchRecords:
     objects = [o["key"] for o in read_jsonl(cloud, f"{prefix}{OBJECTS_FILE}") if isinstance(o, dict) and "key" in o]
-    report = read_json(cloud, f"{prefix}{REPORT_FILE}")
+    report = read_json(cloud, f"{prefix}{BATCH_REPORT_FILE}")
     return BatchRecords(
         batch_id=batch,
         objects=objects,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labelloop_core.contract import OUTPUT_MANIFEST, REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, OUTPUT_MANIFEST, RUN_REPORT_FILE
 from sandbox.alarms import alarms_and_faults
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
@@ -106,7 +106,7 @@ def run_local(
             if inspect is not None:
                 inspect(cloud)
     text = json.dumps(result.report, indent=1, ensure_ascii=False) + "\n"
-    (spec.out / REPORT_FILE).write_text(text, encoding="utf-8")
+    (spec.out / RUN_REPORT_FILE).write_text(text, encoding="utf-8")
     return result
 
 
@@ -183,7 +183,9 @@ class _DeployedRun:
         self._copy_batch_records(report)
         report["problems"] = self.problems
         spec.out.mkdir(parents=True, exist_ok=True)
-        (spec.out / REPORT_FILE).write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        (spec.out / RUN_REPORT_FILE).write_text(
+            json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
         return RunResult(report, self.problems, dataset_dir)
 
     def _upload_waves(self) -> list[str]:
@@ -240,7 +242,7 @@ class _DeployedRun:
         if batches_dir.exists():
             shutil.rmtree(batches_dir)
         for entry in report["batches"]:
-            for name, field_name in ((REPORT_FILE, "report"), (OUTPUT_MANIFEST, "output_manifest")):
+            for name, field_name in ((BATCH_REPORT_FILE, "report"), (OUTPUT_MANIFEST, "output_manifest")):
                 source = f"{self.work_prefix}batches/{spec.dataset}/{entry['batch_id']}/{name}"
                 try:
                     body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read()

@@ -9,10 +9,10 @@ from typing import Any
 
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
+    BATCH_REPORT_FILE,
     INPUT_MANIFEST,
     OBJECTS_FILE,
     REJECTED_FILE,
-    REPORT_FILE,
     REVIEW_MANIFEST,
 )
 
@@ -116,8 +116,8 @@ class Watcher:
             accepted = len(read_jsonl(self.cloud, f"{prefix}{ACCEPTED_MANIFEST}"))
             review = len(read_jsonl(self.cloud, f"{prefix}{REVIEW_MANIFEST}"))
             self._say_once(batch, "routed", f"routed: {accepted} auto-accepted, {review} to human review")
-        if f"{prefix}{REPORT_FILE}" in keys:
-            self._say_report(batch, read_json(self.cloud, f"{prefix}{REPORT_FILE}") or {})
+        if f"{prefix}{BATCH_REPORT_FILE}" in keys:
+            self._say_report(batch, read_json(self.cloud, f"{prefix}{BATCH_REPORT_FILE}") or {})
 
     def _say_report(self, batch: str, report: dict[str, Any]) -> None:
         if report.get("status") == "failed":

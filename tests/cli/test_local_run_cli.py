@@ -15,7 +15,7 @@ import pytest
 from cli.demo import check_dataset
 from cli.local_run import print_outcome
 from cli.main import main
-from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, PRELABEL_ATTRIBUTE, REPORT_FILE
+from labelloop_core.contract import AUTO_ATTRIBUTE, BATCH_REPORT_FILE, META_KEY, PRELABEL_ATTRIBUTE
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     Accounting,
@@ -421,7 +421,7 @@ def test_failed_and_unfinished_batches_list_every_object_with_a_reason() -> None
     assert reasons["x.jpg"] == "batch failed: LabelingJobFailed: labeling job labelloop-ds-2 Failed: gone"
     assert reasons["y.jpg"] == "its batch did not finish"
     assert report["images_received"] == 7 and all(report["invariants"].values())
-    assert problems == [f"batch b3 has no {REPORT_FILE} (executions: )"]  # unfinished is a problem, failed is not
+    assert problems == [f"batch b3 has no {BATCH_REPORT_FILE} (executions: )"]  # unfinished is a problem, failed is not
     assert [b["status"] for b in report["batches"]] == ["labeled", "failed", "unfinished"]
 
 

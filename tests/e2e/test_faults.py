@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, RUN_REPORT_FILE
 from sandbox.alarms import dead_letter_reason, evaluate_alarms
 from sandbox.faults import FaultInjector
 from sandbox.harness import LocalCloud
@@ -77,8 +77,8 @@ def test_transient_faults_and_a_crash_change_nothing_the_user_gets(
     code = main(["local", "run", *common, *faulted, "--out", str(tmp_path / "faulty")])
     err = capsys.readouterr().err
     assert code == 0, err
-    clean = json.loads((tmp_path / "clean" / REPORT_FILE).read_text())
-    faulty = json.loads((tmp_path / "faulty" / REPORT_FILE).read_text())
+    clean = json.loads((tmp_path / "clean" / RUN_REPORT_FILE).read_text())
+    faulty = json.loads((tmp_path / "faulty" / RUN_REPORT_FILE).read_text())
     assert (
         {k: faulty[k] for k in COUNTS}
         == {k: clean[k] for k in COUNTS}
@@ -118,7 +118,7 @@ def test_permanent_faults_end_with_a_reason_and_the_dead_letter_alarm(
     s3.delete_object(Bucket=cloud.bucket, Key=keys[0])
     cloud.flush_event_sources()
     report_key = cloud.wait_for(
-        lambda: [k for k in cloud.list_keys("work/batches/gone/") if k.endswith(f"/{REPORT_FILE}")],
+        lambda: [k for k in cloud.list_keys("work/batches/gone/") if k.endswith(f"/{BATCH_REPORT_FILE}")],
         timeout=180,
         message="the batch's report",
     )[0]

@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from labelloop_core.contract import META_KEY, OUTPUT_MANIFEST, REJECTED_FILE, REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, META_KEY, OUTPUT_MANIFEST, REJECTED_FILE
 from sandbox.harness import LocalCloud
 from sandbox.localrun.spec import LOCAL_ENDPOINT
 from sandbox.model_emulation import ReplayPredictions
@@ -96,11 +96,11 @@ def _outcomes(cloud: LocalCloud, work: str, dataset: str) -> tuple[dict[str, lis
     reports = []
     prefix = f"{work}batches/{dataset}/"
     for key in cloud.list_keys(prefix):
-        if not key.endswith(f"/{REPORT_FILE}"):
+        if not key.endswith(f"/{BATCH_REPORT_FILE}"):
             continue
         report = cloud.read_json(key)
         reports.append(report)
-        batch = key[: -len(REPORT_FILE)]
+        batch = key[: -len(BATCH_REPORT_FILE)]
         for line in cloud.read_jsonl(f"{batch}{OUTPUT_MANIFEST}"):
             meta = line[META_KEY]
             outcomes.setdefault(meta["key"], []).append("accepted" if meta["route"] == "accept" else "reviewed")

@@ -18,7 +18,7 @@ import pytest
 
 from cli.demo import DEMO_TARGET_QUALITY
 from cli.main import main
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE
 from tests.yolo_checker import check_yolo_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -85,7 +85,7 @@ def test_accept_run_labels_and_exports_every_tricky_name(tmp_path: Path, capsys:
     code, stdout, stderr = run_cli(["local", "run", "--images", str(images), "--out", str(out)], capsys)
 
     assert code == 0, stderr
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["images_received"] == len(TRICKY)
     assert report["human_reviewed"] == len(TRICKY) and report["auto_accepted"] == 0
@@ -171,7 +171,7 @@ def test_replay_model_fixed_threshold_and_answers_from_two_workers(
     )
 
     assert code == 0, stderr
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["threshold"]["fixed"] == 0.5
     outcomes = report["images"]
@@ -204,7 +204,7 @@ def test_demo_runs_the_pipeline_on_generated_scenes(tmp_path: Path, capsys: pyte
     code, stdout, stderr = run_cli(["demo", "--out", str(out), "--count", "40", "--min-pairs", "10"], capsys)
 
     assert code == 0, stderr
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["images_received"] == 40 and report["rejected"] == []
     assert len(report["batches"]) == 2  # two waves
@@ -264,7 +264,7 @@ def test_an_image_no_worker_answered_is_rejected_with_the_reason(
     )
 
     assert code == 0, stderr
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["human_reviewed"] == 5 and report["auto_accepted"] == 0
     [rejected] = report["rejected"]

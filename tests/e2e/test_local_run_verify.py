@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from labelloop_core.boxes import box_from_yolo
-from labelloop_core.contract import META_KEY, REPORT_FILE, VERIFIED_ATTRIBUTE, Estimate
+from labelloop_core.contract import META_KEY, RUN_REPORT_FILE, VERIFIED_ATTRIBUTE, Estimate
 from labelloop_core.yolo import label_stem
 from tests.e2e.test_local_run import assembly_cache, assert_accounted, image_bytes, run_cli
 
@@ -71,7 +71,7 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tup
     if "--reviewer" not in extra_list:
         args += ["--reviewer", f"oracle:{truth}", "--oracle-noise", "0", "--workers", "1"]
     code, stdout, stderr = run_cli(args, capsys)
-    return code, json.loads((out / REPORT_FILE).read_text()), stdout + stderr
+    return code, json.loads((out / RUN_REPORT_FILE).read_text()), stdout + stderr
 
 
 def test_verify_then_adjust_exports_model_boxes_where_right_and_true_boxes_elsewhere(

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST, PRELABEL_ATTRIBUTE, REPORT_FILE
+from labelloop_core.contract import AUTO_ATTRIBUTE, BATCH_REPORT_FILE, META_KEY, OUTPUT_MANIFEST, PRELABEL_ATTRIBUTE
 from sandbox.harness import LocalCloud
 from sandbox.imagerefs import ImageRef
 from sandbox.workforce import Task, WorkerAnswer, worker_id
@@ -278,7 +278,7 @@ def run_batch(cloud: LocalCloud, batch: list[Scene], folder: str) -> BatchRun:
     assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
     data = json.loads(sfn.describe_execution(executionArn=execution["executionArn"])["input"])
     prefix = data["batch_prefix"]
-    report = cloud.read_json(f"{prefix}{REPORT_FILE}")
+    report = cloud.read_json(f"{prefix}{BATCH_REPORT_FILE}")
     output = by_name(cloud.read_jsonl(f"{prefix}{OUTPUT_MANIFEST}"))
     return BatchRun(prefix, report, output, execution)
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from cli.main import main
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE
 from tests.yolo_checker import check_yolo_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -83,7 +83,7 @@ def run(
     args = ["local", "run", "--images", str(images), "--out", str(out), "--labels", "cat,dog", "--threshold", "0.5"]
     code = main([*args, *extra])
     captured = capsys.readouterr()
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     return code, report, captured.err
 
 

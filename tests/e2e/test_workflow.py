@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from labelloop_core.batching import workflow_cost
-from labelloop_core.contract import META_KEY, OBJECTS_FILE, OUTPUT_MANIFEST, REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, META_KEY, OBJECTS_FILE, OUTPUT_MANIFEST
 from sandbox.harness import LocalCloud
 from sandbox.workforce import FailingWorkforce
 from tests import intake_images as gen
@@ -166,7 +166,7 @@ def _assert_announced_once(cloud: LocalCloud, batch_id: str, prefix: str) -> Non
         "dataset": DATASET,
         "batch_id": batch_id,
         "output_manifest": f"s3://{cloud.bucket}/{prefix}{OUTPUT_MANIFEST}",
-        "report": f"s3://{cloud.bucket}/{prefix}{REPORT_FILE}",
+        "report": f"s3://{cloud.bucket}/{prefix}{BATCH_REPORT_FILE}",
     }
     assert announced[0]["source"] == "labelloop.workflow"
 
@@ -180,7 +180,7 @@ def test_mixed_drop_becomes_one_labeled_batch_with_every_object_accounted_for(cl
     assert set(data) == EXECUTION_INPUT_KEYS
     prefix = data["batch_prefix"]
 
-    report = cloud.read_json(f"{prefix}{REPORT_FILE}")
+    report = cloud.read_json(f"{prefix}{BATCH_REPORT_FILE}")
     counts = report["counts"]
     assert report["status"] == "labeled" and report["accounted_for"], report
     assert (counts["received"], counts["valid"], counts["rejected"]) == (10, 4, 6)
@@ -243,7 +243,7 @@ def test_duplicate_s3_event_in_a_batch_labels_the_image_once(cloud: LocalCloud) 
     assert cloud.flush_event_sources() == 1
     (execution,) = _finished(cloud)
     assert execution["status"] == "SUCCEEDED", cloud.diagnostics()
-    report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{REPORT_FILE}")
+    report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{BATCH_REPORT_FILE}")
     assert report["counts"]["received"] == 1 and report["counts"]["reviewed"] == 1
     # The same event arriving again later, alone, starts nothing new.
     sqs.send_message(QueueUrl=queue, MessageBody=message["Body"])
@@ -259,7 +259,7 @@ def test_failed_labeling_job_ends_the_batch_with_the_reason_recorded(workflow_as
         cloud.flush_event_sources()
         (execution,) = _finished(cloud)
         assert execution["status"] == "FAILED"
-        report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{REPORT_FILE}")
+        report = cloud.read_json(f"{_input(cloud, execution)['batch_prefix']}{BATCH_REPORT_FILE}")
         assert report["status"] == "failed" and report["error"] == "LabelingJobFailed"
         assert reason in report["review"]["failure_reason"]
         assert report["counts"] == {"received": 2, "rejected": 1, "valid": 1}
@@ -310,7 +310,7 @@ def test_lost_job_event_is_reconciled_after_the_wait_times_out(
             message="the reconciled execution to finish",
         )
         assert final["status"] == "SUCCEEDED", cloud.diagnostics()
-        report = cloud.read_json(f"{data['batch_prefix']}{REPORT_FILE}")
+        report = cloud.read_json(f"{data['batch_prefix']}{BATCH_REPORT_FILE}")
         assert report["counts"]["reviewed"] == 1 and report["accounted_for"]
 
 
@@ -324,6 +324,6 @@ def test_one_sqs_batch_with_two_datasets_starts_one_execution_per_dataset(cloud:
     for execution in executions:
         data = _input(cloud, execution)
         assert execution["name"].endswith(data["batch_id"])
-        reports[data["dataset"]] = cloud.read_json(f"{data['batch_prefix']}{REPORT_FILE}")
+        reports[data["dataset"]] = cloud.read_json(f"{data['batch_prefix']}{BATCH_REPORT_FILE}")
     assert {d: r["counts"]["reviewed"] for d, r in reports.items()} == {"cats": 2, "dogs and cats": 1}
     assert all(r["accounted_for"] and len(r["jobs"]) == 1 for r in reports.values())

@@ -11,7 +11,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.calibration import CalibrationPair
 from labelloop_core.calibration import calibrate as calibrate_theta
 from labelloop_core.classes import ClassRegistry
-from labelloop_core.contract import META_KEY, OUTPUT_MANIFEST, REPORT_FILE, ROUTE_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE, META_KEY, OUTPUT_MANIFEST, ROUTE_FILE
 from labelloop_core.manifest import bbox_label_line
 from labelloop_core.prelabels import Detections, accepted_line, prelabel_line
 from tests.handlers import prelabel_support
@@ -77,7 +77,7 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
         accepted_line(pre("auto.jpg", [Box("MyLogo", 5, 5, 10, 10, 0.99)]), 0.9),
     ]
     write_jsonl(aws, f"{prefix}{OUTPUT_MANIFEST}", lines)
-    aws.put_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}", Body=json.dumps({"status": "succeeded"}).encode())
+    aws.put_object(Bucket=BUCKET, Key=f"{prefix}{BATCH_REPORT_FILE}", Body=json.dumps({"status": "succeeded"}).encode())
     used = {"theta": 0.9, "source": "fixed", "note": "AUTO_ACCEPT_THRESHOLD"}
 
     aws.put_object(
@@ -102,7 +102,7 @@ def test_pairs_report_and_too_few_pairs_means_off(aws, monkeypatch):
     assert threshold["target"] == 0.6 and threshold["confidence_level"] == 0.95 and threshold["pairs_used"] == 2
     assert "computed_at" in threshold and "lower_bound" in threshold
 
-    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}")["Body"].read())
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["status"] == "succeeded"  # merge's report is extended, not replaced
     section = report["calibration"]
     assert section["pairs_written"] == 2 and section["audit_pairs"] == 1 and section["audit_mean_quality"] == 1.0
@@ -160,7 +160,7 @@ def test_evidence_is_carried_across_batches_of_the_same_model(aws, monkeypatch):
     write_jsonl(aws, f"{p2}{OUTPUT_MANIFEST}", bad_audits)
     second = calibrate.handler(e2, None)
     assert second["theta"] == 0.31 and second["pairs_used"] == 85  # certified stays certified
-    report = read_json(aws, f"{p2}{REPORT_FILE}")
+    report = read_json(aws, f"{p2}{BATCH_REPORT_FILE}")
     cert = report["calibration"]["certificate"]
     assert cert["theta"] == 0.31 and cert["bound"] == "betting" and cert["model"] == MODEL
     assert cert["audit_fraction"] == 0.05 and cert["target"] == 0.6 and cert["confidence_level"] == 0.95
@@ -222,7 +222,7 @@ def test_kind_none_writes_no_pairs_and_keeps_auto_accept_off(aws):
     write_jsonl(aws, f"{prefix}{OUTPUT_MANIFEST}", [human(meta_line("incoming/street/a.jpg"), [])])
     out = calibrate.handler(event, None)
     assert out["pairs_written"] == 0 and out["theta"] is None
-    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{REPORT_FILE}")["Body"].read())
+    report = json.loads(aws.get_object(Bucket=BUCKET, Key=f"{prefix}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["calibration"]["skipped"] == {"no_prelabel": 1}
     assert report["calibration"]["threshold_used"] is None  # this batch was never routed
     assert report["prelabel"] == {"model": "none"}

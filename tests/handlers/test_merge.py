@@ -12,6 +12,7 @@ from labelloop_core.batching import workflow_cost
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     AUTO_ATTRIBUTE,
+    BATCH_REPORT_FILE,
     BUILD_FILE,
     BUILD_PARTS_DIR,
     INPUT_MANIFEST,
@@ -20,7 +21,6 @@ from labelloop_core.contract import (
     OUTPUT_MANIFEST,
     PRELABEL_ATTRIBUTE,
     REJECTED_FILE,
-    REPORT_FILE,
     REVIEW_FILE,
     Env,
 )
@@ -120,7 +120,7 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
     out = aws["merge"].handler(event, None)
     assert out == {
         "output_manifest": f"s3://{BUCKET}/{PREFIX}{OUTPUT_MANIFEST}",
-        "report": f"s3://{BUCKET}/{PREFIX}{REPORT_FILE}",
+        "report": f"s3://{BUCKET}/{PREFIX}{BATCH_REPORT_FILE}",
         "accepted": 1,
         "reviewed": 2,
         "unlabeled": 2,
@@ -132,7 +132,7 @@ def test_accepted_and_reviewed_lines_merge_exactly_once(aws: dict[str, Any]) -> 
         attribute = line[META_KEY]["label_attribute"]
         assert attribute in line and f"{attribute}-metadata" in line and PRELABEL_ATTRIBUTE in line
     assert {line[META_KEY]["label_attribute"] for line in lines} == {AUTO_ATTRIBUTE, JOB}
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["status"] == "labeled" and report["accounted_for"]
     counts = report["counts"]
     assert (counts["received"], counts["rejected"], counts["accepted"], counts["reviewed"], counts["audited"]) == (
@@ -171,7 +171,7 @@ def test_all_rejected_batch_still_gets_a_report(aws: dict[str, Any]) -> None:
     _batch(s3, [], ["x.jpg", "y.jpg"])
     out = aws["merge"].handler({**BASE, "review": {"status": "skipped"}}, None)
     assert (out["accepted"], out["reviewed"], out["unlabeled"]) == (0, 0, 0)
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["counts"]["received"] == 2 and report["accounted_for"]
     assert _jsonl(s3, f"{PREFIX}{OUTPUT_MANIFEST}") == []
 
@@ -187,8 +187,8 @@ def test_record_failure_writes_a_failed_report(aws: dict[str, Any]) -> None:
     )
     cause = json.dumps({"job_name": JOB, "status": "Failed", "reason": "workers quit"})
     out = aws["record_failure"].handler({**BASE, "error": {"Error": "LabelingJobFailed", "Cause": cause}}, None)
-    assert out == {"status": "failed", "report": f"s3://{BUCKET}/{PREFIX}{REPORT_FILE}"}
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    assert out == {"status": "failed", "report": f"s3://{BUCKET}/{PREFIX}{BATCH_REPORT_FILE}"}
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["status"] == "failed" and report["error"] == "LabelingJobFailed"
     assert report["cause"]["reason"] == "workers quit" and report["review"]["failure_reason"] == "workers quit"
     assert report["counts"] == {"received": 2, "rejected": 1, "valid": 1} and report["jobs"] == [JOB]
@@ -213,6 +213,6 @@ def test_record_failure_before_the_build_finished_counts_received_objects(aws: d
     s3 = aws["s3"]
     _put_lines(s3, f"{PREFIX}{OBJECTS_FILE}", [{"key": "incoming/street/a.jpg"}, {"key": "incoming/street/b.jpg"}])
     aws["record_failure"].handler({**BASE, "error": {"Error": "States.Timeout", "Cause": "build took too long"}}, None)
-    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["counts"] == {"received": 2, "rejected": None, "valid": None}
     assert (report["error"], report["cause"]) == ("States.Timeout", "build took too long")

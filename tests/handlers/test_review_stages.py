@@ -17,12 +17,12 @@ from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     ADJUST_MANIFEST,
     AUTO_ATTRIBUTE,
+    BATCH_REPORT_FILE,
     INPUT_MANIFEST,
     META_KEY,
     OUTPUT_MANIFEST,
     PRELABEL_ATTRIBUTE,
     REJECTED_FILE,
-    REPORT_FILE,
     REVIEW_MANIFEST,
     STATUS_KEY,
     TASK_KEY,
@@ -241,7 +241,7 @@ def test_merge_writes_one_line_per_image_with_provenance_and_verification_counts
     }
     assert lines["right.jpg"][META_KEY]["label_attribute"] == VERIFIED_ATTRIBUTE
     assert lines["wrong.jpg"][META_KEY]["label_attribute"] == AJOB
-    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["verification"] == {
         "verified_correct": 2,
         "judged_incorrect": 1,
@@ -289,7 +289,7 @@ def test_failed_adjustment_after_verification_names_both_jobs(aws: dict[str, Any
     aws["record_failure"].handler(
         {**BASE, "error": {"Error": "LabelingJobFailed", "Cause": "{}"}, "execution": {"name": "x"}}, None
     )
-    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{REPORT_FILE}")["Body"].read())
+    report = json.loads(aws["s3"].get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["status"] == "failed"
     assert report["jobs"] == [VJOB, AJOB]
     assert [(j["task_mode"], j["status"]) for j in report["labeling_jobs"]] == [

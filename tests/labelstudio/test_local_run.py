@@ -19,7 +19,7 @@ import pytest
 
 from adapters.labelstudio import LabelStudioClient
 from cli.main import main
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE
 from labelloop_core.labelstudio import KEY_FIELD
 from tests.e2e.test_local_run import assert_accounted, write_images
 from tests.e2e.test_local_run_verify import CASES as VERIFY_CASES
@@ -105,7 +105,7 @@ def test_oracle_answers_through_label_studio_and_the_export_has_its_boxes(
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr[-3000:]
     assert token_env not in stdout + stderr  # the token is never printed
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["auto_accepted"] + report["human_reviewed"] == 4 and report["human_reviewed"] >= 2
     assert "Label Studio project http://127.0.0.1:" in stderr
@@ -180,7 +180,7 @@ def test_verify_then_adjust_in_label_studio_keeps_right_boxes_and_takes_people_s
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr[-3000:]
     assert token_env not in stdout + stderr
-    report = json.loads((out / REPORT_FILE).read_text())
+    report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
     assert report["verification"] == {"verified_correct": 1, "judged_incorrect": 2,
                                       "sent_to_adjust_without_detections": 1, "no_verdict": 0}  # fmt: skip

@@ -5,15 +5,6 @@ from __future__ import annotations
 
 from labelloop_core import contract, limits
 from labelloop_core.contract import (
-    ACCEPTED_MANIFEST,
-    INPUT_MANIFEST,
-    OBJECTS_FILE,
-    OUTPUT_MANIFEST,
-    REJECTED_FILE,
-    REPORT_FILE,
-    REVIEW_MANIFEST,
-    ROUTE_FILE,
-    BatchLayout,
     Env,
     Meta,
 )
@@ -24,33 +15,14 @@ def test_meta_keys_are_stable() -> None:
     assert (Meta.KEY, Meta.LABELED_KEY, Meta.LABEL_ATTRIBUTE) == ("key", "labeled_key", "label_attribute")
 
 
-def test_batch_layout_keys() -> None:
-    layout = BatchLayout.of("work/", "street", "b1")
-    assert layout.prefix == "work/batches/street/b1/"
-    assert [
-        layout.objects,
-        layout.input_manifest,
-        layout.rejected,
-        layout.shards,
-        layout.prelabeled,
-        layout.accepted_manifest,
-        layout.review_manifest,
-        layout.route,
-        layout.output_manifest,
-        layout.report,
-    ] == [
-        f"work/batches/street/b1/{OBJECTS_FILE}",
-        f"work/batches/street/b1/{INPUT_MANIFEST}",
-        f"work/batches/street/b1/{REJECTED_FILE}",
+def test_batch_folder_keys() -> None:
+    # the file names themselves are pinned by docs/contracts.md (test_contract_names)
+    prefix = contract.batch_prefix("work/", "street", "b1")
+    assert prefix == "work/batches/street/b1/"
+    assert (prefix + contract.SHARDS_DIR, prefix + contract.PRELABELED_DIR) == (
         "work/batches/street/b1/shards/",
         "work/batches/street/b1/prelabeled/",
-        f"work/batches/street/b1/{ACCEPTED_MANIFEST}",
-        f"work/batches/street/b1/{REVIEW_MANIFEST}",
-        f"work/batches/street/b1/{ROUTE_FILE}",
-        f"work/batches/street/b1/{OUTPUT_MANIFEST}",
-        f"work/batches/street/b1/{REPORT_FILE}",
-    ]
-    assert layout.shard(7) == "work/batches/street/b1/shards/00007.jsonl"
+    )
 
 
 def test_calibration_and_index_keys() -> None:

@@ -14,7 +14,7 @@ from constructs import Construct
 from infra.constructs.prelabel import Prelabeling
 from infra.constructs.workflow.functions import WorkflowFunctions
 from labelloop_core import contract
-from labelloop_core.contract import REPORT_FILE
+from labelloop_core.contract import BATCH_REPORT_FILE
 
 _Guardable = TypeVar("_Guardable", tasks.LambdaInvoke, tasks.EventBridgePutEvents, sfn.DistributedMap)
 
@@ -170,7 +170,7 @@ class WorkflowDefinition:
     def _build_failure(self) -> sfn.IChainable:
         """RecordFailure → Failed: every error ends here, with its reason in report.json."""
         failed = sfn.Fail(
-            self._scope, "Failed", error="BatchFailed", cause=f"The batch failed: its {REPORT_FILE} says why"
+            self._scope, "Failed", error="BatchFailed", cause=f"The batch failed: its {BATCH_REPORT_FILE} says why"
         )
         return self._invoke(
             "RecordFailure",

@@ -12,7 +12,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from labelloop_core import limits
-from labelloop_core.contract import REPORT_FILE, Env
+from labelloop_core.contract import BATCH_REPORT_FILE, Env
 
 #: Objects one build invocation validates before handing over to the next (continuation loop).
 BUILD_CHUNK = limits.BUILD_CHUNK.default
@@ -112,7 +112,7 @@ def build_functions(
         scope,
         "RecordFailureFunction",
         handler="handlers.record_failure.handler",
-        description=f"LabelLoop: record a failed batch in its {REPORT_FILE}",
+        description=f"LabelLoop: record a failed batch in its {BATCH_REPORT_FILE}",
         environment=common,
         timeout=Duration.minutes(1),
         memory_size=256,
