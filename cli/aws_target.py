@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from cli.errors import CliError
+from labelloop_core import contract
 
 DEFAULT_STACK = "LabelLoop"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -55,15 +56,15 @@ class Target:
 
     @property
     def incoming_prefix(self) -> str:
-        return self.outputs.get("IncomingPrefix", "incoming/")
+        return self.outputs.get("IncomingPrefix", contract.DEFAULT_INCOMING_PREFIX)
 
     @property
     def exports_prefix(self) -> str:
-        return self.outputs.get("ExportsPrefix", "exports/")
+        return self.outputs.get("ExportsPrefix", contract.DEFAULT_EXPORTS_PREFIX)
 
     @property
     def work_prefix(self) -> str:
-        return self.outputs.get("WorkPrefix", "work/")
+        return self.outputs.get("WorkPrefix", contract.DEFAULT_WORK_PREFIX)
 
     def where(self) -> str:
         return self.endpoint_url or f"region {self.session.region_name}"

@@ -151,7 +151,7 @@ def check_dataset(root: Path) -> tuple[dict[str, int], list[str]]:
     import yaml
 
     counts: Counter[str] = Counter()
-    yaml_path = root / "data.yaml"
+    yaml_path = root / contract.DATA_YAML_FILE
     if not yaml_path.is_file():
         return dict(counts), [f"{yaml_path} is missing"]
     doc = yaml.safe_load(yaml_path.read_text(encoding="utf-8")) or {}
@@ -259,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
     _print_plan(args, generated)
     _print_batches(report["batches"])
     _print_stages(report)
-    judged = judge(manifests, truth, "incoming/demo/", DEMO_LABELS, args.target_quality) if manifests else None
+    incoming = f"{contract.DEFAULT_INCOMING_PREFIX}demo/"
+    judged = judge(manifests, truth, incoming, DEMO_LABELS, args.target_quality) if manifests else None
     final = (report.get("threshold") or {}).get("final") or {}
     if judged is not None:
         _print_judgement(judged, final, args, spec.oracle_noise)

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
+from labelloop_core import contract
 
 MARKER = ".labelloop-pull.json"
 SPLITS = ("train", "val")
@@ -64,15 +65,15 @@ def choose_version(target: Target, dataset: str, version: str | None) -> tuple[s
             raise CliError(f"dataset {dataset!r} unknown in s3://{target.bucket} (datasets: {names})")
         raise CliError(f"dataset {dataset!r} has no export yet (see `labelloop status --dataset {dataset}`)")
     if version is None:
-        latest = read_json(target, f"{root}latest.json")
+        latest = read_json(target, f"{root}{contract.LATEST_FILE}")
         if not isinstance(latest, dict) or not latest.get("version"):
             raise CliError(f"dataset {dataset!r} has no complete export yet (no latest.json)")
         version = str(latest["version"])
     if version not in versions:
         raise CliError(f"dataset {dataset!r} has no version {version!r} (versions: {', '.join(sorted(versions))})")
-    document = read_json(target, f"{root}{version}/export.json")
+    document = read_json(target, f"{root}{version}/{contract.EXPORT_FILE}")
     if not isinstance(document, dict):
-        complete = [v for v in sorted(versions) if read_json(target, f"{root}{v}/export.json") is not None]
+        complete = [v for v in sorted(versions) if read_json(target, f"{root}{v}/{contract.EXPORT_FILE}") is not None]
         raise CliError(
             f"version {version} of {dataset!r} is incomplete (no export.json: still being written, or interrupted);"
             f" complete versions: {', '.join(complete) or 'none'}"
@@ -91,16 +92,17 @@ def check_listing(files: list[RemoteFile], document: dict[str, Any]) -> None:
     names = {f.relative for f in files}
     counts = document.get("counts") or {}
     problems = []
-    if "data.yaml" not in names:
-        problems.append("data.yaml is missing")
+    if contract.DATA_YAML_FILE not in names:
+        problems.append(f"{contract.DATA_YAML_FILE} is missing")
     total = 0
     for split in SPLITS:
+        image_folder = f"{contract.IMAGES_DIR}{split}/"
         images = {
-            _stem(n, f"images/{split}/")
+            _stem(n, image_folder)
             for n in names
-            if n.startswith(f"images/{split}/") and Path(n).suffix.lower() in IMAGE_SUFFIXES
+            if n.startswith(image_folder) and Path(n).suffix.lower() in IMAGE_SUFFIXES
         }
-        folder = f"labels/{split}/"
+        folder = f"{contract.LABELS_DIR}{split}/"
         labels = {_stem(n, folder) for n in names if n.startswith(folder) and n.endswith(".txt")}
         total += len(images)
         if split in counts and int(counts[split]) != len(images):
@@ -241,5 +243,5 @@ def run(args: argparse.Namespace) -> int:
     )
     for warning in document.get("warnings") or []:
         print(f"pull: warning: {warning}", file=sys.stderr)
-    print(f"train: yolo train data={args.out / 'data.yaml'}")
+    print(f"train: yolo train data={args.out / contract.DATA_YAML_FILE}")
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
+from labelloop_core import contract
 from labelloop_core.batch_report import failure_reason
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
@@ -103,8 +104,8 @@ def _running_state(names: set[str], prefix: str) -> str:
     """Where a running batch is, from the files its steps have written so far."""
     if f"{prefix}{INPUT_MANIFEST}" not in names:
         return "building"
-    shards = {n for n in names if n.startswith(f"{prefix}shards/")}
-    done = {n for n in names if n.startswith(f"{prefix}prelabeled/")}
+    shards = {n for n in names if n.startswith(prefix + contract.SHARDS_DIR)}
+    done = {n for n in names if n.startswith(prefix + contract.PRELABELED_DIR)}
     if len(done) < len(shards):
         return "pre-labeling"
     if f"{prefix}{ACCEPTED_MANIFEST}" not in names and f"{prefix}{REVIEW_MANIFEST}" not in names:
@@ -173,11 +174,11 @@ def _images(batches: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _latest_export(target: Target, dataset: str) -> dict[str, Any] | None:
-    latest = read_json(target, f"{target.exports_prefix}{dataset}/latest.json")
+    latest = read_json(target, f"{target.exports_prefix}{dataset}/{contract.LATEST_FILE}")
     if not isinstance(latest, dict) or not latest.get("version"):
         return None
     prefix = f"{target.exports_prefix}{dataset}/{latest['version']}/"
-    document = read_json(target, f"{prefix}export.json") or {}
+    document = read_json(target, f"{prefix}{contract.EXPORT_FILE}") or {}
     counts = document.get("counts") or {}
     return {
         "version": latest["version"],
@@ -191,7 +192,7 @@ def _latest_export(target: Target, dataset: str) -> dict[str, Any] | None:
 
 def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[str, Any]:
     """Everything `status` shows about one dataset."""
-    batches_prefix = f"{target.work_prefix}batches/{dataset}/"
+    batches_prefix = f"{target.work_prefix}{contract.BATCHES_DIR}{dataset}/"
     by_batch: dict[str, set[str]] = {}
     for item in list_objects(target, batches_prefix):
         batch_id, sep, _ = item["Key"][len(batches_prefix) :].partition("/")
@@ -203,7 +204,7 @@ def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[s
     ]
     batches.sort(key=lambda b: (str(b.get("created") or "~"), b["batch_id"]))
     uploaded = len(list_objects(target, f"{target.incoming_prefix}{dataset}/"))
-    threshold = read_json(target, f"{target.work_prefix}calibration/{dataset}/threshold.json")
+    threshold = read_json(target, contract.threshold_key(contract.calibration_prefix(target.work_prefix), dataset))
     images = {"uploaded": uploaded, **_images(batches)}
     in_use = None
     for batch in batches:
@@ -224,7 +225,7 @@ def collect(target: Target, only: str | None = None) -> dict[str, Any]:
     """The whole status document (what ``--json`` prints)."""
     with aws_errors(target):
         names = set(list_prefixes(target, target.incoming_prefix))
-        names |= set(list_prefixes(target, f"{target.work_prefix}batches/"))
+        names |= set(list_prefixes(target, target.work_prefix + contract.BATCHES_DIR))
         names |= set(list_prefixes(target, target.exports_prefix))
         if only is not None:
             if only not in names:

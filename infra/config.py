@@ -442,7 +442,11 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         )
     prefixes = {
         k: _prefix(raw, k, where, d)
-        for k, d in (("incomingPrefix", "incoming/"), ("workPrefix", "work/"), ("exportsPrefix", "exports/"))
+        for k, d in (
+            ("incomingPrefix", DEFAULT_INCOMING_PREFIX),
+            ("workPrefix", DEFAULT_WORK_PREFIX),
+            ("exportsPrefix", DEFAULT_EXPORTS_PREFIX),
+        )
     }
     if len(set(prefixes.values())) != 3 or any(
         a != b and a.startswith(b) for a in prefixes.values() for b in prefixes.values()

@@ -448,7 +448,7 @@ def _run(job: LabelingJob) -> None:
     consolidated = _consolidate(job, rt, payload, labels)
     sent = {p["datasetObjectId"] for p in payload}
     output_lines, counters = output_manifest(lines, consolidated, sent, rt.attr, job.name, list(job.counters))
-    output_uri = rt.put_json(f"manifests/output/{OUTPUT_MANIFEST}", output_lines, lines=True)
+    output_uri = rt.put_json(f"{contract.JOB_OUTPUT_DIR}{OUTPUT_MANIFEST}", output_lines, lines=True)
     with job.lock:
         job.counters = counters
         job.output_uri = output_uri

@@ -22,6 +22,7 @@ from typing import Any, TypeVar, cast
 
 from moto import mock_aws
 
+from labelloop_core import contract
 from sandbox import deploy as deploy_mod
 from sandbox import (
     event_sources,
@@ -204,7 +205,7 @@ class LocalCloud:
 
     @property
     def incoming_prefix(self) -> str:
-        return self.deployment.outputs.get("IncomingPrefix", "incoming/")
+        return self.deployment.outputs.get("IncomingPrefix", contract.DEFAULT_INCOMING_PREFIX)
 
     def function_names(self, logical_prefix: str = "") -> dict[str, str]:
         """Function names by logical id, for logical ids starting with ``logical_prefix``."""

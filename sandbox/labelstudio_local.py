@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from adapters.labelstudio import LabelStudioApiError, LabelStudioClient
+from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.contract import META_KEY, REVIEW_MANIFEST
 from labelloop_core.labelstudio import KEY_FIELD, boxes_from_result, region_from_box
@@ -131,7 +132,7 @@ class LocalLabelStudio:
         if now - self._last_tick < TICK_SECONDS:
             return
         self._last_tick = now
-        for state_key in self.cloud.list_keys(f"{self.work_prefix}batches/{self.dataset}/"):
+        for state_key in self.cloud.list_keys(f"{self.work_prefix}{contract.BATCHES_DIR}{self.dataset}/"):
             name = state_key.rsplit("/", 1)[-1]
             if name.startswith("labelstudio") and name.endswith(".json"):  # one per review (stage)
                 self._review(state_key)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from labelloop_core import limits
+from labelloop_core import contract, limits
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     ImageNames,
@@ -127,15 +127,15 @@ class RootNames(ImageNames):
         self._known: dict[str, str] = {_sha(p.read_bytes()): rel for p, rel in files}
         self._by_key: dict[str, str | None] = {}
         self._learned: set[str] = set()
-        self._incoming = "incoming/"
-        self._derived = "work/derived/"
+        self._incoming = contract.DEFAULT_INCOMING_PREFIX
+        self._derived = contract.DEFAULT_WORK_PREFIX + contract.DERIVED_DIR
         self._client: Any = None
         self._bucket_name = ""
         self._mutex = threading.Lock()
 
     def attach_bucket(self, s3: Any, bucket: str, incoming_prefix: str, work_prefix: str) -> None:
         self._client, self._bucket_name = s3, bucket
-        self._incoming, self._derived = incoming_prefix, f"{work_prefix}derived/"
+        self._incoming, self._derived = incoming_prefix, work_prefix + contract.DERIVED_DIR
 
     def _original_key(self, key: str) -> str:
         """The uploaded object an emulated service's key stands for (a derived copy's original)."""
@@ -417,7 +417,10 @@ def _serve_deployed(
 ) -> StopReport | None:
     env = function_env(cloud)
     prepared.names.attach_bucket(
-        cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, env.get("WORK_PREFIX", "work/")
+        cloud.client("s3"),
+        cloud.bucket,
+        cloud.incoming_prefix,
+        env.get(contract.Env.WORK_PREFIX, contract.DEFAULT_WORK_PREFIX),
     )
     restored = 0
     if state is not None:
@@ -436,7 +439,7 @@ def _serve_deployed(
         bucket=cloud.bucket,
         stack=STACK_NAME,
         incoming_prefix=cloud.incoming_prefix,
-        exports_prefix=cloud.outputs.get("ExportsPrefix", "exports/"),
+        exports_prefix=cloud.outputs.get("ExportsPrefix", contract.DEFAULT_EXPORTS_PREFIX),
         labels=prepared.labels,
         restored_objects=restored,
     )

@@ -61,8 +61,8 @@ BACKGROUNDS: tuple[str, ...] = ("solid", "gradient", "noise", "texture", "confet
 
 # Keys real uploads contain; the first scenes of a generated set use them (when count allows).
 _SPECIAL_NAMES: tuple[str, ...] = (
-    "pairs/a.jpg",
-    "pairs/a.png",
+    "twins/a.jpg",
+    "twins/a.png",
     "with space/photo 01.jpg",
     "unicode/café crème.jpg",
     "unicode/画像 ñ.png",

@@ -28,6 +28,7 @@ from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
 from infra.iam import allow, allow_list, bucket_prefix_finding
 from infra.nag import acknowledge
+from labelloop_core import contract
 from labelloop_core.contract import Env
 
 _COMPLETE_SECRET_ARN = re.compile(r"-[A-Za-z0-9]{6}$")
@@ -142,10 +143,12 @@ class LabelStudioReview(Construct):
     def _grant(self, config: LabelLoopConfig, storage: Storage, workflow: Workflow) -> None:
         work = config.work_prefix
         arn = storage.data.bucket_arn
-        batches = f"{arn}/{work}batches/*"
-        open_reviews = f"{arn}/{work}labelstudio/open/*"
-        outputs = f"{arn}/{work}labeling-jobs/*"
-        tokens = f"{arn}/{work}labeling-jobs/tokens/*"
+        batches_prefix, open_prefix = work + contract.BATCHES_DIR, contract.labelstudio_open_prefix(work)
+        outputs_prefix, tokens_prefix = contract.labeling_jobs_prefix(work), contract.tokens_prefix(work)
+        batches = f"{arn}/{batches_prefix}*"
+        open_reviews = f"{arn}/{open_prefix}*"
+        outputs = f"{arn}/{outputs_prefix}*"
+        tokens = f"{arn}/{tokens_prefix}*"
         stack = Stack.of(self)
         machine = stack.format_arn(
             service="states",
@@ -159,20 +162,20 @@ class LabelStudioReview(Construct):
         for function in (start, job_event, sync):
             allow(function, ["s3:GetObject", "s3:PutObject"], [batches])
             allow(function, ["s3:PutObject"], [outputs])
-        allow_list(start, arn, [f"{work}batches/"])
+        allow_list(start, arn, [batches_prefix])
         allow(start, ["s3:PutObject"], [open_reviews])
         allow(job_event, ["s3:DeleteObject"], [open_reviews])
         allow(sync, ["s3:GetObject", "s3:DeleteObject"], [open_reviews])
         allow(sync, ["s3:GetObject", "s3:PutObject"], [tokens])
-        allow_list(sync, arn, [f"{work}labelstudio/open/", f"{work}batches/", f"{work}labeling-jobs/tokens/"])
+        allow_list(sync, arn, [open_prefix, batches_prefix, tokens_prefix])
         allow(sync, ["states:SendTaskSuccess", "states:SendTaskFailure"], [machine])
 
         prefix = bucket_prefix_finding(storage.data)
         reasons = {
-            f"{work}batches/": "Batch files (review manifest, labelstudio.json) are per batch under work/batches/.",
-            f"{work}labeling-jobs/": "One GT-shaped output manifest per review, named after the review at run time.",
-            f"{work}labelstudio/open/": "One marker per open Label Studio review, named after the review at run time.",
-            f"{work}labeling-jobs/tokens/": "One task-token file per review, named after the review at run time.",
+            batches_prefix: "Batch files (review manifest, labelstudio.json) are per batch under work/batches/.",
+            outputs_prefix: "One GT-shaped output manifest per review, named after the review at run time.",
+            open_prefix: "One marker per open Label Studio review, named after the review at run time.",
+            tokens_prefix: "One task-token file per review, named after the review at run time.",
         }
         for function in (start, job_event, sync):
             for value, reason in reasons.items():

@@ -8,6 +8,7 @@ from constructs import Construct
 
 from infra.config import LabelLoopConfig
 from infra.nag import acknowledge
+from labelloop_core.contract import TMP_DIR
 
 
 class Storage(Construct):
@@ -30,7 +31,7 @@ class Storage(Construct):
             "AwsSolutions-S1",
             "This is the access-log bucket itself; logging it into itself would loop.",
         )
-        tmp_prefix = f"{config.work_prefix}tmp/"
+        tmp_prefix = config.work_prefix + TMP_DIR
         self.data = s3.Bucket(
             self,
             "Data",

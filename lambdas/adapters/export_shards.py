@@ -95,8 +95,8 @@ def write_plan(
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(chunks)))) as pool:
         shards = list(pool.map(put_shard, range(len(chunks))))
-    dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
-    dest.put("skipped.jsonl", _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
+    dest.put(contract.DROPPED_FILE, _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
+    dest.put(contract.SKIPPED_FILE, _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
     document = {
         "version": version,
         "dataset": dataset,
@@ -223,7 +223,7 @@ def _publish_version(dest: S3Destination, plan_doc: dict[str, Any]) -> dict[str,
     planned = sum(s["images"] for s in plan_doc["shards"])
     if planned and len(public) == planned:
         raise ExportEmpty(public)
-    dest.put("missing.jsonl", _jsonl(public), "application/jsonlines")
+    dest.put(contract.MISSING_FILE, _jsonl(public), "application/jsonlines")
     shards = [
         {k: marker[k] for k in ("index", "images", "labels", "boxes", "seconds", "sha256")}
         | {"images_missing": len(marker["missing"])}
@@ -240,7 +240,7 @@ def _publish_version(dest: S3Destination, plan_doc: dict[str, Any]) -> dict[str,
         shards,
     )
     data_yaml = export_data_yaml(plan_doc["class_names"], document)  # the single-function export's text
-    dest.put("data.yaml", data_yaml.encode("utf-8"), "application/yaml")
+    dest.put(contract.DATA_YAML_FILE, data_yaml.encode("utf-8"), "application/yaml")
     document.update(plan_doc.get("extra") or {})
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
     if not dest.create(contract.EXPORT_FILE, body, "application/json"):

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from botocore.exceptions import ClientError
 
 from adapters.s3 import list_objects, parse_uri
-from labelloop_core import limits
+from labelloop_core import contract, limits
 from labelloop_core.export import ExportPlan, ImageRecord
 from labelloop_core.export_report import export_data_yaml, export_document
 
@@ -353,7 +353,7 @@ def write_export(
     """
     if threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
-    current = dest.read_json("export.json")
+    current = dest.read_json(contract.EXPORT_FILE)
     if current is not None:
         if current.get("version") == version:
             current["already_complete"] = True
@@ -363,11 +363,11 @@ def write_export(
             f"exports are immutable, write version {version!r} elsewhere"
         )
     splits = sorted({r.split for r in plan.records}) or ["train", "val"]  # no empty split folder
-    dest.prepare(f"{kind}/{split}" for kind in ("images", "labels") for split in splits)
+    dest.prepare(f"{kind}{split}" for kind in (contract.IMAGES_DIR, contract.LABELS_DIR) for split in splits)
     # First: a destination that refuses writes (a bucket policy, a read-only disk) fails here with its
     # own error, before any copy could be mistaken for an unreadable source image.
     planned_yaml = plan.data_yaml()
-    dest.put("data.yaml", planned_yaml.encode("utf-8"), "application/yaml")
+    dest.put(contract.DATA_YAML_FILE, planned_yaml.encode("utf-8"), "application/yaml")
     copy = _ImageCopy(plan, dest, progress, should_stop)
     copy.run(threads)
     missing = copy.missing
@@ -377,20 +377,20 @@ def write_export(
     if copy.total and len(missing) == copy.total:
         raise ExportEmpty(missing)  # export.json is not written: the version stays incomplete
 
-    dest.put("dropped.jsonl", _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
-    dest.put("skipped.jsonl", _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
-    dest.put("missing.jsonl", _jsonl(missing), "application/jsonlines")
+    dest.put(contract.DROPPED_FILE, _jsonl(d.as_dict() for d in plan.dropped), "application/jsonlines")
+    dest.put(contract.SKIPPED_FILE, _jsonl(s.as_dict() for s in plan.skipped), "application/jsonlines")
+    dest.put(contract.MISSING_FILE, _jsonl(missing), "application/jsonlines")
     created = now().strftime("%Y-%m-%dT%H:%M:%SZ")
     document = export_document(plan, version, dataset, missing, copy.resumed, created)
     written_yaml = export_data_yaml(plan.class_names, document)
     if written_yaml != planned_yaml:  # missing images emptied a split: data.yaml names the other one
-        dest.put("data.yaml", written_yaml.encode("utf-8"), "application/yaml")
+        dest.put(contract.DATA_YAML_FILE, written_yaml.encode("utf-8"), "application/yaml")
     if extra:
         document.update(extra)
     body = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
-    if not dest.create("export.json", body, "application/json"):
+    if not dest.create(contract.EXPORT_FILE, body, "application/json"):
         # A concurrent writer of the same event completed first (conditional write): keep its file.
-        winner = dest.read_json("export.json") or {}
+        winner = dest.read_json(contract.EXPORT_FILE) or {}
         if winner.get("version") != version:
             raise ExportConflict(f"{dest.uri} was completed concurrently as version {winner.get('version')!r}")
         winner["already_complete"] = True
@@ -409,7 +409,7 @@ class _ImageCopy:
         should_stop: Callable[[], bool] | None,
     ) -> None:
         self.plan, self.dest, self.progress, self.should_stop = plan, dest, progress, should_stop
-        self.done = dest.existing("labels/")
+        self.done = dest.existing(contract.LABELS_DIR)
         self.missing: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         self.total = len(plan.records)
@@ -462,19 +462,19 @@ def publish_latest(dataset_root: ExportDestination, version: str, document: dict
     Versions start with the UTC time of their newest input, so string order is age order; a
     re-delivered old event therefore never moves ``latest.json`` backwards. Returns True if written.
     """
-    current = dataset_root.read_json("latest.json")
+    current = dataset_root.read_json(contract.LATEST_FILE)
     if current is not None and str(current.get("version", "")) >= version:
         return False
     pointer = {
         "dataset": document.get("dataset"),
         "version": version,
         "uri": version_uri,
-        "export_json": version_uri.rstrip("/") + "/export.json",
-        "data_yaml": version_uri.rstrip("/") + "/data.yaml",
+        "export_json": f"{version_uri.rstrip('/')}/{contract.EXPORT_FILE}",
+        "data_yaml": f"{version_uri.rstrip('/')}/{contract.DATA_YAML_FILE}",
         "images": document.get("counts", {}).get("images"),
         "created": document.get("created"),
     }
     dataset_root.put(
-        "latest.json", json.dumps(pointer, ensure_ascii=False, indent=1).encode("utf-8"), "application/json"
+        contract.LATEST_FILE, json.dumps(pointer, ensure_ascii=False, indent=1).encode("utf-8"), "application/json"
     )
     return True

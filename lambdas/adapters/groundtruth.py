@@ -23,7 +23,7 @@ from adapters import env
 from adapters.aws import client
 from adapters.s3 import parse_uri, uri
 from labelloop_core import limits
-from labelloop_core.contract import ELEMENT_NAME, PRELABEL_ATTRIBUTE, Env
+from labelloop_core.contract import ELEMENT_NAME, LABEL_CATEGORIES_DIR, PRELABEL_ATTRIBUTE, TEMPLATES_DIR, Env
 
 __all__ = [
     "DEFAULT_ELEMENT_NAME",
@@ -134,8 +134,8 @@ def ensure_task_files(
         prefix += "/"
     template = template_text(task_mode).encode("utf-8")
     categories = json.dumps(label_categories_document(labels), indent=2).encode("utf-8")
-    template_key = f"{prefix}templates/{task_mode}-{hashlib.sha256(template).hexdigest()[:16]}.liquid.html"
-    categories_key = f"{prefix}label-categories/{hashlib.sha256(categories).hexdigest()[:16]}.json"
+    template_key = f"{prefix}{TEMPLATES_DIR}{task_mode}-{hashlib.sha256(template).hexdigest()[:16]}.liquid.html"
+    categories_key = f"{prefix}{LABEL_CATEGORIES_DIR}{hashlib.sha256(categories).hexdigest()[:16]}.json"
     _put_if_changed(bucket, template_key, template, "text/html; charset=utf-8", s3)
     _put_if_changed(bucket, categories_key, categories, "application/json", s3)
     return {"template_uri": uri(bucket, template_key), "categories_uri": uri(bucket, categories_key)}

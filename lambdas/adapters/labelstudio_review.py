@@ -26,7 +26,7 @@ from adapters.aws import client
 from adapters.labelstudio import LabelStudioClient, S3Access
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, iter_lines, put_json, uri
-from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env, labelstudio_open_key
 from labelloop_core.labelstudio import (
     KEY_FIELD,
     LabelStudioError,
@@ -338,4 +338,4 @@ def state_key(batch_prefix: str, stage: str = "") -> str:
 
 def open_key(work_prefix: str, job_name: str) -> str:
     """The marker of a Label Studio review whose workflow still waits (listed by the reconcile sweep)."""
-    return f"{work_prefix}labelstudio/open/{job_name}.json"
+    return labelstudio_open_key(work_prefix, job_name)

@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from adapters import review
 from adapters.aws import client
-from labelloop_core.contract import OUTPUT_MANIFEST, REVIEW_MANIFEST
+from labelloop_core.contract import REVIEW_MANIFEST, job_output_manifest_key
 from labelloop_core.verification import ADJUST, STAGE_MANIFESTS
 
 BACKENDS = ("groundtruth", "labelstudio")
@@ -62,7 +62,7 @@ class ReviewBatch:
     @property
     def output_key(self) -> str:
         """Where a backend that is not Ground Truth writes the GT-shaped output manifest."""
-        return f"{self.work_prefix}labeling-jobs/{self.job_name}/manifests/output/{OUTPUT_MANIFEST}"
+        return job_output_manifest_key(self.work_prefix, self.job_name)
 
 
 class ReviewBackend(Protocol):

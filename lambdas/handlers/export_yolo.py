@@ -62,7 +62,9 @@ from labelloop_core.contract import (
     WORKFLOW_EVENT_SOURCE,
     WORKFLOW_JOB_PREFIX,
     Env,
+    calibration_prefix,
     exports_index_key,
+    threshold_key,
 )
 from labelloop_core.export import ExportPlan, ExportPlanner
 from labelloop_core.export_shards import use_distributed
@@ -366,7 +368,7 @@ def calibration_certificate(dataset: str) -> dict[str, Any]:
     for all of them at once; a dataset never calibrated says so.
     """
     cfg = settings()
-    key = f"{cfg.work_prefix}calibration/{dataset}/threshold.json"
+    key = threshold_key(calibration_prefix(cfg.work_prefix), dataset)
     from botocore.exceptions import ClientError
 
     try:

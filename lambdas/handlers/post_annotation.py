@@ -49,7 +49,7 @@ from labelloop_core.answers import (
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.consolidation import consolidate
-from labelloop_core.contract import ISSUES_KEY, META_KEY, STATUS_KEY, TASK_KEY
+from labelloop_core.contract import BBOX_TYPE, ISSUES_KEY, META_KEY, STATUS_KEY, TASK_KEY
 from labelloop_core.manifest import VERIFICATION_TYPE, bbox_label_line, iter_manifest
 from labelloop_core.verification import line_task_mode
 
@@ -359,7 +359,7 @@ def _flagged_failure(attribute: str, job_name: str, created: str, reason: str, m
         return {attribute: {"label": None, "votes": {"correct": 0, "incorrect": 0}}, f"{attribute}-metadata": metadata}
     # No label body: without an image size a bounding-box label would be invalid, and an empty one
     # would read as background. Readers see only this metadata and report the object.
-    metadata["type"] = "groundtruth/object-detection"
+    metadata["type"] = BBOX_TYPE
     return {f"{attribute}-metadata": metadata}
 
 

@@ -40,7 +40,7 @@ from adapters.labelstudio_review import (
 )
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, list_objects
-from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env
+from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env, labelstudio_open_prefix
 
 logger = Logger()
 
@@ -69,7 +69,7 @@ def settings() -> ReviewSyncSettings:
 
 
 def _open_reviews(cfg: ReviewSyncSettings) -> list[str]:
-    prefix = f"{cfg.work_prefix}labelstudio/open/"
+    prefix = labelstudio_open_prefix(cfg.work_prefix)
     return [item["Key"] for item in list_objects(cfg.bucket, prefix) if item["Key"].endswith(".json")]
 
 

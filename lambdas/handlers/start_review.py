@@ -33,7 +33,14 @@ from adapters.review_backends import BACKENDS, GroundTruthReview, ReviewBatch
 from adapters.s3 import put_json, uri
 from labelloop_core import limits
 from labelloop_core.batching import batch_fields, dataset_slug, labeling_job_name
-from labelloop_core.contract import DATASET_TAG, DEFAULT_WORK_PREFIX, REVIEW_MANIFEST, Env, labeling_jobs_prefix
+from labelloop_core.contract import (
+    DATASET_TAG,
+    DEFAULT_WORK_PREFIX,
+    REVIEW_MANIFEST,
+    Env,
+    groundtruth_prefix,
+    labeling_jobs_prefix,
+)
 from labelloop_core.verification import STAGE_MANIFESTS
 
 logger = Logger()
@@ -167,7 +174,7 @@ def start(event: Mapping[str, Any], cfg: StartReviewSettings) -> dict[str, Any]:
 
 
 def _job_request(cfg: StartReviewSettings, batch: ReviewBatch, dataset: str, batch_id: str) -> dict[str, Any]:
-    files = ensure_task_files(batch.bucket, f"{cfg.work_prefix}groundtruth/", cfg.labels, batch.task_mode)
+    files = ensure_task_files(batch.bucket, groundtruth_prefix(cfg.work_prefix), cfg.labels, batch.task_mode)
     return labeling_job_request(
         job_name=batch.job_name,
         manifest_uri=uri(batch.bucket, batch.manifest_key),

@@ -29,6 +29,9 @@ VERIFIED_ATTRIBUTE: Final = "labelloop-verified"
 #: S3 object metadata of a normalised image copy.
 SOURCE_ETAG_METADATA: Final = "labelloop-source-etag"
 ORIENTATION_METADATA: Final = "labelloop-orientation"
+#: The ``type`` of a bounding-box label's metadata, and of a verification label's (Ground Truth's values).
+BBOX_TYPE: Final = "groundtruth/object-detection"
+VERIFICATION_TYPE: Final = "groundtruth/label-verification"
 
 
 class Meta:
@@ -196,6 +199,52 @@ def labeling_jobs_prefix(work_prefix: str) -> str:
 def exports_index_key(work_prefix: str, dataset: str) -> str:
     """The list of every manifest that feeds a dataset's exports."""
     return f"{work_prefix}{EXPORTS_INDEX_DIR}{dataset}.json"
+
+
+# -- the rest of the bucket layout: task files, open reviews, scratch space, export files -------------
+#: Folders under the work prefix: Ground Truth task files (content-addressed worker templates and label
+#: category files), one marker per open Label Studio review, and scratch objects a lifecycle rule expires.
+GROUNDTRUTH_DIR: Final = "groundtruth/"
+TEMPLATES_DIR: Final = "templates/"
+LABEL_CATEGORIES_DIR: Final = "label-categories/"
+LABELSTUDIO_OPEN_DIR: Final = "labelstudio/open/"
+TMP_DIR: Final = "tmp/"
+#: Where a labeling job's output manifest is, under ``<labeling-jobs>/<job>/`` (Ground Truth's layout).
+JOB_OUTPUT_DIR: Final = "manifests/output/"
+#: Files of one export version (``<exports prefix><dataset>/<version>/``) beside ``export.json``, and the
+#: pointer to a dataset's newest version (``<exports prefix><dataset>/latest.json``).
+IMAGES_DIR: Final = "images/"
+LABELS_DIR: Final = "labels/"
+DATA_YAML_FILE: Final = "data.yaml"
+DROPPED_FILE: Final = "dropped.jsonl"
+SKIPPED_FILE: Final = "skipped.jsonl"
+MISSING_FILE: Final = "missing.jsonl"
+LATEST_FILE: Final = "latest.json"
+
+
+def groundtruth_prefix(work_prefix: str) -> str:
+    """``<work prefix>groundtruth/``: the worker templates and label category files of review jobs."""
+    return work_prefix + GROUNDTRUTH_DIR
+
+
+def labelstudio_open_prefix(work_prefix: str) -> str:
+    """``<work prefix>labelstudio/open/``: one marker per Label Studio review still waiting for people."""
+    return work_prefix + LABELSTUDIO_OPEN_DIR
+
+
+def labelstudio_open_key(work_prefix: str, job_name: str) -> str:
+    """The marker of one open Label Studio review."""
+    return f"{labelstudio_open_prefix(work_prefix)}{job_name}.json"
+
+
+def tokens_prefix(work_prefix: str) -> str:
+    """``<work prefix>labeling-jobs/tokens/``: the task tokens of waiting workflows."""
+    return labeling_jobs_prefix(work_prefix) + TOKENS_DIR
+
+
+def job_output_manifest_key(work_prefix: str, job_name: str) -> str:
+    """The output manifest of a labeling job (Ground Truth's, or the one a Label Studio review writes)."""
+    return f"{labeling_jobs_prefix(work_prefix)}{job_name}/{JOB_OUTPUT_DIR}{OUTPUT_MANIFEST}"
 
 
 # -- environment variable names (set by infra, read by the handlers) ---------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
-from .contract import ISSUES_KEY, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY, ExportSplit
+from .contract import IMAGES_DIR, ISSUES_KEY, LABELS_DIR, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY, ExportSplit
 from .lines import OverlongLine
 from .manifest import ManifestError, creation_date, find_verification_attributes, select_label_attribute
 from .yolo import (
@@ -217,12 +217,12 @@ class ImageRecord:
     @property
     def image_path(self) -> str:
         """``images/<split>/<stem><suffix>``."""
-        return f"images/{self.split}/{self.stem}{self.suffix}"
+        return f"{IMAGES_DIR}{self.split}/{self.stem}{self.suffix}"
 
     @property
     def label_path(self) -> str:
         """``labels/<split>/<stem>.txt`` (same stem as the image, so Ultralytics pairs them)."""
-        return f"labels/{self.split}/{self.stem}.txt"
+        return f"{LABELS_DIR}{self.split}/{self.stem}.txt"
 
     @property
     def is_background(self) -> bool:

@@ -9,16 +9,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from .contract import ExportSplit
+from .contract import DATA_YAML_FILE, DROPPED_FILE, MISSING_FILE, SKIPPED_FILE, ExportSplit
 from .export import ExportPlan, split_report
 from .yolo import data_yaml
 
 #: The export's side files, by the name ``export.json`` gives them.
 EXPORT_FILES = {
-    "data_yaml": "data.yaml",
-    "dropped_boxes": "dropped.jsonl",
-    "skipped_lines": "skipped.jsonl",
-    "missing_images": "missing.jsonl",
+    "data_yaml": DATA_YAML_FILE,
+    "dropped_boxes": DROPPED_FILE,
+    "skipped_lines": SKIPPED_FILE,
+    "missing_images": MISSING_FILE,
 }
 
 

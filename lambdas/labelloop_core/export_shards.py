@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from .contract import LABELS_DIR
 from .export import ImageRecord
 
 try:  # orjson (bundled with the functions) is ~4x faster; the stdlib keeps the module importable anywhere.
@@ -150,7 +151,7 @@ def label_ranges(records: Sequence[ImageRecord]) -> Iterator[tuple[str, str, str
         found = bounds.setdefault(record.split, [path, path])
         found[0], found[1] = min(found[0], path), max(found[1], path)
     for split, (first, last) in sorted(bounds.items()):
-        yield f"labels/{split}/", first, last
+        yield f"{LABELS_DIR}{split}/", first, last
 
 
 def execution_name(dataset: str, version: str, attempt: int = 1) -> str:

@@ -29,7 +29,7 @@ from typing import IO, Any, NamedTuple
 
 from .boxes import Box
 from .classes import ClassRegistry
-from .contract import TASK_KEY
+from .contract import BBOX_TYPE, TASK_KEY, VERIFICATION_TYPE
 
 __all__ = [
     "BBOX_TYPE",
@@ -53,9 +53,7 @@ __all__ = [
     "select_label_attribute",
 ]
 
-BBOX_TYPE = "groundtruth/object-detection"
 CUSTOM_TYPE = "groundTruth/custom"
-VERIFICATION_TYPE = "groundtruth/label-verification"
 _RESERVED_KEYS = frozenset({"source-ref", "source"})
 # LabelLoop's post-annotation Lambda tags its verdicts with this; Ground Truth restamps a custom
 # workflow's metadata ``type`` as ``groundTruth/custom``, so the tag is what still identifies them.

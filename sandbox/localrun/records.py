@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+from labelloop_core import contract
 from labelloop_core.contract import BATCH_REPORT_FILE, OBJECTS_FILE, OUTPUT_MANIFEST, REJECTED_FILE
 from sandbox.localrun.watch import Watcher, read_json, read_jsonl
 
@@ -81,7 +82,7 @@ def collect_records(
 
     ``export`` is the dataset's ``latest.json`` and that version's ``export.json`` (None when missing).
     """
-    batches_prefix = f"{work_prefix}batches/{dataset}/"
+    batches_prefix = f"{work_prefix}{contract.BATCHES_DIR}{dataset}/"
     batches = [_batch_records(cloud, f"{batches_prefix}{batch}/", batch) for batch in watcher.batches()]
     # Chronological: the order batches ran in (waves), not the order of their hash ids.
     batches.sort(
@@ -97,7 +98,7 @@ def collect_records(
         jobs=_jobs(cloud),
         latest=latest,
         export_document=document,
-        threshold_doc=read_json(cloud, f"{work_prefix}calibration/{dataset}/threshold.json"),
+        threshold_doc=read_json(cloud, contract.threshold_key(contract.calibration_prefix(work_prefix), dataset)),
         intake_calls=intake.calls,
         execution_states=watcher.running(),
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from labelloop_core import contract
 from labelloop_core.contract import BATCH_REPORT_FILE, OUTPUT_MANIFEST, RUN_REPORT_FILE
 from sandbox.alarms import alarms_and_faults
 from sandbox.localrun.accounting import aggregate
@@ -122,7 +123,7 @@ def _run_with_label_studio(plan: RunPlan, cloud: Any, names: ImageNames, clock: 
             spec.labelstudio_url,
             plan.labelstudio_token,
             dataset=spec.dataset,
-            work_prefix=function_env(cloud).get("WORK_PREFIX", "work/"),
+            work_prefix=function_env(cloud).get(contract.Env.WORK_PREFIX, contract.DEFAULT_WORK_PREFIX),
             workforce=None if plan.reviewer.kind == "human" else workforce,
             labels=plan.labels,
             say=clock.say,
@@ -146,8 +147,8 @@ class _DeployedRun:
     ) -> None:
         self.plan, self.spec, self.cloud, self.clock = plan, plan.spec, cloud, clock
         env = function_env(cloud)
-        self.work_prefix = env.get("WORK_PREFIX", "work/")
-        self.exports_prefix = cloud.outputs.get("ExportsPrefix", "exports/")
+        self.work_prefix = env.get(contract.Env.WORK_PREFIX, contract.DEFAULT_WORK_PREFIX)
+        self.exports_prefix = cloud.outputs.get("ExportsPrefix", contract.DEFAULT_EXPORTS_PREFIX)
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
         self.mappings = sqs_mappings(cloud)
         self.machine = _workflow_arn(cloud, env)
@@ -215,14 +216,14 @@ class _DeployedRun:
     def _fetch_export(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, Path | None]:
         """The dataset's latest export: its pointer, its export.json and where it was downloaded."""
         spec = self.spec
-        latest = read_json(self.cloud, f"{self.exports_prefix}{spec.dataset}/latest.json")
+        latest = read_json(self.cloud, f"{self.exports_prefix}{spec.dataset}/{contract.LATEST_FILE}")
         if (spec.out / "dataset").exists():
             shutil.rmtree(spec.out / "dataset")  # never leave an earlier run's dataset looking like this one's
         if not latest:
             return latest, None, None
         self.clock.say(f"export version {latest['version']} is the latest ({latest.get('images')} images)")
         version_prefix = f"{self.exports_prefix}{spec.dataset}/{latest['version']}/"
-        document = read_json(self.cloud, f"{version_prefix}export.json")
+        document = read_json(self.cloud, f"{version_prefix}{contract.EXPORT_FILE}")
         dataset_dir = spec.out / "dataset"
         count = _download(self.cloud, version_prefix, dataset_dir)
         self.clock.say(f"downloaded the export ({count} files) to {dataset_dir}")
@@ -231,7 +232,9 @@ class _DeployedRun:
     def _export_versions(self) -> list[str]:
         prefix = f"{self.exports_prefix}{self.spec.dataset}/"
         versions = {
-            key[len(prefix) :].split("/", 1)[0] for key in self.cloud.list_keys(prefix) if key.endswith("/export.json")
+            key[len(prefix) :].split("/", 1)[0]
+            for key in self.cloud.list_keys(prefix)
+            if key.endswith(f"/{contract.EXPORT_FILE}")
         }
         return sorted(versions)
 
@@ -243,7 +246,7 @@ class _DeployedRun:
             shutil.rmtree(batches_dir)
         for entry in report["batches"]:
             for name, field_name in ((BATCH_REPORT_FILE, "report"), (OUTPUT_MANIFEST, "output_manifest")):
-                source = f"{self.work_prefix}batches/{spec.dataset}/{entry['batch_id']}/{name}"
+                source = f"{contract.batch_prefix(self.work_prefix, spec.dataset, entry['batch_id'])}{name}"
                 try:
                     body = cloud.client("s3").get_object(Bucket=cloud.bucket, Key=source)["Body"].read()
                 except Exception:
@@ -289,8 +292,9 @@ def _download(cloud: Any, prefix: str, dest: Path) -> int:
     s3 = cloud.client("s3")
     count = 0
     # S3 has no empty folders: a split with no image still needs its folders for a YOLO loader.
-    for folder in ("images/train", "images/val", "labels/train", "labels/val"):
-        (dest / folder).mkdir(parents=True, exist_ok=True)
+    for kind in (contract.IMAGES_DIR, contract.LABELS_DIR):
+        for split in ("train", "val"):
+            (dest / kind / split).mkdir(parents=True, exist_ok=True)
     for key in cloud.list_keys(prefix):
         target = dest / key[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from labelloop_core import contract
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     BATCH_REPORT_FILE,
@@ -62,7 +63,7 @@ class Watcher:
     ) -> None:
         self.cloud, self.dataset, self.clock, self.machine = cloud, dataset, clock, machine
         self.on_poll = on_poll  # what the emulation cannot do itself (e.g. a schedule), played each poll
-        self.batches_prefix = f"{work_prefix}batches/{dataset}/"
+        self.batches_prefix = f"{work_prefix}{contract.BATCHES_DIR}{dataset}/"
         self.said: set[tuple[str, str]] = set()
         self.executions: dict[str, str] = {}
 
@@ -108,8 +109,8 @@ class Watcher:
             valid = len(read_jsonl(self.cloud, f"{prefix}{INPUT_MANIFEST}"))
             rejected = len(read_jsonl(self.cloud, f"{prefix}{REJECTED_FILE}"))
             self._say_once(batch, "validated", f"validated: {valid} valid, {rejected} rejected")
-        shards = [k for k in keys if k.startswith(f"{prefix}shards/")]
-        done = [k for k in keys if k.startswith(f"{prefix}prelabeled/")]
+        shards = [k for k in keys if k.startswith(prefix + contract.SHARDS_DIR)]
+        done = [k for k in keys if k.startswith(prefix + contract.PRELABELED_DIR)]
         if shards and len(done) >= len(shards):
             self._say_once(batch, "prelabeled", f"pre-labeled ({len(done)} shard(s))")
         if f"{prefix}{ACCEPTED_MANIFEST}" in keys or f"{prefix}{REVIEW_MANIFEST}" in keys:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
+from labelloop_core import contract
 from labelloop_core.contract import META_KEY
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun.spec import LocalRunError, ModelChoice, ReviewerChoice, RunSpec, sha256_hex
@@ -39,7 +40,7 @@ class ImageNames:
     def attach(self, s3: Any, bucket: str, incoming_prefix: str, work_prefix: str, dataset: str) -> None:
         """Learn the deployed bucket and prefixes (after deploy)."""
         self._s3, self._bucket = s3, bucket
-        self._derived_prefix = f"{work_prefix}derived/{dataset}/"
+        self._derived_prefix = f"{work_prefix}{contract.DERIVED_DIR}{dataset}/"
         self._prefixes = [f"{incoming_prefix}{dataset}/", self._derived_prefix]
 
     def resolve(self, ref: ImageRef) -> str | None:

@@ -69,8 +69,8 @@ def test_truth_file_lists_every_image_with_boxes_inside_the_displayed_frame(tmp_
     names = [line["image"] for line in truth]
     assert len(names) == len(set(names)) == 60 and set(names) == images
     for name in (
-        "pairs/a.jpg",
-        "pairs/a.png",
+        "twins/a.jpg",
+        "twins/a.png",
         "with space/photo 01.jpg",
         "unicode/café crème.jpg",
         "plus/left+right.jpg",

@@ -44,9 +44,9 @@ def grant(
     allow(fns.build, ["s3:PutObject", "s3:AbortMultipartUpload"], [batches, f"{arn}/{work}{contract.DERIVED_DIR}*"])
     allow_list(fns.build, arn, [work + contract.BATCHES_DIR, config.incoming_prefix])
     # Start review: task files (read-compare-write), the token, the batch's review record.
-    allow(fns.start_review, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{work}groundtruth/*"])
+    allow(fns.start_review, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{contract.groundtruth_prefix(work)}*"])
     allow(fns.start_review, ["s3:PutObject"], [f"{arn}/{tokens}*", batches])
-    allow_list(fns.start_review, arn, [f"{work}groundtruth/"])
+    allow_list(fns.start_review, arn, [contract.groundtruth_prefix(work)])
     allow(
         fns.start_review,
         ["sagemaker:CreateLabelingJob", "sagemaker:DescribeLabelingJob", "sagemaker:AddTags"],
@@ -96,7 +96,7 @@ def acknowledge_functions(fns: WorkflowFunctions, bucket: s3.IBucket, config: La
     )
     acknowledge(
         fns.start_review,
-        prefix(f"{work}groundtruth/"),
+        prefix(contract.groundtruth_prefix(work)),
         "The worker template and label category file are content-addressed files under work/groundtruth/.",
     )
     for function in (fns.start_review, fns.job_event):
