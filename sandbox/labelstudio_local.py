@@ -134,7 +134,7 @@ class LocalLabelStudio:
         self._last_tick = now
         for state_key in self.cloud.list_keys(f"{self.work_prefix}{contract.BATCHES_DIR}{self.dataset}/"):
             name = state_key.rsplit("/", 1)[-1]
-            if name.startswith("labelstudio") and name.endswith(".json"):  # one per review (stage)
+            if contract.is_labelstudio_state_file(name):  # one per review (stage)
                 self._review(state_key)
         self.sweep()
 

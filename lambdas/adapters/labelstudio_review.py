@@ -26,7 +26,7 @@ from adapters.aws import client
 from adapters.labelstudio import LabelStudioClient, S3Access
 from adapters.review_backends import ReviewBatch
 from adapters.s3 import get_json, iter_lines, put_json, uri
-from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env, labelstudio_open_key
+from labelloop_core.contract import META_KEY, PRELABEL_ATTRIBUTE, Env, labelstudio_open_key, labelstudio_state_file
 from labelloop_core.labelstudio import (
     KEY_FIELD,
     LabelStudioError,
@@ -333,7 +333,7 @@ def settings_from_env() -> LabelStudioSettings:
 
 def state_key(batch_prefix: str, stage: str = "") -> str:
     """``labelstudio.json`` (adjust mode), ``labelstudio-verify.json`` / ``labelstudio-adjust.json`` (stages)."""
-    return f"{batch_prefix}labelstudio{'-' + stage if stage else ''}.json"
+    return batch_prefix + labelstudio_state_file(stage)
 
 
 def open_key(work_prefix: str, job_name: str) -> str:

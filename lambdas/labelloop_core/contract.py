@@ -220,6 +220,21 @@ DROPPED_FILE: Final = "dropped.jsonl"
 SKIPPED_FILE: Final = "skipped.jsonl"
 MISSING_FILE: Final = "missing.jsonl"
 LATEST_FILE: Final = "latest.json"
+#: A Label Studio review's state in the batch folder (``labelstudio-<stage>.json`` for a verify-then-adjust
+#: stage).
+LABELSTUDIO_STATE_FILE: Final = "labelstudio.json"
+
+
+def labelstudio_state_file(stage: str = "") -> str:
+    """``labelstudio.json`` (adjust mode), ``labelstudio-verify.json`` / ``labelstudio-adjust.json`` (stages)."""
+    stem, dot, suffix = LABELSTUDIO_STATE_FILE.rpartition(".")
+    return f"{stem}-{stage}{dot}{suffix}" if stage else LABELSTUDIO_STATE_FILE
+
+
+def is_labelstudio_state_file(name: str) -> bool:
+    """Whether a batch-folder file name is a Label Studio review's state (of any stage)."""
+    stem, dot, suffix = LABELSTUDIO_STATE_FILE.rpartition(".")
+    return name == LABELSTUDIO_STATE_FILE or (name.startswith(f"{stem}-") and name.endswith(dot + suffix))
 
 
 def groundtruth_prefix(work_prefix: str) -> str:
