@@ -28,6 +28,7 @@ from .boxes import (
     Box,
 )
 from .classes import ClassMapError, ClassRegistry
+from .contract import IMAGES_DIR
 from .hashing import unit_hash
 from .manifest import LabeledImage, ManifestError, class_names_for, read_image_size
 
@@ -305,8 +306,9 @@ def balance_splits(splits: Mapping[str, str]) -> dict[str, str]:
     return {}
 
 
-TRAIN_DIR = "images/train"
-VAL_DIR = "images/val"
+#: The image folders ``data.yaml`` names (relative to the dataset root).
+TRAIN_DIR = f"{IMAGES_DIR}train"
+VAL_DIR = f"{IMAGES_DIR}val"
 
 
 def split_paths(train_images: int, val_images: int) -> tuple[str, str]:
