@@ -360,4 +360,22 @@ class LocalCloud:
         for job in self.labeling_jobs().values():
             if job.failure_reason:
                 lines.append(f"labeling job {job.name}: {job.status}: {job.failure_reason}")
+        lines += self._execution_problems()
         return "\n".join(lines[-20:]) or "(no errors recorded)"
+
+    def _execution_problems(self) -> list[str]:
+        """Every state machine execution (workflow or distributed export) that failed or still runs."""
+        sfn = self.client("stepfunctions")
+        lines = []
+        for arn in self.state_machine_arns().values():
+            machine = arn.rsplit(":", 1)[-1]
+            for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn):
+                for execution in page["executions"]:
+                    status, name = execution["status"], execution["name"]
+                    if status == "RUNNING":
+                        lines.append(f"execution {name} of {machine}: still running")
+                    elif status != "SUCCEEDED":
+                        described = sfn.describe_execution(executionArn=execution["executionArn"])
+                        error, cause = described.get("error") or "", str(described.get("cause") or "")[:300]
+                        lines.append(f"execution {name} of {machine}: {status}: {error}: {cause}")
+        return lines

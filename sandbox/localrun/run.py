@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from labelloop_core import contract
-from labelloop_core.contract import BATCH_REPORT_FILE, OUTPUT_MANIFEST, RUN_REPORT_FILE
+from labelloop_core.contract import (
+    BATCH_REPORT_FILE,
+    EXPORT_FAILED_FILE,
+    EXPORT_PLAN_DIR,
+    EXPORT_STATE_MACHINE_SUFFIX,
+    OUTPUT_MANIFEST,
+    RUN_REPORT_FILE,
+    Env,
+)
 from sandbox.alarms import alarms_and_faults
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
@@ -152,7 +160,10 @@ class _DeployedRun:
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
         self.mappings = sqs_mappings(cloud)
         self.machine = _workflow_arn(cloud, env)
-        self.watcher = Watcher(cloud, self.spec.dataset, self.work_prefix, self.machine, clock, on_poll)
+        self.export_machine = _export_arn(cloud, env)
+        self.watcher = Watcher(
+            cloud, self.spec.dataset, self.work_prefix, self.machine, clock, on_poll, self.export_machine
+        )
         self.problems: list[str] = []
 
     def run(self) -> RunResult:
@@ -169,6 +180,7 @@ class _DeployedRun:
             self.clock.say(f"not uploaded (the run's own input files): {', '.join(self.plan.not_uploaded)}")
         uploaded = self._upload_waves()
         self.problems += [f"intake: {p}" for p in delivery_problems(cloud.esm_batches, cloud.poller.warnings)]
+        self._check_exports()
         latest, document, dataset_dir = self._fetch_export()
         intake = IntakeRecords(dead_letters(cloud, self.mappings), len(cloud.esm_batches))
         records = collect_records(
@@ -212,6 +224,29 @@ class _DeployedRun:
                 )
                 break
         return uploaded
+
+    def _check_exports(self) -> None:
+        """Name every distributed export that failed or is still running, with the state machine's error."""
+        for entry in self.watcher.failed_exports():
+            if entry["status"] == "RUNNING":
+                self.problems.append(f"the distributed export {entry['execution']} is still running")
+                continue
+            why = "; ".join(self._failed_export_causes()) or entry.get("cause") or ""
+            self.problems.append(
+                f"the distributed export {entry['execution']} {entry['status'].lower()}: "
+                f"{entry.get('error') or 'no error given'}: {why}".rstrip(": ")
+            )
+            self.clock.say(f"export execution {entry['execution']} {entry['status']}: {entry.get('error')}")
+
+    def _failed_export_causes(self) -> list[str]:
+        """What each failed export version's failed.json says (its failing shards' own errors)."""
+        prefix = f"{self.exports_prefix}{self.spec.dataset}/"
+        causes = []
+        for key in self.cloud.list_keys(prefix):
+            if key.endswith(f"/{EXPORT_FAILED_FILE}"):
+                document = read_json(self.cloud, key) or {}
+                causes.append(f"{key[len(prefix) :]}: {str(document.get('cause') or document)[:400]}")
+        return causes
 
     def _fetch_export(self) -> tuple[dict[str, Any] | None, dict[str, Any] | None, Path | None]:
         """The dataset's latest export: its pointer, its export.json and where it was downloaded."""
@@ -270,10 +305,18 @@ def function_env(cloud: Any) -> dict[str, str]:
 
 def _workflow_arn(cloud: Any, env: dict[str, str]) -> str | None:
     """The state machine the batch starter starts (its STATE_MACHINE_ARN), else the only one."""
-    if env.get("STATE_MACHINE_ARN"):
-        return env["STATE_MACHINE_ARN"]
+    if env.get(Env.STATE_MACHINE_ARN):
+        return env[Env.STATE_MACHINE_ARN]
     machines = list(cloud.state_machine_arns().values())
     return machines[0] if len(machines) == 1 else None
+
+
+def _export_arn(cloud: Any, env: dict[str, str]) -> str | None:
+    """The distributed export's state machine (the export function's EXPORT_STATE_MACHINE_ARN), if deployed."""
+    if env.get(Env.EXPORT_STATE_MACHINE_ARN):
+        return env[Env.EXPORT_STATE_MACHINE_ARN]
+    found = [arn for arn in cloud.state_machine_arns().values() if arn.endswith(EXPORT_STATE_MACHINE_SUFFIX)]
+    return found[0] if len(found) == 1 else None
 
 
 def _upload(cloud: Any, dataset: str, files: list[tuple[Path, str]], twice: bool) -> list[str]:
@@ -296,6 +339,8 @@ def _download(cloud: Any, prefix: str, dest: Path) -> int:
         for split in ("train", "val"):
             (dest / kind / split).mkdir(parents=True, exist_ok=True)
     for key in cloud.list_keys(prefix):
+        if key[len(prefix) :].startswith(EXPORT_PLAN_DIR):
+            continue  # the distributed export's working files: export.json lists its shards
         target = dest / key[len(prefix) :]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(s3.get_object(Bucket=cloud.bucket, Key=key)["Body"].read())

@@ -33,6 +33,11 @@ class Stopwatch:
         self.progress(f"[{time.monotonic() - self.started:6.1f}s] {text}")
 
 
+def _states(executions: dict[str, str]) -> str:
+    states = Counter(executions.values())
+    return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
+
+
 def read_json(cloud: Any, key: str) -> Any:
     """The JSON object at ``key`` in the data bucket, or None when it is missing or unreadable."""
     try:
@@ -60,31 +65,58 @@ class Watcher:
         machine: str | None,
         clock: Stopwatch,
         on_poll: Callable[[], None] | None = None,
+        export_machine: str | None = None,
     ) -> None:
         self.cloud, self.dataset, self.clock, self.machine = cloud, dataset, clock, machine
         self.on_poll = on_poll  # what the emulation cannot do itself (e.g. a schedule), played each poll
         self.batches_prefix = f"{work_prefix}{contract.BATCHES_DIR}{dataset}/"
         self.said: set[tuple[str, str]] = set()
         self.executions: dict[str, str] = {}
+        self.export_machine = export_machine
+        self.exports: dict[str, str] = {}
 
     def _say_once(self, batch: str, stage: str, text: str) -> None:
         if (batch, stage) not in self.said:
             self.said.add((batch, stage))
             self.clock.say(f"batch {batch[:24]}: {text}")
 
-    def _executions(self) -> dict[str, str]:
+    def _list(self, machine: str | None) -> dict[str, str]:
+        """Execution ARN -> status of one state machine (none when there is no such machine)."""
+        if machine is None:
+            return {}
         sfn = self.cloud.client("stepfunctions")
         found: dict[str, str] = {}
-        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=self.machine):
+        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=machine):
             for execution in page["executions"]:
                 found[execution["executionArn"]] = execution["status"]
-        self.executions = found
         return found
 
+    def _executions(self) -> dict[str, str]:
+        self.executions = self._list(self.machine)
+        self.exports = self._list(self.export_machine)
+        return self.executions
+
     def running(self) -> str:
-        """The workflow executions by state, e.g. ``2 running, 1 succeeded``."""
-        states = Counter(self.executions.values())
-        return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no executions"
+        """The executions by state, e.g. ``2 running, 1 succeeded; export: 1 running``."""
+        text = _states(self.executions) or "no executions"
+        if self.exports:
+            text += f"; export: {_states(self.exports)}"
+        return text
+
+    def failed_exports(self) -> list[dict[str, Any]]:
+        """The distributed export's executions that did not succeed (still running counts): name, status, error."""
+        sfn = self.cloud.client("stepfunctions")
+        failed = []
+        for arn, status in sorted(self._list(self.export_machine).items()):
+            if status == "SUCCEEDED":
+                continue
+            entry = {"execution": arn.rsplit(":", 1)[-1], "status": status}
+            if status != "RUNNING":
+                described = sfn.describe_execution(executionArn=arn)
+                entry["error"] = described.get("error") or ""
+                entry["cause"] = str(described.get("cause") or "")[:500]
+            failed.append(entry)
+        return failed
 
     def batches(self) -> list[str]:
         """The ids of the dataset's batches that have files so far."""
@@ -153,13 +185,21 @@ class Watcher:
                     self.clock.say(f"labeling job {job.name} {job.status}{detail}")
 
     def wait(self, deadline: float) -> bool:
-        """Until every execution of the workflow has ended; False on timeout."""
+        """Until every execution of the workflow, and of the export it started, has ended; False on timeout.
+
+        A batch's end publishes the event whose export may run as its own state machine (a distributed
+        export): the run is over only when that execution has ended too.
+        """
         while True:
             self.poll()
             if self.on_poll is not None:
                 self.on_poll()
             executions = self._executions()
-            if executions and all(s in TERMINAL_EXECUTION for s in executions.values()):
+            if (
+                executions
+                and all(s in TERMINAL_EXECUTION for s in executions.values())
+                and all(s in TERMINAL_EXECUTION for s in self.exports.values())
+            ):
                 self.poll()
                 return True
             if not executions and not self.batches():
