@@ -190,6 +190,24 @@ def _latest_export(target: Target, dataset: str) -> dict[str, Any] | None:
     }
 
 
+def _unfinished_exports(target: Target, dataset: str) -> list[dict[str, Any]]:
+    """Export versions with no export.json: a distributed export still running (shards done so far) or failed."""
+    root = f"{target.exports_prefix}{dataset}/"
+    found = []
+    for version in list_prefixes(target, root):
+        prefix = f"{root}{version}/"
+        if read_json(target, f"{prefix}{contract.EXPORT_FILE}") is not None:
+            continue
+        failed = read_json(target, f"{prefix}{contract.EXPORT_FAILED_FILE}")
+        if isinstance(failed, dict):
+            found.append({"version": version, "state": "failed", "reason": str(failed.get("cause") or failed)})
+            continue
+        shards = len(list_objects(target, f"{prefix}{contract.EXPORT_SHARDS_DIR}"))
+        done = len(list_objects(target, f"{prefix}{contract.EXPORT_SHARD_DONE_DIR}"))
+        found.append({"version": version, "state": "exporting", "shards": shards, "shards_done": done})
+    return found
+
+
 def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[str, Any]:
     """Everything `status` shows about one dataset."""
     batches_prefix = f"{target.work_prefix}{contract.BATCHES_DIR}{dataset}/"
@@ -218,6 +236,7 @@ def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[s
         "threshold": threshold if isinstance(threshold, dict) else None,
         "threshold_in_use": in_use,
         "latest_export": _latest_export(target, dataset),
+        "unfinished_exports": _unfinished_exports(target, dataset),
     }
 
 
@@ -298,6 +317,12 @@ def render(document: dict[str, Any]) -> str:
             if export
             else "  no export yet"
         )
+        for pending in dataset.get("unfinished_exports") or []:
+            if pending["state"] == "failed":
+                lines.append(f"  export {pending['version']} FAILED: {pending['reason'][:200]}")
+            else:
+                done = f"{pending['shards_done']} of {pending['shards']} shard(s)"
+                lines.append(f"  export {pending['version']} in progress: {done}")
         states = Counter(b["state"] for b in dataset["batches"])
         summary = ", ".join(f"{states[s]} {s}" for s in STATES if states[s])
         lines.append(f"  batches: {summary or 'none'}")

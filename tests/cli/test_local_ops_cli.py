@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,59 @@ def test_the_status_table_shows_states_jobs_reasons_theta_and_export() -> None:
     assert "batches: 1 in review, 1 merged, 1 failed" in table
     assert "job labelloop-street-1 InProgress (1 labeled)" in table
     assert "reason: ReviewFailed: no workers" in table
+
+
+def test_status_names_a_running_and_a_failed_distributed_export() -> None:
+    """Versions without export.json are shown: shards done so far, or failed.json's cause."""
+    from cli.aws_target import Target
+    from labelloop_core import contract
+
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="bkt")
+        root = f"{contract.DEFAULT_EXPORTS_PREFIX}street/"
+        s3.put_object(Bucket="bkt", Key=f"{root}v1/{contract.EXPORT_FILE}", Body=b"{}")
+        for index in range(3):
+            s3.put_object(Bucket="bkt", Key=f"{root}v2/{contract.EXPORT_SHARDS_DIR}{index:05d}.jsonl", Body=b"")
+        s3.put_object(Bucket="bkt", Key=f"{root}v2/{contract.EXPORT_SHARD_DONE_DIR}00000.json", Body=b"{}")
+        s3.put_object(Bucket="bkt", Key=f"{root}v3/{contract.EXPORT_SHARDS_DIR}00000.jsonl", Body=b"")
+        failed = {"cause": "shard 0: AccessDenied on PutObject"}
+        s3.put_object(Bucket="bkt", Key=f"{root}v3/{contract.EXPORT_FAILED_FILE}", Body=json.dumps(failed).encode())
+        target = Target(session, None, "LabelLoop", {"DataBucketName": "bkt"})
+
+        unfinished = status._unfinished_exports(target, "street")
+
+    assert unfinished == [
+        {"version": "v2", "state": "exporting", "shards": 3, "shards_done": 1},
+        {"version": "v3", "state": "failed", "reason": "shard 0: AccessDenied on PutObject"},
+    ]
+    document = {
+        "stack": "LabelLoop",
+        "bucket": "bkt",
+        "endpoint": None,
+        "region": "us-east-1",
+        "datasets": [
+            {
+                "name": "street",
+                "images": {
+                    "uploaded": 1,
+                    "received": 1,
+                    "auto_accepted": 1,
+                    "reviewed": 0,
+                    "rejected": 0,
+                    "rejected_reasons": {},
+                    "in_progress": 0,
+                    "in_failed_batches": 0,
+                },
+                "batches": [],
+                "threshold": None,
+                "threshold_in_use": None,
+                "latest_export": None,
+                "unfinished_exports": unfinished,
+            }
+        ],
+    }
+    table = status.render(document)
+    assert "export v2 in progress: 1 of 3 shard(s)" in table
+    assert "export v3 FAILED: shard 0: AccessDenied on PutObject" in table
