@@ -4,7 +4,7 @@ moto stores alarms but never evaluates them. `evaluate_alarms` reads every ``AWS
 of the deployed template and, for SQS queue-depth metrics (``AWS/SQS`` with a ``QueueName``
 dimension: the DLQ alarms), compares the queue's current depth with the alarm's threshold the way
 CloudWatch would at its next period. Alarms on other metrics are reported ``INSUFFICIENT_DATA``
-(listed in ``sandbox.deploy.GAPS``).
+(listed in ``sandbox.gaps.GAPS``).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The template is created through moto's CloudFormation; everything moto's CloudFormation cannot do
 is applied afterwards from the *same* template (resolved with moto's own intrinsic-function
-resolver), never re-declared by hand. Every such gap is listed once, in ``GAPS``.
+resolver), never re-declared by hand. Every such gap is listed once, in ``sandbox.gaps.GAPS``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import time
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Any, cast
 
 import boto3
-from moto.awslambda.exceptions import InvalidParameterValueException
 from moto.awslambda.models import LambdaFunction
 from moto.cloudformation import cloudformation_backends
 from moto.cloudformation.custom_model import CustomModel
@@ -32,126 +30,6 @@ from moto.cloudformation.parsing import clean_json
 from sandbox import kms_emulation, lambda_quota
 
 BOOTSTRAP_VERSION = "30"  # what a current `cdk bootstrap` writes to /cdk-bootstrap/<qualifier>/version
-
-
-@dataclass(frozen=True)
-class Gap:
-    """One thing moto's CloudFormation does not do, and what the emulation does instead."""
-
-    subject: str
-    moto: str
-    emulation: str
-
-
-GAPS: tuple[Gap, ...] = (
-    Gap(
-        "CDK bootstrap (assets bucket, SSM version parameter)",
-        "no bootstrap stack exists; the template's BootstrapVersion SSM parameter cannot resolve",
-        "create the cdk-<qualifier>-assets bucket named in <stack>.assets.json, upload every file "
-        "asset (directories zipped) to its objectKey, and put the SSM version parameter",
-    ),
-    Gap(
-        "AWS::S3::Bucket NotificationConfiguration, VersioningConfiguration, CorsConfiguration",
-        "moto's CloudFormation creates the bucket with encryption and tags only",
-        "apply them through PutBucketNotificationConfiguration (EventBridge, Lambda, SQS, SNS "
-        "configurations translated from CloudFormation's shape), PutBucketVersioning and PutBucketCors; "
-        "LifecycleConfiguration is not applied (nothing expires during a local run)",
-    ),
-    Gap(
-        "KMS encryption (AWS::KMS::Key, AWS::S3::Bucket SSE-KMS, AWS::Logs::LogGroup KmsKeyId)",
-        "moto keeps a key policy its KMS API cannot read, SSE-S3 on an SSE-KMS bucket, no log-group key",
-        "sandbox.kms_emulation fixes all three so they read back as deployed (nothing is encrypted)",
-    ),
-    Gap(
-        "Custom::S3BucketNotifications (CDK's bucket notification handler)",
-        "custom resources are sent to the handler Lambda with a ResponseURL on a moto server that "
-        "does not exist in-process, so the stack would never complete",
-        "apply the resolved NotificationConfiguration with PutBucketNotificationConfiguration "
-        "(EventBridgeConfiguration included) and mark the resource created",
-    ),
-    Gap(
-        "Custom::S3AutoDeleteObjects",
-        "same custom-resource limitation; the resource only acts on stack deletion",
-        "nothing to do at create time; marked created",
-    ),
-    Gap(
-        "AWS::StepFunctions::StateMachine",
-        "created in the non-executing backend (the ASL interpreter never sees it) and "
-        "DefinitionSubstitutions/StateMachineType/Logging are ignored",
-        "re-create it through the Step Functions API with the resolved definition (substitutions "
-        "applied), same name, role, type and logging, so the ARN stays the one the stack exported",
-    ),
-    Gap(
-        "AWS::SageMaker::Workteam",
-        "not supported by moto (skipped with a warning)",
-        "create it through the emulated CreateWorkteam with the resolved properties",
-    ),
-    Gap(
-        "AWS::S3::BucketPolicy, AWS::SNS::TopicPolicy, AWS::SQS::QueuePolicy, AWS::CloudWatch::Alarm, "
-        "AWS::CDK::Metadata",
-        "not supported by moto (skipped with a warning)",
-        "skipped: moto does not enforce resource policies or evaluate alarms; listed in "
-        "Deployment.skipped so tests can see what was not emulated",
-    ),
-    Gap(
-        "CloudWatch alarm evaluation",
-        "alarms are stored, never evaluated",
-        "sandbox.alarms evaluates the template's SQS queue-depth alarms (the dead-letter alarms) on "
-        "request, counting messages the emulation itself read as visible; alarms on other metrics "
-        "are INSUFFICIENT_DATA",
-    ),
-    Gap(
-        "S3 bucket policies",
-        "object GET/PUT/DELETE honour Deny statements, ignoring their conditions, with an empty 403",
-        "the stack's own policy is skipped at deploy (see above); opt-in FaultInjector.bucket_policies "
-        "answers the deployed functions' S3 calls (also ListObjects and copy sources) with S3's "
-        "AccessDenied for Deny statements on principal * without conditions "
-        "(aws:SecureTransport=false never applies); other conditions and Allow/IAM are not evaluated",
-    ),
-    Gap(
-        "Injected faults (labelloop local run --inject-faults)",
-        "no fault injection",
-        "sandbox.faults answers the deployed functions' calls with the service's throttling/5xx "
-        "error; botocore's own retry policy handles them, with backoff sleeps scaled by "
-        "FaultInjector.backoff_scale (0.02) so a faulted run stays CI-sized",
-    ),
-    Gap(
-        "Lambda code",
-        "runs only in Docker; the asset holds Linux arm64 wheels",
-        "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "
-        "packages and the bundled pure-Python ones (Powertools) from the zip and the compiled ones "
-        "(arm64 builds) from the host venv at the same pinned version",
-    ),
-    Gap(
-        "AWS::Lambda::Function LoggingConfig.LogGroup",
-        "ignored: logs always go to /aws/lambda/<function name>",
-        "point the function's log output at the configured log group",
-    ),
-    Gap(
-        "Lambda concurrency (the account's quota, AWS::Lambda::Function ReservedConcurrentExecutions)",
-        "reservations are stored, checked only by PutFunctionConcurrency and only with "
-        "MOTO_LAMBDA_CONCURRENCY_QUOTA set (against a fixed minimum of 100); invocations are never throttled",
-        "sandbox.lambda_quota: an account quota (LocalCloud.start lambda_concurrency_quota, default 1000); a "
-        "reservation leaving less than min(100, quota) unreserved fails the deploy (or PutFunctionConcurrency) "
-        "with Lambda's message; a synchronous Invoke beyond the free concurrency gets HTTP 429 "
-        "TooManyRequestsException, events Lambda delivers itself wait for a slot",
-    ),
-    Gap(
-        "AWS::Lambda::EventInvokeConfig",
-        "not supported by moto's CloudFormation; asynchronous invokes never retry nor reach a destination",
-        "applied with PutFunctionEventInvokeConfig; EventBridge → Lambda deliveries run with Lambda's "
-        "asynchronous semantics (1 + MaximumRetryAttempts immediate attempts, then the OnFailure/OnSuccess "
-        "destination record on SQS/SNS/Lambda/EventBridge)",
-    ),
-    Gap(
-        "AWS::Lambda::EventSourceMapping (SQS)",
-        "moto invokes the function inside every SendMessage, one record per call, ignoring "
-        "BatchSize, MaximumBatchingWindowInSeconds and ReportBatchItemFailures",
-        "sandbox.event_sources: a poller delivers batches of up to BatchSize records when full or when "
-        "the (scaled) batching window has passed; partial batch failures honoured; failed batches "
-        "reappear after the visibility timeout and moto's redrive policy moves them to the DLQ",
-    ),
-)
 
 
 class DeployError(RuntimeError):
@@ -328,7 +206,7 @@ class _CustomResourceApplier:
         if handler is None:
             self.errors.append(
                 f"{logical_id} ({resource_type}): no emulation for this custom resource type; "
-                f"add it to sandbox.deploy.CUSTOM_RESOURCES and GAPS"
+                f"add it to sandbox.deploy.CUSTOM_RESOURCES and sandbox.gaps.GAPS"
             )
             model.set_data({})
             return model
@@ -511,37 +389,6 @@ def _deploy(assembly: Path, stack_name: str, region: str, account: str) -> Deplo
     )
 
 
-class _ResourceFailed(Exception):
-    """A resource CloudFormation could not create: its logical id and the handler's message."""
-
-    def __init__(self, logical_id: str, message: str) -> None:
-        super().__init__(f"{logical_id}: {message}")
-        self.logical_id = logical_id
-        self.message = message
-
-
-def _checked_function_factory(original: Any) -> Any:
-    """moto's AWS::Lambda::Function factory, refusing a reservation the account's quota cannot spare."""
-
-    def create(
-        cls: type, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **kw: Any
-    ) -> Any:
-        reserved = cloudformation_json.get("Properties", {}).get("ReservedConcurrentExecutions")
-        if reserved is not None:
-            try:
-                lambda_quota.check_reservation(account_id, region_name, resource_name, int(reserved))
-            except InvalidParameterValueException as exc:
-                # What CloudFormation reports for the resource (then the stack rolls back).
-                raise _ResourceFailed(
-                    str(kw.get("LogicalId", resource_name)),
-                    f'Resource handler returned message: "{exc.message} (Service: Lambda, Status Code: 400, '
-                    f'Request ID: {uuid.uuid4()})" (HandlerErrorCode: InvalidRequest)',
-                ) from None
-        return original.__func__(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
-
-    return classmethod(create)
-
-
 def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[str, list[str]]:
     """CreateStack with our custom-resource applier and JSON-first template parsing patched in.
 
@@ -552,7 +399,7 @@ def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[
     original = CustomModel.__dict__["create_from_cloudformation_json"]
     original_function = LambdaFunction.__dict__["create_from_cloudformation_json"]
     CustomModel.create_from_cloudformation_json = applier  # type: ignore[method-assign]
-    LambdaFunction.create_from_cloudformation_json = _checked_function_factory(original_function)  # type: ignore[method-assign]
+    LambdaFunction.create_from_cloudformation_json = lambda_quota.checked_function_factory(original_function)  # type: ignore[method-assign]
     CfnStack.parse_template = staticmethod(_parse_json_first)  # type: ignore[method-assign]
     try:
         stack_id = cfn.create_stack(
@@ -560,7 +407,7 @@ def _create_stack(cfn: Any, stack_name: str, template: dict[str, Any]) -> tuple[
             TemplateBody=json.dumps(template),
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"],
         )["StackId"]
-    except _ResourceFailed as failed:
+    except lambda_quota.ResourceFailed as failed:
         raise DeployError(
             f"stack {stack_name} failed to create and rolls back: The following resource(s) failed to create: "
             f"[{failed.logical_id}]. {failed.logical_id}: {failed.message}"
@@ -638,10 +485,3 @@ def _apply_log_group(
     fn = get_backend(account, region).get_function(function_name)
     fn.logs_group_name = group
     return [f"function {logical_id} logs to {group}"]
-
-
-def gaps_table() -> str:
-    """The gap list as Markdown (printed by the CLI and the README)."""
-    rows = ["| subject | moto 5.2.5 | emulation |", "| --- | --- | --- |"]
-    rows += [f"| {g.subject} | {g.moto} | {g.emulation} |" for g in GAPS]
-    return "\n".join(rows)

@@ -8,7 +8,7 @@ services) or a 5xx (``InternalError``/``ServiceUnavailable``), drawn from a gene
 ``seed``. The error is a real HTTP answer in the service's wire format, so botocore parses it and
 its retry policy (attempts, throttling detection, retry quota) decides what the function sees,
 exactly as on AWS. Retry backoff sleeps are multiplied by ``backoff_scale`` (listed in
-``sandbox.deploy.GAPS``) so a faulted run stays CI-sized.
+``sandbox.gaps.GAPS``) so a faulted run stays CI-sized.
 
 A call is "made by a deployed function" when its client was created inside a function (botocore
 puts ``exec-env/AWS_Lambda_...`` in such a client's User-Agent), which includes the function's
@@ -23,7 +23,7 @@ statements the way S3 does (moto checks object calls only, ignores conditions an
 403): a statement applies when its
 principal is ``*``, its actions and resources match (wildcards), and it has no condition, or only
 ``aws:SecureTransport = false`` (never true here: every call is HTTPS); other conditions are not
-evaluated (listed in ``sandbox.deploy.GAPS``). A denied call gets S3's ``AccessDenied`` (403).
+evaluated (listed in ``sandbox.gaps.GAPS``). A denied call gets S3's ``AccessDenied`` (403).
 
 The hook is moto's ``before-send`` stubber: the injector answers before moto's backend does.
 """

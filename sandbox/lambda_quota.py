@@ -19,6 +19,7 @@ import contextlib
 import json
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, cast
@@ -174,3 +175,34 @@ def uninstall() -> None:
     original = _PATCH.pop("put", None)
     if original is not None:
         LambdaBackend.put_function_concurrency = original  # type: ignore[method-assign]
+
+
+class ResourceFailed(Exception):
+    """A resource CloudFormation could not create: its logical id and the handler's message."""
+
+    def __init__(self, logical_id: str, message: str) -> None:
+        super().__init__(f"{logical_id}: {message}")
+        self.logical_id = logical_id
+        self.message = message
+
+
+def checked_function_factory(original: Any) -> Any:
+    """moto's AWS::Lambda::Function factory, refusing a reservation the account's quota cannot spare."""
+
+    def create(
+        cls: type, resource_name: str, cloudformation_json: dict[str, Any], account_id: str, region_name: str, **kw: Any
+    ) -> Any:
+        reserved = cloudformation_json.get("Properties", {}).get("ReservedConcurrentExecutions")
+        if reserved is not None:
+            try:
+                check_reservation(account_id, region_name, resource_name, int(reserved))
+            except InvalidParameterValueException as exc:
+                # What CloudFormation reports for the resource (then the stack rolls back).
+                raise ResourceFailed(
+                    str(kw.get("LogicalId", resource_name)),
+                    f'Resource handler returned message: "{exc.message} (Service: Lambda, Status Code: 400, '
+                    f'Request ID: {uuid.uuid4()})" (HandlerErrorCode: InvalidRequest)',
+                ) from None
+        return original.__func__(cls, resource_name, cloudformation_json, account_id, region_name, **kw)
+
+    return classmethod(create)

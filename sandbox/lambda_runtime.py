@@ -5,7 +5,7 @@ moto 5.2.5 only runs Lambda code inside Docker (docs/emulation.md). This module 
 zip, with the function's environment applied, and answers the way Lambda does (payload, or
 ``FunctionError: Unhandled`` with ``errorMessage``/``errorType``/``stackTrace``).
 
-Isolation model (documented gap, see ``GAPS`` in ``sandbox/deploy.py``):
+Isolation model (documented gap, see ``GAPS`` in ``sandbox/gaps.py``):
 - the zip is extracted once per code digest; its *own* top-level modules (everything not claimed by
   a bundled ``*.dist-info``) are imported fresh per function and kept warm between invocations, so
   two functions that both ship ``handlers``/``labelloop_core`` never share module objects;

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,8 +35,10 @@ from typing import Any
 from .boxes import Box
 from .classes import ClassMapError, ClassRegistry
 from .contract import IMAGES_DIR, ISSUES_KEY, LABELS_DIR, META_KEY, PRELABEL_ATTRIBUTE, STATUS_KEY, ExportSplit
+from .export_split import split_report
 from .lines import OverlongLine
 from .manifest import ManifestError, creation_date, find_verification_attributes, select_label_attribute
+from .source_refs import SKIP_OTHER_BUCKET, SKIP_UNSAFE_SOURCE, source_ref_problem
 from .yolo import (
     TRAIN_DIR,
     VAL_DIR,
@@ -94,37 +95,6 @@ SKIP_INVALID = "invalid_line"
 SKIP_NO_LABEL = "no_label"
 SKIP_NO_SOURCE_REF = "no_source_ref"
 SKIP_NO_ANSWERS = "no_usable_answers"
-SKIP_UNSAFE_SOURCE = "unsafe_source_ref"
-SKIP_OTHER_BUCKET = "source_ref_outside_bucket"
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def source_ref_problem(source_ref: str, allowed_buckets: frozenset[str] | None = None) -> tuple[str, str] | None:
-    """``(reason code, detail)`` when an ``s3://`` source-ref must not be copied, else None.
-
-    Refused: a bucket name S3 would not accept, an empty key, control characters, ``.``/``..``
-    path segments (HTTP clients and proxies may normalise them into ANOTHER object: wrong pixels
-    under the right label), and, when ``allowed_buckets`` is given, any other bucket. Other
-    schemes are left to the writer, which reports them per image (``not_s3``).
-    """
-    if not source_ref.startswith("s3://"):
-        return None
-    bucket, _, key = source_ref[5:].partition("/")
-    if not _BUCKET_RE.match(bucket):
-        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} does not name a valid S3 bucket"
-    if not key:
-        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} names no object key"
-    if _CONTROL_RE.search(key):
-        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} contains control characters"
-    if any(part in {".", ".."} for part in key.split("/")):
-        return SKIP_UNSAFE_SOURCE, f"source-ref {source_ref[:200]!r} contains a '.' or '..' path segment"
-    if allowed_buckets is not None and bucket not in allowed_buckets:
-        allowed = ", ".join(sorted(allowed_buckets))
-        return SKIP_OTHER_BUCKET, f"source-ref {source_ref[:200]!r} is outside the export's bucket(s) {allowed}"
-    return None
-
-
 SKIP_REJECTED_BY_VERIFICATION = "rejected_by_verification"
 #: Verification answers (``class-name``, compared case-insensitively) that mean "the labels are right".
 #: Label verification jobs name their own categories; these are the usual spellings.
@@ -591,52 +561,6 @@ class ExportPlanner:
         if 0 < val < len(records):
             return {}  # the usual case: both splits already hold images
         return balance_splits({key: r.split for key, r in records.items()})
-
-
-def split_report(
-    train: int,
-    val: int,
-    moved_to_val: list[str],
-    moved_to_train: list[str],
-    *,
-    planned: int | None = None,
-) -> ExportSplit:
-    """``export.json``'s ``split``: the images per split, those moved, data.yaml's folders, and why.
-
-    ``train``/``val`` count the images written; ``planned`` the images planned (default their sum),
-    so a split that missing images emptied is told apart from a single-image export.
-    """
-    images = train + val if planned is None else planned
-    train_path, val_path = split_paths(train, val)
-    notes = []
-    if moved_to_val:
-        notes.append(
-            f"the split hash put all {images} images in train; {moved_to_val[0]!r} (the smallest split hash) "
-            "moved to val so that both splits hold an image"
-        )
-    if moved_to_train and images > 1:
-        notes.append(
-            f"the split hash put all {images} images in val; {moved_to_train[0]!r} (the largest split hash) "
-            "moved to train so that both splits hold an image"
-        )
-    if images == 1:
-        moved = " (the split hash put it in val)" if moved_to_train else ""
-        notes.append(
-            f"a single image: it is in train{moved}, and data.yaml's val names {train_path} too "
-            "(Ultralytics needs a val set; validation then measures the training image)"
-        )
-    elif train_path == val_path:
-        empty = "val" if val == 0 else "train"
-        notes.append(f"no {empty} image could be written (see missing_images): data.yaml's {empty} names {train_path}")
-    return ExportSplit(
-        train=train,
-        val=val,
-        moved_to_val=list(moved_to_val),
-        moved_to_train=list(moved_to_train),
-        train_path=train_path,
-        val_path=val_path,
-        note="; ".join(notes) or None,
-    )
 
 
 def plan_export(

@@ -16,8 +16,8 @@ from moto.s3.models import s3_backends
 
 from labelloop_core.contract import INPUT_MANIFEST, OUTPUT_MANIFEST
 from sandbox import lambda_runtime
-from sandbox.deploy import GAPS
 from sandbox.events import encode_s3_key
+from sandbox.gaps import GAPS
 from sandbox.harness import LocalCloud
 from sandbox.workforce import Oracle
 
@@ -63,7 +63,7 @@ def test_real_stack_deploys_with_every_gap_accounted_for(cloud: LocalCloud) -> N
     gap_text = " ".join(g.subject for g in GAPS)
     for skipped in deployment.skipped:
         resource_type = skipped.rsplit("(", 1)[1].rstrip(")")
-        assert resource_type in gap_text, f"{skipped} is not explained in sandbox.deploy.GAPS"
+        assert resource_type in gap_text, f"{skipped} is not explained in sandbox.gaps.GAPS"
     # Every function of the stack is deployed from the uploaded asset zip.
     for name in cloud.function_names().values():
         config = cloud.client("lambda").get_function(FunctionName=name)

@@ -14,8 +14,9 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 
 from labelloop_core.contract import OUTPUT_MANIFEST
-from sandbox.deploy import DeployError, bucket_notification_configuration, deploy, gaps_table
+from sandbox.deploy import DeployError, bucket_notification_configuration, deploy
 from sandbox.events import apply_input_transformer, target_payload
+from sandbox.gaps import gaps_table
 from sandbox.harness import LocalCloud
 from sandbox.imagerefs import ImageLookupError, ImageRef
 from sandbox.model_emulation import ReplayPredictions, SyntheticDetector
@@ -472,7 +473,7 @@ def test_async_lambda_target_retries_then_sends_to_the_failure_destination(mini_
 
 def test_sandbox_readme_lists_the_current_gap_table() -> None:
     readme = (Path(__file__).resolve().parents[2] / "sandbox" / "README.md").read_text(encoding="utf-8")
-    assert gaps_table() in readme, "regenerate the table in sandbox/README.md from sandbox.deploy.gaps_table()"
+    assert gaps_table() in readme, "regenerate the table in sandbox/README.md from sandbox.gaps.gaps_table()"
 
 
 def test_updated_function_code_is_a_cold_start_with_the_new_zip(mini_cloud: LocalCloud) -> None:
