@@ -193,7 +193,7 @@ def _latest_export(target: Target, dataset: str) -> dict[str, Any] | None:
 def _unfinished_exports(target: Target, dataset: str) -> list[dict[str, Any]]:
     """Export versions with no export.json: a distributed export still running (shards done so far) or failed."""
     root = f"{target.exports_prefix}{dataset}/"
-    found = []
+    found: list[dict[str, Any]] = []
     for version in list_prefixes(target, root):
         prefix = f"{root}{version}/"
         if read_json(target, f"{prefix}{contract.EXPORT_FILE}") is not None:
