@@ -47,7 +47,14 @@ from moto.sagemaker.responses import SageMakerResponse
 
 from labelloop_core import contract
 from labelloop_core.contract import OUTPUT_MANIFEST
-from sandbox.gt_runtime import JobFailure, JobRuntime, consolidated_contents, output_manifest, task_input_of
+from sandbox.gt_runtime import (
+    JobFailure,
+    JobRuntime,
+    LabelingJob,
+    consolidated_contents,
+    output_manifest,
+    task_input_of,
+)
 from sandbox.service_model import validate_request
 from sandbox.workforce import AcceptPrelabels, Task, Workforce, WorkforceFailure, answer_content
 
@@ -70,79 +77,6 @@ SETTINGS = GroundTruthEmulationSettings()
 _PATCH_STATE: dict[str, Any] = {}
 _THREADS: list[threading.Thread] = []
 _THREADS_LOCK = threading.Lock()
-
-
-@dataclass
-class LabelingJob:
-    """One emulated labeling job (request echo plus runtime state)."""
-
-    request: dict[str, Any]
-    arn: str
-    account: str
-    region: str
-    status: str = "InProgress"
-    failure_reason: str | None = None
-    counters: dict[str, int] = field(
-        default_factory=lambda: {
-            "TotalLabeled": 0,
-            "HumanLabeled": 0,
-            "MachineLabeled": 0,
-            "FailedNonRetryableError": 0,
-            "Unlabeled": 0,
-        }
-    )
-    output_uri: str | None = None
-    created: datetime = field(default_factory=lambda: datetime.now(UTC))
-    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
-    stop_requested: bool = False
-    running: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return str(self.request["LabelingJobName"])
-
-    def describe(self) -> dict[str, Any]:
-        out = copy.deepcopy(self.request)
-        out.update(
-            {
-                "LabelingJobArn": self.arn,
-                "LabelingJobStatus": self.status,
-                "LabelCounters": dict(self.counters),
-                "CreationTime": self.created,
-                "LastModifiedTime": self.modified,
-                "JobReferenceCode": self.arn.rsplit("/", 1)[-1][:32] or "local",
-            }
-        )
-        if self.failure_reason:
-            out["FailureReason"] = self.failure_reason
-        if self.output_uri:
-            out["LabelingJobOutput"] = {"OutputDatasetS3Uri": self.output_uri}
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        hc = self.request["HumanTaskConfig"]
-        out: dict[str, Any] = {
-            "LabelingJobName": self.name,
-            "LabelingJobArn": self.arn,
-            "CreationTime": self.created,
-            "LastModifiedTime": self.modified,
-            "LabelingJobStatus": self.status,
-            "LabelCounters": dict(self.counters),
-            "WorkteamArn": hc["WorkteamArn"],
-            "InputConfig": copy.deepcopy(self.request["InputConfig"]),
-        }
-        if hc.get("PreHumanTaskLambdaArn"):
-            out["PreHumanTaskLambdaArn"] = hc["PreHumanTaskLambdaArn"]
-        consolidation = hc.get("AnnotationConsolidationConfig", {}).get("AnnotationConsolidationLambdaArn")
-        if consolidation:
-            out["AnnotationConsolidationLambdaArn"] = consolidation
-        if self.failure_reason:
-            out["FailureReason"] = self.failure_reason
-        if self.output_uri:
-            out["LabelingJobOutput"] = {"OutputDatasetS3Uri": self.output_uri}
-        return out
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""One Ground Truth job's I/O (manifest, templates, Lambdas, output files) and the pure steps of its output.
+"""One Ground Truth job: its state (`LabelingJob`), its I/O (manifest, templates, Lambdas, output files) and
+the pure steps of its output.
 
 `JobRuntime` reads and writes through moto's S3 and invokes Lambdas through moto's Lambda; the
 functions below it check the annotation Lambdas' answers and build the output manifest and the
@@ -7,19 +8,92 @@ label counters without any I/O. Every problem ends the job Failed via `JobFailur
 
 from __future__ import annotations
 
+import copy
 import json
 import re
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from labelloop_core import contract
 from sandbox.host_clients import host_client
 from sandbox.imagerefs import ImageRef, image_size, parse_s3_uri
 
-if TYPE_CHECKING:
-    from sandbox.groundtruth import LabelingJob
-
 _ELEMENT_NAME = re.compile(r"<crowd-bounding-box\b[^>]*?\bname\s*=\s*[\"']([^\"']+)[\"']", re.S)
+
+
+@dataclass
+class LabelingJob:
+    """One emulated labeling job (request echo plus runtime state)."""
+
+    request: dict[str, Any]
+    arn: str
+    account: str
+    region: str
+    status: str = "InProgress"
+    failure_reason: str | None = None
+    counters: dict[str, int] = field(
+        default_factory=lambda: {
+            "TotalLabeled": 0,
+            "HumanLabeled": 0,
+            "MachineLabeled": 0,
+            "FailedNonRetryableError": 0,
+            "Unlabeled": 0,
+        }
+    )
+    output_uri: str | None = None
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
+    stop_requested: bool = False
+    running: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.request["LabelingJobName"])
+
+    def describe(self) -> dict[str, Any]:
+        out = copy.deepcopy(self.request)
+        out.update(
+            {
+                "LabelingJobArn": self.arn,
+                "LabelingJobStatus": self.status,
+                "LabelCounters": dict(self.counters),
+                "CreationTime": self.created,
+                "LastModifiedTime": self.modified,
+                "JobReferenceCode": self.arn.rsplit("/", 1)[-1][:32] or "local",
+            }
+        )
+        if self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        if self.output_uri:
+            out["LabelingJobOutput"] = {"OutputDatasetS3Uri": self.output_uri}
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        hc = self.request["HumanTaskConfig"]
+        out: dict[str, Any] = {
+            "LabelingJobName": self.name,
+            "LabelingJobArn": self.arn,
+            "CreationTime": self.created,
+            "LastModifiedTime": self.modified,
+            "LabelingJobStatus": self.status,
+            "LabelCounters": dict(self.counters),
+            "WorkteamArn": hc["WorkteamArn"],
+            "InputConfig": copy.deepcopy(self.request["InputConfig"]),
+        }
+        if hc.get("PreHumanTaskLambdaArn"):
+            out["PreHumanTaskLambdaArn"] = hc["PreHumanTaskLambdaArn"]
+        consolidation = hc.get("AnnotationConsolidationConfig", {}).get("AnnotationConsolidationLambdaArn")
+        if consolidation:
+            out["AnnotationConsolidationLambdaArn"] = consolidation
+        if self.failure_reason:
+            out["FailureReason"] = self.failure_reason
+        if self.output_uri:
+            out["LabelingJobOutput"] = {"OutputDatasetS3Uri": self.output_uri}
+        return out
 
 
 class JobFailure(Exception):
