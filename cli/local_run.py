@@ -17,17 +17,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.context import ContextError, add_context_argument, context_from_args
 from cli.errors import CliError
-from labelloop_core import limits
+from cli.local_options import add_shared_options, run_spec_from_args
 from labelloop_core.contract import RUN_REPORT_FILE
 from sandbox.localrun import FAULT_KINDS, LocalRunError, RunResult, RunSpec, plan_run, run_local, summary_lines
 
 
-def register(sub: Any) -> None:
-    """Add ``local`` with its ``run`` subcommand."""
-    local = sub.add_parser("local", help="run LabelLoop locally in the in-process AWS emulation")
-    local_sub = local.add_subparsers(dest="local_command", required=True)
+def register(local_sub: Any) -> None:
+    """Add ``run`` under ``labelloop local``."""
     parser = local_sub.add_parser(
         "run",
         help="label a folder of images with the whole pipeline, no AWS account needed",
@@ -36,16 +33,6 @@ def register(sub: Any) -> None:
     )
     add_run_arguments(parser)
     parser.set_defaults(func=run)
-    from cli import local_up  # `local up` lives in its own module
-
-    local_up.register(local_sub)
-
-
-def _labels(value: str) -> tuple[str, ...]:
-    labels = tuple(part.strip() for part in value.split(",") if part.strip())
-    if not labels:
-        raise argparse.ArgumentTypeError("give at least one label, e.g. car,person")
-    return labels
 
 
 def _fault(value: str) -> tuple[str, str]:
@@ -60,24 +47,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", type=Path, required=True, help="folder of images (uploaded with relative paths)")
     parser.add_argument("--out", type=Path, required=True, help=f"output folder: dataset/ and {RUN_REPORT_FILE}")
     parser.add_argument("--dataset", default="local", help="dataset name (incoming/<dataset>/); default: local")
-    parser.add_argument(
-        "--labels", type=_labels, help="comma-separated label names (default: from the files, or 'object')"
-    )
-    parser.add_argument(
-        "--model",
-        default="none",
-        help="assisting model: none | synthetic (pixel detector for demo scenes) | replay:FILE "
-        '(JSON Lines {"image": <path under --images>, "detections": [{label, confidence 0-1, left, top, width, '
-        "height in px}]}); default: none",
-    )
-    parser.add_argument(
-        "--reviewer",
-        default="accept",
-        help="who answers the review tasks: accept (pre-labels as drawn) | human (people in Label Studio) | "
-        "answers:FILE "
-        '({"image", "workers": [[box, ...], ...]}) | oracle:FILE (true boxes, same shape as replay, drawn '
-        "with --oracle-noise); default: accept",
-    )
+    add_shared_options(parser)
     parser.add_argument(
         "--review-backend",
         choices=("groundtruth", "labelstudio"),
@@ -87,34 +57,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--labelstudio-url", help="Label Studio server URL for --review-backend labelstudio")
     parser.add_argument(
-        "--workers",
-        type=int,
-        default=limits.WORKERS_PER_OBJECT.default,
-        help=f"workers per object ({limits.WORKERS_PER_OBJECT.span}); default {limits.WORKERS_PER_OBJECT.default}",
-    )
-    parser.add_argument(
-        "--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated from reviews)"
-    )
-    parser.add_argument("--target-quality", type=float, help="calibration target mIoU (default: the stack's 0.6)")
-    parser.add_argument(
-        "--min-pairs", type=int, help="calibration pairs needed before theta is tested (default: the stack's 30)"
-    )
-    parser.add_argument(
         "--first-wave",
         type=float,
         default=1.0,
         help="upload this fraction first and wait for it before the rest (data arriving over time); default 1",
     )
-    parser.add_argument(
-        "--task-mode",
-        choices=("adjust", "verify"),
-        help="how people review: adjust (fix the pre-labels) or verify (judge them first, adjust only the rejected); "
-        "default: the stack's taskMode",
-    )
-    parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise and of --inject-faults")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
-    add_context_argument(parser)
     rehearse = parser.add_argument_group("rehearsing failures")
     rehearse.add_argument(
         "--model-fault",
@@ -146,31 +94,21 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
-    """The `RunSpec` for parsed ``local run`` arguments."""
-    return RunSpec(
+    """The `RunSpec` for parsed ``local run`` arguments: the shared options plus the run's own."""
+    return run_spec_from_args(
+        args,
         images=args.images,
         out=args.out,
         dataset=args.dataset,
-        labels=args.labels,
-        model=args.model,
-        reviewer=args.reviewer,
-        workers=args.workers,
-        threshold=args.threshold,
-        target_quality=args.target_quality,
-        min_pairs=args.min_pairs,
         first_wave=args.first_wave,
-        oracle_noise=args.oracle_noise,
-        seed=args.seed,
         timeout_s=args.timeout,
         model_faults=dict(args.model_fault),
         duplicate_job_events=args.duplicate_job_events,
         upload_twice=args.upload_twice,
-        context=context_from_args(args),
-        task_mode=args.task_mode,
         review_backend=args.review_backend,
         labelstudio_url=args.labelstudio_url,
-        inject_faults=tuple(getattr(args, "inject_faults", ())),
-        crash=getattr(args, "crash_once", None),
+        inject_faults=tuple(args.inject_faults),
+        crash=args.crash_once,
     )
 
 
@@ -233,8 +171,5 @@ def _calibration_outputs(result: RunResult, out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local run``."""
-    try:
-        spec = spec_from_args(args)
-    except ContextError as exc:
-        raise CliError(str(exc)) from None
+    spec = spec_from_args(args)
     return print_outcome(execute(spec), spec.out)

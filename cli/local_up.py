@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from cli.context import ContextError, add_context_argument, context_from_args
 from cli.errors import CliError
-from cli.local_run import _labels
-from labelloop_core import limits
+from cli.local_options import add_shared_options, run_spec_from_args
 from sandbox.localup import DEFAULT_DRAIN_S, Endpoint, LocalUpError, UpSpec, banner_lines, serve
 
 #: A stop request ends the process within this many seconds, whatever is still running.
@@ -39,69 +37,34 @@ def register(local_sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 to serve the AWS API on")
-    parser.add_argument(
-        "--labels", type=_labels, help="comma-separated label names (default: from the files, or 'object')"
-    )
-    parser.add_argument(
-        "--model",
-        default="none",
-        help="assisting model: none | synthetic | replay:FILE (JSON Lines {image, detections}; images named by "
-        "a path under --images-root and matched by content); default: none",
-    )
-    parser.add_argument(
-        "--reviewer",
-        default="accept",
-        help="who answers the Ground Truth tasks: accept | answers:FILE | oracle:FILE | fail[:REASON]; default: accept",
-    )
-    parser.add_argument(
+    add_shared_options(parser)
+    serving = parser.add_argument_group("serving")
+    serving.add_argument(
         "--images-root",
         type=Path,
         help="folder the replay/answers/oracle files' image paths are relative to (default: the file's folder)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=limits.WORKERS_PER_OBJECT.default,
-        help=f"workers per object ({limits.WORKERS_PER_OBJECT.span}); default {limits.WORKERS_PER_OBJECT.default}",
-    )
-    parser.add_argument("--threshold", type=float, help="fixed auto-accept threshold 0-1 (default: calibrated)")
-    parser.add_argument("--target-quality", type=float, help="calibration target mIoU (default: the stack's 0.6)")
-    parser.add_argument("--min-pairs", type=int, help="calibration pairs needed before theta is tested")
-    parser.add_argument(
-        "--task-mode", choices=("adjust", "verify"), help="review task: adjust boxes, or verify first (stack default)"
-    )
-    parser.add_argument("--oracle-noise", type=float, default=0.02, help="oracle box-edge noise (fraction of size)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the oracle's noise")
-    parser.add_argument(
+    serving.add_argument(
         "--state", type=Path, help="folder keeping the emulated data bucket across restarts (created if missing)"
     )
-    parser.add_argument(
+    serving.add_argument(
         "--drain-timeout",
         type=float,
         default=DEFAULT_DRAIN_S,
         help=f"seconds running batches get to finish on stop (default {DEFAULT_DRAIN_S:.0f}; at most 15)",
     )
-    add_context_argument(parser)
     parser.set_defaults(func=run)
 
 
 def spec_from_args(args: argparse.Namespace) -> UpSpec:
+    """The `UpSpec` for parsed ``local up`` arguments: the run the shared options describe, served."""
+    root = args.images_root or Path.cwd()  # `sandbox.localup.prepare` settles the images root
     return UpSpec(
+        run=run_spec_from_args(args, images=root, out=root),
         port=args.port,
-        labels=args.labels,
-        model=args.model,
-        reviewer=args.reviewer,
         images_root=args.images_root,
-        workers=args.workers,
-        threshold=args.threshold,
-        target_quality=args.target_quality,
-        min_pairs=args.min_pairs,
-        task_mode=args.task_mode,
-        oracle_noise=args.oracle_noise,
-        seed=args.seed,
         state=args.state,
         drain_s=max(0.0, min(15.0, args.drain_timeout)),
-        context=context_from_args(args),
     )
 
 
@@ -140,10 +103,7 @@ class _Stopper:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``labelloop local up``."""
-    try:
-        spec = spec_from_args(args)
-    except ContextError as exc:
-        raise CliError(str(exc)) from None
+    spec = spec_from_args(args)
     # Bound now: while the emulation runs, sys.stdout/stderr are the Lambda runtime's routers.
     out, err = sys.stdout, sys.stderr
     began = time.monotonic()

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-from cli import calibrate_cmd, demo, export_cmd, local_run, pull, status
+from cli import calibrate_cmd, demo, export_cmd, local, pull, status
 from cli.errors import CliError
 
-COMMANDS = [calibrate_cmd, demo, export_cmd, local_run, status, pull]
+COMMANDS = [calibrate_cmd, demo, export_cmd, local, status, pull]
 
 
 def build_parser() -> argparse.ArgumentParser:

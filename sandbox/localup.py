@@ -14,17 +14,18 @@ recognised by its content, wherever and under whatever key a client uploaded it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
-from labelloop_core import contract, limits
+from labelloop_core import contract
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     ImageNames,
@@ -37,13 +38,12 @@ from sandbox.localrun import (
     synthesize_stack,
 )
 from sandbox.localrun.run import function_env
-from sandbox.localrun.spec import LOCAL_WORKTEAM, REGION
+from sandbox.localrun.spec import LOCAL_WORKTEAM, REGION, check_options
 from sandbox.localrun.wiring import build_predictor, build_workforce
 from sandbox.localstate import StateDir, StateError
 from sandbox.server import EndpointServer, PortInUseError, check_port
 
 STACK_NAME = "LabelLoop"
-TASK_MODE_KEY = "labelloop.taskMode"
 #: Seconds a running batch gets to finish after a stop request before it is reported as in flight.
 DEFAULT_DRAIN_S = 10.0
 #: ``--state`` is saved this often while serving (incrementally: unchanged objects are not rewritten).
@@ -60,24 +60,17 @@ class LocalUpError(ValueError):
 
 @dataclass(frozen=True)
 class UpSpec:
-    """Everything one ``local up`` needs; the CLI builds it from its arguments."""
+    """One ``local up``: the same `RunSpec` as ``local run`` (the shared options), served.
 
+    Only the serving options are its own. ``run.images``/``run.out`` are replaced by the images root
+    (``images_root``, or the folder of the replay/answers/oracle file, or the working directory).
+    """
+
+    run: RunSpec
     port: int
-    labels: tuple[str, ...] | None = None
-    model: str = "none"
-    reviewer: str = "accept"
     images_root: Path | None = None
-    workers: int = 1
-    threshold: float | None = None
-    target_quality: float | None = None
-    min_pairs: int | None = None
-    task_mode: str | None = None
-    oracle_noise: float = 0.02
-    seed: int = 0
     state: Path | None = None
     drain_s: float = DEFAULT_DRAIN_S
-    #: Dotted ``labelloop.KEY`` -> VALUE overrides (``--context``), as for ``local run``.
-    context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -202,7 +195,7 @@ def _default_root(spec: UpSpec) -> tuple[Path, list[str]]:
         if not spec.images_root.is_dir():
             raise LocalUpError(f"--images-root {spec.images_root}: not a folder")
         return spec.images_root, []
-    for value in (spec.model, spec.reviewer):
+    for value in (spec.run.model, spec.run.reviewer):
         _, sep, name = value.partition(":")
         if sep and Path(name).is_file():
             folder = Path(name).expanduser().resolve().parent
@@ -211,37 +204,16 @@ def _default_root(spec: UpSpec) -> tuple[Path, list[str]]:
 
 
 def prepare(spec: UpSpec) -> Prepared:
-    """Validate the options and build the model/workforce emulation; raises `LocalUpError`."""
-    if spec.workers not in limits.WORKERS_PER_OBJECT:
-        raise LocalUpError(f"--workers must be within {limits.WORKERS_PER_OBJECT.span}, got {spec.workers}")
-    if spec.threshold is not None and spec.threshold not in limits.AUTO_ACCEPT_THRESHOLD:
-        raise LocalUpError(f"--threshold must be within {limits.AUTO_ACCEPT_THRESHOLD.span}, got {spec.threshold}")
-    if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
-        raise LocalUpError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
-    root, notes = _default_root(spec)
-    overrides = dict(spec.context)
-    if spec.task_mode is not None:
-        if overrides.get(TASK_MODE_KEY, spec.task_mode) != spec.task_mode:
-            given = overrides[TASK_MODE_KEY]
-            raise LocalUpError(f"--task-mode {spec.task_mode} contradicts --context taskMode={given}")
-        overrides[TASK_MODE_KEY] = spec.task_mode
-    run_spec = RunSpec(
-        images=root,
-        out=root,
-        labels=spec.labels,
-        model=spec.model,
-        reviewer=spec.reviewer,
-        workers=spec.workers,
-        threshold=spec.threshold,
-        target_quality=spec.target_quality,
-        min_pairs=spec.min_pairs,
-        oracle_noise=spec.oracle_noise,
-        seed=spec.seed,
-        context=overrides,
-    )
+    """Validate the options (as ``local run`` does) and build the model/workforce emulation; raises `LocalUpError`."""
     try:
-        model = parse_model(spec.model, root)
-        reviewer = parse_reviewer(spec.reviewer, root)
+        check_options(spec.run)
+    except LocalRunError as exc:
+        raise LocalUpError(str(exc)) from exc
+    root, notes = _default_root(spec)
+    run_spec = dataclasses.replace(spec.run, images=root, out=root)
+    try:
+        model = parse_model(run_spec.model, root)
+        reviewer = parse_reviewer(run_spec.reviewer, root)
         labels = labels_for(run_spec, model, reviewer)
         stack_context(run_spec, labels)  # --context is validated now, not after a slow synthesis
         names = RootNames(root if (model.records or reviewer.records) else None)
@@ -377,7 +349,7 @@ def serve(
     for note in prepared.notes:
         progress(note)
     with tempfile.TemporaryDirectory(prefix="labelloop-up-") as tmp:
-        progress(f"synthesizing the stack (labels {', '.join(prepared.labels)}; model {spec.model})")
+        progress(f"synthesizing the stack (labels {', '.join(prepared.labels)}; model {spec.run.model})")
         assembly = _synthesize(prepared, Path(tmp) / "cdk.out")
         if saved is not None:
             assembly = pin_bucket_name(assembly, STACK_NAME, saved.bucket, Path(tmp))

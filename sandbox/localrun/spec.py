@@ -20,6 +20,8 @@ from sandbox.model_emulation import FAULTS as FAULT_KINDS
 
 LOCAL_ENDPOINT = "labelloop-local"
 LOCAL_WORKTEAM = "labelloop-local"
+#: The ``--context`` key ``--task-mode`` sets (keys arrive dotted, `cli.context`).
+TASK_MODE_KEY = "labelloop.taskMode"
 #: moto's default account and the region the emulation runs in.
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -233,7 +235,7 @@ def fault_names(spec: RunSpec, files: list[tuple[Path, str]]) -> dict[str, str]:
 
 
 def check_options(spec: RunSpec) -> None:
-    """Refuse options out of range before any file is read."""
+    """Refuse options out of range before any file is read (``local run`` and ``local up`` alike)."""
     if not spec.dataset or "/" in spec.dataset:
         raise LocalRunError(f"--dataset must be a non-empty name without '/', got {spec.dataset!r}")
     if spec.workers not in limits.WORKERS_PER_OBJECT:
@@ -242,8 +244,17 @@ def check_options(spec: RunSpec) -> None:
         raise LocalRunError(f"--threshold must be within {limits.AUTO_ACCEPT_THRESHOLD.span}, got {spec.threshold}")
     if not 0.0 < spec.first_wave <= 1.0:
         raise LocalRunError(f"--first-wave must be within (0, 1], got {spec.first_wave}")
+    if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
+        raise LocalRunError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
     if spec.task_mode not in (None, "adjust", "verify"):
         raise LocalRunError(f"--task-mode must be adjust or verify, got {spec.task_mode!r}")
+    given = spec.context.get(TASK_MODE_KEY, spec.task_mode)
+    if spec.task_mode is not None and given != spec.task_mode:
+        raise LocalRunError(f"--task-mode {spec.task_mode} contradicts --context taskMode={given}")
+
+
+def check_out(spec: RunSpec) -> None:
+    """``local run`` writes into ``--out``: it must not be a folder that is uploaded."""
     if spec.out.resolve().is_relative_to(spec.images.resolve()):
         raise LocalRunError(f"--out {spec.out} is inside --images {spec.images}: its files would be uploaded as images")
 
@@ -308,6 +319,7 @@ def run_config(spec: RunSpec, labels: tuple[str, ...]) -> Any:
 def plan_run(spec: RunSpec) -> RunPlan:
     """Check ``spec`` and parse what it names; raises `LocalRunError` with a one-line reason."""
     check_options(spec)
+    check_out(spec)
     model = parse_model(spec.model, spec.images)
     reviewer = parse_reviewer(spec.reviewer, spec.images)
     token = _check_review_backend(spec, reviewer)

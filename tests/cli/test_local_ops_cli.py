@@ -20,6 +20,7 @@ from cli.errors import CliError
 from cli.main import main
 from labelloop_core.contract import ACCEPTED_MANIFEST, INPUT_MANIFEST, REVIEW_MANIFEST
 from sandbox.imagerefs import ImageRef
+from sandbox.localrun import RunSpec
 from sandbox.localstate import StateDir, StateError
 from sandbox.localup import Endpoint, LocalUpError, RootNames, UpSpec, banner_lines, copy_command, prepare
 from sandbox.server import PortInUseError, check_port
@@ -48,15 +49,19 @@ def test_local_up_refuses_a_busy_port_before_synthesizing(capsys: pytest.Capture
     assert err.count("\n") == 1
 
 
+def _up(tmp_path: Path, images_root: Path | None = None, **run: Any) -> UpSpec:
+    return UpSpec(run=RunSpec(images=tmp_path, out=tmp_path, **run), port=1, images_root=images_root)
+
+
 def test_bad_options_fail_before_anything_is_deployed(tmp_path: Path) -> None:
     with pytest.raises(LocalUpError, match="--threshold"):
-        prepare(UpSpec(port=1, threshold=1.5))
+        prepare(_up(tmp_path, threshold=1.5))
     with pytest.raises(LocalUpError, match="--images-root"):
-        prepare(UpSpec(port=1, images_root=tmp_path / "missing"))
+        prepare(_up(tmp_path, images_root=tmp_path / "missing"))
     with pytest.raises(LocalUpError, match="replay:FILE"):
-        prepare(UpSpec(port=1, model="replay:"))
+        prepare(_up(tmp_path, model="replay:"))
     with pytest.raises(LocalUpError, match="contradicts"):
-        prepare(UpSpec(port=1, task_mode="verify", context={"labelloop.taskMode": "adjust"}))
+        prepare(_up(tmp_path, task_mode="verify", context={"labelloop.taskMode": "adjust"}))
 
 
 def _jpeg(colour: tuple[int, int, int]) -> bytes:
