@@ -18,11 +18,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 help:
 	@echo "make demo   - run the whole pipeline on generated images in the in-process emulation"
-	@echo "make test   - unit, handler, infra (synth + cfn-lint + cdk-nag) and e2e tests"
+	@echo "make test-fast - unit, handler and CLI tests in parallel (under a minute; for the edit-test loop)"
+	@echo "make test   - unit, handler, infra (synth + cfn-lint + cdk-nag) and e2e tests, in parallel"
 	@echo "make synth  - cdk synth with the pinned CDK CLI (writes cdk.out/)"
 	@echo "make lint   - ruff + mypy"
 	@echo "make bench  - benchmarks (JSON)"
-	@echo "make load   - the 5,000-image load test alone (10 datasets dropped at once; also part of make test)"
+	@echo "make load   - the 5,000-image load test (10 datasets dropped at once; not part of make test)"
 
 $(VENV_STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "LabelLoop needs Python 3.11+")'
@@ -49,8 +50,16 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 
 setup: $(VENV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
+# One xdist worker per core; loadgroup keeps each e2e module (and all Label Studio tests) on one
+# worker so their module/session fixtures start once (tests/conftest.py assigns the groups).
+PYTEST_PARALLEL := -n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup
+
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=25
+
+# No synthesis, no emulation: the unit, handler and CLI tests that are not marked e2e or slow.
+test-fast: $(VENV_STAMP)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) -m "not e2e and not slow and not load"
 
 demo: setup
 	$(VENV)/bin/labelloop demo --out demo-out
@@ -77,7 +86,7 @@ bench: setup
 	@$(PY) bench/scale_table.py bench-out/bench_counters.json bench-out/bench_export_shards.json > bench-out/scale_table.json
 
 load: setup
-	$(PY) -m pytest -q -x --durations=1 tests/e2e/test_load.py
+	$(PY) -m pytest -q -x --durations=1 -m load tests/e2e
 
 clean:
 	rm -rf cdk.out .build .pytest_cache .mypy_cache .ruff_cache

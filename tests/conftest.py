@@ -1,9 +1,21 @@
-"""Shared fixtures: one synthesized cloud assembly per test session (synth costs seconds)."""
+"""Shared fixtures and the suite's layout for parallel runs.
+
+- One synthesized cloud assembly per configuration per ``pytest`` run, shared by its xdist workers
+  through ``LABELLOOP_ASSEMBLY_CACHE`` (a folder of the run, or the developer's; one file lock per
+  configuration, so a second worker waits for the first synthesis instead of repeating it).
+- Markers by folder (new files get them too): ``tests/e2e`` and ``tests/labelstudio`` are ``e2e``
+  and ``slow``; ``tests/infra`` is ``slow`` (it synthesizes). ``load`` tests run only when ``-m``
+  names them (``make load``).
+- ``--dist loadgroup``: each e2e module is one group (its module fixtures start once), every
+  Label Studio test is in one group (one server per run); unit tests spread one by one.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +33,75 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "aws"
 
 
+TESTS = Path(__file__).resolve().parent
+ASSEMBLY_CACHE_ENV = "LABELLOOP_ASSEMBLY_CACHE"
+#: Folder -> markers every test in it gets (the first path part under tests/).
+FOLDER_MARKERS = {"e2e": ("e2e", "slow"), "labelstudio": ("e2e", "slow"), "infra": ("slow",)}
+#: Folders whose tests share one xdist group (one Label Studio server per run).
+ONE_GROUP_FOLDERS = {"labelstudio"}
+#: Folders whose modules are each one xdist group (module fixtures start once).
+MODULE_GROUP_FOLDERS = {"e2e"}
+LOAD_MARKER = "load"
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the run (and, through the environment, its xdist workers) one assembly cache folder."""
+    if _is_xdist_worker(config) or os.environ.get(ASSEMBLY_CACHE_ENV):
+        return
+    folder = tempfile.mkdtemp(prefix="labelloop-assemblies-")
+    os.environ[ASSEMBLY_CACHE_ENV] = folder
+    config.stash[_OWN_CACHE] = folder
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_OWN_CACHE, None)
+    if folder is not None:
+        os.environ.pop(ASSEMBLY_CACHE_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Markers and xdist groups by folder; ``load`` tests left out unless ``-m`` asks for them."""
+    for item in items:
+        relative = item.path.resolve().relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        folder = relative[0] if len(relative) > 1 else ""
+        for name in FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(name)
+        if item.get_closest_marker("xdist_group") is None:
+            if folder in ONE_GROUP_FOLDERS:
+                item.add_marker(pytest.mark.xdist_group(folder))
+            elif folder in MODULE_GROUP_FOLDERS:
+                item.add_marker(pytest.mark.xdist_group("/".join(relative)))
+    if LOAD_MARKER in (config.option.markexpr or ""):
+        return
+    kept = [item for item in items if item.get_closest_marker(LOAD_MARKER) is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker(LOAD_MARKER)])
+        items[:] = kept
+
+
+def shared_assembly(context: dict[str, Any] | None = None) -> Path:
+    """LabelLoop synthesized with ``context`` (None: cdk.json as is), once per run and configuration."""
+    from sandbox.localrun.stack import cached_synthesis
+
+    return cached_synthesis(Path(os.environ[ASSEMBLY_CACHE_ENV]), context)
+
+
 @pytest.fixture(scope="session")
-def assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def assembly_dir() -> Path:
     """The app synthesized once with default context (nag runs; synth fails on findings)."""
-    from infra.synth import synthesize
-
-    return synthesize(tmp_path_factory.mktemp("cdk.out"))
+    return shared_assembly()
 
 
 @pytest.fixture(scope="session")
-def kms_assembly_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def kms_assembly_dir() -> Path:
     """The app synthesized with ``encryption: kms`` (the stack's key on buckets and log groups too)."""
-    from infra.synth import synthesize
-
-    return synthesize(tmp_path_factory.mktemp("cdk.out.kms"), {"encryption": "kms"})
+    return shared_assembly({"encryption": "kms"})
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +117,13 @@ def contract_fixtures() -> Path:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Start installing and booting the real Label Studio server early when its tests will run."""
+    """Start installing and booting the real Label Studio server early when its tests will run.
+
+    Under xdist every worker collects every test but only one runs the Label Studio group: there
+    the server starts with the group's first test instead (`tests.labelstudio.conftest`).
+    """
+    if _is_xdist_worker(session.config):
+        return
     if any("labelstudio" in item.nodeid.split("::")[0].split("/") for item in session.items):
         from tests.labelstudio import server
 

@@ -6,6 +6,7 @@ platform with ``pip --platform --only-binary`` — no Docker engine is needed to
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -45,6 +46,17 @@ def _deps_dir() -> Path:
     target = DEPS_CACHE / digest
     if (target / ".complete").exists():
         return target
+    DEPS_CACHE.mkdir(parents=True, exist_ok=True)
+    # Parallel synths (test workers) install once: the others wait here, then find it complete.
+    with open(DEPS_CACHE / f"{digest}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            _install_deps(requirements, platforms, digest, target)
+    return target
+
+
+def _install_deps(requirements: Path, platforms: tuple[str, ...], digest: str, target: Path) -> None:
+    """pip-install the platform wheels into a staging folder, then move it to ``target``."""
     staging = DEPS_CACHE / f"{digest}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
@@ -72,7 +84,6 @@ def _deps_dir() -> Path:
     (staging / ".complete").write_text(digest)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    return target
 
 
 @jsii.implements(ILocalBundling)

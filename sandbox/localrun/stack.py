@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +27,41 @@ def synthesize_stack(spec: RunSpec, labels: tuple[str, ...], outdir: Path) -> Pa
 
     context = stack_context(spec, labels)
     cache = os.environ.get(ASSEMBLY_CACHE_ENV)
-    target = outdir
-    if cache:
-        target = Path(cache) / _assembly_fingerprint(context)
+    try:
+        if cache:
+            return cached_synthesis(Path(cache), context)
+        return synthesize(outdir, context=context)
+    except Exception as exc:
+        raise LocalRunError(f"the stack does not synthesize with these options: {exc}") from exc
+
+
+def cached_synthesis(cache: Path, context: dict[str, Any] | None) -> Path:
+    """The assembly of ``context`` (None: cdk.json as it is) from ``cache``, synthesized once.
+
+    A file lock per fingerprint lets processes sharing the folder (parallel test workers, two
+    local runs) wait for one synthesis instead of each writing into the same directory.
+    """
+    from infra.synth import synthesize
+
+    key = _assembly_fingerprint({"cdk.json": True} if context is None else context)
+    target = cache / key
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / f"{key}.lock"):
         if (target / ".complete").is_file():
             return target
         if target.exists():
             shutil.rmtree(target)
-    try:
         assembly = synthesize(target, context=context)
-    except Exception as exc:
-        raise LocalRunError(f"the stack does not synthesize with these options: {exc}") from exc
-    if cache:
         (target / ".complete").write_text("ok\n")
     return assembly
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` (created if missing) for the duration of the block."""
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _assembly_fingerprint(context: dict[str, Any]) -> str:

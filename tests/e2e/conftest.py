@@ -307,11 +307,11 @@ def mini_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def pipeline_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pipeline_assembly() -> Path:
     """LabelLoop synthesized with a workteam configured (``LOCAL_WORKTEAM``), so review can start."""
-    from infra.synth import synthesize
+    from tests.conftest import shared_assembly
 
-    return synthesize(tmp_path_factory.mktemp("pipeline") / "cdk.out", context={"workteamArn": LOCAL_WORKTEAM_ARN})
+    return shared_assembly({"workteamArn": LOCAL_WORKTEAM_ARN})
 
 
 @pytest.fixture

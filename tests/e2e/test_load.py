@@ -37,7 +37,7 @@ from sandbox.workforce import AcceptPrelabels
 
 from .conftest import LOCAL_WORKTEAM, LOCAL_WORKTEAM_ARN
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.load]
 
 DATASETS = 10
 NOT_IMAGES_PER_DATASET = 2

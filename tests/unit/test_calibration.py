@@ -108,6 +108,7 @@ def test_order_is_fixed_by_keys_not_by_the_file():
         assert calibrate(order) == calibrate(pairs)
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_betting_keeps_its_level_under_the_null():
     # Qualities with mean exactly the target: a valid test crosses in at most 5% of runs.
     crossed = 0

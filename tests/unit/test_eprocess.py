@@ -89,6 +89,7 @@ def test_audit_results_are_tallied():
     assert state.audit_summary() == {"images": 3, "mean_quality": pytest.approx(0.733333), "below_target": 1}
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_sequential_validity_under_the_null():
     """Quality independent of confidence with mean just below the target: theta must almost never turn on."""
     runs, on = 120, 0

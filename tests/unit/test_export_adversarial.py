@@ -205,6 +205,7 @@ def test_class_names_with_newlines_colons_and_quotes_cannot_inject_yaml() -> Non
     assert list(loaded["names"].values()) == list(names.values())
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_a_hundred_thousand_classes() -> None:
     names = {str(i): f"class {i}" for i in range(100_000)}
     boxes = [{"class_id": i, "left": 1, "top": 1, "width": 5, "height": 5} for i in range(0, 100_000, 997)]

@@ -43,6 +43,7 @@ def _truth(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_generation_is_deterministic_and_seed_dependent(tmp_path: Path) -> None:
     first = generate_scenes(tmp_path / "a", 24, LABELS, seed=7)
     second = generate_scenes(tmp_path / "b", 24, LABELS, seed=7)
@@ -63,6 +64,7 @@ def test_label_mapping_ignores_order_and_rejects_too_many() -> None:
         class_styles([])
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_truth_file_lists_every_image_with_boxes_inside_the_displayed_frame(tmp_path: Path) -> None:
     truth = _truth(generate_scenes(tmp_path, 60, LABELS, seed=3))
     images = {k for k in _files(tmp_path) if k != TRUTH_FILE}
@@ -94,6 +96,7 @@ def test_truth_file_lists_every_image_with_boxes_inside_the_displayed_frame(tmp_
     assert 0 in n_boxes and max(n_boxes) >= 8
 
 
+@pytest.mark.slow  # seconds of simulation or image generation: make test, not make test-fast
 def test_scene_mix_has_empty_crowded_and_exif_rotated_images() -> None:
     scenes = list(iter_scenes(100, LABELS, seed=1))
     kinds = [s.kind for s in scenes]
