@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "lambdas")]
 
+from sandbox.cloud_api import CloudApi  # noqa: E402
 from sandbox.faults import FaultInjector  # noqa: E402
 
 #: S3 operations billed at the PUT/COPY/POST/LIST rate; everything else (GET, HEAD) at the GET rate.
@@ -69,7 +70,7 @@ class _CountingInjector(FaultInjector):
         return super().answer(event_name, request)
 
 
-def _transitions(cloud: Any) -> tuple[int, int]:
+def _transitions(cloud: CloudApi) -> tuple[int, int]:
     """(executions, ``*StateEntered`` events) over every execution of every state machine."""
     sfn = cloud.client("stepfunctions")
     executions = entered = 0
@@ -82,7 +83,7 @@ def _transitions(cloud: Any) -> tuple[int, int]:
     return executions, entered
 
 
-def _lambda(cloud: Any) -> dict[str, dict[str, float]]:
+def _lambda(cloud: CloudApi) -> dict[str, dict[str, float]]:
     """Per function (logical id): invocations, emulated seconds, configured memory."""
     names = {name: lid for lid, name in cloud.function_names().items()}
     lam = cloud.client("lambda")
@@ -105,7 +106,7 @@ def main(images: int = 200) -> dict[str, Any]:
 
     captured: dict[str, Any] = {}
 
-    def inspect(cloud: Any) -> None:
+    def inspect(cloud: CloudApi) -> None:
         captured["transitions"] = _transitions(cloud)
         captured["lambda"] = _lambda(cloud)
         captured["names"] = cloud.function_names()

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sandbox.cloud_api import CloudApi
+
 __all__ = ["AlarmState", "alarms_and_faults", "dead_letter_reason", "evaluate_alarms"]
 
 _SQS_METRICS = {
@@ -80,7 +82,7 @@ def evaluate_alarms(deployment: Any, sqs: Any) -> list[AlarmState]:
     return states
 
 
-def alarms_and_faults(result: Any, cloud: Any, injector: Any, say: Callable[[str], None]) -> None:
+def alarms_and_faults(result: Any, cloud: CloudApi, injector: Any, say: Callable[[str], None]) -> None:
     """Add a local run's firing alarms (and the dead letters behind them) and injected faults to its report.
 
     Dead letters the report does not list yet (the intake DLQ's were read as rejected images, which

@@ -24,13 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from adapters.labelstudio import LabelStudioApiError, LabelStudioClient
 from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.contract import META_KEY, REVIEW_MANIFEST
 from labelloop_core.labelstudio import KEY_FIELD, boxes_from_result, region_from_box
 from labelloop_core.labelstudio_verify import verify_result
+from sandbox.cloud_api import CloudApi
 from sandbox.imagerefs import ImageRef
+from sandbox.product_seam import LabelStudioApiError, LabelStudioClient
 from sandbox.workforce import Task, Workforce
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ def check_server(url: str, token: str) -> None:
 class LocalLabelStudio:
     """The run's Label Studio side (see the module doc); use as a context manager around the run."""
 
-    cloud: Any
+    cloud: CloudApi
     url: str
     token: str
     dataset: str
@@ -225,7 +226,7 @@ class LocalLabelStudio:
 
 
 def run_with_label_studio(
-    cloud: Any,
+    cloud: CloudApi,
     url: str,
     token: str,
     *,

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from labelloop_core import contract
+from sandbox.cloud_api import CloudApi
 from sandbox.imagerefs import ImageRef
 from sandbox.localrun import (
     ImageNames,
@@ -290,7 +291,7 @@ def pin_bucket_name(assembly: Path, stack: str, bucket: str, workdir: Path) -> P
 # ------------------------------------------------------------------------------ in-flight work
 
 
-def in_flight(cloud: Any) -> list[str]:
+def in_flight(cloud: CloudApi) -> list[str]:
     """Work the pipeline has not finished: running executions, queued events, open labeling jobs."""
     found: list[str] = []
     sfn = cloud.client("stepfunctions")
@@ -314,7 +315,7 @@ def in_flight(cloud: Any) -> list[str]:
     return found
 
 
-def _drain(cloud: Any, seconds: float) -> list[str]:
+def _drain(cloud: CloudApi, seconds: float) -> list[str]:
     """Let running work finish for up to ``seconds``; return what is still in flight."""
     deadline = time.monotonic() + seconds
     while True:
@@ -380,7 +381,7 @@ def _state_dir(path: Path | None) -> StateDir | None:
 
 def _serve_deployed(
     spec: UpSpec,
-    cloud: Any,
+    cloud: CloudApi,
     prepared: Prepared,
     state: StateDir | None,
     stop: threading.Event,

@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sandbox.cloud_api import CloudApi
 from sandbox.event_sources import PolledBatch
 
 
-def sqs_mappings(cloud: Any) -> list[dict[str, Any]]:
+def sqs_mappings(cloud: CloudApi) -> list[dict[str, Any]]:
     """The deployed SQS event source mappings (the intake queue's, on a LabelLoop stack)."""
     lam = cloud.client("lambda")
     return [
@@ -25,7 +26,7 @@ def sqs_mappings(cloud: Any) -> list[dict[str, Any]]:
     ]
 
 
-def _queue_url(cloud: Any, arn: str) -> str:
+def _queue_url(cloud: CloudApi, arn: str) -> str:
     return str(cloud.client("sqs").get_queue_url(QueueName=arn.rsplit(":", 1)[-1])["QueueUrl"])
 
 
@@ -45,7 +46,7 @@ def delivery_problems(batches: list[PolledBatch], warnings: list[str]) -> list[s
     return problems + list(warnings)
 
 
-def dead_letters(cloud: Any, mappings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def dead_letters(cloud: CloudApi, mappings: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Messages in the mapped queues' dead-letter queues (received once each, with a visibility
     timeout that outlasts the run, so none is counted twice)."""
     sqs = cloud.client("sqs")

@@ -9,6 +9,7 @@ from urllib.parse import unquote_plus
 
 from labelloop_core import contract
 from labelloop_core.contract import BATCH_REPORT_FILE, OBJECTS_FILE, OUTPUT_MANIFEST, REJECTED_FILE
+from sandbox.cloud_api import CloudApi
 from sandbox.localrun.watch import Watcher, read_json, read_jsonl
 
 
@@ -47,7 +48,7 @@ class IntakeRecords:
     calls: int
 
 
-def _batch_records(cloud: Any, prefix: str, batch: str) -> BatchRecords:
+def _batch_records(cloud: CloudApi, prefix: str, batch: str) -> BatchRecords:
     objects = [o["key"] for o in read_jsonl(cloud, f"{prefix}{OBJECTS_FILE}") if isinstance(o, dict) and "key" in o]
     report = read_json(cloud, f"{prefix}{BATCH_REPORT_FILE}")
     return BatchRecords(
@@ -59,7 +60,7 @@ def _batch_records(cloud: Any, prefix: str, batch: str) -> BatchRecords:
     )
 
 
-def _jobs(cloud: Any) -> list[dict[str, Any]]:
+def _jobs(cloud: CloudApi) -> list[dict[str, Any]]:
     jobs = []
     for job in cloud.labeling_jobs().values():
         entry: dict[str, Any] = {"name": job.name, "status": job.status, "counters": dict(job.counters)}
@@ -70,7 +71,7 @@ def _jobs(cloud: Any) -> list[dict[str, Any]]:
 
 
 def collect_records(
-    cloud: Any,
+    cloud: CloudApi,
     dataset: str,
     work_prefix: str,
     uploaded: list[str],

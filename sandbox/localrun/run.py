@@ -24,6 +24,7 @@ from labelloop_core.contract import (
     Env,
 )
 from sandbox.alarms import alarms_and_faults
+from sandbox.cloud_api import CloudApi
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
 from sandbox.localrun.records import IntakeRecords, collect_records
@@ -119,7 +120,9 @@ def run_local(
     return result
 
 
-def _run_with_label_studio(plan: RunPlan, cloud: Any, names: ImageNames, clock: Stopwatch, workforce: Any) -> RunResult:
+def _run_with_label_studio(
+    plan: RunPlan, cloud: CloudApi, names: ImageNames, clock: Stopwatch, workforce: Any
+) -> RunResult:
     """The run with a real Label Studio beside the emulation (`sandbox.labelstudio_local`)."""
     from sandbox.labelstudio_local import LabelStudioLocalError, run_with_label_studio
 
@@ -148,7 +151,7 @@ class _DeployedRun:
     def __init__(
         self,
         plan: RunPlan,
-        cloud: Any,
+        cloud: CloudApi,
         names: ImageNames,
         clock: Stopwatch,
         on_poll: Callable[[], None] | None = None,
@@ -292,7 +295,7 @@ class _DeployedRun:
                 entry[field_name] = str(target)
 
 
-def function_env(cloud: Any) -> dict[str, str]:
+def function_env(cloud: CloudApi) -> dict[str, str]:
     """Environment shared by the deployed functions (prefixes), read from the batch starter or any."""
     lam = cloud.client("lambda")
     merged: dict[str, str] = {}
@@ -303,7 +306,7 @@ def function_env(cloud: Any) -> dict[str, str]:
     return merged
 
 
-def _workflow_arn(cloud: Any, env: dict[str, str]) -> str | None:
+def _workflow_arn(cloud: CloudApi, env: dict[str, str]) -> str | None:
     """The state machine the batch starter starts (its STATE_MACHINE_ARN), else the only one."""
     if env.get(Env.STATE_MACHINE_ARN):
         return env[Env.STATE_MACHINE_ARN]
@@ -311,7 +314,7 @@ def _workflow_arn(cloud: Any, env: dict[str, str]) -> str | None:
     return machines[0] if len(machines) == 1 else None
 
 
-def _export_arn(cloud: Any, env: dict[str, str]) -> str | None:
+def _export_arn(cloud: CloudApi, env: dict[str, str]) -> str | None:
     """The distributed export's state machine (the export function's EXPORT_STATE_MACHINE_ARN), if deployed."""
     if env.get(Env.EXPORT_STATE_MACHINE_ARN):
         return env[Env.EXPORT_STATE_MACHINE_ARN]
@@ -319,7 +322,7 @@ def _export_arn(cloud: Any, env: dict[str, str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _upload(cloud: Any, dataset: str, files: list[tuple[Path, str]], twice: bool) -> list[str]:
+def _upload(cloud: CloudApi, dataset: str, files: list[tuple[Path, str]], twice: bool) -> list[str]:
     s3 = cloud.client("s3")
     keys = []
     for _ in range(2 if twice else 1):
@@ -331,7 +334,7 @@ def _upload(cloud: Any, dataset: str, files: list[tuple[Path, str]], twice: bool
     return sorted(set(keys))
 
 
-def _download(cloud: Any, prefix: str, dest: Path) -> int:
+def _download(cloud: CloudApi, prefix: str, dest: Path) -> int:
     s3 = cloud.client("s3")
     count = 0
     # S3 has no empty folders: a split with no image still needs its folders for a YOLO loader.

@@ -16,6 +16,7 @@ from labelloop_core.contract import (
     REJECTED_FILE,
     REVIEW_MANIFEST,
 )
+from sandbox.cloud_api import CloudApi
 
 TERMINAL_EXECUTION = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
 
@@ -38,7 +39,7 @@ def _states(executions: dict[str, str]) -> str:
     return ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items()))
 
 
-def read_json(cloud: Any, key: str) -> Any:
+def read_json(cloud: CloudApi, key: str) -> Any:
     """The JSON object at ``key`` in the data bucket, or None when it is missing or unreadable."""
     try:
         return cloud.read_json(key)
@@ -46,7 +47,7 @@ def read_json(cloud: Any, key: str) -> Any:
         return None
 
 
-def read_jsonl(cloud: Any, key: str) -> list[dict[str, Any]]:
+def read_jsonl(cloud: CloudApi, key: str) -> list[dict[str, Any]]:
     """The JSON Lines at ``key`` in the data bucket, or [] when it is missing or unreadable."""
     try:
         return list(cloud.read_jsonl(key))
@@ -59,7 +60,7 @@ class Watcher:
 
     def __init__(
         self,
-        cloud: Any,
+        cloud: CloudApi,
         dataset: str,
         work_prefix: str,
         machine: str | None,
