@@ -57,7 +57,7 @@ def test_spurious_low_confidence_box_never_helps(images: list[list[Box]], data: 
     pairs = list(zip(preds, images, strict=True))
     where = data.draw(st.integers(0, len(images) - 1))
     spurious = Box(data.draw(st.sampled_from(LABELS)), 1000.0, 1000.0, 20.0, 20.0, 0.05)
-    worse = [(p + [spurious], t) if i == where else (p, t) for i, (p, t) in enumerate(pairs)]
+    worse = [([*p, spurious], t) if i == where else (p, t) for i, (p, t) in enumerate(pairs)]
     assert f1_score(worse) <= f1_score(pairs)
     before, after = mean_average_precision(pairs), mean_average_precision(worse)
     assert before is not None and after is not None and after <= before + 1e-12
@@ -98,7 +98,7 @@ def test_map_needs_iou_half_and_ignores_classes_without_truth() -> None:
     far = [Box("car", 6, 0, 10, 10, 0.9)]  # IoU 4/16 < 0.5
     assert mean_average_precision([(near, truth)]) == pytest.approx(1.0)
     assert mean_average_precision([(far, truth)]) == 0.0
-    assert mean_average_precision([(near + [Box("dog", 50, 50, 5, 5, 1.0)], truth)]) == pytest.approx(1.0)
+    assert mean_average_precision([([*near, Box("dog", 50, 50, 5, 5, 1.0)], truth)]) == pytest.approx(1.0)
     assert mean_average_precision([([], [])]) is None
     assert f1_score([(far, truth)]) == 0.0
     assert f1_score([([], [])]) == 1.0
