@@ -37,9 +37,11 @@ class ModelFormatError(ValueError):
 
 
 def _bins(rgb: np.ndarray) -> np.ndarray:
-    """Quantised colour bin of every pixel, flattened to (h, w) int32."""
-    q = (rgb >> _SHIFT).astype(np.int32)
-    return (q[..., 0] * LEVELS + q[..., 1]) * LEVELS + q[..., 2]
+    """Quantised colour bin of every pixel, (h, w) uint16 (shifts on the uint8 channels keep it cheap)."""
+    bits = 8 - _SHIFT
+    red = (rgb[..., 0] >> _SHIFT).astype(np.uint16) << (2 * bits)
+    green = (rgb[..., 1] >> _SHIFT).astype(np.uint16) << bits
+    return red | green | (rgb[..., 2] >> _SHIFT)
 
 
 def _blur(hist: np.ndarray) -> np.ndarray:
@@ -71,12 +73,16 @@ class LearnedDetector:
         return bool(self.labels)
 
     # ------------------------------------------------------------------ prediction
-    def _pixel_classes(self, bins: np.ndarray, threshold: float) -> np.ndarray:
+    def _lookup(self, threshold: float) -> np.ndarray:
+        """Per colour bin: the class with the highest likelihood ratio above ``threshold``, else -1."""
         lut = np.full(BINS, -1, dtype=np.int8)
         best = self.log_ratio.argmax(axis=0)
         ok = self.log_ratio.max(axis=0) > math.log(threshold)
         lut[ok] = best[ok].astype(np.int8)
-        return lut[bins]
+        return lut
+
+    def _pixel_classes(self, bins: np.ndarray, threshold: float) -> np.ndarray:
+        return self._lookup(threshold)[bins]
 
     def _detect(self, bins: np.ndarray, threshold: float) -> list[dict[str, Any]]:
         cls = self._pixel_classes(bins, threshold)
@@ -218,23 +224,25 @@ def train(examples: Sequence[tuple[bytes, Sequence[Mapping[str, Any]]]]) -> Lear
     p_out = _blur(outside) + _SMOOTH
     p_out = p_out / p_out.sum()
     model = LearnedDetector(names, np.log(p_in / p_out).astype(np.float32))
-    _fit_shapes(model, shapes)
+    _fit_shapes(model, shapes, THRESHOLDS[1])  # a provisional pixel rule, to learn the smallest object size
     model.threshold = _fit_threshold(model, decoded)
+    min_area = model.min_area
+    _fit_shapes(model, shapes, model.threshold)  # the fill and aspect the confidence compares with
+    model.min_area = min_area  # the size the threshold was chosen with
     return model
 
 
-def _fit_shapes(model: LearnedDetector, shapes: list[list[tuple[tuple[slice, slice], np.ndarray]]]) -> None:
+def _fit_shapes(
+    model: LearnedDetector, shapes: list[list[tuple[tuple[slice, slice], np.ndarray]]], threshold: float
+) -> None:
     """Per class: fill of the class's pixels in its boxes, log aspect, and the smallest size worth a box."""
-    cls_all = {}
+    lut = model._lookup(threshold)
     fills, aspects = [], []
     areas: list[float] = []
     for k, items in enumerate(shapes):
         f, a = [], []
         for where, bins in items:
-            key = id(bins)
-            if key not in cls_all:
-                cls_all[key] = model._pixel_classes(bins, THRESHOLDS[1])
-            window = cls_all[key][where]
+            window = lut[bins[where]]
             f.append(float(np.count_nonzero(window == k)) / window.size)
             bh, bw = window.shape
             a.append(math.log(max(bw, bh) / min(bw, bh)))
