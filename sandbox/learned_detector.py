@@ -92,7 +92,7 @@ class LearnedDetector:
             & (blobs.bottom - blobs.top >= MIN_SIDE - 1)
             & (blobs.right - blobs.left >= MIN_SIDE - 1)
         )
-        out = []
+        out: list[dict[str, Any]] = []
         for i in np.flatnonzero(keep):
             k = int(blobs.family[i])
             t, b, lft, r = int(blobs.top[i]), int(blobs.bottom[i]), int(blobs.left[i]), int(blobs.right[i])
