@@ -156,3 +156,5 @@ LOG_RETENTION_DAYS_DEFAULT: Final = 30
 LOG_RETENTION_DAYS: Final = frozenset(
     {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
 )
+#: Fewest human-labeled evaluation images on which a candidate model version may be promoted.
+MIN_EVALUATION_IMAGES: Final = IntRange(30, 5, 1_000_000)
