@@ -296,8 +296,9 @@ def in_flight(cloud: CloudApi) -> list[str]:
     found: list[str] = []
     sfn = cloud.client("stepfunctions")
     for arn in cloud.state_machine_arns().values():
+        kind = "export" if arn.endswith(contract.EXPORT_STATE_MACHINE_SUFFIX) else "workflow"
         for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn, statusFilter="RUNNING"):
-            found += [f"workflow execution {e['name']} running" for e in page["executions"]]
+            found += [f"{kind} execution {e['name']} running" for e in page["executions"]]
     sqs = cloud.client("sqs")
     for url in cloud.queue_urls().values():
         attrs = sqs.get_queue_attributes(
