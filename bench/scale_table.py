@@ -22,17 +22,18 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "lambdas")]
 
-#: us-east-1 public list prices, as published in 2026-12 (aws.amazon.com/step-functions/pricing,
-#: aws.amazon.com/lambda/pricing, aws.amazon.com/s3/pricing). Free tiers are ignored.
-PRICES: dict[str, Any] = {
-    "date": "2026-12",
-    "region": "us-east-1",
-    "sfn_per_1000_transitions": 0.025,
-    "lambda_arm64_per_gb_second": 0.0000133334,
-    "lambda_per_million_requests": 0.20,
-    "s3_put_copy_post_list_per_1000": 0.005,
-    "s3_get_head_per_1000": 0.0004,
-}
+from labelloop_core.pricing import PRICES as _TABLE  # noqa: E402
+from labelloop_core.pricing import PRICES_DATE, PRICES_REGION  # noqa: E402
+
+#: The orchestration prices of LabelLoop's one price table (labelloop_core/pricing.py), free tiers ignored.
+_KEYS = (
+    "sfn_per_1000_transitions",
+    "lambda_arm64_per_gb_second",
+    "lambda_per_million_requests",
+    "s3_put_copy_post_list_per_1000",
+    "s3_get_head_per_1000",
+)
+PRICES: dict[str, Any] = {"date": PRICES_DATE, "region": PRICES_REGION} | {k: _TABLE[k].usd for k in _KEYS}
 S3_PREFIX_WRITES_PER_SECOND = 3500
 SIZES = (10_000, 100_000, 1_000_000)
 EXPORT_FUNCTION = "Export"  # logical id prefix of the single-function export (replaced by shards here)
