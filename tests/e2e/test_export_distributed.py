@@ -34,6 +34,7 @@ from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST
 from labelloop_core.manifest import bbox_label_line
 from sandbox import lambda_runtime
 from sandbox.harness import LocalCloud
+from tests.e2e.exports import announce_and_await_export
 
 pytestmark = pytest.mark.e2e
 
@@ -145,26 +146,11 @@ def test_twenty_thousand_images_export_through_parallel_shards_like_the_single_f
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
         lambda_runtime.peak_concurrency(reset=True)
         started = time.monotonic()
-        detail = {"dataset": DATASET, "batch_id": "b1", "output_manifest": f"s3://{bucket}/{manifest_key}"}
-        cloud.client("events").put_events(
-            Entries=[
-                {
-                    "Source": contract.WORKFLOW_EVENT_SOURCE,
-                    "DetailType": contract.BATCH_LABELED,
-                    "Detail": json.dumps(detail),
-                }
-            ]
-        )
-        latest_key = f"exports/{DATASET}/latest.json"
-        cloud.wait_for(
-            lambda: latest_key in cloud.list_keys(f"exports/{DATASET}/"),
-            timeout=900,
-            interval=1.0,
-            message="the distributed export published latest.json",
+        latest = announce_and_await_export(
+            cloud, DATASET, manifest_key, timeout=900, message="the distributed export published latest.json"
         )
         seconds = time.monotonic() - started
         peak = lambda_runtime.peak_concurrency()
-        latest = cloud.read_json(latest_key)
         version_prefix = f"exports/{DATASET}/{latest['version']}/"
         document = cloud.read_json(version_prefix + "export.json")
 

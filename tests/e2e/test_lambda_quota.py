@@ -27,7 +27,6 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from labelloop_core import contract
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import AUTO_ATTRIBUTE, META_KEY, OUTPUT_MANIFEST
@@ -36,6 +35,7 @@ from sandbox import lambda_quota
 from sandbox.deploy import DeployError
 from sandbox.harness import LocalCloud
 from tests.e2e.conftest import MINI_STACK
+from tests.e2e.exports import announce_and_await_export
 
 pytestmark = pytest.mark.e2e
 
@@ -169,19 +169,10 @@ def test_a_new_account_deploys_the_defaults_and_a_throttled_distributed_export_l
         body, boxes = _manifest(bucket)
         manifest_key = f"work/batches/{DATASET}/b1/{OUTPUT_MANIFEST}"
         s3.put_object(Bucket=bucket, Key=manifest_key, Body=body)
-        detail = {"dataset": DATASET, "batch_id": "b1", "output_manifest": f"s3://{bucket}/{manifest_key}"}
-        cloud.client("events").put_events(
-            Entries=[
-                {
-                    "Source": contract.WORKFLOW_EVENT_SOURCE,
-                    "DetailType": contract.BATCH_LABELED,
-                    "Detail": json.dumps(detail),
-                }
-            ]
-        )
-        latest_key = f"exports/{DATASET}/latest.json"
-        cloud.wait_for(
-            lambda: latest_key in cloud.list_keys(f"exports/{DATASET}/"),
+        latest = announce_and_await_export(
+            cloud,
+            DATASET,
+            manifest_key,
             timeout=600,
             interval=0.5,
             message="the throttled distributed export published latest.json",
@@ -193,7 +184,6 @@ def test_a_new_account_deploys_the_defaults_and_a_throttled_distributed_export_l
                 f"\nquota {NEW_ACCOUNT_QUOTA}: {IMAGES // SHARD_SIZE} shards, {throttled.get(shard_function, 0)} shard "
                 f"invocations throttled and retried, at most {lambda_quota.peak()} invocations at once"
             )
-        latest = cloud.read_json(latest_key)
         version_prefix = f"exports/{DATASET}/{latest['version']}/"
         document = cloud.read_json(version_prefix + "export.json")
         assert throttled.get(shard_function, 0) > 0, "the scenario needs throttled shard invocations"

@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +22,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 IMAGES = 14
 DISTRIBUTED = ["--context", "export.distributedAbove=10", "--context", "export.shardSize=4"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def assembly_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    if os.environ.get("LABELLOOP_ASSEMBLY_CACHE"):
-        yield
-        return
-    os.environ["LABELLOOP_ASSEMBLY_CACHE"] = str(tmp_path_factory.mktemp("assemblies"))
-    yield
-    os.environ.pop("LABELLOOP_ASSEMBLY_CACHE", None)
 
 
 @pytest.fixture(scope="module")
