@@ -20,6 +20,7 @@ from typing import Any
 
 from labelloop_core.boxes import Box
 from labelloop_core.evaluation import EvaluationImage, evaluate
+from sandbox.label_corruption import shifted_boxes
 from sandbox.learned_detector import LearnedDetector, train
 from sandbox.scenes import Scene, iter_scenes
 from sandbox.synthetic_detector import decode_image, detect
@@ -52,18 +53,6 @@ def _evaluation(held_out: Sequence[Scene], incumbent: LearnedDetector, candidate
         "e_value": round(r.e_value, 3),
         "promoted": r.promoted,
     }
-
-
-def _shifted(scenes: Sequence[Scene], rng: random.Random) -> list[tuple[bytes, list[dict[str, Any]]]]:
-    out = []
-    for s in scenes:
-        w, h = s.image.size
-        boxes = []
-        for b in s.boxes:
-            bw, bh = min(b.width, w - 1), min(b.height, h - 1)
-            boxes.append({**b.as_dict(), "left": rng.randrange(0, w - bw), "top": rng.randrange(0, h - bh)})
-        out.append((s.data, boxes))
-    return out
 
 
 def run(boxes: int, held_out_count: int, labels: list[str], seeds: int) -> dict[str, Any]:
@@ -104,7 +93,7 @@ def run(boxes: int, held_out_count: int, labels: list[str], seeds: int) -> dict[
             scenes = [s for s in iter_scenes(n * 3, labels, seed=seed) if s.boxes][:n]
             runs.append(_evaluation(held_out, LearnedDetector(), train(_examples(scenes))))
         by_size[str(n)] = runs
-    corrupted = train(_shifted(train_scenes[:60], random.Random(1)))
+    corrupted = train(shifted_boxes(train_scenes[:60], 1))
     shuffled = train(
         [(d, [{**b, "label": random.Random(i).choice(labels)} for b in bs]) for i, (d, bs) in enumerate(examples[:60])]
     )

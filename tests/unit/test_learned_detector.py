@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 from labelloop_core.boxes import Box
 from labelloop_core.evaluation import EvaluationImage, evaluate
 from sandbox.imagerefs import ImageRef
+from sandbox.label_corruption import shifted_boxes, shuffled_labels
 from sandbox.learned_detector import LearnedDetector, ModelFormatError, train
 from sandbox.scenes import Scene, iter_scenes
 
@@ -93,22 +93,11 @@ def test_renamed_classes_are_what_it_predicts(
 
 
 def _shifted(scenes: Sequence[Scene], seed: int) -> list[tuple[bytes, list[dict]]]:
-    """The same images with every box moved to a random place (labels that point at background)."""
-    rng = random.Random(seed)
-    out = []
-    for s in scenes:
-        w, h = s.image.size
-        boxes = []
-        for b in s.boxes:
-            bw, bh = min(b.width, w - 1), min(b.height, h - 1)
-            boxes.append({**b.as_dict(), "left": rng.randrange(0, w - bw), "top": rng.randrange(0, h - bh)})
-        out.append((s.data, boxes))
-    return out
+    return shifted_boxes(scenes, seed)
 
 
 def _label_shuffled(scenes: Sequence[Scene], seed: int) -> list[tuple[bytes, list[dict]]]:
-    rng = random.Random(seed)
-    return [(s.data, [{**b.as_dict(), "label": rng.choice(LABELS)} for b in s.boxes]) for s in scenes]
+    return shuffled_labels(scenes, LABELS, seed)
 
 
 @pytest.mark.parametrize("corrupt", [_shifted, _label_shuffled])
