@@ -18,16 +18,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from labelloop_core.boxes import Box
 from labelloop_core.evaluation import EvaluationImage, evaluate
-from sandbox.label_corruption import shifted_boxes
 from sandbox.learned_detector import LearnedDetector, train
+from sandbox.scene_training import boxes_of, evaluation_set, shifted_boxes
 from sandbox.scenes import Scene, iter_scenes
 from sandbox.synthetic_detector import decode_image, detect
-
-
-def _boxes(detections: Sequence[dict[str, Any]]) -> tuple[Box, ...]:
-    return tuple(Box(d["label"], d["left"], d["top"], d["width"], d["height"], d.get("confidence")) for d in detections)
 
 
 def _examples(scenes: Sequence[Scene]) -> list[tuple[bytes, list[dict[str, Any]]]]:
@@ -35,15 +30,7 @@ def _examples(scenes: Sequence[Scene]) -> list[tuple[bytes, list[dict[str, Any]]
 
 
 def _evaluation(held_out: Sequence[Scene], incumbent: LearnedDetector, candidate: LearnedDetector) -> dict[str, Any]:
-    images = [
-        EvaluationImage(
-            s.name,
-            _boxes([b.as_dict() for b in s.boxes]),
-            _boxes(incumbent.detect(s.data)),
-            _boxes(candidate.detect(s.data)),
-        )
-        for s in held_out
-    ]
+    images = evaluation_set(held_out, incumbent, candidate)
     r = evaluate(images)
     return {
         "candidate_quality": round(r.candidate_quality, 3),
@@ -81,7 +68,7 @@ def run(boxes: int, held_out_count: int, labels: list[str], seeds: int) -> dict[
         c0 = time.process_time()
         model.detect(s.data)
         c1 = time.process_time()
-        synthetic_q.append(_boxes(detect(s.data, labels)))
+        synthetic_q.append(boxes_of(detect(s.data, labels)))
         learned_cpu += c1 - c0
         synthetic_cpu += time.process_time() - c1
     learned_ms = learned_cpu / len(held_out) * 1000
@@ -100,7 +87,7 @@ def run(boxes: int, held_out_count: int, labels: list[str], seeds: int) -> dict[
     proper = train(examples[:60])
     synthetic_quality = evaluate(
         [
-            EvaluationImage(s.name, _boxes([b.as_dict() for b in s.boxes]), p, _boxes(model.detect(s.data)))
+            EvaluationImage(s.name, boxes_of([b.as_dict() for b in s.boxes]), p, boxes_of(model.detect(s.data)))
             for s, p in zip(held_out, synthetic_q, strict=True)
         ]
     )

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from labelloop_core.boxes import Box
 from labelloop_core.evaluation import EvaluationImage, evaluate
 from sandbox.imagerefs import ImageRef
-from sandbox.label_corruption import shifted_boxes, shuffled_labels
 from sandbox.learned_detector import LearnedDetector, ModelFormatError, train
+from sandbox.scene_training import boxes_of, evaluation_set, shifted_boxes, shuffled_labels
 from sandbox.scenes import Scene, iter_scenes
 
 LABELS = ["car", "person", "bicycle"]
@@ -35,24 +34,6 @@ def trained(scenes: tuple[list[Scene], list[Scene]]) -> LearnedDetector:
     return train(_examples(scenes[0]))
 
 
-def _boxes(detections: Sequence[dict[str, Any]]) -> tuple[Box, ...]:
-    return tuple(Box(d["label"], d["left"], d["top"], d["width"], d["height"], d.get("confidence")) for d in detections)
-
-
-def _evaluation_set(
-    held_out: Sequence[Scene], incumbent: LearnedDetector, candidate: LearnedDetector
-) -> list[EvaluationImage]:
-    return [
-        EvaluationImage(
-            s.name,
-            _boxes([b.as_dict() for b in s.boxes]),
-            _boxes(incumbent.detect(s.data)),
-            _boxes(candidate.detect(s.data)),
-        )
-        for s in held_out
-    ]
-
-
 def test_untrained_predicts_nothing(scenes: tuple[list[Scene], list[Scene]]) -> None:
     held_out = scenes[1]
     for model in (LearnedDetector(), train([]), train([(s.data, []) for s in scenes[0][:5]])):
@@ -65,7 +46,7 @@ def test_trained_detector_finds_held_out_objects(
     scenes: tuple[list[Scene], list[Scene]], trained: LearnedDetector
 ) -> None:
     held_out = scenes[1]
-    result = evaluate(_evaluation_set(held_out, LearnedDetector(), trained))
+    result = evaluate(evaluation_set(held_out, LearnedDetector(), trained))
     assert result.incumbent_quality < 0.2  # only the empty scenes score for a model that predicts nothing
     assert result.candidate_quality > MIN_QUALITY
     assert result.f1 > MIN_QUALITY and result.map50 is not None and result.map50 > MIN_QUALITY
@@ -80,9 +61,9 @@ def test_renamed_classes_are_what_it_predicts(
     rename = {"car": "person", "person": "bicycle", "bicycle": "car"}
     permuted = train(_examples(scenes[0], rename))
     held_out = scenes[1]
-    truth = [_boxes([{**b.as_dict(), "label": rename[b.label]} for b in s.boxes]) for s in held_out]
+    truth = [boxes_of([{**b.as_dict(), "label": rename[b.label]} for b in s.boxes]) for s in held_out]
     images = [
-        EvaluationImage(s.name, t, _boxes(trained.detect(s.data)), _boxes(permuted.detect(s.data)))
+        EvaluationImage(s.name, t, boxes_of(trained.detect(s.data)), boxes_of(permuted.detect(s.data)))
         for s, t in zip(held_out, truth, strict=True)
     ]
     result = evaluate(images)
@@ -105,7 +86,7 @@ def test_candidate_trained_on_corrupted_labels_is_rejected(
     scenes: tuple[list[Scene], list[Scene]], trained: LearnedDetector, corrupt: Any
 ) -> None:
     candidate = train(corrupt(scenes[0], seed=3))
-    result = evaluate(_evaluation_set(scenes[1], trained, candidate))
+    result = evaluate(evaluation_set(scenes[1], trained, candidate))
     assert result.candidate_quality < result.incumbent_quality
     assert not result.promoted
     assert "no evidence" in result.reason
