@@ -92,6 +92,12 @@ GAPS: tuple[Gap, ...] = (
         "FaultInjector.backoff_scale (0.02) so a faulted run stays CI-sized",
     ),
     Gap(
+        "Step Functions Retry intervals",
+        "moto's interpreter sleeps every Retry interval in real time (5 s, 10 s, 20 s ... per attempt)",
+        "sandbox.sfn_retry multiplies those sleeps by LocalCloud.start's sfn_retry_scale (0.1); "
+        "the intervals, backoff and attempt counts are evaluated as written",
+    ),
+    Gap(
         "Lambda code",
         "runs only in Docker; the asset holds Linux arm64 wheels",
         "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "

@@ -34,6 +34,7 @@ from sandbox import (
     lambda_runtime,
     model_emulation,
     moto_speedups,
+    sfn_retry,
 )
 from sandbox.deploy import Deployment
 from sandbox.event_sources import PollerSettings, SqsPoller
@@ -83,6 +84,7 @@ class LocalCloud:
         stack_name: str = "LabelLoop",
         fault_injector: faults.FaultInjector | None = None,
         lambda_concurrency_quota: int = lambda_quota.DEFAULT_QUOTA,
+        sfn_retry_scale: float = sfn_retry.DEFAULT_SCALE,
     ) -> Iterator[LocalCloud]:
         """Enter moto, install the emulation patches, deploy the assembly; undo all on exit.
 
@@ -95,7 +97,8 @@ class LocalCloud:
         by the deployed functions fail at its rules' rates (`sandbox.faults`).
         ``lambda_concurrency_quota``: the account's concurrent-executions quota (AWS's default 1,000; a
         new account's 10): reservations beyond it fail the deploy, invocations beyond it are throttled
-        (`sandbox.lambda_quota`).
+        (`sandbox.lambda_quota`). ``sfn_retry_scale``: the factor on the sleeps between a state
+        machine's Retry attempts (`sandbox.sfn_retry`; 1.0 waits in real time).
         """
         if esm_mode not in ("poll", "manual"):
             raise ValueError(f"esm_mode must be 'poll' or 'manual', not {esm_mode!r}")
@@ -116,10 +119,12 @@ class LocalCloud:
             if fault_injector is not None:
                 faults.install(fault_injector)
             lambda_quota.install(lambda_concurrency_quota)
+            sfn_retry.install(sfn_retry_scale)
             yield from cls._run(
                 assembly_dir, gt_settings, model_settings, poller_settings, workteams, region, stack_name
             )
         finally:
+            sfn_retry.uninstall()
             lambda_quota.uninstall()
             faults.uninstall()
             _ACTIVE.release()
