@@ -50,9 +50,9 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 
 setup: $(VENV_STAMP) $(NODE_STAMP) $(CHECKOV_STAMP)
 
-# One xdist worker per core; loadgroup keeps each e2e module (and all Label Studio tests) on one
-# worker so their module/session fixtures start once (tests/conftest.py assigns the groups).
-PYTEST_PARALLEL := -n $(shell nproc 2>/dev/null || echo 2) --dist loadgroup
+# One xdist worker per core; the suite's scheduler (pytest_xdist_make_scheduler in tests/conftest.py)
+# keeps each e2e module, and all Label Studio tests, on one worker so their fixtures start once.
+PYTEST_PARALLEL := -n $(shell nproc 2>/dev/null || echo 2) --dist loadscope
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=25

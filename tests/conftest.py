@@ -6,8 +6,10 @@
 - Markers by folder (new files get them too): ``tests/e2e`` and ``tests/labelstudio`` are ``e2e``
   and ``slow``; ``tests/infra`` is ``slow`` (it synthesizes). ``load`` tests run only when ``-m``
   names them (``make load``).
-- ``--dist loadgroup``: each e2e module is one group (its module fixtures start once), every
-  Label Studio test is in one group (one server per run); unit tests spread one by one.
+- Parallel runs (``-n``) use the suite's own scheduler (``pytest_xdist_make_scheduler``): each
+  e2e module is one work unit (its module fixtures start once), every Label Studio test is in one
+  unit (one server per run); other tests spread one by one. It groups by node id, so it does not
+  depend on xdist's ``xdist_group`` suffix, which pytest 9 no longer carries into node ids.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ TESTS = Path(__file__).resolve().parent
 ASSEMBLY_CACHE_ENV = "LABELLOOP_ASSEMBLY_CACHE"
 #: Folder -> markers every test in it gets (the first path part under tests/).
 FOLDER_MARKERS = {"e2e": ("e2e", "slow"), "labelstudio": ("e2e", "slow"), "infra": ("slow",)}
-#: Folders whose tests share one xdist group (one Label Studio server per run).
+#: Folders whose tests share one xdist work unit (one Label Studio server per run).
 ONE_GROUP_FOLDERS = {"labelstudio"}
-#: Folders whose modules are each one xdist group (module fixtures start once).
+#: Folders whose modules are each one xdist work unit (module fixtures start once).
 MODULE_GROUP_FOLDERS = {"e2e"}
 LOAD_MARKER = "load"
 _OWN_CACHE = pytest.StashKey[str]()
@@ -66,23 +68,41 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Markers and xdist groups by folder; ``load`` tests left out unless ``-m`` asks for them."""
+    """Markers by folder; ``load`` tests left out unless ``-m`` asks for them."""
     for item in items:
         relative = item.path.resolve().relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
         folder = relative[0] if len(relative) > 1 else ""
         for name in FOLDER_MARKERS.get(folder, ()):
             item.add_marker(name)
-        if item.get_closest_marker("xdist_group") is None:
-            if folder in ONE_GROUP_FOLDERS:
-                item.add_marker(pytest.mark.xdist_group(folder))
-            elif folder in MODULE_GROUP_FOLDERS:
-                item.add_marker(pytest.mark.xdist_group("/".join(relative)))
     if LOAD_MARKER in (config.option.markexpr or ""):
         return
     kept = [item for item in items if item.get_closest_marker(LOAD_MARKER) is None]
     if len(kept) != len(items):
         config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker(LOAD_MARKER)])
         items[:] = kept
+
+
+def work_unit(nodeid: str) -> str:
+    """The xdist work unit of a test: its e2e module, the Label Studio folder, or the test itself."""
+    path = nodeid.split("::", 1)[0]
+    parts = path.split("/")
+    if len(parts) > 2 and parts[0] == TESTS.name:
+        if parts[1] in ONE_GROUP_FOLDERS:
+            return f"{parts[0]}/{parts[1]}"
+        if parts[1] in MODULE_GROUP_FOLDERS:
+            return path
+    return nodeid
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Load-balance work units (see :func:`work_unit`) across the workers, largest first."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class WorkUnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return WorkUnitScheduling(config, log)
 
 
 def shared_assembly(context: dict[str, Any] | None = None) -> Path:
