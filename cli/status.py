@@ -210,6 +210,9 @@ def _unfinished_exports(target: Target, dataset: str) -> list[dict[str, Any]]:
 
 def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[str, Any]:
     """Everything `status` shows about one dataset."""
+    # The export first: every batch it was made from is then seen merged (an export is never newer
+    # than the batch listing beside it).
+    latest_export = _latest_export(target, dataset)
     batches_prefix = f"{target.work_prefix}{contract.BATCHES_DIR}{dataset}/"
     by_batch: dict[str, set[str]] = {}
     for item in list_objects(target, batches_prefix):
@@ -235,7 +238,7 @@ def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[s
         "batches": batches,
         "threshold": threshold if isinstance(threshold, dict) else None,
         "threshold_in_use": in_use,
-        "latest_export": _latest_export(target, dataset),
+        "latest_export": latest_export,
         "unfinished_exports": _unfinished_exports(target, dataset),
     }
 

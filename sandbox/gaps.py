@@ -98,6 +98,12 @@ GAPS: tuple[Gap, ...] = (
         "the intervals, backoff and attempt counts are evaluated as written",
     ),
     Gap(
+        "Lambda error names in function-ARN tasks",
+        "moto names every refused Invoke (a throttle included) Exception, so a Retry on "
+        "Lambda.TooManyRequestsException never matched",
+        "sandbox.sfn_retry names it Lambda.<error code>, as AWS does for both Lambda task forms",
+    ),
+    Gap(
         "Lambda code",
         "runs only in Docker; the asset holds Linux arm64 wheels",
         "sandbox.lambda_runtime runs handlers in-process from the deployed zip, taking our own "
