@@ -61,6 +61,136 @@ def register(sub: Any) -> None:
     yolo.add_argument("--profile", help="AWS profile (default: the standard configuration chain)")
     yolo.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
     yolo.set_defaults(func=run)
+    _register_rekognition(formats)
+
+
+def _register_rekognition(formats: Any) -> None:
+    """Add ``export rekognition``."""
+    rek = formats.add_parser(
+        "rekognition",
+        help="write Rekognition Custom Labels training and evaluation manifests from the human-labeled lines",
+        description=(
+            "Keep the lines whose labels people made (LabelLoop provenance verified/adjusted/drawn/audit, "
+            "or human-annotated: yes), split them by a stable hash of the image key into training and a "
+            "fixed evaluation set, and write rekognition-train.manifest, rekognition-evaluation.manifest "
+            "and training.json (counts, and every line left out with the reason)."
+        ),
+    )
+    rek.add_argument("manifest", nargs="+", help="output manifest(s): local path or s3://bucket/key")
+    rek.add_argument("--out", required=True, help="destination: a local folder or s3://bucket/prefix/")
+    rek.add_argument(
+        "--evaluation-fraction",
+        type=float,
+        default=limits.EVALUATION_FRACTION.default,
+        help=f"share held out for evaluation ({limits.EVALUATION_FRACTION.span}; "
+        f"default {limits.EVALUATION_FRACTION.default})",
+    )
+    rek.add_argument("--profile", help="AWS profile (default: the standard configuration chain)")
+    rek.set_defaults(func=run_rekognition)
+
+
+def run_rekognition(args: argparse.Namespace) -> int:
+    """Build the training set from the manifests and write its three files; print a summary."""
+    import json
+
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    from adapters.export_writer import s3_client
+    from labelloop_core.contract import (
+        TRAINING_DIR,
+        TRAINING_EVALUATION_MANIFEST,
+        TRAINING_FILE,
+        TRAINING_TRAIN_MANIFEST,
+    )
+    from labelloop_core.manifest import ManifestError, iter_manifest
+    from labelloop_core.training_data import EVALUATION, TRAIN, TrainingSetBuilder
+
+    if args.evaluation_fraction not in limits.EVALUATION_FRACTION:
+        raise _error(
+            f"--evaluation-fraction must be within {limits.EVALUATION_FRACTION.span}, got {args.evaluation_fraction}"
+        )
+    try:
+        s3 = s3_client(4, profile=args.profile)
+    except BotoCoreError as exc:
+        raise _error(f"AWS configuration: {exc}") from None
+    builder = TrainingSetBuilder(evaluation_fraction=args.evaluation_fraction)
+    try:
+        for source in args.manifest:
+            for line_no, line in iter_manifest(_bounded(_manifest_lines(source, s3))):
+                builder.add(line, line_no, source)
+    except ManifestError as exc:
+        raise _error(f"{source}: {exc}") from None
+    except NoCredentialsError:
+        raise _error("no AWS credentials found (set AWS_PROFILE or --profile, or AWS_ACCESS_KEY_ID)") from None
+    training = builder.build()
+    if not training.lines[TRAIN] and not training.lines[EVALUATION]:
+        reasons = ", ".join(f"{k} {v}" for k, v in training.report()["left_out"]["by_reason"].items())
+        raise _error(f"no human-labeled line to train on ({reasons or 'the manifests are empty'})")
+    files = {
+        TRAINING_TRAIN_MANIFEST: _jsonl(training.lines[TRAIN]),
+        TRAINING_EVALUATION_MANIFEST: _jsonl(training.lines[EVALUATION]),
+        TRAINING_FILE: (json.dumps(training.report(), indent=1, ensure_ascii=False) + "\n").encode("utf-8"),
+    }
+    try:
+        where = _write_files(args.out, {name[len(TRAINING_DIR) :]: body for name, body in files.items()}, s3)
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(f"S3: {exc}") from None
+    _rekognition_summary(training.report(), where, sys.stdout)
+    return 0
+
+
+def _bounded(lines: Iterator[Any]) -> Iterator[Any]:
+    """The lines, stopping with the line number at the first line over the length limit."""
+    from labelloop_core.lines import OverlongLine
+    from labelloop_core.manifest import ManifestError
+
+    for line_no, line in enumerate(lines, start=1):
+        if isinstance(line, OverlongLine):
+            raise ManifestError(line_no, f"line of {line.length} bytes exceeds the {line.limit}-byte limit")
+        yield line
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    import json
+
+    return "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows).encode("utf-8")
+
+
+def _write_files(out: str, files: dict[str, bytes], s3: Any) -> str:
+    """Write ``files`` (name → bytes) into a local folder or under an S3 prefix; return where."""
+    if out.startswith("s3://"):
+        from adapters.s3 import S3UriError, parse_uri
+
+        try:
+            bucket, prefix = parse_uri(out)
+        except S3UriError as exc:
+            raise _error(str(exc)) from None
+        prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        for name, body in files.items():
+            s3.put_object(Bucket=bucket, Key=prefix + name, Body=body)
+        return f"s3://{bucket}/{prefix}"
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise _error(f"--out {out} exists and is not a folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in files.items():
+        (folder / name).write_bytes(body)
+    return str(folder)
+
+
+def _rekognition_summary(report: dict[str, Any], where: str, out: TextIO) -> None:
+    images, boxes, left = report["images"], report["boxes"], report["left_out"]
+    out.write(
+        f"Rekognition manifests written at {where}\n"
+        f"  train: {images['train']} image(s), {boxes['train']} box(es); "
+        f"evaluation: {images['evaluation']} image(s), {boxes['evaluation']} box(es); "
+        f"classes: {len(report['classes'])}\n"
+    )
+    if left["count"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in left["by_reason"].items())
+        out.write(f"  left out: {left['count']} line(s) ({reasons}); training.json lists them\n")
+    for problem in report["problems"]:
+        out.write(f"  warning: {problem}\n")
 
 
 class Progress:

@@ -45,6 +45,7 @@ from adapters.export_writer import (
     write_export,
 )
 from adapters.s3 import S3UriError, list_objects, parse_uri
+from adapters.training_writer import build_training_set, write_training_data
 from labelloop_core import limits
 from labelloop_core.classes import ClassMapError, ClassRegistry
 from labelloop_core.contract import (
@@ -299,7 +300,12 @@ def export_dataset(
         "exporting",
         extra={"dataset": dataset, "version": version, "manifests": len(inputs), "images": len(plan.records)},
     )
-    extra = {"trigger": trigger, "calibration": calibration_certificate(dataset)}
+    training = build_training_set(((m.uri, _lines(m)) for m in inputs), registry.names)
+    extra = {
+        "trigger": trigger,
+        "calibration": calibration_certificate(dataset),
+        "training": write_training_data(dest, training),
+    }
     if use_distributed(len(plan.records), cfg.distributed_above if cfg.state_machine_arn else None):
         return _distribute(plan, dest, S3Destination(cfg.bucket, dataset_prefix, _s3()), dataset, version, extra)
     document = write_export(

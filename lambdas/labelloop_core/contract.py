@@ -15,6 +15,10 @@ from typing import Any, Final, TypedDict
 PRELABEL_ATTRIBUTE: Final = "labelloop-prelabel"
 #: The final label of an auto-accepted image (``human-annotated: no``); also its ``job-name``.
 AUTO_ATTRIBUTE: Final = "labelloop-auto"
+#: The one label attribute of every training manifest line (Rekognition wants one name per dataset).
+TRAINING_ATTRIBUTE: Final = "labelloop-training"
+#: Job name recorded in training manifest lines written by LabelLoop.
+TRAINING_JOB_NAME: Final = "labelloop-training-data"
 #: LabelLoop's bookkeeping for one image (keys below).
 META_KEY: Final = "labelloop-meta"
 #: Metadata key telling which LabelLoop task (adjust/verify) produced a label.
@@ -52,6 +56,7 @@ class Meta:
     LABEL_ATTRIBUTE: Final = "label_attribute"  # the attribute holding the final label
     REVIEW_JOB: Final = "review_job"
     TASK: Final = "task"  # the task (adjust/verify) a line is shown as; the pre/post Lambdas read it
+    PROVENANCE: Final = "provenance"  # who made the final label (labelloop_core.verification)
 
 
 # -- events ------------------------------------------------------------------------------------------
@@ -111,6 +116,11 @@ VERIFIED_MANIFEST: Final = "verified.manifest"
 #: Inside one export version (``<exports prefix><dataset>/<version>/``): the distributed export's
 #: plan (its shard files, one done marker per finished shard) and the report of a failed export.
 EXPORT_FILE: Final = "export.json"
+#: Training data beside an export's YOLO files: human-labeled images only (docs/retrain.md).
+TRAINING_DIR: Final = "training/"
+TRAINING_TRAIN_MANIFEST: Final = "training/rekognition-train.manifest"
+TRAINING_EVALUATION_MANIFEST: Final = "training/rekognition-evaluation.manifest"
+TRAINING_FILE: Final = "training/training.json"
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"

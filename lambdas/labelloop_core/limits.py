@@ -158,3 +158,17 @@ LOG_RETENTION_DAYS: Final = frozenset(
 )
 #: Fewest human-labeled evaluation images on which a candidate model version may be promoted.
 MIN_EVALUATION_IMAGES: Final = IntRange(30, 5, 1_000_000)
+
+# -- training data (Rekognition Custom Labels object detection; docs/retrain.md) ---------------------
+#: Share of human-labeled images held out as the fixed evaluation set (a stable hash of the image key).
+EVALUATION_FRACTION: Final = FloatRange(0.2, 0.05, 0.5)
+#: Rekognition Custom Labels' limits on one training image and on a dataset.
+REKOGNITION_MIN_SIDE_PX: Final = 64
+REKOGNITION_MAX_SIDE_PX: Final = 4096
+REKOGNITION_MAX_ASPECT: Final = 20.0
+REKOGNITION_MAX_BOXES: Final = 50
+REKOGNITION_MAX_LABELS: Final = 250
+#: Images with a side longer than this are resized by Rekognition; each box must stay over 1x1 px.
+REKOGNITION_RESIZE_SIDE_PX: Final = 1280
+#: More than this share of invalid lines fails a Rekognition dataset.
+REKOGNITION_MAX_INVALID_SHARE: Final = 0.2
