@@ -121,6 +121,8 @@ TRAINING_DIR: Final = "training/"
 TRAINING_TRAIN_MANIFEST: Final = "training/rekognition-train.manifest"
 TRAINING_EVALUATION_MANIFEST: Final = "training/rekognition-evaluation.manifest"
 TRAINING_FILE: Final = "training/training.json"
+#: The model registry of the stack (labelloop_core.registry), in the data bucket.
+MODEL_REGISTRY_KEY: Final = "models/registry.json"
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
