@@ -301,12 +301,9 @@ def export_dataset(
         extra={"dataset": dataset, "version": version, "manifests": len(inputs), "images": len(plan.records)},
     )
     training = build_training_set(((m.uri, _lines(m)) for m in inputs), registry.names)
-    extra = {
-        "trigger": trigger,
-        "calibration": calibration_certificate(dataset),
-        "training": write_training_data(dest, training),
-    }
+    extra = {"trigger": trigger, "calibration": calibration_certificate(dataset)}
     if use_distributed(len(plan.records), cfg.distributed_above if cfg.state_machine_arn else None):
+        write_training_data(dest, training)
         return _distribute(plan, dest, S3Destination(cfg.bucket, dataset_prefix, _s3()), dataset, version, extra)
     document = write_export(
         plan,
@@ -317,6 +314,8 @@ def export_dataset(
         extra=extra,
         should_stop=should_stop,
     )
+    # Before latest.json moves, so a published version always has its training data.
+    write_training_data(dest, training)
     moved = publish_latest(S3Destination(cfg.bucket, dataset_prefix, _s3()), version, document, dest.uri)
     status = "already_exported" if document.get("already_complete") else "exported"
     result = {

@@ -46,7 +46,8 @@ def _fingerprint(dataset: Path) -> dict[str, str]:
     return {
         p.relative_to(dataset).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(dataset.rglob("*"))
-        if p.is_file() and p.name != "export.json"
+        # training/ records each run's labeling-job names and dates (its images are checked elsewhere).
+        if p.is_file() and p.name != "export.json" and "training" not in p.relative_to(dataset).parts
     }
 
 
