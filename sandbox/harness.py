@@ -34,6 +34,7 @@ from sandbox import (
     lambda_runtime,
     model_emulation,
     moto_speedups,
+    rekognition_training,
     sfn_retry,
 )
 from sandbox.deploy import Deployment
@@ -147,6 +148,7 @@ class LocalCloud:
             events.install()
             groundtruth.install(gt_settings)
             model_emulation.install(model_settings)
+            rekognition_training.install(rekognition_training.RekognitionTrainingSettings())
             event_sources.install()
             cloud: LocalCloud | None = None
             poller: SqsPoller | None = None
@@ -165,6 +167,7 @@ class LocalCloud:
                     cloud.stop_executions()
                 groundtruth.join_threads()
                 event_sources.uninstall()
+                rekognition_training.uninstall()
                 model_emulation.uninstall()
                 groundtruth.uninstall()
                 events.uninstall()

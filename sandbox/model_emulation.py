@@ -3,7 +3,8 @@
 moto 5.2.5 returns canned Rekognition labels and replays a queue for sagemaker-runtime (docs/emulation.md).
 ``install(predictor)`` replaces both responses so the assisting model is a local predictor:
 ``NoPredictor`` (nothing detected), ``ReplayPredictions`` (a predictions file) or
-``SyntheticDetector`` (the pixel detector for the demo's synthetic scenes). Answers use the exact
+``SyntheticDetector`` (the pixel detector for the demo's synthetic scenes); a project version trained
+in the emulation (`sandbox.rekognition_training`) answers with its own model instead. Answers use the exact
 AWS shapes: Rekognition ``CustomLabels[{Name, Confidence 0-100, Geometry.BoundingBox ratios}]``,
 the built-in SageMaker detector ``{"prediction": [[class, score, xmin, ymin, xmax, ymax]]}``.
 ``faults`` injects per-image failures (throttling, server error, garbage body) for tests.
@@ -126,12 +127,12 @@ def _clip01(value: float) -> float:
     return min(1.0, max(0.0, value))
 
 
-def _predict(image: ImageRef) -> tuple[list[dict[str, Any]], int, int]:
+def _predict(image: ImageRef, predictor: Predictor | None = None) -> tuple[list[dict[str, Any]], int, int]:
     try:
         width, height, _ = image_size(image.data or b"")
     except Exception as exc:
         raise InvalidImageFormatException() from exc
-    detections = SETTINGS.predictor.predict(image, list(SETTINGS.labels))
+    detections = (predictor or SETTINGS.predictor).predict(image, list(SETTINGS.labels))
     return detections, width, height
 
 
@@ -163,7 +164,11 @@ def detect_custom_labels(self: RekognitionResponse) -> Any:
         raise ThrottlingException()
     if fault == "error":
         raise InternalServerError()
-    detections, width, height = _predict(image)
+    # A version trained in the emulation answers with its own model, and only while RUNNING.
+    from sandbox.rekognition_training import running_model
+
+    trained = running_model(self.current_account, self.region, str(params.get("ProjectVersionArn", "")))
+    detections, width, height = _predict(image, trained)
     min_conf = float(params.get("MinConfidence", 50.0))
     labels = []
     for det in sorted(detections, key=lambda d: -float(d["confidence"])):

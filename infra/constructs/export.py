@@ -153,10 +153,11 @@ class Export(Construct):
             )
         )
 
-        # A very large export re-triggers itself (same event inside) before its time runs out.
+        # A very large export re-triggers itself (same event inside) before its time runs out, and
+        # every finished export announces "Export Published" (the retrain workflow starts from it).
         fn.add_to_role_policy(
             iam.PolicyStatement(
-                sid="ScheduleContinuation",
+                sid="ScheduleContinuationAndAnnounce",
                 actions=["events:PutEvents"],
                 resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
             )

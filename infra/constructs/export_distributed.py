@@ -15,7 +15,7 @@ what an export copies (work/ and incoming/), read and write exports/ only.
 
 from __future__ import annotations
 
-from aws_cdk import ArnFormat, CfnOutput, Duration, Stack
+from aws_cdk import ArnFormat, Aws, CfnOutput, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
@@ -96,6 +96,14 @@ class DistributedExport(Construct):
         # 404 (reported per image), not 403 (which fails the shard).
         self.function.add_to_role_policy(
             iam.PolicyStatement(sid="ListDataBucket", actions=["s3:ListBucket"], resources=[bucket.bucket_arn])
+        )
+        # The publish step announces "Export Published" (the retrain workflow starts from it).
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AnnounceExport",
+                actions=["events:PutEvents"],
+                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
+            )
         )
         prefix = bucket_prefix_finding(bucket)
         for finding, reason in (

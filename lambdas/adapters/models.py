@@ -106,6 +106,7 @@ class ModelSettings:
     confidence_level: float = 0.95
     min_pairs: int = 30
     bound: str = "betting"
+    version: str = "v1"  # the registry version this batch pinned (`adapters.model_pin`)
 
     @property
     def model_id(self) -> str:
@@ -113,8 +114,34 @@ class ModelSettings:
         if self.kind == "rekognition":
             return f"rekognition:{self.model_arn}"
         if self.kind == "sagemaker":
-            return f"sagemaker:{self.endpoint_name}:{self.endpoint_format}"
+            base = f"sagemaker:{self.endpoint_name}:{self.endpoint_format}"
+            return base if self.version == "v1" else f"{base}:{self.version}"
         return "none"
+
+    def identity(self) -> dict[str, Any]:
+        """What the model registry records as a version's identity (the deploy-time model is v1)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        if self.kind == "rekognition":
+            out["model_arn"] = self.model_arn
+        elif self.kind == "sagemaker":
+            out.update(endpoint_name=self.endpoint_name, endpoint_format=self.endpoint_format)
+        return out
+
+    def pinned(self, version: str, identity: Mapping[str, Any]) -> ModelSettings:
+        """These settings with the model of a registry version (same routing and calibration settings)."""
+        import dataclasses
+
+        kind = str(identity.get("kind", self.kind))
+        if kind not in MODEL_KINDS:
+            raise SettingsError(f"model registry version {version}: unknown kind {kind!r}")
+        return dataclasses.replace(
+            self,
+            kind=kind,
+            model_arn=identity.get("model_arn", self.model_arn),
+            endpoint_name=identity.get("endpoint_name", self.endpoint_name),
+            endpoint_format=str(identity.get("endpoint_format", self.endpoint_format)),
+            version=version,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ModelSettings:

@@ -20,7 +20,6 @@ section (images pre-labeled, boxes, every per-image model error by kind, the fir
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
@@ -32,7 +31,8 @@ from aws_lambda_powertools import Logger
 from adapters.aws import client
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json, put_jsonl
-from handlers.route import calibration_prefix, event_fields, threshold_key
+from adapters.model_pin import pinned_settings
+from handlers.route import calibration_prefix, event_fields, state_key, threshold_key
 from labelloop_core import contract
 from labelloop_core.calibration import calibration_state, result_of
 from labelloop_core.classes import ClassRegistry
@@ -147,12 +147,6 @@ def batch_pairs(
     return pairs, skipped, problems
 
 
-def state_key(dataset: str, model_id: str) -> str:
-    """The calibration state of one model version (a hash keeps ARNs out of the key)."""
-    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
-    return contract.calibration_state_key(calibration_prefix(), dataset, digest)
-
-
 def batch_design(routed: Mapping[str, Any] | None, cfg: ModelSettings) -> tuple[float | None, float]:
     """``(theta, audit_fraction)`` the batch was routed with; a batch never routed had no theta."""
     if not routed:
@@ -248,6 +242,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     """Write the batch's pairs, fold them, store theta, and add the calibration section to report.json."""
     s3 = s3 or client("s3")
     bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
+    cfg = pinned_settings(cfg, batch_prefix, s3)
     registry = ClassRegistry(cfg.labels)
     tally = PrelabelTally()
     pairs, skipped, problems = batch_pairs(bucket, batch_prefix, batch_id, registry, s3, tally)
@@ -293,7 +288,8 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "fixed_threshold_in_use": cfg.auto_accept_threshold,
     }
     prelabel_section = tally.section(cfg.model_id) if cfg.kind != "none" else {"model": "none"}
-    _update_report(bucket, batch_prefix + BATCH_REPORT_FILE, {"calibration": section, "prelabel": prelabel_section}, s3)
+    sections = {"calibration": section, "prelabel": prelabel_section, "model": {"version": cfg.version, "id": cfg.model_id}}
+    _update_report(bucket, batch_prefix + BATCH_REPORT_FILE, sections, s3)
     summary = {
         "pairs_written": len(pairs),
         "pairs_used": result.pairs_used,

@@ -24,6 +24,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from adapters import env
+from adapters.announce import export_published
+from adapters.aws import client
 from adapters.export_shards import publish, record_failure, record_shard_error, run_shard
 from adapters.export_writer import S3Destination, s3_client
 from labelloop_core import limits
@@ -128,6 +130,9 @@ def _publish(event: dict[str, Any]) -> dict[str, Any]:
         "counts": document.get("counts"),
         "shards": len(document.get("shards", [])),
     }
+    export_published(
+        client("events"), dataset=str(result["dataset"]), version=str(result["version"]), uri=dest.uri, counts=result["counts"]
+    )
     logger.info("export published", extra=result)
     return result
 

@@ -35,6 +35,7 @@ from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from adapters import env
+from adapters.announce import export_published
 from adapters.aws import client
 from adapters.export_shards import start_execution, write_plan
 from adapters.export_writer import (
@@ -326,6 +327,7 @@ def export_dataset(
         "latest_updated": moved,
         "counts": document.get("counts"),
     }
+    export_published(client("events"), dataset=dataset, version=version, uri=dest.uri, counts=document.get("counts"))
     logger.info("export done", extra=result)
     return result
 
@@ -340,6 +342,7 @@ def _distribute(
     current = dest.read_json(EXPORT_FILE)
     if current is not None and current.get("version") == version:  # published: only latest.json may move
         moved = publish_latest(root, version, current, dest.uri)
+        export_published(client("events"), dataset=dataset, version=version, uri=dest.uri, counts=current.get("counts"))
         return result | {"status": "already_exported", "latest_updated": moved, "counts": current.get("counts")}
     plan_doc = write_plan(plan, dest, version, dataset=dataset, shard_size=cfg.shard_size, extra=extra)
     payload = {"bucket": cfg.bucket, "version_prefix": dest.prefix, "dataset_prefix": root.prefix}

@@ -20,6 +20,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from adapters.aws import client
+from adapters.model_pin import pinned_settings
 from adapters.models import ImageInput, ModelSettings, Prelabeler, RetryPolicy, backend_for
 from adapters.s3 import S3UriError, iter_lines, parse_uri
 from labelloop_core.contract import PRELABELED_DIR, SHARDS_DIR
@@ -96,6 +97,7 @@ def process_shard(
         raise PrelabelEventError(f"batch_prefix {batch_prefix!r} must end with '/'")
     target = output_key(batch_prefix, shard_key)
     s3 = s3 or client("s3")
+    cfg = pinned_settings(cfg, batch_prefix, s3)
     backend = backend_for(cfg, model_client)
     labeler = None
     if backend is not None:
@@ -148,6 +150,7 @@ def process_shard(
         "detections": detections,
         "retries": labeler.retries if labeler else 0,
         "model": labeler.model_id if labeler else "none",
+        "model_version": cfg.version,
     }
     logger.info("shard pre-labeled", extra=summary)
     return summary

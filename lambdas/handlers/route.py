@@ -8,7 +8,10 @@ step fails rather than route a partial batch) and writes ``<batch_prefix>accepte
 
 Effective threshold: ``AUTO_ACCEPT_THRESHOLD`` when set ("fixed"); else theta from
 ``<CALIBRATION_PREFIX><dataset>/threshold.json`` when it was calibrated for the SAME model
-("calibrated"); else off (everything to humans). No model means no auto-accept.
+("calibrated"); else theta from that model version's own calibration state (a version promoted by
+the retrain loop starts from its evaluation pairs; "calibrated" too); else off (everything to
+humans). No model means no auto-accept. The model is the version the batch pinned
+(`adapters.model_pin`).
 
 Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source", "reasons"}``.
 """
@@ -16,6 +19,8 @@ Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source"
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -26,11 +31,12 @@ from aws_lambda_powertools import Logger
 
 from adapters import env
 from adapters.aws import client
+from adapters.model_pin import pinned_settings
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, list_objects, put_json
 from labelloop_core import contract
 from labelloop_core.batching import batch_fields
-from labelloop_core.calibration import ACCEPT, AUDIT
+from labelloop_core.calibration import ACCEPT, AUDIT, result_of
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
     PRELABELED_DIR,
@@ -41,6 +47,7 @@ from labelloop_core.contract import (
     RouteDoc,
     RouteSummary,
 )
+from labelloop_core.eprocess import CalibrationState, StateError
 from labelloop_core.manifest import ManifestError, dumps_line, iter_manifest
 from labelloop_core.prelabels import accepted_line, decide_route, review_line
 
@@ -76,6 +83,12 @@ def event_fields(event: Mapping[str, Any], cfg: ModelSettings) -> tuple[str, str
 def threshold_key(dataset: str) -> str:
     """The dataset's calibrated-threshold document."""
     return contract.threshold_key(calibration_prefix(), dataset)
+
+
+def state_key(dataset: str, model_id: str) -> str:
+    """The calibration state of one model version (a hash keeps ARNs out of the key)."""
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:16]
+    return contract.calibration_state_key(calibration_prefix(), dataset, digest)
 
 
 @dataclass(frozen=True)
@@ -119,7 +132,8 @@ def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) 
         document = get_json(bucket, key, s3)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return Threshold(None, SOURCE_OFF, f"not calibrated yet ({key} absent)")
+            found = _version_threshold(cfg, bucket, dataset, s3)
+            return found or Threshold(None, SOURCE_OFF, f"not calibrated yet ({key} absent)")
         raise
     except ValueError as exc:
         logger.error("threshold document unreadable", extra={"key": key, "error": str(exc)})
@@ -128,13 +142,34 @@ def effective_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) 
         return Threshold(None, SOURCE_OFF, f"{key} is not a JSON object: auto-accept off")
     if document.get("model") != cfg.model_id:
         note = f"{key} was calibrated for model {document.get('model')!r}, not {cfg.model_id!r}"
-        return Threshold(None, SOURCE_OFF, note)
+        return _version_threshold(cfg, bucket, dataset, s3) or Threshold(None, SOURCE_OFF, note)
     theta = document.get("theta")
     if theta is None:
         return Threshold(None, SOURCE_OFF, f"calibration says off ({document.get('reason')})", document)
     if isinstance(theta, bool) or not isinstance(theta, int | float) or not 0 <= theta <= 1:
         return Threshold(None, SOURCE_OFF, f"{key} has an invalid theta {theta!r}: auto-accept off")
     return Threshold(float(theta), SOURCE_CALIBRATED, key, document)
+
+
+def _version_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) -> Threshold | None:
+    """theta from the pinned version's own calibration state, when it has one for this dataset."""
+    from botocore.exceptions import ClientError
+
+    key = state_key(dataset, cfg.model_id)
+    try:
+        state = CalibrationState.from_dict(json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    except ClientError:
+        return None
+    except (ValueError, StateError) as exc:
+        logger.error("calibration state unreadable", extra={"key": key, "error": str(exc)})
+        return None
+    if (state.target, state.confidence_level, state.model) != (cfg.target_quality, cfg.confidence_level, cfg.model_id):
+        return None
+    result = result_of(state, cfg.bound)
+    evidence = {**result.as_dict(), "model": cfg.model_id, "state_key": key}
+    if result.theta is None:
+        return Threshold(None, SOURCE_OFF, f"calibration of {cfg.version} says off ({result.reason})", evidence)
+    return Threshold(float(result.theta), SOURCE_CALIBRATED, key, evidence)
 
 
 def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
@@ -171,6 +206,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     """Route every pre-labeled image of a batch (streamed; output spooled to temporary files)."""
     s3 = s3 or client("s3")
     bucket, dataset, batch_id, batch_prefix = event_fields(event, cfg)
+    cfg = pinned_settings(cfg, batch_prefix, s3)
     threshold = effective_threshold(cfg, bucket, dataset, s3)
     theta = threshold.theta
     keys = prelabeled_keys(bucket, batch_prefix, s3)
@@ -206,6 +242,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "threshold_used": threshold.describe(),
         "audit_fraction": cfg.audit_fraction,
         "model": cfg.model_id,
+        "model_version": cfg.version,
     }
     put_json(bucket, batch_prefix + ROUTE_FILE, document, s3)
     logger.info("batch routed", extra={**summary, "dataset": dataset, "batch_id": batch_id, "note": threshold.note})

@@ -64,6 +64,11 @@ WORKFLOW_EVENT_SOURCE: Final = "labelloop.workflow"
 BATCH_LABELED: Final = "Batch Labeled"
 EXPORT_EVENT_SOURCE: Final = "labelloop.export"
 EXPORT_CONTINUATION: Final = "Export Continuation"
+#: A dataset's export moved ``latest.json``: the retrain workflow starts from it (docs/retrain.md).
+EXPORT_PUBLISHED: Final = "Export Published"
+RETRAIN_EVENT_SOURCE: Final = "labelloop.retrain"
+#: A model version was promoted, rejected or failed (detail: version, status, reason, evaluation).
+MODEL_VERSION_CHANGE: Final = "Model Version State Change"
 SAGEMAKER_EVENT_SOURCE: Final = "aws.sagemaker"
 JOB_STATE_CHANGE: Final = "SageMaker Ground Truth Labeling Job State Change"
 #: Every labeling job the workflow starts is named with this prefix (IAM scopes use it too).
@@ -72,6 +77,7 @@ WORKFLOW_JOB_PREFIX: Final = "labelloop-"
 #: tools can tell the per-batch workflow from the distributed export.
 WORKFLOW_STATE_MACHINE_SUFFIX: Final = "-batch-workflow"
 EXPORT_STATE_MACHINE_SUFFIX: Final = "-export"
+RETRAIN_STATE_MACHINE_SUFFIX: Final = "-retrain"
 #: Tag naming the dataset of a Ground Truth job started outside the workflow.
 DATASET_TAG: Final = "labelloop:dataset"
 
@@ -103,6 +109,8 @@ REVIEW_MANIFEST: Final = "review.manifest"
 ROUTE_FILE: Final = "route.json"
 REVIEW_FILE: Final = "review.json"
 OUTPUT_MANIFEST: Final = "output.manifest"
+#: The model version a batch pinned when it started (pre-label, route and calibrate all use it).
+MODEL_PIN_FILE: Final = "model.json"
 #: The batch report (``ReportDoc``): merge, calibrate and record-failure write it into the batch folder.
 BATCH_REPORT_FILE: Final = "report.json"
 #: The run report ``labelloop local run`` writes into its ``--out`` folder: another schema (the run's
@@ -123,6 +131,8 @@ TRAINING_EVALUATION_MANIFEST: Final = "training/rekognition-evaluation.manifest"
 TRAINING_FILE: Final = "training/training.json"
 #: The model registry of the stack (labelloop_core.registry), in the data bucket.
 MODEL_REGISTRY_KEY: Final = "models/registry.json"
+#: Where trained versions write their output (Rekognition OutputConfig, training artifacts).
+MODEL_OUTPUT_PREFIX: Final = "models/versions/"
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
@@ -322,6 +332,12 @@ class Env:
     VERIFY_SECONDS_PER_BOX: Final = "VERIFY_SECONDS_PER_BOX"
     DRAW_SECONDS_PER_BOX: Final = "DRAW_SECONDS_PER_BOX"
     MODEL_VERSION: Final = "MODEL_VERSION"
+    RETRAIN_BACKEND: Final = "RETRAIN_BACKEND"
+    RETRAIN_MIN_NEW_LABELS: Final = "RETRAIN_MIN_NEW_LABELS"
+    RETRAIN_MIN_PER_CLASS: Final = "RETRAIN_MIN_PER_CLASS"
+    RETRAIN_PROJECT_ARN: Final = "RETRAIN_PROJECT_ARN"
+    RETRAIN_INFERENCE_UNITS: Final = "RETRAIN_INFERENCE_UNITS"
+    RETRAIN_MIN_EVALUATION_IMAGES: Final = "RETRAIN_MIN_EVALUATION_IMAGES"
     LABEL_STUDIO_URL: Final = "LABEL_STUDIO_URL"
     LABEL_STUDIO_TOKEN_SECRET_ARN: Final = "LABEL_STUDIO_TOKEN_SECRET_ARN"
     LABEL_STUDIO_NAMESPACE: Final = "LABEL_STUDIO_NAMESPACE"
@@ -375,6 +391,7 @@ class RouteDoc(RouteSummary):
     threshold_used: Any
     audit_fraction: float
     model: str | None
+    model_version: str
 
 
 class ReportCounts(TypedDict, total=False):

@@ -172,3 +172,17 @@ REKOGNITION_MAX_LABELS: Final = 250
 REKOGNITION_RESIZE_SIDE_PX: Final = 1280
 #: More than this share of invalid lines fails a Rekognition dataset.
 REKOGNITION_MAX_INVALID_SHARE: Final = 0.2
+
+# -- the retrain loop (docs/retrain.md) -------------------------------------------------------------
+#: Human-labeled training images that must have arrived since the active version was trained.
+RETRAIN_MIN_NEW_LABELS: Final = IntRange(50, 1, 10_000_000)
+#: Fewest training boxes of every class a version is trained on (fewer: no training, with the reason).
+RETRAIN_MIN_PER_CLASS: Final = IntRange(5, 1, 1_000_000)
+#: Rekognition inference units a candidate is started with for its evaluation.
+RETRAIN_INFERENCE_UNITS: Final = IntRange(1, 1, 100)
+#: Seconds between two looks at a training, a dataset or a starting model (the state machine's Wait).
+RETRAIN_POLL_SECONDS: Final = IntRange(120, 1, 3600)
+#: Longest a retraining may take end to end (the retrain state machine's timeout).
+RETRAIN_MAX_HOURS: Final = IntRange(36, 1, 72)
+#: Evaluation images predicted per invocation of the advance step (it returns and is called again).
+RETRAIN_EVALUATION_CHUNK: Final = 500

@@ -44,6 +44,7 @@ def test_kind_none_writes_lines_through_unchanged(aws):
         "detections": 0,
         "retries": 0,
         "model": "none",
+        "model_version": "v1",
     }
     assert read_jsonl(aws, out["prelabeled_key"]) == lines
 
