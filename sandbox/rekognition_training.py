@@ -300,16 +300,17 @@ def _load_lines(dataset: Dataset, raw: bytes) -> None:
         except ValueError:
             dataset.invalid += 1
             continue
-        if not isinstance(line, dict) or _parse_uri(str(line.get("source-ref", ""))) is None:
-            dataset.invalid += 1
-        elif _line_boxes(line) is None:
+        valid = isinstance(line, dict) and _parse_uri(str(line.get("source-ref", ""))) is not None
+        if not valid or _line_boxes(line) is None:
             dataset.invalid += 1
         else:
             dataset.lines.append(line)
     total = len(rows)
     if total == 0 or dataset.invalid > INVALID_LINE_SHARE * total:
         dataset.final = "CREATE_FAILED"
-        dataset.final_message = f"The manifest file contains too many invalid data objects ({dataset.invalid} of {total})."
+        dataset.final_message = (
+            f"The manifest file contains too many invalid data objects ({dataset.invalid} of {total})."
+        )
 
 
 def describe_dataset(response: RekognitionResponse) -> str:
@@ -534,14 +535,23 @@ def seed_version(account: str, region: str, project_name: str, version_name: str
             created = time.time()
             arn = f"arn:aws:rekognition:{region}:{account}:project/{project_name}/{int(created * 1000)}"
             project = state.projects[arn] = Project(arn, project_name, created)
-        existing = next((v for v in state.versions.values() if v.project_arn == project.arn and v.name == version_name), None)
+        same = (v for v in state.versions.values() if v.project_arn == project.arn and v.name == version_name)
+        existing = next(same, None)
         if existing is not None:
             return existing.arn
         created = time.time()
         arn = f"{project.arn.rsplit('/', 1)[0]}/version/{version_name}/{int(created * 1000)}"
         state.versions[arn] = Version(
-            arn, project.arn, version_name, created, {"S3Bucket": "-", "S3KeyPrefix": ""},
-            status="RUNNING", final="RUNNING", message="The model is running.", model=model, min_units=1,
+            arn,
+            project.arn,
+            version_name,
+            created,
+            {"S3Bucket": "-", "S3KeyPrefix": ""},
+            status="RUNNING",
+            final="RUNNING",
+            message="The model is running.",
+            model=model,
+            min_units=1,
         )
         return arn
 

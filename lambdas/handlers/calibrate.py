@@ -29,9 +29,9 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from adapters.aws import client
+from adapters.model_pin import pinned_settings
 from adapters.models import ModelSettings
 from adapters.s3 import get_json, iter_lines, put_json, put_jsonl
-from adapters.model_pin import pinned_settings
 from handlers.route import calibration_prefix, event_fields, state_key, threshold_key
 from labelloop_core import contract
 from labelloop_core.calibration import calibration_state, result_of
@@ -288,7 +288,11 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "fixed_threshold_in_use": cfg.auto_accept_threshold,
     }
     prelabel_section = tally.section(cfg.model_id) if cfg.kind != "none" else {"model": "none"}
-    sections = {"calibration": section, "prelabel": prelabel_section, "model": {"version": cfg.version, "id": cfg.model_id}}
+    sections = {
+        "calibration": section,
+        "prelabel": prelabel_section,
+        "model": {"version": cfg.version, "id": cfg.model_id},
+    }
     _update_report(bucket, batch_prefix + BATCH_REPORT_FILE, sections, s3)
     summary = {
         "pairs_written": len(pairs),

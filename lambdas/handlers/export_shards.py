@@ -131,7 +131,11 @@ def _publish(event: dict[str, Any]) -> dict[str, Any]:
         "shards": len(document.get("shards", [])),
     }
     export_published(
-        client("events"), dataset=str(result["dataset"]), version=str(result["version"]), uri=dest.uri, counts=result["counts"]
+        client("events"),
+        dataset=str(result["dataset"]),
+        version=str(result["version"]),
+        uri=dest.uri,
+        counts=result["counts"],
     )
     logger.info("export published", extra=result)
     return result

@@ -26,8 +26,10 @@ __all__ = [
     "active_version",
     "add_candidate",
     "initial_registry",
+    "set_identity",
     "set_status",
     "training_in_flight",
+    "update_fields",
 ]
 
 TRAINING = "training"
@@ -145,4 +147,25 @@ def set_status(
         if key in ("version", "status", "history", "identity"):
             raise RegistryError(f"{key} is set by the registry, not by a caller")
         entry[key] = value
+    return updated
+
+
+def update_fields(document: Mapping[str, Any], version: str, **fields: Any) -> dict[str, Any]:
+    """A copy with fields of ``version`` changed in place (its progress, its identity once known)."""
+    updated = copy.deepcopy(dict(document))
+    entry = _find(updated, version)
+    for key, value in fields.items():
+        if key in ("version", "status", "history"):
+            raise RegistryError(f"{key} changes only through set_status")
+        entry[key] = value
+    return updated
+
+
+def set_identity(document: Mapping[str, Any], version: str, identity: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with the identity of a version still in flight (known once the service named it)."""
+    updated = copy.deepcopy(dict(document))
+    entry = _find(updated, version)
+    if entry["status"] not in (TRAINING, EVALUATING):
+        raise RegistryError(f"version {version} is {entry['status']}: its identity is fixed")
+    entry["identity"] = dict(identity)
     return updated
