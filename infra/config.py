@@ -90,6 +90,23 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """The retrain loop (docs/retrain.md): off by default. When on, every published export with at least
+    ``min_new_labels`` new human-labeled training images trains the next Rekognition Custom Labels version
+    in the stack's own project, which replaces the active one only when it is better on the evaluation set."""
+
+    enabled: bool = False
+    backend: str = "rekognition"
+    project_name: str | None = None  # default: "<stack name>-labelloop"
+    min_new_labels: int = limits.RETRAIN_MIN_NEW_LABELS.default
+    min_per_class: int = limits.RETRAIN_MIN_PER_CLASS.default
+    min_evaluation_images: int = limits.MIN_EVALUATION_IMAGES.default
+    inference_units: int = limits.RETRAIN_INFERENCE_UNITS.default
+    poll_seconds: int = limits.RETRAIN_POLL_SECONDS.default
+    max_hours: int = limits.RETRAIN_MAX_HOURS.default
+
+
+@dataclass(frozen=True)
 class ReservedConcurrencyConfig:
     """Lambda reserved concurrency per function (None: no reservation, the default).
 
@@ -137,6 +154,7 @@ class LabelLoopConfig:
     label_studio: LabelStudioConfig = field(default_factory=LabelStudioConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     reserved_concurrency: ReservedConcurrencyConfig = field(default_factory=ReservedConcurrencyConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
     verify_seconds_per_box: float = limits.VERIFY_SECONDS_PER_BOX.default
     draw_seconds_per_box: float = limits.DRAW_SECONDS_PER_BOX.default
@@ -173,6 +191,7 @@ _TOP_KEYS = {
     "labelStudio": "label_studio",
     "export": "export",
     "reservedConcurrency": "reserved_concurrency",
+    "retrain": "retrain",
 }
 _MODEL_KEYS = {
     "kind": "kind",
@@ -203,6 +222,19 @@ _EXPORT_KEYS = {
     "maxConcurrency": "max_concurrency",
 }
 
+_RETRAIN_KEYS = {
+    "enabled": "enabled",
+    "backend": "backend",
+    "projectName": "project_name",
+    "minNewLabels": "min_new_labels",
+    "minPerClass": "min_per_class",
+    "minEvaluationImages": "min_evaluation_images",
+    "inferenceUnits": "inference_units",
+    "pollSeconds": "poll_seconds",
+    "maxHours": "max_hours",
+}
+_PROJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9_.\-]{1,200}$")
+
 _RESERVED_CONCURRENCY_KEYS = {"export": "export", "labelStudioSync": "label_studio_sync"}
 _RESERVED_DEFAULTS = {
     "export": limits.EXPORT_RESERVED_CONCURRENCY,
@@ -226,6 +258,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "calibration": _CALIBRATION_KEYS,
     "labelStudio": _LABEL_STUDIO_KEYS,
     "export": _EXPORT_KEYS,
+    "retrain": _RETRAIN_KEYS,
 }
 
 
@@ -397,6 +430,32 @@ def _export(raw: Any, where: str) -> ExportConfig:
     )
 
 
+def _retrain(raw: Any, where: str, model: ModelConfig) -> RetrainConfig:
+    if (data := _section(raw, where, _RETRAIN_KEYS)) is None:
+        return RetrainConfig()
+    enabled = data.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{where}.enabled: must be true or false, got {enabled!r}")
+    # Only Rekognition Custom Labels trains today; SageMaker training is documented as not built yet.
+    backend = _choice(data, "backend", where, "rekognition", ("rekognition",))
+    if enabled and model.kind != "rekognition":
+        raise ConfigError(
+            f"{where}.enabled: the retrain loop trains Rekognition Custom Labels versions; it needs "
+            f"model.kind 'rekognition', got {model.kind!r}"
+        )
+    return RetrainConfig(
+        enabled=enabled,
+        backend=backend,
+        project_name=_opt_str(data, "projectName", where, _PROJECT_NAME_RE, "must be a Rekognition project name"),
+        min_new_labels=_int(data, "minNewLabels", where, limits.RETRAIN_MIN_NEW_LABELS),
+        min_per_class=_int(data, "minPerClass", where, limits.RETRAIN_MIN_PER_CLASS),
+        min_evaluation_images=_int(data, "minEvaluationImages", where, limits.MIN_EVALUATION_IMAGES),
+        inference_units=_int(data, "inferenceUnits", where, limits.RETRAIN_INFERENCE_UNITS),
+        poll_seconds=_int(data, "pollSeconds", where, limits.RETRAIN_POLL_SECONDS),
+        max_hours=_int(data, "maxHours", where, limits.RETRAIN_MAX_HOURS),
+    )
+
+
 def _reserved_concurrency(raw: Any, where: str) -> ReservedConcurrencyConfig:
     """``false``/absent: none; ``true``: every function's default; an object: per function (``false``: none)."""
     if raw is None or raw is False:
@@ -455,10 +514,12 @@ def parse_config(raw: Any) -> LabelLoopConfig:
             f"{where}.incomingPrefix: incoming, work and exports prefixes must not overlap, got {prefixes}"
         )
     backend = _choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
+    model = _model(raw.get("model"), f"{where}.model")
     return LabelLoopConfig(
         labels=_labels(raw, where),
         workteam_arn=workteam,
-        model=_model(raw.get("model"), f"{where}.model"),
+        model=model,
+        retrain=_retrain(raw.get("retrain"), f"{where}.retrain", model),
         task_mode=cast(TaskMode, _choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
         workers_per_object=_int(raw, "workersPerObject", where, limits.WORKERS_PER_OBJECT),
         verify_seconds_per_box=_float(raw, "verifySecondsPerBox", where, limits.VERIFY_SECONDS_PER_BOX),

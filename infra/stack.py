@@ -16,6 +16,7 @@ from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.prelabel import Prelabeling
+from infra.constructs.retrain import Retrain
 from infra.constructs.review_labelstudio import LabelStudioReview
 from infra.constructs.storage import Storage
 from infra.constructs.workflow import Workflow
@@ -74,6 +75,11 @@ class LabelLoopStack(Stack):
         )
         self.export = Export(
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
+        )
+        self.retrain = (
+            Retrain(self, "Retrain", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring)
+            if config.retrain.enabled
+            else None
         )
 
         if config.workteam_arn is None and config.review_backend == "groundtruth":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
@@ -20,7 +20,7 @@ from constructs import Construct
 from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.storage import Storage
-from infra.iam import allow, allow_list, bucket_prefix_finding
+from infra.iam import allow, allow_list, bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
 from labelloop_core import contract
 from labelloop_core.contract import Env
@@ -120,15 +120,35 @@ class Prelabeling(Construct):
         allow_list(self.calibrate_function, arn, [batches, calibration])
         allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
 
+        # Each batch pins the registry's active version (adapters.model_pin): read the one registry
+        # object; listing models/ makes "no registry yet" a 404, not a 403.
+        models = contract.MODEL_REGISTRY_KEY.split("/", 1)[0] + "/"
+        for function in self.functions:
+            allow(function, ["s3:GetObject"], [f"{arn}/{contract.MODEL_REGISTRY_KEY}"])
+            allow_list(function, arn, [models])
+
         model = config.model
         stack = Stack.of(self)
         if model.kind == "rekognition" and model.project_version_arn:
-            self.prelabel_function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["rekognition:DetectCustomLabels"],
-                    resources=[model.project_version_arn],
+            versions = [model.project_version_arn]
+            if config.retrain.enabled:  # versions the retrain loop trains in the stack's own project
+                name = config.retrain.project_name or f"{stack.stack_name}-labelloop"
+                versions.append(
+                    stack.format_arn(
+                        service="rekognition",
+                        resource=f"project/{name}/version/*",
+                        arn_format=ArnFormat.NO_RESOURCE_NAME,
+                    )
                 )
+            self.prelabel_function.add_to_role_policy(
+                iam.PolicyStatement(actions=["rekognition:DetectCustomLabels"], resources=versions)
             )
+            if config.retrain.enabled:
+                acknowledge(
+                    self.prelabel_function,
+                    regional_finding("rekognition", f"project/{name}/version/*"),
+                    "Model versions the retrain loop trains are named at run time; a batch calls the one it pinned.",
+                )
         elif model.kind == "sagemaker" and model.endpoint_name:
             # IAM matches endpoint ARNs in lower case.
             endpoint_arn = stack.format_arn(
