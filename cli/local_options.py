@@ -48,7 +48,8 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="none",
-        help="assisting model: none | synthetic (pixel detector for demo scenes) | replay:FILE "
+        help="assisting model: none | synthetic (pixel detector for demo scenes) | learn (an emulated Rekognition "
+        "Custom Labels model that starts untrained and is retrained from people's labels) | replay:FILE "
         '(JSON Lines {"image": <path under --images (local up: --images-root; matched by content)>, '
         '"detections": [{label, confidence 0-1, left, top, width, height in px}]}); default: none',
     )

@@ -62,6 +62,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="upload this fraction first and wait for it before the rest (data arriving over time); default 1",
     )
+    parser.add_argument(
+        "--waves",
+        type=int,
+        default=1,
+        help="upload the images in this many equal waves, each finished (its retraining included with --model "
+        "learn) before the next; default 1",
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline; default 900")
     rehearse = parser.add_argument_group("rehearsing failures")
     rehearse.add_argument(
@@ -101,6 +108,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         out=args.out,
         dataset=args.dataset,
         first_wave=args.first_wave,
+        waves=args.waves,
         timeout_s=args.timeout,
         model_faults=dict(args.model_fault),
         duplicate_job_events=args.duplicate_job_events,

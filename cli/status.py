@@ -3,7 +3,8 @@
 Per dataset: its batches with their state (building, pre-labeling, routing, in review with the
 labeling job and its counters, merging, merged, failed with the reason, interrupted), image counts
 (uploaded, received, rejected by reason, auto-accepted, reviewed), the current auto-accept
-threshold θ with its certificate, and the latest export. Works against AWS (standard configuration
+threshold θ with its certificate, and the latest export. For the stack: the active model version and
+any training in flight (the model registry). Works against AWS (standard configuration
 chain) and against ``labelloop local up`` (``--endpoint-url``). ``--json`` for scripts,
 ``--watch`` to refresh until interrupted.
 """
@@ -26,6 +27,7 @@ from labelloop_core.contract import (
     BATCH_FILE,
     BATCH_REPORT_FILE,
     INPUT_MANIFEST,
+    MODEL_REGISTRY_KEY,
     OUTPUT_MANIFEST,
     REVIEW_MANIFEST,
     WORKFLOW_STATE_MACHINE_SUFFIX,
@@ -256,13 +258,42 @@ def collect(target: Target, only: str | None = None) -> dict[str, Any]:
             names = {only}
         machine = _state_machine_arn(target)
         datasets = [collect_dataset(target, name, machine) for name in sorted(names)]
+        models = _models(target)
     return {
         "stack": target.stack,
         "endpoint": target.endpoint_url,
         "region": target.session.region_name,
         "bucket": target.bucket,
+        "models": models,
         "datasets": datasets,
     }
+
+
+def _models(target: Target) -> dict[str, Any] | None:
+    """The active model version and any in training or evaluation (None: the deploy-time model, no registry)."""
+    registry = read_json(target, MODEL_REGISTRY_KEY)
+    if not isinstance(registry, dict):
+        return None
+    versions = [v for v in registry.get("versions", []) if isinstance(v, dict)]
+
+    def brief(entry: dict[str, Any]) -> dict[str, Any]:
+        history = entry.get("history") or [{}]
+        job = entry.get("job") or {}
+        return {
+            "version": entry.get("version"),
+            "status": entry.get("status"),
+            "since": history[-1].get("at"),
+            "reason": history[-1].get("reason"),
+            "phase": job.get("phase"),
+            "note": job.get("note"),
+            "trained_on_images": (entry.get("trained_on") or {}).get("images"),
+            "evaluation": entry.get("evaluation"),
+        }
+
+    active = next((brief(v) for v in versions if v.get("status") == "active"), None)
+    in_flight = [brief(v) for v in versions if v.get("status") in ("training", "evaluating")]
+    decided = [brief(v) for v in versions if v.get("status") in ("rejected", "failed")]
+    return {"active": active, "in_flight": in_flight, "versions": len(versions), "last_decided": decided[-1:]}
 
 
 # ---------------------------------------------------------------------------------- display
@@ -297,9 +328,29 @@ def _batch_line(batch: dict[str, Any]) -> str:
     return line
 
 
+def _model_lines(models: dict[str, Any] | None) -> list[str]:
+    if not models:
+        return ["model: the deploy-time model (v1); no retraining yet"]
+    active = models.get("active") or {}
+    evaluation = active.get("evaluation") or {}
+    text = f"model: {active.get('version')} active since {active.get('since')}"
+    if evaluation:
+        text += (
+            f" (quality {evaluation.get('candidate_quality')} vs {evaluation.get('incumbent_quality')} on "
+            f"{evaluation.get('images')} evaluation images)"
+        )
+    lines = [text]
+    for entry in models.get("in_flight") or []:
+        lines.append(f"  {entry['version']} {entry['status']} ({entry.get('phase')}: {entry.get('note') or ''})")
+    for entry in models.get("last_decided") or []:
+        lines.append(f"  last decided: {entry['version']} {entry['status']}: {str(entry.get('reason'))[:160]}")
+    return lines
+
+
 def render(document: dict[str, Any]) -> str:
     """The compact human table."""
     lines = [f"stack {document['stack']}  bucket {document['bucket']}  ({document['endpoint'] or document['region']})"]
+    lines += _model_lines(document.get("models"))
     if not document["datasets"]:
         lines.append("no datasets yet: upload images under incoming/<dataset>/")
     for dataset in document["datasets"]:

@@ -77,7 +77,14 @@ class LabelLoopStack(Stack):
             self, "Export", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring
         )
         self.retrain = (
-            Retrain(self, "Retrain", config=config, storage=self.storage, functions=self.functions, monitoring=self.monitoring)
+            Retrain(
+                self,
+                "Retrain",
+                config=config,
+                storage=self.storage,
+                functions=self.functions,
+                monitoring=self.monitoring,
+            )
             if config.retrain.enabled
             else None
         )

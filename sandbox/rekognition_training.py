@@ -158,7 +158,9 @@ def _params(response: RekognitionResponse, operation: str) -> dict[str, Any]:
 
 def _advance(item: Dataset | Version) -> None:
     """One describe observes the item: a status in progress settles after ``SETTINGS.polls`` looks."""
-    if item.status.endswith("_IN_PROGRESS") or item.status in ("STARTING", "STOPPING"):
+    if item.status == "DELETE_IN_PROGRESS":
+        item.polls += 1  # removed from its project once the polls have passed (`describe_projects`)
+    elif item.status.endswith("_IN_PROGRESS") or item.status in ("STARTING", "STOPPING"):
         item.polls += 1
         if item.polls > SETTINGS.polls:
             item.status, item.message = item.final, item.final_message
@@ -526,7 +528,9 @@ def running_model(account: str, region: str, arn: str) -> Any:
         return version.model
 
 
-def seed_version(account: str, region: str, project_name: str, version_name: str, model: Any) -> str:
+def seed_version(
+    account: str, region: str, project_name: str, version_name: str, model: Any, arn: str | None = None
+) -> str:
     """A project with one RUNNING version answering with ``model`` (the local run's first version)."""
     state = state_for(account, region)
     with state.lock:
@@ -540,7 +544,7 @@ def seed_version(account: str, region: str, project_name: str, version_name: str
         if existing is not None:
             return existing.arn
         created = time.time()
-        arn = f"{project.arn.rsplit('/', 1)[0]}/version/{version_name}/{int(created * 1000)}"
+        arn = arn or f"{project.arn.rsplit('/', 1)[0]}/version/{version_name}/{int(created * 1000)}"
         state.versions[arn] = Version(
             arn,
             project.arn,

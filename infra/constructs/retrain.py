@@ -162,7 +162,11 @@ class Retrain(Construct):
             ),
         ]
         for actions, resource in rekognition:
-            allow(fn, actions, [stack.format_arn(service="rekognition", resource=resource, arn_format=ArnFormat.NO_RESOURCE_NAME)])
+            allow(
+                fn,
+                actions,
+                [stack.format_arn(service="rekognition", resource=resource, arn_format=ArnFormat.NO_RESOURCE_NAME)],
+            )
         # DescribeProjects supports no resource-level permission (the service's authorization reference).
         fn.add_to_role_policy(iam.PolicyStatement(actions=["rekognition:DescribeProjects"], resources=["*"]))
         if config.model.project_version_arn:  # the deploy-time model predicts the evaluation set as incumbent
@@ -214,7 +218,11 @@ class Retrain(Construct):
         wait = sfn.Wait(self, "Pause", time=sfn.WaitTime.duration(Duration.seconds(config.retrain.poll_seconds)))
         record = self._invoke(
             "RecordFailure",
-            {"action": "fail", "version": version, "cause": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.error"))},
+            {
+                "action": "fail",
+                "version": version,
+                "cause": sfn.JsonPath.json_to_string(sfn.JsonPath.object_at("$.error")),
+            },
             "$.failure",
         )
         record.next(sfn.Fail(self, "RetrainFailed", error="RetrainFailed", cause="The model registry says why"))

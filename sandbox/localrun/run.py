@@ -20,6 +20,7 @@ from labelloop_core.contract import (
     EXPORT_PLAN_DIR,
     EXPORT_STATE_MACHINE_SUFFIX,
     OUTPUT_MANIFEST,
+    RETRAIN_STATE_MACHINE_SUFFIX,
     RUN_REPORT_FILE,
     Env,
 )
@@ -27,8 +28,9 @@ from sandbox.alarms import alarms_and_faults
 from sandbox.cloud_api import CloudApi
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
+from sandbox.localrun.loop import RetrainWatcher, waves_section
 from sandbox.localrun.records import IntakeRecords, collect_records
-from sandbox.localrun.spec import ACCOUNT, REGION, LocalRunError, RunPlan
+from sandbox.localrun.spec import ACCOUNT, LEARN_PROJECT, LEARN_V1_ARN, REGION, LocalRunError, RunPlan
 from sandbox.localrun.stack import synthesize_stack
 from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
 from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
@@ -52,11 +54,18 @@ class RunResult:
         return [b for b in self.report.get("batches", []) if b.get("status") == "failed"]
 
 
-def _waves(files: list[tuple[Path, str]], first_wave: float) -> list[list[tuple[Path, str]]]:
-    """Split the upload into waves; wave membership is a hash of the path, so it is spread evenly."""
+def _waves(files: list[tuple[Path, str]], first_wave: float, count: int = 1) -> list[list[tuple[Path, str]]]:
+    """Split the upload into waves; wave membership is a hash of the path, so it is spread evenly.
+
+    ``count`` > 1: that many waves of (nearly) equal size; else ``first_wave`` of the files, then the rest.
+    """
+    ordered = sorted(files, key=lambda f: hashlib.sha256(f[1].encode()).hexdigest())
+    if count > 1:
+        parts = [ordered[i::count] for i in range(min(count, len(files)))]
+        members = [{rel for _, rel in part} for part in parts]
+        return [[f for f in files if f[1] in part] for part in members]
     if first_wave >= 1.0 or len(files) < 2:
         return [files]
-    ordered = sorted(files, key=lambda f: hashlib.sha256(f[1].encode()).hexdigest())
     cut = min(len(files) - 1, max(1, round(first_wave * len(files))))
     first = {rel for _, rel in ordered[:cut]}
     return [[f for f in files if f[1] in first], [f for f in files if f[1] not in first]]
@@ -106,6 +115,8 @@ def run_local(
             if cloud.deployment.account != ACCOUNT:
                 raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
             clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
+            if plan.model.kind == "learn":
+                _host_untrained_model(clock)
             if plan.fault_injector is not None:
                 clock.say(f"injecting into the deployed functions' AWS calls: {plan.fault_injector.summary()['rules']}")
             if spec.review_backend != "labelstudio":
@@ -118,6 +129,17 @@ def run_local(
     text = json.dumps(result.report, indent=1, ensure_ascii=False) + "\n"
     (spec.out / RUN_REPORT_FILE).write_text(text, encoding="utf-8")
     return result
+
+
+def _host_untrained_model(clock: Stopwatch) -> None:
+    """``--model learn``: version 1 is the learned detector before any training (it predicts nothing)."""
+    from sandbox import rekognition_training
+    from sandbox.learned_detector import LearnedDetector
+
+    rekognition_training.seed_version(
+        ACCOUNT, REGION, LEARN_PROJECT, f"{LEARN_PROJECT}.v1", LearnedDetector(), arn=LEARN_V1_ARN
+    )
+    clock.say("model v1: an untrained local detector (predicts nothing); people's labels train the next versions")
 
 
 def _run_with_label_studio(
@@ -167,6 +189,9 @@ class _DeployedRun:
         self.watcher = Watcher(
             cloud, self.spec.dataset, self.work_prefix, self.machine, clock, on_poll, self.export_machine
         )
+        retrain = _retrain_arn(cloud)
+        self.loop = RetrainWatcher(cloud, retrain, self.exports_prefix, self.spec.dataset, clock) if retrain else None
+        self.wave_batches: list[tuple[int, int, list[str]]] = []
         self.problems: list[str] = []
 
     def run(self) -> RunResult:
@@ -191,6 +216,11 @@ class _DeployedRun:
         )
         report, accounting_problems = aggregate(records, spec, self.plan.labels, self.plan.reviewer)
         report["export_versions"] = self._export_versions()
+        if self.loop is not None:
+            report["models"] = self.loop.models()
+        report["waves"] = waves_section(
+            self.wave_batches, report["batches"], self.cloud, self.work_prefix, spec.dataset
+        )
         self.problems += accounting_problems
         if latest is None and (report["auto_accepted"] or report["human_reviewed"]):
             self.problems.append(
@@ -208,9 +238,10 @@ class _DeployedRun:
         """Upload wave by wave; after each, deliver the upload events and wait for the batches to end."""
         spec, cloud = self.spec, self.cloud
         uploaded: list[str] = []
-        waves = _waves(self.plan.files, spec.first_wave)
+        waves = _waves(self.plan.files, spec.first_wave, spec.waves)
         deadline = time.monotonic() + spec.timeout_s
         for number, wave in enumerate(waves, start=1):
+            before = set(self.watcher.batches())
             keys = _upload(cloud, spec.dataset, wave, spec.upload_twice)
             uploaded += keys
             label = f"wave {number}/{len(waves)}: " if len(waves) > 1 else ""
@@ -226,6 +257,12 @@ class _DeployedRun:
                     f"the pipeline did not finish within {spec.timeout_s:.0f}s: {self.watcher.running()}"
                 )
                 break
+            if self.loop is not None and not self.loop.wait(deadline):
+                self.problems.append(
+                    f"the retraining did not finish within {spec.timeout_s:.0f}s: {self.loop.running()}"
+                )
+                break
+            self.wave_batches.append((number, len(wave), sorted(set(self.watcher.batches()) - before)))
         return uploaded
 
     def _check_exports(self) -> None:
@@ -312,6 +349,12 @@ def _workflow_arn(cloud: CloudApi, env: dict[str, str]) -> str | None:
         return env[Env.STATE_MACHINE_ARN]
     machines = list(cloud.state_machine_arns().values())
     return machines[0] if len(machines) == 1 else None
+
+
+def _retrain_arn(cloud: CloudApi) -> str | None:
+    """The retrain state machine, when the stack was deployed with ``retrain.enabled``."""
+    found = [arn for arn in cloud.state_machine_arns().values() if arn.endswith(RETRAIN_STATE_MACHINE_SUFFIX)]
+    return found[0] if len(found) == 1 else None
 
 
 def _export_arn(cloud: CloudApi, env: dict[str, str]) -> str | None:

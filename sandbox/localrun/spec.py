@@ -24,6 +24,17 @@ LOCAL_WORKTEAM = "labelloop-local"
 TASK_MODE_KEY = "labelloop.taskMode"
 #: moto's default account and the region the emulation runs in.
 ACCOUNT, REGION = "123456789012", "us-east-1"
+#: ``--model learn``: the first version is an untrained local detector hosted as this Rekognition version.
+LEARN_PROJECT = "labelloop-local"
+LEARN_V1_ARN = (
+    f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/{LEARN_PROJECT}/version/{LEARN_PROJECT}.v1/1700000000000"
+)
+#: The retrain settings ``--model learn`` deploys with (demo-sized; ``--context labelloop.retrain.KEY=V`` wins).
+LEARN_RETRAIN = {"enabled": True, "pollSeconds": 1, "minNewLabels": 20, "minPerClass": 3, "minEvaluationImages": 8}
+#: ``--model learn``: calibration pairs before a version's theta is tested (the bound is valid at any
+#: count; a new version starts from its few evaluation pairs). ``--min-pairs`` wins.
+LEARN_MIN_PAIRS = 10
+MAX_WAVES = 20
 
 
 class LocalRunError(ValueError):
@@ -51,6 +62,8 @@ class RunSpec:
     target_quality: float | None = None
     min_pairs: int | None = None
     first_wave: float = 1.0
+    #: Upload the images in this many equal waves, each waited for (its retraining included).
+    waves: int = 1
     oracle_noise: float = 0.02
     seed: int = 0
     timeout_s: float = 900.0
@@ -74,7 +87,7 @@ class RunSpec:
 class ModelChoice:
     """The parsed ``--model``: what the stack is configured with and who answers for the model."""
 
-    kind: str  # none | replay | synthetic
+    kind: str  # none | replay | synthetic | learn
     file: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -160,10 +173,12 @@ def parse_model(value: str, images: Path) -> ModelChoice:
         return ModelChoice("none")
     if value == "synthetic":
         return ModelChoice("synthetic")
+    if value == "learn":
+        return ModelChoice("learn")
     if value.startswith("replay:"):
         path = _spec_file(value, "replay:", "--model")
         return ModelChoice("replay", path, _records(path, images, "detections", "--model"))
-    raise LocalRunError(f"--model must be none, synthetic or replay:FILE, got {value!r}")
+    raise LocalRunError(f"--model must be none, synthetic, learn or replay:FILE, got {value!r}")
 
 
 def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
@@ -244,6 +259,10 @@ def check_options(spec: RunSpec) -> None:
         raise LocalRunError(f"--threshold must be within {limits.AUTO_ACCEPT_THRESHOLD.span}, got {spec.threshold}")
     if not 0.0 < spec.first_wave <= 1.0:
         raise LocalRunError(f"--first-wave must be within (0, 1], got {spec.first_wave}")
+    if isinstance(spec.waves, bool) or not isinstance(spec.waves, int) or not 1 <= spec.waves <= MAX_WAVES:
+        raise LocalRunError(f"--waves must be an integer within 1-{MAX_WAVES}, got {spec.waves!r}")
+    if spec.waves > 1 and spec.first_wave < 1.0:
+        raise LocalRunError("--waves and --first-wave both split the upload: give one of them")
     if spec.target_quality is not None and not 0.0 < spec.target_quality < 1.0:
         raise LocalRunError(f"--target-quality must be within (0, 1), got {spec.target_quality}")
     if spec.task_mode not in (None, "adjust", "verify"):
@@ -262,13 +281,16 @@ def check_out(spec: RunSpec) -> None:
 def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
     """camelCase context overrides for `infra.synth.synthesize` matching this run.
 
-    A model (synthetic or replay) is an emulated SageMaker endpoint answered by the local predictor.
+    A model (synthetic or replay) is an emulated SageMaker endpoint answered by the local predictor;
+    ``learn`` is an emulated Rekognition Custom Labels version that the retrain loop replaces.
     """
-    model = (
+    model: dict[str, Any] = (
         {"kind": "none"}
         if spec.model == "none"
         else {"kind": "sagemaker", "endpointName": LOCAL_ENDPOINT, "endpointFormat": "builtin"}
     )
+    if spec.model == "learn":
+        model = {"kind": "rekognition", "projectVersionArn": LEARN_V1_ARN}
     context: dict[str, Any] = {
         "labels": list(labels),
         "model": model,
@@ -277,9 +299,11 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         "batchWindowSeconds": 1,
         "autoAcceptThreshold": spec.threshold,
     }
+    if spec.model == "learn":
+        context["retrain"] = dict(LEARN_RETRAIN)
     if spec.task_mode is not None:
         context["taskMode"] = spec.task_mode
-    calibration = {}
+    calibration: dict[str, Any] = {"minPairs": LEARN_MIN_PAIRS} if spec.model == "learn" else {}
     if spec.target_quality is not None:
         calibration["targetQuality"] = spec.target_quality
     if spec.min_pairs is not None:

@@ -138,8 +138,20 @@ def test_human_labels_train_a_version_that_is_promoted_and_calibrated(cloud, sce
     assert state["model"] == model.model_id and "evaluation-v2" in state["batches"]
 
 
+def test_the_next_export_trains_the_next_version_on_fresh_datasets(cloud, scenes):
+    _run(cloud, _export(cloud, scenes[:60], "E1"))
+    planned, steps = _run(cloud, _export(cloud, scenes, "E2"))
+    assert planned["version"] == "v3" and steps[-1]["status"] in ("active", "rejected")
+    registry = _versions(cloud)
+    assert registry["v3"]["trained_on"]["export_version"] == "E2"
+    assert registry["v3"]["trained_on"]["images"] > registry["v2"]["trained_on"]["images"]
+    project = cloud["rekognition"].describe_projects(ProjectNames=[PROJECT])["ProjectDescriptions"][0]
+    assert sorted(d["DatasetType"] for d in project["Datasets"]) == ["TEST", "TRAIN"]  # E2's, E1's deleted
+    assert any("deleting it" in str(s.get("status")) for s in steps)
+
+
 def test_a_version_trained_on_corrupted_labels_is_rejected_and_stopped(cloud, scenes):
-    planned, steps = _run(cloud, _export(cloud, scenes, "E1", corrupt=True))
+    _, steps = _run(cloud, _export(cloud, scenes, "E1", corrupt=True))
     registry = _versions(cloud)
     assert steps[-1]["status"] == "rejected"
     assert registry["v1"]["status"] == "active" and registry["v2"]["status"] == "rejected"

@@ -30,7 +30,9 @@ def _of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def _definition(template: dict[str, Any]) -> dict[str, Any]:
-    machines = {k: v for k, v in _of_type(template, "AWS::StepFunctions::StateMachine").items() if k.startswith("Retrain")}
+    machines = {
+        k: v for k, v in _of_type(template, "AWS::StepFunctions::StateMachine").items() if k.startswith("Retrain")
+    }
     assert len(machines) == 1, sorted(machines)
     parts = next(iter(machines.values()))["Properties"]["DefinitionString"]["Fn::Join"][1]
     return dict(json.loads("".join(p if isinstance(p, str) else "ARN" for p in parts)))
