@@ -159,6 +159,36 @@ def print_outcome(result: RunResult, out: Path) -> int:
     return 0
 
 
+def _loop_outputs(result: RunResult, out: Path) -> None:
+    """Print each model version's decision and each wave's split; write ``OUT/loop.png``."""
+    from cli.plots import write_loop_plot
+
+    for model in result.report.get("models") or []:
+        evaluation = model.get("evaluation") or {}
+        figures = (
+            f": quality {evaluation.get('candidate_quality')} vs {evaluation.get('incumbent_quality')}, "
+            f"F1 {evaluation.get('f1')}, mAP50 {evaluation.get('map50')} on {evaluation.get('images')} images"
+            if evaluation
+            else f": {model.get('reason')}"
+        )
+        print(f"  model {model['version']} {model['status']} (trained on {model['trained_on_images']} images){figures}")
+    waves = result.report.get("waves") or []
+    if len(waves) > 1:
+        for wave in waves:
+            print(
+                f"  wave {wave['wave']}: {wave['images']} images pre-labeled by {wave['model_version']}, theta "
+                f"{wave['theta']}: {wave['auto_accepted']} auto-accepted, {wave['human_reviewed']} reviewed, "
+                f"{wave['human_boxes']} human boxes"
+            )
+    try:
+        path = write_loop_plot(result.report, out)
+    except CliError as exc:
+        print(f"labelloop: loop.png not written: {exc}", file=sys.stderr)
+        return
+    if path is not None:
+        print(f"  loop plot: {path}")
+
+
 def _calibration_outputs(result: RunResult, out: Path) -> None:
     """Print the certificate behind theta and write ``OUT/calibration.png`` next to report.json."""
     from cli.plots import certificate_lines, write_run_plot

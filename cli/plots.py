@@ -1,4 +1,5 @@
-"""calibration.png: reviewed pairs (quality vs confidence), theta, the target and the lower-bound curve.
+"""calibration.png: reviewed pairs (quality vs confidence), theta, the target and the lower-bound curve;
+loop.png: each model version's evaluation quality and each wave's auto-accept share (the retrain loop).
 
 matplotlib lives in the CLI only (the Lambdas never import it); it is imported when a plot is asked for.
 """
@@ -134,3 +135,45 @@ def write_run_plot(report: Mapping[str, Any], out: Path) -> Path | None:
     ]
     pairs = run_pairs(out, report.get("labels") or [], final.get("model"))
     return plot_calibration(pairs, final, curve, out / "calibration.png", title=str(report.get("dataset", "")))
+
+
+def write_loop_plot(report: Mapping[str, Any], out: Path) -> Path | None:
+    """``OUT/loop.png``: quality per evaluated version and the auto-accept share per wave (None without waves)."""
+    waves = [w for w in report.get("waves") or [] if w.get("images")]
+    models = [m for m in report.get("models") or [] if m.get("evaluation")]
+    if len(waves) < 2 and not models:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CliError("plots need matplotlib: pip install -r requirements.txt") from None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    try:
+        names = [m["version"] for m in models]
+        left.bar(names, [m["evaluation"]["candidate_quality"] for m in models], color="tab:blue", label="candidate")
+        left.plot(names, [m["evaluation"]["incumbent_quality"] for m in models], "o--", color="grey", label="incumbent")
+        for index, model in enumerate(models):
+            left.annotate(model["status"], (index, model["evaluation"]["candidate_quality"]), ha="center", va="bottom")
+        left.set_ylim(0, 1.05)
+        left.set_title("evaluation quality per version (same human-labeled images)")
+        left.legend(loc="lower right", fontsize=8)
+        numbers = [w["wave"] for w in waves]
+        shares = [w["auto_accepted"] / w["images"] for w in waves]
+        right.plot(numbers, shares, "o-", color="tab:red", label="auto-accepted share")
+        for number, share, wave in zip(numbers, shares, waves, strict=True):
+            right.annotate(str(wave.get("model_version") or ""), (number, share), ha="center", va="bottom")
+        right.set_ylim(0, 1.05)
+        right.set_xticks(numbers)
+        right.set_xlabel("wave")
+        right.set_title("auto-accept share per wave (label: pre-labeling version)")
+        fig.tight_layout()
+        try:
+            fig.savefig(out / "loop.png")
+        except OSError as exc:
+            raise CliError(f"{out / 'loop.png'}: cannot write the plot ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
+    return out / "loop.png"

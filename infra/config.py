@@ -91,9 +91,8 @@ class ExportConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """The retrain loop (docs/retrain.md): off by default. When on, every published export with at least
-    ``min_new_labels`` new human-labeled training images trains the next Rekognition Custom Labels version
-    in the stack's own project, which replaces the active one only when it is better on the evaluation set."""
+    """The retrain loop (off by default): an export with ``min_new_labels`` new human labels trains the next
+    Rekognition Custom Labels version, which replaces the active one only if better on the evaluation set."""
 
     enabled: bool = False
     backend: str = "rekognition"
@@ -101,6 +100,7 @@ class RetrainConfig:
     min_new_labels: int = limits.RETRAIN_MIN_NEW_LABELS.default
     min_per_class: int = limits.RETRAIN_MIN_PER_CLASS.default
     min_evaluation_images: int = limits.MIN_EVALUATION_IMAGES.default
+    evaluation_fraction: float = limits.EVALUATION_FRACTION.default
     inference_units: int = limits.RETRAIN_INFERENCE_UNITS.default
     poll_seconds: int = limits.RETRAIN_POLL_SECONDS.default
     max_hours: int = limits.RETRAIN_MAX_HOURS.default
@@ -229,6 +229,7 @@ _RETRAIN_KEYS = {
     "minNewLabels": "min_new_labels",
     "minPerClass": "min_per_class",
     "minEvaluationImages": "min_evaluation_images",
+    "evaluationFraction": "evaluation_fraction",
     "inferenceUnits": "inference_units",
     "pollSeconds": "poll_seconds",
     "maxHours": "max_hours",
@@ -450,6 +451,7 @@ def _retrain(raw: Any, where: str, model: ModelConfig) -> RetrainConfig:
         min_new_labels=_int(data, "minNewLabels", where, limits.RETRAIN_MIN_NEW_LABELS),
         min_per_class=_int(data, "minPerClass", where, limits.RETRAIN_MIN_PER_CLASS),
         min_evaluation_images=_int(data, "minEvaluationImages", where, limits.MIN_EVALUATION_IMAGES),
+        evaluation_fraction=_float(data, "evaluationFraction", where, limits.EVALUATION_FRACTION),
         inference_units=_int(data, "inferenceUnits", where, limits.RETRAIN_INFERENCE_UNITS),
         poll_seconds=_int(data, "pollSeconds", where, limits.RETRAIN_POLL_SECONDS),
         max_hours=_int(data, "maxHours", where, limits.RETRAIN_MAX_HOURS),

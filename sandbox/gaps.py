@@ -139,6 +139,15 @@ GAPS: tuple[Gap, ...] = (
         "the (scaled) batching window has passed; partial batch failures honoured; failed batches "
         "reappear after the visibility timeout and moto's redrive policy moves them to the DLQ",
     ),
+    Gap(
+        "Rekognition Custom Labels training and hosting (projects, datasets, project versions, start/stop)",
+        "every call is NotImplementedError; DetectCustomLabels answers a fixed box whatever the image",
+        "sandbox.rekognition_training: requests validated against the botocore model, the documented "
+        "statuses (each in-progress status lasts a set number of describe calls), datasets read from the "
+        "manifest with Rekognition's 20% invalid-line rule, training fits the learned detector on the TRAIN "
+        "images and writes its artifact and an F1 summary to OutputConfig; only a RUNNING version answers "
+        "DetectCustomLabels, with its own model",
+    ),
 )
 
 

@@ -87,6 +87,7 @@ class Export(Construct):
             environment={
                 Env.LABELS: json.dumps(list(config.labels)),
                 Env.VAL_FRACTION: str(config.val_fraction),
+                Env.EVALUATION_FRACTION: str(config.retrain.evaluation_fraction),
                 Env.WORK_PREFIX: work,
                 Env.EXPORTS_PREFIX: exports,
                 Env.COPY_THREADS: str(COPY_THREADS),

@@ -120,6 +120,11 @@ class Prelabeling(Construct):
         allow_list(self.calibrate_function, arn, [batches, calibration])
         allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
 
+        self._grant_models(config, arn)
+        self._acknowledge_findings(storage, config)
+
+    def _grant_models(self, config: LabelLoopConfig, arn: str) -> None:
+        """The registry a batch pins its version from, and the model API on the versions it may pin."""
         # Each batch pins the registry's active version (adapters.model_pin): read the one registry
         # object; listing models/ makes "no registry yet" a 404, not a 403.
         models = contract.MODEL_REGISTRY_KEY.split("/", 1)[0] + "/"
@@ -157,8 +162,6 @@ class Prelabeling(Construct):
             self.prelabel_function.add_to_role_policy(
                 iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[endpoint_arn])
             )
-
-        self._acknowledge_findings(storage, config)
 
     @property
     def functions(self) -> tuple[lambda_.Function, lambda_.Function, lambda_.Function]:

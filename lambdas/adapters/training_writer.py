@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from labelloop_core import limits
 from labelloop_core.contract import TRAINING_EVALUATION_MANIFEST, TRAINING_FILE, TRAINING_TRAIN_MANIFEST
 from labelloop_core.lines import OverlongLine
 from labelloop_core.training_data import EVALUATION, TRAIN, TrainingSet, TrainingSetBuilder
@@ -32,10 +33,12 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
 
 
 def build_training_set(
-    manifests: Iterable[tuple[str, Iterable[bytes | str | OverlongLine]]], classes: Iterable[str] = ()
+    manifests: Iterable[tuple[str, Iterable[bytes | str | OverlongLine]]],
+    classes: Iterable[str] = (),
+    evaluation_fraction: float = limits.EVALUATION_FRACTION.default,
 ) -> TrainingSet:
     """The training set of ``(uri, lines)`` manifests, oldest first (a later label of an image wins)."""
-    builder = TrainingSetBuilder(classes)
+    builder = TrainingSetBuilder(classes, evaluation_fraction)
     for uri, lines in manifests:
         for line_no, raw in enumerate(lines, start=1):
             if isinstance(raw, OverlongLine):

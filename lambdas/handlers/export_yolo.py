@@ -108,6 +108,8 @@ class ExportSettings:
     state_machine_arn: str | None = None
     distributed_above: int = limits.EXPORT_DISTRIBUTED_ABOVE.default
     shard_size: int = limits.EXPORT_SHARD_SIZE.default
+    #: Share of human-labeled images held out as the fixed evaluation set of the training data.
+    evaluation_fraction: float = limits.EVALUATION_FRACTION.default
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ExportSettings:
@@ -141,6 +143,7 @@ class ExportSettings:
             env.optional(Env.EXPORT_STATE_MACHINE_ARN),
             env.bounded(Env.EXPORT_DISTRIBUTED_ABOVE, limits.EXPORT_DISTRIBUTED_ABOVE),
             env.bounded(Env.EXPORT_SHARD_SIZE, limits.EXPORT_SHARD_SIZE),
+            env.number(Env.EVALUATION_FRACTION, limits.EVALUATION_FRACTION, environ=e),
         )
 
 
@@ -301,7 +304,7 @@ def export_dataset(
         "exporting",
         extra={"dataset": dataset, "version": version, "manifests": len(inputs), "images": len(plan.records)},
     )
-    training = build_training_set(((m.uri, _lines(m)) for m in inputs), registry.names)
+    training = build_training_set(((m.uri, _lines(m)) for m in inputs), registry.names, cfg.evaluation_fraction)
     extra = {"trigger": trigger, "calibration": calibration_certificate(dataset)}
     if use_distributed(len(plan.records), cfg.distributed_above if cfg.state_machine_arn else None):
         write_training_data(dest, training)

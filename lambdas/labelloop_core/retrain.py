@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import limits
-from .registry import active_version, training_in_flight
+from .registry import REJECTED, active_version, training_in_flight
 
 __all__ = [
     "DATASET_TYPES",
@@ -62,8 +62,9 @@ def plan_training(
 ) -> TrainingPlan:
     """Whether the export ``export_version`` of ``dataset`` (its ``training.json`` is ``report``) trains a version.
 
-    New labels are the human-labeled training images beyond those the active version was trained
-    on (all of them when it was trained on another dataset or is the deploy-time model). Every class
+    New labels are the human-labeled training images beyond those the active version, or a later
+    rejected one, was trained on (all of them when those were trained on another dataset or the
+    active one is the deploy-time model). Every class
     with training boxes needs ``min_per_class`` of them; the set must pass Rekognition's set rules.
     """
     train_images = _count(report, "images", "train")
@@ -93,6 +94,11 @@ def plan_training(
         active_on = active_version(registry).get("trained_on") or {}
         if active_on.get("dataset") == dataset:
             previous = int(active_on.get("images") or 0)
+        # A rejected version was the evidence that those labels were not enough: count from it too.
+        for entry in registry.get("versions", []):
+            trained = entry.get("trained_on") or {}
+            if entry.get("status") == REJECTED and trained.get("dataset") == dataset:
+                previous = max(previous, int(trained.get("images") or 0))
     new = train_images - previous
     if new < min_new_labels:
         return no(f"{new} new human-labeled training images since the active version, {min_new_labels} needed")

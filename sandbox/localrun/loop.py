@@ -139,7 +139,8 @@ def waves_section(
             pin = read_json(cloud, prefix + MODEL_PIN_FILE)
             if pin:
                 versions.add(str(pin.get("version")))
-            theta = (entry.get("threshold") or {}).get("theta", theta)
+            used = entry.get("threshold") or {}
+            theta = used.get("value", used.get("theta", theta))
             boxes += _human_boxes(read_jsonl(cloud, prefix + OUTPUT_MANIFEST))
         out.append(
             {

@@ -30,7 +30,16 @@ LEARN_V1_ARN = (
     f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/{LEARN_PROJECT}/version/{LEARN_PROJECT}.v1/1700000000000"
 )
 #: The retrain settings ``--model learn`` deploys with (demo-sized; ``--context labelloop.retrain.KEY=V`` wins).
-LEARN_RETRAIN = {"enabled": True, "pollSeconds": 1, "minNewLabels": 20, "minPerClass": 3, "minEvaluationImages": 8}
+LEARN_RETRAIN = {
+    "enabled": True,
+    "pollSeconds": 1,
+    "minNewLabels": 8,
+    "minPerClass": 3,
+    "minEvaluationImages": 5,
+    "evaluationFraction": 0.3,
+}
+#: ``--model learn``: batches of at most this many images, so the first export (and training) comes early.
+LEARN_MAX_BATCH_SIZE = 12
 #: ``--model learn``: calibration pairs before a version's theta is tested (the bound is valid at any
 #: count; a new version starts from its few evaluation pairs). ``--min-pairs`` wins.
 LEARN_MIN_PAIRS = 10
@@ -301,6 +310,7 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
     }
     if spec.model == "learn":
         context["retrain"] = dict(LEARN_RETRAIN)
+        context["maxBatchSize"] = LEARN_MAX_BATCH_SIZE
     if spec.task_mode is not None:
         context["taskMode"] = spec.task_mode
     calibration: dict[str, Any] = {"minPairs": LEARN_MIN_PAIRS} if spec.model == "learn" else {}

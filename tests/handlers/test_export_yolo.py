@@ -139,7 +139,8 @@ class World:
         if describe is not None:
             stubber.add_response("describe_labeling_job", describe, {"LabelingJobName": describe["LabelingJobName"]})
         stubber.activate()
-        self.monkeypatch.setattr(self.module, "client", lambda service: client)
+        events = boto3.client("events", region_name=REGION)  # moto's: the export announces itself there
+        self.monkeypatch.setattr(self.module, "client", lambda service: events if service == "events" else client)
         return stubber
 
 

@@ -19,6 +19,7 @@ from handlers import retrain
 from handlers.route import state_key
 from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
+from labelloop_core.contract import OUTPUT_MANIFEST
 from labelloop_core.manifest import bbox_label_line
 from sandbox import model_emulation, rekognition_training
 from sandbox.learned_detector import LearnedDetector
@@ -88,7 +89,7 @@ def _export(
         w, h = scene.image.size
         line = bbox_label_line(f"s3://{BUCKET}/{key}", "people", (w, h, 3), boxes, classes, True, f"job-{index}")
         lines.append(json.dumps(line))
-    training = build_training_set([("s3://x/output.manifest", lines)], LABELS)
+    training = build_training_set([(f"s3://{BUCKET}/batch/{OUTPUT_MANIFEST}", lines)], LABELS)
     prefix = f"exports/{dataset}/{version}/"
     write_training_data(S3Destination(BUCKET, prefix, s3), training)
     return {"dataset": dataset, "version": version, "uri": f"s3://{BUCKET}/{prefix}", "counts": {}}

@@ -78,6 +78,12 @@ CASES: dict[str, tuple[str, dict[str, str], tuple[str, ...], tuple[str, str]]] =
     ),
     "export_yolo": ("ExportSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.VAL_FRACTION, "0.95")),
     "export_shards": ("ExportShardSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.COPY_THREADS, "0")),
+    "retrain": (
+        "RetrainSettings",
+        {Env.DATA_BUCKET: BUCKET, Env.LABELS: LABELS, Env.RETRAIN_PROJECT_NAME: "labelloop"},
+        (Env.DATA_BUCKET, Env.RETRAIN_PROJECT_NAME),
+        (Env.RETRAIN_MIN_NEW_LABELS, "0"),
+    ),
 }
 EVERY_VARIABLE = {name for _, environ, _, (bad, _) in CASES.values() for name in (*environ, bad)}
 
