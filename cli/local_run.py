@@ -141,6 +141,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
         print(f"  {line}")
     print(f"  report: {out / RUN_REPORT_FILE}")
     _calibration_outputs(result, out)
+    _loop_outputs(result, out)
     if result.problems:
         print("", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
