@@ -37,6 +37,8 @@ DEMO_TARGET_QUALITY = 0.8
 DEMO_FIRST_WAVE = 0.4
 #: The stack's default: the fixed-sequence test starts at the highest threshold with 30 pairs above it.
 DEMO_MIN_PAIRS = 30
+#: The loop part: the same scenes again, the model starting untrained, uploaded in this many waves.
+DEMO_LOOP_WAVES = 4
 #: A reviewed image counts as "fixed" when the final boxes differ from the pre-labels by more than
 #: a worker's re-drawing noise: a box added, removed or relabeled, or moved to IoU below this.
 FIX_IOU = 0.5
@@ -52,6 +54,12 @@ def register(sub: Any) -> None:
     parser.add_argument("--min-pairs", type=int, default=DEMO_MIN_PAIRS, help="calibration pairs before theta")
     parser.add_argument("--first-wave", type=float, default=DEMO_FIRST_WAVE, help="fraction uploaded first")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the pipeline")
+    parser.add_argument(
+        "--loop-waves",
+        type=int,
+        default=DEMO_LOOP_WAVES,
+        help="then run the retrain loop on the same scenes in this many waves, starting untrained (0: skip)",
+    )
     parser.add_argument(
         "--task-mode",
         choices=("adjust", "verify"),
@@ -267,7 +275,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("  no labeled manifest came back, so nothing could be judged against the truth")
     dataset_ok = _print_dataset_check(result.dataset_dir, report.get("export_version"))
-    summary = demo_summary(time.perf_counter() - started, generated, judged, dataset_ok)
+    loop_ok = _run_loop(args, spec.images) if args.loop_waves > 0 else True
+    summary = demo_summary(time.perf_counter() - started, generated, judged, dataset_ok and loop_ok)
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"  finished in {summary['seconds']}s; details in {out / RUN_REPORT_FILE} and {out / 'demo.json'}")
     if result.dataset_dir is not None and not dataset_ok:
@@ -311,6 +320,40 @@ def _run_pipeline(args: argparse.Namespace, started: float) -> tuple[Any, Any, P
         print(f"[demo] stack synthesized after {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
         result = execute(spec, assembly)
     return spec, result, truth, generated
+
+
+def _run_loop(args: argparse.Namespace, scenes: Path) -> bool:
+    """The retrain loop on the same scenes: an untrained first version, retrained from people's labels."""
+    from cli.local_run import print_loop, execute
+    from sandbox.localrun import RunSpec
+    from sandbox.scenes import TRUTH_FILE
+
+    print("")
+    print(
+        f"The loop: the same {args.count} scenes in {args.loop_waves} waves; the model starts untrained and"
+        " people's labels train each next version, promoted only when better on the same human-labeled images"
+    )
+    spec = RunSpec(
+        images=scenes,
+        out=args.out / "loop",
+        dataset="loop",
+        labels=DEMO_LABELS,
+        model="learn",
+        reviewer=f"oracle:{scenes / TRUTH_FILE}",
+        waves=args.loop_waves,
+        seed=args.seed,
+        timeout_s=args.timeout,
+    )
+    result = execute(spec)
+    print_loop(result, spec.out)
+    report = result.report
+    exported = max(1, int(report.get("exported_images") or 0))
+    print(
+        f"  {report.get('human_reviewed')} of {report.get('images_received')} images went to people"
+        f" ({report.get('human_reviewed', 0) / exported:.0%}); without the loop the untrained model sends all of"
+        f" them; accounting {'OK' if not result.problems else 'FAILED: ' + '; '.join(result.problems)[:300]}"
+    )
+    return not result.problems
 
 
 def _print_plan(args: argparse.Namespace, generated: float) -> None:

@@ -141,7 +141,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
         print(f"  {line}")
     print(f"  report: {out / RUN_REPORT_FILE}")
     _calibration_outputs(result, out)
-    _loop_outputs(result, out)
+    print_loop(result, out)
     if result.problems:
         print("", file=sys.stderr)
         print("!" * 78, file=sys.stderr)
@@ -160,7 +160,7 @@ def print_outcome(result: RunResult, out: Path) -> int:
     return 0
 
 
-def _loop_outputs(result: RunResult, out: Path) -> None:
+def print_loop(result: RunResult, out: Path) -> None:
     """Print each model version's decision and each wave's split; write ``OUT/loop.png``."""
     from cli.plots import write_loop_plot
 
