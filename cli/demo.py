@@ -324,7 +324,7 @@ def _run_pipeline(args: argparse.Namespace, started: float) -> tuple[Any, Any, P
 
 def _run_loop(args: argparse.Namespace, scenes: Path) -> bool:
     """The retrain loop on the same scenes: an untrained first version, retrained from people's labels."""
-    from cli.local_run import print_loop, execute
+    from cli.local_run import execute, print_loop
     from sandbox.localrun import RunSpec
     from sandbox.scenes import TRUTH_FILE
 

@@ -141,7 +141,7 @@ GAPS: tuple[Gap, ...] = (
     ),
     Gap(
         "Rekognition Custom Labels training and hosting (projects, datasets, project versions, start/stop)",
-        "every call is NotImplementedError; DetectCustomLabels answers a fixed box whatever the image",
+        "moto implements none of these calls (each raises); DetectCustomLabels answers a fixed box whatever the image",
         "sandbox.rekognition_training: requests validated against the botocore model, the documented "
         "statuses (each in-progress status lasts a set number of describe calls), datasets read from the "
         "manifest with Rekognition's 20% invalid-line rule, training fits the learned detector on the TRAIN "

@@ -47,6 +47,7 @@ from moto.sagemaker.responses import SageMakerResponse
 
 from labelloop_core import contract
 from labelloop_core.contract import OUTPUT_MANIFEST
+from sandbox.dispatch import add_operations, remove_operations
 from sandbox.gt_runtime import (
     JobFailure,
     JobRuntime,
@@ -296,21 +297,12 @@ def install(settings: GroundTruthEmulationSettings | None = None) -> None:
     global SETTINGS
     if settings is not None:
         SETTINGS = settings
-    if _PATCH_STATE:
-        return
-    for method, func in OPERATIONS.items():
-        _PATCH_STATE[method] = SageMakerResponse.__dict__.get(method)
-        setattr(SageMakerResponse, method, func)
+    add_operations(SageMakerResponse, OPERATIONS, _PATCH_STATE)
 
 
 def uninstall() -> None:
     """Remove the operations again (restoring any moto implementation they shadowed)."""
-    for method, original in list(_PATCH_STATE.items()):
-        if original is None:
-            delattr(SageMakerResponse, method)
-        else:
-            setattr(SageMakerResponse, method, original)
-        del _PATCH_STATE[method]
+    remove_operations(SageMakerResponse, _PATCH_STATE)
 
 
 # ---------------------------------------------------------------- job runtime

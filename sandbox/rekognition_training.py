@@ -30,6 +30,7 @@ from moto.core.exceptions import ServiceException
 from moto.rekognition.responses import RekognitionResponse
 
 from labelloop_core.contract import BBOX_TYPE
+from sandbox.dispatch import add_operations, remove_operations
 from sandbox.service_model import validate_request
 
 #: Reasons an injected fault gives (``SETTINGS.faults``: version name → one of these).
@@ -578,18 +579,9 @@ def install(settings: RekognitionTrainingSettings | None = None) -> None:
     global SETTINGS
     if settings is not None:
         SETTINGS = settings
-    if _PATCH_STATE:
-        return
-    for method, func in OPERATIONS.items():
-        _PATCH_STATE[method] = RekognitionResponse.__dict__.get(method)
-        setattr(RekognitionResponse, method, func)
+    add_operations(RekognitionResponse, OPERATIONS, _PATCH_STATE)
 
 
 def uninstall() -> None:
     """Remove the operations again."""
-    for method, original in list(_PATCH_STATE.items()):
-        if original is None:
-            delattr(RekognitionResponse, method)
-        else:
-            setattr(RekognitionResponse, method, original)
-        del _PATCH_STATE[method]
+    remove_operations(RekognitionResponse, _PATCH_STATE)

@@ -27,7 +27,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
-from infra.constructs.workflow.definition import add_lambda_retries
+from infra.constructs.workflow.definition import idempotent_invoke
 from infra.constructs.workflow.grants import acknowledge_state_machine
 from infra.iam import allow, bucket_prefix_finding
 from infra.nag import acknowledge
@@ -114,23 +114,10 @@ class DistributedExport(Construct):
             acknowledge(self.function, finding, reason)
 
     def _invoke(self, state_id: str, payload: dict[str, object], result_path: str, attempts: int) -> tasks.LambdaInvoke:
-        task = tasks.LambdaInvoke(
-            self,
-            state_id,
-            lambda_function=self.function,
-            payload=sfn.TaskInput.from_object(payload),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path=result_path,
-        )
-        add_lambda_retries(task)
         # Lambda throttling (a low account quota below export.maxConcurrency) waits for a free slot; every
         # action is idempotent: a failed attempt (S3 throttling past the client's retries, a crash) is
         # retried with backoff, and the re-run skips what the failed one completed.
-        task.add_retry(
-            errors=["States.TaskFailed"], interval=Duration.seconds(5), max_attempts=attempts, backoff_rate=2
-        )
-        return task
+        return idempotent_invoke(self, state_id, self.function, payload, result_path, attempts=attempts)
 
     def _definition(self, config: LabelLoopConfig, dead_letters: sqs.IQueue) -> sfn.IChainable:
         target = {"bucket": _path("bucket"), "version_prefix": _path("version_prefix")}

@@ -29,7 +29,7 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.prelabel import model_environment
 from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
-from infra.constructs.workflow.definition import add_lambda_retries
+from infra.constructs.workflow.definition import idempotent_invoke
 from infra.constructs.workflow.grants import acknowledge_state_machine
 from infra.iam import allow, allow_list, bucket_prefix_finding, regional_finding
 from infra.nag import acknowledge
@@ -197,19 +197,8 @@ class Retrain(Construct):
             acknowledge(fn, rule_id, reason)
 
     def _invoke(self, state_id: str, payload: dict[str, object], result_path: str) -> tasks.LambdaInvoke:
-        task = tasks.LambdaInvoke(
-            self,
-            state_id,
-            lambda_function=self.function,
-            payload=sfn.TaskInput.from_object(payload),
-            payload_response_only=True,
-            retry_on_service_exceptions=False,
-            result_path=result_path,
-        )
-        add_lambda_retries(task)
         # Every action is idempotent (it re-reads the registry and the service): retry a crash or throttle.
-        task.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(10), max_attempts=3, backoff_rate=2)
-        return task
+        return idempotent_invoke(self, state_id, self.function, payload, result_path, attempts=3, interval_seconds=10)
 
     def _definition(self, config: LabelLoopConfig) -> sfn.IChainable:
         plan = self._invoke("Plan", {"action": "plan", "detail": sfn.JsonPath.object_at("$.detail")}, "$.plan")

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Template
 
+from labelloop_core import contract
+
 REK_ARN = "arn:aws:rekognition:us-east-1:123456789012:project/cars/version/cars.2026-01-01T00.00.00/1700000000000"
 HANDLERS = ("handlers.prelabel.handler", "handlers.route.handler", "handlers.calibrate.handler")
 
@@ -148,17 +150,19 @@ def test_default_model_none_grants_no_model_api(template_json: dict[str, Any]) -
 
 def test_s3_access_is_scoped_to_prefixes(rekognition_template: dict[str, Any]) -> None:
     found = functions(rekognition_template)
+    # Every batch reads the one registry object to pin its model version (listing models/ makes it a 404).
+    registry, models = f"/{contract.MODEL_REGISTRY_KEY}", "models/*"
     expected = {
-        "handlers.prelabel.handler": ({"/work/*", "/incoming/*"}, {"/work/batches/*"}, set()),
+        "handlers.prelabel.handler": ({"/work/*", "/incoming/*", registry}, {"/work/batches/*"}, {models}),
         "handlers.route.handler": (
-            {"/work/batches/*", "/work/calibration/*"},
+            {"/work/batches/*", "/work/calibration/*", registry},
             {"/work/batches/*"},
-            {"work/batches/*", "work/calibration/*"},
+            {"work/batches/*", "work/calibration/*", models},
         ),
         "handlers.calibrate.handler": (
+            {"/work/batches/*", "/work/calibration/*", registry},
             {"/work/batches/*", "/work/calibration/*"},
-            {"/work/batches/*", "/work/calibration/*"},
-            {"work/batches/*", "work/calibration/*"},
+            {"work/batches/*", "work/calibration/*", models},
         ),
     }
     for handler, (reads, writes, lists) in expected.items():

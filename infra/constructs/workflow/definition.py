@@ -52,6 +52,33 @@ def add_lambda_retries(task: tasks.LambdaInvoke) -> None:
     task.add_retry(errors=others, interval=Duration.seconds(2), max_attempts=6, backoff_rate=2)
 
 
+def idempotent_invoke(
+    scope: Construct,
+    state_id: str,
+    function: lambda_.IFunction,
+    payload: Mapping[str, object],
+    result_path: str,
+    *,
+    attempts: int,
+    interval_seconds: int = 5,
+) -> tasks.LambdaInvoke:
+    """A Lambda task whose action is idempotent: the throttle retry, then ``attempts`` retries of any failure."""
+    task = tasks.LambdaInvoke(
+        scope,
+        state_id,
+        lambda_function=function,
+        payload=sfn.TaskInput.from_object(dict(payload)),
+        payload_response_only=True,
+        retry_on_service_exceptions=False,
+        result_path=result_path,
+    )
+    add_lambda_retries(task)
+    task.add_retry(
+        errors=["States.TaskFailed"], interval=Duration.seconds(interval_seconds), max_attempts=attempts, backoff_rate=2
+    )
+    return task
+
+
 def _batch_fields() -> dict[str, str]:
     return {
         "bucket": sfn.JsonPath.string_at("$.bucket"),
