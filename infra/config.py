@@ -17,6 +17,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from infra.config_fields import (
+    ConfigError,
+    check_unknown,
+    choice,
+    float_field,
+    int_field,
+    object_section,
+    opt_str,
+    parse_scalar,
+    prefix,
+)
 from labelloop_core import limits
 from labelloop_core.contract import DEFAULT_EXPORTS_PREFIX, DEFAULT_INCOMING_PREFIX, DEFAULT_WORK_PREFIX
 
@@ -35,14 +46,9 @@ _LABEL_RE = re.compile(r"^[^\s].{0,62}$")
 _WORKTEAM_RE = re.compile(r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]+:\d{12}:workteam/[\w\-]+/[\w\-]+$")
 _REKOGNITION_RE = re.compile(r"^arn:aws[a-z\-]*:rekognition:[a-z0-9\-]+:\d{12}:project/.+/version/.+/\d+$")
 _ENDPOINT_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-_PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9\-_/]*/$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _HTTP_URL_RE = re.compile(r"^https?://[^\s/?#]+(:\d+)?(/[^\s?#]*)?$")
 _SECRET_ARN_RE = re.compile(r"^arn:aws[a-z\-]*:secretsmanager:[a-z0-9\-]+:\d{12}:secret:[\w/+=.@\-]+$")
-
-
-class ConfigError(ValueError):
-    """A context value is invalid; the message starts with the full context key."""
 
 
 @dataclass(frozen=True)
@@ -243,16 +249,6 @@ _RESERVED_DEFAULTS = {
 }
 
 
-def _parse_scalar(value: Any) -> Any:
-    """Context given with ``-c k=v`` arrives as a string; accept JSON there too."""
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
-
-
 #: Sections whose keys can be overridden one by one (``labelloop.<section>.<key>``).
 _SECTIONS: dict[str, dict[str, str]] = {
     "model": _MODEL_KEYS,
@@ -276,7 +272,7 @@ def _merge_overrides(raw: dict[str, Any], get_context: Any) -> dict[str, Any]:
     for key in list(_TOP_KEYS):
         value = get_context(f"{CONTEXT_KEY}.{key}")
         if value is not None:
-            merged[key] = _parse_scalar(value)
+            merged[key] = parse_scalar(value)
     for section, keys in _SECTIONS.items():
         for key in keys:
             value = get_context(f"{CONTEXT_KEY}.{section}.{key}")
@@ -284,53 +280,8 @@ def _merge_overrides(raw: dict[str, Any], get_context: Any) -> dict[str, Any]:
                 merged.setdefault(section, {})
                 if not isinstance(merged[section], dict):
                     raise ConfigError(f"{CONTEXT_KEY}.{section}: must be an object")
-                merged[section][key] = _parse_scalar(value)
+                merged[section][key] = parse_scalar(value)
     return merged
-
-
-def _check_unknown(data: dict[str, Any], known: dict[str, str], where: str) -> None:
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-
-
-def _int(data: dict[str, Any], key: str, where: str, bound: limits.IntRange) -> int:
-    try:
-        return bound.check(data.get(key, bound.default), f"{where}.{key}:")
-    except limits.LimitError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _float(data: dict[str, Any], key: str, where: str, bound: limits.FloatRange) -> float:
-    try:
-        return bound.check(data.get(key, bound.default), f"{where}.{key}:")
-    except limits.LimitError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _opt_str(data: dict[str, Any], key: str, where: str, pattern: re.Pattern[str], hint: str) -> str | None:
-    value = data.get(key)
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str) or not pattern.match(value):
-        raise ConfigError(f"{where}.{key}: {hint}, got {value!r}")
-    return value
-
-
-def _choice(data: dict[str, Any], key: str, where: str, default: str, choices: tuple[str, ...]) -> str:
-    value = data.get(key, default)
-    if value not in choices:
-        raise ConfigError(f"{where}.{key}: must be one of {', '.join(choices)}, got {value!r}")
-    return cast(str, value)
-
-
-def _prefix(data: dict[str, Any], key: str, where: str, default: str) -> str:
-    value = data.get(key, default)
-    if not isinstance(value, str) or not _PREFIX_RE.match(value):
-        raise ConfigError(
-            f"{where}.{key}: must be a lower-case S3 prefix ending in '/', e.g. {default!r}, got {value!r}"
-        )
-    return value
 
 
 def _labels(data: dict[str, Any], where: str) -> tuple[str, ...]:
@@ -351,24 +302,14 @@ def _labels(data: dict[str, Any], where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _section(data: Any, where: str, known: dict[str, str]) -> dict[str, Any] | None:
-    """A nested context object: None when absent, else the object, refusing keys nobody reads."""
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: must be an object")
-    _check_unknown(data, known, where)
-    return data
-
-
 def _model(raw: Any, where: str) -> ModelConfig:
-    if (data := _section(raw, where, _MODEL_KEYS)) is None:
+    if (data := object_section(raw, where, _MODEL_KEYS)) is None:
         return ModelConfig()
-    kind = _choice(data, "kind", where, "none", ("none", "rekognition", "sagemaker"))
-    arn = _opt_str(
+    kind = choice(data, "kind", where, "none", ("none", "rekognition", "sagemaker"))
+    arn = opt_str(
         data, "projectVersionArn", where, _REKOGNITION_RE, "must be a Rekognition Custom Labels project version ARN"
     )
-    endpoint = _opt_str(data, "endpointName", where, _ENDPOINT_RE, "must be a SageMaker endpoint name")
+    endpoint = opt_str(data, "endpointName", where, _ENDPOINT_RE, "must be a SageMaker endpoint name")
     if kind == "rekognition" and arn is None:
         raise ConfigError(f"{where}.projectVersionArn: required when model.kind is 'rekognition'")
     if kind == "sagemaker" and endpoint is None:
@@ -378,27 +319,27 @@ def _model(raw: Any, where: str) -> ModelConfig:
         project_version_arn=arn,
         endpoint_name=endpoint,
         endpoint_format=cast(
-            EndpointFormat, _choice(data, "endpointFormat", where, "builtin", ("builtin", "ultralytics"))
+            EndpointFormat, choice(data, "endpointFormat", where, "builtin", ("builtin", "ultralytics"))
         ),
-        min_confidence=_float(data, "minConfidence", where, limits.MIN_CONFIDENCE),
+        min_confidence=float_field(data, "minConfidence", where, limits.MIN_CONFIDENCE),
     )
 
 
 def _calibration(raw: Any, where: str) -> CalibrationConfig:
-    if (data := _section(raw, where, _CALIBRATION_KEYS)) is None:
+    if (data := object_section(raw, where, _CALIBRATION_KEYS)) is None:
         return CalibrationConfig()
     return CalibrationConfig(
-        target_quality=_float(data, "targetQuality", where, limits.TARGET_QUALITY),
-        confidence_level=_float(data, "confidenceLevel", where, limits.CONFIDENCE_LEVEL),
-        min_pairs=_int(data, "minPairs", where, limits.MIN_PAIRS),
-        audit_fraction=_float(data, "auditFraction", where, limits.AUDIT_FRACTION),
-        bound=_choice(data, "bound", where, "betting", ("betting", "hoeffding")),
+        target_quality=float_field(data, "targetQuality", where, limits.TARGET_QUALITY),
+        confidence_level=float_field(data, "confidenceLevel", where, limits.CONFIDENCE_LEVEL),
+        min_pairs=int_field(data, "minPairs", where, limits.MIN_PAIRS),
+        audit_fraction=float_field(data, "auditFraction", where, limits.AUDIT_FRACTION),
+        bound=choice(data, "bound", where, "betting", ("betting", "hoeffding")),
     )
 
 
 def _label_studio(raw: Any, where: str, backend: str) -> LabelStudioConfig:
-    data = _section(raw, where, _LABEL_STUDIO_KEYS) or {}
-    url = _opt_str(data, "url", where, _HTTP_URL_RE, "must be the http(s) URL of the Label Studio server")
+    data = object_section(raw, where, _LABEL_STUDIO_KEYS) or {}
+    url = opt_str(data, "url", where, _HTTP_URL_RE, "must be the http(s) URL of the Label Studio server")
     arn = data.get("tokenSecretArn") or None
     if arn is not None and (not isinstance(arn, str) or not _SECRET_ARN_RE.match(arn)):
         # Never echo the value: a token pasted here by mistake must not reach a log.
@@ -416,29 +357,29 @@ def _label_studio(raw: Any, where: str, backend: str) -> LabelStudioConfig:
         url=url.rstrip("/") if url else None,
         token_secret_arn=arn,
         webhook=webhook,
-        sync_minutes=_int(data, "syncMinutes", where, limits.LABEL_STUDIO_SYNC_MINUTES),
-        presign_ttl_minutes=_int(data, "presignTtlMinutes", where, limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
+        sync_minutes=int_field(data, "syncMinutes", where, limits.LABEL_STUDIO_SYNC_MINUTES),
+        presign_ttl_minutes=int_field(data, "presignTtlMinutes", where, limits.LABEL_STUDIO_PRESIGN_TTL_MINUTES),
     )
 
 
 def _export(raw: Any, where: str) -> ExportConfig:
-    if (data := _section(raw, where, _EXPORT_KEYS)) is None:
+    if (data := object_section(raw, where, _EXPORT_KEYS)) is None:
         return ExportConfig()
     return ExportConfig(
-        distributed_above=_int(data, "distributedAbove", where, limits.EXPORT_DISTRIBUTED_ABOVE),
-        shard_size=_int(data, "shardSize", where, limits.EXPORT_SHARD_SIZE),
-        max_concurrency=_int(data, "maxConcurrency", where, limits.EXPORT_MAX_CONCURRENCY),
+        distributed_above=int_field(data, "distributedAbove", where, limits.EXPORT_DISTRIBUTED_ABOVE),
+        shard_size=int_field(data, "shardSize", where, limits.EXPORT_SHARD_SIZE),
+        max_concurrency=int_field(data, "maxConcurrency", where, limits.EXPORT_MAX_CONCURRENCY),
     )
 
 
 def _retrain(raw: Any, where: str, model: ModelConfig) -> RetrainConfig:
-    if (data := _section(raw, where, _RETRAIN_KEYS)) is None:
+    if (data := object_section(raw, where, _RETRAIN_KEYS)) is None:
         return RetrainConfig()
     enabled = data.get("enabled", False)
     if not isinstance(enabled, bool):
         raise ConfigError(f"{where}.enabled: must be true or false, got {enabled!r}")
     # Only Rekognition Custom Labels trains today; SageMaker training is documented as not built yet.
-    backend = _choice(data, "backend", where, "rekognition", ("rekognition",))
+    backend = choice(data, "backend", where, "rekognition", ("rekognition",))
     if enabled and model.kind != "rekognition":
         raise ConfigError(
             f"{where}.enabled: the retrain loop trains Rekognition Custom Labels versions; it needs "
@@ -447,14 +388,14 @@ def _retrain(raw: Any, where: str, model: ModelConfig) -> RetrainConfig:
     return RetrainConfig(
         enabled=enabled,
         backend=backend,
-        project_name=_opt_str(data, "projectName", where, _PROJECT_NAME_RE, "must be a Rekognition project name"),
-        min_new_labels=_int(data, "minNewLabels", where, limits.RETRAIN_MIN_NEW_LABELS),
-        min_per_class=_int(data, "minPerClass", where, limits.RETRAIN_MIN_PER_CLASS),
-        min_evaluation_images=_int(data, "minEvaluationImages", where, limits.MIN_EVALUATION_IMAGES),
-        evaluation_fraction=_float(data, "evaluationFraction", where, limits.EVALUATION_FRACTION),
-        inference_units=_int(data, "inferenceUnits", where, limits.RETRAIN_INFERENCE_UNITS),
-        poll_seconds=_int(data, "pollSeconds", where, limits.RETRAIN_POLL_SECONDS),
-        max_hours=_int(data, "maxHours", where, limits.RETRAIN_MAX_HOURS),
+        project_name=opt_str(data, "projectName", where, _PROJECT_NAME_RE, "must be a Rekognition project name"),
+        min_new_labels=int_field(data, "minNewLabels", where, limits.RETRAIN_MIN_NEW_LABELS),
+        min_per_class=int_field(data, "minPerClass", where, limits.RETRAIN_MIN_PER_CLASS),
+        min_evaluation_images=int_field(data, "minEvaluationImages", where, limits.MIN_EVALUATION_IMAGES),
+        evaluation_fraction=float_field(data, "evaluationFraction", where, limits.EVALUATION_FRACTION),
+        inference_units=int_field(data, "inferenceUnits", where, limits.RETRAIN_INFERENCE_UNITS),
+        poll_seconds=int_field(data, "pollSeconds", where, limits.RETRAIN_POLL_SECONDS),
+        max_hours=int_field(data, "maxHours", where, limits.RETRAIN_MAX_HOURS),
     )
 
 
@@ -468,12 +409,12 @@ def _reserved_concurrency(raw: Any, where: str) -> ReservedConcurrencyConfig:
         raise ConfigError(
             f'{where}: must be true, false or an object such as {{"export": 5, "labelStudioSync": 2}}, got {raw!r}'
         )
-    _check_unknown(raw, _RESERVED_CONCURRENCY_KEYS, where)
+    check_unknown(raw, _RESERVED_CONCURRENCY_KEYS, where)
     values: dict[str, int | None] = {}
     for key, name in _RESERVED_CONCURRENCY_KEYS.items():
         value = raw.get(key, True)
         bound = _RESERVED_DEFAULTS[key]
-        values[name] = None if value is False else bound.default if value is True else _int(raw, key, where, bound)
+        values[name] = None if value is False else bound.default if value is True else int_field(raw, key, where, bound)
     return ReservedConcurrencyConfig(**values)
 
 
@@ -482,19 +423,19 @@ def parse_config(raw: Any) -> LabelLoopConfig:
     where = CONTEXT_KEY
     if raw is None:
         raw = {}
-    raw = _parse_scalar(raw)
+    raw = parse_scalar(raw)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be an object, got {type(raw).__name__}")
-    _check_unknown(raw, _TOP_KEYS, where)
+    check_unknown(raw, _TOP_KEYS, where)
     threshold = raw.get("autoAcceptThreshold")
     if threshold is not None:
-        threshold = _float(raw, "autoAcceptThreshold", where, limits.AUTO_ACCEPT_THRESHOLD)
+        threshold = float_field(raw, "autoAcceptThreshold", where, limits.AUTO_ACCEPT_THRESHOLD)
     retention = raw.get("logRetentionDays", limits.LOG_RETENTION_DAYS_DEFAULT)
     if isinstance(retention, bool) or not isinstance(retention, int) or retention not in limits.LOG_RETENTION_DAYS:
         raise ConfigError(
             f"{where}.logRetentionDays: must be one of {sorted(limits.LOG_RETENTION_DAYS)}, got {retention!r}"
         )
-    workteam = _opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN")
+    workteam = opt_str(raw, "workteamArn", where, _WORKTEAM_RE, "must be a SageMaker workteam ARN")
     if limits.is_public_workteam(workteam):
         raise ConfigError(
             f"{where}.workteamArn: the public crowd (Amazon Mechanical Turk) is not supported: it needs a per-task "
@@ -502,7 +443,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
             f"vendor work team, got {workteam!r}"
         )
     prefixes = {
-        k: _prefix(raw, k, where, d)
+        k: prefix(raw, k, where, d)
         for k, d in (
             ("incomingPrefix", DEFAULT_INCOMING_PREFIX),
             ("workPrefix", DEFAULT_WORK_PREFIX),
@@ -515,36 +456,36 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         raise ConfigError(
             f"{where}.incomingPrefix: incoming, work and exports prefixes must not overlap, got {prefixes}"
         )
-    backend = _choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
+    backend = choice(raw, "reviewBackend", where, "groundtruth", ("groundtruth", "labelstudio"))
     model = _model(raw.get("model"), f"{where}.model")
     return LabelLoopConfig(
         labels=_labels(raw, where),
         workteam_arn=workteam,
         model=model,
         retrain=_retrain(raw.get("retrain"), f"{where}.retrain", model),
-        task_mode=cast(TaskMode, _choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
-        workers_per_object=_int(raw, "workersPerObject", where, limits.WORKERS_PER_OBJECT),
-        verify_seconds_per_box=_float(raw, "verifySecondsPerBox", where, limits.VERIFY_SECONDS_PER_BOX),
-        draw_seconds_per_box=_float(raw, "drawSecondsPerBox", where, limits.DRAW_SECONDS_PER_BOX),
-        task_time_limit_seconds=_int(raw, "taskTimeLimitSeconds", where, limits.TASK_TIME_LIMIT_SECONDS),
-        task_availability_seconds=_int(raw, "taskAvailabilitySeconds", where, limits.task_availability(workteam)),
+        task_mode=cast(TaskMode, choice(raw, "taskMode", where, "adjust", ("adjust", "verify"))),
+        workers_per_object=int_field(raw, "workersPerObject", where, limits.WORKERS_PER_OBJECT),
+        verify_seconds_per_box=float_field(raw, "verifySecondsPerBox", where, limits.VERIFY_SECONDS_PER_BOX),
+        draw_seconds_per_box=float_field(raw, "drawSecondsPerBox", where, limits.DRAW_SECONDS_PER_BOX),
+        task_time_limit_seconds=int_field(raw, "taskTimeLimitSeconds", where, limits.TASK_TIME_LIMIT_SECONDS),
+        task_availability_seconds=int_field(raw, "taskAvailabilitySeconds", where, limits.task_availability(workteam)),
         incoming_prefix=prefixes["incomingPrefix"],
         work_prefix=prefixes["workPrefix"],
         exports_prefix=prefixes["exportsPrefix"],
-        batch_window_seconds=_int(raw, "batchWindowSeconds", where, limits.BATCH_WINDOW_SECONDS),
-        max_batch_size=_int(raw, "maxBatchSize", where, limits.MAX_BATCH_SIZE),
-        prelabel_shard_size=_int(raw, "prelabelShardSize", where, limits.PRELABEL_SHARD_SIZE),
-        prelabel_max_concurrency=_int(raw, "prelabelMaxConcurrency", where, limits.PRELABEL_MAX_CONCURRENCY),
+        batch_window_seconds=int_field(raw, "batchWindowSeconds", where, limits.BATCH_WINDOW_SECONDS),
+        max_batch_size=int_field(raw, "maxBatchSize", where, limits.MAX_BATCH_SIZE),
+        prelabel_shard_size=int_field(raw, "prelabelShardSize", where, limits.PRELABEL_SHARD_SIZE),
+        prelabel_max_concurrency=int_field(raw, "prelabelMaxConcurrency", where, limits.PRELABEL_MAX_CONCURRENCY),
         auto_accept_threshold=threshold,
         calibration=_calibration(raw.get("calibration"), f"{where}.calibration"),
-        max_image_bytes=_int(raw, "maxImageBytes", where, limits.MAX_IMAGE_BYTES),
-        max_image_pixels=_int(raw, "maxImagePixels", where, limits.MAX_IMAGE_PIXELS),
-        review_timeout_hours=_int(raw, "reviewTimeoutHours", where, limits.REVIEW_TIMEOUT_HOURS),
-        val_fraction=_float(raw, "valFraction", where, limits.VAL_FRACTION),
+        max_image_bytes=int_field(raw, "maxImageBytes", where, limits.MAX_IMAGE_BYTES),
+        max_image_pixels=int_field(raw, "maxImagePixels", where, limits.MAX_IMAGE_PIXELS),
+        review_timeout_hours=int_field(raw, "reviewTimeoutHours", where, limits.REVIEW_TIMEOUT_HOURS),
+        val_fraction=float_field(raw, "valFraction", where, limits.VAL_FRACTION),
         log_retention_days=retention,
-        alarm_email=_opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
+        alarm_email=opt_str(raw, "alarmEmail", where, _EMAIL_RE, "must be an e-mail address"),
         review_backend=cast(ReviewBackend, backend),
-        encryption=cast(Encryption, _choice(raw, "encryption", where, "aws-managed", ("aws-managed", "kms"))),
+        encryption=cast(Encryption, choice(raw, "encryption", where, "aws-managed", ("aws-managed", "kms"))),
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
         export=_export(raw.get("export"), f"{where}.export"),
         reserved_concurrency=_reserved_concurrency(raw.get("reservedConcurrency"), f"{where}.reservedConcurrency"),
@@ -554,7 +495,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
 def context_object(get_context: Any) -> dict[str, Any]:
     """The ``labelloop`` object with its dotted overrides applied: what `config_from_context` validates."""
     raw = get_context(CONTEXT_KEY) or {}
-    raw = _parse_scalar(raw)
+    raw = parse_scalar(raw)
     if not isinstance(raw, dict):
         raise ConfigError(f"{CONTEXT_KEY}: must be an object, got {type(raw).__name__}")
     return _merge_overrides(raw, get_context)
