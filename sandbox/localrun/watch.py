@@ -9,12 +9,10 @@ from typing import Any
 
 from labelloop_core import contract
 from labelloop_core.contract import (
-    ACCEPTED_MANIFEST,
     BATCH_REPORT_FILE,
     INPUT_MANIFEST,
     OBJECTS_FILE,
     REJECTED_FILE,
-    REVIEW_MANIFEST,
 )
 from sandbox.cloud_api import CloudApi
 
@@ -146,9 +144,9 @@ class Watcher:
         done = [k for k in keys if k.startswith(prefix + contract.PRELABELED_DIR)]
         if shards and len(done) >= len(shards):
             self._say_once(batch, "prelabeled", f"pre-labeled ({len(done)} shard(s))")
-        if f"{prefix}{ACCEPTED_MANIFEST}" in keys or f"{prefix}{REVIEW_MANIFEST}" in keys:
-            accepted = len(read_jsonl(self.cloud, f"{prefix}{ACCEPTED_MANIFEST}"))
-            review = len(read_jsonl(self.cloud, f"{prefix}{REVIEW_MANIFEST}"))
+        if f"{prefix}{contract.ROUTE_FILE}" in keys:  # written after both manifests: its counts are final
+            routed = read_json(self.cloud, f"{prefix}{contract.ROUTE_FILE}") or {}
+            accepted, review = routed.get("accepted"), routed.get("review")
             self._say_once(batch, "routed", f"routed: {accepted} auto-accepted, {review} to human review")
         if f"{prefix}{BATCH_REPORT_FILE}" in keys:
             self._say_report(batch, read_json(self.cloud, f"{prefix}{BATCH_REPORT_FILE}") or {})
