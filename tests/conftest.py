@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -23,6 +24,9 @@ from typing import Any
 
 import pytest
 
+from tests import botocore_cache
+
+botocore_cache.install()
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 # Never let a test reach a real AWS account.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -44,6 +48,7 @@ ONE_GROUP_FOLDERS = {"labelstudio"}
 #: Folders whose modules are each one xdist work unit (module fixtures start once).
 MODULE_GROUP_FOLDERS = {"e2e"}
 LOAD_MARKER = "load"
+MODULE_SCOPE = 'scope="module"'
 _OWN_CACHE = pytest.StashKey[str]()
 
 
@@ -82,14 +87,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
+@functools.cache
+def _has_module_fixture(path: str) -> bool:
+    """Whether the test module declares a module-scoped fixture (its tests then share one worker)."""
+    try:
+        return MODULE_SCOPE in (TESTS.parent / path).read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
 def work_unit(nodeid: str) -> str:
-    """The xdist work unit of a test: its e2e module, the Label Studio folder, or the test itself."""
+    """The xdist work unit of a test: its e2e module, the Label Studio folder, a module with a module-scoped
+    fixture (built once, not once per worker), or the test itself."""
     path = nodeid.split("::", 1)[0]
     parts = path.split("/")
     if len(parts) > 2 and parts[0] == TESTS.name:
         if parts[1] in ONE_GROUP_FOLDERS:
             return f"{parts[0]}/{parts[1]}"
-        if parts[1] in MODULE_GROUP_FOLDERS:
+        if parts[1] in MODULE_GROUP_FOLDERS or _has_module_fixture(path):
             return path
     return nodeid
 

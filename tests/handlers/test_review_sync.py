@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 import pytest
 
+from adapters import labelstudio as labelstudio_client
 from adapters import labelstudio_review
 from adapters.aws import client
 from adapters.labelstudio_review import WEBHOOK_HEADER, LabelStudioReview, LabelStudioSettings, parse_credentials
@@ -104,7 +105,11 @@ def test_the_function_url_request_is_routed_to_the_webhook_with_the_function_s_o
     assert answer["statusCode"] == 202 and [c["FunctionName"] for c in calls] == [name]
 
 
-def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sync.ReviewSyncSettings) -> None:
+def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(
+    cfg: review_sync.ReviewSyncSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(labelstudio_client.time, "sleep", waits.append)  # the client's back-off, not waited here
     s3 = boto3.client("s3", region_name="us-east-1")
     doc = {"job_name": "labelloop-a-1", "bucket": BUCKET, "dataset": "a", "batch_id": "1",
            "batch_prefix": "work/batches/a/1/", "token": "t"}  # fmt: skip
@@ -114,6 +119,7 @@ def test_a_batch_that_fails_to_reconcile_does_not_stop_the_others(cfg: review_sy
     result = review_sync.sweep(cfg)
     assert result["reviews"]["labelloop-a-1"].startswith("error: LabelStudioApiError")
     assert "tok-123456" not in json.dumps(result)  # never the token, even in an error
+    assert waits and all(w > 0 for w in waits)  # the unreachable server was retried with back-off
 
 
 def test_the_secret_is_a_bare_token_or_json_and_errors_never_echo_it() -> None:

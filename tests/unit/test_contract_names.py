@@ -183,10 +183,9 @@ def _public_names(tree: ast.Module) -> dict[str, ast.AST]:
     return {n: v for n, v in names.items() if not n.split(".")[-1].startswith("_")}
 
 
-def _mentions(name: str, text: str) -> bool:
-    owner, _, attr = name.rpartition(".")
-    pattern = rf"\b{re.escape(owner)}\.{re.escape(attr)}\b" if owner else rf"\b{re.escape(name)}\b"
-    return re.search(pattern, text) is not None
+def _words(text: str) -> set[str]:
+    """Every identifier in ``text`` and every ``a.b`` pair of identifiers (so one set lookup finds a name)."""
+    return set(re.findall(r"\w+", text)) | {f"{a}.{b}" for a, b in re.findall(r"\b(?=(\w+)\.(\w+)\b)", text)}
 
 
 def unused_contract_names(contract_path: Path, code: dict[Path, str]) -> list[str]:
@@ -195,12 +194,12 @@ def unused_contract_names(contract_path: Path, code: dict[Path, str]) -> list[st
     source = contract_path.read_text(encoding="utf-8")
     tree = ast.parse(source)
     names = _public_names(tree)
-    outside = "\n".join(text for path, text in code.items() if path != contract_path)
-    used = {n for n in names if _mentions(n, outside)}
+    outside = _words("\n".join(text for path, text in code.items() if path != contract_path))
+    used = {n for n in names if n in outside}
     frontier = set(used)
     while frontier:
-        inner = "\n".join(ast.get_source_segment(source, names[n]) or "" for n in frontier)
-        frontier = {n for n in names if n not in used and _mentions(n, inner)}
+        inner = _words("\n".join(ast.get_source_segment(source, names[n]) or "" for n in frontier))
+        frontier = {n for n in names if n not in used and n in inner}
         used |= frontier
     return sorted(set(names) - used)
 

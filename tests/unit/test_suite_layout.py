@@ -20,3 +20,9 @@ def test_other_tests_spread_one_by_one() -> None:
     assert work_unit("tests/unit/test_yolo.py::test_a") == "tests/unit/test_yolo.py::test_a"
     assert work_unit("tests/unit/test_yolo.py::test_a") != work_unit("tests/unit/test_yolo.py::test_b")
     assert work_unit("tests/handlers/test_route.py::test_x[1]") == "tests/handlers/test_route.py::test_x[1]"
+
+
+def test_a_module_with_a_module_scoped_fixture_is_one_unit() -> None:
+    """Its fixture is built once per run, not once on every worker."""
+    first = work_unit("tests/handlers/test_retrain.py::test_a")
+    assert first == work_unit("tests/handlers/test_retrain.py::test_b[1]") == "tests/handlers/test_retrain.py"
