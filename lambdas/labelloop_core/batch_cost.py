@@ -8,11 +8,12 @@ measured start-to-stop intervals (``hosting_hours`` is the one parameter that wi
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .pricing import ESTIMATED_GB_SECONDS_PER_INVOCATION, Usage, ledger
+from .contract import Cost
+from .pricing import COMPONENTS, ESTIMATED_GB_SECONDS_PER_INVOCATION, Usage, ledger, total
 
 #: GET/HEAD requests per image by the functions, measured by ``bench/bench_counters.py 200`` (3.145 in the
 #: README's Scale and cost table): a batch cannot cheaply count its reads, so they are estimated from it.
@@ -100,3 +101,25 @@ def window_hours(route: Mapping[str, Any]) -> float:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         return 0.0
     return float(seconds) / 3600
+
+
+def summed(costs: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """Batch ``cost`` sections added up (a dataset's cost so far): ``components`` (`COMPONENTS` order),
+    ``total_usd`` (their sum), ``labeled_images``, ``per_image_usd`` and ``batches`` (how many had one)."""
+    parts = dict.fromkeys(COMPONENTS, 0.0)
+    images = batches = 0
+    for cost in costs:
+        if not isinstance(cost, Mapping) or not isinstance(cost.get(Cost.COMPONENTS), Mapping):
+            continue
+        batches += 1
+        images += int(cost.get(Cost.LABELED_IMAGES) or 0)
+        for name, value in cost[Cost.COMPONENTS].items():
+            parts[name] = parts.get(name, 0.0) + float(value)
+    amount = total(parts.values())
+    return {
+        Cost.TOTAL: amount,
+        Cost.PER_IMAGE: amount / images if images else None,
+        Cost.LABELED_IMAGES: images,
+        Cost.COMPONENTS: parts,
+        "batches": batches,
+    }

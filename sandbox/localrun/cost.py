@@ -13,28 +13,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from labelloop_core.batch_cost import summed
 from labelloop_core.contract import MODEL_REGISTRY_KEY, Cost, Env
-from labelloop_core.pricing import COMPONENTS, Usage, components, document, prices, total
+from labelloop_core.pricing import Usage, components, document, prices, total
 from sandbox import usage_counters
 from sandbox.cloud_api import CloudApi
 from sandbox.localrun.watch import read_json
 
 #: Run components that are, by definition, the sum of the batches' (the others are measured run-wide).
 EQUAL_TO_BATCHES = ("model_calls", "human_review")
-
-
-def batch_sums(reports: Iterable[Mapping[str, Any] | None]) -> dict[str, float]:
-    """Sum of the batch reports' ``cost`` components (`COMPONENTS` order; batches without one skipped)."""
-    sums = dict.fromkeys(COMPONENTS, 0.0)
-    for report in reports:
-        cost = (report or {}).get(Cost.FIELD)
-        if isinstance(cost, Mapping):
-            for name, value in (cost.get(Cost.COMPONENTS) or {}).items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-    return sums
 
 
 def hosting_records(account: str, region: str, now: float) -> list[dict[str, Any]]:
@@ -71,7 +61,7 @@ def run_cost(
 ) -> dict[str, Any]:
     """The run's ``cost`` (see the module doc): components sum to the total, per image, each with its basis."""
     table = prices(json.loads(env.get(Env.COST_PRICES) or "{}"))
-    sums = batch_sums(reports)
+    sums = summed((report or {}).get(Cost.FIELD) for report in reports)[Cost.COMPONENTS]
     hosting = hosting_records(account, region, time.time())
     counts = usage_counters.orchestration(cloud, calls)
     seconds = training_seconds(read_json(cloud, MODEL_REGISTRY_KEY))
