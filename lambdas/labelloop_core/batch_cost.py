@@ -41,7 +41,8 @@ NOTES: Final = {
     "human_review": "objects sent to labeling jobs (per job) x the per-object fee, and their worker tasks "
     "(objects x workers per object) x the workforce's price; Label Studio: tasks x its per-task price",
     "orchestration": "Lambda requests and state transitions from the workflow's steps for this batch's counts "
-    "(Ground Truth's pre-annotation call per object included); S3 PUT/LIST: the objects the batch wrote; "
+    "(Ground Truth's pre-annotation call per object included); S3 PUT/LIST: the objects in the batch's "
+    "folder (a lower bound: image copies, the labeling jobs' files and the export are counted run-wide); "
     f"Lambda GB-s: {ESTIMATED_GB_SECONDS_PER_INVOCATION} per request (estimated); S3 GET/HEAD: "
     f"{ESTIMATED_S3_READS_PER_IMAGE} per image (estimated, bench_counters)",
 }
