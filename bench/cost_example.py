@@ -35,7 +35,7 @@ def scenario(counters: dict[str, Any], args: argparse.Namespace) -> dict[str, An
     per = counters["per_image"]
     images = args.images
     reviewed = round(images * (1 - args.auto_accept))
-    table = prices()
+    table = prices({"workforce_per_task": args.workforce})
     orchestration = {
         "lambda_requests": round(per["lambda_invocations"] * images),
         "lambda_gb_seconds": per["lambda_gb_seconds_emulated"] * images,
@@ -43,17 +43,18 @@ def scenario(counters: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         "s3_tier1": round(per["s3_tier1_requests"] * images),
         "s3_tier2": round(per["s3_tier2_requests"] * images),
     }
-    common = {"labeled_images": images, "review_tasks": 0, **orchestration}
+    common = {"labeled_images": images, **orchestration}
     with_model = Usage(
         model="rekognition",
         model_hours=args.hosting_hours,
         model_calls=images,
         training_seconds=args.training_hours * 3600,
         review_objects=reviewed,
+        review_tasks=reviewed,  # one worker per object
         **common,
     )
     always_on = dataclasses.replace(with_model, model_hours=args.always_on_days * 24)
-    no_model = Usage(review_objects=images, **common)
+    no_model = Usage(review_objects=images, review_tasks=images, **common)
     return {
         "images": images,
         "auto_accept_share": args.auto_accept,
@@ -62,6 +63,7 @@ def scenario(counters: dict[str, Any], args: argparse.Namespace) -> dict[str, An
             "hosting_hours": args.hosting_hours,
             "always_on_days": args.always_on_days,
             "training_hours": args.training_hours,
+            "workforce_per_task": args.workforce,
             "orchestration_per_image_from": f"bench_counters.py {counters['images']} (emulation, per image)",
         },
         "prices": {"date": PRICES_DATE, "region": PRICES_REGION},
@@ -94,6 +96,7 @@ def main(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--hosting-hours", type=float, default=1.0, help="hours the model is hosted to pre-label")
     parser.add_argument("--always-on-days", type=float, default=30.0, help="the model left running this long")
     parser.add_argument("--training-hours", type=float, default=0.0, help="billable training hours (the loop)")
+    parser.add_argument("--workforce", type=float, default=0.0, help="USD per task (one worker per object)")
     args = parser.parse_args(argv)
     if not 0 <= args.auto_accept <= 1 or args.images < 1:
         raise SystemExit("--auto-accept must be in [0, 1] and --images >= 1")

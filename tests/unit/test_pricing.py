@@ -153,3 +153,17 @@ def test_bad_price_names_its_key(bad):
 def test_unknown_price_key():
     with pytest.raises(PriceError, match=r"cost\.nope"):
         prices({"nope": 1})
+
+
+def test_the_readme_price_table_is_the_code_table():
+    """README's "Cost" section lists every price as the table has it (one source, no drift)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**The price table**", 1)[1].split("**Overrides**", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = float(cells[1])
+    assert rows == {name: price.usd for name, price in PRICES.items()}
