@@ -374,7 +374,7 @@ def _print_cost(report: dict[str, Any], truth: Path, workers: int, seconds: floa
     if not isinstance(cost, dict):
         return None
     print("")
-    print("What the pipeline run cost (the cost ledger of report.json; estimates at list prices)")
+    print(f"What the pipeline run cost (the cost ledger of {RUN_REPORT_FILE}; estimates at list prices)")
     for line in cost_table(cost):
         print(line)
     boxes = sum(
