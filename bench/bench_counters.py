@@ -13,6 +13,7 @@ fixed threshold of 0.5 (auto-accepted) and half below (reviewed). Counted while 
 - the functions' AWS requests by service and operation (every call a deployed function makes,
   botocore retries included), S3 grouped by price tier (PUT/COPY/POST/LIST vs GET/HEAD).
 
+The counters are `sandbox.usage_counters`' (the run report's ``cost`` reads the same ones).
 Prints JSON with totals and per-image figures; `bench/scale_table.py` turns it into the README's
 scale and cost table. Durations are the emulation's (moto in-process: slower than AWS), never asserted.
 """
@@ -32,12 +33,10 @@ from typing import Any
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parents[1] / "lambdas")]
 
+from sandbox import usage_counters  # noqa: E402
 from sandbox.cloud_api import CloudApi  # noqa: E402
 from sandbox.faults import FaultInjector  # noqa: E402
-
-#: S3 operations billed at the PUT/COPY/POST/LIST rate; everything else (GET, HEAD) at the GET rate.
-S3_TIER1 = {"PutObject", "CopyObject", "ListObjectsV2", "ListObjects", "CreateMultipartUpload", "UploadPart",
-            "CompleteMultipartUpload", "DeleteObject", "DeleteObjects"}  # fmt: skip
+from sandbox.usage_counters import S3_TIER1, gb_seconds, lambda_by_function  # noqa: E402
 
 
 def _inputs(root: Path, images: int) -> Path:
@@ -70,45 +69,14 @@ class _CountingInjector(FaultInjector):
         return super().answer(event_name, request)
 
 
-def _transitions(cloud: CloudApi) -> tuple[int, int]:
-    """(executions, ``*StateEntered`` events) over every execution of every state machine."""
-    sfn = cloud.client("stepfunctions")
-    executions = entered = 0
-    for arn in cloud.state_machine_arns().values():
-        for page in sfn.get_paginator("list_executions").paginate(stateMachineArn=arn):
-            for execution in page["executions"]:
-                executions += 1
-                pages = sfn.get_paginator("get_execution_history").paginate(executionArn=execution["executionArn"])
-                entered += sum(1 for p in pages for e in p["events"] if e["type"].endswith("StateEntered"))
-    return executions, entered
-
-
-def _lambda(cloud: CloudApi) -> dict[str, dict[str, float]]:
-    """Per function (logical id): invocations, emulated seconds, configured memory."""
-    names = {name: lid for lid, name in cloud.function_names().items()}
-    lam = cloud.client("lambda")
-    out: dict[str, dict[str, float]] = {}
-    for inv in cloud.invocations:
-        logical = names.get(inv.function_name, inv.function_name)
-        entry = out.setdefault(logical, {"invocations": 0, "seconds": 0.0, "memory_mb": 0})
-        entry["invocations"] += 1
-        entry["seconds"] += float(inv.duration_s)
-    for logical, entry in out.items():
-        if logical in cloud.function_names():
-            name = cloud.function_names()[logical]
-            entry["memory_mb"] = lam.get_function_configuration(FunctionName=name)["MemorySize"]
-        entry["seconds"] = round(entry["seconds"], 3)
-    return out
-
-
 def main(images: int = 200) -> dict[str, Any]:
     from sandbox.localrun import RunSpec, plan_run, run_local
 
     captured: dict[str, Any] = {}
 
     def inspect(cloud: CloudApi) -> None:
-        captured["transitions"] = _transitions(cloud)
-        captured["lambda"] = _lambda(cloud)
+        captured["transitions"] = usage_counters.transitions(cloud)
+        captured["lambda"] = lambda_by_function(cloud)
         captured["names"] = cloud.function_names()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +104,7 @@ def main(images: int = 200) -> dict[str, Any]:
     executions, transitions = captured["transitions"]
     functions = captured["lambda"]
     invocations = sum(int(f["invocations"]) for f in functions.values())
-    gb_s = sum(f["seconds"] * f["memory_mb"] / 1024 for f in functions.values())
+    gb_s = gb_seconds(functions)
     per = 1.0 / images
     return {
         "images": images,

@@ -275,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         print("  no labeled manifest came back, so nothing could be judged against the truth")
     dataset_ok = _print_dataset_check(result.dataset_dir, report.get("export_version"))
+    pipeline_seconds = time.perf_counter() - started
     loop_ok = _run_loop(args, spec.images) if args.loop_waves > 0 else True
     summary = demo_summary(time.perf_counter() - started, generated, judged, dataset_ok and loop_ok)
+    summary["cost"] = _print_cost(report, truth, spec.workers, pipeline_seconds)
     (out / "demo.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     print(f"  finished in {summary['seconds']}s; details in {out / RUN_REPORT_FILE} and {out / 'demo.json'}")
     if result.dataset_dir is not None and not dataset_ok:
@@ -353,7 +355,37 @@ def _run_loop(args: argparse.Namespace, scenes: Path) -> bool:
         f" ({report.get('human_reviewed', 0) / exported:.0%}); without the loop the untrained model sends all of"
         f" them; accounting {'OK' if not result.problems else 'FAILED: ' + '; '.join(result.problems)[:300]}"
     )
+    cost = report.get(contract.Cost.FIELD)
+    if isinstance(cost, dict):
+        parts = cost[contract.Cost.COMPONENTS]
+        print(
+            f"  the loop cost ${cost[contract.Cost.TOTAL]:.4f}: training ${parts['training']:.4f} (billable seconds),"
+            f" model hosting ${parts['model_hosting']:.4f} (every version from start to stop, measured),"
+            f" human review ${parts['human_review']:.4f}, orchestration ${parts['orchestration']:.4f}"
+        )
     return not result.problems
+
+
+def _print_cost(report: dict[str, Any], truth: Path, workers: int, seconds: float) -> dict[str, Any] | None:
+    """The pipeline run's cost table, then the same images all to Ground Truth and with the model always on."""
+    from cli.cost_view import comparison_lines, comparisons, cost_table
+
+    cost = report.get(contract.Cost.FIELD)
+    if not isinstance(cost, dict):
+        return None
+    print("")
+    print(f"What the pipeline run cost (the cost ledger of {RUN_REPORT_FILE}; estimates at list prices)")
+    for line in cost_table(cost):
+        print(line)
+    boxes = sum(
+        len(json.loads(raw).get("detections") or []) for raw in truth.read_text(encoding="utf-8").splitlines() if raw
+    )
+    images = int(report.get("auto_accepted") or 0) + int(report.get("human_reviewed") or 0)
+    # The demo's model is an emulated SageMaker endpoint (one instance); --model learn is Rekognition.
+    found = comparisons(cost, images, workers, "sagemaker", 1, seconds)
+    for line in comparison_lines(found, boxes):
+        print(line)
+    return found
 
 
 def _print_plan(args: argparse.Namespace, generated: float) -> None:

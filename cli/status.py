@@ -3,7 +3,8 @@
 Per dataset: its batches with their state (building, pre-labeling, routing, in review with the
 labeling job and its counters, merging, merged, failed with the reason, interrupted), image counts
 (uploaded, received, rejected by reason, auto-accepted, reviewed), the current auto-accept
-threshold θ with its certificate, and the latest export. For the stack: the active model version and
+threshold θ with its certificate, the cost so far (the merged batches' cost ledgers summed) and the
+latest export. For the stack: the active model version and
 any training in flight (the model registry). Works against AWS (standard configuration
 chain) and against ``labelloop local up`` (``--endpoint-url``). ``--json`` for scripts,
 ``--watch`` to refresh until interrupted.
@@ -21,6 +22,7 @@ from typing import Any
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
 from labelloop_core import contract
+from labelloop_core.batch_cost import summed
 from labelloop_core.batch_report import failure_reason
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
@@ -31,6 +33,7 @@ from labelloop_core.contract import (
     OUTPUT_MANIFEST,
     REVIEW_MANIFEST,
     WORKFLOW_STATE_MACHINE_SUFFIX,
+    Cost,
 )
 
 #: Batch states in pipeline order (a failed or interrupted batch stops anywhere).
@@ -230,6 +233,7 @@ def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[s
     threshold = read_json(target, contract.threshold_key(contract.calibration_prefix(target.work_prefix), dataset))
     images = {"uploaded": uploaded, **_images(batches)}
     in_use = None
+    cost = summed((b.get("report") or {}).get(Cost.FIELD) for b in batches if b["state"] == "merged")
     for batch in batches:
         report = batch.pop("report", None) or {}
         if batch["state"] == "merged" and isinstance(report.get("threshold"), dict):
@@ -242,6 +246,7 @@ def collect_dataset(target: Target, dataset: str, machine: str | None) -> dict[s
         "threshold_in_use": in_use,
         "latest_export": latest_export,
         "unfinished_exports": _unfinished_exports(target, dataset),
+        Cost.FIELD: cost,
     }
 
 
@@ -328,6 +333,17 @@ def _batch_line(batch: dict[str, Any]) -> str:
     return line
 
 
+def cost_line(cost: dict[str, Any] | None) -> str:
+    """``cost so far``: the merged batches' ledgers summed, biggest components first."""
+    if not cost or not cost.get("batches"):
+        return "  cost so far: no merged batch yet"
+    per_image = cost.get(Cost.PER_IMAGE)
+    each = f", ${per_image:.4f} per labeled image" if per_image is not None else ""
+    parts = sorted(cost[Cost.COMPONENTS].items(), key=lambda item: -item[1])
+    detail = ", ".join(f"{name.replace('_', ' ')} ${value:.4f}" for name, value in parts if value > 0)
+    return f"  cost so far: ${cost[Cost.TOTAL]:.4f}{each} ({cost['batches']} batch(es): {detail or 'nothing billed'})"
+
+
 def _model_lines(models: dict[str, Any] | None) -> list[str]:
     if not models:
         return ["model: the deploy-time model (v1); no retraining yet"]
@@ -365,6 +381,7 @@ def render(document: dict[str, Any]) -> str:
         for reason, count in list(img["rejected_reasons"].items())[:5]:
             lines.append(f"  rejected {count} x {reason}")
         lines.append(f"  {_theta(dataset['threshold'], dataset['threshold_in_use'])}")
+        lines.append(cost_line(dataset.get(Cost.FIELD)))
         export = dataset["latest_export"]
         lines.append(
             f"  latest export {export['version']}: {export['images']} image(s) at {export['prefix']}"

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from infra.config_cost import COST_KEYS, CostConfig, parse_cost
 from infra.config_fields import (
     ConfigError,
     check_unknown,
@@ -161,6 +162,7 @@ class LabelLoopConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     reserved_concurrency: ReservedConcurrencyConfig = field(default_factory=ReservedConcurrencyConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
     #: Reviewer-time estimate constants (seconds; sources in lambdas/labelloop_core/verification.py).
     verify_seconds_per_box: float = limits.VERIFY_SECONDS_PER_BOX.default
     draw_seconds_per_box: float = limits.DRAW_SECONDS_PER_BOX.default
@@ -198,6 +200,7 @@ _TOP_KEYS = {
     "export": "export",
     "reservedConcurrency": "reserved_concurrency",
     "retrain": "retrain",
+    "cost": "cost",
 }
 _MODEL_KEYS = {
     "kind": "kind",
@@ -256,6 +259,7 @@ _SECTIONS: dict[str, dict[str, str]] = {
     "labelStudio": _LABEL_STUDIO_KEYS,
     "export": _EXPORT_KEYS,
     "retrain": _RETRAIN_KEYS,
+    "cost": COST_KEYS,
 }
 
 
@@ -489,6 +493,7 @@ def parse_config(raw: Any) -> LabelLoopConfig:
         label_studio=_label_studio(raw.get("labelStudio"), f"{where}.labelStudio", backend),
         export=_export(raw.get("export"), f"{where}.export"),
         reserved_concurrency=_reserved_concurrency(raw.get("reservedConcurrency"), f"{where}.reservedConcurrency"),
+        cost=parse_cost(raw.get("cost"), f"{where}.cost"),
     )
 
 

@@ -116,6 +116,7 @@ class Version:
     min_units: int | None = None
     max_units: int | None = None
     started: float | None = None
+    hosted: list[list[Any]] = field(default_factory=list)  # [start, stop or None, units]: billed hosting
 
 
 @dataclass
@@ -495,6 +496,7 @@ def start_project_version(response: RekognitionResponse) -> str:
         if version.status not in ("TRAINING_COMPLETED", "STOPPED", "FAILED"):
             raise ResourceInUseException(f"The project version is {version.status} and cannot be started.")
         version.min_units, version.max_units = params["MinInferenceUnits"], params.get("MaxInferenceUnits")
+        version.hosted.append([time.time(), None, version.min_units])
         version.status, version.polls, version.message = "STARTING", 0, "The model is being started."
         if SETTINGS.faults.get(version.name) == "start_failed":
             version.final, version.final_message = "FAILED", "The model could not be started (emulated fault)."
@@ -513,6 +515,8 @@ def stop_project_version(response: RekognitionResponse) -> str:
         if version.status not in ("RUNNING", "STARTING", "FAILED"):
             raise ResourceInUseException(f"The project version is {version.status} and cannot be stopped.")
         version.status, version.polls, version.message = "STOPPING", 0, "The model is being stopped."
+        if version.hosted and version.hosted[-1][1] is None:
+            version.hosted[-1][1] = time.time()
         version.final, version.final_message = "STOPPED", "The model is stopped."
     return json.dumps({"Status": "STOPPING"})
 
@@ -557,6 +561,7 @@ def seed_version(
             message="The model is running.",
             model=model,
             min_units=1,
+            hosted=[[created, None, 1]],
         )
         return arn
 

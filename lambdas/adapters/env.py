@@ -99,3 +99,21 @@ def labels(name: str, *, allow_csv: bool = False, environ: Mapping[str, str] | N
     if len(set(parsed)) != len(parsed):
         raise EnvError(f"environment variable {name} has duplicate names: {raw!r}")
     return tuple(parsed)
+
+
+def prices(name: str, *, environ: Mapping[str, str] | None = None) -> dict[str, float]:
+    """The price table (`labelloop_core.pricing`) with the JSON object of overrides in ``name`` applied."""
+    from labelloop_core.pricing import PriceError
+    from labelloop_core.pricing import prices as table
+
+    raw = _raw(name, environ) or "{}"
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError:
+        raise EnvError(f"environment variable {name} must be a JSON object of prices, got {raw!r}") from None
+    if not isinstance(parsed, dict):
+        raise EnvError(f"environment variable {name} must be a JSON object of prices, got {raw!r}")
+    try:
+        return table(parsed, where=name)
+    except PriceError as exc:
+        raise EnvError(f"environment variable {exc}") from None

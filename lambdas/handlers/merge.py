@@ -16,6 +16,10 @@ job: images verified correct come from ``verified.manifest`` (model boxes under
 (auto, verified, adjusted, drawn, audit); the report gains ``provenance``, ``verification``,
 ``labeling_jobs`` (each with its ``task_mode``) and ``reviewer_time_estimate``.
 
+The report's ``cost`` is the batch's cost ledger (`labelloop_core.batch_cost`): model hosting and calls,
+human review, orchestration, in USD at the price table with the stack's ``cost`` overrides
+(``COST_PRICES``), each component with its basis (measured counts or estimates).
+
 Out: ``{"output_manifest","report","accepted","reviewed","unlabeled"}`` (URIs and counts only).
 """
 
@@ -36,7 +40,8 @@ from aws_lambda_powertools import Logger
 from adapters import env
 from adapters.aws import client
 from adapters.s3 import exists, iter_lines, parse_uri, put_json, uri
-from labelloop_core import limits
+from labelloop_core import limits, pricing
+from labelloop_core.batch_cost import BatchWork, batch_cost, window_hours
 from labelloop_core.batch_report import (
     BatchFiles,
     MergedBatch,
@@ -93,6 +98,10 @@ class MergeSettings:
     task_mode: str = "adjust"
     workers_per_object: int = 1
     time_constants: dict[str, float] = field(default_factory=dict)
+    prices: dict[str, float] = field(default_factory=pricing.prices)
+    model_kind: str = "none"
+    inference_units: int = limits.RETRAIN_INFERENCE_UNITS.default
+    review_backend: str = "groundtruth"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MergeSettings:
@@ -109,6 +118,10 @@ class MergeSettings:
                 ),
                 "draw_seconds_per_box": env.number(Env.DRAW_SECONDS_PER_BOX, limits.DRAW_SECONDS_PER_BOX, environ=e),
             },
+            prices=env.prices(Env.COST_PRICES, environ=e),
+            model_kind=env.choice(Env.MODEL_KIND, "none", ("none", "rekognition", "sagemaker"), environ=e),
+            inference_units=env.bounded(Env.RETRAIN_INFERENCE_UNITS, limits.RETRAIN_INFERENCE_UNITS, environ=e),
+            review_backend=env.choice(Env.REVIEW_BACKEND, "groundtruth", ("groundtruth", "labelstudio"), environ=e),
         )
 
 
@@ -302,6 +315,7 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
         uri(bucket, f"{batch_prefix}{INPUT_MANIFEST}"),
         uri(bucket, f"{batch_prefix}{REJECTED_FILE}"),
     )
+    estimate = _cost_estimate(event, bucket, batch_prefix, bool(valid), jobs, stages, verify, route, job_name)
     identity: ReportIdentity = {
         "dataset": dataset,
         "batch_id": batch_id,
@@ -316,9 +330,8 @@ def merge(event: Mapping[str, Any], cfg: MergeSettings) -> dict[str, Any]:
             "merged_at": now.isoformat(),
             "elapsed_seconds": elapsed_seconds(started, now),
         },
-        "cost_estimate": _cost_estimate(
-            event, bucket, batch_prefix, bool(valid), jobs, stages, verify, route, job_name
-        ),
+        "cost_estimate": estimate,
+        "cost": batch_cost(_work(bucket, batch_prefix, cfg, merged.counts, route, estimate, len(jobs)), cfg.prices),
     }
     attributes = {"accepted": AUTO_ATTRIBUTE, "reviewed": attribute} | (
         {"verified": VERIFIED_ATTRIBUTE} if verify is not None else {}
@@ -419,6 +432,42 @@ def _cost_estimate(
             else (int(route.get("review") or 0) if job_name else 0)
         ),
     }
+
+
+def _work(
+    bucket: str,
+    batch_prefix: str,
+    cfg: MergeSettings,
+    counts: ReportCounts,
+    route: Mapping[str, Any],
+    estimate: Mapping[str, Any],
+    jobs: int,
+) -> BatchWork:
+    """What the batch did, for its cost ledger (`labelloop_core.batch_cost`)."""
+    return BatchWork(
+        labeled_images=int(counts.get("accepted", 0)) + int(counts.get("reviewed", 0)),
+        prelabeled_images=int(route.get("images") or 0),
+        model=cfg.model_kind,
+        inference_units=cfg.inference_units,
+        hosting_hours=window_hours(route),
+        review_backend=cfg.review_backend,
+        review_objects=int(estimate.get("ground_truth_pre_annotation_calls") or 0),
+        workers_per_object=cfg.workers_per_object,
+        workflow_invocations=int(estimate.get("lambda_invocations") or 0),
+        state_transitions=int(estimate.get("state_transitions") or 0),
+        review_jobs=jobs,
+        objects_written=_objects_written(bucket, batch_prefix),
+    )
+
+
+def _objects_written(bucket: str, batch_prefix: str) -> int:
+    """PUT/LIST requests the batch's folder shows: one per object in it, this listing's pages and the
+    report still to write (derived image copies and the labeling jobs' own files are not counted)."""
+    pages = objects = 0
+    for page in client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=batch_prefix):
+        pages += 1
+        objects += len(page.get("Contents", []))
+    return objects + pages + (0 if exists(bucket, batch_prefix + BATCH_REPORT_FILE) else 1)
 
 
 def _batch_doc(bucket: str, batch_prefix: str) -> dict[str, Any]:

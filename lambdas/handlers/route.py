@@ -13,7 +13,9 @@ the retrain loop starts from its evaluation pairs; "calibrated" too); else off (
 humans). No model means no auto-accept. The model is the version the batch pinned
 (`adapters.model_pin`).
 
-Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source", "reasons"}``.
+Out: ``{"accepted", "review", "audit", "images", "threshold", "threshold_source", "reasons",
+"prelabel_window"}``; ``prelabel_window`` (started, ended, seconds: from the last shard written to the
+last shard pre-labeled) is how long the batch held the model, which its cost ledger bills as hosting.
 """
 
 from __future__ import annotations
@@ -172,20 +174,36 @@ def _version_threshold(cfg: ModelSettings, bucket: str, dataset: str, s3: Any) -
     return Threshold(float(result.theta), SOURCE_CALIBRATED, key, evidence)
 
 
-def _list_keys(bucket: str, prefix: str, s3: Any) -> list[str]:
-    return sorted(obj["Key"] for obj in list_objects(bucket, prefix, s3))
+def _list(bucket: str, prefix: str, s3: Any) -> dict[str, Any]:
+    """Key -> LastModified of every object under ``prefix``."""
+    return {obj["Key"]: obj["LastModified"] for obj in list_objects(bucket, prefix, s3)}
 
 
-def prelabeled_keys(bucket: str, batch_prefix: str, s3: Any) -> list[str]:
-    """Pre-labeled shard keys, checked against the shard listing (a missing one is an error)."""
-    shards = [k[len(batch_prefix) + len(SHARDS_DIR) :] for k in _list_keys(bucket, batch_prefix + SHARDS_DIR, s3)]
-    done = {k[len(batch_prefix) + len(PRELABELED_DIR) :] for k in _list_keys(bucket, batch_prefix + PRELABELED_DIR, s3)}
+def prelabeled_keys(bucket: str, batch_prefix: str, s3: Any) -> tuple[list[str], dict[str, Any]]:
+    """Pre-labeled shard keys, checked against the shard listing (a missing one is an error), and the
+    pre-label window: from the last shard written (the map starts after it) to the last shard pre-labeled."""
+    listed = _list(bucket, batch_prefix + SHARDS_DIR, s3)
+    labeled = _list(bucket, batch_prefix + PRELABELED_DIR, s3)
+    shards = sorted(k[len(batch_prefix) + len(SHARDS_DIR) :] for k in listed)
+    done = {k[len(batch_prefix) + len(PRELABELED_DIR) :] for k in labeled}
     missing = [name for name in shards if name not in done]
     if missing:
         raise RouteEventError(
             f"{len(missing)} shard(s) have no pre-labeled output under {batch_prefix}prelabeled/, e.g. {missing[0]!r}"
         )
-    return [f"{batch_prefix}{PRELABELED_DIR}{name}" for name in shards]
+    return [f"{batch_prefix}{PRELABELED_DIR}{name}" for name in shards], _window(listed, labeled)
+
+
+def _window(shards: Mapping[str, Any], labeled: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"started", "ended", "seconds"}`` of the pre-label map (S3 timestamps: whole seconds)."""
+    if not shards or not labeled:
+        return {"started": None, "ended": None, "seconds": 0.0}
+    started, ended = max(shards.values()), max(labeled.values())
+    return {
+        "started": started.isoformat(),
+        "ended": ended.isoformat(),
+        "seconds": max(0.0, (ended - started).total_seconds()),
+    }
 
 
 def _lines(bucket: str, keys: list[str], s3: Any) -> Iterator[tuple[str, int, dict[str, Any]]]:
@@ -209,7 +227,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
     cfg = pinned_settings(cfg, batch_prefix, s3)
     threshold = effective_threshold(cfg, bucket, dataset, s3)
     theta = threshold.theta
-    keys = prelabeled_keys(bucket, batch_prefix, s3)
+    keys, window = prelabeled_keys(bucket, batch_prefix, s3)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     with tempfile.TemporaryFile() as accepted, tempfile.TemporaryFile() as review:
@@ -233,6 +251,7 @@ def process_batch(event: Mapping[str, Any], cfg: ModelSettings, *, s3: Any = Non
         "threshold": theta,
         "threshold_source": threshold.source,
         "reasons": dict(sorted(reasons.items())),
+        "prelabel_window": window,
     }
     document: RouteDoc = {
         **summary,

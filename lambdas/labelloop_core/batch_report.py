@@ -116,6 +116,7 @@ def labeled_report(
         "reviewer_time_estimate": summary["reviewer_time_estimate"],
         "timings": summary["timings"],
         "cost_estimate": summary["cost_estimate"],
+        "cost": summary["cost"],
     }
 
 

@@ -346,6 +346,7 @@ class Env:
     LABEL_STUDIO_PRESIGN_TTL_MINUTES: Final = "LABEL_STUDIO_PRESIGN_TTL_MINUTES"
     LABEL_STUDIO_WEBHOOK_URL: Final = "LABEL_STUDIO_WEBHOOK_URL"
     LABEL_STUDIO_WEBHOOK_SECRET_ARN: Final = "LABEL_STUDIO_WEBHOOK_SECRET_ARN"
+    COST_PRICES: Final = "COST_PRICES"  # JSON: the ``cost`` settings' price overrides (labelloop_core.pricing)
 
 
 # -- reviewer-time estimate (``reviewer_time_estimate`` in the batch and run reports) -----------------
@@ -358,6 +359,26 @@ class Estimate:
     TOTAL_SECONDS: Final = "estimated_total_seconds"
     ADJUST_EVERYTHING_SECONDS: Final = "estimated_adjust_everything_seconds"
     SAVED_SECONDS: Final = "estimated_saved_seconds"
+
+
+# -- the cost ledger (``cost`` in the batch and run reports; labelloop_core.pricing) ---------------------
+class Cost:
+    """Keys of a report's ``cost``: ``components`` (name -> USD) sum to ``total_usd``; ``basis`` says per
+    component whether its inputs were measured (counted) or estimated (durations, rates), and which."""
+
+    FIELD: Final = "cost"
+    TOTAL: Final = "total_usd"
+    PER_IMAGE: Final = "per_image_usd"
+    LABELED_IMAGES: Final = "labeled_images"
+    COMPONENTS: Final = "components"
+    BASIS: Final = "basis"
+    PRICES: Final = "prices"
+    KIND: Final = "basis"
+    MEASURED: Final = "measured"
+    ESTIMATED: Final = "estimated"
+    COUNTS: Final = "counts"
+    ESTIMATED_INPUTS: Final = "estimated_inputs"
+    NOTE: Final = "note"
 
 
 # -- typed shapes of the batch documents --------------------------------------------------------------
@@ -382,6 +403,7 @@ class RouteSummary(TypedDict):
     threshold: float | None
     threshold_source: str
     reasons: dict[str, int]
+    prelabel_window: dict[str, Any]
 
 
 class RouteDoc(RouteSummary):
@@ -427,6 +449,7 @@ class ReportSummary(TypedDict):
     reviewer_time_estimate: dict[str, Any]
     timings: dict[str, Any]
     cost_estimate: dict[str, Any]
+    cost: dict[str, Any]
 
 
 class ReportDoc(TypedDict, total=False):
@@ -458,6 +481,7 @@ class ReportDoc(TypedDict, total=False):
     reviewer_time_estimate: dict[str, Any]
     timings: dict[str, Any]
     cost_estimate: dict[str, Any]
+    cost: dict[str, Any]
     calibration: dict[str, Any]
     prelabel: dict[str, Any]
     error: str

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from labelloop_core.contract import Cost
 from sandbox.localrun.run import RunResult
 from sandbox.localrun.stages import StageTotals
 
@@ -47,6 +48,15 @@ def summary_lines(result: RunResult) -> list[str]:
         f"exported {r['exported_images']} image(s) as version {r['export_version']}"
         + (f" -> {result.dataset_dir}" if result.dataset_dir else "")
     )
+    cost = r.get(Cost.FIELD)
+    if isinstance(cost, dict):
+        each = cost.get(Cost.PER_IMAGE)
+        parts = ", ".join(f"{k.replace('_', ' ')} ${v:.4f}" for k, v in cost[Cost.COMPONENTS].items() if v > 0)
+        lines.append(
+            f"cost: ${cost[Cost.TOTAL]:.4f}"
+            + (f" (${each:.6f} per labeled image)" if each is not None else "")
+            + f": {parts or 'nothing billed'} (list-price estimates; basis per component in the report)"
+        )
     inv = r["invariants"]
     lines.append(
         "accounting: received == rejected + accepted + reviewed: "

@@ -8,7 +8,7 @@ import mimetypes
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,14 @@ from labelloop_core.contract import (
     OUTPUT_MANIFEST,
     RETRAIN_STATE_MACHINE_SUFFIX,
     RUN_REPORT_FILE,
+    Cost,
     Env,
 )
 from sandbox.alarms import alarms_and_faults
 from sandbox.cloud_api import CloudApi
+from sandbox.faults import FaultInjector
 from sandbox.localrun.accounting import aggregate
+from sandbox.localrun.cost import run_cost
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
 from sandbox.localrun.loop import RetrainWatcher, waves_section
 from sandbox.localrun.records import IntakeRecords, collect_records
@@ -91,6 +94,8 @@ def run_local(
     names = ImageNames(plan.files)
     predictor = build_predictor(plan.model, names, plan.labels)
     workforce = build_workforce(plan.reviewer, names, spec)
+    # Without injected faults, a rule-less injector only counts the functions' AWS calls (for the cost).
+    counter = plan.fault_injector or FaultInjector(backoff_scale=1.0)
 
     with tempfile.TemporaryDirectory(prefix="labelloop-local-") as tmp:
         if assembly is None:
@@ -110,7 +115,7 @@ def run_local(
             esm_retry="immediate",  # failed records are retried within the run, then dead-lettered
             workteams=[plan.workteam],  # the private workteam the stack's config names
             region=REGION,
-            fault_injector=plan.fault_injector,
+            fault_injector=counter,
         ) as cloud:
             if cloud.deployment.account != ACCOUNT:
                 raise LocalRunError(f"the emulation runs in account {cloud.deployment.account}, expected {ACCOUNT}")
@@ -120,9 +125,9 @@ def run_local(
             if plan.fault_injector is not None:
                 clock.say(f"injecting into the deployed functions' AWS calls: {plan.fault_injector.summary()['rules']}")
             if spec.review_backend != "labelstudio":
-                result = _DeployedRun(plan, cloud, names, clock).run()
+                result = _DeployedRun(plan, cloud, names, clock, calls=counter.calls).run()
             else:
-                result = _run_with_label_studio(plan, cloud, names, clock, workforce)
+                result = _run_with_label_studio(plan, cloud, names, clock, workforce, counter)
             alarms_and_faults(result, cloud, plan.fault_injector, clock.say)
             if inspect is not None:
                 inspect(cloud)
@@ -143,7 +148,7 @@ def _host_untrained_model(clock: Stopwatch) -> None:
 
 
 def _run_with_label_studio(
-    plan: RunPlan, cloud: CloudApi, names: ImageNames, clock: Stopwatch, workforce: Any
+    plan: RunPlan, cloud: CloudApi, names: ImageNames, clock: Stopwatch, workforce: Any, counter: FaultInjector
 ) -> RunResult:
     """The run with a real Label Studio beside the emulation (`sandbox.labelstudio_local`)."""
     from sandbox.labelstudio_local import LabelStudioLocalError, run_with_label_studio
@@ -161,7 +166,7 @@ def _run_with_label_studio(
             labels=plan.labels,
             say=clock.say,
             region=REGION,
-            run=lambda tick: _DeployedRun(plan, cloud, names, clock, tick).run(),
+            run=lambda tick: _DeployedRun(plan, cloud, names, clock, tick, counter.calls).run(),
         )
     except LabelStudioLocalError as exc:
         raise LocalRunError(str(exc)) from exc
@@ -177,9 +182,11 @@ class _DeployedRun:
         names: ImageNames,
         clock: Stopwatch,
         on_poll: Callable[[], None] | None = None,
+        calls: Mapping[str, int] | None = None,
     ) -> None:
         self.plan, self.spec, self.cloud, self.clock = plan, plan.spec, cloud, clock
-        env = function_env(cloud)
+        self.calls = calls if calls is not None else {}
+        env = self.env = function_env(cloud)
         self.work_prefix = env.get(contract.Env.WORK_PREFIX, contract.DEFAULT_WORK_PREFIX)
         self.exports_prefix = cloud.outputs.get("ExportsPrefix", contract.DEFAULT_EXPORTS_PREFIX)
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
@@ -221,6 +228,9 @@ class _DeployedRun:
         report["waves"] = waves_section(
             self.wave_batches, report["batches"], self.cloud, self.work_prefix, spec.dataset
         )
+        labeled = int(report["auto_accepted"]) + int(report["human_reviewed"])
+        reports = [batch.report for batch in records.batches]
+        report[Cost.FIELD] = run_cost(cloud, self.env, reports, labeled, self.calls, ACCOUNT, REGION)
         self.problems += accounting_problems
         if latest is None and (report["auto_accepted"] or report["human_reviewed"]):
             self.problems.append(

@@ -100,6 +100,7 @@ def _jpeg() -> bytes:
         ("maxBatchSize=0", "labelloop.maxBatchSize: must be an integer in [1, 100000], got 0"),
         ("model.kind=rekognition", "labelloop.model.projectVersionArn: required"),
         ("labels=[]", "labelloop.labels: must be a non-empty list"),
+        ("cost.workforce_per_task=-0.5", "labelloop.cost.workforce_per_task: must be a finite number >= 0"),
         ("colour=blue", "unknown setting"),
     ],
 )

@@ -334,3 +334,40 @@ def test_status_names_a_running_and_a_failed_distributed_export() -> None:
     table = status.render(document)
     assert "export v2 in progress: 1 of 3 shard(s)" in table
     assert "export v3 FAILED: shard 0: AccessDenied on PutObject" in table
+
+
+def test_status_shows_each_datasets_cost_so_far() -> None:
+    """The merged batches' ``cost`` sections summed per dataset (a failed batch's report has none)."""
+    from cli.aws_target import Target
+    from labelloop_core import contract
+    from labelloop_core.batch_cost import BatchWork, batch_cost
+    from labelloop_core.contract import BATCH_REPORT_FILE, Cost
+    from labelloop_core.pricing import prices
+
+    def work(images: int, reviewed: int) -> BatchWork:
+        return BatchWork(images, images, "sagemaker", 1, 0.25, "groundtruth", reviewed, 1, 12, 30, 1, 20)
+
+    costs = [batch_cost(work(10, 4), prices()), batch_cost(work(30, 6), prices())]
+    with mock_aws():
+        session = boto3.Session(region_name="us-east-1", aws_access_key_id="k", aws_secret_access_key="s")
+        s3 = session.client("s3")
+        s3.create_bucket(Bucket="bkt")
+        for index, cost in enumerate(costs):
+            key = contract.batch_prefix(contract.DEFAULT_WORK_PREFIX, "street", f"b{index}") + BATCH_REPORT_FILE
+            s3.put_object(Bucket="bkt", Key=key, Body=json.dumps({"status": "labeled", Cost.FIELD: cost}).encode())
+        failed = contract.batch_prefix(contract.DEFAULT_WORK_PREFIX, "street", "b9") + BATCH_REPORT_FILE
+        s3.put_object(Bucket="bkt", Key=failed, Body=json.dumps({"status": "failed", "error": "x"}).encode())
+        target = Target(session, None, "LabelLoop", {"DataBucketName": "bkt"})
+        dataset = status.collect_dataset(target, "street", None)
+
+    cost = dataset[Cost.FIELD]
+    assert cost["batches"] == 2 and cost[Cost.LABELED_IMAGES] == 40
+    for name, value in cost[Cost.COMPONENTS].items():
+        assert value == pytest.approx(sum(c[Cost.COMPONENTS][name] for c in costs))
+    assert cost[Cost.TOTAL] == sum(cost[Cost.COMPONENTS].values())
+    assert cost[Cost.TOTAL] == pytest.approx(costs[0][Cost.TOTAL] + costs[1][Cost.TOTAL])
+    assert cost[Cost.PER_IMAGE] == cost[Cost.TOTAL] / 40
+    line = status.cost_line(cost)
+    assert line.startswith(f"  cost so far: ${cost[Cost.TOTAL]:.4f}, ${cost[Cost.PER_IMAGE]:.4f} per labeled image")
+    assert "human review $0.8000" in line  # 10 objects x $0.08
+    assert status.cost_line(None) == "  cost so far: no merged batch yet"

@@ -63,3 +63,23 @@ def test_people_label_wave_one_then_a_promoted_version_takes_over(run: tuple[int
         assert model["status"] in ("active", "retired", "rejected", "failed")
         assert model["evaluation"] is not None or model["status"] == "failed"
     assert (out / "loop.png").is_file()
+
+
+def test_the_loops_cost_bills_training_and_every_versions_hosting(run: tuple[int, dict[str, Any], str, Path]) -> None:
+    """Training from the registry's billable seconds, hosting from the emulation's start-to-stop intervals."""
+    from labelloop_core.contract import Cost
+
+    _, report, _, _ = run
+    cost = report[Cost.FIELD]
+    parts, basis, table = cost[Cost.COMPONENTS], cost[Cost.BASIS], cost[Cost.PRICES]["usd"]
+    assert cost[Cost.TOTAL] == sum(parts.values())
+    billed = sum(m["training_cost"]["billable_training_seconds"] for m in report["models"] if m["training_cost"])
+    assert billed > 0 and basis["training"][Cost.COUNTS]["billable_training_seconds"] == billed
+    assert parts["training"] == pytest.approx(billed / 3600 * table["rekognition_training_hour"])
+    hosting = basis["model_hosting"]
+    assert hosting[Cost.KIND] == Cost.MEASURED and hosting[Cost.COUNTS]["intervals"] >= 2  # v1, then a candidate
+    assert parts["model_hosting"] == pytest.approx(
+        hosting[Cost.COUNTS]["unit_hours"] * table["rekognition_inference_unit_hour"]
+    )
+    assert "model_hosting" not in cost["equal_to_batches"]
+    assert parts["human_review"] == pytest.approx(cost["batches"][Cost.COMPONENTS]["human_review"])

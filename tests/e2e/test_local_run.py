@@ -18,7 +18,8 @@ import pytest
 
 from cli.demo import DEMO_TARGET_QUALITY
 from cli.main import main
-from labelloop_core.contract import RUN_REPORT_FILE
+from labelloop_core.contract import RUN_REPORT_FILE, Cost
+from labelloop_core.pricing import COMPONENTS
 from tests.yolo_checker import check_yolo_dataset
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -76,6 +77,26 @@ def assert_accounted(report: dict[str, Any]) -> None:
     assert report["exported_images"] == report["auto_accepted"] + report["human_reviewed"]
     assert all(r["reason"] for r in report["rejected"])
     assert report["problems"] == []
+
+
+def assert_cost(report: dict[str, Any]) -> dict[str, Any]:
+    """``cost``: components sum to the total, per image; where defined, each equals the batches' sum."""
+    cost = report[Cost.FIELD]
+    parts = cost[Cost.COMPONENTS]
+    assert list(parts) == list(COMPONENTS) and all(v >= 0 for v in parts.values())
+    assert cost[Cost.TOTAL] == sum(parts.values()) > 0
+    labeled = report["auto_accepted"] + report["human_reviewed"]
+    assert cost[Cost.LABELED_IMAGES] == labeled and cost[Cost.PER_IMAGE] == cost[Cost.TOTAL] / labeled
+    batch_costs = [json.loads(Path(b["report"]).read_text())[Cost.FIELD] for b in report["batches"]]
+    for batch in batch_costs:  # each batch adds up on its own
+        assert batch[Cost.TOTAL] == sum(batch[Cost.COMPONENTS].values())
+    for name in cost["equal_to_batches"]:
+        assert parts[name] == pytest.approx(sum(b[Cost.COMPONENTS][name] for b in batch_costs), rel=1e-12, abs=1e-15)
+    assert {"model_calls", "human_review"} <= set(cost["equal_to_batches"])
+    orchestration = cost[Cost.BASIS]["orchestration"]
+    assert orchestration[Cost.KIND] == Cost.MEASURED and orchestration[Cost.COUNTS]["state_transitions"] > 0
+    assert orchestration[Cost.COUNTS]["s3_tier1"] > 0 and orchestration[Cost.COUNTS]["lambda_requests"] > 0
+    return cost
 
 
 def test_accept_run_labels_and_exports_every_tricky_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -173,6 +194,11 @@ def test_replay_model_fixed_threshold_and_answers_from_two_workers(
     assert code == 0, stderr
     report = json.loads((out / RUN_REPORT_FILE).read_text())
     assert_accounted(report)
+    cost = assert_cost(report)
+    # Ground Truth's fee per object sent to the job; a SageMaker endpoint's hosting is the batches' windows.
+    fee = cost[Cost.PRICES]["usd"]["ground_truth_per_object"]
+    assert cost[Cost.COMPONENTS]["human_review"] == pytest.approx(report["human_reviewed"] * fee)
+    assert "model_hosting" in cost["equal_to_batches"] and cost[Cost.COMPONENTS]["training"] == 0
     assert report["threshold"]["fixed"] == 0.5
     outcomes = report["images"]
     for i, name in enumerate(names):

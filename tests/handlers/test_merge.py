@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from adapters.env import EnvError
 from labelloop_core.batching import workflow_cost
 from labelloop_core.contract import (
     ACCEPTED_MANIFEST,
@@ -22,8 +24,10 @@ from labelloop_core.contract import (
     PRELABEL_ATTRIBUTE,
     REJECTED_FILE,
     REVIEW_FILE,
+    Cost,
     Env,
 )
+from labelloop_core.pricing import COMPONENTS, prices
 from tests.handlers.aws import BUCKET, PREFIX, data_bucket, moto_world, set_env
 
 JOB = "labelloop-street-0123456789"
@@ -216,3 +220,54 @@ def test_record_failure_before_the_build_finished_counts_received_objects(aws: d
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
     assert report["counts"] == {"received": 2, "rejected": None, "valid": None}
     assert (report["error"], report["cause"]) == ("States.Timeout", "build took too long")
+
+
+def _report(s3: Any) -> dict[str, Any]:
+    return json.loads(s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}{BATCH_REPORT_FILE}")["Body"].read())
+
+
+def test_batch_report_carries_its_cost_ledger(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """``cost``: components sum to the total, per image = total / labeled images, priced from the settings."""
+    monkeypatch.setenv(Env.COST_PRICES, json.dumps({"workforce_per_task": 0.05}))
+    monkeypatch.setenv(Env.MODEL_KIND, "sagemaker")
+    monkeypatch.setenv(Env.WORKERS_PER_OBJECT, "3")
+    aws["merge"].settings.cache_clear()
+    s3 = aws["s3"]
+    _batch(s3, ["a.jpg", "b.jpg", "c.jpg"], [])
+    _put_lines(s3, f"{PREFIX}{ACCEPTED_MANIFEST}", [_line("a.jpg", AUTO_ATTRIBUTE, human="no")])
+    _put_lines(s3, OUTPUT, [_line("b.jpg", JOB), _line("c.jpg", JOB)])
+    window = {"started": "2026-12-01T10:00:00+00:00", "ended": "2026-12-01T10:30:00+00:00", "seconds": 1800.0}
+    event = {
+        **BASE,
+        "review": _review(),
+        "route": {"images": 3, "accepted": 1, "review": 2, "audit": 0, "prelabel_window": window},
+        "build": {"shard_count": 1},
+        "execution": {"name": "street-b1", "start_time": "2026-11-23T19:00:00Z"},
+    }
+    aws["merge"].handler(event, None)
+    cost = _report(s3)[Cost.FIELD]
+    parts = cost[Cost.COMPONENTS]
+    assert list(parts) == list(COMPONENTS) and set(cost[Cost.BASIS]) == set(parts)
+    assert cost[Cost.TOTAL] == sum(parts.values())
+    assert cost[Cost.PER_IMAGE] == cost[Cost.TOTAL] / 3
+    table = prices({"workforce_per_task": 0.05})
+    assert math.isclose(parts["model_hosting"], 0.5 * table["sagemaker_instance_hour"])
+    # two objects to one job: the per-object fee twice, the workforce's price per task (3 workers each)
+    assert math.isclose(parts["human_review"], 2 * table["ground_truth_per_object"] + 6 * 0.05)
+    assert parts["training"] == 0 and parts["orchestration"] > 0
+    basis = cost[Cost.BASIS]
+    assert basis["human_review"][Cost.KIND] == Cost.MEASURED
+    assert basis["model_hosting"][Cost.KIND] == Cost.ESTIMATED
+    assert basis["human_review"][Cost.COUNTS]["review_tasks"] == 6
+    flows = workflow_cost(build_calls=1, shards=1, reviewed=True)
+    counts = basis["orchestration"][Cost.COUNTS]
+    assert counts["state_transitions"] == flows["state_transitions"]
+    assert counts["lambda_requests"] == flows["lambda_invocations"] + 2 + 1  # + pre-annotation per object, post
+    assert counts["s3_tier1"] >= 5  # input, rejected, build part, accepted, output manifests, the report
+
+
+def test_a_bad_price_fails_the_merge_at_cold_start(aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(Env.COST_PRICES, json.dumps({"ground_truth_per_object": -1}))
+    aws["merge"].settings.cache_clear()
+    with pytest.raises(EnvError, match=r"COST_PRICES\.ground_truth_per_object"):
+        aws["merge"].settings()

@@ -159,6 +159,8 @@ def test_model_kind_none_routes_everything_to_review(aws, monkeypatch):
     plain = [meta_line(f"incoming/{DATASET}/{n}.jpg") for n in ("a", "b")]
     write_batch(aws, {"00000.jsonl": plain})
     out = route.handler(event(), None)
+    window = out.pop("prelabel_window")  # the pre-label map's span, from the shards' S3 timestamps
+    assert window["started"] <= window["ended"] and window["seconds"] >= 0
     assert out == {
         "images": 2,
         "accepted": 0,

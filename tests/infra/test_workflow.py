@@ -223,3 +223,16 @@ def test_review_permissions_are_scoped(template_json: dict[str, Any]) -> None:
 def test_event_source_batch_size_respects_lambda_limits(window: int, size: int, expected: int) -> None:
     config = parse_config({"batchWindowSeconds": window, "maxBatchSize": size})
     assert event_source_batch_size(config) == expected
+
+
+def test_merge_gets_what_its_cost_ledger_prices(template_json: dict[str, Any]) -> None:
+    """The batch report's ``cost``: the price overrides (none by default), the model, its units, the backend."""
+    from labelloop_core.contract import Env
+
+    config = parse_config({})
+    merge = template_json["Resources"][_function_id(template_json, "handlers.merge.handler")]
+    env = merge["Properties"]["Environment"]["Variables"]
+    assert env[Env.COST_PRICES] == config.cost.env_value() == "{}"
+    assert env[Env.MODEL_KIND] == config.model.kind
+    assert env[Env.RETRAIN_INFERENCE_UNITS] == str(config.retrain.inference_units)
+    assert env[Env.REVIEW_BACKEND] == config.review_backend

@@ -46,6 +46,12 @@ def test_defaults_are_safe_for_a_first_deploy() -> None:
         ({"reservedConcurrency": {"export": 0}}, "labelloop.reservedConcurrency.export"),
         ({"reservedConcurrency": {"labelStudioSync": 1001}}, "labelloop.reservedConcurrency.labelStudioSync"),
         ({"reservedConcurrency": {"sync": 2}}, "labelloop.reservedConcurrency.sync"),
+        ({"cost": {"ground_truth_per_object": -0.01}}, "labelloop.cost.ground_truth_per_object"),
+        ({"cost": {"workforce_per_task": "cheap"}}, "labelloop.cost.workforce_per_task"),
+        ({"cost": {"label_studio_per_task": True}}, "labelloop.cost.label_studio_per_task"),
+        ({"cost": {"rekognition_inference_unit_hour": float("nan")}}, "labelloop.cost.rekognition_inference_unit_hour"),
+        ({"cost": {"gt_per_object": 0.1}}, "labelloop.cost.gt_per_object"),
+        ({"cost": 0.08}, "labelloop.cost"),
     ],
 )
 def test_invalid_context_names_the_key(raw: dict[str, object], key: str) -> None:
@@ -158,3 +164,24 @@ def test_reserved_concurrency_is_off_by_default_and_on_per_function_or_all() -> 
     assert (some.export, some.label_studio_sync, some.total) == (3, None, 3)
     # `cdk deploy -c labelloop.reservedConcurrency=true` arrives as a string.
     assert config_from_context({"labelloop.reservedConcurrency": "true"}.get).reserved_concurrency == on
+
+
+def test_cost_overrides_reach_the_price_table() -> None:
+    from labelloop_core.pricing import PRICES
+
+    config = parse_config({"cost": {"workforce_per_task": 0.036, "label_studio_per_task": "0.25"}})
+    assert dict(config.cost.overrides) == {"workforce_per_task": 0.036, "label_studio_per_task": 0.25}
+    table = config.cost.table()
+    assert table["workforce_per_task"] == 0.036 and table["label_studio_per_task"] == 0.25
+    assert table["ground_truth_per_object"] == PRICES["ground_truth_per_object"].usd
+    assert config.cost.env_value() == '{"label_studio_per_task":0.25,"workforce_per_task":0.036}'
+    assert parse_config({}).cost.env_value() == "{}"
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "NaN", "true"])
+def test_a_bad_price_on_the_command_line_names_its_key(value: str) -> None:
+    context = {"labelloop": {}, "labelloop.cost.ground_truth_per_object": value}
+    with pytest.raises(ConfigError, match=r"^labelloop\.cost\.ground_truth_per_object: "):
+        config_from_context(context.get)
+    ok = {"labelloop": {}, "labelloop.cost.ground_truth_per_object": "0.04"}
+    assert config_from_context(ok.get).cost.table()["ground_truth_per_object"] == 0.04

@@ -104,6 +104,11 @@ def build_functions(
             Env.WORKERS_PER_OBJECT: str(config.workers_per_object),
             Env.VERIFY_SECONDS_PER_BOX: str(config.verify_seconds_per_box),
             Env.DRAW_SECONDS_PER_BOX: str(config.draw_seconds_per_box),
+            # The batch's cost ledger: prices, the model it held and how it was reviewed.
+            Env.COST_PRICES: config.cost.env_value(),
+            Env.MODEL_KIND: config.model.kind,
+            Env.RETRAIN_INFERENCE_UNITS: str(config.retrain.inference_units),
+            Env.REVIEW_BACKEND: config.review_backend,
         },
         timeout=Duration.minutes(15),
         memory_size=2048,
