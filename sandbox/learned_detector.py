@@ -22,16 +22,13 @@ import numpy as np
 from sandbox.imagerefs import ImageRef
 from sandbox.synthetic_detector import _components, decode_image
 
-LEVELS = 32  # colour quantisation per channel: LEVELS**3 histogram bins (finer needs more images to cover the shades)
+LEVELS = 16  # colour quantisation per channel: LEVELS**3 histogram bins
 _SHIFT = 8 - int(math.log2(LEVELS))
 BINS = LEVELS**3
 THRESHOLDS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # likelihood-ratio thresholds tried when fitting
 FIT_IMAGES = 24  # training images (those with boxes) the threshold is chosen on
 MIN_SIDE = 4  # pixels; thinner blobs are edge fringes
 _SMOOTH = 1.0  # pseudo-count per bin, so colours never seen keep a finite ratio
-#: Share of a bin's count given to each neighbour in colour space: small, so covering the shades of a class
-#: takes many images (the model keeps improving as people label more, as a real detector does).
-_SPREAD = 0.1
 FORMAT = "labelloop-learned-detector/1"
 
 
@@ -55,7 +52,7 @@ def _blur(hist: np.ndarray) -> np.ndarray:
         shifted = np.zeros_like(out)
         for step in (-1, 1):
             shifted += np.roll(out, step, axis=axis)
-        out = out + _SPREAD * shifted
+        out = out + 0.5 * shifted
     return out.reshape(-1)
 
 

@@ -36,7 +36,7 @@ LEARN_RETRAIN = {
     "minNewLabels": 8,
     "minPerClass": 3,
     "minEvaluationImages": 5,
-    "evaluationFraction": 0.5,
+    "evaluationFraction": 0.3,
 }
 #: ``--model learn``: batches of at most this many images, so the first export (and training) comes early.
 LEARN_MAX_BATCH_SIZE = 12
