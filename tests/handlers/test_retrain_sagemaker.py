@@ -263,3 +263,21 @@ def test_an_endpoint_update_that_rolls_back_fails_the_version_with_the_reason(cl
     registry = _versions(cloud)
     assert steps[-1]["status"] == "failed" and registry["v1"]["status"] == "active"
     assert "rolled back" in registry["v2"]["history"][-1]["reason"]
+
+
+def test_the_training_settings_are_validated_naming_the_variable() -> None:
+    from adapters.env import EnvError
+    from handlers.retrain_sagemaker import SageMakerRetrainSettings
+
+    base = {
+        "RETRAIN_TRAINING_IMAGE": "123456789012.dkr.ecr.us-east-1.amazonaws.com/yolo:1",
+        "RETRAIN_EXECUTION_ROLE_ARN": "arn:aws:iam::123456789012:role/x",
+        "RETRAIN_INSTANCE_TYPE": "ml.g4dn.xlarge",
+        "RETRAIN_ENDPOINT_INSTANCE_TYPE": "ml.m5.large",
+    }
+    assert SageMakerRetrainSettings.from_env(base).spot is False
+    for name, value in (("RETRAIN_HYPERPARAMETERS", '{"epochs": 3}'), ("RETRAIN_SPOT", "yes")):
+        with pytest.raises(EnvError, match=name):
+            SageMakerRetrainSettings.from_env({**base, name: value})
+    with pytest.raises(EnvError, match="RETRAIN_TRAINING_IMAGE"):
+        SageMakerRetrainSettings.from_env({k: v for k, v in base.items() if k != "RETRAIN_TRAINING_IMAGE"})
