@@ -11,7 +11,8 @@ Actions (the retrain state machine calls them; docs/retrain.md):
   kept in its registry entry's ``job``; returns ``{"done", "phase", "status"}``.
   The state machine waits between calls. Failures record the service's message and end ``failed``;
   the evaluation ends ``active`` (promoted, its calibration seeded with its evaluation pairs) or
-  ``rejected`` (its hosting stopped; SageMaker: the endpoint back on its previous config). Both announce a ``Model Version State Change`` event.
+  ``rejected`` (its hosting stopped; SageMaker: the endpoint back on its previous config).
+  Both announce a ``Model Version State Change`` event.
 - ``{"action": "fail", "version", "error", "cause"}``: the state machine's catch: the version is
   recorded ``failed`` with the cause, so the next export can train again.
 
