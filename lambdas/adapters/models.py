@@ -296,10 +296,12 @@ class SageMakerBackend:
     labels: Sequence[str]
     min_confidence: float = 0.05
     target_variant: str | None = None  # a retrained version's variant; None: the endpoint's weights decide
+    version: str = "v1"  # the registry version (one endpoint serves several): part of the identity
 
     @property
     def model_id(self) -> str:
-        return f"sagemaker:{self.endpoint_name}:{self.adapter.name}"
+        base = f"sagemaker:{self.endpoint_name}:{self.adapter.name}"
+        return base if self.version == "v1" else f"{base}:{self.version}"  # as `ModelSettings.model_id`
 
     def detect(self, image: ImageInput) -> Detections:
         data = image.read()
@@ -356,6 +358,7 @@ def backend_for(settings: ModelSettings, client: Any = None) -> ModelBackend | N
             settings.labels,
             settings.min_confidence,
             settings.variant,
+            settings.version,
         )
     return None
 

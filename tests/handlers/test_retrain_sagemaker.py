@@ -281,3 +281,11 @@ def test_the_training_settings_are_validated_naming_the_variable() -> None:
             SageMakerRetrainSettings.from_env({**base, name: value})
     with pytest.raises(EnvError, match="RETRAIN_TRAINING_IMAGE"):
         SageMakerRetrainSettings.from_env({k: v for k, v in base.items() if k != "RETRAIN_TRAINING_IMAGE"})
+
+
+def test_a_pinned_versions_backend_records_the_identity_its_calibration_is_kept_under(cloud, scenes):
+    _run(cloud, _export(cloud, scenes, "E1"))
+    for batch in ("b-1", "b-2"):
+        pinned = pinned_settings(cloud["cfg"].model, f"work/batches/street/{batch}/", cloud["s3"])
+        backend = backend_for(pinned, cloud["runtime"])
+        assert backend is not None and backend.model_id == pinned.model_id  # pre-label's pairs reach calibrate
