@@ -11,7 +11,8 @@ Per run: each version's status, training images, evaluation quality against the 
 mAP50 and training seconds (the emulation's measured ones); each wave's auto-accepted share and
 human boxes; human images and boxes per exported image; wall seconds. Prints one JSON object.
 
-Run: ``PYTHONPATH=.:lambdas .venv/bin/python bench/bench_loop.py --seeds 3`` (a few minutes per seed).
+Run: ``PYTHONPATH=.:lambdas .venv/bin/python bench/bench_loop.py --seeds 3`` (a few minutes per seed);
+``--model learn-sagemaker`` measures the same loop on the SageMaker backend.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ from sandbox.scenes import generate_scenes
 LABELS = "bicycle,car,person"
 
 
-def _run(images: Path, truth: Path, out: Path, waves: int, loop: bool) -> dict[str, Any]:
-    argv = ["local", "run", "--images", str(images), "--out", str(out), "--model", "learn", "--waves", str(waves)]
+def _run(images: Path, truth: Path, out: Path, waves: int, loop: bool, model: str = "learn") -> dict[str, Any]:
+    argv = ["local", "run", "--images", str(images), "--out", str(out), "--model", model, "--waves", str(waves)]
     argv += ["--reviewer", f"oracle:{truth}", "--labels", LABELS]
     if not loop:
         argv += ["--context", "labelloop.retrain.enabled=false"]
@@ -84,14 +85,15 @@ def main_bench(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--count", type=int, default=200, help="scenes per seed")
     parser.add_argument("--waves", type=int, default=4)
+    parser.add_argument("--model", choices=("learn", "learn-sagemaker"), default="learn", help="the retrain backend")
     args = parser.parse_args(argv)
     runs = []
     for seed in range(args.seeds):
         with tempfile.TemporaryDirectory(prefix="bench-loop-") as tmp:
             truth = generate_scenes(Path(tmp) / "images", args.count, LABELS.split(","), seed=seed)
             images = truth.parent
-            loop = _run(images, truth, Path(tmp) / "loop", args.waves, loop=True)
-            no_loop = _run(images, truth, Path(tmp) / "no-loop", args.waves, loop=False)
+            loop = _run(images, truth, Path(tmp) / "loop", args.waves, loop=True, model=args.model)
+            no_loop = _run(images, truth, Path(tmp) / "no-loop", args.waves, loop=False, model=args.model)
         runs.append({"seed": seed, "loop": loop, "no_loop": no_loop})
         print(f"seed {seed}: loop {loop['seconds']}s, no loop {no_loop['seconds']}s", file=sys.stderr)
 
@@ -100,6 +102,7 @@ def main_bench(argv: list[str] | None = None) -> int:
 
     promoted = [sum(1 for v in r["loop"]["versions"][1:] if v["promoted"]) for r in runs]
     summary = {
+        "model": args.model,
         "seeds": args.seeds,
         "scenes": args.count,
         "waves": args.waves,

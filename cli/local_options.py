@@ -49,7 +49,8 @@ def add_shared_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         default="none",
         help="assisting model: none | synthetic (pixel detector for demo scenes) | learn (an emulated Rekognition "
-        "Custom Labels model that starts untrained and is retrained from people's labels) | replay:FILE "
+        "Custom Labels model that starts untrained and is retrained from people's labels) | learn-sagemaker (the "
+        "same on an emulated SageMaker endpoint, retrained by SageMaker training jobs) | replay:FILE "
         '(JSON Lines {"image": <path under --images (local up: --images-root; matched by content)>, '
         '"detections": [{label, confidence 0-1, left, top, width, height in px}]}); default: none',
     )

@@ -29,6 +29,7 @@ from infra.config_fields import (
     parse_scalar,
     prefix,
 )
+from infra.config_retrain import RETRAIN_KEYS, RetrainConfig, parse_retrain
 from labelloop_core import limits
 from labelloop_core.contract import DEFAULT_EXPORTS_PREFIX, DEFAULT_INCOMING_PREFIX, DEFAULT_WORK_PREFIX
 
@@ -94,23 +95,6 @@ class ExportConfig:
     distributed_above: int = limits.EXPORT_DISTRIBUTED_ABOVE.default
     shard_size: int = limits.EXPORT_SHARD_SIZE.default
     max_concurrency: int = limits.EXPORT_MAX_CONCURRENCY.default
-
-
-@dataclass(frozen=True)
-class RetrainConfig:
-    """The retrain loop (off by default): an export with ``min_new_labels`` new human labels trains the next
-    Rekognition Custom Labels version, which replaces the active one only if better on the evaluation set."""
-
-    enabled: bool = False
-    backend: str = "rekognition"
-    project_name: str | None = None  # default: "<stack name>-labelloop"
-    min_new_labels: int = limits.RETRAIN_MIN_NEW_LABELS.default
-    min_per_class: int = limits.RETRAIN_MIN_PER_CLASS.default
-    min_evaluation_images: int = limits.MIN_EVALUATION_IMAGES.default
-    evaluation_fraction: float = limits.EVALUATION_FRACTION.default
-    inference_units: int = limits.RETRAIN_INFERENCE_UNITS.default
-    poll_seconds: int = limits.RETRAIN_POLL_SECONDS.default
-    max_hours: int = limits.RETRAIN_MAX_HOURS.default
 
 
 @dataclass(frozen=True)
@@ -231,19 +215,7 @@ _EXPORT_KEYS = {
     "maxConcurrency": "max_concurrency",
 }
 
-_RETRAIN_KEYS = {
-    "enabled": "enabled",
-    "backend": "backend",
-    "projectName": "project_name",
-    "minNewLabels": "min_new_labels",
-    "minPerClass": "min_per_class",
-    "minEvaluationImages": "min_evaluation_images",
-    "evaluationFraction": "evaluation_fraction",
-    "inferenceUnits": "inference_units",
-    "pollSeconds": "poll_seconds",
-    "maxHours": "max_hours",
-}
-_PROJECT_NAME_RE = re.compile(r"^[a-zA-Z0-9_.\-]{1,200}$")
+_RETRAIN_KEYS = RETRAIN_KEYS
 
 _RESERVED_CONCURRENCY_KEYS = {"export": "export", "labelStudioSync": "label_studio_sync"}
 _RESERVED_DEFAULTS = {
@@ -377,30 +349,7 @@ def _export(raw: Any, where: str) -> ExportConfig:
 
 
 def _retrain(raw: Any, where: str, model: ModelConfig) -> RetrainConfig:
-    if (data := object_section(raw, where, _RETRAIN_KEYS)) is None:
-        return RetrainConfig()
-    enabled = data.get("enabled", False)
-    if not isinstance(enabled, bool):
-        raise ConfigError(f"{where}.enabled: must be true or false, got {enabled!r}")
-    # Only Rekognition Custom Labels trains today; SageMaker training is documented as not built yet.
-    backend = choice(data, "backend", where, "rekognition", ("rekognition",))
-    if enabled and model.kind != "rekognition":
-        raise ConfigError(
-            f"{where}.enabled: the retrain loop trains Rekognition Custom Labels versions; it needs "
-            f"model.kind 'rekognition', got {model.kind!r}"
-        )
-    return RetrainConfig(
-        enabled=enabled,
-        backend=backend,
-        project_name=opt_str(data, "projectName", where, _PROJECT_NAME_RE, "must be a Rekognition project name"),
-        min_new_labels=int_field(data, "minNewLabels", where, limits.RETRAIN_MIN_NEW_LABELS),
-        min_per_class=int_field(data, "minPerClass", where, limits.RETRAIN_MIN_PER_CLASS),
-        min_evaluation_images=int_field(data, "minEvaluationImages", where, limits.MIN_EVALUATION_IMAGES),
-        evaluation_fraction=float_field(data, "evaluationFraction", where, limits.EVALUATION_FRACTION),
-        inference_units=int_field(data, "inferenceUnits", where, limits.RETRAIN_INFERENCE_UNITS),
-        poll_seconds=int_field(data, "pollSeconds", where, limits.RETRAIN_POLL_SECONDS),
-        max_hours=int_field(data, "maxHours", where, limits.RETRAIN_MAX_HOURS),
-    )
+    return parse_retrain(raw, where, model.kind)
 
 
 def _reserved_concurrency(raw: Any, where: str) -> ReservedConcurrencyConfig:

@@ -148,6 +148,26 @@ GAPS: tuple[Gap, ...] = (
         "images and writes its artifact and an F1 summary to OutputConfig; only a RUNNING version answers "
         "DetectCustomLabels, with its own model",
     ),
+    Gap(
+        "SageMaker training jobs (CreateTrainingJob, DescribeTrainingJob, StopTrainingJob)",
+        "CreateTrainingJob is instantly Completed and reports a model.tar.gz it never writes; nothing trains; "
+        "StopTrainingJob raises",
+        "sandbox.sagemaker_training: requests validated against the botocore model (managed spot needs "
+        "MaxWaitTimeInSeconds >= MaxRuntimeInSeconds); the job reads channel training (the export's YOLO files), "
+        "trains the learned detector on the images the train manifest names (never the evaluation manifest's), "
+        "YOLO boxes converted to pixels, writes <S3OutputPath>/<job>/output/model.tar.gz; InProgress for a set "
+        "number of describe calls, then Completed (BillableTimeInSeconds) or Failed with a FailureReason; "
+        "Stopping → Stopped",
+    ),
+    Gap(
+        "SageMaker UpdateEndpoint and InvokeEndpoint's TargetVariant",
+        "UpdateEndpoint raises; InvokeEndpoint replays a queue whatever the endpoint or variant",
+        "sandbox.sagemaker_training: UpdateEndpoint leaves the endpoint Updating (still serving its old config) for "
+        "a set number of DescribeEndpoint calls, then InService on the new config, or back on the old one with a "
+        "FailureReason for an injected fault; InvokeEndpoint answers with the model a training job of the "
+        "emulation wrote for the TargetVariant (else the heaviest variant), a ValidationError for a variant the "
+        "endpoint does not run, and the local predictor for an endpoint serving no such model",
+    ),
 )
 
 

@@ -35,6 +35,7 @@ from sandbox import (
     model_emulation,
     moto_speedups,
     rekognition_training,
+    sagemaker_training,
     sfn_retry,
 )
 from sandbox.deploy import Deployment
@@ -149,6 +150,7 @@ class LocalCloud:
             groundtruth.install(gt_settings)
             model_emulation.install(model_settings)
             rekognition_training.install(rekognition_training.RekognitionTrainingSettings())
+            sagemaker_training.install(sagemaker_training.SageMakerTrainingSettings())
             event_sources.install()
             cloud: LocalCloud | None = None
             poller: SqsPoller | None = None
@@ -167,6 +169,7 @@ class LocalCloud:
                     cloud.stop_executions()
                 groundtruth.join_threads()
                 event_sources.uninstall()
+                sagemaker_training.uninstall()
                 rekognition_training.uninstall()
                 model_emulation.uninstall()
                 groundtruth.uninstall()

@@ -4,7 +4,9 @@ moto 5.2.5 returns canned Rekognition labels and replays a queue for sagemaker-r
 ``install(predictor)`` replaces both responses so the assisting model is a local predictor:
 ``NoPredictor`` (nothing detected), ``ReplayPredictions`` (a predictions file) or
 ``SyntheticDetector`` (the pixel detector for the demo's synthetic scenes); a project version trained
-in the emulation (`sandbox.rekognition_training`) answers with its own model instead. Answers use the exact
+in the emulation (`sandbox.rekognition_training`) answers with its own model instead, and so does an
+endpoint variant serving a model a SageMaker training job of the emulation wrote (`sandbox.sagemaker_training`;
+``TargetVariant`` chooses the variant, else the heaviest one answers). Answers use the exact
 AWS shapes: Rekognition ``CustomLabels[{Name, Confidence 0-100, Geometry.BoundingBox ratios}]``,
 the built-in SageMaker detector ``{"prediction": [[class, score, xmin, ymin, xmax, ymax]]}``.
 ``faults`` injects per-image failures (throttling, server error, garbage body) for tests.
@@ -201,6 +203,15 @@ def _error_headers(status: int, error_type: str) -> dict[str, Any]:
     return {"Content-Type": "application/json", "status": status, "x-amzn-ErrorType": error_type}
 
 
+def _endpoint_model(response: SageMakerRuntimeResponse, endpoint: str) -> Predictor | None:
+    """The model a SageMaker training in the emulation produced, when the endpoint's variant serves one."""
+    from sandbox.sagemaker_training import serving_model
+
+    headers = {str(k).lower(): str(v) for k, v in dict(response.headers or {}).items()}
+    target = headers.get("x-amzn-sagemaker-target-variant")
+    return serving_model(response.current_account, response.region, endpoint, target)
+
+
 def invoke_endpoint(self: SageMakerRuntimeResponse) -> Any:
     """sagemaker-runtime InvokeEndpoint answered like the built-in object detector."""
     raw = getattr(self, "raw_body", None) or self.body
@@ -229,7 +240,15 @@ def invoke_endpoint(self: SageMakerRuntimeResponse) -> Any:
     if fault == "garbage":
         return 200, {"Content-Type": "application/json"}, "<html>garbage</html>"
     try:
-        detections, width, height = _predict(image)
+        trained = _endpoint_model(self, endpoint)
+    except LookupError as exc:  # a TargetVariant the endpoint does not run
+        return (
+            400,
+            _error_headers(400, "ValidationError"),
+            json.dumps({"__type": "ValidationError", "message": str(exc)}),
+        )
+    try:
+        detections, width, height = _predict(image, trained)
     except InvalidImageFormatException:
         return (
             424,

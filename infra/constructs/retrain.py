@@ -27,6 +27,7 @@ from infra.config import LabelLoopConfig
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.prelabel import model_environment
+from infra.constructs.retrain_sagemaker import SageMakerTrainingAccess, sagemaker_environment
 from infra.constructs.state_machine import logged_state_machine
 from infra.constructs.storage import Storage
 from infra.constructs.workflow.definition import idempotent_invoke
@@ -83,6 +84,18 @@ class Retrain(Construct):
             memory_size=1024,
         )
         self._grant(storage, config, stack)
+        self.sagemaker: SageMakerTrainingAccess | None = None
+        if config.retrain.backend == "sagemaker":
+            self.sagemaker = SageMakerTrainingAccess(
+                self,
+                "SageMaker",
+                config=config,
+                storage=storage,
+                function=self.function,
+                project_name=self.project_name,
+            )
+            for name, value in sagemaker_environment(config, self.sagemaker.role.role_arn).items():
+                self.function.add_environment(name, value)
         name = stack.stack_name + contract.RETRAIN_STATE_MACHINE_SUFFIX
         self.state_machine = logged_state_machine(
             self,
@@ -148,6 +161,31 @@ class Retrain(Construct):
         allow(fn, ["s3:GetObject", "s3:PutObject"], [f"{arn}/{models}*"])
         allow(fn, ["s3:PutObject"], [f"{arn}/{calibration}*"])
         allow_list(fn, arn, [models, config.exports_prefix])
+        fn.add_to_role_policy(
+            iam.PolicyStatement(
+                sid="AnnounceModelVersions",
+                actions=["events:PutEvents"],
+                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
+            )
+        )
+        self._acknowledge_storage(storage, config, models, calibration)
+        if config.retrain.backend == "rekognition":
+            self._grant_rekognition(config, stack)
+
+    def _acknowledge_storage(self, storage: Storage, config: LabelLoopConfig, models: str, calibration: str) -> None:
+        prefix = bucket_prefix_finding(storage.data)
+        reasons = {
+            prefix(config.exports_prefix): "Training data is written under exports/<dataset>/<version>/training/.",
+            prefix(config.incoming_prefix): "Evaluation images kept as dropped live under incoming/.",
+            prefix(config.work_prefix): "Evaluation images' normalised copies live under work/derived/.",
+            prefix(models): "The registry, versions' output and evaluation predictions are created under models/.",
+            prefix(calibration): "A promoted version's calibration state is written under work/calibration/.",
+        }
+        for rule_id, reason in reasons.items():
+            acknowledge(self.function, rule_id, reason)
+
+    def _grant_rekognition(self, config: LabelLoopConfig, stack: Stack) -> None:
+        fn = self.function
         project = f"project/{self.project_name}"
         rekognition = [
             (["rekognition:CreateProject", "rekognition:DescribeProjectVersions"], f"{project}/*"),
@@ -171,20 +209,7 @@ class Retrain(Construct):
         fn.add_to_role_policy(iam.PolicyStatement(actions=["rekognition:DescribeProjects"], resources=["*"]))
         if config.model.project_version_arn:  # the deploy-time model predicts the evaluation set as incumbent
             allow(fn, ["rekognition:DetectCustomLabels"], [config.model.project_version_arn])
-        fn.add_to_role_policy(
-            iam.PolicyStatement(
-                sid="AnnounceModelVersions",
-                actions=["events:PutEvents"],
-                resources=[f"arn:{Aws.PARTITION}:events:{Aws.REGION}:{Aws.ACCOUNT_ID}:event-bus/default"],
-            )
-        )
-        prefix = bucket_prefix_finding(storage.data)
         reasons = {
-            prefix(config.exports_prefix): "Training data is written under exports/<dataset>/<version>/training/.",
-            prefix(config.incoming_prefix): "Evaluation images kept as dropped live under incoming/.",
-            prefix(config.work_prefix): "Evaluation images' normalised copies live under work/derived/.",
-            prefix(models): "The registry, versions' output and evaluation predictions are created under models/.",
-            prefix(calibration): "A promoted version's calibration state is written under work/calibration/.",
             regional_finding("rekognition", f"{project}/*"): (
                 "Datasets and versions of the stack's own project are named at run time."
             ),

@@ -69,4 +69,21 @@ def pinned_settings(cfg: ModelSettings, batch_prefix: str, s3: Any, *, create: b
             pin = read_pin(s3, cfg.bucket, batch_prefix)  # another shard pinned first: use its version
     if pin is None:
         return cfg  # a batch from before the registry: the deploy-time model
-    return cfg.pinned(str(pin["version"]), pin["identity"])
+    return cfg.pinned(str(pin["version"]), _reachable(s3, cfg, pin))
+
+
+def _reachable(s3: Any, cfg: ModelSettings, pin: dict[str, Any]) -> dict[str, Any]:
+    """The pinned identity, with the SageMaker variant the registry learned for it since (the same model).
+
+    The deploy-time endpoint model is pinned without a variant; once the retrain loop hosts a candidate
+    beside it, the registry names the variant it runs as, and the batch invokes that variant, so a
+    promotion that moves the endpoint's traffic changes nothing for the batch.
+    """
+    identity = dict(pin["identity"])
+    if identity.get("kind") != "sagemaker" or identity.get("variant"):
+        return identity
+    document, _ = registry.read(s3, cfg.bucket)
+    for entry in (document or {}).get("versions", []):
+        if entry.get("version") == pin["version"] and (entry.get("identity") or {}).get("variant"):
+            identity["variant"] = entry["identity"]["variant"]
+    return identity

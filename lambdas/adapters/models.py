@@ -107,6 +107,7 @@ class ModelSettings:
     min_pairs: int = 30
     bound: str = "betting"
     version: str = "v1"  # the registry version this batch pinned (`adapters.model_pin`)
+    variant: str | None = None  # SageMaker: the production variant hosting that version (TargetVariant)
 
     @property
     def model_id(self) -> str:
@@ -141,6 +142,7 @@ class ModelSettings:
             endpoint_name=identity.get("endpoint_name", self.endpoint_name),
             endpoint_format=str(identity.get("endpoint_format", self.endpoint_format)),
             version=version,
+            variant=identity.get("variant") if kind == "sagemaker" else None,
         )
 
     @classmethod
@@ -293,18 +295,23 @@ class SageMakerBackend:
     adapter: EndpointAdapter
     labels: Sequence[str]
     min_confidence: float = 0.05
+    target_variant: str | None = None  # a retrained version's variant; None: the endpoint's weights decide
+    version: str = "v1"  # the registry version (one endpoint serves several): part of the identity
 
     @property
     def model_id(self) -> str:
-        return f"sagemaker:{self.endpoint_name}:{self.adapter.name}"
+        base = f"sagemaker:{self.endpoint_name}:{self.adapter.name}"
+        return base if self.version == "v1" else f"{base}:{self.version}"  # as `ModelSettings.model_id`
 
     def detect(self, image: ImageInput) -> Detections:
         data = image.read()
+        target = {"TargetVariant": self.target_variant} if self.target_variant else {}
         response = self.client.invoke_endpoint(
             EndpointName=self.endpoint_name,
             ContentType=self.adapter.content_type(data),
             Accept=self.adapter.accept,
             Body=data,
+            **target,
         )
         body = response["Body"].read()
         boxes, skipped = self.adapter.parse(body, self.labels, image.width, image.height)
@@ -350,6 +357,8 @@ def backend_for(settings: ModelSettings, client: Any = None) -> ModelBackend | N
             ENDPOINT_ADAPTERS[settings.endpoint_format],
             settings.labels,
             settings.min_confidence,
+            settings.variant,
+            settings.version,
         )
     return None
 

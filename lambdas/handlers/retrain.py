@@ -6,11 +6,13 @@ Actions (the retrain state machine calls them; docs/retrain.md):
   and the registry; when `labelloop_core.retrain.plan_training` says train, registers the next
   version as ``training`` (conditional write; an export trains at most one version) and returns
   ``{"train": true, "version"}``, else ``{"train": false, "reason"}``.
-- ``{"action": "advance", "version"}``: one step of that version's phases (datasets → training →
-  hosting → evaluating), kept in its registry entry's ``job``; returns ``{"done", "phase", "status"}``.
+- ``{"action": "advance", "version"}``: one step of that version's phases (Rekognition: datasets →
+  training → hosting → evaluating; SageMaker: training → hosting → evaluating, `handlers.retrain_sagemaker`),
+  kept in its registry entry's ``job``; returns ``{"done", "phase", "status"}``.
   The state machine waits between calls. Failures record the service's message and end ``failed``;
   the evaluation ends ``active`` (promoted, its calibration seeded with its evaluation pairs) or
-  ``rejected`` (its hosting stopped). Both announce a ``Model Version State Change`` event.
+  ``rejected`` (its hosting stopped; SageMaker: the endpoint back on its previous config).
+  Both announce a ``Model Version State Change`` event.
 - ``{"action": "fail", "version", "error", "cause"}``: the state machine's catch: the version is
   recorded ``failed`` with the cause, so the next export can train again.
 
@@ -34,9 +36,10 @@ from aws_lambda_powertools import Logger
 from adapters import env, registry
 from adapters.announce import put_event
 from adapters.aws import client
-from adapters.models import ImageInput, ModelSettings, Prelabeler, RekognitionBackend, backend_for, model_client
+from adapters.models import ImageInput, ModelSettings, Prelabeler, backend_for, model_client
 from adapters.rekognition_versions import RekognitionVersions
 from adapters.s3 import get_json, iter_lines, parse_uri, put_json, put_jsonl
+from handlers.retrain_sagemaker import SageMakerRetrainSettings, SageMakerSteps
 from handlers.route import state_key
 from labelloop_core import limits
 from labelloop_core import registry as versions
@@ -59,6 +62,8 @@ from labelloop_core.retrain import DATASET_TYPES, dataset_action, plan_training,
 
 logger = Logger()
 
+#: The assisting-model kind each retrain backend trains versions of, and its first phase.
+BACKENDS = {"rekognition": ("rekognition", "datasets"), "sagemaker": ("sagemaker", "training")}
 #: Share of evaluation images a model may fail to predict before the evaluation cannot decide.
 MAX_UNPREDICTED_SHARE = 0.1
 
@@ -78,13 +83,15 @@ class RetrainSettings:
     inference_units: int
     min_evaluation_images: int
     max_hours: int
+    backend: str = "rekognition"
+    sagemaker: SageMakerRetrainSettings | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainSettings:
         """Read and validate the environment once; errors name the variable."""
         e = environ
         model = ModelSettings.from_env(e)
-        env.choice(Env.RETRAIN_BACKEND, "rekognition", ("rekognition",), environ=e)
+        backend = env.choice(Env.RETRAIN_BACKEND, "rekognition", tuple(BACKENDS), environ=e)
         return cls(
             model=model,
             project_name=env.text(Env.RETRAIN_PROJECT_NAME, environ=e),
@@ -95,6 +102,8 @@ class RetrainSettings:
                 Env.RETRAIN_MIN_EVALUATION_IMAGES, limits.MIN_EVALUATION_IMAGES, environ=e
             ),
             max_hours=env.bounded(Env.RETRAIN_MAX_HOURS, limits.RETRAIN_MAX_HOURS, environ=e),
+            backend=backend,
+            sagemaker=SageMakerRetrainSettings.from_env(e) if backend == "sagemaker" else None,
         )
 
 
@@ -125,10 +134,23 @@ class Retrainer:
     events: Any
     sleep: Callable[[float], None] = time.sleep
     time_left: Callable[[], float] | None = None
+    sagemaker: Any = None  # the SageMaker control-plane client (backend sagemaker)
+    runtime: Any = None  # sagemaker-runtime, for SageMaker-hosted versions' predictions
+
+    def now(self) -> str:
+        """The time the registry records."""
+        return _now()
 
     @property
     def bucket(self) -> str:
         return self.cfg.model.bucket
+
+    @property
+    def steps(self) -> SageMakerSteps:
+        """The SageMaker backend's phases."""
+        if self.cfg.sagemaker is None:
+            raise RetrainEventError("this version is trained by SageMaker but RETRAIN_BACKEND is not sagemaker")
+        return SageMakerSteps(self, self.cfg.sagemaker)
 
     @property
     def project(self) -> RekognitionVersions:
@@ -156,8 +178,9 @@ class Retrainer:
         bucket, prefix = parse_uri(uri if uri.endswith("/") else uri + "/")
         if bucket != self.bucket:
             raise RetrainEventError(f"export {uri} is not in the data bucket {self.bucket}")
-        if self.cfg.model.kind != "rekognition":
-            return {"train": False, "reason": f"the assisting model is {self.cfg.model.kind!r}, not rekognition"}
+        kind, first_phase = BACKENDS[self.cfg.backend]
+        if self.cfg.model.kind != kind:
+            return {"train": False, "reason": f"the assisting model is {self.cfg.model.kind!r}, not {kind}"}
         report = get_json(bucket, prefix + TRAINING_FILE, self.s3)
         self._expire_stale()
         decision = plan_training(
@@ -175,9 +198,9 @@ class Retrainer:
         registered: dict[str, str] = {}
 
         def add(document: dict[str, Any]) -> dict[str, Any]:
-            updated, name = versions.add_candidate(document, {"kind": "rekognition"}, decision.trained_on, _now())
+            updated, name = versions.add_candidate(document, {"kind": kind}, decision.trained_on, _now())
             registered["version"] = name
-            job = {"phase": "datasets", "backend": "rekognition", "started_at": time.time(), "looks": 0}
+            job = {"phase": first_phase, "backend": self.cfg.backend, "started_at": time.time(), "looks": 0}
             return versions.update_fields(updated, name, job=job, plan_reason=decision.reason)
 
         try:
@@ -209,6 +232,8 @@ class Retrainer:
             return self._finish(version, versions.FAILED, f"not finished within {self.cfg.max_hours} h")
         job["looks"] = int(job.get("looks", 0)) + 1
         step = {"datasets": self._datasets, "training": self._training, "hosting": self._hosting}
+        if job.get("backend") == "sagemaker":
+            step = {"training": self.steps.training, "hosting": self.steps.hosting}
         phase = str(job.get("phase"))
         if phase == "evaluating":
             return self._evaluating(version, entry, job)
@@ -307,13 +332,17 @@ class Retrainer:
     def _predictions_key(self, version: str, cursor: int) -> str:
         return f"{MODEL_OUTPUT_PREFIX}{version}/evaluation/{cursor:07d}.jsonl"
 
+    def _model_client(self, identity: Mapping[str, Any]) -> Any:
+        return self.runtime if identity.get("kind") == "sagemaker" else self.rekognition
+
     def _labelers(self, entry: dict[str, Any]) -> tuple[Prelabeler, Prelabeler | None]:
         model = self.cfg.model
-        candidate = RekognitionBackend(
-            self.rekognition, entry["identity"]["model_arn"], model.labels, model.min_confidence
-        )
+        identity = entry["identity"]
+        candidate = backend_for(model.pinned(str(entry["version"]), identity), self._model_client(identity))
+        assert candidate is not None  # a trained version always has a model
         active = versions.active_version(self._registry())
-        incumbent = backend_for(model.pinned(str(active["version"]), active["identity"]), self.rekognition)
+        known = active["identity"]
+        incumbent = backend_for(model.pinned(str(active["version"]), known), self._model_client(known))
 
         def labeler(backend: Any) -> Prelabeler:
             return Prelabeler(backend, time_left=self.time_left, reserve=60.0, sleep=self.sleep, rng=random.Random(0))
@@ -390,6 +419,8 @@ class Retrainer:
         }
         job["phase"] = "done"
         if result.promoted:
+            if job.get("backend") == "sagemaker":
+                self.steps.promote(version, entry, job)
             seeded = self._seed_calibration(entry, images, version)
             figures["calibration_pairs"] = seeded
             return self._finish(version, versions.ACTIVE, result.reason, evaluation=figures, job=job)
@@ -407,6 +438,9 @@ class Retrainer:
         return len(pairs)
 
     def _stop_candidate(self, job: dict[str, Any]) -> None:
+        if job.get("backend") == "sagemaker":
+            self.steps.withdraw(job)
+            return
         arn = job.get("version_arn")
         if arn:
             try:
@@ -485,5 +519,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """Lambda entry point (the retrain state machine's steps)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     time_left = None if remaining is None else (lambda: remaining() / 1000.0)
-    cloud = Retrainer(settings(), client("s3"), model_client("rekognition"), client("events"), time_left=time_left)
+    cfg = settings()
+    sagemaker = cfg.backend == "sagemaker"
+    cloud = Retrainer(
+        cfg,
+        client("s3"),
+        None if sagemaker else model_client("rekognition"),
+        client("events"),
+        time_left=time_left,
+        sagemaker=client("sagemaker") if sagemaker else None,
+        runtime=model_client("sagemaker-runtime") if sagemaker else None,
+    )
     return process(event, cloud)

@@ -133,6 +133,12 @@ TRAINING_FILE: Final = "training/training.json"
 MODEL_REGISTRY_KEY: Final = "models/registry.json"
 #: Where trained versions write their output (Rekognition OutputConfig, training artifacts).
 MODEL_OUTPUT_PREFIX: Final = "models/versions/"
+#: SageMaker backend: the training job's input channel (the export version's YOLO files), the
+#: artifact it writes under ``<MODEL_OUTPUT_PREFIX><vN>/<job>/output/``, and the prefix of the
+#: production variant that hosts version ``vN`` on the configured endpoint (``labelloop-vN``).
+SAGEMAKER_TRAINING_CHANNEL: Final = "training"
+SAGEMAKER_ARTIFACT: Final = "model.tar.gz"
+SAGEMAKER_VARIANT_PREFIX: Final = "labelloop-"
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
@@ -340,6 +346,14 @@ class Env:
     RETRAIN_MAX_HOURS: Final = "RETRAIN_MAX_HOURS"
     RETRAIN_INFERENCE_UNITS: Final = "RETRAIN_INFERENCE_UNITS"
     RETRAIN_MIN_EVALUATION_IMAGES: Final = "RETRAIN_MIN_EVALUATION_IMAGES"
+    # retrain.backend sagemaker (docs/retrain.md)
+    RETRAIN_TRAINING_IMAGE: Final = "RETRAIN_TRAINING_IMAGE"
+    RETRAIN_INSTANCE_TYPE: Final = "RETRAIN_INSTANCE_TYPE"
+    RETRAIN_MAX_RUNTIME_HOURS: Final = "RETRAIN_MAX_RUNTIME_HOURS"
+    RETRAIN_HYPERPARAMETERS: Final = "RETRAIN_HYPERPARAMETERS"
+    RETRAIN_SPOT: Final = "RETRAIN_SPOT"
+    RETRAIN_ENDPOINT_INSTANCE_TYPE: Final = "RETRAIN_ENDPOINT_INSTANCE_TYPE"
+    RETRAIN_EXECUTION_ROLE_ARN: Final = "RETRAIN_EXECUTION_ROLE_ARN"
     LABEL_STUDIO_URL: Final = "LABEL_STUDIO_URL"
     LABEL_STUDIO_TOKEN_SECRET_ARN: Final = "LABEL_STUDIO_TOKEN_SECRET_ARN"
     LABEL_STUDIO_NAMESPACE: Final = "LABEL_STUDIO_NAMESPACE"

@@ -184,5 +184,11 @@ RETRAIN_INFERENCE_UNITS: Final = IntRange(1, 1, 100)
 RETRAIN_POLL_SECONDS: Final = IntRange(120, 1, 3600)
 #: Longest a retraining may take end to end (the retrain state machine's timeout).
 RETRAIN_MAX_HOURS: Final = IntRange(36, 1, 72)
+#: SageMaker backend: a training job's MaxRuntimeInSeconds, in hours (managed spot waits at most twice that).
+RETRAIN_MAX_RUNTIME_HOURS: Final = IntRange(12, 1, 672)
+#: SageMaker backend: hyperparameters a training job accepts (its API limits: count, key and value length).
+SAGEMAKER_MAX_HYPERPARAMETERS: Final = 100
+SAGEMAKER_HYPERPARAMETER_KEY_CHARS: Final = 256
+SAGEMAKER_HYPERPARAMETER_VALUE_CHARS: Final = 2500
 #: Evaluation images predicted per invocation of the advance step (it returns and is called again).
 RETRAIN_EVALUATION_CHUNK: Final = 500

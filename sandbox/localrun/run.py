@@ -33,7 +33,7 @@ from sandbox.localrun.cost import run_cost
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
 from sandbox.localrun.loop import RetrainWatcher, waves_section
 from sandbox.localrun.records import IntakeRecords, collect_records
-from sandbox.localrun.spec import ACCOUNT, LEARN_PROJECT, LEARN_V1_ARN, REGION, LocalRunError, RunPlan
+from sandbox.localrun.spec import ACCOUNT, LEARN_PROJECT, LEARN_V1_ARN, LOCAL_ENDPOINT, REGION, LocalRunError, RunPlan
 from sandbox.localrun.stack import synthesize_stack
 from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
 from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
@@ -122,6 +122,8 @@ def run_local(
             clock.say(f"deployed into the in-process emulation ({cloud.deployment.duration_s:.1f}s)")
             if plan.model.kind == "learn":
                 _host_untrained_model(clock)
+            if plan.model.kind == "learn-sagemaker":
+                _host_untrained_endpoint(cloud, clock)
             if plan.fault_injector is not None:
                 clock.say(f"injecting into the deployed functions' AWS calls: {plan.fault_injector.summary()['rules']}")
             if spec.review_backend != "labelstudio":
@@ -145,6 +147,19 @@ def _host_untrained_model(clock: Stopwatch) -> None:
         ACCOUNT, REGION, LEARN_PROJECT, f"{LEARN_PROJECT}.v1", LearnedDetector(), arn=LEARN_V1_ARN
     )
     clock.say("model v1: an untrained local detector (predicts nothing); people's labels train the next versions")
+
+
+def _host_untrained_endpoint(cloud: CloudApi, clock: Stopwatch) -> None:
+    """``--model learn-sagemaker``: the endpoint's one variant serves the untrained learned detector (v1)."""
+    from sandbox import sagemaker_training
+    from sandbox.learned_detector import LearnedDetector
+
+    key = f"{contract.MODEL_OUTPUT_PREFIX}v1/{contract.SAGEMAKER_ARTIFACT}"
+    sagemaker_training.host_model(ACCOUNT, REGION, LOCAL_ENDPOINT, LearnedDetector(), cloud.bucket, key)
+    clock.say(
+        f"model v1: endpoint {LOCAL_ENDPOINT} serves an untrained local detector (predicts nothing); "
+        "SageMaker training jobs on people's labels train the next versions"
+    )
 
 
 def _run_with_label_studio(

@@ -29,6 +29,11 @@ LEARN_PROJECT = "labelloop-local"
 LEARN_V1_ARN = (
     f"arn:aws:rekognition:{REGION}:{ACCOUNT}:project/{LEARN_PROJECT}/version/{LEARN_PROJECT}.v1/1700000000000"
 )
+#: ``--model learn-sagemaker``: the endpoint v1 runs on, and the training image its jobs name (never pulled:
+#: the emulation trains the learned detector).
+LEARN_SAGEMAKER_IMAGE = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/labelloop-local/learned-detector:1"
+#: The models whose versions the retrain loop trains: ``--model`` value → retrain backend.
+LEARN_MODELS = {"learn": "rekognition", "learn-sagemaker": "sagemaker"}
 #: The retrain settings ``--model learn`` deploys with (demo-sized; ``--context labelloop.retrain.KEY=V`` wins).
 LEARN_RETRAIN = {
     "enabled": True,
@@ -96,7 +101,13 @@ class RunSpec:
 class ModelChoice:
     """The parsed ``--model``: what the stack is configured with and who answers for the model."""
 
-    kind: str  # none | replay | synthetic | learn
+    kind: str  # none | replay | synthetic | learn | learn-sagemaker
+
+    @property
+    def learns(self) -> bool:
+        """Whether the retrain loop trains this model's next versions (``learn``, ``learn-sagemaker``)."""
+        return self.kind in LEARN_MODELS
+
     file: Path | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
 
@@ -182,12 +193,12 @@ def parse_model(value: str, images: Path) -> ModelChoice:
         return ModelChoice("none")
     if value == "synthetic":
         return ModelChoice("synthetic")
-    if value == "learn":
-        return ModelChoice("learn")
+    if value in LEARN_MODELS:
+        return ModelChoice(value)
     if value.startswith("replay:"):
         path = _spec_file(value, "replay:", "--model")
         return ModelChoice("replay", path, _records(path, images, "detections", "--model"))
-    raise LocalRunError(f"--model must be none, synthetic, learn or replay:FILE, got {value!r}")
+    raise LocalRunError(f"--model must be none, synthetic, learn, learn-sagemaker or replay:FILE, got {value!r}")
 
 
 def parse_reviewer(value: str, images: Path) -> ReviewerChoice:
@@ -291,7 +302,8 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
     """camelCase context overrides for `infra.synth.synthesize` matching this run.
 
     A model (synthetic or replay) is an emulated SageMaker endpoint answered by the local predictor;
-    ``learn`` is an emulated Rekognition Custom Labels version that the retrain loop replaces.
+    ``learn`` is an emulated Rekognition Custom Labels version that the retrain loop replaces;
+    ``learn-sagemaker`` the emulated endpoint's first variant, replaced by SageMaker training jobs.
     """
     model: dict[str, Any] = (
         {"kind": "none"}
@@ -308,12 +320,15 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         "batchWindowSeconds": 1,
         "autoAcceptThreshold": spec.threshold,
     }
+    if spec.model == "learn-sagemaker":
+        context["retrain"] = {**LEARN_RETRAIN, "backend": "sagemaker", "trainingImage": LEARN_SAGEMAKER_IMAGE}
     if spec.model == "learn":
         context["retrain"] = dict(LEARN_RETRAIN)
+    if spec.model in LEARN_MODELS:
         context["maxBatchSize"] = LEARN_MAX_BATCH_SIZE
     if spec.task_mode is not None:
         context["taskMode"] = spec.task_mode
-    calibration: dict[str, Any] = {"minPairs": LEARN_MIN_PAIRS} if spec.model == "learn" else {}
+    calibration: dict[str, Any] = {"minPairs": LEARN_MIN_PAIRS} if spec.model in LEARN_MODELS else {}
     if spec.target_quality is not None:
         calibration["targetQuality"] = spec.target_quality
     if spec.min_pairs is not None:

@@ -69,7 +69,7 @@ def _free_port() -> int:
         (["--workers", "0"], "--workers must be within 1-9, got 0"),
         (["--threshold", "1.5"], "--threshold must be within [0, 1], got 1.5"),
         (["--target-quality", "1.5"], "--target-quality must be within (0, 1), got 1.5"),
-        (["--model", "yolo"], "--model must be none, synthetic, learn or replay:FILE, got 'yolo'"),
+        (["--model", "yolo"], "--model must be none, synthetic, learn, learn-sagemaker or replay:FILE, got 'yolo'"),
         (["--reviewer", "crowd"], "--reviewer must be accept, answers:FILE, oracle:FILE"),
         (["--task-mode", "verify", "--context", "taskMode=adjust"], "--task-mode verify contradicts --context"),
     ],

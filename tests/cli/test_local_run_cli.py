@@ -64,7 +64,7 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--model", "yolo"], "--model must be none, synthetic, learn or replay:FILE"),
+        (["--model", "yolo"], "--model must be none, synthetic, learn, learn-sagemaker or replay:FILE"),
         (["--model", "replay:/no/such/file.jsonl"], "no such file"),
         (["--reviewer", "crowd"], "--reviewer must be accept, answers:FILE, oracle:FILE"),
         (["--reviewer", "oracle:"], "needs a file name"),
