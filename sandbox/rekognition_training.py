@@ -34,7 +34,7 @@ from sandbox.dispatch import add_operations, remove_operations
 from sandbox.service_model import validate_request
 
 #: Reasons an injected fault gives (``SETTINGS.faults``: version name → one of these).
-FAULTS = ("training_failed", "start_failed")
+FAULTS = ("training_failed", "start_failed", "stop_failed")
 INVALID_LINE_SHARE = 0.2  # Rekognition fails a dataset with more than this share of invalid lines
 
 
@@ -56,6 +56,10 @@ class ResourceNotReadyException(ServiceException):
 
 class InvalidParameterException(ServiceException):
     code = "InvalidParameterException"
+
+
+class StopFailed(ServiceException):
+    code = "AccessDeniedException"  # a refusal botocore does not retry (the fault ``stop_failed``)
 
 
 Trainer = Callable[[Sequence[tuple[bytes, list[dict[str, Any]]]]], Any]
@@ -116,6 +120,8 @@ class Version:
     min_units: int | None = None
     max_units: int | None = None
     started: float | None = None
+    #: Hosting intervals [start call, stop call or None] (the emulation's own billing record).
+    hosted: list[list[float | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -167,6 +173,8 @@ def _advance(item: Dataset | Version) -> None:
             item.status, item.message = item.final, item.final_message
             if item.status == "RUNNING" and isinstance(item, Version):
                 item.started = time.time()
+            if item.status == "FAILED" and isinstance(item, Version) and item.hosted and item.hosted[-1][1] is None:
+                item.hosted[-1][1] = time.time()  # a start that failed bills nothing more
 
 
 def _project(state: TrainingState, arn: str) -> Project:
@@ -490,12 +498,14 @@ def start_project_version(response: RekognitionResponse) -> str:
     state = _state(response)
     with state.lock:
         version = _version(state, params["ProjectVersionArn"])
-        if version.status in ("STARTING", "RUNNING"):
-            return json.dumps({"Status": version.status})
+        if version.status in ("STARTING", "RUNNING", "STOPPING"):
+            # As the service answers a second start: the caller treats it as "someone else started it".
+            raise ResourceInUseException(f"The project version is {version.status}.")
         if version.status not in ("TRAINING_COMPLETED", "STOPPED", "FAILED"):
             raise ResourceInUseException(f"The project version is {version.status} and cannot be started.")
         version.min_units, version.max_units = params["MinInferenceUnits"], params.get("MaxInferenceUnits")
         version.status, version.polls, version.message = "STARTING", 0, "The model is being started."
+        version.hosted.append([time.time(), None])
         if SETTINGS.faults.get(version.name) == "start_failed":
             version.final, version.final_message = "FAILED", "The model could not be started (emulated fault)."
         else:
@@ -508,11 +518,15 @@ def stop_project_version(response: RekognitionResponse) -> str:
     state = _state(response)
     with state.lock:
         version = _version(state, params["ProjectVersionArn"])
+        if SETTINGS.faults.get(version.name) == "stop_failed":
+            raise StopFailed("The project version could not be stopped (emulated fault).")
         if version.status in ("STOPPED", "STOPPING"):
             return json.dumps({"Status": version.status})
         if version.status not in ("RUNNING", "STARTING", "FAILED"):
             raise ResourceInUseException(f"The project version is {version.status} and cannot be stopped.")
         version.status, version.polls, version.message = "STOPPING", 0, "The model is being stopped."
+        if version.hosted and version.hosted[-1][1] is None:
+            version.hosted[-1][1] = time.time()
         version.final, version.final_message = "STOPPED", "The model is stopped."
     return json.dumps({"Status": "STOPPING"})
 
@@ -530,16 +544,22 @@ def running_model(account: str, region: str, arn: str) -> Any:
 
 
 def seed_version(
-    account: str, region: str, project_name: str, version_name: str, model: Any, arn: str | None = None
+    account: str,
+    region: str,
+    project_name: str,
+    version_name: str,
+    model: Any,
+    arn: str | None = None,
+    status: str = "RUNNING",
 ) -> str:
-    """A project with one RUNNING version answering with ``model`` (the local run's first version)."""
+    """A project with one version answering with ``model`` (the local run's first), RUNNING or STOPPED."""
     state = state_for(account, region)
     with state.lock:
         project = next((p for p in state.projects.values() if p.name == project_name), None)
         if project is None:
             created = time.time()
-            arn = f"arn:aws:rekognition:{region}:{account}:project/{project_name}/{int(created * 1000)}"
-            project = state.projects[arn] = Project(arn, project_name, created)
+            project_arn = f"arn:aws:rekognition:{region}:{account}:project/{project_name}/{int(created * 1000)}"
+            project = state.projects[project_arn] = Project(project_arn, project_name, created)
         same = (v for v in state.versions.values() if v.project_arn == project.arn and v.name == version_name)
         existing = next(same, None)
         if existing is not None:
@@ -552,11 +572,12 @@ def seed_version(
             version_name,
             created,
             {"S3Bucket": "-", "S3KeyPrefix": ""},
-            status="RUNNING",
-            final="RUNNING",
-            message="The model is running.",
+            status=status,
+            final=status,
+            message="The model is running." if status == "RUNNING" else "The model is stopped.",
             model=model,
             min_units=1,
+            hosted=[[created, None]] if status == "RUNNING" else [],
         )
         return arn
 

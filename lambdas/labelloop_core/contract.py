@@ -133,6 +133,15 @@ TRAINING_FILE: Final = "training/training.json"
 MODEL_REGISTRY_KEY: Final = "models/registry.json"
 #: Where trained versions write their output (Rekognition OutputConfig, training artifacts).
 MODEL_OUTPUT_PREFIX: Final = "models/versions/"
+#: One hosting document per model version (`labelloop_core.hosting`): its leases and hosting intervals.
+MODEL_HOSTING_PREFIX: Final = "models/hosting/"
+
+
+def hosting_key(version: str) -> str:
+    """``models/hosting/<version>.json``: the leases and hosting intervals of one model version."""
+    return f"{MODEL_HOSTING_PREFIX}{version}.json"
+
+
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
@@ -340,6 +349,11 @@ class Env:
     RETRAIN_MAX_HOURS: Final = "RETRAIN_MAX_HOURS"
     RETRAIN_INFERENCE_UNITS: Final = "RETRAIN_INFERENCE_UNITS"
     RETRAIN_MIN_EVALUATION_IMAGES: Final = "RETRAIN_MIN_EVALUATION_IMAGES"
+    MODEL_KEEP_RUNNING: Final = "MODEL_KEEP_RUNNING"
+    MODEL_INFERENCE_UNITS: Final = "MODEL_INFERENCE_UNITS"
+    MODEL_MAX_INFERENCE_UNITS: Final = "MODEL_MAX_INFERENCE_UNITS"
+    MODEL_IDLE_MINUTES: Final = "MODEL_IDLE_MINUTES"
+    MODEL_RETRAIN_PROJECT: Final = "MODEL_RETRAIN_PROJECT"
     LABEL_STUDIO_URL: Final = "LABEL_STUDIO_URL"
     LABEL_STUDIO_TOKEN_SECRET_ARN: Final = "LABEL_STUDIO_TOKEN_SECRET_ARN"
     LABEL_STUDIO_NAMESPACE: Final = "LABEL_STUDIO_NAMESPACE"
