@@ -543,45 +543,6 @@ def running_model(account: str, region: str, arn: str) -> Any:
         return version.model
 
 
-def seed_version(
-    account: str,
-    region: str,
-    project_name: str,
-    version_name: str,
-    model: Any,
-    arn: str | None = None,
-    status: str = "RUNNING",
-) -> str:
-    """A project with one version answering with ``model`` (the local run's first), RUNNING or STOPPED."""
-    state = state_for(account, region)
-    with state.lock:
-        project = next((p for p in state.projects.values() if p.name == project_name), None)
-        if project is None:
-            created = time.time()
-            project_arn = f"arn:aws:rekognition:{region}:{account}:project/{project_name}/{int(created * 1000)}"
-            project = state.projects[project_arn] = Project(project_arn, project_name, created)
-        same = (v for v in state.versions.values() if v.project_arn == project.arn and v.name == version_name)
-        existing = next(same, None)
-        if existing is not None:
-            return existing.arn
-        created = time.time()
-        arn = arn or f"{project.arn.rsplit('/', 1)[0]}/version/{version_name}/{int(created * 1000)}"
-        state.versions[arn] = Version(
-            arn,
-            project.arn,
-            version_name,
-            created,
-            {"S3Bucket": "-", "S3KeyPrefix": ""},
-            status=status,
-            final=status,
-            message="The model is running." if status == "RUNNING" else "The model is stopped.",
-            model=model,
-            min_units=1,
-            hosted=[[created, None]] if status == "RUNNING" else [],
-        )
-        return arn
-
-
 OPERATIONS: dict[str, Callable[[RekognitionResponse], str]] = {
     "create_project": create_project,
     "describe_projects": describe_projects,

@@ -38,6 +38,9 @@ LEARN_RETRAIN = {
     "minEvaluationImages": 5,
     "evaluationFraction": 0.3,
 }
+#: ``--model learn``: the hosting life cycle at demo speed (v1 starts STOPPED: the first batch starts it, the
+#: sweep stops it a few seconds after the last batch let go; docs/model-lifecycle.md).
+LEARN_HOSTING = {"idleMinutes": 0.05, "startPollSeconds": 1}
 #: ``--model learn``: batches of at most this many images, so the first export (and training) comes early.
 LEARN_MAX_BATCH_SIZE = 12
 #: ``--model learn``: calibration pairs before a version's theta is tested (the bound is valid at any
@@ -299,7 +302,7 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         else {"kind": "sagemaker", "endpointName": LOCAL_ENDPOINT, "endpointFormat": "builtin"}
     )
     if spec.model == "learn":
-        model = {"kind": "rekognition", "projectVersionArn": LEARN_V1_ARN}
+        model = {"kind": "rekognition", "projectVersionArn": LEARN_V1_ARN, **LEARN_HOSTING}
     context: dict[str, Any] = {
         "labels": list(labels),
         "model": model,

@@ -18,7 +18,7 @@ from labelloop_core import hosting as core
 from labelloop_core import limits
 from labelloop_core import registry as versions
 from labelloop_core.contract import DEFAULT_WORK_PREFIX, Env, batch_prefix
-from sandbox import model_emulation, rekognition_training
+from sandbox import model_emulation, rekognition_hosting, rekognition_training
 from sandbox.learned_detector import LearnedDetector
 
 BUCKET = "labelloop-data"
@@ -49,7 +49,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         try:
             s3 = boto3.client("s3", region_name=REGION)
             s3.create_bucket(Bucket=BUCKET)
-            arn = rekognition_training.seed_version(
+            arn = rekognition_hosting.seed_version(
                 ACCOUNT, REGION, PROJECT, "v1", LearnedDetector(), status="STOPPED"
             )
             environ = {
@@ -239,7 +239,7 @@ def test_a_batch_arriving_while_the_sweep_stops_waits_and_starts_again(cloud):
 
 def _promote(cloud: dict[str, Any]) -> str:
     """A registry where v2 replaced v1 (as the retrain loop leaves it): v2 RUNNING, v1 retired."""
-    v2 = rekognition_training.seed_version(ACCOUNT, REGION, PROJECT, "v2", LearnedDetector())
+    v2 = rekognition_hosting.seed_version(ACCOUNT, REGION, PROJECT, "v2", LearnedDetector())
     now = core.iso(cloud["clock"].now)
 
     def promoted(document: dict[str, Any] | None) -> dict[str, Any]:
@@ -270,7 +270,7 @@ def test_the_old_version_stops_after_a_promotion_once_no_batch_holds_it(cloud):
 
 
 def test_a_failed_start_fails_that_batch_with_the_reason_and_no_other(cloud):
-    other = rekognition_training.seed_version(ACCOUNT, REGION, PROJECT, "other", LearnedDetector())
+    other = rekognition_hosting.seed_version(ACCOUNT, REGION, PROJECT, "other", LearnedDetector())
     store = HostingStore(cloud["s3"], BUCKET)
     life = cloud["life"]
     assert life.ensure("v9", other, "bystander") == "RUNNING"

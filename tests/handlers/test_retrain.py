@@ -21,7 +21,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import OUTPUT_MANIFEST
 from labelloop_core.manifest import bbox_label_line
-from sandbox import model_emulation, rekognition_training
+from sandbox import model_emulation, rekognition_hosting, rekognition_training
 from sandbox.learned_detector import LearnedDetector
 from sandbox.scenes import Scene, iter_scenes
 
@@ -46,7 +46,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         try:
             s3 = boto3.client("s3", region_name=REGION)
             s3.create_bucket(Bucket=BUCKET)
-            v1 = rekognition_training.seed_version(ACCOUNT, REGION, "deploy-time", "v1", LearnedDetector())
+            v1 = rekognition_hosting.seed_version(ACCOUNT, REGION, "deploy-time", "v1", LearnedDetector())
             environ = {
                 "DATA_BUCKET": BUCKET,
                 "LABELS": ",".join(LABELS),

@@ -1,0 +1,81 @@
+"""`labelloop local run --model learn` on a few images: the stopped Rekognition version is started on
+demand by the first batch and stopped by the idle sweep after the last one; accounting stays exact,
+and faults injected into the hosting calls change no outcome."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli.main import main
+from labelloop_core.contract import RUN_REPORT_FILE
+from sandbox import rekognition_training
+from sandbox.scenes import generate_scenes
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+IMAGES = 6
+LABELS = "bicycle,car,person"
+FAULTS = ["rekognition:StartProjectVersion:0.5", "rekognition:StopProjectVersion:0.5"]
+FAULTS += ["rekognition:DescribeProjectVersions:0.3"]
+
+
+def _run(root: Path, extra: list[str]) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    truth = generate_scenes(root / "images", IMAGES, LABELS.split(","), seed=3)
+    out = root / "out"
+    argv = ["local", "run", "--images", str(truth.parent), "--out", str(out), "--model", "learn"]
+    argv += ["--reviewer", f"oracle:{truth}", "--labels", LABELS, *extra]
+    code = main(argv)
+    calls = [c for c in rekognition_training.SETTINGS.calls if c["api"].endswith("ProjectVersion")]
+    return code, json.loads((out / RUN_REPORT_FILE).read_text()), calls
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    return _run(tmp_path_factory.mktemp("lifecycle"), [])
+
+
+@pytest.fixture(scope="module")
+def faulted(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    extra = [arg for rule in FAULTS for arg in ("--inject-faults", rule)]
+    return _run(tmp_path_factory.mktemp("lifecycle-faults"), [*extra, "--seed", "4"])
+
+
+def _accounted(report: dict[str, Any]) -> None:
+    assert report["images_received"] == IMAGES
+    assert report["images_received"] == len(report["rejected"]) + report["auto_accepted"] + report["human_reviewed"]
+    assert report["exported_images"] == report["auto_accepted"] + report["human_reviewed"] == IMAGES
+    assert all(b["status"] == "labeled" for b in report["batches"]), report["batches"]
+
+
+def test_a_stopped_model_is_started_on_demand_and_stopped_after_idle(clean):
+    code, report, calls = clean
+    assert code == 0, report["problems"]
+    _accounted(report)
+    hosting = report["model_hosting"]["versions"]
+    assert list(hosting) == ["v1"]  # too few labels to train: v1 only
+    v1 = hosting["v1"]
+    assert v1["starts"] >= 1 and v1["stops"] == len(v1["intervals"])  # every start stopped again
+    assert v1["held_by"] == [] and v1["last_start_error"] is None
+    assert all(i["source"] == "started" and i["min_units"] == 1 for i in v1["intervals"])
+    assert 0 < v1["running_hours"] < 1 and v1["unit_hours"] == v1["running_hours"]
+    # The emulated service saw exactly the starts and stops LabelLoop recorded (the shared start: no more).
+    assert [c["api"] for c in calls].count("StartProjectVersion") == v1["starts"]
+    assert [c["api"] for c in calls].count("StopProjectVersion") == v1["stops"]
+    # Every batch pre-labeled with a RUNNING model: no image got a model error.
+    assert report["model_errors"] == []
+
+
+def test_faults_in_the_hosting_calls_change_no_outcome(clean, faulted):
+    code, report, calls = faulted
+    assert code == 0, report["problems"]
+    _accounted(report)
+    v1 = report["model_hosting"]["versions"]["v1"]
+    assert v1["stops"] == len(v1["intervals"]) and v1["held_by"] == []
+    assert report["auto_accepted"] == clean[1]["auto_accepted"]
+    assert report["human_reviewed"] == clean[1]["human_reviewed"]
+    assert report["model_errors"] == []
+    assert "ProjectVersion" in json.dumps(report["faults"]["injected"]), report["faults"]
