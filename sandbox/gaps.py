@@ -146,7 +146,9 @@ GAPS: tuple[Gap, ...] = (
         "statuses (each in-progress status lasts a set number of describe calls), datasets read from the "
         "manifest with Rekognition's 20% invalid-line rule, training fits the learned detector on the TRAIN "
         "images and writes its artifact and an F1 summary to OutputConfig; only a RUNNING version answers "
-        "DetectCustomLabels, with its own model",
+        "DetectCustomLabels, with its own model (any other status: ResourceNotReadyException); a second "
+        "StartProjectVersion while STARTING or RUNNING is ResourceInUseException; faults start_failed "
+        "(STARTING ends FAILED) and stop_failed; sandbox.rekognition_hosting records every start and stop",
     ),
 )
 
