@@ -134,4 +134,3 @@ class ModelHosting(Construct):
             )
         for rule_id, reason in reasons.items():
             acknowledge(fn, rule_id, reason)
-

@@ -71,7 +71,9 @@ class HostingSettings:
         units = env.bounded(Env.MODEL_INFERENCE_UNITS, limits.MODEL_INFERENCE_UNITS, environ=e)
         max_units = None
         if env.optional(Env.MODEL_MAX_INFERENCE_UNITS, environ=e) is not None:
-            max_units = env.integer(Env.MODEL_MAX_INFERENCE_UNITS, lo=units, hi=limits.MODEL_INFERENCE_UNITS.hi, environ=e)
+            max_units = env.integer(
+                Env.MODEL_MAX_INFERENCE_UNITS, lo=units, hi=limits.MODEL_INFERENCE_UNITS.hi, environ=e
+            )
         return cls(
             managed=kind == "rekognition" and keep == "false",
             inference_units=units,

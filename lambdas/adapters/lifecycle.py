@@ -80,7 +80,9 @@ class Lifecycle:
         try:
             status = self._drive(version, arn, holder, document)
             if status != "RUNNING" and since is not None and self.clock() - since > self.start_timeout:
-                raise StartFailed(f"{arn} did not reach RUNNING within {self.start_timeout / 60:g} min (it is {status})")
+                raise StartFailed(
+                    f"{arn} did not reach RUNNING within {self.start_timeout / 60:g} min (it is {status})"
+                )
         except (StartFailed, StartRefused) as exc:
             reason = str(exc)
             now = self.clock()

@@ -77,7 +77,9 @@ class RekognitionVersions:
     def start(self, version_arn: str, units: int) -> str:
         """Start hosting a version (billed per inference-unit hour until stopped); one already starting is fine."""
         try:
-            return str(self.client.start_project_version(ProjectVersionArn=version_arn, MinInferenceUnits=units)["Status"])
+            return str(
+                self.client.start_project_version(ProjectVersionArn=version_arn, MinInferenceUnits=units)["Status"]
+            )
         except ClientError as exc:
             if _code(exc) != "ResourceInUseException":  # a retried call: the first one started it
                 raise

@@ -93,8 +93,10 @@ def ensure(event: Mapping[str, Any], cfg: ModelHostingSettings, life: Lifecycle,
     """The ``ensure`` action (module docstring)."""
     model, holder = _batch(event, cfg, s3, create=True)
     given = event.get("since")
-    known = isinstance(given, int | float) and not isinstance(given, bool) and given >= 0
-    since = float(given) if known else life.clock()  # the first look (the state machine passes -1)
+    if isinstance(given, int | float) and not isinstance(given, bool) and given >= 0:
+        since = float(given)
+    else:
+        since = life.clock()  # the first look (the state machine passes -1)
     out: dict[str, Any] = {"ready": True, "managed": False, "version": model.version, "status": "", "since": since}
     if not cfg.hosting.managed or model.kind != "rekognition" or not model.model_arn:
         return out

@@ -25,7 +25,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,7 +80,7 @@ class RetrainSettings:
     inference_units: int
     min_evaluation_images: int
     max_hours: int
-    hosting: HostingSettings = HostingSettings(managed=False)
+    hosting: HostingSettings = field(default_factory=lambda: HostingSettings(managed=False))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainSettings:

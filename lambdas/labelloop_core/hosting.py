@@ -170,7 +170,13 @@ def record_running(document: Mapping[str, Any], now: float, min_units: int | Non
     updated["start"] = None
     if open_interval(updated) is None:
         updated["intervals"].append(
-            {"started_at": iso(now), "stopped_at": None, "min_units": min_units, "max_units": None, "source": "observed"}
+            {
+                "started_at": iso(now),
+                "stopped_at": None,
+                "min_units": min_units,
+                "max_units": None,
+                "source": "observed",
+            }
         )
     return updated
 
@@ -198,7 +204,9 @@ def idle_since(document: Mapping[str, Any]) -> float:
 def stopping_fresh(document: Mapping[str, Any], now: float, mark_seconds: float) -> bool:
     """True while a sweep's stop mark is recent (batches then wait for STOPPED and start again)."""
     mark = document.get("stopping")
-    return bool(mark) and now - (epoch(mark.get("at")) or 0.0) <= mark_seconds
+    if not mark:
+        return False
+    return now - (epoch(mark.get("at")) or 0.0) <= mark_seconds
 
 
 def stop_due(

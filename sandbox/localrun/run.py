@@ -36,7 +36,6 @@ from sandbox.localrun.stack import synthesize_stack
 from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
 from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
 
-
 #: Longest the run sweeps after the last batch for the idle stop (``--model learn`` idles 3 s).
 HOSTING_SETTLE_SECONDS = 60.0
 

@@ -70,7 +70,7 @@ def test_a_stopped_model_is_started_on_demand_and_stopped_after_idle(clean):
 
 
 def test_faults_in_the_hosting_calls_change_no_outcome(clean, faulted):
-    code, report, calls = faulted
+    code, report, _ = faulted
     assert code == 0, report["problems"]
     _accounted(report)
     v1 = report["model_hosting"]["versions"]["v1"]

@@ -49,9 +49,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         try:
             s3 = boto3.client("s3", region_name=REGION)
             s3.create_bucket(Bucket=BUCKET)
-            arn = rekognition_hosting.seed_version(
-                ACCOUNT, REGION, PROJECT, "v1", LearnedDetector(), status="STOPPED"
-            )
+            arn = rekognition_hosting.seed_version(ACCOUNT, REGION, PROJECT, "v1", LearnedDetector(), status="STOPPED")
             environ = {
                 Env.DATA_BUCKET: BUCKET,
                 Env.LABELS: "car",
@@ -258,9 +256,12 @@ def test_the_old_version_stops_after_a_promotion_once_no_batch_holds_it(cloud):
     _until_ready(cloud, "old-batch")  # pinned v1 before the promotion
     v2 = _promote(cloud)
     _until_ready(cloud, "new-batch")
-    assert json.loads(cloud["s3"].get_object(Bucket=BUCKET, Key=_prefix("new-batch") + "model.json")["Body"].read())[
-        "version"
-    ] == "v2"
+    assert (
+        json.loads(cloud["s3"].get_object(Bucket=BUCKET, Key=_prefix("new-batch") + "model.json")["Body"].read())[
+            "version"
+        ]
+        == "v2"
+    )
     results = {r["version"]: r["action"] for r in _call(cloud, "sweep")["versions"]}
     assert results == {"v1": "kept", "v2": "kept"}  # v1 is retired but a batch still holds it
     _call(cloud, "release", "old-batch")

@@ -223,7 +223,7 @@ def test_with_managed_hosting_the_incumbent_is_held_and_the_old_version_left_to_
     state.versions[cloud["v1"]].status = "STOPPED"
     managed = {**cloud, "cfg": retrain.RetrainSettings.from_env()}
     assert managed["cfg"].hosting.managed
-    planned, steps = _run(managed, _export(managed, scenes, "E1"))
+    _, steps = _run(managed, _export(managed, scenes, "E1"))
     assert steps[-1]["status"] == "active", steps[-3:]
     starts = [c["ProjectVersionArn"] for c in cloud["emulation"].calls if c["api"] == "StartProjectVersion"]
     assert starts.count(cloud["v1"]) == 1  # the stopped incumbent was started once, to predict the evaluation set
@@ -237,7 +237,10 @@ def test_with_managed_hosting_the_incumbent_is_held_and_the_old_version_left_to_
     model_hosting.settings.cache_clear()
     cfg = model_hosting.settings()
     life = model_hosting.lifecycle(cfg, cloud["s3"], rekognition)
-    swept = {r["version"]: r["action"] for r in model_hosting.process({"action": "sweep"}, cfg, life, cloud["s3"])["versions"]}
+    swept = {
+        r["version"]: r["action"]
+        for r in model_hosting.process({"action": "sweep"}, cfg, life, cloud["s3"])["versions"]
+    }
     model_hosting.settings.cache_clear()
     assert swept == {"v1": "stopped", "v2": "kept"}
     assert state.versions[cloud["v1"]].status == "STOPPING"

@@ -34,12 +34,16 @@ def _of_type(template: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def _function_id(template: dict[str, Any]) -> str:
-    (found,) = [k for k, v in _of_type(template, "AWS::Lambda::Function").items() if v["Properties"]["Handler"] == HANDLER]
+    (found,) = [
+        k for k, v in _of_type(template, "AWS::Lambda::Function").items() if v["Properties"]["Handler"] == HANDLER
+    ]
     return found
 
 
 def _workflow(template: dict[str, Any]) -> dict[str, Any]:
-    (machine,) = [v for k, v in _of_type(template, "AWS::StepFunctions::StateMachine").items() if k.startswith("Workflow")]
+    (machine,) = [
+        v for k, v in _of_type(template, "AWS::StepFunctions::StateMachine").items() if k.startswith("Workflow")
+    ]
     parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
     return dict(json.loads("".join(p if isinstance(p, str) else "TOKEN" for p in parts)))
 
@@ -69,7 +73,9 @@ def test_a_schedule_sweeps_every_few_minutes_and_a_failing_sweep_alarms(hosting_
         "AWS::Events::Rule",
         {
             "ScheduleExpression": f"rate({limits.MODEL_SWEEP_MINUTES} minutes)",
-            "Targets": [Match.object_like({"Arn": {"Fn::GetAtt": [function_id, "Arn"]}, "RetryPolicy": Match.any_value()})],
+            "Targets": [
+                Match.object_like({"Arn": {"Fn::GetAtt": [function_id, "Arn"]}, "RetryPolicy": Match.any_value()})
+            ],
         },
     )
     template.has_resource_properties(

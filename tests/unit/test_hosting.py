@@ -68,7 +68,9 @@ def test_intervals_record_starts_stops_and_failed_starts() -> None:
 
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["acquire", "release", "wait"]), st.sampled_from(["a", "b", "c"]), st.floats(0, 5000)),
+        st.tuples(
+            st.sampled_from(["acquire", "release", "wait"]), st.sampled_from(["a", "b", "c"]), st.floats(0, 5000)
+        ),
         max_size=30,
     )
 )
