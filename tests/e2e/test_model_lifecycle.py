@@ -79,3 +79,45 @@ def test_faults_in_the_hosting_calls_change_no_outcome(clean, faulted):
     assert report["human_reviewed"] == clean[1]["human_reviewed"]
     assert report["model_errors"] == []
     assert "ProjectVersion" in json.dumps(report["faults"]["injected"]), report["faults"]
+
+
+def test_a_start_that_fails_fails_the_batch_with_the_reason(tmp_path: Path) -> None:
+    """The emulated version ends its start FAILED: the deployed workflow fails the batch (no retried start),
+    its report.json names the service's message, and the batch's lease is given back."""
+    from infra.synth import synthesize
+    from labelloop_core.contract import BATCH_REPORT_FILE, hosting_key
+    from sandbox import rekognition_hosting
+    from sandbox.harness import LocalCloud
+    from sandbox.learned_detector import LearnedDetector
+    from tests.intake_images import jpeg
+
+    arn = "arn:aws:rekognition:us-east-1:123456789012:project/cars/version/cars.v1/1700000000000"
+    model = {"kind": "rekognition", "projectVersionArn": arn, "idleMinutes": 0.05, "startPollSeconds": 1}
+    assembly = synthesize(tmp_path / "cdk.out", context={"labels": ["car"], "model": model, "batchWindowSeconds": 1})
+    with LocalCloud.start(assembly, labels=["car"], esm_mode="manual") as cloud:
+        rekognition_hosting.seed_version(
+            "123456789012", "us-east-1", "cars", "cars.v1", LearnedDetector(), arn=arn, status="STOPPED"
+        )
+        rekognition_training.SETTINGS.faults["cars.v1"] = "start_failed"
+        for index in range(2):
+            cloud.put_bytes(f"incoming/street/car-{index}.jpg", jpeg(80 + index, 80), "image/jpeg")
+        assert cloud.flush_event_sources() == 1
+        sfn = cloud.client("stepfunctions")
+        machine = cloud.state_machine_arn("Workflow")
+
+        def ended() -> dict[str, Any] | None:
+            found = sfn.list_executions(stateMachineArn=machine)["executions"]
+            return found[0] if found and found[0]["status"] != "RUNNING" else None
+
+        execution = cloud.wait_for(ended, timeout=120, interval=0.2, message="the batch's execution")
+        assert execution["status"] == "FAILED"
+        [report_key] = [k for k in cloud.list_keys("work/batches/street/") if k.endswith(BATCH_REPORT_FILE)]
+        report = cloud.read_json(report_key)
+        assert report["status"] == "failed"
+        assert "ModelStartFailed" in json.dumps(report) and "could not be started (emulated fault)" in json.dumps(
+            report
+        )
+        hosting = cloud.read_json(hosting_key("v1"))
+        assert hosting["holders"] == {} and hosting["start"] is None
+        starts = [c for c in rekognition_training.SETTINGS.calls if c["api"] == "StartProjectVersion"]
+        assert len(starts) == 1  # a start that cannot succeed is not retried
