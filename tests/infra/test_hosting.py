@@ -179,3 +179,14 @@ def test_a_bad_idle_time_on_the_command_line_names_the_key(value: str) -> None:
         config_from_context(context.get)
     good = {**context, "labelloop.model.idleMinutes": "2.5"}
     assert config_from_context(good.get).model.idle_minutes == 2.5
+
+
+def test_the_retrain_loop_may_start_the_deploy_time_incumbent(hosting_template: dict[str, Any]) -> None:
+    (retrain,) = [
+        k
+        for k, v in _of_type(hosting_template, "AWS::Lambda::Function").items()
+        if v["Properties"]["Handler"] == "handlers.retrain.handler"
+    ]
+    statements = json.dumps(_statements(hosting_template, retrain))
+    assert "rekognition:StartProjectVersion" in statements and V1 in statements
+    assert "project/street/*" in statements  # DescribeProjectVersions on the deploy-time project
