@@ -36,7 +36,7 @@ from sandbox.localrun.stack import synthesize_stack
 from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
 from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
 
-#: Longest the run sweeps after the last batch for the idle stop (``--model learn`` idles 3 s).
+#: Longest the run sweeps after a wave for the idle stop (``--model learn`` idles 15 s).
 HOSTING_SETTLE_SECONDS = 60.0
 
 
@@ -140,12 +140,13 @@ def _host_untrained_model(clock: Stopwatch) -> None:
     from sandbox import rekognition_hosting
     from sandbox.learned_detector import LearnedDetector
 
-    # STOPPED, as a model nobody uses should be: the first batch starts it, the idle sweep stops it.
+    # RUNNING, as a deploy-time model is today: the idle sweep stops it after the first wave and the next
+    # wave's batches start it again on demand (each wave ends with the idle stop: `_upload_waves`).
     rekognition_hosting.seed_version(
-        ACCOUNT, REGION, LEARN_PROJECT, f"{LEARN_PROJECT}.v1", LearnedDetector(), arn=LEARN_V1_ARN, status="STOPPED"
+        ACCOUNT, REGION, LEARN_PROJECT, f"{LEARN_PROJECT}.v1", LearnedDetector(), arn=LEARN_V1_ARN
     )
     clock.say(
-        "model v1: an untrained local detector (predicts nothing), stopped until a batch needs it;"
+        "model v1: an untrained local detector (predicts nothing), stopped when idle and started on demand;"
         " people's labels train the next versions"
     )
 
@@ -280,6 +281,10 @@ class _DeployedRun:
                 )
                 break
             self.wave_batches.append((number, len(wave), sorted(set(self.watcher.batches()) - before)))
+            if number < len(waves) and self.hosting.deployed and not self.hosting.settle(HOSTING_SETTLE_SECONDS):
+                self.problems.append(
+                    f"wave {number}: a model version was still hosted after {HOSTING_SETTLE_SECONDS:.0f}s"
+                )
         return uploaded
 
     def _check_exports(self) -> None:

@@ -38,9 +38,9 @@ LEARN_RETRAIN = {
     "minEvaluationImages": 5,
     "evaluationFraction": 0.3,
 }
-#: ``--model learn``: the hosting life cycle at demo speed (v1 starts STOPPED: the first batch starts it, the
-#: sweep stops it a few seconds after the last batch let go; docs/model-lifecycle.md).
-LEARN_HOSTING = {"idleMinutes": 0.05, "startPollSeconds": 1}
+#: ``--model learn``: the hosting life cycle at demo speed (the sweep stops a version 15 s after the last
+#: batch let go, the next wave starts it again; docs/model-lifecycle.md).
+LEARN_HOSTING = {"idleMinutes": 0.25, "startPollSeconds": 1}
 #: ``--model learn``: batches of at most this many images, so the first export (and training) comes early.
 LEARN_MAX_BATCH_SIZE = 12
 #: ``--model learn``: calibration pairs before a version's theta is tested (the bound is valid at any

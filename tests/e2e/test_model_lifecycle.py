@@ -1,6 +1,7 @@
-"""`labelloop local run --model learn` on a few images: the stopped Rekognition version is started on
-demand by the first batch and stopped by the idle sweep after the last one; accounting stays exact,
-and faults injected into the hosting calls change no outcome."""
+"""`labelloop local run --model learn --waves 2` on a few images: the running Rekognition version is stopped
+by the idle sweep after wave 1 and started on demand by wave 2's batches, then stopped again; accounting
+stays exact, and faults injected into the hosting calls change no outcome. A start that fails fails its
+batch with the reason."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def _run(root: Path, extra: list[str]) -> tuple[int, dict[str, Any], list[dict[s
     truth = generate_scenes(root / "images", IMAGES, LABELS.split(","), seed=3)
     out = root / "out"
     argv = ["local", "run", "--images", str(truth.parent), "--out", str(out), "--model", "learn"]
-    argv += ["--reviewer", f"oracle:{truth}", "--labels", LABELS, *extra]
+    argv += ["--waves", "2", "--reviewer", f"oracle:{truth}", "--labels", LABELS, *extra]
     code = main(argv)
     calls = [c for c in rekognition_training.SETTINGS.calls if c["api"].endswith("ProjectVersion")]
     return code, json.loads((out / RUN_REPORT_FILE).read_text()), calls
@@ -58,15 +59,17 @@ def test_a_stopped_model_is_started_on_demand_and_stopped_after_idle(clean):
     hosting = report["model_hosting"]["versions"]
     assert list(hosting) == ["v1"]  # too few labels to train: v1 only
     v1 = hosting["v1"]
-    assert v1["starts"] >= 1 and v1["stops"] == len(v1["intervals"])  # every start stopped again
-    assert v1["held_by"] == [] and v1["last_start_error"] is None
-    assert all(i["source"] == "started" and i["min_units"] == 1 for i in v1["intervals"])
+    # Wave 1 found it running (deployed so); the sweep stopped it; wave 2 started it; the sweep stopped it.
+    assert [i["source"] for i in v1["intervals"]] == ["observed", "started"]
+    assert v1["starts"] == 1 and v1["stops"] == 2 and v1["held_by"] == [] and v1["last_start_error"] is None
+    assert all(i["min_units"] == 1 for i in v1["intervals"])
     assert 0 < v1["running_hours"] < 1 and v1["unit_hours"] == v1["running_hours"]
-    # The emulated service saw exactly the starts and stops LabelLoop recorded (the shared start: no more).
-    assert [c["api"] for c in calls].count("StartProjectVersion") == v1["starts"]
-    assert [c["api"] for c in calls].count("StopProjectVersion") == v1["stops"]
+    # The emulated service saw exactly the starts and stops LabelLoop recorded (one start for wave 2's batches).
+    assert [c["api"] for c in calls].count("StartProjectVersion") == 1
+    assert [c["api"] for c in calls].count("StopProjectVersion") == 2
     # Every batch pre-labeled with a RUNNING model: no image got a model error.
     assert report["model_errors"] == []
+    assert len(report["waves"]) == 2
 
 
 def test_faults_in_the_hosting_calls_change_no_outcome(clean, faulted):
