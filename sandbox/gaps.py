@@ -21,6 +21,13 @@ class Gap:
 
 GAPS: tuple[Gap, ...] = (
     Gap(
+        "S3 conditional writes (PutObject If-Match / If-None-Match) under concurrency",
+        "the precondition is checked, then the object written, in two steps: two concurrent writers can "
+        "both pass and the second overwrites the first",
+        "sandbox.s3_conditional: one lock around every conditional PutObject, so the loser gets 412 "
+        "PreconditionFailed as on S3 (the registry, model pins and hosting leases rely on it)",
+    ),
+    Gap(
         "CDK bootstrap (assets bucket, SSM version parameter)",
         "no bootstrap stack exists; the template's BootstrapVersion SSM parameter cannot resolve",
         "create the cdk-<qualifier>-assets bucket named in <stack>.assets.json, upload every file "

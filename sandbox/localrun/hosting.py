@@ -47,6 +47,15 @@ class HostingPlayer:
             self.clock.say(f"model hosting sweep failed: {response['Payload'].read().decode()[:300]}")
         self._say_changes()
 
+    def hosted(self) -> str:
+        """The versions still hosted, with what keeps them (for the run's problem list)."""
+        out = []
+        for version, document in sorted(self.documents().items()):
+            if core.open_interval(document) is not None:
+                keys = ("holders", "start", "stopping", "last_release", "last_stop_error")
+                out.append(f"{version} {json.dumps({k: document.get(k) for k in keys})}")
+        return "; ".join(out)
+
     def settle(self, seconds: float) -> bool:
         """Sweep until no version is hosted (the idle stop after the last batch); False after ``seconds``."""
         if self.function is None:

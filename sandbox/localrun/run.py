@@ -222,7 +222,10 @@ class _DeployedRun:
             self.clock.say(f"not uploaded (the run's own input files): {', '.join(self.plan.not_uploaded)}")
         uploaded = self._upload_waves()
         if self.hosting.deployed and not self.hosting.settle(HOSTING_SETTLE_SECONDS):
-            self.problems.append(f"a model version was still hosted {HOSTING_SETTLE_SECONDS:.0f}s after the last batch")
+            self.problems.append(
+                f"a model version was still hosted {HOSTING_SETTLE_SECONDS:.0f}s after the last batch: "
+                f"{self.hosting.hosted()}"
+            )
         self.problems += [f"intake: {p}" for p in delivery_problems(cloud.esm_batches, cloud.poller.warnings)]
         self._check_exports()
         latest, document, dataset_dir = self._fetch_export()
@@ -283,7 +286,8 @@ class _DeployedRun:
             self.wave_batches.append((number, len(wave), sorted(set(self.watcher.batches()) - before)))
             if number < len(waves) and self.hosting.deployed and not self.hosting.settle(HOSTING_SETTLE_SECONDS):
                 self.problems.append(
-                    f"wave {number}: a model version was still hosted after {HOSTING_SETTLE_SECONDS:.0f}s"
+                    f"wave {number}: a model version was still hosted after {HOSTING_SETTLE_SECONDS:.0f}s: "
+                    f"{self.hosting.hosted()}"
                 )
         return uploaded
 

@@ -330,3 +330,45 @@ def test_keep_running_and_other_models_do_nothing(cloud, monkeypatch):
     assert model_hosting.process(event, cfg, life, cloud["s3"])["ready"] is True
     assert model_hosting.process({"action": "sweep"}, cfg, life, cloud["s3"]) == {"managed": False, "versions": []}
     assert _calls(cloud, "StartProjectVersion") == [] and _status(cloud) == "STOPPED"
+
+
+def test_concurrent_lease_writers_all_land_with_atomic_conditional_writes(cloud):
+    """Eight batches acquiring at once (threads, as the emulation runs functions): no lease is lost.
+
+    moto's check-then-write window is widened (a pause before each write) so unserialized writers
+    would overwrite each other; `sandbox.s3_conditional` makes the check and the write one step."""
+    import threading
+    import time
+
+    from moto.s3.models import S3Backend
+
+    from sandbox import s3_conditional
+
+    write = S3Backend.put_object
+
+    def slow_write(self: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)
+        return write(self, *args, **kwargs)
+
+    S3Backend.put_object = slow_write  # type: ignore[method-assign]
+    s3_conditional.install()
+    try:
+        store = HostingStore(cloud["s3"], BUCKET)
+        now = cloud["clock"].now
+        store.update("v1", cloud["arn"], lambda d: d, now)
+        barrier = threading.Barrier(8)
+
+        def take(holder: str) -> None:
+            s3 = boto3.client("s3", region_name=REGION)
+            barrier.wait()
+            HostingStore(s3, BUCKET).update("v1", cloud["arn"], lambda d: core.acquire(d, holder, now, 600), now)
+
+        threads = [threading.Thread(target=take, args=(f"b{i}",)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        s3_conditional.uninstall()
+        S3Backend.put_object = write  # type: ignore[method-assign]
+    assert sorted(_document(cloud)["holders"]) == sorted(f"b{i}" for i in range(8))
