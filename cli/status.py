@@ -5,7 +5,8 @@ labeling job and its counters, merging, merged, failed with the reason, interrup
 (uploaded, received, rejected by reason, auto-accepted, reviewed), the current auto-accept
 threshold θ with its certificate, the cost so far (the merged batches' cost ledgers summed) and the
 latest export. For the stack: the active model version and
-any training in flight (the model registry). Works against AWS (standard configuration
+any training in flight (the model registry); each version's hosting state, running since, idle
+for and next stop (`cli.status_hosting`). Works against AWS (standard configuration
 chain) and against ``labelloop local up`` (``--endpoint-url``). ``--json`` for scripts,
 ``--watch`` to refresh until interrupted.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 from cli.aws_target import Target, add_target_arguments, aws_errors, connect, list_objects, list_prefixes, read_json
 from cli.errors import CliError
+from cli.status_hosting import collect_hosting, hosting_lines
 from labelloop_core import contract
 from labelloop_core.batch_cost import summed
 from labelloop_core.batch_report import failure_reason
@@ -264,12 +266,14 @@ def collect(target: Target, only: str | None = None) -> dict[str, Any]:
         machine = _state_machine_arn(target)
         datasets = [collect_dataset(target, name, machine) for name in sorted(names)]
         models = _models(target)
+        hosting = collect_hosting(target)
     return {
         "stack": target.stack,
         "endpoint": target.endpoint_url,
         "region": target.session.region_name,
         "bucket": target.bucket,
         "models": models,
+        "hosting": hosting,
         "datasets": datasets,
     }
 
@@ -367,6 +371,7 @@ def render(document: dict[str, Any]) -> str:
     """The compact human table."""
     lines = [f"stack {document['stack']}  bucket {document['bucket']}  ({document['endpoint'] or document['region']})"]
     lines += _model_lines(document.get("models"))
+    lines += hosting_lines(document.get("hosting"))
     if not document["datasets"]:
         lines.append("no datasets yet: upload images under incoming/<dataset>/")
     for dataset in document["datasets"]:

@@ -62,6 +62,17 @@ class ModelConfig:
     endpoint_name: str | None = None
     endpoint_format: EndpointFormat = "builtin"
     min_confidence: float = limits.MIN_CONFIDENCE.default
+    # Rekognition hosting (docs/model-lifecycle.md): started on demand, stopped when idle unless keep_running.
+    keep_running: bool = False
+    inference_units: int = limits.MODEL_INFERENCE_UNITS.default
+    max_inference_units: int | None = None
+    idle_minutes: float = limits.MODEL_IDLE_MINUTES.default
+    start_poll_seconds: int = limits.MODEL_START_POLL_SECONDS.default
+
+    @property
+    def managed_hosting(self) -> bool:
+        """True when LabelLoop starts and stops the model (Rekognition without keepRunning)."""
+        return self.kind == "rekognition" and not self.keep_running
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,11 @@ _MODEL_KEYS = {
     "endpointName": "endpoint_name",
     "endpointFormat": "endpoint_format",
     "minConfidence": "min_confidence",
+    "keepRunning": "keep_running",
+    "inferenceUnits": "inference_units",
+    "maxInferenceUnits": "max_inference_units",
+    "idleMinutes": "idle_minutes",
+    "startPollSeconds": "start_poll_seconds",
 }
 _CALIBRATION_KEYS = {
     "targetQuality": "target_quality",
@@ -298,7 +314,28 @@ def _model(raw: Any, where: str) -> ModelConfig:
             EndpointFormat, choice(data, "endpointFormat", where, "builtin", ("builtin", "ultralytics"))
         ),
         min_confidence=float_field(data, "minConfidence", where, limits.MIN_CONFIDENCE),
+        **_hosting_fields(data, where),
     )
+
+
+def _hosting_fields(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """keepRunning, inferenceUnits, maxInferenceUnits (≥ inferenceUnits), idleMinutes, startPollSeconds."""
+    keep = data.get("keepRunning", False)
+    if not isinstance(keep, bool):
+        raise ConfigError(f"{where}.keepRunning: must be true or false, got {keep!r}")
+    units = int_field(data, "inferenceUnits", where, limits.MODEL_INFERENCE_UNITS)
+    most = None
+    if data.get("maxInferenceUnits") is not None:
+        most = int_field(data, "maxInferenceUnits", where, limits.MODEL_INFERENCE_UNITS)
+        if most < units:
+            raise ConfigError(f"{where}.maxInferenceUnits: must be at least inferenceUnits ({units}), got {most}")
+    return {
+        "keep_running": keep,
+        "inference_units": units,
+        "max_inference_units": most,
+        "idle_minutes": float_field(data, "idleMinutes", where, limits.MODEL_IDLE_MINUTES),
+        "start_poll_seconds": int_field(data, "startPollSeconds", where, limits.MODEL_START_POLL_SECONDS),
+    }
 
 
 def _calibration(raw: Any, where: str) -> CalibrationConfig:

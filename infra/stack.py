@@ -11,6 +11,7 @@ from infra.checkov import add_checkov_suppressions
 from infra.config import LabelLoopConfig
 from infra.constructs.encryption import Encryption
 from infra.constructs.export import Export
+from infra.constructs.hosting import ModelHosting
 from infra.constructs.intake import Intake
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
@@ -43,6 +44,18 @@ class LabelLoopStack(Stack):
         self.prelabeling = Prelabeling(
             self, "Prelabeling", config=config, storage=self.storage, functions=self.functions
         )
+        self.hosting = (
+            ModelHosting(
+                self,
+                "ModelHosting",
+                config=config,
+                storage=self.storage,
+                functions=self.functions,
+                monitoring=self.monitoring,
+            )
+            if config.model.managed_hosting
+            else None
+        )
         self.workflow = Workflow(
             self,
             "Workflow",
@@ -51,6 +64,7 @@ class LabelLoopStack(Stack):
             functions=self.functions,
             labeling=self.labeling,
             prelabeling=self.prelabeling,
+            hosting=self.hosting,
         )
         self.label_studio = (
             LabelStudioReview(

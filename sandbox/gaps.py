@@ -21,6 +21,13 @@ class Gap:
 
 GAPS: tuple[Gap, ...] = (
     Gap(
+        "S3 conditional writes (PutObject If-Match / If-None-Match) under concurrency",
+        "the precondition is checked, then the object written, in two steps: two concurrent writers can "
+        "both pass and the second overwrites the first",
+        "sandbox.s3_conditional: one lock around every conditional PutObject, so the loser gets 412 "
+        "PreconditionFailed as on S3 (the registry, model pins and hosting leases rely on it)",
+    ),
+    Gap(
         "CDK bootstrap (assets bucket, SSM version parameter)",
         "no bootstrap stack exists; the template's BootstrapVersion SSM parameter cannot resolve",
         "create the cdk-<qualifier>-assets bucket named in <stack>.assets.json, upload every file "
@@ -146,7 +153,9 @@ GAPS: tuple[Gap, ...] = (
         "statuses (each in-progress status lasts a set number of describe calls), datasets read from the "
         "manifest with Rekognition's 20% invalid-line rule, training fits the learned detector on the TRAIN "
         "images and writes its artifact and an F1 summary to OutputConfig; only a RUNNING version answers "
-        "DetectCustomLabels, with its own model",
+        "DetectCustomLabels, with its own model (any other status: ResourceNotReadyException); a second "
+        "StartProjectVersion while STARTING or RUNNING is ResourceInUseException; faults start_failed "
+        "(STARTING ends FAILED) and stop_failed; sandbox.rekognition_hosting records every start and stop",
     ),
     Gap(
         "SageMaker training jobs (CreateTrainingJob, DescribeTrainingJob, StopTrainingJob)",

@@ -35,6 +35,7 @@ from sandbox import (
     model_emulation,
     moto_speedups,
     rekognition_training,
+    s3_conditional,
     sagemaker_training,
     sfn_retry,
 )
@@ -144,6 +145,7 @@ class LocalCloud:
     ) -> Iterator[LocalCloud]:
         with mock_aws(config=cast(Any, MOTO_CONFIG)):
             moto_speedups.install()
+            s3_conditional.install()
             host_clients.install()
             lambda_runtime.install()
             events.install()
@@ -177,6 +179,7 @@ class LocalCloud:
                 lambda_runtime.uninstall()
                 lambda_runtime.cleanup_extracted()
                 host_clients.uninstall()
+                s3_conditional.uninstall()
                 moto_speedups.uninstall()
 
     def stop_executions(self) -> None:

@@ -34,7 +34,7 @@ from sandbox.dispatch import add_operations, remove_operations
 from sandbox.service_model import validate_request
 
 #: Reasons an injected fault gives (``SETTINGS.faults``: version name → one of these).
-FAULTS = ("training_failed", "start_failed")
+FAULTS = ("training_failed", "start_failed", "stop_failed")
 INVALID_LINE_SHARE = 0.2  # Rekognition fails a dataset with more than this share of invalid lines
 
 
@@ -56,6 +56,10 @@ class ResourceNotReadyException(ServiceException):
 
 class InvalidParameterException(ServiceException):
     code = "InvalidParameterException"
+
+
+class StopFailed(ServiceException):
+    code = "AccessDeniedException"  # a refusal botocore does not retry (the fault ``stop_failed``)
 
 
 Trainer = Callable[[Sequence[tuple[bytes, list[dict[str, Any]]]]], Any]
@@ -168,6 +172,8 @@ def _advance(item: Dataset | Version) -> None:
             item.status, item.message = item.final, item.final_message
             if item.status == "RUNNING" and isinstance(item, Version):
                 item.started = time.time()
+            if item.status == "FAILED" and isinstance(item, Version) and item.hosted and item.hosted[-1][1] is None:
+                item.hosted[-1][1] = time.time()  # a start that failed bills nothing more
 
 
 def _project(state: TrainingState, arn: str) -> Project:
@@ -491,8 +497,9 @@ def start_project_version(response: RekognitionResponse) -> str:
     state = _state(response)
     with state.lock:
         version = _version(state, params["ProjectVersionArn"])
-        if version.status in ("STARTING", "RUNNING"):
-            return json.dumps({"Status": version.status})
+        if version.status in ("STARTING", "RUNNING", "STOPPING"):
+            # As the service answers a second start: the caller treats it as "someone else started it".
+            raise ResourceInUseException(f"The project version is {version.status}.")
         if version.status not in ("TRAINING_COMPLETED", "STOPPED", "FAILED"):
             raise ResourceInUseException(f"The project version is {version.status} and cannot be started.")
         version.min_units, version.max_units = params["MinInferenceUnits"], params.get("MaxInferenceUnits")
@@ -510,6 +517,8 @@ def stop_project_version(response: RekognitionResponse) -> str:
     state = _state(response)
     with state.lock:
         version = _version(state, params["ProjectVersionArn"])
+        if SETTINGS.faults.get(version.name) == "stop_failed":
+            raise StopFailed("The project version could not be stopped (emulated fault).")
         if version.status in ("STOPPED", "STOPPING"):
             return json.dumps({"Status": version.status})
         if version.status not in ("RUNNING", "STARTING", "FAILED"):
@@ -531,39 +540,6 @@ def running_model(account: str, region: str, arn: str) -> Any:
         if version.status != "RUNNING":
             raise ResourceNotReadyException(f"ProjectVersion {arn} is not running (it is {version.status}).")
         return version.model
-
-
-def seed_version(
-    account: str, region: str, project_name: str, version_name: str, model: Any, arn: str | None = None
-) -> str:
-    """A project with one RUNNING version answering with ``model`` (the local run's first version)."""
-    state = state_for(account, region)
-    with state.lock:
-        project = next((p for p in state.projects.values() if p.name == project_name), None)
-        if project is None:
-            created = time.time()
-            arn = f"arn:aws:rekognition:{region}:{account}:project/{project_name}/{int(created * 1000)}"
-            project = state.projects[arn] = Project(arn, project_name, created)
-        same = (v for v in state.versions.values() if v.project_arn == project.arn and v.name == version_name)
-        existing = next(same, None)
-        if existing is not None:
-            return existing.arn
-        created = time.time()
-        arn = arn or f"{project.arn.rsplit('/', 1)[0]}/version/{version_name}/{int(created * 1000)}"
-        state.versions[arn] = Version(
-            arn,
-            project.arn,
-            version_name,
-            created,
-            {"S3Bucket": "-", "S3KeyPrefix": ""},
-            status="RUNNING",
-            final="RUNNING",
-            message="The model is running.",
-            model=model,
-            min_units=1,
-            hosted=[[created, None, 1]],
-        )
-        return arn
 
 
 OPERATIONS: dict[str, Callable[[RekognitionResponse], str]] = {

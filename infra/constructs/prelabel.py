@@ -43,6 +43,11 @@ def model_environment(config: LabelLoopConfig) -> dict[str, str]:
     }
     if model.kind == "rekognition" and model.project_version_arn:
         env[Env.MODEL_ARN] = model.project_version_arn
+        env[Env.MODEL_KEEP_RUNNING] = "true" if model.keep_running else "false"
+        env[Env.MODEL_INFERENCE_UNITS] = str(model.inference_units)
+        env[Env.MODEL_IDLE_MINUTES] = repr(model.idle_minutes)
+        if model.max_inference_units is not None:
+            env[Env.MODEL_MAX_INFERENCE_UNITS] = str(model.max_inference_units)
     if model.kind == "sagemaker" and model.endpoint_name:
         env[Env.ENDPOINT_NAME] = model.endpoint_name
         env[Env.ENDPOINT_FORMAT] = model.endpoint_format
@@ -120,10 +125,10 @@ class Prelabeling(Construct):
         allow_list(self.calibrate_function, arn, [batches, calibration])
         allow(self.calibrate_function, ["s3:PutObject"], [f"{arn}/{batches}*", f"{arn}/{calibration}*"])
 
-        self._grant_models(config, arn)
+        self._grant_models(config, arn, storage)
         self._acknowledge_findings(storage, config)
 
-    def _grant_models(self, config: LabelLoopConfig, arn: str) -> None:
+    def _grant_models(self, config: LabelLoopConfig, arn: str, storage: Storage) -> None:
         """The registry a batch pins its version from, and the model API on the versions it may pin."""
         # Each batch pins the registry's active version (adapters.model_pin): read the one registry
         # object; listing models/ makes "no registry yet" a 404, not a 403.
@@ -131,6 +136,14 @@ class Prelabeling(Construct):
         for function in self.functions:
             allow(function, ["s3:GetObject"], [f"{arn}/{contract.MODEL_REGISTRY_KEY}"])
             allow_list(function, arn, [models])
+        if config.model.managed_hosting:  # each shard renews its batch's lease (docs/model-lifecycle.md)
+            hosting = f"{arn}/{contract.MODEL_HOSTING_PREFIX}*"
+            allow(self.prelabel_function, ["s3:GetObject", "s3:PutObject"], [hosting])
+            acknowledge(
+                self.prelabel_function,
+                bucket_prefix_finding(storage.data)(contract.MODEL_HOSTING_PREFIX),
+                "One hosting document per model version lives under models/hosting/ (named at run time).",
+            )
 
         model = config.model
         stack = Stack.of(self)

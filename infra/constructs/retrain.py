@@ -209,6 +209,27 @@ class Retrain(Construct):
         fn.add_to_role_policy(iam.PolicyStatement(actions=["rekognition:DescribeProjects"], resources=["*"]))
         if config.model.project_version_arn:  # the deploy-time model predicts the evaluation set as incumbent
             allow(fn, ["rekognition:DetectCustomLabels"], [config.model.project_version_arn])
+        deploy_project = None
+        if config.model.managed_hosting and config.model.project_version_arn:
+            # The evaluation holds the incumbent and starts it if stopped (docs/model-lifecycle.md).
+            allow(
+                fn,
+                ["rekognition:StartProjectVersion", "rekognition:StopProjectVersion"],
+                [config.model.project_version_arn],
+            )
+            deploy_project = config.model.project_version_arn.split(":project/", 1)[1].split("/version/", 1)[0]
+            if deploy_project != self.project_name:
+                allow(
+                    fn,
+                    ["rekognition:DescribeProjectVersions"],
+                    [
+                        stack.format_arn(
+                            service="rekognition",
+                            resource=f"project/{deploy_project}/*",
+                            arn_format=ArnFormat.NO_RESOURCE_NAME,
+                        )
+                    ],
+                )
         reasons = {
             regional_finding("rekognition", f"{project}/*"): (
                 "Datasets and versions of the stack's own project are named at run time."
@@ -218,6 +239,10 @@ class Retrain(Construct):
             ),
             "AwsSolutions-IAM5[Resource::*]": "rekognition:DescribeProjects supports no resource-level permission.",
         }
+        if deploy_project is not None and deploy_project != self.project_name:
+            reasons[regional_finding("rekognition", f"project/{deploy_project}/*")] = (
+                "DescribeProjectVersions on the deploy-time model's project; its ARN ends in a creation time."
+            )
         for rule_id, reason in reasons.items():
             acknowledge(fn, rule_id, reason)
 

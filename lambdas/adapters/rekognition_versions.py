@@ -75,8 +75,15 @@ class RekognitionVersions:
         return dict(versions[0])
 
     def start(self, version_arn: str, units: int) -> str:
-        """Start hosting a version (billed per inference-unit hour until stopped)."""
-        return str(self.client.start_project_version(ProjectVersionArn=version_arn, MinInferenceUnits=units)["Status"])
+        """Start hosting a version (billed per inference-unit hour until stopped); one already starting is fine."""
+        try:
+            return str(
+                self.client.start_project_version(ProjectVersionArn=version_arn, MinInferenceUnits=units)["Status"]
+            )
+        except ClientError as exc:
+            if _code(exc) != "ResourceInUseException":  # a retried call: the first one started it
+                raise
+        return "STARTING"
 
     def stop(self, version_arn: str) -> str:
         """Stop hosting a version."""

@@ -20,6 +20,8 @@ from typing import Any
 from aws_lambda_powertools import Logger
 
 from adapters.aws import client
+from adapters.hosting import HostingSettings, HostingStore, RekognitionHosting
+from adapters.lifecycle import Lifecycle
 from adapters.model_pin import pinned_settings
 from adapters.models import ImageInput, ModelSettings, Prelabeler, RetryPolicy, backend_for
 from adapters.s3 import S3UriError, iter_lines, parse_uri
@@ -41,6 +43,12 @@ class PrelabelEventError(ValueError):
 def settings() -> ModelSettings:
     """Environment, validated once per container."""
     return ModelSettings.from_env()
+
+
+@functools.cache
+def hosting_settings() -> HostingSettings:
+    """Whether LabelLoop starts and stops the model (then each shard renews its batch's lease)."""
+    return HostingSettings.from_env()
 
 
 def _event_field(event: Mapping[str, Any], name: str) -> str:
@@ -86,6 +94,7 @@ def process_shard(
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     policy: RetryPolicy | None = None,
+    hosting: HostingSettings | None = None,
 ) -> dict[str, Any]:
     """Pre-label one shard; the injectable clients, clock and randomness are for tests."""
     bucket = _event_field(event, "bucket")
@@ -98,6 +107,11 @@ def process_shard(
     target = output_key(batch_prefix, shard_key)
     s3 = s3 or client("s3")
     cfg = pinned_settings(cfg, batch_prefix, s3)
+    if hosting is not None and hosting.managed and cfg.kind == "rekognition" and cfg.model_arn:
+        # A long batch keeps its lease on the version (the idle stop never stops a held version).
+        Lifecycle(HostingStore(s3, bucket), RekognitionHosting(None), hosting).renew(
+            cfg.version, cfg.model_arn, batch_prefix
+        )
     backend = backend_for(cfg, model_client)
     labeler = None
     if backend is not None:
@@ -167,4 +181,4 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     cfg = settings()
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     time_left = None if remaining is None else (lambda: remaining() / 1000.0)
-    return process_shard(event, cfg, time_left=time_left)
+    return process_shard(event, cfg, time_left=time_left, hosting=hosting_settings())

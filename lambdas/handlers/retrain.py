@@ -27,7 +27,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,8 @@ from aws_lambda_powertools import Logger
 from adapters import env, registry
 from adapters.announce import put_event
 from adapters.aws import client
+from adapters.hosting import HostingSettings, HostingStore, RekognitionHosting
+from adapters.lifecycle import Lifecycle, StartFailed
 from adapters.models import ImageInput, ModelSettings, Prelabeler, backend_for, model_client
 from adapters.rekognition_versions import RekognitionVersions
 from adapters.s3 import get_json, iter_lines, parse_uri, put_json, put_jsonl
@@ -85,6 +87,7 @@ class RetrainSettings:
     max_hours: int
     backend: str = "rekognition"
     sagemaker: SageMakerRetrainSettings | None = None
+    hosting: HostingSettings = field(default_factory=lambda: HostingSettings(managed=False))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainSettings:
@@ -104,6 +107,7 @@ class RetrainSettings:
             max_hours=env.bounded(Env.RETRAIN_MAX_HOURS, limits.RETRAIN_MAX_HOURS, environ=e),
             backend=backend,
             sagemaker=SageMakerRetrainSettings.from_env(e) if backend == "sagemaker" else None,
+            hosting=HostingSettings.from_env(e),
         )
 
 
@@ -155,6 +159,31 @@ class Retrainer:
     @property
     def project(self) -> RekognitionVersions:
         return RekognitionVersions(self.rekognition, self.cfg.project_name)
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The hosting life cycle: the incumbent is held while it predicts; candidates' hosting is recorded."""
+        store = HostingStore(self.s3, self.bucket)
+        return Lifecycle(store, RekognitionHosting(self.rekognition), self.cfg.hosting)
+
+    def _hold_incumbent(self, version: str, job: dict[str, Any]) -> str:
+        """Hold (and start if stopped) the active version the candidate is compared with: its status."""
+        if not self.cfg.hosting.managed:
+            return "RUNNING"
+        if "incumbent" not in job:
+            active = versions.active_version(self._registry())
+            identity = active["identity"]
+            arn = identity.get("model_arn") if identity.get("kind") == "rekognition" else None
+            job["incumbent"] = [str(active["version"]), arn]
+        name, arn = job["incumbent"]
+        if not arn:
+            return "RUNNING"
+        return self.lifecycle.ensure(name, arn, f"retrain:{version}")
+
+    def _release_incumbent(self, version: str, job: Mapping[str, Any]) -> None:
+        incumbent = job.get("incumbent")
+        if self.cfg.hosting.managed and incumbent and incumbent[1]:
+            self.lifecycle.release(incumbent[0], incumbent[1], f"retrain:{version}")
 
     def _registry(self) -> dict[str, Any]:
         document, _ = registry.read(self.s3, self.bucket)
@@ -300,6 +329,8 @@ class Retrainer:
         rekognition_f1 = (described.get("EvaluationResult") or {}).get("F1Score")
         units = self.cfg.inference_units
         self.project.start(described["ProjectVersionArn"], units)
+        if self.cfg.hosting.managed:
+            self.lifecycle.note_started(version, described["ProjectVersionArn"], units)
         job.update(phase="hosting", version_arn=described["ProjectVersionArn"], rekognition_f1=rekognition_f1)
 
         def evaluating(document: dict[str, Any]) -> dict[str, Any]:
@@ -315,6 +346,13 @@ class Retrainer:
         described = self._description(job)
         status = str(described["Status"])
         if status == "RUNNING":
+            try:
+                incumbent = self._hold_incumbent(version, job)
+            except StartFailed as exc:
+                self._stop_candidate(version, job)
+                return self._finish(version, versions.FAILED, f"the incumbent could not be started: {exc}")
+            if incumbent != "RUNNING":
+                return self._wait(version, job, f"RUNNING; the incumbent is {incumbent}")
             job.update(phase="evaluating", cursor=0)
             return self._wait(version, job, "RUNNING: evaluating")
         if status in ("FAILED", "STOPPED"):
@@ -353,6 +391,8 @@ class Retrainer:
         lines = self._evaluation_lines(entry)
         cursor = int(job.get("cursor", 0))
         chunk = lines[cursor : cursor + limits.RETRAIN_EVALUATION_CHUNK]
+        if job.get("incumbent") and job["incumbent"][1]:
+            self.lifecycle.renew(job["incumbent"][0], job["incumbent"][1], f"retrain:{version}")
         candidate, incumbent = self._labelers(entry)
         rows = []
         for line in chunk:
@@ -392,7 +432,7 @@ class Retrainer:
         rows = self._read_predictions(version, total)
         failed = [r for r in rows if r.get("error")]
         if total and len(failed) > MAX_UNPREDICTED_SHARE * total:
-            self._stop_candidate(job)
+            self._stop_candidate(version, job)
             reason = f"{len(failed)} of {total} evaluation images could not be predicted: {failed[0]['error']}"
             return self._finish(version, versions.FAILED, reason)
         images = [
@@ -424,7 +464,7 @@ class Retrainer:
             seeded = self._seed_calibration(entry, images, version)
             figures["calibration_pairs"] = seeded
             return self._finish(version, versions.ACTIVE, result.reason, evaluation=figures, job=job)
-        self._stop_candidate(job)
+        self._stop_candidate(version, job)
         return self._finish(version, versions.REJECTED, result.reason, evaluation=figures, job=job)
 
     def _seed_calibration(self, entry: dict[str, Any], images: list[EvaluationImage], version: str) -> int:
@@ -437,7 +477,7 @@ class Retrainer:
         put_json(self.bucket, state_key(dataset, model.model_id), state.to_dict(), self.s3)
         return len(pairs)
 
-    def _stop_candidate(self, job: dict[str, Any]) -> None:
+    def _stop_candidate(self, version: str, job: dict[str, Any]) -> None:
         if job.get("backend") == "sagemaker":
             self.steps.withdraw(job)
             return
@@ -445,6 +485,8 @@ class Retrainer:
         if arn:
             try:
                 self.project.stop(arn)
+                if self.cfg.hosting.managed:
+                    self.lifecycle.note_stopped(version, arn)
             except Exception as exc:  # the decision stands; the stop is reported for the operator
                 logger.error("could not stop the candidate", extra={"arn": arn, "error": str(exc)})
                 job["stop_error"] = str(exc)
@@ -462,6 +504,7 @@ class Retrainer:
 
         document = self._update(change)
         entry = next(e for e in document["versions"] if e["version"] == version)
+        self._release_incumbent(version, fields.get("job") or entry.get("job") or {})
         detail = {
             "version": version,
             "status": status,
@@ -478,7 +521,7 @@ class Retrainer:
         entry = self._entry(version)
         if entry["status"] not in (versions.TRAINING, versions.EVALUATING):
             return {"done": True, "phase": "done", "status": entry["status"]}
-        self._stop_candidate(dict(entry.get("job") or {}))
+        self._stop_candidate(version, dict(entry.get("job") or {}))
         return self._finish(version, versions.FAILED, f"the retrain workflow failed: {cause}"[:2000])
 
 

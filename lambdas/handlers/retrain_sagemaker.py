@@ -9,7 +9,7 @@ the one look per call of each phase (`adapters.sagemaker_training` makes the cal
   Failed records its FailureReason, Stopped fails, Completed records BillableTimeInSeconds as the
   training cost and creates the model (``CreateModel``: the training image serving the artifact);
 - ``hosting``: the first look gives the configured endpoint a new config, its current variants
-  plus ``labelloop-vN`` at weight 0 (`labelloop_core.hosting`), by ``UpdateEndpoint``; later looks
+  plus ``labelloop-vN`` at weight 0 (`labelloop_core.endpoint_variants`), by ``UpdateEndpoint``; later looks
   wait until the endpoint is InService on that config (Failed or rolled back: the version fails);
 - the evaluation is the backend-neutral one (`handlers.retrain`); the candidate is invoked with
   ``TargetVariant``; a promotion moves the weight to it, a rejection or a failure returns the
@@ -27,7 +27,8 @@ from aws_lambda_powertools import Logger
 
 from adapters import env
 from adapters.sagemaker_training import SageMakerTraining, sagemaker_name
-from labelloop_core import hosting, limits
+from labelloop_core import endpoint_variants as hosting
+from labelloop_core import limits
 from labelloop_core import registry as versions
 from labelloop_core.contract import MODEL_OUTPUT_PREFIX, SAGEMAKER_TRAINING_CHANNEL, Env
 

@@ -139,6 +139,15 @@ MODEL_OUTPUT_PREFIX: Final = "models/versions/"
 SAGEMAKER_TRAINING_CHANNEL: Final = "training"
 SAGEMAKER_ARTIFACT: Final = "model.tar.gz"
 SAGEMAKER_VARIANT_PREFIX: Final = "labelloop-"
+#: One hosting document per model version (`labelloop_core.hosting`): its leases and hosting intervals.
+MODEL_HOSTING_PREFIX: Final = "models/hosting/"
+
+
+def hosting_key(version: str) -> str:
+    """``models/hosting/<version>.json``: the leases and hosting intervals of one model version."""
+    return f"{MODEL_HOSTING_PREFIX}{version}.json"
+
+
 EXPORT_PLAN_DIR: Final = "plan/"
 EXPORT_PLAN_FILE: Final = "plan/plan.json"
 EXPORT_SHARDS_DIR: Final = "plan/shards/"
@@ -354,6 +363,10 @@ class Env:
     RETRAIN_SPOT: Final = "RETRAIN_SPOT"
     RETRAIN_ENDPOINT_INSTANCE_TYPE: Final = "RETRAIN_ENDPOINT_INSTANCE_TYPE"
     RETRAIN_EXECUTION_ROLE_ARN: Final = "RETRAIN_EXECUTION_ROLE_ARN"
+    MODEL_KEEP_RUNNING: Final = "MODEL_KEEP_RUNNING"
+    MODEL_INFERENCE_UNITS: Final = "MODEL_INFERENCE_UNITS"
+    MODEL_MAX_INFERENCE_UNITS: Final = "MODEL_MAX_INFERENCE_UNITS"
+    MODEL_IDLE_MINUTES: Final = "MODEL_IDLE_MINUTES"
     LABEL_STUDIO_URL: Final = "LABEL_STUDIO_URL"
     LABEL_STUDIO_TOKEN_SECRET_ARN: Final = "LABEL_STUDIO_TOKEN_SECRET_ARN"
     LABEL_STUDIO_NAMESPACE: Final = "LABEL_STUDIO_NAMESPACE"

@@ -192,3 +192,23 @@ SAGEMAKER_HYPERPARAMETER_KEY_CHARS: Final = 256
 SAGEMAKER_HYPERPARAMETER_VALUE_CHARS: Final = 2500
 #: Evaluation images predicted per invocation of the advance step (it returns and is called again).
 RETRAIN_EVALUATION_CHUNK: Final = 500
+
+# -- model hosting (docs/model-lifecycle.md) --------------------------------------------------------
+#: Inference units a Rekognition version is started with (StartProjectVersion MinInferenceUnits).
+MODEL_INFERENCE_UNITS: Final = IntRange(1, 1, 100)
+#: Minutes a started version may stay RUNNING with no batch holding it before the sweep stops it.
+MODEL_IDLE_MINUTES: Final = FloatRange(30.0, 0.0, 7 * 24 * 60.0)
+#: Seconds between two looks at a starting version (the batch state machine's Wait).
+MODEL_START_POLL_SECONDS: Final = IntRange(30, 1, 600)
+#: Longest a batch waits for its version to reach RUNNING (real starts take 5-20 minutes).
+MODEL_START_TIMEOUT_SECONDS: Final = 40 * 60
+#: A batch's lease on its version lasts this long unless renewed (a crashed batch's lease expires).
+MODEL_LEASE_SECONDS: Final = 60 * 60
+#: A pre-label shard renews its batch's lease when less than this is left.
+MODEL_LEASE_RENEW_SECONDS: Final = 30 * 60
+#: A sweep's stop mark younger than this keeps batches waiting (an older one was a crashed sweep).
+MODEL_STOP_MARK_SECONDS: Final = 5 * 60
+#: Minutes between two sweeps of the idle-stop schedule.
+MODEL_SWEEP_MINUTES: Final = 5
+#: Consecutive failed stops of one version before the sweep fails (its Errors alarm fires).
+MODEL_STOP_FAILURES_ALARM: Final = 3

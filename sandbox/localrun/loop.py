@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from labelloop_core import contract
@@ -29,7 +30,16 @@ EVALUATION_KEYS = (
 class RetrainWatcher:
     """Waits until every published export of the dataset has had its retrain execution, and says what it decided."""
 
-    def __init__(self, cloud: CloudApi, machine: str, exports_prefix: str, dataset: str, clock: Stopwatch) -> None:
+    def __init__(
+        self,
+        cloud: CloudApi,
+        machine: str,
+        exports_prefix: str,
+        dataset: str,
+        clock: Stopwatch,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
+        self.on_poll = on_poll  # the schedules the emulation cannot fire (the model hosting sweep)
         self.cloud, self.machine, self.clock = cloud, machine, clock
         self.prefix = f"{exports_prefix}{dataset}/"
         self._inputs: dict[str, str | None] = {}
@@ -70,6 +80,8 @@ class RetrainWatcher:
             self.executions = self._list()
             covered = {self._export_of(arn) for arn in self.executions}
             self._say_registry()
+            if self.on_poll is not None:
+                self.on_poll()
             if self._published() <= covered and all(s in TERMINAL_EXECUTION for s in self.executions.values()):
                 return True
             if time.monotonic() > deadline:

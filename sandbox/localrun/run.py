@@ -30,6 +30,7 @@ from sandbox.cloud_api import CloudApi
 from sandbox.faults import FaultInjector
 from sandbox.localrun.accounting import aggregate
 from sandbox.localrun.cost import run_cost
+from sandbox.localrun.hosting import HostingPlayer
 from sandbox.localrun.intake import dead_letters, delivery_problems, sqs_mappings
 from sandbox.localrun.loop import RetrainWatcher, waves_section
 from sandbox.localrun.records import IntakeRecords, collect_records
@@ -37,6 +38,9 @@ from sandbox.localrun.spec import ACCOUNT, LEARN_PROJECT, LEARN_V1_ARN, LOCAL_EN
 from sandbox.localrun.stack import synthesize_stack
 from sandbox.localrun.watch import Progress, Stopwatch, Watcher, read_json
 from sandbox.localrun.wiring import ImageNames, build_predictor, build_workforce
+
+#: Longest the run sweeps after a wave for the idle stop (``--model learn`` idles 15 s).
+HOSTING_SETTLE_SECONDS = 60.0
 
 
 @dataclass
@@ -140,13 +144,18 @@ def run_local(
 
 def _host_untrained_model(clock: Stopwatch) -> None:
     """``--model learn``: version 1 is the learned detector before any training (it predicts nothing)."""
-    from sandbox import rekognition_training
+    from sandbox import rekognition_hosting
     from sandbox.learned_detector import LearnedDetector
 
-    rekognition_training.seed_version(
+    # RUNNING, as a deploy-time model is today: the idle sweep stops it after the first wave and the next
+    # wave's batches start it again on demand (each wave ends with the idle stop: `_upload_waves`).
+    rekognition_hosting.seed_version(
         ACCOUNT, REGION, LEARN_PROJECT, f"{LEARN_PROJECT}.v1", LearnedDetector(), arn=LEARN_V1_ARN
     )
-    clock.say("model v1: an untrained local detector (predicts nothing); people's labels train the next versions")
+    clock.say(
+        "model v1: an untrained local detector (predicts nothing), stopped when idle and started on demand;"
+        " people's labels train the next versions"
+    )
 
 
 def _host_untrained_endpoint(cloud: CloudApi, clock: Stopwatch) -> None:
@@ -205,6 +214,9 @@ class _DeployedRun:
         self.work_prefix = env.get(contract.Env.WORK_PREFIX, contract.DEFAULT_WORK_PREFIX)
         self.exports_prefix = cloud.outputs.get("ExportsPrefix", contract.DEFAULT_EXPORTS_PREFIX)
         names.attach(cloud.client("s3"), cloud.bucket, cloud.incoming_prefix, self.work_prefix, self.spec.dataset)
+        self.hosting = HostingPlayer(cloud, clock)
+        on_poll = _with_hosting(on_poll, self.hosting)
+
         self.mappings = sqs_mappings(cloud)
         self.machine = _workflow_arn(cloud, env)
         self.export_machine = _export_arn(cloud, env)
@@ -212,7 +224,9 @@ class _DeployedRun:
             cloud, self.spec.dataset, self.work_prefix, self.machine, clock, on_poll, self.export_machine
         )
         retrain = _retrain_arn(cloud)
-        self.loop = RetrainWatcher(cloud, retrain, self.exports_prefix, self.spec.dataset, clock) if retrain else None
+        self.loop = (
+            RetrainWatcher(cloud, retrain, self.exports_prefix, self.spec.dataset, clock, on_poll) if retrain else None
+        )
         self.wave_batches: list[tuple[int, int, list[str]]] = []
         self.problems: list[str] = []
 
@@ -229,6 +243,11 @@ class _DeployedRun:
         if self.plan.not_uploaded:
             self.clock.say(f"not uploaded (the run's own input files): {', '.join(self.plan.not_uploaded)}")
         uploaded = self._upload_waves()
+        if self.hosting.deployed and not self.hosting.settle(HOSTING_SETTLE_SECONDS):
+            self.problems.append(
+                f"a model version was still hosted {HOSTING_SETTLE_SECONDS:.0f}s after the last batch: "
+                f"{self.hosting.hosted()}"
+            )
         self.problems += [f"intake: {p}" for p in delivery_problems(cloud.esm_batches, cloud.poller.warnings)]
         self._check_exports()
         latest, document, dataset_dir = self._fetch_export()
@@ -240,6 +259,8 @@ class _DeployedRun:
         report["export_versions"] = self._export_versions()
         if self.loop is not None:
             report["models"] = self.loop.models()
+        if self.hosting.deployed:
+            report["model_hosting"] = self.hosting.report()
         report["waves"] = waves_section(
             self.wave_batches, report["batches"], self.cloud, self.work_prefix, spec.dataset
         )
@@ -288,6 +309,11 @@ class _DeployedRun:
                 )
                 break
             self.wave_batches.append((number, len(wave), sorted(set(self.watcher.batches()) - before)))
+            if number < len(waves) and self.hosting.deployed and not self.hosting.settle(HOSTING_SETTLE_SECONDS):
+                self.problems.append(
+                    f"wave {number}: a model version was still hosted after {HOSTING_SETTLE_SECONDS:.0f}s: "
+                    f"{self.hosting.hosted()}"
+                )
         return uploaded
 
     def _check_exports(self) -> None:
@@ -355,6 +381,19 @@ class _DeployedRun:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(body)
                 entry[field_name] = str(target)
+
+
+def _with_hosting(on_poll: Callable[[], None] | None, hosting: HostingPlayer) -> Callable[[], None] | None:
+    """``on_poll`` plus the hosting sweep (when the stack has one): what each wait plays."""
+    if not hosting.deployed:
+        return on_poll
+
+    def poll() -> None:
+        if on_poll is not None:
+            on_poll()
+        hosting.tick()
+
+    return poll
 
 
 def function_env(cloud: CloudApi) -> dict[str, str]:

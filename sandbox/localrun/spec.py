@@ -43,6 +43,9 @@ LEARN_RETRAIN = {
     "minEvaluationImages": 5,
     "evaluationFraction": 0.3,
 }
+#: ``--model learn``: the hosting life cycle at demo speed (the sweep stops a version 15 s after the last
+#: batch let go, the next wave starts it again; docs/model-lifecycle.md).
+LEARN_HOSTING = {"idleMinutes": 0.25, "startPollSeconds": 1}
 #: ``--model learn``: batches of at most this many images, so the first export (and training) comes early.
 LEARN_MAX_BATCH_SIZE = 12
 #: ``--model learn``: calibration pairs before a version's theta is tested (the bound is valid at any
@@ -311,7 +314,7 @@ def stack_context(spec: RunSpec, labels: tuple[str, ...]) -> dict[str, Any]:
         else {"kind": "sagemaker", "endpointName": LOCAL_ENDPOINT, "endpointFormat": "builtin"}
     )
     if spec.model == "learn":
-        model = {"kind": "rekognition", "projectVersionArn": LEARN_V1_ARN}
+        model = {"kind": "rekognition", "projectVersionArn": LEARN_V1_ARN, **LEARN_HOSTING}
     context: dict[str, Any] = {
         "labels": list(labels),
         "model": model,

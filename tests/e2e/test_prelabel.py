@@ -148,7 +148,9 @@ def rekognition_assembly(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     context = {
         **BASE_CONTEXT,
-        "model": {"kind": "rekognition", "projectVersionArn": REK_ARN, "minConfidence": 0.1},
+        # A version the emulation answers but does not host (tests/e2e/test_model_lifecycle.py covers
+        # starting and stopping): assumed running, as with model.keepRunning.
+        "model": {"kind": "rekognition", "projectVersionArn": REK_ARN, "minConfidence": 0.1, "keepRunning": True},
         "autoAcceptThreshold": 0.8,
         "calibration": {"minPairs": 5, "auditFraction": 0.0},
     }

@@ -21,7 +21,7 @@ from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import OUTPUT_MANIFEST
 from labelloop_core.manifest import bbox_label_line
-from sandbox import model_emulation, rekognition_training
+from sandbox import model_emulation, rekognition_hosting, rekognition_training
 from sandbox.learned_detector import LearnedDetector
 from sandbox.scenes import Scene, iter_scenes
 
@@ -46,7 +46,7 @@ def cloud(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
         try:
             s3 = boto3.client("s3", region_name=REGION)
             s3.create_bucket(Bucket=BUCKET)
-            v1 = rekognition_training.seed_version(ACCOUNT, REGION, "deploy-time", "v1", LearnedDetector())
+            v1 = rekognition_hosting.seed_version(ACCOUNT, REGION, "deploy-time", "v1", LearnedDetector())
             environ = {
                 "DATA_BUCKET": BUCKET,
                 "LABELS": ",".join(LABELS),
@@ -210,3 +210,38 @@ def test_bad_events_are_refused(cloud):
         retrain.process({"action": "plan", "detail": {"dataset": "street", "uri": f"s3://{BUCKET}/x/"}}, worker)
     with pytest.raises(retrain.RetrainEventError, match="not in the data bucket"):
         retrain.process({"action": "plan", "detail": {"dataset": "s", "version": "E", "uri": "s3://other/x/"}}, worker)
+
+
+def test_with_managed_hosting_the_incumbent_is_held_and_the_old_version_left_to_the_sweep(cloud, scenes, monkeypatch):
+    from adapters.hosting import HostingStore
+    from handlers import model_hosting
+
+    monkeypatch.setenv("MODEL_KEEP_RUNNING", "false")
+    rekognition = cloud["rekognition"]
+    rekognition.stop_project_version(ProjectVersionArn=cloud["v1"])  # nobody used v1 lately: it is stopped
+    state = rekognition_training.state_for(ACCOUNT, REGION)
+    state.versions[cloud["v1"]].status = "STOPPED"
+    managed = {**cloud, "cfg": retrain.RetrainSettings.from_env()}
+    assert managed["cfg"].hosting.managed
+    _, steps = _run(managed, _export(managed, scenes, "E1"))
+    assert steps[-1]["status"] == "active", steps[-3:]
+    starts = [c["ProjectVersionArn"] for c in cloud["emulation"].calls if c["api"] == "StartProjectVersion"]
+    assert starts.count(cloud["v1"]) == 1  # the stopped incumbent was started once, to predict the evaluation set
+    store = HostingStore(cloud["s3"], BUCKET)
+    v1, v2 = store.read("v1"), store.read("v2")
+    assert v1 is not None and v2 is not None
+    assert v1["holders"] == {}  # the evaluation let go of the incumbent
+    assert [i["source"] for i in v1["intervals"]] == ["started"]  # started on demand to be compared
+    assert v2["intervals"][0]["stopped_at"] is None  # the promoted candidate keeps running
+    assert state.versions[cloud["v1"]].status == "RUNNING"  # retired, but the retrain loop does not stop it
+    model_hosting.settings.cache_clear()
+    cfg = model_hosting.settings()
+    life = model_hosting.lifecycle(cfg, cloud["s3"], rekognition)
+    swept = {
+        r["version"]: r["action"]
+        for r in model_hosting.process({"action": "sweep"}, cfg, life, cloud["s3"])["versions"]
+    }
+    model_hosting.settings.cache_clear()
+    assert swept == {"v1": "stopped", "v2": "kept"}
+    assert state.versions[cloud["v1"]].status == "STOPPING"
+    assert (store.read("v1") or {})["intervals"][0]["stopped_at"] is not None

@@ -78,6 +78,12 @@ CASES: dict[str, tuple[str, dict[str, str], tuple[str, ...], tuple[str, str]]] =
     ),
     "export_yolo": ("ExportSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.VAL_FRACTION, "0.95")),
     "export_shards": ("ExportShardSettings", {Env.DATA_BUCKET: BUCKET}, (Env.DATA_BUCKET,), (Env.COPY_THREADS, "0")),
+    "model_hosting": (
+        "ModelHostingSettings",
+        {Env.DATA_BUCKET: BUCKET, Env.LABELS: LABELS},
+        (Env.DATA_BUCKET, Env.LABELS),
+        (Env.MODEL_IDLE_MINUTES, "-1"),
+    ),
     "retrain": (
         "RetrainSettings",
         {Env.DATA_BUCKET: BUCKET, Env.LABELS: LABELS, Env.RETRAIN_PROJECT_NAME: "labelloop"},

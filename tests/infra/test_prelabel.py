@@ -152,8 +152,14 @@ def test_s3_access_is_scoped_to_prefixes(rekognition_template: dict[str, Any]) -
     found = functions(rekognition_template)
     # Every batch reads the one registry object to pin its model version (listing models/ makes it a 404).
     registry, models = f"/{contract.MODEL_REGISTRY_KEY}", "models/*"
+    hosting = f"/{contract.MODEL_HOSTING_PREFIX}*"
     expected = {
-        "handlers.prelabel.handler": ({"/work/*", "/incoming/*", registry}, {"/work/batches/*"}, {models}),
+        # ... and, with the model lifecycle (Rekognition without keepRunning), renews its batch's lease.
+        "handlers.prelabel.handler": (
+            {"/work/*", "/incoming/*", registry, hosting},
+            {"/work/batches/*", hosting},
+            {models},
+        ),
         "handlers.route.handler": (
             {"/work/batches/*", "/work/calibration/*", registry},
             {"/work/batches/*"},

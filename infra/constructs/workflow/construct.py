@@ -8,6 +8,7 @@ from aws_cdk import aws_events_targets as targets
 from constructs import Construct
 
 from infra.config import LabelLoopConfig
+from infra.constructs.hosting import ModelHosting
 from infra.constructs.labeling import Labeling
 from infra.constructs.lambda_factory import LambdaFactory
 from infra.constructs.prelabel import Prelabeling
@@ -40,6 +41,7 @@ class Workflow(Construct):
         functions: LambdaFactory,
         labeling: Labeling,
         prelabeling: Prelabeling,
+        hosting: ModelHosting | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -59,7 +61,9 @@ class Workflow(Construct):
         self.record_failure_function = fns.record_failure
         grant(fns, storage.data, config, state_machine_arn, labeling)
 
-        definition = WorkflowDefinition(self, fns, prelabeling, config.prelabel_max_concurrency, config.task_mode)
+        definition = WorkflowDefinition(
+            self, fns, prelabeling, config.prelabel_max_concurrency, config.task_mode, hosting=hosting
+        )
         self.state_machine = logged_state_machine(
             self,
             self.state_machine_name,

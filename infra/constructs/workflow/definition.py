@@ -11,6 +11,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
+from infra.constructs.hosting import ModelHosting
 from infra.constructs.prelabel import Prelabeling
 from infra.constructs.workflow.functions import WorkflowFunctions
 from labelloop_core import contract
@@ -88,6 +89,13 @@ def _batch_fields() -> dict[str, str]:
     }
 
 
+def _hosting_fields() -> dict[str, str]:
+    return {
+        "bucket": sfn.JsonPath.string_at("$.bucket"),
+        "batch_prefix": sfn.JsonPath.string_at("$.batch_prefix"),
+    }
+
+
 def _execution() -> dict[str, str]:
     return {
         "name": sfn.JsonPath.string_at("$$.Execution.Name"),
@@ -105,6 +113,7 @@ class WorkflowDefinition:
         prelabeling: Prelabeling,
         prelabel_max_concurrency: int,
         task_mode: str = "adjust",
+        hosting: ModelHosting | None = None,
     ) -> None:
         self._scope = scope
         self._fns = fns
@@ -112,12 +121,14 @@ class WorkflowDefinition:
         self._prelabel_max_concurrency = prelabel_max_concurrency
         self._verify_first = task_mode == "verify"
         self._record_failure: sfn.IChainable | None = None
+        self._hosting = hosting
 
     @property
     def invoked(self) -> tuple[lambda_.Function, ...]:
         """Every function a state invokes (the state machine's role may invoke exactly these)."""
         p = self._prelabeling
-        return (*self._fns.all(), p.prelabel_function, p.route_function, p.calibrate_function)
+        hosting = (self._hosting.function,) if self._hosting is not None else ()
+        return (*self._fns.all(), p.prelabel_function, p.route_function, p.calibrate_function, *hosting)
 
     def build(self) -> sfn.IChainable:
         """Declare every state and return the definition's first state, chained to the rest."""
@@ -136,7 +147,8 @@ class WorkflowDefinition:
                 "$.build",
             )
         )
-        prelabel = self._guarded(self._build_prelabel())
+        prelabel_map = self._guarded(self._build_prelabel())
+        prelabel: sfn.IChainable = prelabel_map
         route = self._guarded(self._invoke("Route", self._prelabeling.route_function, _batch_fields(), "$.route"))
         merge = self._build_merge()
         if self._verify_first:
@@ -150,6 +162,9 @@ class WorkflowDefinition:
         )
         announce = self._guarded(self._build_announce())
 
+        after_prelabel: sfn.IChainable = route
+        if self._hosting is not None:
+            prelabel, after_prelabel = self._build_model_hosting(prelabel_map, route)
         build_done = sfn.Choice(self._scope, "BuildDone?")
         any_valid = (
             sfn.Choice(self._scope, "AnyValid?")
@@ -157,7 +172,8 @@ class WorkflowDefinition:
             .otherwise(nothing_to_label)
         )
         build_done.when(sfn.Condition.boolean_equals("$.build.done", True), any_valid).otherwise(build)
-        prelabel.next(route).next(needs_review)
+        prelabel_map.next(after_prelabel)
+        route.next(needs_review)
         merge.next(calibrate).next(announce).next(sfn.Succeed(self._scope, "Done"))
         return init.next(build).next(build_done)
 
@@ -195,16 +211,71 @@ class WorkflowDefinition:
 
     # ------------------------------------------------------------------ steps
     def _build_failure(self) -> sfn.IChainable:
-        """RecordFailure → Failed: every error ends here, with its reason in report.json."""
+        """[ReleaseModelOnFailure →] RecordFailure → Failed: every error ends here, with its reason in report.json."""
         failed = sfn.Fail(
             self._scope, "Failed", error="BatchFailed", cause=f"The batch failed: its {BATCH_REPORT_FILE} says why"
         )
-        return self._invoke(
+        record = self._invoke(
             "RecordFailure",
             self._fns.record_failure,
             {**_batch_fields(), "error": sfn.JsonPath.object_at("$.error"), "execution": _execution()},
             sfn.JsonPath.DISCARD,
-        ).next(failed)
+        )
+        record.next(failed)
+        if self._hosting is None:
+            return record
+        # A failed batch gives its lease back at once (else the version idles until the lease expires).
+        release = self._release_model("ReleaseModelOnFailure")
+        release.add_catch(record, errors=["States.ALL"], result_path="$.release_error")
+        release.next(record)
+        return release
+
+    def _release_model(self, state_id: str) -> tasks.LambdaInvoke:
+        assert self._hosting is not None
+        payload = {"action": "release", **_hosting_fields()}
+        return self._invoke(state_id, self._hosting.function, payload, sfn.JsonPath.DISCARD)
+
+    def _build_model_hosting(
+        self, prelabel: sfn.DistributedMap, route: sfn.IChainable
+    ) -> tuple[sfn.IChainable, sfn.IChainable]:
+        """InitModelHosting → EnsureModel ⟲ (WaitForModel while not ready) → ``prelabel`` → ReleaseModel → ``route``.
+
+        Returns (the first state, the state after the map). EnsureModel starts the pinned version on
+        demand; a start that cannot succeed (ModelStartFailed) is not retried: the batch fails with it.
+        """
+        assert self._hosting is not None
+        init = sfn.Pass(
+            self._scope, "InitModelHosting", result=sfn.Result.from_object({"since": -1}), result_path="$.hosting"
+        )
+        ensure = tasks.LambdaInvoke(
+            self._scope,
+            "EnsureModel",
+            lambda_function=self._hosting.function,
+            payload=sfn.TaskInput.from_object(
+                {"action": "ensure", **_hosting_fields(), "since": sfn.JsonPath.number_at("$.hosting.since")}
+            ),
+            payload_response_only=True,
+            retry_on_service_exceptions=False,
+            result_path="$.hosting",
+        )
+        add_lambda_retries(ensure)
+        ensure.add_retry(errors=["ModelStartFailed"], max_attempts=0)
+        ensure.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(2), max_attempts=3, backoff_rate=2)
+        self._guarded(ensure)
+        wait = sfn.Wait(
+            self._scope, "WaitForModel", time=sfn.WaitTime.duration(Duration.seconds(self._hosting.poll_seconds))
+        )
+        ready = (
+            sfn.Choice(self._scope, "ModelReady?")
+            .when(sfn.Condition.boolean_equals("$.hosting.ready", True), prelabel)
+            .otherwise(wait.next(ensure))
+        )
+        ensure.next(ready)
+        release = self._release_model("ReleaseModel")
+        # The lease expires anyway: a release that keeps failing never fails the batch.
+        release.add_catch(route, errors=["States.ALL"], result_path="$.release_error")
+        release.next(route)
+        return init.next(ensure), release
 
     def _build_prelabel(self) -> sfn.DistributedMap:
         """A Distributed Map over the batch's shards, one PrelabelShard child per shard."""
