@@ -220,6 +220,7 @@ class Retrainer:
             export_uri=f"s3://{bucket}/{prefix}",
             min_new_labels=self.cfg.min_new_labels,
             min_per_class=self.cfg.min_per_class,
+            min_evaluation_images=self.cfg.min_evaluation_images,
         )
         if not decision.train:
             logger.info("no training", extra={"reason": decision.reason, "export": export_version})

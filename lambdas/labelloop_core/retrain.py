@@ -59,6 +59,7 @@ def plan_training(
     export_uri: str,
     min_new_labels: int = limits.RETRAIN_MIN_NEW_LABELS.default,
     min_per_class: int = limits.RETRAIN_MIN_PER_CLASS.default,
+    min_evaluation_images: int = 1,
 ) -> TrainingPlan:
     """Whether the export ``export_version`` of ``dataset`` (its ``training.json`` is ``report``) trains a version.
 
@@ -109,6 +110,12 @@ def plan_training(
         return no(f"too few training boxes (fewer than {min_per_class}) for: {', '.join(scarce)}")
     if evaluation_images == 0:
         return no("the evaluation set is empty: a candidate could not be compared with the active version")
+    if evaluation_images < min_evaluation_images:
+        # The evaluation could not promote it whatever it scored: wait for more labels instead of training.
+        return no(
+            f"the evaluation set has {evaluation_images} images, {min_evaluation_images} needed to decide"
+            " between a candidate and the active version"
+        )
     problems = report.get("problems") or []
     if problems:
         return no("the training set breaks Rekognition's rules: " + "; ".join(map(str, problems)))

@@ -40,7 +40,7 @@ LEARN_RETRAIN = {
     "pollSeconds": 1,
     "minNewLabels": 8,
     "minPerClass": 3,
-    "minEvaluationImages": 5,
+    "minEvaluationImages": 10,
     "evaluationFraction": 0.3,
 }
 #: ``--model learn``: the hosting life cycle at demo speed (the sweep stops a version 15 s after the last
