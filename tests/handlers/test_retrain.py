@@ -10,31 +10,32 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from adapters import registry as registry_store
 from adapters.export_writer import S3Destination
 from adapters.model_pin import pinned_settings
 from adapters.models import ModelSettings
 from adapters.training_writer import build_training_set, write_training_data
 from handlers import retrain
 from handlers.route import state_key
-from labelloop_core.boxes import Box
-from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import OUTPUT_MANIFEST
-from labelloop_core.manifest import bbox_label_line
 from sandbox import model_emulation, rekognition_hosting, rekognition_training
 from sandbox.learned_detector import LearnedDetector
-from sandbox.scenes import Scene, iter_scenes
-
-BUCKET = "labelloop-data"
-LABELS = ["car", "person", "bicycle"]
-ACCOUNT, REGION = "123456789012", "us-east-1"
-PROJECT = "labelloop-test"
+from sandbox.scenes import Scene
+from tests.handlers.retrain_world import (
+    ACCOUNT,
+    BUCKET,
+    LABELS,
+    PROJECT,
+    REGION,
+    human_lines,
+    registry_versions,
+    run_training,
+    usable_scenes,
+)
 
 
 @pytest.fixture(scope="module")
 def scenes() -> list[Scene]:
-    usable = (s for s in iter_scenes(400, LABELS, seed=11) if s.orientation == 1 and s.name.endswith((".jpg", ".png")))
-    return [s for _, s in zip(range(90), usable, strict=False)]
+    return usable_scenes()
 
 
 @pytest.fixture
@@ -78,17 +79,7 @@ def _export(
 ) -> dict[str, Any]:
     """Upload the scenes and write the export's training data from human labels (an outside job's)."""
     s3 = cloud["s3"]
-    classes = ClassRegistry(LABELS)
-    lines = []
-    for index, scene in enumerate(scenes):
-        key = f"incoming/{dataset}/{scene.name}"
-        s3.put_object(Bucket=BUCKET, Key=key, Body=scene.data)
-        boxes = [Box(b.label, b.left, b.top, b.width, b.height) for b in scene.boxes]
-        if corrupt:  # every box moved to the image's corner: labels that point at background
-            boxes = [Box(b.label, 0, 0, b.width, b.height) for b in boxes]
-        w, h = scene.image.size
-        line = bbox_label_line(f"s3://{BUCKET}/{key}", "people", (w, h, 3), boxes, classes, True, f"job-{index}")
-        lines.append(json.dumps(line))
+    lines = human_lines(s3, scenes, dataset, corrupt)
     training = build_training_set([(f"s3://{BUCKET}/batch/{OUTPUT_MANIFEST}", lines)], LABELS)
     prefix = f"exports/{dataset}/{version}/"
     write_training_data(S3Destination(BUCKET, prefix, s3), training)
@@ -96,22 +87,11 @@ def _export(
 
 
 def _run(cloud: dict[str, Any], detail: dict[str, Any], looks: int = 40) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    worker = _retrainer(cloud)
-    planned = retrain.process({"action": "plan", "detail": detail}, worker)
-    assert planned["train"], planned
-    steps = []
-    for _ in range(looks):
-        step = retrain.process({"action": "advance", "version": planned["version"]}, worker)
-        steps.append(step)
-        if step["done"]:
-            return planned, steps
-    raise AssertionError(f"not done after {looks} looks: {steps[-3:]}")
+    return run_training(_retrainer(cloud), detail, looks)
 
 
 def _versions(cloud: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    document, _ = registry_store.read(cloud["s3"], BUCKET)
-    assert document is not None
-    return {v["version"]: v for v in document["versions"]}
+    return registry_versions(cloud["s3"])
 
 
 def test_human_labels_train_a_version_that_is_promoted_and_calibrated(cloud, scenes):

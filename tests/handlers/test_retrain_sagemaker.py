@@ -11,33 +11,36 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from adapters import registry as registry_store
 from adapters.export_writer import S3Destination, write_export
 from adapters.model_pin import pinned_settings
 from adapters.models import ImageInput, backend_for
 from adapters.training_writer import build_training_set, write_training_data
 from handlers import retrain
 from handlers.route import state_key
-from labelloop_core.boxes import Box
 from labelloop_core.classes import ClassRegistry
 from labelloop_core.contract import MODEL_OUTPUT_PREFIX, OUTPUT_MANIFEST, SAGEMAKER_ARTIFACT
 from labelloop_core.export import ExportPlanner
-from labelloop_core.manifest import bbox_label_line
 from sandbox import model_emulation, sagemaker_training
 from sandbox.learned_detector import LearnedDetector
-from sandbox.scenes import Scene, iter_scenes
+from sandbox.scenes import Scene
+from tests.handlers.retrain_world import (
+    ACCOUNT,
+    BUCKET,
+    LABELS,
+    PROJECT,
+    REGION,
+    human_lines,
+    registry_versions,
+    run_training,
+    usable_scenes,
+)
 
-BUCKET = "labelloop-data"
-LABELS = ["car", "person", "bicycle"]
-ACCOUNT, REGION = "123456789012", "us-east-1"
-PROJECT = "labelloop-test"
 ENDPOINT = "detector"
 
 
 @pytest.fixture(scope="module")
 def scenes() -> list[Scene]:
-    usable = (s for s in iter_scenes(400, LABELS, seed=11) if s.orientation == 1 and s.name.endswith((".jpg", ".png")))
-    return [s for _, s in zip(range(90), usable, strict=False)]
+    return usable_scenes()
 
 
 @pytest.fixture
@@ -98,17 +101,8 @@ def _retrainer(cloud: dict[str, Any]) -> retrain.Retrainer:
 
 def _export(cloud: dict[str, Any], scenes: Sequence[Scene], version: str, corrupt: bool = False) -> dict[str, Any]:
     """Human labels of the scenes exported as the pipeline does: YOLO files and the training data beside them."""
-    s3, classes = cloud["s3"], ClassRegistry(LABELS)
-    lines = []
-    for index, scene in enumerate(scenes):
-        key = f"incoming/street/{scene.name}"
-        s3.put_object(Bucket=BUCKET, Key=key, Body=scene.data)
-        boxes = [Box(b.label, b.left, b.top, b.width, b.height) for b in scene.boxes]
-        if corrupt:  # every box moved to the image's corner: labels that point at background
-            boxes = [Box(b.label, 0, 0, b.width, b.height) for b in boxes]
-        w, h = scene.image.size
-        line = bbox_label_line(f"s3://{BUCKET}/{key}", "people", (w, h, 3), boxes, classes, True, f"job-{index}")
-        lines.append(json.dumps(line))
+    s3 = cloud["s3"]
+    lines = human_lines(s3, scenes, "street", corrupt)
     prefix = f"exports/street/{version}/"
     planner = ExportPlanner(ClassRegistry(LABELS), allowed_buckets={BUCKET})
     planner.add_manifest(f"s3://{BUCKET}/batch/{OUTPUT_MANIFEST}", lines)
@@ -119,22 +113,11 @@ def _export(cloud: dict[str, Any], scenes: Sequence[Scene], version: str, corrup
 
 
 def _run(cloud: dict[str, Any], detail: dict[str, Any], looks: int = 40) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    worker = _retrainer(cloud)
-    planned = retrain.process({"action": "plan", "detail": detail}, worker)
-    assert planned["train"], planned
-    steps = []
-    for _ in range(looks):
-        step = retrain.process({"action": "advance", "version": planned["version"]}, worker)
-        steps.append(step)
-        if step["done"]:
-            return planned, steps
-    raise AssertionError(f"not done after {looks} looks: {steps[-3:]}")
+    return run_training(_retrainer(cloud), detail, looks)
 
 
 def _versions(cloud: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    document, _ = registry_store.read(cloud["s3"], BUCKET)
-    assert document is not None
-    return {v["version"]: v for v in document["versions"]}
+    return registry_versions(cloud["s3"])
 
 
 def _settled(cloud: dict[str, Any]) -> dict[str, Any]:
