@@ -62,10 +62,12 @@ class StopFailed(ServiceException):
     code = "AccessDeniedException"  # a refusal botocore does not retry (the fault ``stop_failed``)
 
 
+#: Fits a model on ``(image bytes, boxes)`` pairs (the emulated trainings of both backends use it).
 Trainer = Callable[[Sequence[tuple[bytes, list[dict[str, Any]]]]], Any]
 
 
-def _default_trainer(examples: Sequence[tuple[bytes, list[dict[str, Any]]]]) -> Any:
+def default_trainer(examples: Sequence[tuple[bytes, list[dict[str, Any]]]]) -> Any:
+    """The learned detector, imported when a training first runs (numpy stays out of cold imports)."""
     from sandbox.learned_detector import train
 
     return train(examples)
@@ -75,7 +77,7 @@ def _default_trainer(examples: Sequence[tuple[bytes, list[dict[str, Any]]]]) -> 
 class RekognitionTrainingSettings:
     """How training behaves: the trainer, describe calls per status in progress, injected faults."""
 
-    trainer: Trainer = _default_trainer
+    trainer: Trainer = default_trainer
     polls: int = 1
     faults: dict[str, str] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)

@@ -29,7 +29,7 @@ import re
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,26 +46,19 @@ from labelloop_core.contract import (
     TRAINING_TRAIN_MANIFEST,
 )
 from sandbox.dispatch import add_operations, remove_operations
+from sandbox.rekognition_training import Trainer, default_trainer
 from sandbox.service_model import validate_request
 
 #: Injected faults (``SETTINGS.faults``: training-job or endpoint-config name → one of these).
 FAULTS = ("training_failed", "update_failed")
 _NAME_RE = re.compile(r'^\s+(\d+):\s*(".*")\s*$')
 
-Trainer = Callable[[Sequence[tuple[bytes, list[dict[str, Any]]]]], Any]
-
-
-def _default_trainer(examples: Sequence[tuple[bytes, list[dict[str, Any]]]]) -> Any:
-    from sandbox.learned_detector import train
-
-    return train(examples)
-
 
 @dataclass
 class SageMakerTrainingSettings:
     """The trainer, describe calls per status in progress, injected faults, and the calls seen."""
 
-    trainer: Trainer = _default_trainer
+    trainer: Trainer = default_trainer
     polls: int = 1
     faults: dict[str, str] = field(default_factory=dict)
     calls: list[dict[str, Any]] = field(default_factory=list)
